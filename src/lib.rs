@@ -2,7 +2,16 @@
 //!
 //! Everything but `binding` is plain Rust that `cargo test` reaches without Node.
 
+pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod mapping;
+pub mod model;
+pub mod pool;
+pub mod quant;
+pub mod sampler;
 pub mod tensor;
+pub mod text_stream;
+pub mod tokenizer;
+
+mod binding;

@@ -86,10 +86,10 @@ impl GgufFile {
         // Each key/value pair takes at least 12 bytes and each tensor info 24; larger counts
         // cannot be honest, and checking first keeps corrupt counts from allocating.
         if kv_count > r.remaining() / 12 {
-            return Err(Error::Malformed(format!("metadata count {kv_count} is larger than the file can hold")));
+            return Err(Error::Truncated(format!("the file ends before the {kv_count} metadata entries it declares")));
         }
         if tensor_count > r.remaining() / 24 {
-            return Err(Error::Malformed(format!("tensor count {tensor_count} is larger than the file can hold")));
+            return Err(Error::Truncated(format!("the file ends before the {tensor_count} tensor infos it declares")));
         }
 
         let mut metadata = Vec::with_capacity(kv_count as usize);

@@ -1,0 +1,62 @@
+// Streams a chat completion from SmolLM2-135M-Instruct, fetching the model first if needed.
+//   npm run demo -- [prompt] [--model path.gguf] [--threads N] [--max-tokens N]
+'use strict'
+
+const path = require('node:path')
+const { loadModel } = require('..')
+
+function parseArgs(argv) {
+  const args = { prompt: 'Write a short story about a lighthouse keeper who finds a message in a bottle.', maxTokens: 200 }
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]
+    if (a === '--model') args.model = argv[++i]
+    else if (a === '--threads') args.threads = Number(argv[++i])
+    else if (a === '--max-tokens') args.maxTokens = Number(argv[++i])
+    else if (a === '--help' || a === '-h') {
+      console.log('usage: npm run demo -- [prompt] [--model path.gguf] [--threads N] [--max-tokens N]')
+      process.exit(0)
+    } else args.prompt = a
+  }
+  return args
+}
+
+async function main() {
+  const args = parseArgs(process.argv.slice(2))
+  let modelPath = args.model
+  if (!modelPath) {
+    const { ensureModel } = await import(path.join(__dirname, '..', 'scripts', 'models.mjs'))
+    modelPath = await ensureModel('smollm2', { log: (m) => process.stderr.write(`${m}\n`) })
+  }
+
+  const t0 = performance.now()
+  const model = await loadModel(modelPath, {
+    threads: args.threads,
+    onProgress: ({ loadedBytes, totalBytes }) =>
+      process.stderr.write(`\rloading ${(loadedBytes / 1e6).toFixed(0)} / ${(totalBytes / 1e6).toFixed(0)} MB`),
+  })
+  const { info } = model
+  process.stderr.write(
+    `\rloaded ${info.name ?? path.basename(modelPath)} (${info.architecture}, ${(info.parameters / 1e6).toFixed(0)}M parameters, ` +
+      `${info.layers} layers, ${info.threads} threads) in ${((performance.now() - t0) / 1000).toFixed(2)} s\n\n`,
+  )
+
+  // SmolLM2-Instruct speaks ChatML; special tokens in a string prompt are parsed.
+  const prompt = `<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n${args.prompt}<|im_end|>\n<|im_start|>assistant\n`
+  process.stdout.write(`> ${args.prompt}\n\n`)
+
+  let n = 0
+  let first
+  for await (const token of model.generate(prompt, { maxTokens: args.maxTokens, temperature: 0.7, seed: 1, repeatPenalty: 1.1 })) {
+    first ??= performance.now()
+    n++
+    process.stdout.write(token.text)
+  }
+  const secs = (performance.now() - (first ?? performance.now())) / 1000
+  process.stderr.write(`\n\n${n} tokens, ${n > 1 ? ((n - 1) / secs).toFixed(1) : '-'} tok/s after the first\n`)
+  await model.dispose()
+}
+
+main().catch((err) => {
+  console.error(`demo failed: ${err.code ? `[${err.code}] ` : ''}${err.message}`)
+  process.exit(1)
+})

@@ -1,0 +1,134 @@
+// Types of chord-llm's public API (lib/index.js). The native layer's own types are in ../index.d.ts.
+
+/** Error codes carried by `err.code` on every error chord-llm throws or rejects with. */
+export type ChordErrorCode =
+  | 'ERR_FILE_NOT_FOUND'
+  | 'ERR_IO'
+  | 'ERR_NOT_GGUF'
+  | 'ERR_UNSUPPORTED_GGUF_VERSION'
+  | 'ERR_GGUF_TRUNCATED'
+  | 'ERR_GGUF_MALFORMED'
+  | 'ERR_GGUF_MISSING_KEY'
+  | 'ERR_GGUF_WRONG_KEY_TYPE'
+  | 'ERR_UNSUPPORTED_TENSOR_TYPE'
+  | 'ERR_UNSUPPORTED_ARCHITECTURE'
+  | 'ERR_MISSING_TENSOR'
+  | 'ERR_TENSOR_SHAPE'
+  | 'ERR_UNSUPPORTED_TOKENIZER'
+  | 'ERR_INVALID_TOKENIZER'
+  | 'ERR_INVALID_OPTION'
+  | 'ERR_INVALID_TOKEN'
+  | 'ERR_CONTEXT_FULL'
+  | 'ERR_DISPOSED'
+  | 'ERR_INTERNAL'
+  | 'ABORT_ERR'
+
+export interface ChordError extends Error {
+  code: ChordErrorCode
+}
+
+export interface LoadProgress {
+  loadedBytes: number
+  totalBytes: number
+}
+
+export interface LoadOptions {
+  /** Compute threads. Default: the number of CPUs. */
+  threads?: number
+  /** Positions per sequence (prompt + generated). Default: min(4096, the model's trained context). */
+  contextSize?: number
+  /** Called as the weights are read in (about every 50 ms while loading, and once at the end). */
+  onProgress?: (progress: LoadProgress) => void
+  /** Aborting rejects the load with an AbortError (code ABORT_ERR). */
+  signal?: AbortSignal
+}
+
+export interface ModelInfo {
+  architecture: string
+  name?: string
+  /** Total number of weights. */
+  parameters: number
+  fileBytes: number
+  layers: number
+  /** Positions per sequence in this session. */
+  contextSize: number
+  /** Context length the model was trained with. */
+  contextLength: number
+  vocabSize: number
+  threads: number
+  /** Number of tensors of each GGML type, e.g. { Q4_1: 210, F32: 61, Q8_0: 1 }. */
+  tensorTypes: Record<string, number>
+}
+
+export interface TokenizeOptions {
+  /** Prepend BOS. Default: what the model's metadata says (tokenizer.ggml.add_bos_token). */
+  addBos?: boolean
+  /** Parse special-token text such as `<|im_start|>` into special tokens. Default: false. */
+  special?: boolean
+}
+
+export interface DetokenizeOptions {
+  /** Render special (control) tokens as their text. Default: false (they render as nothing). */
+  special?: boolean
+}
+
+export interface LogitsOptions {
+  /** First position whose logits are returned. Default: the last position only. */
+  from?: number
+}
+
+export interface GenerateOptions {
+  /** Tokens to generate at most. Default: until end of generation or the context is full. */
+  maxTokens?: number
+  /** 0 is greedy. Default 0.8. */
+  temperature?: number
+  /** 0 disables. Default 40. */
+  topK?: number
+  /** 1 disables. Default 0.95. */
+  topP?: number
+  /** 0 disables. Default 0.05. */
+  minP?: number
+  /** 1 disables. Default 1. */
+  repeatPenalty?: number
+  /** How many recent tokens the repeat penalty considers. Default 64. */
+  repeatLastN?: number
+  /** Makes sampling reproducible. Default: random. */
+  seed?: number
+  /** Generation ends when the text contains one of these; the stop string itself is not yielded. */
+  stop?: string[]
+  /** Keep generating past end-of-generation tokens. Default false. */
+  ignoreEos?: boolean
+  /** Aborting stops generation within one token; the loop throws an AbortError. */
+  signal?: AbortSignal
+}
+
+export interface GeneratedToken {
+  /** Token id (for a final item carrying held-back text, the end-of-generation token or -1). */
+  id: number
+  /**
+   * Text this token releases. Empty while the token ends inside a UTF-8 character or while the
+   * text could still be the beginning of a stop string; it comes out with a later token.
+   */
+  text: string
+}
+
+export declare class Model {
+  private constructor()
+  readonly info: ModelInfo
+  tokenize(text: string, options?: TokenizeOptions): number[]
+  detokenize(ids: ArrayLike<number>, options?: DetokenizeOptions): string
+  /**
+   * Logits of positions `from`..ids.length-1 evaluated in a fresh state, one row of
+   * `info.vocabSize` values per position.
+   */
+  logits(ids: ArrayLike<number>, options?: LogitsOptions): Promise<Float32Array>
+  /**
+   * Generates from a prompt. A string is tokenized with the model's BOS rule and special tokens
+   * parsed; an array is used as token ids.
+   */
+  generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncGenerator<GeneratedToken, void, undefined>
+  /** Releases the model; generations still running finish first. */
+  dispose(): Promise<void>
+}
+
+export declare function loadModel(path: string, options?: LoadOptions): Promise<Model>

@@ -1,0 +1,78 @@
+// Bench worker for chord-llm (this repo's addon, through lib/index.js), run in its own process
+// by scripts/bench.mjs: load, prefill (logits of the prompt), decode (greedy generate), peak RSS.
+// Prints exactly one JSON line on stdout.
+
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildPromptIds, now, peakRssBytes, readConfig, runWorker } from './common.mjs';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** A generated item may be a bare id or an object carrying one. */
+const tokenId = (t) => (typeof t === 'object' && t !== null ? (t.token ?? t.id ?? t.tokenId) : t);
+
+runWorker('chord-llm', async () => {
+  const cfg = readConfig();
+  const modulePath = cfg.chordModule ? path.resolve(cfg.chordModule) : repoRoot;
+  const tInit = now();
+  let chord;
+  try {
+    chord = createRequire(path.join(repoRoot, 'package.json'))(modulePath);
+  } catch (e) {
+    throw new Error(`chord-llm is not loadable from ${modulePath} (not built yet? run "npm run build"): ${e.message}`);
+  }
+  if (typeof chord.loadModel !== 'function') throw new Error(`${modulePath} does not export loadModel()`);
+  const initS = (now() - tInit) / 1000;
+
+  const tLoad = now();
+  const model = await chord.loadModel(cfg.model, { threads: cfg.threads, contextSize: cfg.contextSize });
+  const loadS = (now() - tLoad) / 1000;
+
+  try {
+    const ids =
+      cfg.promptIds ??
+      buildPromptIds((t) => model.tokenize(t, { addBos: false, special: false }), null, cfg.promptTokens);
+
+    // Prefill: logits of the whole prompt from a fresh state.
+    const prefill = async () => {
+      const t0 = now();
+      await model.logits(ids);
+      return (now() - t0) / 1000;
+    };
+    if (cfg.warmup) await prefill();
+    const prefillS = await prefill();
+
+    // Decode: greedy, EOS ignored; timed from the first generated token to the last,
+    // so the prefill generate() does internally is excluded.
+    const tokens = [];
+    let tFirst = 0;
+    let tLast = 0;
+    for await (const t of model.generate(ids, { maxTokens: cfg.genTokens, temperature: 0, ignoreEos: true })) {
+      const tt = now();
+      if (tokens.length === 0) tFirst = tt;
+      tLast = tt;
+      tokens.push(tokenId(t));
+      if (tokens.length >= cfg.genTokens) break;
+    }
+    if (tokens.length < cfg.genTokens) throw new Error(`generation stopped after ${tokens.length} tokens`);
+    const decodeS = (tLast - tFirst) / 1000;
+
+    return {
+      initS,
+      loadS,
+      promptTokens: ids.length,
+      prefillS,
+      prefillTokS: ids.length / prefillS,
+      genTokens: tokens.length,
+      decodeS,
+      decodeTokS: decodeS > 0 ? (tokens.length - 1) / decodeS : null,
+      peakRssBytes: peakRssBytes(),
+      firstTokens: tokens.slice(0, 16),
+      threads: cfg.threads,
+      contextSize: cfg.contextSize,
+    };
+  } finally {
+    await model.dispose();
+  }
+});

@@ -1,0 +1,80 @@
+// Shared helpers for the bench workers (scripts/bench/*-worker.mjs): config parsing,
+// the fixed prompt text, peak-RSS reading and the one-JSON-line result protocol.
+
+import fs from 'node:fs';
+
+/** Fixed English text the 128-token benchmark prompt is cut from (repeated if a tokenizer needs more). */
+export const PROMPT_TEXT =
+  'The old lighthouse stood at the end of a narrow spit of rock, where the river met the sea. ' +
+  'For more than a century its keepers had climbed the spiral stairs every evening to light the lamp, ' +
+  'wind the clockwork that turned the great lens, and write a few lines in the logbook about the weather, ' +
+  'the ships that passed, and anything unusual they had seen. The entries were short and practical: ' +
+  'wind from the north-west, heavy swell, two fishing boats returned before dark, fog at midnight. ' +
+  'Yet read together, year after year, they told a longer story about a small town that depended on the water, ' +
+  'about storms that arrived without warning, and about the patience of people who spent their lives watching ' +
+  'a horizon that rarely changed. When the light was finally automated, the last keeper packed the logbooks ' +
+  'into wooden crates and carried them to the library in town, where a curious student found them many years later ' +
+  'and began, page by page, to turn them into a history of the coast. She learned to read the faded handwriting, ' +
+  'to recognise each keeper by the way they described the sea, and to match the dates with newspaper reports ' +
+  'of shipwrecks, rescues, festivals and floods.';
+
+/** The worker's config is passed as a single JSON argument. */
+export function readConfig() {
+  const raw = process.argv[2];
+  if (!raw) throw new Error('bench worker: missing JSON config argument (run it through scripts/bench.mjs)');
+  return JSON.parse(raw);
+}
+
+/** Peak resident set size of this process in bytes (VmHWM on Linux, else maxRSS). */
+export function peakRssBytes() {
+  try {
+    const status = fs.readFileSync('/proc/self/status', 'utf8');
+    const m = /^VmHWM:\s+(\d+)\s*kB/m.exec(status);
+    if (m) return Number(m[1]) * 1024;
+  } catch {
+    // not Linux
+  }
+  return process.resourceUsage().maxRSS * 1024;
+}
+
+export const now = () => performance.now();
+
+/** Print the single JSON result line and exit once it is flushed. */
+export function finish(result, code = 0) {
+  process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(code));
+}
+
+/** Run `main`, turning any failure (including stray rejections) into an {ok:false} JSON line. */
+export function runWorker(engine, main) {
+  let done = false;
+  const fail = (err) => {
+    if (done) return;
+    done = true;
+    const msg = err && err.message ? err.message : String(err);
+    finish({ engine, ok: false, error: msg.split('\n').slice(0, 6).join('\n') }, 1);
+  };
+  process.on('unhandledRejection', fail);
+  process.on('uncaughtException', fail);
+  Promise.resolve()
+    .then(main)
+    .then(
+      (res) => {
+        if (done) return;
+        done = true;
+        finish({ engine, ok: true, ...res });
+      },
+      fail,
+    );
+}
+
+/** Build `n` prompt ids from a tokenizer: optional BOS, then the fixed text (repeated as needed). */
+export function buildPromptIds(tokenizeText, bos, n) {
+  const ids = bos == null ? [] : [bos];
+  let text = PROMPT_TEXT;
+  for (let tries = 0; tries < 8; tries++) {
+    const toks = Array.from(tokenizeText(text), Number);
+    if (ids.length + toks.length >= n) return ids.concat(toks).slice(0, n);
+    text += ' ' + PROMPT_TEXT;
+  }
+  throw new Error(`could not build a ${n}-token prompt from the fixed text`);
+}

@@ -1,0 +1,362 @@
+//! The napi binding: converts types, runs engine work on libuv's worker pool (`AsyncTask`),
+//! and turns engine errors into JS errors. No inference logic lives here.
+//!
+//! Errors cross as `[CODE] message`; `lib/index.js` turns that prefix into `err.code`, since
+//! async-task rejections can only carry a napi status as their own code.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::engine::{self, GenerateParams, Generation, LoadOptions, Model, Step};
+use crate::error::{Error as EngineError, Result as EngineResult};
+use crate::sampler::SamplerParams;
+
+fn js_error(e: EngineError) -> napi::Error {
+    napi::Error::new(Status::GenericFailure, format!("[{}] {}", e.code(), e))
+}
+
+/// Runs engine code so that neither its errors nor a panic can cross into Node unconverted.
+fn guarded<T>(f: impl FnOnce() -> EngineResult<T>) -> napi::Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(js_error),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(napi::Error::new(Status::GenericFailure, format!("[ERR_INTERNAL] internal error: {what}")))
+        }
+    }
+}
+
+fn to_usize(v: Option<f64>, option: &'static str) -> EngineResult<Option<usize>> {
+    match v {
+        None => Ok(None),
+        Some(x) if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= u32::MAX as f64 => Ok(Some(x as usize)),
+        Some(x) => Err(EngineError::invalid_option(option, format!("must be a non-negative integer, got {x}"))),
+    }
+}
+
+#[napi(object)]
+pub struct NativeLoadOptions {
+    pub threads: Option<f64>,
+    pub context_size: Option<f64>,
+}
+
+#[napi(object)]
+pub struct NativeProgress {
+    pub loaded_bytes: f64,
+    pub total_bytes: f64,
+}
+
+/// One model load: started with `load()`, observed with `progress()`, stopped with `cancel()`.
+#[napi]
+pub struct NativeLoader {
+    path: PathBuf,
+    options: Option<NativeLoadOptions>,
+    shared: Arc<LoadShared>,
+}
+
+#[derive(Default)]
+struct LoadShared {
+    cancel: AtomicBool,
+    loaded: AtomicU64,
+    total: AtomicU64,
+}
+
+#[napi]
+impl NativeLoader {
+    #[napi(constructor)]
+    pub fn new(path: String, options: Option<NativeLoadOptions>) -> Self {
+        NativeLoader { path: path.into(), options, shared: Arc::default() }
+    }
+
+    #[napi(ts_return_type = "Promise<NativeModel>")]
+    pub fn load(&mut self) -> AsyncTask<LoadTask> {
+        AsyncTask::new(LoadTask { path: self.path.clone(), options: self.options.take(), shared: self.shared.clone() })
+    }
+
+    #[napi]
+    pub fn progress(&self) -> NativeProgress {
+        NativeProgress {
+            loaded_bytes: self.shared.loaded.load(Ordering::Relaxed) as f64,
+            total_bytes: self.shared.total.load(Ordering::Relaxed) as f64,
+        }
+    }
+
+    #[napi]
+    pub fn cancel(&self) {
+        self.shared.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+pub struct LoadTask {
+    path: PathBuf,
+    options: Option<NativeLoadOptions>,
+    shared: Arc<LoadShared>,
+}
+
+impl Task for LoadTask {
+    type Output = Model;
+    type JsValue = NativeModel;
+
+    fn compute(&mut self) -> napi::Result<Model> {
+        let shared = self.shared.clone();
+        let options = self.options.take();
+        let path = self.path.clone();
+        guarded(|| {
+            let opts = match options {
+                None => LoadOptions::default(),
+                Some(o) => LoadOptions {
+                    threads: to_usize(o.threads, "threads")?,
+                    context_size: to_usize(o.context_size, "contextSize")?,
+                },
+            };
+            Model::load(&path, &opts, &shared.cancel, &mut |loaded, total| {
+                shared.total.store(total, Ordering::Relaxed);
+                shared.loaded.store(loaded, Ordering::Relaxed);
+            })
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, model: Model) -> napi::Result<NativeModel> {
+        Ok(NativeModel { model: Mutex::new(Some(Arc::new(model))) })
+    }
+}
+
+#[napi(object)]
+pub struct NativeModelInfo {
+    pub architecture: String,
+    pub name: Option<String>,
+    pub parameters: f64,
+    pub file_bytes: f64,
+    pub layers: u32,
+    pub context_size: u32,
+    pub context_length: u32,
+    pub vocab_size: u32,
+    pub threads: u32,
+    pub tensor_types: std::collections::HashMap<String, u32>,
+}
+
+#[napi]
+pub struct NativeModel {
+    /// None once disposed; generations in flight keep their own `Arc` until they end.
+    model: Mutex<Option<Arc<Model>>>,
+}
+
+impl NativeModel {
+    fn get(&self) -> napi::Result<Arc<Model>> {
+        self.model.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(|| js_error(EngineError::Disposed))
+    }
+}
+
+#[napi(object)]
+pub struct NativeGenerateOptions {
+    pub max_tokens: Option<f64>,
+    pub temperature: Option<f64>,
+    pub top_k: Option<f64>,
+    pub top_p: Option<f64>,
+    pub min_p: Option<f64>,
+    pub repeat_penalty: Option<f64>,
+    pub repeat_last_n: Option<f64>,
+    pub seed: Option<f64>,
+    pub stop: Option<Vec<String>>,
+    pub ignore_eos: Option<bool>,
+}
+
+#[napi]
+impl NativeModel {
+    #[napi(getter)]
+    pub fn info(&self) -> napi::Result<NativeModelInfo> {
+        let m = self.get()?;
+        let i = &m.info;
+        Ok(NativeModelInfo {
+            architecture: i.architecture.clone(),
+            name: i.name.clone(),
+            parameters: i.parameters as f64,
+            file_bytes: i.file_bytes as f64,
+            layers: i.layers as u32,
+            context_size: i.context_size as u32,
+            context_length: i.context_length as u32,
+            vocab_size: i.vocab_size as u32,
+            threads: m.threads() as u32,
+            tensor_types: i.tensor_types.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        })
+    }
+
+    #[napi]
+    pub fn tokenize(&self, text: String, add_bos: Option<bool>, special: bool) -> napi::Result<Vec<u32>> {
+        let m = self.get()?;
+        guarded(|| Ok(m.tokenizer.encode(&text, add_bos.unwrap_or(m.tokenizer.add_bos_default()), special)))
+    }
+
+    #[napi]
+    pub fn detokenize(&self, ids: Vec<u32>, special: bool) -> napi::Result<String> {
+        let m = self.get()?;
+        guarded(|| {
+            m.check_tokens(&ids)?;
+            Ok(m.tokenizer.decode(&ids, special))
+        })
+    }
+
+    #[napi(ts_return_type = "Promise<Float32Array>")]
+    pub fn logits(&self, ids: Vec<u32>, from: Option<f64>) -> napi::Result<AsyncTask<LogitsTask>> {
+        let model = self.get()?;
+        let from = guarded(|| to_usize(from, "from"))?.unwrap_or(ids.len().saturating_sub(1));
+        Ok(AsyncTask::new(LogitsTask { model, ids, from }))
+    }
+
+    #[napi]
+    pub fn generate(&self, prompt: Vec<u32>, options: Option<NativeGenerateOptions>) -> napi::Result<NativeGeneration> {
+        let model = self.get()?;
+        let generation = guarded(|| Generation::new(model, prompt, generate_params(options)?))?;
+        Ok(NativeGeneration { inner: Arc::new(Mutex::new(Some(generation))), cancel: Arc::default() })
+    }
+
+    /// Drops this handle's reference to the weights; they are freed when no generation uses them.
+    #[napi]
+    pub fn dispose(&self) {
+        self.model.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+fn generate_params(o: Option<NativeGenerateOptions>) -> EngineResult<GenerateParams> {
+    let Some(o) = o else {
+        return Ok(GenerateParams { max_tokens: None, sampler: SamplerParams::default(), stop: vec![], ignore_eos: false });
+    };
+    let d = SamplerParams::default();
+    let seed = match o.seed {
+        None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_nanos() as u64),
+        Some(_) => to_usize(o.seed, "seed")?.unwrap_or(0) as u64,
+    };
+    Ok(GenerateParams {
+        max_tokens: to_usize(o.max_tokens, "maxTokens")?,
+        sampler: SamplerParams {
+            temperature: o.temperature.map_or(d.temperature, |v| v as f32),
+            top_k: to_usize(o.top_k, "topK")?.unwrap_or(d.top_k),
+            top_p: o.top_p.map_or(d.top_p, |v| v as f32),
+            min_p: o.min_p.map_or(d.min_p, |v| v as f32),
+            repeat_penalty: o.repeat_penalty.map_or(d.repeat_penalty, |v| v as f32),
+            repeat_last_n: to_usize(o.repeat_last_n, "repeatLastN")?.unwrap_or(d.repeat_last_n),
+            seed,
+        },
+        stop: o.stop.unwrap_or_default(),
+        ignore_eos: o.ignore_eos.unwrap_or(false),
+    })
+}
+
+pub struct LogitsTask {
+    model: Arc<Model>,
+    ids: Vec<u32>,
+    from: usize,
+}
+
+impl Task for LogitsTask {
+    type Output = Vec<f32>;
+    type JsValue = Float32Array;
+
+    fn compute(&mut self) -> napi::Result<Vec<f32>> {
+        guarded(|| self.model.logits(&self.ids, self.from, &AtomicBool::new(false)))
+    }
+
+    fn resolve(&mut self, _env: Env, output: Vec<f32>) -> napi::Result<Float32Array> {
+        Ok(Float32Array::new(output))
+    }
+}
+
+#[napi(object)]
+pub struct NativeStep {
+    /// "token" or "end".
+    pub kind: String,
+    /// The token id; for "end", the end-of-generation token if one ended it.
+    pub id: Option<u32>,
+    pub text: String,
+    /// For "end": "eog", "maxTokens", "stop" or "contextFull".
+    pub reason: Option<String>,
+}
+
+/// A generation driven one token per `next()` call, each computed on a libuv worker: the JS side
+/// asks for a token only when it wants one, which is the backpressure.
+#[napi]
+pub struct NativeGeneration {
+    inner: Arc<Mutex<Option<Generation>>>,
+    cancel: Arc<AtomicBool>,
+}
+
+#[napi]
+impl NativeGeneration {
+    #[napi(ts_return_type = "Promise<NativeStep>")]
+    pub fn next(&self) -> AsyncTask<StepTask> {
+        AsyncTask::new(StepTask { inner: self.inner.clone(), cancel: self.cancel.clone() })
+    }
+
+    /// Stops a step in progress at the next layer boundary; later steps fail with ABORT_ERR.
+    #[napi]
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Frees the generation's state (its KV cache) as soon as no step is running.
+    #[napi]
+    pub fn close(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        if let Ok(mut g) = self.inner.try_lock() {
+            g.take();
+        }
+    }
+}
+
+pub struct StepTask {
+    inner: Arc<Mutex<Option<Generation>>>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Task for StepTask {
+    type Output = Step;
+    type JsValue = NativeStep;
+
+    fn compute(&mut self) -> napi::Result<Step> {
+        guarded(|| {
+            let mut slot = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if self.cancel.load(Ordering::Relaxed) {
+                slot.take();
+                return Err(EngineError::Aborted);
+            }
+            let Some(generation) = slot.as_mut() else { return Err(EngineError::Aborted) };
+            let result = generation.next(&self.cancel);
+            // A finished, failed or cancelled generation frees its KV cache now, not when JS
+            // garbage-collects the handle.
+            if matches!(result, Err(_) | Ok(Step::End { .. })) {
+                slot.take();
+            }
+            result
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, step: Step) -> napi::Result<NativeStep> {
+        Ok(match step {
+            Step::Token { id, text } => NativeStep { kind: "token".into(), id: Some(id), text, reason: None },
+            Step::End { text, token, reason } => {
+                NativeStep { kind: "end".into(), id: token, text, reason: Some(reason.name().into()) }
+            }
+        })
+    }
+}
+
+/// The engine's version, for diagnostics.
+#[napi]
+pub fn native_version() -> String {
+    format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+}
+
+#[allow(dead_code)]
+fn _assert_engine_types_are_send() {
+    fn is_send<T: Send>() {}
+    is_send::<engine::Generation>();
+}

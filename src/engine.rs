@@ -1,0 +1,334 @@
+//! The engine's public face in plain Rust: load a model, tokenize, compute logits, generate.
+//! The napi binding is a thin translation of this module.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use crate::model::config::ModelConfig;
+use crate::model::forward::forward;
+use crate::model::state::RunState;
+use crate::model::weights::{MappedWeights, TensorTable, WeightSource};
+use crate::pool::ComputePool;
+use crate::sampler::{Sampler, SamplerParams};
+use crate::text_stream::TextStream;
+use crate::tokenizer::{Tokenizer, VocabSpec};
+
+/// Default context when the caller does not choose one: long enough for chat, small enough that
+/// the KV cache of a large model stays modest. Capped by what the model was trained for.
+pub const DEFAULT_CONTEXT: usize = 4096;
+
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Compute threads; defaults to the number of CPUs.
+    pub threads: Option<usize>,
+    /// Positions per sequence; defaults to min(DEFAULT_CONTEXT, trained context).
+    pub context_size: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub architecture: String,
+    pub name: Option<String>,
+    /// Total number of weights.
+    pub parameters: u64,
+    pub file_bytes: u64,
+    pub layers: usize,
+    /// Positions per sequence in this session (see `LoadOptions::context_size`).
+    pub context_size: usize,
+    /// Context length the model was trained with.
+    pub context_length: usize,
+    pub vocab_size: usize,
+    /// How many tensors of each GGML type the file holds.
+    pub tensor_types: BTreeMap<String, u32>,
+}
+
+pub struct Model {
+    pub config: ModelConfig,
+    pub tokenizer: Tokenizer,
+    pub info: ModelInfo,
+    weights: Box<dyn WeightSource>,
+    pool: ComputePool,
+}
+
+impl Model {
+    /// Opens, validates and prefaults the model. `progress(loaded, total)` is called as weights
+    /// are read in; setting `cancel` stops the load with `Error::Aborted`.
+    pub fn load(path: &Path, opts: &LoadOptions, cancel: &AtomicBool, progress: &mut dyn FnMut(u64, u64)) -> Result<Model> {
+        let threads = match opts.threads {
+            Some(0) => return Err(Error::invalid_option("threads", "must be at least 1")),
+            Some(n) if n > 1024 => return Err(Error::invalid_option("threads", format!("{n} is more than 1024"))),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let file = Arc::new(GgufFile::open(path)?);
+        let mut config = ModelConfig::from_gguf(&file)?;
+        let embd = file.tensor_info("token_embd.weight").ok_or_else(|| Error::MissingTensor("token_embd.weight".into()))?;
+        config.n_vocab = embd.dims[1] as usize;
+        let tokenizer = Tokenizer::new(vocab_spec(&file)?)?;
+        if tokenizer.vocab_size() != config.n_vocab {
+            return Err(Error::InvalidTokenizer(format!(
+                "the tokenizer has {} tokens but token_embd.weight has {} rows",
+                tokenizer.vocab_size(),
+                config.n_vocab
+            )));
+        }
+        let table = TensorTable::resolve(&file, &config)?;
+        let context_size = match opts.context_size {
+            Some(0) => return Err(Error::invalid_option("contextSize", "must be at least 1")),
+            Some(n) if n > config.n_ctx_train => {
+                return Err(Error::invalid_option(
+                    "contextSize",
+                    format!("{n} is more than the {} positions the model was trained for", config.n_ctx_train),
+                ))
+            }
+            Some(n) => n,
+            None => config.n_ctx_train.min(DEFAULT_CONTEXT),
+        };
+
+        let (start, len) = table.span();
+        progress(0, len);
+        file.mapped().prefault(start, len, cancel, |done| progress(done, len))?;
+
+        let info = ModelInfo {
+            architecture: config.arch.name().to_owned(),
+            name: file.get_str("general.name")?.map(str::to_owned),
+            parameters: file.tensors.iter().map(|t| t.elements()).sum(),
+            file_bytes: file.file_len(),
+            layers: config.n_layer,
+            context_size,
+            context_length: config.n_ctx_train,
+            vocab_size: config.n_vocab,
+            tensor_types: file.tensors.iter().fold(BTreeMap::new(), |mut m, t| {
+                *m.entry(t.ty.name().to_owned()).or_insert(0) += 1;
+                m
+            }),
+        };
+        let weights = Box::new(MappedWeights::new(file, table));
+        Ok(Model { config, tokenizer, info, weights, pool: ComputePool::new(threads) })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    pub fn new_state(&self) -> RunState {
+        RunState::new(&self.config, self.info.context_size)
+    }
+
+    /// Runs one token through the model at the next position of `state`.
+    pub fn eval(&self, state: &mut RunState, token: u32, want_logits: bool, cancel: &AtomicBool) -> Result<()> {
+        forward(&self.config, &*self.weights, &self.pool, state, token, want_logits, &|| cancel.load(Ordering::Relaxed))
+    }
+
+    pub fn check_tokens(&self, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&t| t as usize >= self.config.n_vocab) {
+            Some(&bad) => Err(Error::InvalidToken(bad.into())),
+            None => Ok(()),
+        }
+    }
+
+    /// Logits of positions `from..ids.len()` of `ids`, evaluated in a fresh state: one row of
+    /// vocab_size values per position.
+    pub fn logits(&self, ids: &[u32], from: usize, cancel: &AtomicBool) -> Result<Vec<f32>> {
+        if ids.is_empty() {
+            return Err(Error::invalid_option("ids", "must hold at least one token"));
+        }
+        if from >= ids.len() {
+            return Err(Error::invalid_option("from", format!("{from} is not a position of the {} tokens", ids.len())));
+        }
+        self.check_tokens(ids)?;
+        self.check_fits(ids.len())?;
+        let mut state = self.new_state();
+        let mut out = Vec::with_capacity((ids.len() - from) * self.config.n_vocab);
+        for (i, &t) in ids.iter().enumerate() {
+            self.eval(&mut state, t, i >= from, cancel)?;
+            if i >= from {
+                out.extend_from_slice(&state.logits);
+            }
+        }
+        Ok(out)
+    }
+
+    fn check_fits(&self, positions: usize) -> Result<()> {
+        if positions > self.info.context_size {
+            return Err(Error::ContextFull { needed: positions, context_size: self.info.context_size });
+        }
+        Ok(())
+    }
+}
+
+/// Everything the tokenizer needs from `tokenizer.ggml.*`.
+fn vocab_spec(g: &GgufFile) -> Result<VocabSpec> {
+    let strings = |key: &str| -> Result<Option<Vec<String>>> {
+        match g.get_array(key)? {
+            None => Ok(None),
+            Some((_, items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| Error::InvalidTokenizer(format!("{key} holds a non-string"))))
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+        }
+    };
+    let numbers = |key: &str| -> Result<Option<Vec<f64>>> {
+        match g.get_array(key)? {
+            None => Ok(None),
+            Some((_, items)) => items
+                .iter()
+                .map(|v| v.as_f64().ok_or_else(|| Error::InvalidTokenizer(format!("{key} holds a non-number"))))
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+        }
+    };
+    let id = |key: &str| g.get_int::<u32>(key);
+    let model = g.get_str("tokenizer.ggml.model")?.ok_or_else(|| Error::MissingKey("tokenizer.ggml.model".into()))?;
+    Ok(VocabSpec {
+        model: model.to_owned(),
+        pre: g.get_str("tokenizer.ggml.pre")?.map(str::to_owned),
+        tokens: strings("tokenizer.ggml.tokens")?.ok_or_else(|| Error::MissingKey("tokenizer.ggml.tokens".into()))?,
+        scores: numbers("tokenizer.ggml.scores")?.map(|v| v.into_iter().map(|x| x as f32).collect()),
+        token_types: numbers("tokenizer.ggml.token_type")?.map(|v| v.into_iter().map(|x| x as i32).collect()),
+        merges: strings("tokenizer.ggml.merges")?,
+        bos: id("tokenizer.ggml.bos_token_id")?,
+        eos: id("tokenizer.ggml.eos_token_id")?,
+        eot: id("tokenizer.ggml.eot_token_id")?,
+        eom: id("tokenizer.ggml.eom_token_id")?,
+        unk: id("tokenizer.ggml.unknown_token_id")?,
+        pad: id("tokenizer.ggml.padding_token_id")?,
+        add_bos: g.get_bool("tokenizer.ggml.add_bos_token")?,
+        add_eos: g.get_bool("tokenizer.ggml.add_eos_token")?,
+    })
+}
+
+#[derive(Clone, Debug)]
+pub struct GenerateParams {
+    /// None: until end of generation or the context is full.
+    pub max_tokens: Option<usize>,
+    pub sampler: SamplerParams,
+    pub stop: Vec<String>,
+    pub ignore_eos: bool,
+}
+
+/// One step of a generation.
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    /// A generated token and the text it releases (possibly empty while a UTF-8 character or a
+    /// possible stop string is incomplete).
+    Token { id: u32, text: String },
+    /// Generation is over. `text` is what was still held back; `token` is the end-of-generation
+    /// token if one ended it.
+    End { text: String, token: Option<u32>, reason: EndReason },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    EndOfGeneration,
+    MaxTokens,
+    Stop,
+    ContextFull,
+}
+
+impl EndReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::EndOfGeneration => "eog",
+            EndReason::MaxTokens => "maxTokens",
+            EndReason::Stop => "stop",
+            EndReason::ContextFull => "contextFull",
+        }
+    }
+}
+
+/// A generation in progress: its own KV cache, sampler and text stream over a shared model.
+pub struct Generation {
+    model: Arc<Model>,
+    state: RunState,
+    sampler: Sampler,
+    stream: TextStream,
+    params: GenerateParams,
+    /// Prompt and generated tokens.
+    history: Vec<u32>,
+    prompt_len: usize,
+    generated: usize,
+    finished: bool,
+}
+
+impl Generation {
+    pub fn new(model: Arc<Model>, prompt: Vec<u32>, params: GenerateParams) -> Result<Self> {
+        if prompt.is_empty() {
+            return Err(Error::invalid_option("prompt", "must hold at least one token"));
+        }
+        params.sampler.validate()?;
+        model.check_tokens(&prompt)?;
+        model.check_fits(prompt.len())?;
+        Ok(Generation {
+            state: model.new_state(),
+            sampler: Sampler::new(params.sampler.clone()),
+            stream: TextStream::new(params.stop.clone()),
+            prompt_len: prompt.len(),
+            history: prompt,
+            generated: 0,
+            finished: false,
+            params,
+            model,
+        })
+    }
+
+    /// Computes the next token; the first call also evaluates the prompt. After `Step::End`,
+    /// further calls return `Step::End` with empty text.
+    pub fn next(&mut self, cancel: &AtomicBool) -> Result<Step> {
+        if self.finished {
+            return Ok(Step::End { text: String::new(), token: None, reason: EndReason::MaxTokens });
+        }
+        if self.params.max_tokens == Some(self.generated) {
+            return Ok(self.end(None, EndReason::MaxTokens));
+        }
+        // Evaluate what the cache has not seen yet: the whole prompt at first, then the last token.
+        while self.state.n_past < self.history.len() {
+            if self.state.n_past >= self.model.info.context_size {
+                return Ok(self.end(None, EndReason::ContextFull));
+            }
+            let token = self.history[self.state.n_past];
+            let last = self.state.n_past + 1 == self.history.len();
+            self.model.eval(&mut self.state, token, last, cancel)?;
+        }
+        let id = self.sampler.sample(&self.state.logits, &self.history);
+        if !self.params.ignore_eos && self.model.tokenizer.is_eog(id) {
+            return Ok(self.end(Some(id), EndReason::EndOfGeneration));
+        }
+        self.history.push(id);
+        self.generated += 1;
+        let released = self.stream.push(&self.model.tokenizer.token_bytes(id, false));
+        if released.stopped {
+            self.finished = true;
+            return Ok(Step::Token { id, text: released.text });
+        }
+        let mut text = released.text;
+        // The last token carries whatever is still held, so nothing is lost at the end.
+        if self.params.max_tokens == Some(self.generated) {
+            text.push_str(&self.stream.finish());
+        }
+        Ok(Step::Token { id, text })
+    }
+
+    fn end(&mut self, token: Option<u32>, reason: EndReason) -> Step {
+        self.finished = true;
+        Step::End { text: self.stream.finish(), token, reason }
+    }
+
+    /// Whether the last `Step::Token` ended the generation (a stop string was completed).
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    pub fn prompt_len(&self) -> usize {
+        self.prompt_len
+    }
+
+    pub fn generated(&self) -> usize {
+        self.generated
+    }
+}

@@ -1,0 +1,104 @@
+//! Per-sequence state: activation buffers and the KV cache. One `RunState` per generation or
+//! logits call; the model's weights are shared.
+
+use half::f16;
+
+use crate::model::config::ModelConfig;
+
+/// Keys and values of every position seen so far, stored as f16 like llama.cpp's default cache.
+pub struct KvCache {
+    /// (n_layer, context, kv_dim) f16 bit patterns. Zero-initialized u16 so the allocation is
+    /// lazily backed by the OS: memory grows with the positions actually used.
+    keys: Vec<u16>,
+    /// (n_layer, context, kv_dim), same layout as `keys`.
+    values: Vec<u16>,
+    context: usize,
+    kv_dim: usize,
+}
+
+impl KvCache {
+    pub fn new(c: &ModelConfig, context: usize) -> Self {
+        let n = c.n_layer * context * c.kv_dim();
+        KvCache { keys: vec![0u16; n], values: vec![0u16; n], context, kv_dim: c.kv_dim() }
+    }
+
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    fn index(&self, layer: usize, pos: usize) -> usize {
+        (layer * self.context + pos) * self.kv_dim
+    }
+
+    pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        let at = self.index(layer, pos);
+        for (dst, &x) in self.keys[at..at + self.kv_dim].iter_mut().zip(k) {
+            *dst = f16::from_f32(x).to_bits();
+        }
+        for (dst, &x) in self.values[at..at + self.kv_dim].iter_mut().zip(v) {
+            *dst = f16::from_f32(x).to_bits();
+        }
+    }
+
+    /// Keys of positions 0..len of one layer: (len, kv_dim).
+    pub fn keys(&self, layer: usize, len: usize) -> &[u16] {
+        let at = self.index(layer, 0);
+        &self.keys[at..at + len * self.kv_dim]
+    }
+
+    /// Values of positions 0..len of one layer: (len, kv_dim).
+    pub fn values(&self, layer: usize, len: usize) -> &[u16] {
+        let at = self.index(layer, 0);
+        &self.values[at..at + len * self.kv_dim]
+    }
+
+    /// Bytes the cache would take when full.
+    pub fn capacity_bytes(&self) -> usize {
+        (self.keys.len() + self.values.len()) * 2
+    }
+}
+
+/// Activation buffers for one token, reused from token to token.
+pub struct RunState {
+    pub x: Vec<f32>,       // (n_embd) residual stream
+    pub xb: Vec<f32>,      // (n_embd) normalized input of a sub-block
+    pub q: Vec<f32>,       // (n_head * head_dim)
+    pub k: Vec<f32>,       // (kv_dim)
+    pub v: Vec<f32>,       // (kv_dim)
+    pub att: Vec<f32>,     // (n_head * head_dim) attention output, all heads
+    pub proj: Vec<f32>,    // (n_embd) output of a sub-block's last projection
+    pub gate: Vec<f32>,    // (n_ff)
+    pub up: Vec<f32>,      // (n_ff)
+    pub logits: Vec<f32>,  // (n_vocab)
+    pub norm_w: Vec<f32>,  // (n_embd) a norm's weights, dequantized
+    pub rope_cos: Vec<f32>, // (rope_dim / 2) for the current position
+    pub rope_sin: Vec<f32>, // (rope_dim / 2)
+    /// Activations converted to a weight type's dot-product format.
+    pub act_q: Vec<u8>,
+    pub kv: KvCache,
+    /// Positions already in the KV cache.
+    pub n_past: usize,
+}
+
+impl RunState {
+    pub fn new(c: &ModelConfig, context: usize) -> Self {
+        RunState {
+            x: vec![0.0; c.n_embd],
+            xb: vec![0.0; c.n_embd],
+            q: vec![0.0; c.q_dim()],
+            k: vec![0.0; c.kv_dim()],
+            v: vec![0.0; c.kv_dim()],
+            att: vec![0.0; c.q_dim()],
+            proj: vec![0.0; c.n_embd],
+            gate: vec![0.0; c.n_ff],
+            up: vec![0.0; c.n_ff],
+            logits: vec![0.0; c.n_vocab],
+            norm_w: vec![0.0; c.n_embd],
+            rope_cos: vec![0.0; c.rope_dim / 2],
+            rope_sin: vec![0.0; c.rope_dim / 2],
+            act_q: Vec::new(),
+            kv: KvCache::new(c, context),
+            n_past: 0,
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The compute pool: `threads - 1` workers plus the calling thread split one operation (a matrix
+//! product's rows, attention heads) into tasks.
+//!
+//! A forward pass runs hundreds of small operations per token, so waking workers must be cheap:
+//! workers spin briefly on the job counter before parking on a condvar, and the caller takes
+//! tasks itself instead of waiting idle.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+/// Spins before a worker parks; about 20-50 µs on current CPUs, longer than the gap between
+/// two operations of a forward pass, far shorter than the gap between two tokens.
+const SPIN_ITERATIONS: u32 = 20_000;
+
+type Job = &'static (dyn Fn(usize) + Sync);
+
+struct Shared {
+    /// Incremented for each job; workers run a job when it differs from the last one they ran.
+    generation: AtomicU64,
+    job: Mutex<Option<Job>>,
+    n_tasks: AtomicUsize,
+    next_task: AtomicUsize,
+    /// Workers that have not yet finished the current job.
+    busy_workers: AtomicUsize,
+    panicked: AtomicBool,
+    shutdown: AtomicBool,
+    park_lock: Mutex<()>,
+    wake: Condvar,
+}
+
+pub struct ComputePool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    /// Serializes callers: one job runs at a time.
+    run_lock: Mutex<()>,
+}
+
+impl ComputePool {
+    /// A pool that computes with `threads` threads in all (the caller counts as one).
+    pub fn new(threads: usize) -> Self {
+        let shared = Arc::new(Shared {
+            generation: AtomicU64::new(0),
+            job: Mutex::new(None),
+            n_tasks: AtomicUsize::new(0),
+            next_task: AtomicUsize::new(0),
+            busy_workers: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            park_lock: Mutex::new(()),
+            wake: Condvar::new(),
+        });
+        let workers = (1..threads.max(1))
+            .map(|i| {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("chord-compute-{i}"))
+                    .spawn(move || worker_loop(&shared))
+                    .expect("spawning a compute thread")
+            })
+            .collect();
+        ComputePool { shared, workers, run_lock: Mutex::new(()) }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Calls `task(i)` for every i in 0..n_tasks, spread over the pool; returns when all are done.
+    pub fn run(&self, n_tasks: usize, task: &(dyn Fn(usize) + Sync)) {
+        if self.workers.is_empty() || n_tasks <= 1 {
+            (0..n_tasks).for_each(task);
+            return;
+        }
+        let _one_job_at_a_time = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &*self.shared;
+        // SAFETY: the 'static lifetime is a lie told only to the workers. They call the job
+        // between the generation bump below and their decrement of `busy_workers`, and this
+        // function does not return (nor unwind: the caller's own tasks run under catch_unwind)
+        // until `busy_workers` is zero and the slot is cleared, so `task` outlives every use.
+        let job: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(task) };
+        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
+        s.n_tasks.store(n_tasks, Ordering::Relaxed);
+        s.next_task.store(0, Ordering::Relaxed);
+        s.busy_workers.store(self.workers.len(), Ordering::Relaxed);
+        {
+            let _g = s.park_lock.lock().unwrap_or_else(|e| e.into_inner());
+            s.generation.fetch_add(1, Ordering::Release);
+            s.wake.notify_all();
+        }
+        let caller_panicked = catch_unwind(AssertUnwindSafe(|| take_tasks(s, job))).is_err();
+        let mut spins = 0u32;
+        while s.busy_workers.load(Ordering::Acquire) != 0 {
+            spins += 1;
+            if spins < SPIN_ITERATIONS {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if caller_panicked || s.panicked.swap(false, Ordering::Relaxed) {
+            panic!("a compute task panicked");
+        }
+    }
+
+    /// Splits `out` into about `4 * threads` chunks of whole `granule`s and calls
+    /// `task(first_index, chunk)` for each, in parallel.
+    pub fn for_each_chunk(&self, out: &mut [f32], granule: usize, task: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+        let granule = granule.max(1);
+        let units = out.len().div_ceil(granule);
+        let per_chunk = units.div_ceil(self.threads() * 4).max(1) * granule;
+        let chunks: Vec<Mutex<(usize, &mut [f32])>> =
+            out.chunks_mut(per_chunk).enumerate().map(|(i, c)| Mutex::new((i * per_chunk, c))).collect();
+        self.run(chunks.len(), &|i| {
+            let mut guard = chunks[i].lock().unwrap_or_else(|e| e.into_inner());
+            let (start, ref mut chunk) = *guard;
+            task(start, chunk);
+        });
+    }
+}
+
+fn take_tasks(s: &Shared, job: Job) {
+    let n = s.n_tasks.load(Ordering::Relaxed);
+    loop {
+        let i = s.next_task.fetch_add(1, Ordering::Relaxed);
+        if i >= n {
+            break;
+        }
+        job(i);
+    }
+}
+
+fn worker_loop(s: &Shared) {
+    let mut seen = 0u64;
+    loop {
+        let mut spins = 0u32;
+        loop {
+            if s.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            let g = s.generation.load(Ordering::Acquire);
+            if g != seen {
+                seen = g;
+                break;
+            }
+            if spins < SPIN_ITERATIONS {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            let guard = s.park_lock.lock().unwrap_or_else(|e| e.into_inner());
+            if s.generation.load(Ordering::Acquire) == seen && !s.shutdown.load(Ordering::Acquire) {
+                drop(s.wake.wait(guard).unwrap_or_else(|e| e.into_inner()));
+            }
+        }
+        let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(job) = job {
+            if catch_unwind(AssertUnwindSafe(|| take_tasks(s, job))).is_err() {
+                s.panicked.store(true, Ordering::Relaxed);
+            }
+        }
+        s.busy_workers.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Drop for ComputePool {
+    fn drop(&mut self) {
+        {
+            let _g = self.shared.park_lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.shutdown.store(true, Ordering::Release);
+            self.shared.wake.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_task_runs_exactly_once() {
+        for threads in [1, 2, 3, 8] {
+            let pool = ComputePool::new(threads);
+            for n in [0, 1, 2, 7, 100, 1000] {
+                let counts: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                pool.run(n, &|i| {
+                    counts[i].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1), "threads {threads} n {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_cover_the_output_in_whole_granules() {
+        let pool = ComputePool::new(3);
+        let mut out = vec![0.0f32; 1000];
+        pool.for_each_chunk(&mut out, 8, &|start, chunk| {
+            assert_eq!(start % 8, 0);
+            for (j, v) in chunk.iter_mut().enumerate() {
+                *v = (start + j) as f32;
+            }
+        });
+        assert!(out.iter().enumerate().all(|(i, &v)| v == i as f32));
+    }
+
+    #[test]
+    fn a_panicking_task_is_reported_and_the_pool_survives() {
+        let pool = ComputePool::new(2);
+        let r = catch_unwind(AssertUnwindSafe(|| pool.run(16, &|i| assert!(i != 5))));
+        assert!(r.is_err());
+        let total = AtomicUsize::new(0);
+        pool.run(16, &|_| {
+            total.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 16);
+    }
+}

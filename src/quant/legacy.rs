@@ -1,0 +1,338 @@
+//! ggml's 32-value block formats ("legacy quants"): Q4_0, Q4_1 and Q8_0 weights, and the Q8_0 /
+//! Q8_1 activation formats they are multiplied with. Q5_0 and Q5_1 belong here too.
+//!
+//! Every kernel follows ggml's reference C code (ggml-quants.c `quantize_row_*_ref` and
+//! `dequantize_row_*`, ggml-cpu/quants.c `ggml_vec_dot_*_generic`), including the order of the
+//! float operations, so the scalar results are bit-identical to a non-SIMD ggml build. Inner
+//! loops work on fixed-size arrays so LLVM vectorizes them: 4-bit values are unpacked into an
+//! `[i8; 32]` first and the block's products are summed exactly in i32.
+
+use super::block::{ActBlock, QuantBlock, WeightBlock};
+use super::float::{f16_to_f32, f32_to_f16};
+use crate::tensor::GgmlType;
+
+/// Values per block in every format of this file (ggml's QK4_0 = QK4_1 = QK8_0 = QK8_1).
+const QK: usize = 32;
+
+/// An f16 as stored in a block: its little-endian bytes. Keeping it a byte array gives the block
+/// structs alignment 1, so their layout is GGUF's byte for byte wherever the data sits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(transparent)]
+pub(crate) struct F16Le(pub [u8; 2]);
+
+impl F16Le {
+    #[inline]
+    pub(crate) fn from_f32(x: f32) -> Self {
+        F16Le(f32_to_f16(x).to_le_bytes())
+    }
+
+    #[inline]
+    pub(crate) fn to_f32(self) -> f32 {
+        f16_to_f32(u16::from_le_bytes(self.0))
+    }
+}
+
+/// `N` bytes of `b` starting at `at`. Used on fixed-size blocks, where the bounds are constants
+/// and the checks compile away.
+#[inline(always)]
+fn field<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&b[at..at + N]);
+    a
+}
+
+/// The block's bytes as a fixed-size array; panics on a wrong length (a caller bug).
+#[inline(always)]
+fn block_bytes<const N: usize>(bytes: &[u8]) -> &[u8; N] {
+    match bytes.try_into() {
+        Ok(b) => b,
+        Err(_) => panic!("quant: block of {} bytes, expected {N}", bytes.len()),
+    }
+}
+
+#[inline(always)]
+fn block_values(out: &mut [f32]) -> &mut [f32; QK] {
+    let len = out.len();
+    match out.try_into() {
+        Ok(o) => o,
+        Err(_) => panic!("quant: {len} values for a block of {QK}"),
+    }
+}
+
+/// Exact integer dot product of 32 signed bytes; the sum of 32 products of i8 fits in i32.
+#[inline(always)]
+fn dot_i8(a: &[i8; QK], b: &[i8; QK]) -> i32 {
+    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
+}
+
+/// Unpack 16 bytes of nibbles into 32 values, minus `offset`: low nibbles are elements 0..16,
+/// high nibbles 16..32 (ggml's order, not interleaved).
+#[inline(always)]
+fn unpack_nibbles(qs: &[u8; QK / 2], offset: i8) -> [i8; QK] {
+    let mut v = [0i8; QK];
+    let (lo, hi) = v.split_at_mut(QK / 2);
+    for ((l, h), &q) in lo.iter_mut().zip(hi.iter_mut()).zip(qs) {
+        *l = (q & 0x0F) as i8 - offset;
+        *h = (q >> 4) as i8 - offset;
+    }
+    v
+}
+
+/// Integer dot product of 32 nibbles (each minus `offset`) with 32 signed bytes.
+///
+/// Deliberately out of line, like `dot_bytes`: inlined into the loop over blocks, LLVM (Rust
+/// 1.95) leaves the 32 multiply-adds as a scalar `imul` chain, while as a function of its own
+/// the SLP vectorizer turns them into `pmaddwd`, about 2.5x faster overall. The call costs less
+/// than that. Revisit when explicit SIMD kernels replace these.
+#[inline(never)]
+fn dot_nibbles(qs: &[u8; QK / 2], offset: i8, b: &[i8; QK]) -> i32 {
+    dot_i8(&unpack_nibbles(qs, offset), b)
+}
+
+/// Integer dot product of two Q8 blocks' values; out of line for the reason given at `dot_nibbles`.
+#[inline(never)]
+fn dot_bytes(a: &[i8; QK], b: &[i8; QK]) -> i32 {
+    dot_i8(a, b)
+}
+
+/// ggml's `MAX(amax, fabsf(v))` over a block, including its NaN behaviour (`a > b ? a : b`).
+#[inline(always)]
+fn abs_max(x: &[f32; QK]) -> f32 {
+    x.iter()
+        .fold(0.0f32, |m, &v| if m > v.abs() { m } else { v.abs() })
+}
+
+/// Q8 scale and its inverse for a block whose largest magnitude is `amax`: the scale maps
+/// `amax` to 127, and an all-zero block gets inverse 0 so it quantizes to zeros, not NaN.
+#[inline(always)]
+fn q8_scale(amax: f32) -> (f32, f32) {
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    (d, id)
+}
+
+/// `roundf(x * id)` per value (ties away from zero, as C `roundf`; not round-half-even).
+#[inline(always)]
+fn q8_values(x: &[f32; QK], id: f32) -> [i8; QK] {
+    let mut qs = [0i8; QK];
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = (v * id).round() as i8;
+    }
+    qs
+}
+
+/// 4-bit weights with one scale: `x = (q - 8) * d`, q in 0..16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct BlockQ4_0 {
+    pub d: F16Le,
+    pub qs: [u8; QK / 2],
+}
+const _: () = assert!(size_of::<BlockQ4_0>() == 18);
+
+/// 4-bit weights with a scale and an offset: `x = q * d + m`, q in 0..16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct BlockQ4_1 {
+    pub d: F16Le,
+    pub m: F16Le,
+    pub qs: [u8; QK / 2],
+}
+const _: () = assert!(size_of::<BlockQ4_1>() == 20);
+
+/// 8-bit values with one scale: `x = q * d`. Both a weight format and the activation format of
+/// Q4_0 and Q8_0 weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct BlockQ8_0 {
+    pub d: F16Le,
+    pub qs: [i8; QK],
+}
+const _: () = assert!(size_of::<BlockQ8_0>() == 34);
+
+/// 8-bit activations for Q4_1 weights: Q8_0 plus `s = d * sum(qs)`, which lets the dot product
+/// apply the weight block's offset `m` once per block (`m * s`) instead of per value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct BlockQ8_1 {
+    pub d: F16Le,
+    pub s: F16Le,
+    pub qs: [i8; QK],
+}
+const _: () = assert!(size_of::<BlockQ8_1>() == 36);
+
+impl QuantBlock for BlockQ4_0 {
+    const TYPE: GgmlType = GgmlType::Q4_0;
+    const LEN: usize = QK;
+    const BYTES: usize = size_of::<Self>();
+
+    #[inline(always)]
+    fn read(bytes: &[u8]) -> Self {
+        let b = block_bytes::<{ size_of::<BlockQ4_0>() }>(bytes);
+        BlockQ4_0 {
+            d: F16Le(field(b, 0)),
+            qs: field(b, 2),
+        }
+    }
+
+    #[inline]
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        let q = unpack_nibbles(&self.qs, 8);
+        for (o, &v) in block_values(out).iter_mut().zip(&q) {
+            *o = v as f32 * d;
+        }
+    }
+}
+
+impl WeightBlock for BlockQ4_0 {
+    type Act = BlockQ8_0;
+
+    #[inline(always)]
+    fn dot(&self, act: &BlockQ8_0) -> f32 {
+        let sumi = dot_nibbles(&self.qs, 8, &act.qs);
+        sumi as f32 * self.d.to_f32() * act.d.to_f32()
+    }
+}
+
+impl QuantBlock for BlockQ4_1 {
+    const TYPE: GgmlType = GgmlType::Q4_1;
+    const LEN: usize = QK;
+    const BYTES: usize = size_of::<Self>();
+
+    #[inline(always)]
+    fn read(bytes: &[u8]) -> Self {
+        let b = block_bytes::<{ size_of::<BlockQ4_1>() }>(bytes);
+        BlockQ4_1 {
+            d: F16Le(field(b, 0)),
+            m: F16Le(field(b, 2)),
+            qs: field(b, 4),
+        }
+    }
+
+    #[inline]
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        let m = self.m.to_f32();
+        let q = unpack_nibbles(&self.qs, 0);
+        for (o, &v) in block_values(out).iter_mut().zip(&q) {
+            *o = v as f32 * d + m;
+        }
+    }
+}
+
+impl WeightBlock for BlockQ4_1 {
+    type Act = BlockQ8_1;
+
+    #[inline(always)]
+    fn dot(&self, act: &BlockQ8_1) -> f32 {
+        // Unsigned nibbles 0..16 fit in i8, so the signed byte dot applies unchanged.
+        let sumi = dot_nibbles(&self.qs, 0, &act.qs);
+        (self.d.to_f32() * act.d.to_f32()) * sumi as f32 + self.m.to_f32() * act.s.to_f32()
+    }
+}
+
+impl QuantBlock for BlockQ8_0 {
+    const TYPE: GgmlType = GgmlType::Q8_0;
+    const LEN: usize = QK;
+    const BYTES: usize = size_of::<Self>();
+
+    #[inline(always)]
+    fn read(bytes: &[u8]) -> Self {
+        let b = block_bytes::<{ size_of::<BlockQ8_0>() }>(bytes);
+        BlockQ8_0 {
+            d: F16Le(field(b, 0)),
+            qs: field::<QK>(b, 2).map(|q| q as i8),
+        }
+    }
+
+    #[inline]
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        for (o, &q) in block_values(out).iter_mut().zip(&self.qs) {
+            *o = q as f32 * d;
+        }
+    }
+}
+
+impl ActBlock for BlockQ8_0 {
+    #[inline]
+    fn quantize(x: &[f32]) -> Self {
+        let x: &[f32; QK] = x.try_into().expect("quant: Q8_0 block needs 32 values");
+        let (d, id) = q8_scale(abs_max(x));
+        BlockQ8_0 {
+            d: F16Le::from_f32(d),
+            qs: q8_values(x, id),
+        }
+    }
+
+    #[inline]
+    fn write(&self, out: &mut [u8]) {
+        let out: &mut [u8; 34] = out.try_into().expect("quant: Q8_0 block is 34 bytes");
+        out[..2].copy_from_slice(&self.d.0);
+        for (o, &q) in out[2..].iter_mut().zip(&self.qs) {
+            *o = q as u8;
+        }
+    }
+}
+
+impl WeightBlock for BlockQ8_0 {
+    type Act = BlockQ8_0;
+
+    #[inline(always)]
+    fn dot(&self, act: &BlockQ8_0) -> f32 {
+        let sumi = dot_bytes(&self.qs, &act.qs);
+        sumi as f32 * (self.d.to_f32() * act.d.to_f32())
+    }
+}
+
+impl QuantBlock for BlockQ8_1 {
+    const TYPE: GgmlType = GgmlType::Q8_1;
+    const LEN: usize = QK;
+    const BYTES: usize = size_of::<Self>();
+
+    #[inline(always)]
+    fn read(bytes: &[u8]) -> Self {
+        let b = block_bytes::<{ size_of::<BlockQ8_1>() }>(bytes);
+        BlockQ8_1 {
+            d: F16Le(field(b, 0)),
+            s: F16Le(field(b, 2)),
+            qs: field::<QK>(b, 4).map(|q| q as i8),
+        }
+    }
+
+    /// `q * d`; `s` is redundant for decoding.
+    #[inline]
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        for (o, &q) in block_values(out).iter_mut().zip(&self.qs) {
+            *o = q as f32 * d;
+        }
+    }
+}
+
+impl ActBlock for BlockQ8_1 {
+    #[inline]
+    fn quantize(x: &[f32]) -> Self {
+        let x: &[f32; QK] = x.try_into().expect("quant: Q8_1 block needs 32 values");
+        let (d, id) = q8_scale(abs_max(x));
+        let qs = q8_values(x, id);
+        let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+        // ggml stores s from the unrounded f32 d, then both as f16.
+        BlockQ8_1 {
+            d: F16Le::from_f32(d),
+            s: F16Le::from_f32(sum as f32 * d),
+            qs,
+        }
+    }
+
+    #[inline]
+    fn write(&self, out: &mut [u8]) {
+        let out: &mut [u8; 36] = out.try_into().expect("quant: Q8_1 block is 36 bytes");
+        out[..2].copy_from_slice(&self.d.0);
+        out[2..4].copy_from_slice(&self.s.0);
+        for (o, &q) in out[4..].iter_mut().zip(&self.qs) {
+            *o = q as u8;
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Kernels for quantized and reduced-precision tensor data: dequantization, conversion of f32
+//! activations into the format a weight type is multiplied with, and the row dot products that
+//! matrix-vector products are built from.
+//!
+//! This module owns the numerics, which follow ggml's CPU backend: each weight type `ty` is
+//! multiplied with activations converted to `vec_dot_type(ty)` (ggml's `type_traits[ty].vec_dot_type`),
+//! because ggml's integer dot products are what models were evaluated with and what llama.cpp
+//! users compare against. The scalar code here mirrors ggml's reference (`*_ref` / `*_generic`)
+//! functions and is the baseline any future SIMD path is tested against.
+//!
+//! Layout: `float` holds F32/F16/BF16, `legacy` the 32-element block formats (Q4_0, Q4_1, Q8_0
+//! and the Q8_1 activation format), `block` the traits and the generic loops over blocks. A new
+//! format adds its block type and one entry in [`kernels`] (and [`quantize_activations`] if it
+//! is an activation format).
+
+mod block;
+mod float;
+mod legacy;
+
+#[cfg(test)]
+mod tests;
+
+use crate::tensor::GgmlType;
+
+use block::{QuantBlock, WeightBlock};
+use legacy::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+
+/// What the public functions dispatch to for one weight type: the counterpart of ggml's
+/// `type_traits` / `type_traits_cpu` entries. Function pointers keep dispatch to one `match`
+/// per call while the per-block loops stay monomorphized.
+struct Kernels {
+    dot_type: GgmlType,
+    vec_dot: fn(n: usize, row: &[u8], act: &[u8]) -> f32,
+    dequantize: fn(src: &[u8], dst: &mut [f32]),
+}
+
+const fn block_kernels<B: WeightBlock>() -> Kernels {
+    Kernels {
+        dot_type: B::Act::TYPE,
+        vec_dot: block::vec_dot::<B>,
+        dequantize: block::dequantize::<B>,
+    }
+}
+
+static F32_KERNELS: Kernels = Kernels {
+    dot_type: GgmlType::F32,
+    vec_dot: float::vec_dot_f32,
+    dequantize: float::dequantize_f32,
+};
+static F16_KERNELS: Kernels = Kernels {
+    dot_type: GgmlType::F16,
+    vec_dot: float::vec_dot_f16,
+    dequantize: float::dequantize_f16,
+};
+static BF16_KERNELS: Kernels = Kernels {
+    dot_type: GgmlType::BF16,
+    vec_dot: float::vec_dot_bf16,
+    dequantize: float::dequantize_bf16,
+};
+static Q4_0_KERNELS: Kernels = block_kernels::<BlockQ4_0>();
+static Q4_1_KERNELS: Kernels = block_kernels::<BlockQ4_1>();
+static Q8_0_KERNELS: Kernels = block_kernels::<BlockQ8_0>();
+
+/// The kernel table entry for a weight type, or None when the type is not implemented.
+fn kernels(ty: GgmlType) -> Option<&'static Kernels> {
+    match ty {
+        GgmlType::F32 => Some(&F32_KERNELS),
+        GgmlType::F16 => Some(&F16_KERNELS),
+        GgmlType::BF16 => Some(&BF16_KERNELS),
+        GgmlType::Q4_0 => Some(&Q4_0_KERNELS),
+        GgmlType::Q4_1 => Some(&Q4_1_KERNELS),
+        GgmlType::Q8_0 => Some(&Q8_0_KERNELS),
+        _ => None,
+    }
+}
+
+fn kernels_or_panic(ty: GgmlType) -> &'static Kernels {
+    match kernels(ty) {
+        Some(k) => k,
+        None => {
+            panic!("quant: tensor type {ty} is not supported (check quant::is_supported first)")
+        }
+    }
+}
+
+/// Whether this module can compute with tensors of this type: dequantize rows of it and take
+/// dot products of its rows with activations.
+///
+/// Q8_1 is an activation-only format here (as in ggml, which has no dot product with Q8_1
+/// weights), so it is not "supported" although [`quantize_activations`] produces it.
+pub fn is_supported(ty: GgmlType) -> bool {
+    kernels(ty).is_some()
+}
+
+/// The format activations are converted to before a dot product with rows of `ty`, as ggml does
+/// (`type_traits[ty].vec_dot_type`): F32->F32, F16->F16, BF16->BF16, Q4_0->Q8_0, Q4_1->Q8_1,
+/// Q8_0->Q8_0.
+///
+/// Panics if `!is_supported(ty)`.
+pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
+    kernels_or_panic(ty).dot_type
+}
+
+/// Convert f32 activations into `dot_ty` format, replacing `out`'s contents (its capacity is
+/// reused, so a caller that keeps the buffer does not allocate per call).
+///
+/// `dot_ty` is one of the results of [`vec_dot_type`] (F32, F16, BF16, Q8_0, Q8_1). Rounding
+/// follows ggml's reference code: f32->f16 round-to-nearest-even, f32->bf16 ggml's
+/// `GGML_FP32_TO_BF16` (round-to-nearest-even, NaN made quiet), Q8_0/Q8_1 `roundf` (ties away
+/// from zero) of `x / (amax / 127)`.
+///
+/// Panics if `x.len()` is not a multiple of `dot_ty`'s block length or `dot_ty` is not an
+/// activation format.
+pub fn quantize_activations(dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
+    match dot_ty {
+        GgmlType::F32 => float::quantize_f32(x, out),
+        GgmlType::F16 => float::quantize_f16(x, out),
+        GgmlType::BF16 => float::quantize_bf16(x, out),
+        GgmlType::Q8_0 => block::quantize::<BlockQ8_0>(x, out),
+        GgmlType::Q8_1 => block::quantize::<BlockQ8_1>(x, out),
+        _ => panic!("quant: {dot_ty} is not an activation format"),
+    }
+}
+
+/// Dot product of one weight row of type `ty` (`n` elements, raw GGUF bytes) with activations
+/// already in `vec_dot_type(ty)` format (from [`quantize_activations`]).
+///
+/// Preconditions (panics otherwise): `ty` is supported, `n` is a multiple of `ty`'s block length,
+/// `row` holds at least the bytes of `n` elements of `ty` and `act` at least the bytes of `n`
+/// elements of `vec_dot_type(ty)`; only those leading bytes are read.
+pub fn vec_dot(ty: GgmlType, n: usize, row: &[u8], act: &[u8]) -> f32 {
+    (kernels_or_panic(ty).vec_dot)(n, row, act)
+}
+
+/// `out[r] = vec_dot(ty, cols, row r, act)` for r in 0..out.len(); `weights` holds exactly
+/// `out.len()` consecutive rows of `cols` elements.
+///
+/// Preconditions as for [`vec_dot`], and `weights.len() == out.len() * row bytes`.
+pub fn dot_rows(ty: GgmlType, cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
+    let k = kernels_or_panic(ty);
+    let row_bytes = row_bytes(ty, cols);
+    assert_eq!(
+        weights.len(),
+        out.len() * row_bytes,
+        "quant::dot_rows: weights must hold exactly {} rows of {cols} {ty} elements",
+        out.len()
+    );
+    if row_bytes == 0 {
+        out.fill(0.0);
+        return;
+    }
+    for (o, row) in out.iter_mut().zip(weights.chunks_exact(row_bytes)) {
+        *o = (k.vec_dot)(cols, row, act);
+    }
+}
+
+/// Dequantize `dst.len()` values of type `ty` from the start of `src`.
+///
+/// Preconditions (panics otherwise): `ty` is supported, `dst.len()` is a multiple of its block
+/// length and `src` holds at least that many elements' bytes.
+pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+    (kernels_or_panic(ty).dequantize)(src, dst)
+}
+
+/// Bytes of `n` elements of `ty`; panics when `n` is not a whole number of blocks.
+fn row_bytes(ty: GgmlType, n: usize) -> usize {
+    let block_len = ty.block_len() as usize;
+    assert!(
+        n.is_multiple_of(block_len),
+        "quant: {n} elements is not a whole number of {ty} blocks of {block_len}"
+    );
+    n / block_len * ty.block_bytes() as usize
+}
