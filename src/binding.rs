@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::engine::{self, GenerateParams, Generation, LoadOptions, Model, Step};
+use crate::engine::{GenerateParams, Generation, LoadOptions, Model, Step};
 use crate::error::{Error as EngineError, Result as EngineResult};
 use crate::sampler::SamplerParams;
 
@@ -347,16 +347,4 @@ impl Task for StepTask {
             }
         })
     }
-}
-
-/// The engine's version, for diagnostics.
-#[napi]
-pub fn native_version() -> String {
-    format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
-}
-
-#[allow(dead_code)]
-fn _assert_engine_types_are_send() {
-    fn is_send<T: Send>() {}
-    is_send::<engine::Generation>();
 }

@@ -253,7 +253,8 @@ pub struct Generation {
     history: Vec<u32>,
     prompt_len: usize,
     generated: usize,
-    finished: bool,
+    /// Set once generation is over; later calls report it again.
+    ended: Option<EndReason>,
 }
 
 impl Generation {
@@ -271,17 +272,18 @@ impl Generation {
             prompt_len: prompt.len(),
             history: prompt,
             generated: 0,
-            finished: false,
+            ended: None,
             params,
             model,
         })
     }
 
-    /// Computes the next token; the first call also evaluates the prompt. After `Step::End`,
-    /// further calls return `Step::End` with empty text.
+    /// Computes the next token; the first call also evaluates the prompt. Once generation has
+    /// ended (including by a stop string, reported with the token that completed it), calls
+    /// return `Step::End` with empty text.
     pub fn next(&mut self, cancel: &AtomicBool) -> Result<Step> {
-        if self.finished {
-            return Ok(Step::End { text: String::new(), token: None, reason: EndReason::MaxTokens });
+        if let Some(reason) = self.ended {
+            return Ok(Step::End { text: String::new(), token: None, reason });
         }
         if self.params.max_tokens == Some(self.generated) {
             return Ok(self.end(None, EndReason::MaxTokens));
@@ -303,7 +305,7 @@ impl Generation {
         self.generated += 1;
         let released = self.stream.push(&self.model.tokenizer.token_bytes(id, false));
         if released.stopped {
-            self.finished = true;
+            self.ended = Some(EndReason::Stop);
             return Ok(Step::Token { id, text: released.text });
         }
         let mut text = released.text;
@@ -315,13 +317,13 @@ impl Generation {
     }
 
     fn end(&mut self, token: Option<u32>, reason: EndReason) -> Step {
-        self.finished = true;
+        self.ended = Some(reason);
         Step::End { text: self.stream.finish(), token, reason }
     }
 
-    /// Whether the last `Step::Token` ended the generation (a stop string was completed).
-    pub fn is_finished(&self) -> bool {
-        self.finished
+    /// Why generation ended, once it has.
+    pub fn ended(&self) -> Option<EndReason> {
+        self.ended
     }
 
     pub fn prompt_len(&self) -> usize {

@@ -29,6 +29,19 @@
 //               chunkElements?, offset? (declared offset override), nbytes? (size override) }],
 //   padLast?: true,              // pad the last tensor to the alignment too (as ggml does)
 // }
+//
+// Tensors are laid out in list order, each at the next multiple of the alignment
+// (ggml's reader insists on exactly that), and the alignment is added as
+// general.alignment when it isn't the default and the kv list lacks it.
+//
+// Knobs for malformed files (all off by default): spec.magic (4 bytes),
+// spec.declaredTensorCount / declaredKVCount, spec.allowInconsistent (alignment
+// used for layout differs from general.alignment), tensor.offset (declared
+// offset only), tensor.nbytes (skip the shape/size check), a dims list longer
+// than 4, a numeric type id without a known block size (with raw data), and in
+// metadata gv.str(s, {declaredLength}), gv.arr(t, items, {declaredCount,
+// itemTypeId}), gv.raw(typeId, bytes). Truncation is left to the caller, using
+// the layout writeGGUF returns.
 
 import { open } from 'node:fs/promises';
 
@@ -105,8 +118,9 @@ export function tensorNbytes(type, dims) {
   const blk = GGML_BLOCK[id];
   if (!blk) throw new Error(`no block size known for ggml type ${id}; pass nbytes explicitly`);
   const [bs, ts] = blk;
-  if (dims.length === 0 || dims[0] % bs !== 0) {
-    throw new Error(`row length ${dims[0]} is not a multiple of block size ${bs} for ${GGML_TYPE_NAME[id]}`);
+  const ne0 = dims.length ? Number(dims[0]) : 1; // 0 dims: a scalar
+  if (ne0 % bs !== 0) {
+    throw new Error(`row length ${ne0} is not a multiple of block size ${bs} for ${GGML_TYPE_NAME[id]}`);
   }
   const n = dims.reduce((a, b) => a * Number(b), 1);
   return (n / bs) * ts;

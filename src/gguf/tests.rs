@@ -28,7 +28,7 @@ impl Bytes {
         Bytes::default().raw(b"GGUF").u32(version).u64(tensors).u64(kvs)
     }
     fn pad_to(mut self, alignment: usize) -> Self {
-        while self.0.len() % alignment != 0 {
+        while !self.0.len().is_multiple_of(alignment) {
             self.0.push(0);
         }
         self

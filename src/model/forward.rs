@@ -126,8 +126,8 @@ fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
 }
 
 /// Causal grouped-query attention of one query position over `keys`/`values` (len, kv_dim).
-/// q is rounded to f16 before the dot products and the probabilities before weighting the
-/// values, as ggml's f16 cache path does.
+/// q is rounded to f16 before the dot products with the f16 keys, as ggml does; the
+/// probabilities stay f32 (rounding them too measured further from llama.cpp's logits).
 fn attention(c: &ModelConfig, pool: &ComputePool, q: &[f32], keys: &[u16], values: &[u16], out: &mut [f32]) {
     let hd = c.head_dim;
     let kv_dim = c.kv_dim();
@@ -147,7 +147,6 @@ fn attention(c: &ModelConfig, pool: &ComputePool, q: &[f32], keys: &[u16], value
             softmax(&mut scores);
             head_out.fill(0.0);
             for (t, &p) in scores.iter().enumerate() {
-                let p = f16::from_f32(p).to_f32();
                 let v = &values[t * kv_dim + kv_off..t * kv_dim + kv_off + hd];
                 for (o, &vv) in head_out.iter_mut().zip(v) {
                     *o += p * f16::from_bits(vv).to_f32();

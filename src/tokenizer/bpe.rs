@@ -145,13 +145,7 @@ impl Bpe {
         }
     }
 
-    fn push_candidate(
-        &self,
-        symbols: &[Symbol],
-        queue: &mut BinaryHeap<Candidate>,
-        left: usize,
-        right: usize,
-    ) {
+    fn push_candidate(&self, symbols: &[Symbol], queue: &mut BinaryHeap<Candidate>, left: usize, right: usize) {
         let (left_piece, right_piece) = (symbols[left].piece, symbols[right].piece);
         if left_piece == NO_PIECE || right_piece == NO_PIECE {
             return;

@@ -1,10 +1,10 @@
 //! Tokenizer API: builds a tokenizer from the GGUF `tokenizer.ggml.*` data and encodes /
 //! decodes exactly as llama.cpp does (its `llama-vocab.cpp` and `unicode.cpp`).
 //!
-//! Encoding is: split the text on special tokens ([`partition`]), then per text fragment run
+//! Encoding is: split the text on special tokens (`partition`), then per text fragment run
 //! the model-specific tokenizer. For byte-level BPE (`gpt2`), that is a pre-tokenizer
-//! ([`pretokenize`]) splitting the fragment into words, GPT-2 byte encoding of each word, and
-//! BPE merges within it ([`bpe`]). The model type ([`Model`]) and the pre-tokenizer are separate
+//! (`pretokenize`) splitting the fragment into words, GPT-2 byte encoding of each word, and
+//! BPE merges within it (`bpe`). The model type (`Model`) and the pre-tokenizer are separate
 //! choices so that more of each can be added.
 
 mod bpe;
@@ -66,14 +66,15 @@ impl Model {
         match spec.model.as_str() {
             "gpt2" => {
                 let pre = PreTokenizer::from_name(spec.pre.as_deref())?;
-                let merges = spec.merges.as_deref().ok_or_else(|| {
-                    Error::InvalidTokenizer("gpt2 tokenizer without tokenizer.ggml.merges".into())
-                })?;
+                let merges = spec
+                    .merges
+                    .as_deref()
+                    .ok_or_else(|| Error::InvalidTokenizer("gpt2 tokenizer without tokenizer.ggml.merges".into()))?;
                 Ok(Model::ByteLevelBpe { bpe: Bpe::new(merges), pre })
             }
-            "llama" => Err(Error::UnsupportedTokenizer(
-                "tokenizer model 'llama' (SentencePiece) is not supported yet".into(),
-            )),
+            "llama" => {
+                Err(Error::UnsupportedTokenizer("tokenizer model 'llama' (SentencePiece) is not supported yet".into()))
+            }
             other => Err(Error::UnsupportedTokenizer(format!("tokenizer model '{other}'"))),
         }
     }

@@ -38,9 +38,9 @@ impl PreTokenizer {
         match pre {
             Some("smollm") => Ok(PreTokenizer::Smollm),
             // llama.cpp falls back to its "default" regex set when the key is missing or empty.
-            None | Some("") => Err(Error::UnsupportedTokenizer(
-                "BPE pre-tokenizer 'default' (tokenizer.ggml.pre is missing)".into(),
-            )),
+            None | Some("") => {
+                Err(Error::UnsupportedTokenizer("BPE pre-tokenizer 'default' (tokenizer.ggml.pre is missing)".into()))
+            }
             Some(other) => Err(Error::UnsupportedTokenizer(format!("BPE pre-tokenizer '{other}'"))),
         }
     }

@@ -81,8 +81,7 @@ const FIM_MID_TEXTS: &[&str] = &[
     "<|middle|>",
 ];
 const FIM_PAD_TEXTS: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
-const FIM_REP_TEXTS: &[&str] =
-    &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
+const FIM_REP_TEXTS: &[&str] = &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
 const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
 
 /// Token texts llama.cpp treats as end of generation wherever they appear in a vocabulary.
@@ -141,17 +140,13 @@ impl SpecialIds {
         let fim_sep = detect(None, FIM_SEP_TEXTS);
 
         let mut eog: BTreeSet<u32> = [fim_pad, fim_rep, fim_sep].into_iter().flatten().collect();
-        let eog_texts: Vec<u32> =
-            vocab.iter().filter(|(_, text)| EOG_TEXTS.contains(text)).map(|(id, _)| id).collect();
+        let eog_texts: Vec<u32> = vocab.iter().filter(|(_, text)| EOG_TEXTS.contains(text)).map(|(id, _)| id).collect();
         for id in eog_texts {
             eog.insert(id);
             vocab.add_attr(id, attr::CONTROL);
         }
-        let always_rendered: Vec<u32> = vocab
-            .iter()
-            .filter(|(_, text)| ALWAYS_RENDERED_TEXTS.contains(text))
-            .map(|(id, _)| id)
-            .collect();
+        let always_rendered: Vec<u32> =
+            vocab.iter().filter(|(_, text)| ALWAYS_RENDERED_TEXTS.contains(text)).map(|(id, _)| id).collect();
         for id in always_rendered {
             vocab.set_attr(id, attr::USER_DEFINED);
         }

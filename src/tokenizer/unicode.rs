@@ -49,11 +49,9 @@ fn category_bit(c: char) -> u16 {
         return CptFlags::UNDEFINED;
     }
     match get_general_category(c) {
-        G::UppercaseLetter
-        | G::LowercaseLetter
-        | G::TitlecaseLetter
-        | G::ModifierLetter
-        | G::OtherLetter => CptFlags::LETTER,
+        G::UppercaseLetter | G::LowercaseLetter | G::TitlecaseLetter | G::ModifierLetter | G::OtherLetter => {
+            CptFlags::LETTER
+        }
         G::DecimalNumber | G::LetterNumber | G::OtherNumber => CptFlags::NUMBER,
         G::NonspacingMark | G::SpacingMark | G::EnclosingMark => CptFlags::MARK,
         G::ConnectorPunctuation

@@ -103,9 +103,7 @@ pub fn read_vocab_spec(path: &Path) -> io::Result<VocabSpec> {
         _ => None,
     };
     let token_types = match kv.get("token_type") {
-        Some(Value::Array(v)) => {
-            Some(v.iter().map(|x| if let Value::Int(i) = x { *i as i32 } else { 0 }).collect())
-        }
+        Some(Value::Array(v)) => Some(v.iter().map(|x| if let Value::Int(i) = x { *i as i32 } else { 0 }).collect()),
         _ => None,
     };
     let scores = match kv.get("scores") {
