@@ -84,6 +84,3 @@ export interface NativeStep {
   /** For "end": "eog", "maxTokens", "stop" or "contextFull". */
   reason?: string
 }
-
-/** The engine's version, for diagnostics. */
-export declare function nativeVersion(): string

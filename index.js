@@ -838,4 +838,3 @@ module.exports = nativeBinding
 module.exports.NativeGeneration = nativeBinding.NativeGeneration
 module.exports.NativeLoader = nativeBinding.NativeLoader
 module.exports.NativeModel = nativeBinding.NativeModel
-module.exports.nativeVersion = nativeBinding.nativeVersion

@@ -194,7 +194,9 @@ async function loadModel(path, options) {
   }
   const timer = o.onProgress ? setInterval(report, 50) : undefined
   try {
-    const handle = await loader.load()
+    const loading = loader.load()
+    report()
+    const handle = await loading
     report()
     return new Model(handle)
   } catch (err) {

@@ -59,7 +59,9 @@ pub struct NativeProgress {
 #[napi]
 pub struct NativeLoader {
     path: PathBuf,
-    options: Option<NativeLoadOptions>,
+    /// Taken by the first `load()`; a Mutex so that `load` needs only `&self` (napi refuses a
+    /// `progress()` call while a `&mut self` method's borrow of the object is active).
+    options: Mutex<Option<NativeLoadOptions>>,
     shared: Arc<LoadShared>,
 }
 
@@ -74,12 +76,13 @@ struct LoadShared {
 impl NativeLoader {
     #[napi(constructor)]
     pub fn new(path: String, options: Option<NativeLoadOptions>) -> Self {
-        NativeLoader { path: path.into(), options, shared: Arc::default() }
+        NativeLoader { path: path.into(), options: Mutex::new(options), shared: Arc::default() }
     }
 
     #[napi(ts_return_type = "Promise<NativeModel>")]
-    pub fn load(&mut self) -> AsyncTask<LoadTask> {
-        AsyncTask::new(LoadTask { path: self.path.clone(), options: self.options.take(), shared: self.shared.clone() })
+    pub fn load(&self) -> AsyncTask<LoadTask> {
+        let options = self.options.lock().unwrap_or_else(|e| e.into_inner()).take();
+        AsyncTask::new(LoadTask { path: self.path.clone(), options, shared: self.shared.clone() })
     }
 
     #[napi]

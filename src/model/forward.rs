@@ -1,15 +1,13 @@
 //! The forward pass: one token through every block, for every architecture and weight source.
 //! Reads top to bottom like the math; each quantized matrix product is one `matvec` call.
 
-use half::f16;
-
 use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
 use crate::model::state::RunState;
 use crate::model::weights::WeightSource;
 use crate::pool::ComputePool;
 use crate::quant;
-use crate::tensor::TensorView;
+use crate::tensor::{GgmlType, TensorView};
 
 /// Runs `token` at position `state.n_past`, appends its keys and values to the cache, and when
 /// `want_logits` fills `state.logits`. `cancelled` is polled between blocks.
@@ -125,31 +123,34 @@ fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// Causal grouped-query attention of one query position over `keys`/`values` (len, kv_dim).
-/// q is rounded to f16 before the dot products with the f16 keys, as ggml does; the
+/// Causal grouped-query attention of one query position over `keys`/`values` (len, kv_dim),
+/// both f16. q is rounded to f16 for the dot products with the keys, as ggml does; the
 /// probabilities stay f32 (rounding them too measured further from llama.cpp's logits).
-fn attention(c: &ModelConfig, pool: &ComputePool, q: &[f32], keys: &[u16], values: &[u16], out: &mut [f32]) {
+fn attention(c: &ModelConfig, pool: &ComputePool, q: &[f32], keys: &[u8], values: &[u8], out: &mut [f32]) {
     let hd = c.head_dim;
-    let kv_dim = c.kv_dim();
+    let row_bytes = c.kv_dim() * 2;
+    let head_bytes = hd * 2;
     let group = c.n_head / c.n_head_kv;
-    let len = keys.len() / kv_dim;
+    let len = keys.len() / row_bytes;
     let scale = 1.0 / (hd as f32).sqrt();
     pool.for_each_chunk(out, hd, &|start, heads_out| {
         let mut scores = vec![0.0f32; len];
+        let mut q_f16 = Vec::with_capacity(head_bytes);
+        let mut v_row = vec![0.0f32; hd];
         for (j, head_out) in heads_out.chunks_exact_mut(hd).enumerate() {
             let h = start / hd + j;
-            let kv_off = (h / group) * hd;
-            let qh: Vec<f32> = q[h * hd..(h + 1) * hd].iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+            let kv_at = (h / group) * head_bytes;
+            quant::quantize_activations(GgmlType::F16, &q[h * hd..(h + 1) * hd], &mut q_f16);
             for (t, s) in scores.iter_mut().enumerate() {
-                let k = &keys[t * kv_dim + kv_off..t * kv_dim + kv_off + hd];
-                *s = qh.iter().zip(k).map(|(&a, &b)| a * f16::from_bits(b).to_f32()).sum::<f32>() * scale;
+                let k = &keys[t * row_bytes + kv_at..][..head_bytes];
+                *s = quant::vec_dot(GgmlType::F16, hd, k, &q_f16) * scale;
             }
             softmax(&mut scores);
             head_out.fill(0.0);
             for (t, &p) in scores.iter().enumerate() {
-                let v = &values[t * kv_dim + kv_off..t * kv_dim + kv_off + hd];
-                for (o, &vv) in head_out.iter_mut().zip(v) {
-                    *o += p * f16::from_bits(vv).to_f32();
+                quant::dequantize_row(GgmlType::F16, &values[t * row_bytes + kv_at..][..head_bytes], &mut v_row);
+                for (o, &v) in head_out.iter_mut().zip(&v_row) {
+                    *o += p * v;
                 }
             }
         }

@@ -1,60 +1,63 @@
 //! Per-sequence state: activation buffers and the KV cache. One `RunState` per generation or
 //! logits call; the model's weights are shared.
 
-use half::f16;
-
 use crate::model::config::ModelConfig;
+use crate::quant;
+use crate::tensor::GgmlType;
 
 /// Keys and values of every position seen so far, stored as f16 like llama.cpp's default cache.
 pub struct KvCache {
-    /// (n_layer, context, kv_dim) f16 bit patterns. Zero-initialized u16 so the allocation is
-    /// lazily backed by the OS: memory grows with the positions actually used.
-    keys: Vec<u16>,
+    /// (n_layer, context, kv_dim) little-endian f16. Zero-initialized bytes, so the allocation
+    /// is lazily backed by the OS: memory grows with the positions actually used.
+    keys: Vec<u8>,
     /// (n_layer, context, kv_dim), same layout as `keys`.
-    values: Vec<u16>,
+    values: Vec<u8>,
     context: usize,
-    kv_dim: usize,
+    /// Bytes of one position's keys (or values): kv_dim f16 values.
+    row_bytes: usize,
+    /// f16 conversion buffer.
+    scratch: Vec<u8>,
 }
 
 impl KvCache {
     pub fn new(c: &ModelConfig, context: usize) -> Self {
-        let n = c.n_layer * context * c.kv_dim();
-        KvCache { keys: vec![0u16; n], values: vec![0u16; n], context, kv_dim: c.kv_dim() }
+        let row_bytes = c.kv_dim() * 2;
+        let n = c.n_layer * context * row_bytes;
+        KvCache { keys: vec![0u8; n], values: vec![0u8; n], context, row_bytes, scratch: Vec::new() }
     }
 
     pub fn context(&self) -> usize {
         self.context
     }
 
-    fn index(&self, layer: usize, pos: usize) -> usize {
-        (layer * self.context + pos) * self.kv_dim
+    fn offset(&self, layer: usize, pos: usize) -> usize {
+        (layer * self.context + pos) * self.row_bytes
     }
 
     pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
-        let at = self.index(layer, pos);
-        for (dst, &x) in self.keys[at..at + self.kv_dim].iter_mut().zip(k) {
-            *dst = f16::from_f32(x).to_bits();
-        }
-        for (dst, &x) in self.values[at..at + self.kv_dim].iter_mut().zip(v) {
-            *dst = f16::from_f32(x).to_bits();
-        }
+        let at = self.offset(layer, pos);
+        let n = self.row_bytes;
+        quant::quantize_activations(GgmlType::F16, k, &mut self.scratch);
+        self.keys[at..at + n].copy_from_slice(&self.scratch);
+        quant::quantize_activations(GgmlType::F16, v, &mut self.scratch);
+        self.values[at..at + n].copy_from_slice(&self.scratch);
     }
 
-    /// Keys of positions 0..len of one layer: (len, kv_dim).
-    pub fn keys(&self, layer: usize, len: usize) -> &[u16] {
-        let at = self.index(layer, 0);
-        &self.keys[at..at + len * self.kv_dim]
+    /// Keys of positions 0..len of one layer: (len, kv_dim) f16.
+    pub fn keys(&self, layer: usize, len: usize) -> &[u8] {
+        let at = self.offset(layer, 0);
+        &self.keys[at..at + len * self.row_bytes]
     }
 
-    /// Values of positions 0..len of one layer: (len, kv_dim).
-    pub fn values(&self, layer: usize, len: usize) -> &[u16] {
-        let at = self.index(layer, 0);
-        &self.values[at..at + len * self.kv_dim]
+    /// Values of positions 0..len of one layer: (len, kv_dim) f16.
+    pub fn values(&self, layer: usize, len: usize) -> &[u8] {
+        let at = self.offset(layer, 0);
+        &self.values[at..at + len * self.row_bytes]
     }
 
-    /// Bytes the cache would take when full.
+    /// Bytes the cache takes when full.
     pub fn capacity_bytes(&self) -> usize {
-        (self.keys.len() + self.values.len()) * 2
+        self.keys.len() + self.values.len()
     }
 }
 
