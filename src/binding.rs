@@ -231,7 +231,12 @@ impl NativeModel {
 
 fn generate_params(o: Option<NativeGenerateOptions>) -> EngineResult<GenerateParams> {
     let Some(o) = o else {
-        return Ok(GenerateParams { max_tokens: None, sampler: SamplerParams::default(), stop: vec![], ignore_eos: false });
+        return Ok(GenerateParams {
+            max_tokens: None,
+            sampler: SamplerParams::default(),
+            stop: vec![],
+            ignore_eos: false,
+        });
     };
     let d = SamplerParams::default();
     let seed = match o.seed {

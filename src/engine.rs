@@ -57,7 +57,12 @@ pub struct Model {
 impl Model {
     /// Opens, validates and prefaults the model. `progress(loaded, total)` is called as weights
     /// are read in; setting `cancel` stops the load with `Error::Aborted`.
-    pub fn load(path: &Path, opts: &LoadOptions, cancel: &AtomicBool, progress: &mut dyn FnMut(u64, u64)) -> Result<Model> {
+    pub fn load(
+        path: &Path,
+        opts: &LoadOptions,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Model> {
         let threads = match opts.threads {
             Some(0) => return Err(Error::invalid_option("threads", "must be at least 1")),
             Some(n) if n > 1024 => return Err(Error::invalid_option("threads", format!("{n} is more than 1024"))),
@@ -66,7 +71,8 @@ impl Model {
         };
         let file = Arc::new(GgufFile::open(path)?);
         let mut config = ModelConfig::from_gguf(&file)?;
-        let embd = file.tensor_info("token_embd.weight").ok_or_else(|| Error::MissingTensor("token_embd.weight".into()))?;
+        let embd =
+            file.tensor_info("token_embd.weight").ok_or_else(|| Error::MissingTensor("token_embd.weight".into()))?;
         config.n_vocab = embd.dims[1] as usize;
         let tokenizer = Tokenizer::new(vocab_spec(&file)?)?;
         if tokenizer.vocab_size() != config.n_vocab {
@@ -168,7 +174,11 @@ fn vocab_spec(g: &GgufFile) -> Result<VocabSpec> {
             None => Ok(None),
             Some((_, items)) => items
                 .iter()
-                .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| Error::InvalidTokenizer(format!("{key} holds a non-string"))))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| Error::InvalidTokenizer(format!("{key} holds a non-string")))
+                })
                 .collect::<Result<Vec<_>>>()
                 .map(Some),
         }

@@ -40,7 +40,10 @@ impl SamplerParams {
     pub fn validate(&self) -> Result<()> {
         let finite_non_negative = |v: f32| v.is_finite() && v >= 0.0;
         if !finite_non_negative(self.temperature) {
-            return Err(Error::invalid_option("temperature", format!("must be a finite number >= 0, got {}", self.temperature)));
+            return Err(Error::invalid_option(
+                "temperature",
+                format!("must be a finite number >= 0, got {}", self.temperature),
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(Error::invalid_option("topP", format!("must be in (0, 1], got {}", self.top_p)));
@@ -49,7 +52,10 @@ impl SamplerParams {
             return Err(Error::invalid_option("minP", format!("must be in [0, 1], got {}", self.min_p)));
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
-            return Err(Error::invalid_option("repeatPenalty", format!("must be a finite number > 0, got {}", self.repeat_penalty)));
+            return Err(Error::invalid_option(
+                "repeatPenalty",
+                format!("must be a finite number > 0, got {}", self.repeat_penalty),
+            ));
         }
         Ok(())
     }

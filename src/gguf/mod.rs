@@ -116,8 +116,8 @@ impl GgufFile {
         for _ in 0..tensor_count {
             infos.push(r.tensor_info().map_err(|e| e.context("tensor info"))?);
         }
-        let data_offset = align_up(r.pos as u64, alignment)
-            .ok_or_else(|| Error::Malformed("tensor data offset overflows".into()))?;
+        let data_offset =
+            align_up(r.pos as u64, alignment).ok_or_else(|| Error::Malformed("tensor data offset overflows".into()))?;
 
         let file_len = file.len();
         let mut tensors = Vec::with_capacity(infos.len());
@@ -151,9 +151,8 @@ impl GgufFile {
             let offset = data_offset
                 .checked_add(rel_offset)
                 .ok_or_else(|| Error::Malformed(format!("tensor '{name}' offset overflows")))?;
-            let end = offset
-                .checked_add(size)
-                .ok_or_else(|| Error::Malformed(format!("tensor '{name}' size overflows")))?;
+            let end =
+                offset.checked_add(size).ok_or_else(|| Error::Malformed(format!("tensor '{name}' size overflows")))?;
             if end > file_len {
                 return Err(Error::Truncated(format!(
                     "tensor '{name}' needs bytes {offset}..{end} but the file has {file_len}"
@@ -248,7 +247,8 @@ fn align_up(x: u64, alignment: u64) -> Option<u64> {
 }
 
 fn check_no_overlap(tensors: &[TensorInfo]) -> Result<()> {
-    let mut spans: Vec<(u64, u64, &str)> = tensors.iter().map(|t| (t.offset, t.offset + t.size, t.name.as_str())).collect();
+    let mut spans: Vec<(u64, u64, &str)> =
+        tensors.iter().map(|t| (t.offset, t.offset + t.size, t.name.as_str())).collect();
     spans.sort_unstable();
     for pair in spans.windows(2) {
         if pair[1].0 < pair[0].1 {

@@ -47,7 +47,8 @@ pub struct ModelConfig {
 
 impl ModelConfig {
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
-        let arch_name = g.get_str("general.architecture")?.ok_or_else(|| Error::MissingKey("general.architecture".into()))?;
+        let arch_name =
+            g.get_str("general.architecture")?.ok_or_else(|| Error::MissingKey("general.architecture".into()))?;
         let arch = Architecture::from_name(arch_name)?;
         let key = |k: &str| format!("{arch_name}.{k}");
         let required = |k: &str| -> Result<usize> {
@@ -77,7 +78,11 @@ impl ModelConfig {
             None | Some("none") => 1.0,
             Some("linear") => {
                 let factor = g.get_f32(&key("rope.scaling.factor"))?.unwrap_or(1.0);
-                if factor > 0.0 { 1.0 / factor } else { 1.0 }
+                if factor > 0.0 {
+                    1.0 / factor
+                } else {
+                    1.0
+                }
             }
             Some(other) => return Err(Error::Malformed(format!("unsupported RoPE scaling type '{other}'"))),
         };

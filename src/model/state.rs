@@ -63,17 +63,17 @@ impl KvCache {
 
 /// Activation buffers for one token, reused from token to token.
 pub struct RunState {
-    pub x: Vec<f32>,       // (n_embd) residual stream
-    pub xb: Vec<f32>,      // (n_embd) normalized input of a sub-block
-    pub q: Vec<f32>,       // (n_head * head_dim)
-    pub k: Vec<f32>,       // (kv_dim)
-    pub v: Vec<f32>,       // (kv_dim)
-    pub att: Vec<f32>,     // (n_head * head_dim) attention output, all heads
-    pub proj: Vec<f32>,    // (n_embd) output of a sub-block's last projection
-    pub gate: Vec<f32>,    // (n_ff)
-    pub up: Vec<f32>,      // (n_ff)
-    pub logits: Vec<f32>,  // (n_vocab)
-    pub norm_w: Vec<f32>,  // (n_embd) a norm's weights, dequantized
+    pub x: Vec<f32>,        // (n_embd) residual stream
+    pub xb: Vec<f32>,       // (n_embd) normalized input of a sub-block
+    pub q: Vec<f32>,        // (n_head * head_dim)
+    pub k: Vec<f32>,        // (kv_dim)
+    pub v: Vec<f32>,        // (kv_dim)
+    pub att: Vec<f32>,      // (n_head * head_dim) attention output, all heads
+    pub proj: Vec<f32>,     // (n_embd) output of a sub-block's last projection
+    pub gate: Vec<f32>,     // (n_ff)
+    pub up: Vec<f32>,       // (n_ff)
+    pub logits: Vec<f32>,   // (n_vocab)
+    pub norm_w: Vec<f32>,   // (n_embd) a norm's weights, dequantized
     pub rope_cos: Vec<f32>, // (rope_dim / 2) for the current position
     pub rope_sin: Vec<f32>, // (rope_dim / 2)
     /// Activations converted to a weight type's dot-product format.

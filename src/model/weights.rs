@@ -123,9 +123,10 @@ impl TensorTable {
 
     /// File range covered by the weights (for prefaulting): from the first tensor to the last.
     pub fn span(&self) -> (u64, u64) {
-        let all = self.layers.iter().flat_map(|l| {
-            [&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down]
-        });
+        let all = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down]);
         let all = all.chain([&self.token_embd, &self.output_norm, &self.output]);
         let (lo, hi) = all.fold((u64::MAX, 0), |(lo, hi), t| (lo.min(t.offset), hi.max(t.offset + t.size)));
         (lo, hi.saturating_sub(lo))

@@ -48,12 +48,7 @@ pub(crate) trait WeightBlock: QuantBlock {
 
 /// Number of whole blocks in `n` values; panics when `n` is not a multiple of `B::LEN`.
 fn blocks_in<B: QuantBlock>(n: usize) -> usize {
-    assert!(
-        n.is_multiple_of(B::LEN),
-        "quant: {n} values is not a whole number of {} blocks of {}",
-        B::TYPE,
-        B::LEN
-    );
+    assert!(n.is_multiple_of(B::LEN), "quant: {n} values is not a whole number of {} blocks of {}", B::TYPE, B::LEN);
     n / B::LEN
 }
 
@@ -65,10 +60,7 @@ pub(crate) fn vec_dot<B: WeightBlock>(n: usize, row: &[u8], act: &[u8]) -> f32 {
     let row = &row[..nb * B::BYTES];
     let act = &act[..nb * B::Act::BYTES];
     let mut sum = 0.0f32;
-    for (w, a) in row
-        .chunks_exact(B::BYTES)
-        .zip(act.chunks_exact(B::Act::BYTES))
-    {
+    for (w, a) in row.chunks_exact(B::BYTES).zip(act.chunks_exact(B::Act::BYTES)) {
         sum += B::read(w).dot(&B::Act::read(a));
     }
     sum

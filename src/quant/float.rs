@@ -32,11 +32,7 @@ pub(crate) fn f16_to_f32(h: u16) -> f32 {
     const MAGIC_HALF: u32 = 126 << 23;
     let denormalized = f32::from_bits((two_w >> 17) | MAGIC_HALF) - 0.5;
     const DENORM_CUTOFF: u32 = 1 << 27;
-    let bits = if two_w < DENORM_CUTOFF {
-        denormalized.to_bits()
-    } else {
-        normalized.to_bits()
-    };
+    let bits = if two_w < DENORM_CUTOFF { denormalized.to_bits() } else { normalized.to_bits() };
     f32::from_bits(sign | bits)
 }
 
@@ -67,12 +63,7 @@ pub(crate) fn f32_to_bf16(x: f32) -> u16 {
 /// Dot product of `n` elements stored as `S`-byte little-endian values, each side decoded by
 /// `load`. Always inlined so each caller gets a loop specialized (and vectorized) for its `load`.
 #[inline(always)]
-fn dot_lanes<const S: usize>(
-    n: usize,
-    row: &[u8],
-    act: &[u8],
-    load: impl Fn([u8; S]) -> f32,
-) -> f32 {
+fn dot_lanes<const S: usize>(n: usize, row: &[u8], act: &[u8], load: impl Fn([u8; S]) -> f32) -> f32 {
     let (row, _) = row[..n * S].as_chunks::<S>();
     let (act, _) = act[..n * S].as_chunks::<S>();
     let (row_body, row_tail) = row.as_chunks::<LANES>();

@@ -98,8 +98,7 @@ fn dot_bytes(a: &[i8; QK], b: &[i8; QK]) -> i32 {
 /// ggml's `MAX(amax, fabsf(v))` over a block, including its NaN behaviour (`a > b ? a : b`).
 #[inline(always)]
 fn abs_max(x: &[f32; QK]) -> f32 {
-    x.iter()
-        .fold(0.0f32, |m, &v| if m > v.abs() { m } else { v.abs() })
+    x.iter().fold(0.0f32, |m, &v| if m > v.abs() { m } else { v.abs() })
 }
 
 /// Q8 scale and its inverse for a block whose largest magnitude is `amax`: the scale maps
@@ -169,10 +168,7 @@ impl QuantBlock for BlockQ4_0 {
     #[inline(always)]
     fn read(bytes: &[u8]) -> Self {
         let b = block_bytes::<{ size_of::<BlockQ4_0>() }>(bytes);
-        BlockQ4_0 {
-            d: F16Le(field(b, 0)),
-            qs: field(b, 2),
-        }
+        BlockQ4_0 { d: F16Le(field(b, 0)), qs: field(b, 2) }
     }
 
     #[inline]
@@ -203,11 +199,7 @@ impl QuantBlock for BlockQ4_1 {
     #[inline(always)]
     fn read(bytes: &[u8]) -> Self {
         let b = block_bytes::<{ size_of::<BlockQ4_1>() }>(bytes);
-        BlockQ4_1 {
-            d: F16Le(field(b, 0)),
-            m: F16Le(field(b, 2)),
-            qs: field(b, 4),
-        }
+        BlockQ4_1 { d: F16Le(field(b, 0)), m: F16Le(field(b, 2)), qs: field(b, 4) }
     }
 
     #[inline]
@@ -240,10 +232,7 @@ impl QuantBlock for BlockQ8_0 {
     #[inline(always)]
     fn read(bytes: &[u8]) -> Self {
         let b = block_bytes::<{ size_of::<BlockQ8_0>() }>(bytes);
-        BlockQ8_0 {
-            d: F16Le(field(b, 0)),
-            qs: field::<QK>(b, 2).map(|q| q as i8),
-        }
+        BlockQ8_0 { d: F16Le(field(b, 0)), qs: field::<QK>(b, 2).map(|q| q as i8) }
     }
 
     #[inline]
@@ -260,10 +249,7 @@ impl ActBlock for BlockQ8_0 {
     fn quantize(x: &[f32]) -> Self {
         let x: &[f32; QK] = x.try_into().expect("quant: Q8_0 block needs 32 values");
         let (d, id) = q8_scale(abs_max(x));
-        BlockQ8_0 {
-            d: F16Le::from_f32(d),
-            qs: q8_values(x, id),
-        }
+        BlockQ8_0 { d: F16Le::from_f32(d), qs: q8_values(x, id) }
     }
 
     #[inline]
@@ -294,11 +280,7 @@ impl QuantBlock for BlockQ8_1 {
     #[inline(always)]
     fn read(bytes: &[u8]) -> Self {
         let b = block_bytes::<{ size_of::<BlockQ8_1>() }>(bytes);
-        BlockQ8_1 {
-            d: F16Le(field(b, 0)),
-            s: F16Le(field(b, 2)),
-            qs: field::<QK>(b, 4).map(|q| q as i8),
-        }
+        BlockQ8_1 { d: F16Le(field(b, 0)), s: F16Le(field(b, 2)), qs: field::<QK>(b, 4).map(|q| q as i8) }
     }
 
     /// `q * d`; `s` is redundant for decoding.
@@ -319,11 +301,7 @@ impl ActBlock for BlockQ8_1 {
         let qs = q8_values(x, id);
         let sum: i32 = qs.iter().map(|&q| q as i32).sum();
         // ggml stores s from the unrounded f32 d, then both as f16.
-        BlockQ8_1 {
-            d: F16Le::from_f32(d),
-            s: F16Le::from_f32(sum as f32 * d),
-            qs,
-        }
+        BlockQ8_1 { d: F16Le::from_f32(d), s: F16Le::from_f32(sum as f32 * d), qs }
     }
 
     #[inline]

@@ -35,28 +35,15 @@ struct Kernels {
 }
 
 const fn block_kernels<B: WeightBlock>() -> Kernels {
-    Kernels {
-        dot_type: B::Act::TYPE,
-        vec_dot: block::vec_dot::<B>,
-        dequantize: block::dequantize::<B>,
-    }
+    Kernels { dot_type: B::Act::TYPE, vec_dot: block::vec_dot::<B>, dequantize: block::dequantize::<B> }
 }
 
-static F32_KERNELS: Kernels = Kernels {
-    dot_type: GgmlType::F32,
-    vec_dot: float::vec_dot_f32,
-    dequantize: float::dequantize_f32,
-};
-static F16_KERNELS: Kernels = Kernels {
-    dot_type: GgmlType::F16,
-    vec_dot: float::vec_dot_f16,
-    dequantize: float::dequantize_f16,
-};
-static BF16_KERNELS: Kernels = Kernels {
-    dot_type: GgmlType::BF16,
-    vec_dot: float::vec_dot_bf16,
-    dequantize: float::dequantize_bf16,
-};
+static F32_KERNELS: Kernels =
+    Kernels { dot_type: GgmlType::F32, vec_dot: float::vec_dot_f32, dequantize: float::dequantize_f32 };
+static F16_KERNELS: Kernels =
+    Kernels { dot_type: GgmlType::F16, vec_dot: float::vec_dot_f16, dequantize: float::dequantize_f16 };
+static BF16_KERNELS: Kernels =
+    Kernels { dot_type: GgmlType::BF16, vec_dot: float::vec_dot_bf16, dequantize: float::dequantize_bf16 };
 static Q4_0_KERNELS: Kernels = block_kernels::<BlockQ4_0>();
 static Q4_1_KERNELS: Kernels = block_kernels::<BlockQ4_1>();
 static Q8_0_KERNELS: Kernels = block_kernels::<BlockQ8_0>();
@@ -165,9 +152,6 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
 /// Bytes of `n` elements of `ty`; panics when `n` is not a whole number of blocks.
 fn row_bytes(ty: GgmlType, n: usize) -> usize {
     let block_len = ty.block_len() as usize;
-    assert!(
-        n.is_multiple_of(block_len),
-        "quant: {n} elements is not a whole number of {ty} blocks of {block_len}"
-    );
+    assert!(n.is_multiple_of(block_len), "quant: {n} elements is not a whole number of {ty} blocks of {block_len}");
     n / block_len * ty.block_bytes() as usize
 }

@@ -41,11 +41,7 @@ fn dequant_act(ty: GgmlType, src: &[u8], n: usize) -> Vec<f32> {
 
 fn dot_f64(a: &[f32], b: &[f32]) -> (f64, f64) {
     let exact = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
-    let scale = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 * y as f64).abs())
-        .sum();
+    let scale = a.iter().zip(b).map(|(&x, &y)| (x as f64 * y as f64).abs()).sum();
     (exact, scale)
 }
 
@@ -55,10 +51,7 @@ fn assert_close(got: f32, want: f64, scale: f64, terms: usize, what: &str) {
     let bound = (terms as f64 + 4.0) * (f32::EPSILON as f64 / 2.0) * scale + 1e-30;
     let err = (got as f64 - want).abs();
     assert!(got.is_finite(), "{what}: got {got}");
-    assert!(
-        err <= bound,
-        "{what}: got {got}, want {want}, error {err:e} > bound {bound:e}"
-    );
+    assert!(err <= bound, "{what}: got {got}, want {want}, error {err:e} > bound {bound:e}");
 }
 
 fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
@@ -91,14 +84,7 @@ impl Rng {
 
 #[test]
 fn supported_types_and_dot_types() {
-    let expect = [
-        (F32, F32),
-        (F16, F16),
-        (BF16, BF16),
-        (Q4_0, Q8_0),
-        (Q4_1, Q8_1),
-        (Q8_0, Q8_0),
-    ];
+    let expect = [(F32, F32), (F16, F16), (BF16, BF16), (Q4_0, Q8_0), (Q4_1, Q8_1), (Q8_0, Q8_0)];
     for (ty, dot) in expect {
         assert!(is_supported(ty), "{ty}");
         assert_eq!(vec_dot_type(ty), dot, "{ty}");
@@ -149,10 +135,7 @@ fn f16_to_f32_is_exact_for_every_bit_pattern() {
     for h in 0..=u16::MAX {
         let want = half::f16::from_bits(h).to_f32();
         let got = f16_to_f32(h);
-        assert!(
-            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-            "{h:#06x}: {got} vs {want}"
-        );
+        assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{h:#06x}: {got} vs {want}");
     }
 }
 
@@ -179,41 +162,18 @@ fn bf16_rounding_matches_ggml() {
 
 #[test]
 fn dequantize_f32_f16_bf16_by_hand() {
-    let f32_src: Vec<u8> = [1.5f32, -0.0, 3e38]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    let f32_src: Vec<u8> = [1.5f32, -0.0, 3e38].iter().flat_map(|v| v.to_le_bytes()).collect();
     assert_bits_eq(&dequant(F32, &f32_src, 3), &[1.5, -0.0, 3e38], "F32");
 
-    let f16_src: Vec<u8> = [
-        0x3C00u16, 0xC000, 0x0001, 0x7BFF, 0x7C00, 0x8000, 0x0400, 0x3555,
-    ]
-    .iter()
-    .flat_map(|h| h.to_le_bytes())
-    .collect();
-    let want = [
-        1.0,
-        -2.0,
-        2f32.powi(-24),
-        65504.0,
-        f32::INFINITY,
-        -0.0,
-        2f32.powi(-14),
-        0.333_251_95,
-    ];
-    assert_bits_eq(&dequant(F16, &f16_src, 8), &want, "F16");
-
-    let bf16_src: Vec<u8> = [0x3F80u16, 0xC040, 0x0001, 0x7F80, 0x4049]
+    let f16_src: Vec<u8> = [0x3C00u16, 0xC000, 0x0001, 0x7BFF, 0x7C00, 0x8000, 0x0400, 0x3555]
         .iter()
         .flat_map(|h| h.to_le_bytes())
         .collect();
-    let want = [
-        1.0,
-        -3.0,
-        f32::from_bits(0x0001_0000),
-        f32::INFINITY,
-        3.140625,
-    ];
+    let want = [1.0, -2.0, 2f32.powi(-24), 65504.0, f32::INFINITY, -0.0, 2f32.powi(-14), 0.333_251_95];
+    assert_bits_eq(&dequant(F16, &f16_src, 8), &want, "F16");
+
+    let bf16_src: Vec<u8> = [0x3F80u16, 0xC040, 0x0001, 0x7F80, 0x4049].iter().flat_map(|h| h.to_le_bytes()).collect();
+    let want = [1.0, -3.0, f32::from_bits(0x0001_0000), f32::INFINITY, 3.140625];
     assert_bits_eq(&dequant(BF16, &bf16_src, 5), &want, "BF16");
 }
 
@@ -294,10 +254,7 @@ fn q8_1_quantize_by_hand_stores_d_times_sum() {
     let q = quantized(Q8_1, &x);
     assert_eq!(q[..2], f16_le(0.5));
     assert_eq!(q[2..4], f16_le(55.5));
-    assert_eq!(
-        q[4..7].iter().map(|&b| b as i8).collect::<Vec<_>>(),
-        [127, -20, 4]
-    );
+    assert_eq!(q[4..7].iter().map(|&b| b as i8).collect::<Vec<_>>(), [127, -20, 4]);
 }
 
 #[test]
@@ -342,10 +299,7 @@ fn zero_blocks_give_zero_not_nan() {
         let act = quantized(vec_dot_type(ty), &zeros);
         let row = vec![0u8; row_bytes(ty, 64)];
         // Q4_0 zero bytes decode to (0 - 8) * 0 = -0.0, as in ggml; only the value matters.
-        assert!(
-            dequant(ty, &row, 64).iter().all(|&v| v == 0.0),
-            "{ty} dequant"
-        );
+        assert!(dequant(ty, &row, 64).iter().all(|&v| v == 0.0), "{ty} dequant");
         assert_eq!(vec_dot(ty, 64, &row, &act), 0.0, "{ty}");
     }
     // Zero activations against non-zero weights.
@@ -364,10 +318,7 @@ fn extreme_activation_scales() {
         let x = rng.vec(64, scale);
         let q = quantized(Q8_0, &x);
         let back = dequant(Q8_0, &q, 64);
-        assert!(
-            q[2..34].iter().all(|&b| b as i8 != -128),
-            "quants stay in -127..=127"
-        );
+        assert!(q[2..34].iter().all(|&b| b as i8 != -128), "quants stay in -127..=127");
         let amax = x[..32].iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d32 = amax / 127.0;
         let d16 = half::f16::from_le_bytes([q[0], q[1]]).to_f32();
@@ -383,10 +334,7 @@ fn extreme_activation_scales() {
             // subnormal, as at 1e-3).
             let bound = 0.5 * d32 + 127.0 * (d32 - d16).abs();
             for (b, v) in back[..32].iter().zip(&x) {
-                assert!(
-                    (b - v).abs() <= bound * 1.001,
-                    "{v} -> {b} (d {d32} / {d16})"
-                );
+                assert!((b - v).abs() <= bound * 1.001, "{v} -> {b} (d {d32} / {d16})");
             }
         }
     }
@@ -402,13 +350,7 @@ fn float_dots_cover_lane_tail_and_empty_rows() {
             let row = quantized(ty, &w); // the activation encodings double as weight encodings
             let act = quantized(ty, &x);
             let (want, scale) = dot_f64(&dequant(ty, &row, n), &dequant(ty, &act, n));
-            assert_close(
-                vec_dot(ty, n, &row, &act),
-                want,
-                scale,
-                n,
-                &format!("{ty} n={n}"),
-            );
+            assert_close(vec_dot(ty, n, &row, &act), want, scale, n, &format!("{ty} n={n}"));
         }
     }
 }
@@ -453,44 +395,28 @@ struct Case {
 
 impl Case {
     fn get(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
     fn str(&self, key: &str) -> &str {
-        self.get(key)
-            .unwrap_or_else(|| panic!("case {}: no {key}", self.name))
+        self.get(key).unwrap_or_else(|| panic!("case {}: no {key}", self.name))
     }
     fn usize(&self, key: &str) -> usize {
         self.str(key).parse().unwrap()
     }
     fn ty(&self, key: &str) -> GgmlType {
         let name = self.str(key);
-        (0..64)
-            .filter_map(GgmlType::from_u32)
-            .find(|t| t.name() == name)
-            .unwrap()
+        (0..64).filter_map(GgmlType::from_u32).find(|t| t.name() == name).unwrap()
     }
     fn bytes(&self, key: &str) -> Vec<u8> {
         let s = self.str(key);
         assert!(s.len().is_multiple_of(2));
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
     fn f32s(&self, key: &str) -> Vec<f32> {
-        self.bytes(key)
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect()
+        self.bytes(key).chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
     }
     fn f64s(&self, key: &str) -> Vec<f64> {
-        self.bytes(key)
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-            .collect()
+        self.bytes(key).chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
     }
 }
 
@@ -504,18 +430,9 @@ fn gguf_cases() -> Vec<Case> {
         }
         let (key, value) = line.split_once(' ').unwrap_or((line, ""));
         match key {
-            "case" => {
-                current = Some(Case {
-                    name: value.to_string(),
-                    fields: Vec::new(),
-                })
-            }
+            "case" => current = Some(Case { name: value.to_string(), fields: Vec::new() }),
             "end" => cases.push(current.take().expect("end without case")),
-            _ => current
-                .as_mut()
-                .expect("field outside case")
-                .fields
-                .push((key.into(), value.into())),
+            _ => current.as_mut().expect("field outside case").fields.push((key.into(), value.into())),
         }
     }
     assert!(current.is_none(), "unterminated case");
@@ -543,16 +460,9 @@ fn gguf_activation_conversion_is_byte_exact() {
         let got = quantized(dot_ty, &x);
         assert_eq!(got.len(), want.len(), "{}", case.name);
         if let Some(i) = got.iter().zip(&want).position(|(g, w)| g != w) {
-            panic!(
-                "{} ({dot_ty}): first differing byte {i}: got {:#04x}, want {:#04x}",
-                case.name, got[i], want[i]
-            );
+            panic!("{} ({dot_ty}): first differing byte {i}: got {:#04x}, want {:#04x}", case.name, got[i], want[i]);
         }
-        assert_bits_eq(
-            &dequant_act(dot_ty, &got, x.len()),
-            &case.f32s("acts_dequant"),
-            &case.name,
-        );
+        assert_bits_eq(&dequant_act(dot_ty, &got, x.len()), &case.f32s("acts_dequant"), &case.name);
     }
 }
 
@@ -583,19 +493,8 @@ fn gguf_dot_products_match() {
         for r in 0..rows {
             let row = &weights[r * rb..(r + 1) * rb];
             let single = vec_dot(ty, cols, row, &act);
-            assert_eq!(
-                single.to_bits(),
-                out[r].to_bits(),
-                "{} row {r}: dot_rows vs vec_dot",
-                case.name
-            );
-            assert_close(
-                single,
-                want[r],
-                scale[r],
-                terms,
-                &format!("{} row {r}", case.name),
-            );
+            assert_eq!(single.to_bits(), out[r].to_bits(), "{} row {r}: dot_rows vs vec_dot", case.name);
+            assert_close(single, want[r], scale[r], terms, &format!("{} row {r}", case.name));
             // Q4_1 x Q8_1 differs from the plain dot of the dequantized values by the f16 rounding
             // of the activation blocks' s = d*sum(q) (and of d inside it): below 2^-10 of |m*s| (we allow twice that),
             // which `scale` includes.
@@ -614,10 +513,7 @@ fn gguf_dot_products_match() {
         }
         if ty == Q4_1 {
             // Otherwise the tight check above could not tell ggml's m*s formula from a plain dot.
-            assert!(
-                q4_1_rows_where_s_matters > 0,
-                "Q4_1 data does not exercise the s term"
-            );
+            assert!(q4_1_rows_where_s_matters > 0, "Q4_1 data does not exercise the s term");
         }
     }
 }
