@@ -7,9 +7,10 @@
 // memoized per process.
 
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { pathToFileURL } from 'node:url';
 
-export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+// tsx runs the tests as CommonJS (package.json has no "type": "module"), so __dirname is defined.
+export const REPO_ROOT = join(__dirname, '..', '..');
 export const FIXTURES_DIR = join(REPO_ROOT, '.fixtures');
 
 export interface FixtureInfo {
@@ -29,7 +30,7 @@ let pathsPromise: Promise<Record<string, string>> | undefined;
 
 function load(): Promise<FixturesModule> {
   // A computed specifier keeps TypeScript from demanding declarations for the .mjs.
-  const url = new URL('../../scripts/lib/fixtures.mjs', import.meta.url).href;
+  const url = pathToFileURL(join(REPO_ROOT, 'scripts', 'lib', 'fixtures.mjs')).href;
   modPromise ??= import(url) as Promise<FixturesModule>;
   return modPromise;
 }
