@@ -34,6 +34,7 @@ export declare class NativeModel {
   tokenize(text: string, addBos: boolean | undefined | null, special: boolean): Array<number>
   detokenize(ids: Array<number>, special: boolean): string
   logits(ids: Array<number>, from?: number | undefined | null): Promise<Float32Array>
+  perplexity(text: string, window?: number | undefined | null, maxTokens?: number | undefined | null): Promise<NativePerplexity>
   generate(prompt: Array<number>, options?: NativeGenerateOptions | undefined | null): NativeGeneration
   /** Drops this handle's reference to the weights; they are freed when no generation uses them. */
   dispose(): void
@@ -68,6 +69,12 @@ export interface NativeModelInfo {
   vocabSize: number
   threads: number
   tensorTypes: Record<string, number>
+}
+
+export interface NativePerplexity {
+  perplexity: number
+  meanNll: number
+  tokens: number
 }
 
 export interface NativeProgress {

@@ -77,6 +77,28 @@ export interface LogitsOptions {
   from?: number
 }
 
+/**
+ * Perplexity protocol: the text is tokenized without BOS and without parsing special tokens,
+ * cut to `maxTokens` and then to whole windows of `window` tokens; each window is evaluated from
+ * a fresh state, with BOS in front where the model adds BOS; every token except the first of
+ * each window is scored with NLL = -log softmax(logits at the previous position)[token]
+ * (float64 over the whole vocabulary); perplexity = exp(mean NLL).
+ */
+export interface PerplexityOptions {
+  /** Tokens per window. Default 512. */
+  window?: number
+  /** Use at most this many tokens of the text. Default: all. */
+  maxTokens?: number
+}
+
+export interface PerplexityResult {
+  perplexity: number
+  /** Mean negative log-likelihood per scored token, in nats. */
+  meanNll: number
+  /** How many tokens were scored. */
+  tokens: number
+}
+
 export interface GenerateOptions {
   /** Tokens to generate at most. Default: until end of generation or the context is full. */
   maxTokens?: number
@@ -127,6 +149,8 @@ export declare class Model {
    * parsed; an array is used as token ids.
    */
   generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncGenerator<GeneratedToken, void, undefined>
+  /** Perplexity of `text` under the protocol described at PerplexityOptions. */
+  perplexity(text: string, options?: PerplexityOptions): Promise<PerplexityResult>
   /** Releases the model; generations still running finish first. */
   dispose(): Promise<void>
 }

@@ -110,6 +110,15 @@ class Model {
     return callAsync(() => this._native.logits(tokens, from))
   }
 
+  /** Perplexity of `text`: see PerplexityOptions in index.d.ts for the protocol. */
+  async perplexity(text, options) {
+    if (typeof text !== 'string') throw optionError('text', 'must be a string')
+    const o = checkObject(options, 'options')
+    const window = checkNumber(o.window, 'window', { integer: true, min: 2, max: 2 ** 32 - 1 })
+    const maxTokens = checkNumber(o.maxTokens, 'maxTokens', { integer: true, min: 0, max: 2 ** 32 - 1 })
+    return callAsync(() => this._native.perplexity(text, window, maxTokens))
+  }
+
   /**
    * Streams generated tokens. Each step is computed on a worker thread only when the loop asks
    * for it, so a slow consumer never lets tokens pile up; `break` or aborting `signal` stops the

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::engine::{GenerateParams, Generation, LoadOptions, Model, Step};
+use crate::engine::{GenerateParams, Generation, LoadOptions, Model, Perplexity, PerplexityOptions, Step};
 use crate::error::{Error as EngineError, Result as EngineResult};
 use crate::sampler::SamplerParams;
 
@@ -215,6 +215,23 @@ impl NativeModel {
         Ok(AsyncTask::new(LogitsTask { model, ids, from }))
     }
 
+    #[napi(ts_return_type = "Promise<NativePerplexity>")]
+    pub fn perplexity(
+        &self,
+        text: String,
+        window: Option<f64>,
+        max_tokens: Option<f64>,
+    ) -> napi::Result<AsyncTask<PerplexityTask>> {
+        let model = self.get()?;
+        let options = guarded(|| {
+            Ok(PerplexityOptions {
+                window: to_usize(window, "window")?.unwrap_or(512),
+                max_tokens: to_usize(max_tokens, "maxTokens")?,
+            })
+        })?;
+        Ok(AsyncTask::new(PerplexityTask { model, text, options }))
+    }
+
     #[napi]
     pub fn generate(&self, prompt: Vec<u32>, options: Option<NativeGenerateOptions>) -> napi::Result<NativeGeneration> {
         let model = self.get()?;
@@ -275,6 +292,32 @@ impl Task for LogitsTask {
 
     fn resolve(&mut self, _env: Env, output: Vec<f32>) -> napi::Result<Float32Array> {
         Ok(Float32Array::new(output))
+    }
+}
+
+pub struct PerplexityTask {
+    model: Arc<Model>,
+    text: String,
+    options: PerplexityOptions,
+}
+
+#[napi(object)]
+pub struct NativePerplexity {
+    pub perplexity: f64,
+    pub mean_nll: f64,
+    pub tokens: u32,
+}
+
+impl Task for PerplexityTask {
+    type Output = Perplexity;
+    type JsValue = NativePerplexity;
+
+    fn compute(&mut self) -> napi::Result<Perplexity> {
+        guarded(|| self.model.perplexity(&self.text, &self.options, &AtomicBool::new(false)))
+    }
+
+    fn resolve(&mut self, _env: Env, p: Perplexity) -> napi::Result<NativePerplexity> {
+        Ok(NativePerplexity { perplexity: p.perplexity, mean_nll: p.mean_nll, tokens: p.tokens as u32 })
     }
 }
 

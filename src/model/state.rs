@@ -43,16 +43,14 @@ impl KvCache {
         self.values[at..at + n].copy_from_slice(&self.scratch);
     }
 
-    /// Keys of positions 0..len of one layer: (len, kv_dim) f16.
-    pub fn keys(&self, layer: usize, len: usize) -> &[u8] {
-        let at = self.offset(layer, 0);
-        &self.keys[at..at + len * self.row_bytes]
+    /// Keys of positions from..to of one layer: (to - from, kv_dim) f16.
+    pub fn keys(&self, layer: usize, from: usize, to: usize) -> &[u8] {
+        &self.keys[self.offset(layer, from)..self.offset(layer, to)]
     }
 
-    /// Values of positions 0..len of one layer: (len, kv_dim) f16.
-    pub fn values(&self, layer: usize, len: usize) -> &[u8] {
-        let at = self.offset(layer, 0);
-        &self.values[at..at + len * self.row_bytes]
+    /// Values of positions from..to of one layer: (to - from, kv_dim) f16.
+    pub fn values(&self, layer: usize, from: usize, to: usize) -> &[u8] {
+        &self.values[self.offset(layer, from)..self.offset(layer, to)]
     }
 
     /// Bytes the cache takes when full.
@@ -61,21 +59,34 @@ impl KvCache {
     }
 }
 
+/// cos and sin of the RoPE angle of each rotated pair at one position: (rope_dim / 2) each.
+pub struct RopeTable {
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+}
+
+impl RopeTable {
+    pub fn new(rope_dim: usize) -> Self {
+        RopeTable { cos: vec![1.0; rope_dim / 2], sin: vec![0.0; rope_dim / 2] }
+    }
+}
+
 /// Activation buffers for one token, reused from token to token.
 pub struct RunState {
-    pub x: Vec<f32>,        // (n_embd) residual stream
-    pub xb: Vec<f32>,       // (n_embd) normalized input of a sub-block
-    pub q: Vec<f32>,        // (n_head * head_dim)
-    pub k: Vec<f32>,        // (kv_dim)
-    pub v: Vec<f32>,        // (kv_dim)
-    pub att: Vec<f32>,      // (n_head * head_dim) attention output, all heads
-    pub proj: Vec<f32>,     // (n_embd) output of a sub-block's last projection
-    pub gate: Vec<f32>,     // (n_ff)
-    pub up: Vec<f32>,       // (n_ff)
-    pub logits: Vec<f32>,   // (n_vocab)
-    pub norm_w: Vec<f32>,   // (n_embd) a norm's weights, dequantized
-    pub rope_cos: Vec<f32>, // (rope_dim / 2) for the current position
-    pub rope_sin: Vec<f32>, // (rope_dim / 2)
+    pub x: Vec<f32>,            // (n_embd) residual stream
+    pub xb: Vec<f32>,           // (n_embd) normalized input of a sub-block
+    pub q: Vec<f32>,            // (n_head * head_dim)
+    pub k: Vec<f32>,            // (kv_dim)
+    pub v: Vec<f32>,            // (kv_dim)
+    pub att: Vec<f32>,          // (n_head * head_dim) attention output, all heads
+    pub proj: Vec<f32>,         // (n_embd) output of a sub-block's last projection
+    pub gate: Vec<f32>,         // (n_ff)
+    pub up: Vec<f32>,           // (n_ff)
+    pub logits: Vec<f32>,       // (n_vocab)
+    pub norm_w: Vec<f32>,       // (n_embd) a norm's weights or a bias, dequantized
+    pub rope_factors: Vec<f32>, // (rope_dim / 2) rope_freqs, dequantized
+    pub rope_global: RopeTable, // angles of full-attention layers at the current position
+    pub rope_local: RopeTable,  // angles of sliding-window layers at the current position
     /// Activations converted to a weight type's dot-product format.
     pub act_q: Vec<u8>,
     pub kv: KvCache,
@@ -97,8 +108,9 @@ impl RunState {
             up: vec![0.0; c.n_ff],
             logits: vec![0.0; c.n_vocab],
             norm_w: vec![0.0; c.n_embd],
-            rope_cos: vec![0.0; c.rope_dim / 2],
-            rope_sin: vec![0.0; c.rope_dim / 2],
+            rope_factors: vec![0.0; c.rope_dim / 2],
+            rope_global: RopeTable::new(c.rope_dim),
+            rope_local: RopeTable::new(c.rope_dim),
             act_q: Vec::new(),
             kv: KvCache::new(c, context),
             n_past: 0,

@@ -8,30 +8,40 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
-use crate::model::config::ModelConfig;
+use crate::model::config::{Architecture, ModelConfig};
 use crate::quant;
 use crate::tensor::TensorView;
 
-/// One transformer block's weights. Matrices are (rows = outputs) x (cols = inputs).
+/// One transformer block's weights. Matrices are (rows = outputs) x (cols = inputs). Optional
+/// tensors are present only in the architectures that use them.
 #[derive(Clone, Copy)]
 pub struct LayerWeights<'a> {
-    pub attn_norm: TensorView<'a>, // (n_embd)
-    pub wq: TensorView<'a>,        // (n_head * head_dim, n_embd)
-    pub wk: TensorView<'a>,        // (n_head_kv * head_dim, n_embd)
-    pub wv: TensorView<'a>,        // (n_head_kv * head_dim, n_embd)
-    pub wo: TensorView<'a>,        // (n_embd, n_head * head_dim)
-    pub ffn_norm: TensorView<'a>,  // (n_embd)
-    pub w_gate: TensorView<'a>,    // (n_ff, n_embd)
-    pub w_up: TensorView<'a>,      // (n_ff, n_embd)
-    pub w_down: TensorView<'a>,    // (n_embd, n_ff)
+    pub attn_norm: TensorView<'a>,              // (n_embd)
+    pub wq: TensorView<'a>,                     // (n_head * head_dim, n_embd)
+    pub wk: TensorView<'a>,                     // (n_head_kv * head_dim, n_embd)
+    pub wv: TensorView<'a>,                     // (n_head_kv * head_dim, n_embd)
+    pub wo: TensorView<'a>,                     // (n_embd, n_head * head_dim)
+    pub bq: Option<TensorView<'a>>,             // (n_head * head_dim) qwen2
+    pub bk: Option<TensorView<'a>>,             // (n_head_kv * head_dim) qwen2
+    pub bv: Option<TensorView<'a>>,             // (n_head_kv * head_dim) qwen2
+    pub bo: Option<TensorView<'a>>,             // (n_embd)
+    pub q_norm: Option<TensorView<'a>>,         // (head_dim) gemma3, per head
+    pub k_norm: Option<TensorView<'a>>,         // (head_dim) gemma3, per head
+    pub post_attn_norm: Option<TensorView<'a>>, // (n_embd) gemma3
+    pub ffn_norm: TensorView<'a>,               // (n_embd)
+    pub w_gate: TensorView<'a>,                 // (n_ff, n_embd)
+    pub w_up: TensorView<'a>,                   // (n_ff, n_embd)
+    pub w_down: TensorView<'a>,                 // (n_embd, n_ff)
+    pub post_ffn_norm: Option<TensorView<'a>>,  // (n_embd) gemma3
 }
 
 /// The weights outside the transformer blocks.
 #[derive(Clone, Copy)]
 pub struct GlobalWeights<'a> {
-    pub token_embd: TensorView<'a>,  // (n_vocab, n_embd): one row per token
-    pub output_norm: TensorView<'a>, // (n_embd)
-    pub output: TensorView<'a>,      // (n_vocab, n_embd); token_embd itself when tied
+    pub token_embd: TensorView<'a>,         // (n_vocab, n_embd): one row per token
+    pub output_norm: TensorView<'a>,        // (n_embd)
+    pub output: TensorView<'a>,             // (n_vocab, n_embd); token_embd itself when tied
+    pub rope_freqs: Option<TensorView<'a>>, // (rope_dim / 2) per-frequency divisors (Llama 3.1+)
 }
 
 /// Weights borrowed from a source, kept valid (for example pinned in the pager's cache) for as
@@ -59,7 +69,7 @@ pub trait WeightSource: Send + Sync {
     fn globals(&self) -> Result<Pinned<'_, GlobalWeights<'_>>>;
 }
 
-/// Tensor infos for one block, resolved from names.
+/// Tensor infos for one block, resolved from names; fields mirror `LayerWeights`.
 #[derive(Clone, Debug)]
 pub struct LayerTensors {
     pub attn_norm: TensorInfo,
@@ -67,10 +77,49 @@ pub struct LayerTensors {
     pub wk: TensorInfo,
     pub wv: TensorInfo,
     pub wo: TensorInfo,
+    pub bq: Option<TensorInfo>,
+    pub bk: Option<TensorInfo>,
+    pub bv: Option<TensorInfo>,
+    pub bo: Option<TensorInfo>,
+    pub q_norm: Option<TensorInfo>,
+    pub k_norm: Option<TensorInfo>,
+    pub post_attn_norm: Option<TensorInfo>,
     pub ffn_norm: TensorInfo,
     pub w_gate: TensorInfo,
     pub w_up: TensorInfo,
     pub w_down: TensorInfo,
+    pub post_ffn_norm: Option<TensorInfo>,
+}
+
+impl LayerTensors {
+    fn all(&self) -> impl Iterator<Item = &TensorInfo> {
+        [
+            &self.attn_norm,
+            &self.wq,
+            &self.wk,
+            &self.wv,
+            &self.wo,
+            &self.ffn_norm,
+            &self.w_gate,
+            &self.w_up,
+            &self.w_down,
+        ]
+        .into_iter()
+        .chain(
+            [
+                &self.bq,
+                &self.bk,
+                &self.bv,
+                &self.bo,
+                &self.q_norm,
+                &self.k_norm,
+                &self.post_attn_norm,
+                &self.post_ffn_norm,
+            ]
+            .into_iter()
+            .flatten(),
+        )
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -78,6 +127,7 @@ pub struct TensorTable {
     pub token_embd: TensorInfo,
     pub output_norm: TensorInfo,
     pub output: TensorInfo,
+    pub rope_freqs: Option<TensorInfo>,
     pub layers: Vec<LayerTensors>,
 }
 
@@ -85,49 +135,70 @@ impl TensorTable {
     /// Finds every tensor the architecture needs, checks its shape against the config and its
     /// type against what the kernels support.
     pub fn resolve(g: &GgufFile, c: &ModelConfig) -> Result<Self> {
-        let get = |name: String, shape: &[usize]| -> Result<TensorInfo> {
-            let info = g.tensor_info(&name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
+        let check = |name: &str, info: &TensorInfo, shape: &[usize]| -> Result<TensorInfo> {
             let expected: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
             if info.shape() != expected {
-                return Err(Error::TensorShape { name, expected, found: info.shape() });
+                return Err(Error::TensorShape { name: name.to_owned(), expected, found: info.shape() });
             }
             if !quant::is_supported(info.ty) {
-                return Err(Error::UnsupportedTensorType { tensor: name, type_name: info.ty.name().to_owned() });
+                return Err(Error::UnsupportedTensorType {
+                    tensor: name.to_owned(),
+                    type_name: info.ty.name().to_owned(),
+                });
             }
             Ok(info.clone())
         };
-        let (d, v, ff, q, kv) = (c.n_embd, c.n_vocab, c.n_ff, c.q_dim(), c.kv_dim());
-        let token_embd = get("token_embd.weight".into(), &[d, v])?;
-        let output = match g.tensor_info("output.weight") {
-            Some(_) => get("output.weight".into(), &[d, v])?,
-            None => token_embd.clone(),
+        let opt = |name: String, shape: &[usize]| -> Result<Option<TensorInfo>> {
+            g.tensor_info(&name).map(|info| check(&name, info, shape)).transpose()
         };
+        let get = |name: String, shape: &[usize]| -> Result<TensorInfo> {
+            opt(name.clone(), shape)?.ok_or(Error::MissingTensor(name))
+        };
+        let (d, v, ff, q, kv, hd) = (c.n_embd, c.n_vocab, c.n_ff, c.q_dim(), c.kv_dim(), c.head_dim);
+        let gemma = c.arch == Architecture::Gemma3;
+        let token_embd = get("token_embd.weight".into(), &[d, v])?;
+        let output = opt("output.weight".into(), &[d, v])?.unwrap_or_else(|| token_embd.clone());
         let layers = (0..c.n_layer)
             .map(|i| {
-                let t = |name: &str, shape: &[usize]| get(format!("blk.{i}.{name}.weight"), shape);
+                let name = |n: &str, kind: &str| format!("blk.{i}.{n}.{kind}");
+                let t = |n: &str, shape: &[usize]| get(name(n, "weight"), shape);
+                let bias = |n: &str, len: usize| opt(name(n, "bias"), &[len]);
+                // Gemma 3 requires its extra norms; elsewhere they are not looked for.
+                let gemma_norm = |n: &str, len: usize| if gemma { t(n, &[len]).map(Some) } else { Ok(None) };
                 Ok(LayerTensors {
                     attn_norm: t("attn_norm", &[d])?,
                     wq: t("attn_q", &[d, q])?,
                     wk: t("attn_k", &[d, kv])?,
                     wv: t("attn_v", &[d, kv])?,
                     wo: t("attn_output", &[q, d])?,
+                    bq: bias("attn_q", q)?,
+                    bk: bias("attn_k", kv)?,
+                    bv: bias("attn_v", kv)?,
+                    bo: bias("attn_output", d)?,
+                    q_norm: gemma_norm("attn_q_norm", hd)?,
+                    k_norm: gemma_norm("attn_k_norm", hd)?,
+                    post_attn_norm: gemma_norm("post_attention_norm", d)?,
                     ffn_norm: t("ffn_norm", &[d])?,
                     w_gate: t("ffn_gate", &[d, ff])?,
                     w_up: t("ffn_up", &[d, ff])?,
                     w_down: t("ffn_down", &[ff, d])?,
+                    post_ffn_norm: gemma_norm("post_ffw_norm", d)?,
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(TensorTable { token_embd, output_norm: get("output_norm.weight".into(), &[d])?, output, layers })
+        Ok(TensorTable {
+            token_embd,
+            output_norm: get("output_norm.weight".into(), &[d])?,
+            output,
+            rope_freqs: opt("rope_freqs.weight".into(), &[c.rope_dim / 2])?,
+            layers,
+        })
     }
 
     /// File range covered by the weights (for prefaulting): from the first tensor to the last.
     pub fn span(&self) -> (u64, u64) {
-        let all = self
-            .layers
-            .iter()
-            .flat_map(|l| [&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down]);
-        let all = all.chain([&self.token_embd, &self.output_norm, &self.output]);
+        let globals = [&self.token_embd, &self.output_norm, &self.output].into_iter().chain(&self.rope_freqs);
+        let all = self.layers.iter().flat_map(LayerTensors::all).chain(globals);
         let (lo, hi) = all.fold((u64::MAX, 0), |(lo, hi), t| (lo.min(t.offset), hi.max(t.offset + t.size)));
         (lo, hi.saturating_sub(lo))
     }
@@ -149,6 +220,7 @@ impl WeightSource for MappedWeights {
     fn layer(&self, index: usize) -> Result<Pinned<'_, LayerWeights<'_>>> {
         let t = &self.table.layers[index];
         let v = |info: &TensorInfo| self.file.view(info);
+        let o = |info: &Option<TensorInfo>| info.as_ref().map(v);
         Ok(Pinned::new(
             LayerWeights {
                 attn_norm: v(&t.attn_norm),
@@ -156,10 +228,18 @@ impl WeightSource for MappedWeights {
                 wk: v(&t.wk),
                 wv: v(&t.wv),
                 wo: v(&t.wo),
+                bq: o(&t.bq),
+                bk: o(&t.bk),
+                bv: o(&t.bv),
+                bo: o(&t.bo),
+                q_norm: o(&t.q_norm),
+                k_norm: o(&t.k_norm),
+                post_attn_norm: o(&t.post_attn_norm),
                 ffn_norm: v(&t.ffn_norm),
                 w_gate: v(&t.w_gate),
                 w_up: v(&t.w_up),
                 w_down: v(&t.w_down),
+                post_ffn_norm: o(&t.post_ffn_norm),
             },
             None,
         ))
@@ -172,6 +252,7 @@ impl WeightSource for MappedWeights {
                 token_embd: v(&self.table.token_embd),
                 output_norm: v(&self.table.output_norm),
                 output: v(&self.table.output),
+                rope_freqs: self.table.rope_freqs.as_ref().map(v),
             },
             None,
         ))
