@@ -274,8 +274,17 @@ fn vocab_spec(g: &GgufFile) -> Result<VocabSpec> {
         eom: id("tokenizer.ggml.eom_token_id")?,
         unk: id("tokenizer.ggml.unknown_token_id")?,
         pad: id("tokenizer.ggml.padding_token_id")?,
+        // llama.cpp reads the older prefix / suffix / middle names after the fim_* ones.
+        fim_pre: id("tokenizer.ggml.prefix_token_id")?.or(id("tokenizer.ggml.fim_pre_token_id")?),
+        fim_suf: id("tokenizer.ggml.suffix_token_id")?.or(id("tokenizer.ggml.fim_suf_token_id")?),
+        fim_mid: id("tokenizer.ggml.middle_token_id")?.or(id("tokenizer.ggml.fim_mid_token_id")?),
+        fim_pad: id("tokenizer.ggml.fim_pad_token_id")?,
+        fim_rep: id("tokenizer.ggml.fim_rep_token_id")?,
+        fim_sep: id("tokenizer.ggml.fim_sep_token_id")?,
         add_bos: g.get_bool("tokenizer.ggml.add_bos_token")?,
         add_eos: g.get_bool("tokenizer.ggml.add_eos_token")?,
+        add_space_prefix: g.get_bool("tokenizer.ggml.add_space_prefix")?,
+        name: g.get_str("general.name")?.map(str::to_owned),
     })
 }
 

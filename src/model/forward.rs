@@ -29,7 +29,8 @@ pub fn forward(
         return Err(Error::InvalidToken(token.into()));
     }
     let s = state;
-    let globals = weights.globals()?;
+    let globals_guard = weights.globals()?;
+    let globals = globals_guard.weights();
 
     // Token embedding: one dequantized row of token_embd (scaled, for gemma).
     quant::dequantize_row(globals.token_embd.ty, globals.token_embd.row(token as usize), &mut s.x);
@@ -46,7 +47,8 @@ pub fn forward(
         if cancelled() {
             return Err(Error::Aborted);
         }
-        let w = weights.layer(l)?;
+        let layer = weights.layer(l)?;
+        let w = layer.weights();
         let local = c.swa_layers[l];
         let (window, rope_table) = if local { (c.sliding_window, &s.rope_local) } else { (None, &s.rope_global) };
 

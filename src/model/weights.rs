@@ -3,7 +3,6 @@
 //!
 //! Tensor names (`blk.{i}.*`) are resolved and shape-checked once, in `TensorTable::resolve`.
 
-use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -44,29 +43,73 @@ pub struct GlobalWeights<'a> {
     pub rope_freqs: Option<TensorView<'a>>, // (rope_dim / 2) per-frequency divisors (Llama 3.1+)
 }
 
-/// Weights borrowed from a source, kept valid (for example pinned in the pager's cache) for as
-/// long as the view lives.
-pub struct Pinned<'a, T> {
-    weights: T,
+/// The bytes a guard's tensor offsets point into: the whole mapped file, or a buffer the pager
+/// filled with one layer's tensors.
+pub enum GuardBytes<'a> {
+    Borrowed(&'a [u8]),
+    Shared(Arc<[u8]>),
+}
+
+impl GuardBytes<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            GuardBytes::Borrowed(b) => b,
+            GuardBytes::Shared(b) => b,
+        }
+    }
+}
+
+/// One layer's weights, kept valid (resident, not evicted) for as long as the guard lives.
+/// `weights()` borrows from the guard, so no view can outlive what keeps its bytes alive.
+pub struct LayerGuard<'a> {
+    bytes: GuardBytes<'a>,
+    tensors: &'a LayerTensors,
     _pin: Option<Box<dyn Send + 'a>>,
 }
 
-impl<'a, T> Pinned<'a, T> {
-    pub fn new(weights: T, pin: Option<Box<dyn Send + 'a>>) -> Self {
-        Pinned { weights, _pin: pin }
+impl<'a> LayerGuard<'a> {
+    /// `tensors` offsets are positions in `bytes`; `pin` is dropped with the guard.
+    pub fn new(bytes: GuardBytes<'a>, tensors: &'a LayerTensors, pin: Option<Box<dyn Send + 'a>>) -> Self {
+        LayerGuard { bytes, tensors, _pin: pin }
+    }
+
+    pub fn weights(&self) -> LayerWeights<'_> {
+        self.tensors.view(self.bytes.as_slice())
     }
 }
 
-impl<T> Deref for Pinned<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.weights
+/// The weights outside the blocks, kept valid while the guard lives.
+pub struct GlobalGuard<'a> {
+    bytes: GuardBytes<'a>,
+    table: &'a TensorTable,
+    _pin: Option<Box<dyn Send + 'a>>,
+}
+
+impl<'a> GlobalGuard<'a> {
+    pub fn new(bytes: GuardBytes<'a>, table: &'a TensorTable, pin: Option<Box<dyn Send + 'a>>) -> Self {
+        GlobalGuard { bytes, table, _pin: pin }
+    }
+
+    pub fn weights(&self) -> GlobalWeights<'_> {
+        let b = self.bytes.as_slice();
+        GlobalWeights {
+            token_embd: view(b, &self.table.token_embd),
+            output_norm: view(b, &self.table.output_norm),
+            output: view(b, &self.table.output),
+            rope_freqs: self.table.rope_freqs.as_ref().map(|t| view(b, t)),
+        }
     }
 }
 
+/// The single access point of the forward pass to weights, resident or paged.
 pub trait WeightSource: Send + Sync {
-    fn layer(&self, index: usize) -> Result<Pinned<'_, LayerWeights<'_>>>;
-    fn globals(&self) -> Result<Pinned<'_, GlobalWeights<'_>>>;
+    fn layer(&self, index: usize) -> Result<LayerGuard<'_>>;
+    fn globals(&self) -> Result<GlobalGuard<'_>>;
+}
+
+fn view<'b>(bytes: &'b [u8], t: &TensorInfo) -> TensorView<'b> {
+    let start = t.offset as usize;
+    TensorView { ty: t.ty, dims: t.dims, n_dims: t.n_dims, data: &bytes[start..start + t.size as usize] }
 }
 
 /// Tensor infos for one block, resolved from names; fields mirror `LayerWeights`.
@@ -92,7 +135,32 @@ pub struct LayerTensors {
 }
 
 impl LayerTensors {
-    fn all(&self) -> impl Iterator<Item = &TensorInfo> {
+    /// Views of every tensor, with offsets taken as positions in `bytes`.
+    pub fn view<'b>(&self, bytes: &'b [u8]) -> LayerWeights<'b> {
+        let v = |t: &TensorInfo| view(bytes, t);
+        let o = |t: &Option<TensorInfo>| t.as_ref().map(v);
+        LayerWeights {
+            attn_norm: v(&self.attn_norm),
+            wq: v(&self.wq),
+            wk: v(&self.wk),
+            wv: v(&self.wv),
+            wo: v(&self.wo),
+            bq: o(&self.bq),
+            bk: o(&self.bk),
+            bv: o(&self.bv),
+            bo: o(&self.bo),
+            q_norm: o(&self.q_norm),
+            k_norm: o(&self.k_norm),
+            post_attn_norm: o(&self.post_attn_norm),
+            ffn_norm: v(&self.ffn_norm),
+            w_gate: v(&self.w_gate),
+            w_up: v(&self.w_up),
+            w_down: v(&self.w_down),
+            post_ffn_norm: o(&self.post_ffn_norm),
+        }
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &TensorInfo> {
         [
             &self.attn_norm,
             &self.wq,
@@ -217,44 +285,11 @@ impl MappedWeights {
 }
 
 impl WeightSource for MappedWeights {
-    fn layer(&self, index: usize) -> Result<Pinned<'_, LayerWeights<'_>>> {
-        let t = &self.table.layers[index];
-        let v = |info: &TensorInfo| self.file.view(info);
-        let o = |info: &Option<TensorInfo>| info.as_ref().map(v);
-        Ok(Pinned::new(
-            LayerWeights {
-                attn_norm: v(&t.attn_norm),
-                wq: v(&t.wq),
-                wk: v(&t.wk),
-                wv: v(&t.wv),
-                wo: v(&t.wo),
-                bq: o(&t.bq),
-                bk: o(&t.bk),
-                bv: o(&t.bv),
-                bo: o(&t.bo),
-                q_norm: o(&t.q_norm),
-                k_norm: o(&t.k_norm),
-                post_attn_norm: o(&t.post_attn_norm),
-                ffn_norm: v(&t.ffn_norm),
-                w_gate: v(&t.w_gate),
-                w_up: v(&t.w_up),
-                w_down: v(&t.w_down),
-                post_ffn_norm: o(&t.post_ffn_norm),
-            },
-            None,
-        ))
+    fn layer(&self, index: usize) -> Result<LayerGuard<'_>> {
+        Ok(LayerGuard::new(GuardBytes::Borrowed(self.file.mapped().bytes()), &self.table.layers[index], None))
     }
 
-    fn globals(&self) -> Result<Pinned<'_, GlobalWeights<'_>>> {
-        let v = |info: &TensorInfo| self.file.view(info);
-        Ok(Pinned::new(
-            GlobalWeights {
-                token_embd: v(&self.table.token_embd),
-                output_norm: v(&self.table.output_norm),
-                output: v(&self.table.output),
-                rope_freqs: self.table.rope_freqs.as_ref().map(v),
-            },
-            None,
-        ))
+    fn globals(&self) -> Result<GlobalGuard<'_>> {
+        Ok(GlobalGuard::new(GuardBytes::Borrowed(self.file.mapped().bytes()), &self.table, None))
     }
 }

@@ -4,14 +4,19 @@
 //! Encoding is: split the text on special tokens (`partition`), then per text fragment run
 //! the model-specific tokenizer. For byte-level BPE (`gpt2`), that is a pre-tokenizer
 //! (`pretokenize`) splitting the fragment into words, GPT-2 byte encoding of each word, and
-//! BPE merges within it (`bpe`). The model type (`Model`) and the pre-tokenizer are separate
-//! choices so that more of each can be added.
+//! BPE merges within it (`bpe`). For SentencePiece (`llama`), it is escaping spaces to U+2581
+//! (with a leading one where llama.cpp adds it) and score-driven merging of the whole
+//! fragment (`spm`). Decoding renders each token's bytes (`pieces`).
 
 mod bpe;
+mod matchers;
+mod model_quirks;
 mod partition;
 mod pieces;
 mod pretokenize;
+mod regex_splits;
 mod special_ids;
+mod spm;
 mod unicode;
 mod vocab;
 
@@ -23,9 +28,10 @@ use std::borrow::Cow;
 use crate::error::{Error, Result};
 use bpe::{Bpe, BpeScratch};
 use partition::{Fragment, Partitioner};
-use pieces::Pieces;
+use pieces::{Pieces, Style};
 use pretokenize::PreTokenizer;
 use special_ids::{Defaults, SpecialIds, Stated};
+use spm::{Spm, SpmScratch};
 use vocab::Vocab;
 
 /// Raw tokenizer data as stored in GGUF (`tokenizer.ggml.*` keys); the model loader fills it.
@@ -49,61 +55,90 @@ pub struct VocabSpec {
     pub eom: Option<u32>,
     pub unk: Option<u32>,
     pub pad: Option<u32>,
+    /// `tokenizer.ggml.fim_{pre,suf,mid,pad,rep,sep}_token_id` (the first three also under
+    /// their older names `prefix`, `suffix`, `middle`).
+    pub fim_pre: Option<u32>,
+    pub fim_suf: Option<u32>,
+    pub fim_mid: Option<u32>,
+    pub fim_pad: Option<u32>,
+    pub fim_rep: Option<u32>,
+    pub fim_sep: Option<u32>,
     /// `tokenizer.ggml.add_bos_token`.
     pub add_bos: Option<bool>,
     /// `tokenizer.ggml.add_eos_token`.
     pub add_eos: Option<bool>,
+    /// `tokenizer.ggml.add_space_prefix` (SentencePiece: prepend a space to text that starts
+    /// the input or follows a special token; any type: drop the first token's leading space
+    /// when decoding).
+    pub add_space_prefix: Option<bool>,
+    /// `general.name`: llama.cpp sets a few token attributes by model name (Phi-3).
+    pub name: Option<String>,
 }
 
-/// The tokenization algorithm, chosen by `tokenizer.ggml.model`.
-enum Model {
+/// The tokenization algorithm, chosen by `tokenizer.ggml.model`, before the vocabulary is
+/// built (so that an unsupported tokenizer fails fast).
+#[derive(Clone, Copy)]
+enum Kind {
     /// Byte-level BPE (`gpt2`).
-    ByteLevelBpe { bpe: Bpe, pre: PreTokenizer },
+    ByteLevelBpe(PreTokenizer),
+    /// SentencePiece (`llama`, llama.cpp's LLAMA_VOCAB_TYPE_SPM).
+    SentencePiece,
 }
 
-impl Model {
-    fn from_spec(spec: &VocabSpec) -> Result<Model> {
+impl Kind {
+    fn from_spec(spec: &VocabSpec) -> Result<Kind> {
         match spec.model.as_str() {
             "gpt2" => {
                 let pre = PreTokenizer::from_name(spec.pre.as_deref())?;
-                let merges = spec
-                    .merges
-                    .as_deref()
-                    .ok_or_else(|| Error::InvalidTokenizer("gpt2 tokenizer without tokenizer.ggml.merges".into()))?;
-                Ok(Model::ByteLevelBpe { bpe: Bpe::new(merges), pre })
+                if spec.merges.is_none() {
+                    return Err(Error::InvalidTokenizer("gpt2 tokenizer without tokenizer.ggml.merges".into()));
+                }
+                Ok(Kind::ByteLevelBpe(pre))
             }
-            "llama" => {
-                Err(Error::UnsupportedTokenizer("tokenizer model 'llama' (SentencePiece) is not supported yet".into()))
-            }
+            // llama.cpp ignores tokenizer.ggml.pre for SentencePiece vocabularies.
+            "llama" => Ok(Kind::SentencePiece),
             other => Err(Error::UnsupportedTokenizer(format!("tokenizer model '{other}'"))),
         }
     }
 
     /// What llama.cpp assumes for this tokenizer type when the GGUF keys are absent.
-    fn defaults(&self) -> Defaults {
+    fn defaults(self) -> Defaults {
         match self {
             // llama.cpp's BPE defaults name token 11 for both BOS and EOS (if it exists).
-            Model::ByteLevelBpe { .. } => Defaults { bos: Some(11), eos: Some(11), add_bos: false, add_eos: false },
+            Kind::ByteLevelBpe(pre) => Defaults {
+                bos: if pre.no_default_bos() { None } else { Some(11) },
+                eos: Some(11),
+                add_bos: pre.add_bos_default(),
+                add_eos: false,
+            },
+            Kind::SentencePiece => Defaults { bos: Some(1), eos: Some(2), add_bos: true, add_eos: false },
         }
     }
 
-    fn clean_spaces(&self) -> bool {
+    /// llama.cpp's `add_space_prefix` default.
+    fn add_space_prefix_default(self) -> bool {
+        matches!(self, Kind::SentencePiece)
+    }
+
+    /// llama.cpp's default unknown token id.
+    fn unk_default(self) -> Option<u32> {
         match self {
-            Model::ByteLevelBpe { pre, .. } => pre.clean_spaces(),
+            Kind::ByteLevelBpe(_) => None,
+            Kind::SentencePiece => Some(0),
         }
     }
 
-    fn tokenize(&self, vocab: &Vocab, text: &str, scratch: &mut Scratch, out: &mut Vec<u32>) {
+    fn clean_spaces(self) -> bool {
         match self {
-            Model::ByteLevelBpe { bpe, pre } => {
-                for word in pre.split(text) {
-                    scratch.encoded.clear();
-                    unicode::byte_encode_into(word, &mut scratch.encoded);
-                    bpe.tokenize_word(&scratch.encoded, vocab, pre.ignore_merges(), &mut scratch.bpe, out);
-                }
-            }
+            Kind::ByteLevelBpe(pre) => pre.clean_spaces(),
+            Kind::SentencePiece => false,
         }
     }
+}
+
+enum Model {
+    ByteLevelBpe { bpe: Bpe, pre: PreTokenizer },
+    SentencePiece(Spm),
 }
 
 /// Buffers reused within one `encode` call.
@@ -111,6 +146,7 @@ impl Model {
 struct Scratch {
     encoded: String,
     bpe: BpeScratch,
+    spm: SpmScratch,
 }
 
 /// A tokenizer built from a GGUF vocabulary; immutable and shareable across threads.
@@ -120,11 +156,14 @@ pub struct Tokenizer {
     special: SpecialIds,
     partitioner: Partitioner,
     pieces: Pieces,
+    /// llama.cpp's `add_space_prefix`, as stated in the GGUF or defaulted by tokenizer type.
+    add_space_prefix: bool,
+    clean_spaces: bool,
 }
 
 impl Tokenizer {
     pub fn new(spec: VocabSpec) -> Result<Tokenizer> {
-        let model = Model::from_spec(&spec)?;
+        let kind = Kind::from_spec(&spec)?;
         if let Some(scores) = &spec.scores {
             if scores.len() < spec.tokens.len() {
                 return Err(Error::InvalidTokenizer(format!(
@@ -139,16 +178,41 @@ impl Tokenizer {
             eos: spec.eos,
             eot: spec.eot,
             eom: spec.eom,
+            fim_pre: spec.fim_pre,
+            fim_suf: spec.fim_suf,
+            fim_mid: spec.fim_mid,
+            fim_pad: spec.fim_pad,
+            fim_rep: spec.fim_rep,
+            fim_sep: spec.fim_sep,
             add_bos: spec.add_bos,
             add_eos: spec.add_eos,
         };
         let mut vocab = Vocab::new(spec.tokens, spec.token_types.as_deref())?;
-        let special = SpecialIds::resolve(&mut vocab, model.defaults(), stated);
+        let special = SpecialIds::resolve(&mut vocab, kind.defaults(), stated);
+        model_quirks::apply(&mut vocab, spec.name.as_deref(), spec.pre.as_deref());
         let partitioner = Partitioner::new(&vocab);
-        let pieces = match &model {
-            Model::ByteLevelBpe { .. } => Pieces::byte_level(&vocab),
+        let (model, style) = match kind {
+            Kind::ByteLevelBpe(pre) => {
+                let bpe = Bpe::new(spec.merges.as_deref().unwrap_or_default());
+                (Model::ByteLevelBpe { bpe, pre }, Style::ByteLevel)
+            }
+            Kind::SentencePiece => {
+                // Like the other special ids: a stated id out of range falls back to the default.
+                let in_range = |id: Option<u32>| id.filter(|&id| vocab.contains(id));
+                let unk = in_range(spec.unk).or(in_range(kind.unk_default()));
+                (Model::SentencePiece(Spm::new(spec.scores, &vocab, unk)), Style::SentencePiece)
+            }
         };
-        Ok(Tokenizer { vocab, model, special, partitioner, pieces })
+        let pieces = Pieces::new(&vocab, style);
+        Ok(Tokenizer {
+            vocab,
+            model,
+            special,
+            partitioner,
+            pieces,
+            add_space_prefix: spec.add_space_prefix.unwrap_or(kind.add_space_prefix_default()),
+            clean_spaces: kind.clean_spaces(),
+        })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -163,10 +227,18 @@ impl Tokenizer {
             out.extend(self.special.bos);
         }
         let mut scratch = Scratch::default();
+        // SentencePiece prefixes a space to text at the start or right after a special token.
+        let mut after_special = true;
         for fragment in self.partitioner.partition(&self.vocab, text, parse_special) {
             match fragment {
-                Fragment::Token(id) => out.push(id),
-                Fragment::Text(s) => self.model.tokenize(&self.vocab, s, &mut scratch, &mut out),
+                Fragment::Token(id) => {
+                    out.push(id);
+                    after_special = true;
+                }
+                Fragment::Text(s) => {
+                    self.tokenize_fragment(s, after_special, &mut scratch, &mut out);
+                    after_special = false;
+                }
             }
         }
         if add_bos && self.special.add_eos {
@@ -175,20 +247,47 @@ impl Tokenizer {
         out
     }
 
+    fn tokenize_fragment(&self, text: &str, after_special: bool, scratch: &mut Scratch, out: &mut Vec<u32>) {
+        match &self.model {
+            Model::ByteLevelBpe { bpe, pre } => {
+                for word in pre.split(text) {
+                    scratch.encoded.clear();
+                    unicode::byte_encode_into(word, &mut scratch.encoded);
+                    bpe.tokenize_word(&scratch.encoded, &self.vocab, pre.ignore_merges(), &mut scratch.bpe, out);
+                }
+            }
+            Model::SentencePiece(spm) => {
+                let escaped = &mut scratch.encoded;
+                escaped.clear();
+                if self.add_space_prefix && after_special {
+                    escaped.push('\u{2581}');
+                }
+                escaped.extend(text.chars().map(|c| if c == ' ' { '\u{2581}' } else { c }));
+                spm.tokenize(escaped, &self.vocab, &mut scratch.spm, out);
+            }
+        }
+    }
+
     /// Bytes of one token as llama_token_to_piece renders it (special = render control tokens'
     /// text; otherwise control tokens give nothing). Out-of-range ids give nothing.
     pub fn token_bytes(&self, id: u32, special: bool) -> Cow<'_, [u8]> {
         Cow::Borrowed(self.pieces.get(&self.vocab, id, special))
     }
 
-    /// Concatenated token bytes (with llama_detokenize's space clean-up for the tokenizers that
-    /// use it), decoded as UTF-8 lossily.
+    /// Concatenated token bytes as llama_detokenize gives them (remove_special off): with
+    /// add_space_prefix, the first token loses one leading space; then the space clean-up
+    /// for the tokenizers that use it. Decoded as UTF-8 lossily.
     pub fn decode(&self, ids: &[u32], special: bool) -> String {
         let mut bytes = Vec::new();
-        for &id in ids {
-            bytes.extend_from_slice(self.pieces.get(&self.vocab, id, special));
+        for (i, &id) in ids.iter().enumerate() {
+            let piece = self.pieces.get(&self.vocab, id, special);
+            let piece = match piece.strip_prefix(b" ") {
+                Some(rest) if i == 0 && self.add_space_prefix => rest,
+                _ => piece,
+            };
+            bytes.extend_from_slice(piece);
         }
-        if self.model.clean_spaces() {
+        if self.clean_spaces {
             pieces::clean_spaces(&mut bytes);
         }
         String::from_utf8_lossy(&bytes).into_owned()

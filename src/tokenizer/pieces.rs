@@ -5,6 +5,15 @@
 use super::unicode::char_to_byte;
 use super::vocab::{attr, Vocab};
 
+/// How normal tokens' texts encode their bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Style {
+    /// GPT-2 byte-level BPE: each char stands for one byte.
+    ByteLevel,
+    /// SentencePiece: the text itself, with U+2581 standing for a space.
+    SentencePiece,
+}
+
 /// Every token's bytes as rendered with special tokens shown, in one buffer.
 pub(crate) struct Pieces {
     bytes: Vec<u8>,
@@ -13,8 +22,8 @@ pub(crate) struct Pieces {
 }
 
 impl Pieces {
-    /// Renders a byte-level (GPT-2 style) BPE vocabulary.
-    pub fn byte_level(vocab: &Vocab) -> Pieces {
+    /// Renders every token of `vocab`.
+    pub fn new(vocab: &Vocab, style: Style) -> Pieces {
         let mut bytes = Vec::new();
         let mut ends = Vec::with_capacity(vocab.len());
         for (id, text) in vocab.iter() {
@@ -22,7 +31,10 @@ impl Pieces {
             if token_attr & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
                 bytes.extend_from_slice(text.as_bytes());
             } else if token_attr & attr::NORMAL != 0 {
-                decode_byte_level(text, &mut bytes);
+                match style {
+                    Style::ByteLevel => decode_byte_level(text, &mut bytes),
+                    Style::SentencePiece => bytes.extend_from_slice(text.replace('\u{2581}', " ").as_bytes()),
+                }
             } else if token_attr & attr::BYTE != 0 {
                 bytes.push(byte_token_value(text));
             }

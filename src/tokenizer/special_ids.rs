@@ -24,6 +24,12 @@ pub(crate) struct Stated {
     pub eos: Option<u32>,
     pub eot: Option<u32>,
     pub eom: Option<u32>,
+    pub fim_pre: Option<u32>,
+    pub fim_suf: Option<u32>,
+    pub fim_mid: Option<u32>,
+    pub fim_pad: Option<u32>,
+    pub fim_rep: Option<u32>,
+    pub fim_sep: Option<u32>,
     pub add_bos: Option<bool>,
     pub add_eos: Option<bool>,
 }
@@ -120,6 +126,9 @@ impl SpecialIds {
         let eos = in_range(stated.eos).or(in_range(defaults.eos));
         let stated_eot = in_range(stated.eot);
         let stated_eom = in_range(stated.eom);
+        let [fim_pre, fim_suf, fim_mid, fim_pad, fim_rep, fim_sep] =
+            [stated.fim_pre, stated.fim_suf, stated.fim_mid, stated.fim_pad, stated.fim_rep, stated.fim_sep]
+                .map(in_range);
 
         // llama.cpp walks a hash map here, so with several candidates its pick is arbitrary;
         // the lowest id is ours. Whichever is picked, the EOG set below is the same.
@@ -132,12 +141,12 @@ impl SpecialIds {
         };
         let eot = detect(stated_eot, EOT_TEXTS);
         let eom = detect(stated_eom, EOM_TEXTS);
-        for texts in [FIM_PRE_TEXTS, FIM_SUF_TEXTS, FIM_MID_TEXTS] {
-            detect(None, texts);
+        for (stated, texts) in [(fim_pre, FIM_PRE_TEXTS), (fim_suf, FIM_SUF_TEXTS), (fim_mid, FIM_MID_TEXTS)] {
+            detect(stated, texts);
         }
-        let fim_pad = detect(None, FIM_PAD_TEXTS);
-        let fim_rep = detect(None, FIM_REP_TEXTS);
-        let fim_sep = detect(None, FIM_SEP_TEXTS);
+        let fim_pad = detect(fim_pad, FIM_PAD_TEXTS);
+        let fim_rep = detect(fim_rep, FIM_REP_TEXTS);
+        let fim_sep = detect(fim_sep, FIM_SEP_TEXTS);
 
         let mut eog: BTreeSet<u32> = [fim_pad, fim_rep, fim_sep].into_iter().flatten().collect();
         let eog_texts: Vec<u32> = vocab.iter().filter(|(_, text)| EOG_TEXTS.contains(text)).map(|(id, _)| id).collect();

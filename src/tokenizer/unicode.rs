@@ -42,6 +42,9 @@ impl CptFlags {
     pub fn is_whitespace(self) -> bool {
         self.0 & Self::WHITESPACE != 0
     }
+    pub fn is_punctuation(self) -> bool {
+        self.0 & Self::PUNCTUATION != 0
+    }
 }
 
 fn category_bit(c: char) -> u16 {

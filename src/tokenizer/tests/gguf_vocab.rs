@@ -81,6 +81,8 @@ pub fn read_vocab_spec(path: &Path) -> io::Result<VocabSpec> {
         let value = r.value(ty)?;
         if let Some(name) = key.strip_prefix("tokenizer.ggml.") {
             kv.insert(name.to_string(), value);
+        } else if key == "general.name" {
+            kv.insert(key, value);
         }
     }
 
@@ -125,7 +127,15 @@ pub fn read_vocab_spec(path: &Path) -> io::Result<VocabSpec> {
         eom: id("eom_token_id"),
         unk: id("unknown_token_id"),
         pad: id("padding_token_id"),
+        fim_pre: id("prefix_token_id").or(id("fim_pre_token_id")),
+        fim_suf: id("suffix_token_id").or(id("fim_suf_token_id")),
+        fim_mid: id("middle_token_id").or(id("fim_mid_token_id")),
+        fim_pad: id("fim_pad_token_id"),
+        fim_rep: id("fim_rep_token_id"),
+        fim_sep: id("fim_sep_token_id"),
         add_bos: flag("add_bos_token"),
         add_eos: flag("add_eos_token"),
+        add_space_prefix: flag("add_space_prefix"),
+        name: string("general.name"),
     })
 }

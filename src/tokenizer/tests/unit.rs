@@ -51,7 +51,7 @@ fn id(tok: &Tokenizer, text: &str) -> u32 {
 }
 
 fn split(text: &str) -> Vec<&str> {
-    PreTokenizer::Smollm.split(text)
+    PreTokenizer::from_name(Some("smollm")).unwrap().split(text)
 }
 
 #[test]
@@ -277,17 +277,18 @@ fn clean_spaces_matches_llama_cpp_passes() {
 #[test]
 fn unsupported_and_invalid_vocabularies_are_errors() {
     let mut s = spec(&[], &[]);
-    s.model = "llama".into();
-    assert!(matches!(Tokenizer::new(s), Err(Error::UnsupportedTokenizer(m)) if m.contains("llama")));
+    s.model = "t5".into();
+    assert!(matches!(Tokenizer::new(s), Err(Error::UnsupportedTokenizer(m)) if m.contains("t5")));
     let mut s = spec(&[], &[]);
     s.model = "bert".into();
     assert!(matches!(Tokenizer::new(s), Err(Error::UnsupportedTokenizer(m)) if m.contains("bert")));
     let mut s = spec(&[], &[]);
-    s.pre = Some("qwen2".into());
-    assert!(matches!(Tokenizer::new(s), Err(Error::UnsupportedTokenizer(m)) if m.contains("qwen2")));
+    s.pre = Some("deepseek-coder".into());
+    assert!(matches!(Tokenizer::new(s), Err(Error::UnsupportedTokenizer(m)) if m.contains("deepseek-coder")));
+    // llama.cpp's name is "gpt-2"; "gpt2" is not a pre-tokenizer it knows.
     let mut s = spec(&[], &[]);
-    s.pre = None;
-    assert!(matches!(Tokenizer::new(s), Err(Error::UnsupportedTokenizer(m)) if m.contains("default")));
+    s.pre = Some("gpt2".into());
+    assert!(matches!(Tokenizer::new(s), Err(Error::UnsupportedTokenizer(m)) if m.contains("'gpt2'")));
     let mut s = spec(&[], &[]);
     s.merges = None;
     assert!(matches!(Tokenizer::new(s), Err(Error::InvalidTokenizer(_))));
@@ -312,4 +313,30 @@ fn malformed_merges_and_empty_tokens_do_not_panic() {
     assert_eq!(texts(&tok, &tok.encode("ab", false, false)), ["ab"]);
     let last = tok.vocab_size() as u32 - 1;
     assert_eq!(tok.vocab.text(last), format!("[EMPTY_{last}]"));
+}
+
+#[test]
+fn stated_fim_ids_take_the_place_of_detection_by_text() {
+    // Ids: 4 specials, 256 bytes, then "<|fim_pad|>" = 260 and "<pad_here>" = 261.
+    let mut s = spec(&["<|fim_pad|>", "<pad_here>"], &[]);
+    s.fim_pad = Some(261);
+    let tok = Tokenizer::new(s).unwrap();
+    assert!(tok.is_eog(261));
+    assert!(!tok.is_eog(260), "detection by text is skipped when the GGUF names the token");
+    assert_eq!(&*tok.token_bytes(260, false), b"<|fim_pad|>", "so it stays a normal token");
+
+    let tok = tokenizer(&["<|fim_pad|>"], &[]);
+    assert!(tok.is_eog(260));
+    assert!(tok.token_bytes(260, false).is_empty(), "detected tokens become control tokens");
+}
+
+#[test]
+fn phi3_models_strip_whitespace_after_special_tokens() {
+    let mut s = spec(&[], &[]);
+    s.name = Some("Phi3 Mini".into());
+    let tok = Tokenizer::new(s).unwrap();
+    assert_eq!(texts(&tok, &tok.encode("<|im_start|> \n hi", false, true)), ["<|im_start|>", "h", "i"]);
+    // Other models keep it.
+    let tok = tokenizer(&[], &[]);
+    assert_eq!(texts(&tok, &tok.encode("<|im_start|> hi", false, true)), ["<|im_start|>", "Ġ", "h", "i"]);
 }
