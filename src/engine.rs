@@ -83,6 +83,11 @@ impl Model {
             )));
         }
         let table = TensorTable::resolve(&file, &config)?;
+        if let Some(t) = &table.rope_freqs {
+            let mut factors = vec![0.0; config.rope_dim / 2];
+            crate::quant::dequantize_row(t.ty, file.view(t).data, &mut factors);
+            config.rope_freq_factors = Some(factors);
+        }
         let context_size = match opts.context_size {
             Some(0) => return Err(Error::invalid_option("contextSize", "must be at least 1")),
             Some(n) if n > config.n_ctx_train => {

@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 
 pub struct MappedFile {
     path: PathBuf,
+    /// Kept open for positioned reads (the pager's copy mode), which report I/O errors as
+    /// errors where a fault on the mapping could only kill the process.
+    file: File,
     /// None for an empty file, which cannot be mapped.
     map: Option<Mmap>,
 }
@@ -37,7 +40,7 @@ impl MappedFile {
             let map = unsafe { Mmap::map(&file) }.map_err(|source| Error::Io { path: path.to_owned(), source })?;
             Some(map)
         };
-        Ok(MappedFile { path: path.to_owned(), map })
+        Ok(MappedFile { path: path.to_owned(), file, map })
     }
 
     pub fn path(&self) -> &Path {
@@ -93,5 +96,88 @@ impl MappedFile {
             progress(done);
         }
         Ok(())
+    }
+
+    /// Fills `dst` with the file's bytes at `offset` using positioned reads.
+    pub fn read_at(&self, offset: u64, dst: &mut [u8]) -> Result<()> {
+        let io = |source| Error::Io { path: self.path.clone(), source };
+        if offset.checked_add(dst.len() as u64).is_none_or(|end| end > self.len()) {
+            return Err(io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end of the file")));
+        }
+        os::read_exact_at(&self.file, dst, offset).map_err(io)
+    }
+
+    /// Maps every page of the range into this process now, so the compute that follows does not
+    /// fault (Linux 5.14+ MADV_POPULATE_READ; elsewhere, or on older kernels, by touching pages).
+    pub fn populate(&self, offset: u64, len: u64) -> Result<()> {
+        let bytes = self
+            .range(offset, len)
+            .ok_or_else(|| Error::Truncated(format!("range {offset}+{len} is past the end of the file")))?;
+        #[cfg(target_os = "linux")]
+        if let Some(map) = &self.map {
+            if map.advise_range(memmap2::Advice::PopulateRead, offset as usize, len as usize).is_ok() {
+                return Ok(());
+            }
+        }
+        let mut acc = 0u8;
+        for page in bytes.iter().step_by(PAGE) {
+            acc ^= *page;
+        }
+        std::hint::black_box(acc);
+        Ok(())
+    }
+
+    /// Gives the pages of the range back to the OS: they leave this process's resident set and
+    /// are read from the file again if touched later. A no-op where the OS has no such advice.
+    pub fn release(&self, offset: u64, len: u64) {
+        let Some(map) = &self.map else { return };
+        let start = (offset as usize) / PAGE * PAGE;
+        let end = ((offset + len) as usize).div_ceil(PAGE).saturating_mul(PAGE).min(map.len());
+        if start >= end {
+            return;
+        }
+        #[cfg(unix)]
+        // SAFETY: the mapping is private, read-only and backed by an unmodified file, so
+        // MADV_DONTNEED discards no data: a later access refaults the same bytes from the file.
+        // Slices into the range that are still alive keep reading identical contents.
+        unsafe {
+            let _ = map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start);
+        }
+        #[cfg(not(unix))]
+        let _ = (start, end);
+    }
+}
+
+/// Positioned reads behind one interface per platform, with a portable fallback.
+mod os {
+    use std::fs::File;
+    use std::io;
+
+    #[cfg(unix)]
+    pub fn read_exact_at(file: &File, dst: &mut [u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(file, dst, offset)
+    }
+
+    #[cfg(windows)]
+    pub fn read_exact_at(file: &File, mut dst: &mut [u8], mut offset: u64) -> io::Result<()> {
+        use std::os::windows::fs::FileExt;
+        while !dst.is_empty() {
+            match file.seek_read(dst, offset)? {
+                0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file ended early")),
+                n => {
+                    dst = &mut dst[n..];
+                    offset += n as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(not(any(unix, windows)))]
+    pub fn read_exact_at(file: &File, dst: &mut [u8], offset: u64) -> io::Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = file.try_clone()?;
+        f.seek(SeekFrom::Start(offset))?;
+        f.read_exact(dst)
     }
 }

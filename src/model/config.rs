@@ -90,6 +90,8 @@ pub struct ModelConfig {
     pub swa_layers: Vec<bool>,
     /// logits = cap * tanh(logits / cap) when set.
     pub final_logit_softcap: Option<f32>,
+    /// Divisors of each RoPE frequency (the rope_freqs tensor of Llama 3.1+), (rope_dim / 2).
+    pub rope_freq_factors: Option<Vec<f32>>,
 }
 
 impl ModelConfig {
@@ -161,6 +163,7 @@ impl ModelConfig {
             sliding_window: None,
             swa_layers: vec![false; n_layer],
             final_logit_softcap: None,
+            rope_freq_factors: None,
         };
         match arch {
             Architecture::Llama => {}

@@ -29,15 +29,13 @@ pub fn forward(
         return Err(Error::InvalidToken(token.into()));
     }
     let s = state;
-    let globals_guard = weights.globals()?;
-    let globals = globals_guard.weights();
 
     // Token embedding: one dequantized row of token_embd (scaled, for gemma).
-    quant::dequantize_row(globals.token_embd.ty, globals.token_embd.row(token as usize), &mut s.x);
+    weights.embed(token, &mut s.x)?;
     if let Some(scale) = c.embedding_scale {
         s.x.iter_mut().for_each(|v| *v *= scale);
     }
-    let freq_factors = globals.rope_freqs.map(|t| dequantize(&t, &mut s.rope_factors));
+    let freq_factors = c.rope_freq_factors.as_deref();
     s.rope_global.fill(c, c.rope, pos, freq_factors);
     if c.sliding_window.is_some() {
         s.rope_local.fill(c, c.rope_swa, pos, freq_factors);
@@ -95,8 +93,10 @@ pub fn forward(
     s.n_past = pos + 1;
 
     if want_logits {
-        rmsnorm(&mut s.xb, &s.x, &globals.output_norm, c.norm_eps, &mut s.norm_w);
-        matvec(pool, &globals.output, &s.xb, &mut s.logits, &mut s.act_q);
+        let head = weights.head()?;
+        let h = head.weights();
+        rmsnorm(&mut s.xb, &s.x, &h.output_norm, c.norm_eps, &mut s.norm_w);
+        matvec(pool, &h.output, &s.xb, &mut s.logits, &mut s.act_q);
         if let Some(cap) = c.final_logit_softcap {
             s.logits.iter_mut().for_each(|v| *v = (*v / cap).tanh() * cap);
         }
@@ -332,6 +332,7 @@ mod tests {
             sliding_window: None,
             swa_layers: vec![false],
             final_logit_softcap: None,
+            rope_freq_factors: None,
         }
     }
 }

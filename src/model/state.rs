@@ -84,7 +84,6 @@ pub struct RunState {
     pub up: Vec<f32>,           // (n_ff)
     pub logits: Vec<f32>,       // (n_vocab)
     pub norm_w: Vec<f32>,       // (n_embd) a norm's weights or a bias, dequantized
-    pub rope_factors: Vec<f32>, // (rope_dim / 2) rope_freqs, dequantized
     pub rope_global: RopeTable, // angles of full-attention layers at the current position
     pub rope_local: RopeTable,  // angles of sliding-window layers at the current position
     /// Activations converted to a weight type's dot-product format.
@@ -108,7 +107,6 @@ impl RunState {
             up: vec![0.0; c.n_ff],
             logits: vec![0.0; c.n_vocab],
             norm_w: vec![0.0; c.n_embd],
-            rope_factors: vec![0.0; c.rope_dim / 2],
             rope_global: RopeTable::new(c.rope_dim),
             rope_local: RopeTable::new(c.rope_dim),
             act_q: Vec::new(),

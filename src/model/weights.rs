@@ -34,13 +34,11 @@ pub struct LayerWeights<'a> {
     pub post_ffn_norm: Option<TensorView<'a>>,  // (n_embd) gemma3
 }
 
-/// The weights outside the transformer blocks.
+/// The output head: final norm and vocabulary projection.
 #[derive(Clone, Copy)]
-pub struct GlobalWeights<'a> {
-    pub token_embd: TensorView<'a>,         // (n_vocab, n_embd): one row per token
-    pub output_norm: TensorView<'a>,        // (n_embd)
-    pub output: TensorView<'a>,             // (n_vocab, n_embd); token_embd itself when tied
-    pub rope_freqs: Option<TensorView<'a>>, // (rope_dim / 2) per-frequency divisors (Llama 3.1+)
+pub struct HeadWeights<'a> {
+    pub output_norm: TensorView<'a>, // (n_embd)
+    pub output: TensorView<'a>,      // (n_vocab, n_embd); token_embd itself when tied
 }
 
 /// The bytes a guard's tensor offsets point into: the whole mapped file, or a buffer the pager
@@ -78,33 +76,31 @@ impl<'a> LayerGuard<'a> {
     }
 }
 
-/// The weights outside the blocks, kept valid while the guard lives.
-pub struct GlobalGuard<'a> {
+/// The output head's weights, kept valid while the guard lives.
+pub struct HeadGuard<'a> {
     bytes: GuardBytes<'a>,
-    table: &'a TensorTable,
+    tensors: &'a HeadTensors,
     _pin: Option<Box<dyn Send + 'a>>,
 }
 
-impl<'a> GlobalGuard<'a> {
-    pub fn new(bytes: GuardBytes<'a>, table: &'a TensorTable, pin: Option<Box<dyn Send + 'a>>) -> Self {
-        GlobalGuard { bytes, table, _pin: pin }
+impl<'a> HeadGuard<'a> {
+    pub fn new(bytes: GuardBytes<'a>, tensors: &'a HeadTensors, pin: Option<Box<dyn Send + 'a>>) -> Self {
+        HeadGuard { bytes, tensors, _pin: pin }
     }
 
-    pub fn weights(&self) -> GlobalWeights<'_> {
+    pub fn weights(&self) -> HeadWeights<'_> {
         let b = self.bytes.as_slice();
-        GlobalWeights {
-            token_embd: view(b, &self.table.token_embd),
-            output_norm: view(b, &self.table.output_norm),
-            output: view(b, &self.table.output),
-            rope_freqs: self.table.rope_freqs.as_ref().map(|t| view(b, t)),
-        }
+        HeadWeights { output_norm: view(b, &self.tensors.output_norm), output: view(b, &self.tensors.output) }
     }
 }
 
 /// The single access point of the forward pass to weights, resident or paged.
 pub trait WeightSource: Send + Sync {
     fn layer(&self, index: usize) -> Result<LayerGuard<'_>>;
-    fn globals(&self) -> Result<GlobalGuard<'_>>;
+    fn head(&self) -> Result<HeadGuard<'_>>;
+    /// Row `token` of token_embd, dequantized into `out` (n_embd): embeddings are read a row per
+    /// token, so they never need to be resident as a whole.
+    fn embed(&self, token: u32, out: &mut [f32]) -> Result<()>;
 }
 
 fn view<'b>(bytes: &'b [u8], t: &TensorInfo) -> TensorView<'b> {
@@ -190,11 +186,23 @@ impl LayerTensors {
     }
 }
 
+/// Tensor infos of the output head.
+#[derive(Clone, Debug)]
+pub struct HeadTensors {
+    pub output_norm: TensorInfo,
+    pub output: TensorInfo,
+}
+
+impl HeadTensors {
+    pub fn all(&self) -> impl Iterator<Item = &TensorInfo> {
+        [&self.output_norm, &self.output].into_iter()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct TensorTable {
     pub token_embd: TensorInfo,
-    pub output_norm: TensorInfo,
-    pub output: TensorInfo,
+    pub head: HeadTensors,
     pub rope_freqs: Option<TensorInfo>,
     pub layers: Vec<LayerTensors>,
 }
@@ -256,16 +264,22 @@ impl TensorTable {
             .collect::<Result<_>>()?;
         Ok(TensorTable {
             token_embd,
-            output_norm: get("output_norm.weight".into(), &[d])?,
-            output,
+            head: HeadTensors { output_norm: get("output_norm.weight".into(), &[d])?, output },
             rope_freqs: opt("rope_freqs.weight".into(), &[c.rope_dim / 2])?,
             layers,
         })
     }
 
+    /// Bytes of all weights.
+    pub fn total_bytes(&self) -> u64 {
+        let globals = self.head.all().chain([&self.token_embd]).chain(&self.rope_freqs);
+        let mut seen = std::collections::HashSet::new();
+        self.layers.iter().flat_map(LayerTensors::all).chain(globals).filter(|t| seen.insert(t.offset)).map(|t| t.size).sum()
+    }
+
     /// File range covered by the weights (for prefaulting): from the first tensor to the last.
     pub fn span(&self) -> (u64, u64) {
-        let globals = [&self.token_embd, &self.output_norm, &self.output].into_iter().chain(&self.rope_freqs);
+        let globals = self.head.all().chain([&self.token_embd]).chain(&self.rope_freqs);
         let all = self.layers.iter().flat_map(LayerTensors::all).chain(globals);
         let (lo, hi) = all.fold((u64::MAX, 0), |(lo, hi), t| (lo.min(t.offset), hi.max(t.offset + t.size)));
         (lo, hi.saturating_sub(lo))
@@ -289,7 +303,13 @@ impl WeightSource for MappedWeights {
         Ok(LayerGuard::new(GuardBytes::Borrowed(self.file.mapped().bytes()), &self.table.layers[index], None))
     }
 
-    fn globals(&self) -> Result<GlobalGuard<'_>> {
-        Ok(GlobalGuard::new(GuardBytes::Borrowed(self.file.mapped().bytes()), &self.table, None))
+    fn head(&self) -> Result<HeadGuard<'_>> {
+        Ok(HeadGuard::new(GuardBytes::Borrowed(self.file.mapped().bytes()), &self.table.head, None))
+    }
+
+    fn embed(&self, token: u32, out: &mut [f32]) -> Result<()> {
+        let embd = view(self.file.mapped().bytes(), &self.table.token_embd);
+        quant::dequantize_row(embd.ty, embd.row(token as usize), out);
+        Ok(())
     }
 }

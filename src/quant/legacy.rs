@@ -1,5 +1,5 @@
-//! ggml's 32-value block formats ("legacy quants"): Q4_0, Q4_1 and Q8_0 weights, and the Q8_0 /
-//! Q8_1 activation formats they are multiplied with. Q5_0 and Q5_1 belong here too.
+//! ggml's 32-value block formats ("legacy quants"): Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 weights, and
+//! the Q8_0 / Q8_1 activation formats they are multiplied with.
 //!
 //! Every kernel follows ggml's reference C code (ggml-quants.c `quantize_row_*_ref` and
 //! `dequantize_row_*`, ggml-cpu/quants.c `ggml_vec_dot_*_generic`), including the order of the
@@ -7,57 +7,11 @@
 //! loops work on fixed-size arrays so LLVM vectorizes them: 4-bit values are unpacked into an
 //! `[i8; 32]` first and the block's products are summed exactly in i32.
 
-use super::block::{ActBlock, QuantBlock, WeightBlock};
-use super::float::{f16_to_f32, f32_to_f16};
+use super::block::{block_bytes, block_values, field, field_i8, ActBlock, DotAcc, F16Le, QuantBlock, WeightBlock};
 use crate::tensor::GgmlType;
 
 /// Values per block in every format of this file (ggml's QK4_0 = QK4_1 = QK8_0 = QK8_1).
 const QK: usize = 32;
-
-/// An f16 as stored in a block: its little-endian bytes. Keeping it a byte array gives the block
-/// structs alignment 1, so their layout is GGUF's byte for byte wherever the data sits.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[repr(transparent)]
-pub(crate) struct F16Le(pub [u8; 2]);
-
-impl F16Le {
-    #[inline]
-    pub(crate) fn from_f32(x: f32) -> Self {
-        F16Le(f32_to_f16(x).to_le_bytes())
-    }
-
-    #[inline]
-    pub(crate) fn to_f32(self) -> f32 {
-        f16_to_f32(u16::from_le_bytes(self.0))
-    }
-}
-
-/// `N` bytes of `b` starting at `at`. Used on fixed-size blocks, where the bounds are constants
-/// and the checks compile away.
-#[inline(always)]
-fn field<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
-    let mut a = [0u8; N];
-    a.copy_from_slice(&b[at..at + N]);
-    a
-}
-
-/// The block's bytes as a fixed-size array; panics on a wrong length (a caller bug).
-#[inline(always)]
-fn block_bytes<const N: usize>(bytes: &[u8]) -> &[u8; N] {
-    match bytes.try_into() {
-        Ok(b) => b,
-        Err(_) => panic!("quant: block of {} bytes, expected {N}", bytes.len()),
-    }
-}
-
-#[inline(always)]
-fn block_values(out: &mut [f32]) -> &mut [f32; QK] {
-    let len = out.len();
-    match out.try_into() {
-        Ok(o) => o,
-        Err(_) => panic!("quant: {len} values for a block of {QK}"),
-    }
-}
 
 /// Exact integer dot product of 32 signed bytes; the sum of 32 products of i8 fits in i32.
 #[inline(always)]
@@ -76,6 +30,38 @@ fn unpack_nibbles(qs: &[u8; QK / 2], offset: i8) -> [i8; QK] {
         *h = (q >> 4) as i8 - offset;
     }
     v
+}
+
+/// Unpack Q5_0/Q5_1 quants: the nibbles as in [`unpack_nibbles`], plus a fifth bit from `qh` (bit
+/// `j` for element `j`, little-endian u32), minus `offset`.
+#[inline(always)]
+fn unpack_5bit(qs: &[u8; QK / 2], qh: [u8; 4], offset: i8) -> [i8; QK] {
+    // Testing each bit against a constant byte mask (rather than shifting by j) vectorizes on SSE2.
+    const BITS: [u8; QK] = {
+        let mut b = [0u8; QK];
+        let mut j = 0;
+        while j < QK {
+            b[j] = 1 << (j % 8);
+            j += 1;
+        }
+        b
+    };
+    let mut h = [0u8; QK];
+    for (j, h) in h.iter_mut().enumerate() {
+        *h = qh[j / 8];
+    }
+    let mut v = unpack_nibbles(qs, 0);
+    for ((q, &bit), &h) in v.iter_mut().zip(&BITS).zip(&h) {
+        *q = (*q | if h & bit != 0 { 16 } else { 0 }) - offset;
+    }
+    v
+}
+
+/// Integer dot product of 32 five-bit quants (each minus `offset`) with 32 signed bytes; out of
+/// line for the reason given at `dot_nibbles`.
+#[inline(never)]
+fn dot_5bit(qs: &[u8; QK / 2], qh: [u8; 4], offset: i8, b: &[i8; QK]) -> i32 {
+    dot_i8(&unpack_5bit(qs, qh, offset), b)
 }
 
 /// Integer dot product of 32 nibbles (each minus `offset`) with 32 signed bytes.
@@ -139,6 +125,28 @@ pub(crate) struct BlockQ4_1 {
 }
 const _: () = assert!(size_of::<BlockQ4_1>() == 20);
 
+/// 5-bit weights with one scale: `x = (q - 16) * d`, q in 0..32; bit 4 of element `j`'s quant
+/// is bit `j` of `qh`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct BlockQ5_0 {
+    pub d: F16Le,
+    pub qh: [u8; 4],
+    pub qs: [u8; QK / 2],
+}
+const _: () = assert!(size_of::<BlockQ5_0>() == 22);
+
+/// 5-bit weights with a scale and an offset: `x = q * d + m`, q in 0..32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct BlockQ5_1 {
+    pub d: F16Le,
+    pub m: F16Le,
+    pub qh: [u8; 4],
+    pub qs: [u8; QK / 2],
+}
+const _: () = assert!(size_of::<BlockQ5_1>() == 24);
+
 /// 8-bit values with one scale: `x = q * d`. Both a weight format and the activation format of
 /// Q4_0 and Q8_0 weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,7 +183,7 @@ impl QuantBlock for BlockQ4_0 {
     fn dequantize(&self, out: &mut [f32]) {
         let d = self.d.to_f32();
         let q = unpack_nibbles(&self.qs, 8);
-        for (o, &v) in block_values(out).iter_mut().zip(&q) {
+        for (o, &v) in block_values::<QK>(out).iter_mut().zip(&q) {
             *o = v as f32 * d;
         }
     }
@@ -185,9 +193,9 @@ impl WeightBlock for BlockQ4_0 {
     type Act = BlockQ8_0;
 
     #[inline(always)]
-    fn dot(&self, act: &BlockQ8_0) -> f32 {
+    fn dot(&self, act: &BlockQ8_0, acc: &mut DotAcc) {
         let sumi = dot_nibbles(&self.qs, 8, &act.qs);
-        sumi as f32 * self.d.to_f32() * act.d.to_f32()
+        acc.sum += sumi as f32 * self.d.to_f32() * act.d.to_f32();
     }
 }
 
@@ -207,7 +215,7 @@ impl QuantBlock for BlockQ4_1 {
         let d = self.d.to_f32();
         let m = self.m.to_f32();
         let q = unpack_nibbles(&self.qs, 0);
-        for (o, &v) in block_values(out).iter_mut().zip(&q) {
+        for (o, &v) in block_values::<QK>(out).iter_mut().zip(&q) {
             *o = v as f32 * d + m;
         }
     }
@@ -217,10 +225,74 @@ impl WeightBlock for BlockQ4_1 {
     type Act = BlockQ8_1;
 
     #[inline(always)]
-    fn dot(&self, act: &BlockQ8_1) -> f32 {
+    fn dot(&self, act: &BlockQ8_1, acc: &mut DotAcc) {
         // Unsigned nibbles 0..16 fit in i8, so the signed byte dot applies unchanged.
         let sumi = dot_nibbles(&self.qs, 0, &act.qs);
-        (self.d.to_f32() * act.d.to_f32()) * sumi as f32 + self.m.to_f32() * act.s.to_f32()
+        acc.sum += (self.d.to_f32() * act.d.to_f32()) * sumi as f32 + self.m.to_f32() * act.s.to_f32();
+    }
+}
+
+impl QuantBlock for BlockQ5_0 {
+    const TYPE: GgmlType = GgmlType::Q5_0;
+    const LEN: usize = QK;
+    const BYTES: usize = size_of::<Self>();
+
+    #[inline(always)]
+    fn read(bytes: &[u8]) -> Self {
+        let b = block_bytes::<{ size_of::<BlockQ5_0>() }>(bytes);
+        BlockQ5_0 { d: F16Le(field(b, 0)), qh: field(b, 2), qs: field(b, 6) }
+    }
+
+    #[inline]
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        let q = unpack_5bit(&self.qs, self.qh, 16);
+        for (o, &v) in block_values::<QK>(out).iter_mut().zip(&q) {
+            *o = v as f32 * d;
+        }
+    }
+}
+
+impl WeightBlock for BlockQ5_0 {
+    type Act = BlockQ8_0;
+
+    #[inline(always)]
+    fn dot(&self, act: &BlockQ8_0, acc: &mut DotAcc) {
+        let sumi = dot_5bit(&self.qs, self.qh, 16, &act.qs);
+        acc.sum += (self.d.to_f32() * act.d.to_f32()) * sumi as f32;
+    }
+}
+
+impl QuantBlock for BlockQ5_1 {
+    const TYPE: GgmlType = GgmlType::Q5_1;
+    const LEN: usize = QK;
+    const BYTES: usize = size_of::<Self>();
+
+    #[inline(always)]
+    fn read(bytes: &[u8]) -> Self {
+        let b = block_bytes::<{ size_of::<BlockQ5_1>() }>(bytes);
+        BlockQ5_1 { d: F16Le(field(b, 0)), m: F16Le(field(b, 2)), qh: field(b, 4), qs: field(b, 8) }
+    }
+
+    #[inline]
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        let m = self.m.to_f32();
+        let q = unpack_5bit(&self.qs, self.qh, 0);
+        for (o, &v) in block_values::<QK>(out).iter_mut().zip(&q) {
+            *o = v as f32 * d + m;
+        }
+    }
+}
+
+impl WeightBlock for BlockQ5_1 {
+    type Act = BlockQ8_1;
+
+    #[inline(always)]
+    fn dot(&self, act: &BlockQ8_1, acc: &mut DotAcc) {
+        // Quants 0..32 fit in i8, as Q4_1's nibbles do.
+        let sumi = dot_5bit(&self.qs, self.qh, 0, &act.qs);
+        acc.sum += (self.d.to_f32() * act.d.to_f32()) * sumi as f32 + self.m.to_f32() * act.s.to_f32();
     }
 }
 
@@ -232,13 +304,13 @@ impl QuantBlock for BlockQ8_0 {
     #[inline(always)]
     fn read(bytes: &[u8]) -> Self {
         let b = block_bytes::<{ size_of::<BlockQ8_0>() }>(bytes);
-        BlockQ8_0 { d: F16Le(field(b, 0)), qs: field::<QK>(b, 2).map(|q| q as i8) }
+        BlockQ8_0 { d: F16Le(field(b, 0)), qs: field_i8(b, 2) }
     }
 
     #[inline]
     fn dequantize(&self, out: &mut [f32]) {
         let d = self.d.to_f32();
-        for (o, &q) in block_values(out).iter_mut().zip(&self.qs) {
+        for (o, &q) in block_values::<QK>(out).iter_mut().zip(&self.qs) {
             *o = q as f32 * d;
         }
     }
@@ -266,9 +338,9 @@ impl WeightBlock for BlockQ8_0 {
     type Act = BlockQ8_0;
 
     #[inline(always)]
-    fn dot(&self, act: &BlockQ8_0) -> f32 {
+    fn dot(&self, act: &BlockQ8_0, acc: &mut DotAcc) {
         let sumi = dot_bytes(&self.qs, &act.qs);
-        sumi as f32 * (self.d.to_f32() * act.d.to_f32())
+        acc.sum += sumi as f32 * (self.d.to_f32() * act.d.to_f32());
     }
 }
 
@@ -280,14 +352,14 @@ impl QuantBlock for BlockQ8_1 {
     #[inline(always)]
     fn read(bytes: &[u8]) -> Self {
         let b = block_bytes::<{ size_of::<BlockQ8_1>() }>(bytes);
-        BlockQ8_1 { d: F16Le(field(b, 0)), s: F16Le(field(b, 2)), qs: field::<QK>(b, 4).map(|q| q as i8) }
+        BlockQ8_1 { d: F16Le(field(b, 0)), s: F16Le(field(b, 2)), qs: field_i8(b, 4) }
     }
 
     /// `q * d`; `s` is redundant for decoding.
     #[inline]
     fn dequantize(&self, out: &mut [f32]) {
         let d = self.d.to_f32();
-        for (o, &q) in block_values(out).iter_mut().zip(&self.qs) {
+        for (o, &q) in block_values::<QK>(out).iter_mut().zip(&self.qs) {
             *o = q as f32 * d;
         }
     }

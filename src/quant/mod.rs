@@ -8,13 +8,16 @@
 //! users compare against. The scalar code here mirrors ggml's reference (`*_ref` / `*_generic`)
 //! functions and is the baseline any future SIMD path is tested against.
 //!
-//! Layout: `float` holds F32/F16/BF16, `legacy` the 32-element block formats (Q4_0, Q4_1, Q8_0
-//! and the Q8_1 activation format), `block` the traits and the generic loops over blocks. A new
-//! format adds its block type and one entry in [`kernels`] (and [`quantize_activations`] if it
-//! is an activation format).
+//! Layout: `float` holds F32/F16/BF16, `legacy` the 32-element block formats (Q4_0, Q4_1, Q5_0,
+//! Q5_1, Q8_0 and the Q8_1 activation format), `kquants` the 256-element super-block formats
+//! (Q2_K..Q6_K and the Q8_K activation format), `iquants` the non-linear IQ4_NL and IQ4_XS,
+//! `block` the traits and the generic loops over blocks. A new format adds its block type and one
+//! entry in [`kernels`] (and [`quantize_activations`] if it is an activation format).
 
 mod block;
 mod float;
+mod iquants;
+mod kquants;
 mod legacy;
 
 #[cfg(test)]
@@ -23,7 +26,11 @@ mod tests;
 use crate::tensor::GgmlType;
 
 use block::{QuantBlock, WeightBlock};
-use legacy::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use iquants::{BlockIq4Nl, BlockIq4Xs};
+use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
+use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
+
+type DotRowsFn = fn(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]);
 
 /// What the public functions dispatch to for one weight type: the counterpart of ggml's
 /// `type_traits` / `type_traits_cpu` entries. Function pointers keep dispatch to one `match`
@@ -31,22 +38,42 @@ use legacy::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 struct Kernels {
     dot_type: GgmlType,
     vec_dot: fn(n: usize, row: &[u8], act: &[u8]) -> f32,
+    /// Several rows at once, with results bit-identical to `vec_dot` per row; None: row by row.
+    dot_rows: Option<DotRowsFn>,
     dequantize: fn(src: &[u8], dst: &mut [f32]),
 }
 
 const fn block_kernels<B: WeightBlock>() -> Kernels {
-    Kernels { dot_type: B::Act::TYPE, vec_dot: block::vec_dot::<B>, dequantize: block::dequantize::<B> }
+    Kernels {
+        dot_type: B::Act::TYPE,
+        vec_dot: block::vec_dot::<B>,
+        dot_rows: Some(block::dot_rows::<B>),
+        dequantize: block::dequantize::<B>,
+    }
 }
 
 static F32_KERNELS: Kernels =
-    Kernels { dot_type: GgmlType::F32, vec_dot: float::vec_dot_f32, dequantize: float::dequantize_f32 };
+    Kernels { dot_type: GgmlType::F32, vec_dot: float::vec_dot_f32, dot_rows: None, dequantize: float::dequantize_f32 };
 static F16_KERNELS: Kernels =
-    Kernels { dot_type: GgmlType::F16, vec_dot: float::vec_dot_f16, dequantize: float::dequantize_f16 };
-static BF16_KERNELS: Kernels =
-    Kernels { dot_type: GgmlType::BF16, vec_dot: float::vec_dot_bf16, dequantize: float::dequantize_bf16 };
+    Kernels { dot_type: GgmlType::F16, vec_dot: float::vec_dot_f16, dot_rows: None, dequantize: float::dequantize_f16 };
+static BF16_KERNELS: Kernels = Kernels {
+    dot_type: GgmlType::BF16,
+    vec_dot: float::vec_dot_bf16,
+    dot_rows: None,
+    dequantize: float::dequantize_bf16,
+};
 static Q4_0_KERNELS: Kernels = block_kernels::<BlockQ4_0>();
 static Q4_1_KERNELS: Kernels = block_kernels::<BlockQ4_1>();
+static Q5_0_KERNELS: Kernels = block_kernels::<BlockQ5_0>();
+static Q5_1_KERNELS: Kernels = block_kernels::<BlockQ5_1>();
 static Q8_0_KERNELS: Kernels = block_kernels::<BlockQ8_0>();
+static Q2_K_KERNELS: Kernels = block_kernels::<BlockQ2K>();
+static Q3_K_KERNELS: Kernels = block_kernels::<BlockQ3K>();
+static Q4_K_KERNELS: Kernels = block_kernels::<BlockQ4K>();
+static Q5_K_KERNELS: Kernels = block_kernels::<BlockQ5K>();
+static Q6_K_KERNELS: Kernels = block_kernels::<BlockQ6K>();
+static IQ4_NL_KERNELS: Kernels = block_kernels::<BlockIq4Nl>();
+static IQ4_XS_KERNELS: Kernels = block_kernels::<BlockIq4Xs>();
 
 /// The kernel table entry for a weight type, or None when the type is not implemented.
 fn kernels(ty: GgmlType) -> Option<&'static Kernels> {
@@ -56,7 +83,16 @@ fn kernels(ty: GgmlType) -> Option<&'static Kernels> {
         GgmlType::BF16 => Some(&BF16_KERNELS),
         GgmlType::Q4_0 => Some(&Q4_0_KERNELS),
         GgmlType::Q4_1 => Some(&Q4_1_KERNELS),
+        GgmlType::Q5_0 => Some(&Q5_0_KERNELS),
+        GgmlType::Q5_1 => Some(&Q5_1_KERNELS),
         GgmlType::Q8_0 => Some(&Q8_0_KERNELS),
+        GgmlType::Q2_K => Some(&Q2_K_KERNELS),
+        GgmlType::Q3_K => Some(&Q3_K_KERNELS),
+        GgmlType::Q4_K => Some(&Q4_K_KERNELS),
+        GgmlType::Q5_K => Some(&Q5_K_KERNELS),
+        GgmlType::Q6_K => Some(&Q6_K_KERNELS),
+        GgmlType::IQ4_NL => Some(&IQ4_NL_KERNELS),
+        GgmlType::IQ4_XS => Some(&IQ4_XS_KERNELS),
         _ => None,
     }
 }
@@ -73,15 +109,16 @@ fn kernels_or_panic(ty: GgmlType) -> &'static Kernels {
 /// Whether this module can compute with tensors of this type: dequantize rows of it and take
 /// dot products of its rows with activations.
 ///
-/// Q8_1 is an activation-only format here (as in ggml, which has no dot product with Q8_1
-/// weights), so it is not "supported" although [`quantize_activations`] produces it.
+/// Q8_1 and Q8_K are activation-only formats here (as in ggml, which has no dot product with
+/// Q8_1 or Q8_K weights), so they are not "supported" although [`quantize_activations`] produces
+/// them.
 pub fn is_supported(ty: GgmlType) -> bool {
     kernels(ty).is_some()
 }
 
 /// The format activations are converted to before a dot product with rows of `ty`, as ggml does
 /// (`type_traits[ty].vec_dot_type`): F32->F32, F16->F16, BF16->BF16, Q4_0->Q8_0, Q4_1->Q8_1,
-/// Q8_0->Q8_0.
+/// Q5_0->Q8_0, Q5_1->Q8_1, Q8_0->Q8_0, Q2_K..Q6_K->Q8_K, IQ4_NL->Q8_0, IQ4_XS->Q8_K.
 ///
 /// Panics if `!is_supported(ty)`.
 pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
@@ -91,10 +128,11 @@ pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
 /// Convert f32 activations into `dot_ty` format, replacing `out`'s contents (its capacity is
 /// reused, so a caller that keeps the buffer does not allocate per call).
 ///
-/// `dot_ty` is one of the results of [`vec_dot_type`] (F32, F16, BF16, Q8_0, Q8_1). Rounding
-/// follows ggml's reference code: f32->f16 round-to-nearest-even, f32->bf16 ggml's
+/// `dot_ty` is one of the results of [`vec_dot_type`] (F32, F16, BF16, Q8_0, Q8_1, Q8_K).
+/// Rounding follows ggml's reference code: f32->f16 round-to-nearest-even, f32->bf16 ggml's
 /// `GGML_FP32_TO_BF16` (round-to-nearest-even, NaN made quiet), Q8_0/Q8_1 `roundf` (ties away
-/// from zero) of `x / (amax / 127)`.
+/// from zero) of `x / (amax / 127)`, Q8_K (`quantize_row_q8_K_ref`) round-half-to-even of
+/// `x * (-127 / max)` where `max` is the signed value of largest magnitude, with an f32 scale.
 ///
 /// Panics if `x.len()` is not a multiple of `dot_ty`'s block length or `dot_ty` is not an
 /// activation format.
@@ -105,6 +143,7 @@ pub fn quantize_activations(dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
         GgmlType::BF16 => float::quantize_bf16(x, out),
         GgmlType::Q8_0 => block::quantize::<BlockQ8_0>(x, out),
         GgmlType::Q8_1 => block::quantize::<BlockQ8_1>(x, out),
+        GgmlType::Q8_K => block::quantize::<BlockQ8K>(x, out),
         _ => panic!("quant: {dot_ty} is not an activation format"),
     }
 }
@@ -136,8 +175,13 @@ pub fn dot_rows(ty: GgmlType, cols: usize, weights: &[u8], act: &[u8], out: &mut
         out.fill(0.0);
         return;
     }
-    for (o, row) in out.iter_mut().zip(weights.chunks_exact(row_bytes)) {
-        *o = (k.vec_dot)(cols, row, act);
+    match k.dot_rows {
+        Some(dot_rows) => dot_rows(cols, weights, act, out),
+        None => {
+            for (o, row) in out.iter_mut().zip(weights.chunks_exact(row_bytes)) {
+                *o = (k.vec_dot)(cols, row, act);
+            }
+        }
     }
 }
 

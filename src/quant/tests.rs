@@ -4,7 +4,9 @@
 
 use super::block::{self, QuantBlock};
 use super::float::{f16_to_f32, f32_to_bf16};
-use super::legacy::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use super::iquants::{BlockIq4Nl, BlockIq4Xs};
+use super::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
+use super::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use super::*;
 use crate::tensor::GgmlType::{self, *};
 
@@ -28,16 +30,21 @@ fn quantized(ty: GgmlType, x: &[f32]) -> Vec<u8> {
     out
 }
 
-/// Dequantize activation bytes of any activation format (Q8_1 is not a weight type, so this goes
-/// through the block loop directly).
+/// Dequantize activation bytes of any activation format (Q8_1 and Q8_K are not weight types, so
+/// they go through the block loop directly).
 fn dequant_act(ty: GgmlType, src: &[u8], n: usize) -> Vec<f32> {
     let mut out = vec![f32::NAN; n];
     match ty {
         Q8_1 => block::dequantize::<BlockQ8_1>(src, &mut out),
+        Q8_K => block::dequantize::<BlockQ8K>(src, &mut out),
         _ => dequantize_row(ty, src, &mut out),
     }
     out
 }
+
+/// Every weight type the module supports.
+const WEIGHT_TYPES: [GgmlType; 15] =
+    [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS];
 
 fn dot_f64(a: &[f32], b: &[f32]) -> (f64, f64) {
     let exact = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
@@ -84,12 +91,30 @@ impl Rng {
 
 #[test]
 fn supported_types_and_dot_types() {
-    let expect = [(F32, F32), (F16, F16), (BF16, BF16), (Q4_0, Q8_0), (Q4_1, Q8_1), (Q8_0, Q8_0)];
+    // ggml-cpu.c type_traits_cpu[ty].vec_dot_type.
+    let expect = [
+        (F32, F32),
+        (F16, F16),
+        (BF16, BF16),
+        (Q4_0, Q8_0),
+        (Q4_1, Q8_1),
+        (Q5_0, Q8_0),
+        (Q5_1, Q8_1),
+        (Q8_0, Q8_0),
+        (Q2_K, Q8_K),
+        (Q3_K, Q8_K),
+        (Q4_K, Q8_K),
+        (Q5_K, Q8_K),
+        (Q6_K, Q8_K),
+        (IQ4_NL, Q8_0),
+        (IQ4_XS, Q8_K),
+    ];
+    assert_eq!(expect.map(|(ty, _)| ty), WEIGHT_TYPES);
     for (ty, dot) in expect {
         assert!(is_supported(ty), "{ty}");
         assert_eq!(vec_dot_type(ty), dot, "{ty}");
     }
-    for ty in [Q8_1, Q5_0, Q5_1, Q4_K, Q6_K, IQ4_NL, I32, F64] {
+    for ty in [Q8_1, Q8_K, IQ2_XXS, IQ2_XS, IQ3_XXS, IQ1_S, TQ1_0, MXFP4, I32, F64] {
         assert!(!is_supported(ty), "{ty}");
     }
 }
@@ -102,15 +127,25 @@ fn block_layouts_match_the_tensor_table() {
     }
     check::<BlockQ4_0>();
     check::<BlockQ4_1>();
+    check::<BlockQ5_0>();
+    check::<BlockQ5_1>();
     check::<BlockQ8_0>();
     check::<BlockQ8_1>();
+    check::<BlockQ2K>();
+    check::<BlockQ3K>();
+    check::<BlockQ4K>();
+    check::<BlockQ5K>();
+    check::<BlockQ6K>();
+    check::<BlockQ8K>();
+    check::<BlockIq4Nl>();
+    check::<BlockIq4Xs>();
 }
 
 #[test]
 fn quantize_activations_replaces_buffer_contents() {
-    let x = [1.0f32; 64];
-    let mut out = vec![0xAAu8; 1000];
-    for (ty, len) in [(F32, 256), (F16, 128), (BF16, 128), (Q8_0, 68), (Q8_1, 72)] {
+    let x = [1.0f32; 256];
+    let mut out = vec![0xAAu8; 2000];
+    for (ty, len) in [(F32, 1024), (F16, 512), (BF16, 512), (Q8_0, 272), (Q8_1, 288), (Q8_K, 292)] {
         quantize_activations(ty, &x, &mut out);
         assert_eq!(out.len(), len, "{ty}");
     }
@@ -125,7 +160,7 @@ fn partial_block_is_rejected() {
 #[test]
 #[should_panic(expected = "not supported")]
 fn unsupported_type_is_rejected() {
-    dequant(Q4_K, &[0; 144], 256);
+    dequant(IQ2_XXS, &[0; 66], 256);
 }
 
 // ---------------------------------------------------------------- float conversions
@@ -290,18 +325,202 @@ fn q4_1_and_q8_0_dots_by_hand() {
     assert_eq!(vec_dot(Q8_0, 32, &w, &a), sumi as f32 * 0.5);
 }
 
+#[test]
+fn q5_0_and_q5_1_by_hand() {
+    // qs[j] = j | (15 - j) << 4; qh has bit k set for even k, so element j < 16 gets 16 added when
+    // j is even, element 16 + j when j is even too (bit 16 + j).
+    let qs: Vec<u8> = (0..16u8).map(|j| j | (15 - j) << 4).collect();
+    let qh = 0x5555_5555u32.to_le_bytes();
+    let q: Vec<i32> = (0..32)
+        .map(|e| {
+            let nib = if e < 16 { e } else { 15 - (e - 16) };
+            nib + if e % 2 == 0 { 16 } else { 0 }
+        })
+        .collect();
+    assert_eq!(q[..4], [16, 1, 18, 3]);
+    assert_eq!(q[16..20], [31, 14, 29, 12]);
+
+    let mut b = f16_le(0.5).to_vec();
+    b.extend(qh);
+    b.extend(&qs);
+    assert_eq!(b.len(), 22);
+    let want: Vec<f32> = q.iter().map(|&q| (q - 16) as f32 * 0.5).collect();
+    assert_bits_eq(&dequant(Q5_0, &b, 32), &want, "Q5_0");
+    // Against activations 127 everywhere (d = 1): (d_w * d_a) * sumi.
+    let a = quantized(Q8_0, &[127.0; 32]);
+    let sumi: i32 = q.iter().map(|&q| (q - 16) * 127).sum();
+    assert_eq!(vec_dot(Q5_0, 32, &b, &a), sumi as f32 * 0.5);
+
+    let mut b = f16_le(0.25).to_vec();
+    b.extend(f16_le(-2.0));
+    b.extend(qh);
+    b.extend(&qs);
+    assert_eq!(b.len(), 24);
+    let want: Vec<f32> = q.iter().map(|&q| q as f32 * 0.25 - 2.0).collect();
+    assert_bits_eq(&dequant(Q5_1, &b, 32), &want, "Q5_1");
+    // Q8_1 activations 127 everywhere: d = 1, s = 32 * 127; dot = 0.25 * sum(q) * 127 - 2 * s.
+    let a = quantized(Q8_1, &[127.0; 32]);
+    let sumq: i32 = q.iter().sum();
+    assert_eq!(vec_dot(Q5_1, 32, &b, &a), 0.25 * (sumq * 127) as f32 - 2.0 * 32.0 * 127.0);
+}
+
+/// A Q8_K block's fields from its 292 bytes.
+fn q8_k_fields(b: &[u8]) -> (f32, Vec<i8>, Vec<i16>) {
+    assert_eq!(b.len(), 292);
+    let d = f32::from_le_bytes(b[..4].try_into().unwrap());
+    let qs = b[4..260].iter().map(|&q| q as i8).collect();
+    let bsums = b[260..].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect();
+    (d, qs, bsums)
+}
+
+#[test]
+fn q8_k_quantize_by_hand() {
+    // The first value of largest magnitude is -127 (its positive twin comes later), so
+    // iscale = -127 / -127 = 1 and d = 1: quants are the values rounded half to even.
+    let mut x = [0.0f32; 256];
+    x[..11].copy_from_slice(&[-127.0, 127.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 126.5, -126.5, 3.25]);
+    x[16] = 7.0;
+    let (d, qs, bsums) = q8_k_fields(&quantized(Q8_K, &x));
+    assert_eq!(d, 1.0);
+    assert_eq!(qs[..11], [-127, 127, 0, 0, 2, -2, 2, -2, 126, -126, 3]);
+    assert!(qs[11..16].iter().chain(&qs[17..]).all(|&q| q == 0));
+    assert_eq!(qs[16], 7);
+    assert_eq!(bsums[..2], [3, 7]);
+    assert!(bsums[2..].iter().all(|&s| s == 0));
+
+    // Largest magnitude positive (63.5, before -63.5): iscale = -2, d = -0.5, signs flip.
+    let mut x = [0.0f32; 256];
+    x[..6].copy_from_slice(&[1.25, 0.75, -0.25, 10.0, 0.0, 63.5]);
+    x[9] = -63.5;
+    x[20] = -0.75;
+    let (d, qs, bsums) = q8_k_fields(&quantized(Q8_K, &x));
+    assert_eq!(d, -0.5);
+    // 1.25 * -2 = -2.5 -> -2; 0.75 -> -1.5 -> -2; -0.25 -> 0.5 -> 0; -0.75 -> 1.5 -> 2.
+    assert_eq!(qs[..6], [-2, -2, 0, -20, 0, -127]);
+    assert_eq!((qs[9], qs[20]), (127, 2));
+    assert_eq!(bsums[..2], [-24, 2]);
+    let back = dequant_act(Q8_K, &quantized(Q8_K, &x), 256);
+    assert_eq!(back[..6], [1.0, 1.0, -0.0, 10.0, -0.0, 63.5]);
+
+    // amax below 127 / f32::MAX makes iscale infinite; ggml's nearest_int then yields quants
+    // whose low byte is 0, and d = 1 / inf = 0: an all-zero block, as here.
+    let tiny: Vec<f32> = (0..256).map(|i| if i % 2 == 0 { -1e-38 } else { 1e-38 }).collect();
+    assert!(quantized(Q8_K, &tiny).iter().all(|&b| b == 0));
+}
+
+/// ggml's `quantize_row_q8_K_ref`, written out plainly for the tests (finite inputs).
+fn q8_k_reference(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for b in x.chunks_exact(256) {
+        let mut imax = 0;
+        for i in 0..256 {
+            if b[i].abs() > b[imax].abs() {
+                imax = i;
+            }
+        }
+        if b[imax] == 0.0 {
+            out.extend([0u8; 292]);
+            continue;
+        }
+        let iscale = -127.0f32 / b[imax];
+        let qs: Vec<i8> = b.iter().map(|&v| (v * iscale).round_ties_even().min(127.0) as i8).collect();
+        out.extend((1.0 / iscale).to_le_bytes());
+        out.extend(qs.iter().map(|&q| q as u8));
+        for g in qs.chunks_exact(16) {
+            out.extend(g.iter().map(|&q| q as i16).sum::<i16>().to_le_bytes());
+        }
+    }
+    out
+}
+
+#[test]
+fn q8_k_quantize_matches_reference() {
+    let mut rng = Rng(19);
+    for scale in [1e-30f32, 1e-3, 1.0, 3.0, 1e4, 1e30] {
+        let mut x = rng.vec(256 * 4, scale);
+        // Exact ties in one block: the largest magnitude is 127 * scale' for a power of two.
+        x[256] = -127.0 * 0.25;
+        for (i, v) in x[257..300].iter_mut().enumerate() {
+            *v = (i as f32 - 21.5) * 0.25;
+        }
+        x[512..768].fill(0.0);
+        let got = quantized(Q8_K, &x);
+        assert_eq!(got, q8_k_reference(&x), "scale {scale}");
+        // Round trip: within half a step (d is f32, so no f16 rounding of the scale).
+        let back = dequant_act(Q8_K, &got, x.len());
+        for (blk, (xb, bb)) in x.chunks_exact(256).zip(back.chunks_exact(256)).enumerate() {
+            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (v, b) in xb.iter().zip(bb) {
+                assert!((v - b).abs() <= amax / 127.0 * 0.5001, "block {blk}: {v} -> {b}");
+            }
+        }
+    }
+}
+
+/// A Q4_K block with d = 1, dmin = 0.5 and scale bytes that exercise every packing case of
+/// `get_scale_min_k4`, and its values.
+fn hand_q4_k() -> (Vec<u8>, Vec<f32>) {
+    let scales = [0xC1u8, 0x02, 0x43, 0x04, 0x85, 0x06, 0x07, 0xC8, 0x9A, 0xBC, 0xDE, 0xF0];
+    // j < 4: sc = q[j] & 63, m = q[j + 4] & 63.
+    // j >= 4: sc = (q[j + 4] & 15) | (q[j - 4] >> 6) << 4, m = (q[j + 4] >> 4) | (q[j] >> 6) << 4.
+    let sc = [1, 2, 3, 4, 0x3A, 12, 0x1E, 0];
+    let m = [5, 6, 7, 8, 0x29, 11, 13, 0x3F];
+    let qs: Vec<u8> = (0..128u32).map(|i| (i * 37 % 256) as u8).collect();
+    let mut b = f16_le(1.0).to_vec();
+    b.extend(f16_le(0.5));
+    b.extend(scales);
+    b.extend(&qs);
+    let want = (0..256)
+        .map(|e| {
+            // 64 values per 32 bytes: low nibbles, then high nibbles.
+            let byte = qs[e / 64 * 32 + e % 32];
+            let q = if e % 64 < 32 { byte & 15 } else { byte >> 4 };
+            (sc[e / 32] * q as i32) as f32 - 0.5 * m[e / 32] as f32
+        })
+        .collect();
+    (b, want)
+}
+
+#[test]
+fn q4_k_by_hand() {
+    let (w, want) = hand_q4_k();
+    assert_eq!(w.len(), 144);
+    assert_bits_eq(&dequant(Q4_K, &w, 256), &want, "Q4_K");
+
+    // Activations whose Q8_K quantization is exact: -127 first gives d = 1, the rest are small
+    // integers, and every partial sum stays an exact f32, so the dot must be exact.
+    let mut x: Vec<f32> = (0..256).map(|e| ((e * 7) % 19) as f32 - 9.0).collect();
+    x[0] = -127.0;
+    let a = quantized(Q8_K, &x);
+    assert_eq!(dequant_act(Q8_K, &a, 256), x);
+    let exact: f64 = want.iter().zip(&x).map(|(&w, &x)| w as f64 * x as f64).sum();
+    assert!(exact.abs() < (1 << 21) as f64 && (2.0 * exact).fract() == 0.0);
+    assert_eq!(vec_dot(Q4_K, 256, &w, &a) as f64, exact);
+
+    // Two blocks in a row accumulate; dot_rows over two rows of two blocks.
+    let w2 = [w.clone(), w.clone()].concat();
+    let x2 = [x.clone(), x.clone()].concat();
+    let a2 = quantized(Q8_K, &x2);
+    let mut out = [0.0f32; 2];
+    dot_rows(Q4_K, 512, &[w2.clone(), w2].concat(), &a2, &mut out);
+    assert_eq!(out, [(2.0 * exact) as f32; 2]);
+}
+
 // ---------------------------------------------------------------- edge cases
 
 #[test]
 fn zero_blocks_give_zero_not_nan() {
-    let zeros = [0.0f32; 64];
-    for ty in [F32, F16, BF16, Q4_0, Q4_1, Q8_0] {
+    let zeros = [0.0f32; 256];
+    for ty in WEIGHT_TYPES {
         let act = quantized(vec_dot_type(ty), &zeros);
-        let row = vec![0u8; row_bytes(ty, 64)];
+        let row = vec![0u8; row_bytes(ty, 256)];
         // Q4_0 zero bytes decode to (0 - 8) * 0 = -0.0, as in ggml; only the value matters.
-        assert!(dequant(ty, &row, 64).iter().all(|&v| v == 0.0), "{ty} dequant");
-        assert_eq!(vec_dot(ty, 64, &row, &act), 0.0, "{ty}");
+        assert!(dequant(ty, &row, 256).iter().all(|&v| v == 0.0), "{ty} dequant");
+        assert_eq!(vec_dot(ty, 256, &row, &act), 0.0, "{ty}");
+        assert_eq!(vec_dot(ty, 0, &[], &[]), 0.0, "{ty} empty");
     }
+    let q8k = quantized(Q8_K, &zeros);
+    assert!(q8k.iter().all(|&b| b == 0), "Q8_K of zeros: {q8k:?}");
     // Zero activations against non-zero weights.
     let q8 = quantized(Q8_0, &zeros);
     assert!(q8.iter().all(|&b| b == 0), "Q8_0 of zeros: {q8:?}");
@@ -436,7 +655,7 @@ fn gguf_cases() -> Vec<Case> {
         }
     }
     assert!(current.is_none(), "unterminated case");
-    assert_eq!(cases.len(), 9, "cases in gguf_refs.txt");
+    assert_eq!(cases.len(), 18, "cases in gguf_refs.txt");
     cases
 }
 
@@ -478,14 +697,23 @@ fn gguf_special_values_convert_like_numpy() {
 
 #[test]
 fn gguf_dot_products_match() {
+    let mut generic_cases = 0;
     for case in gguf_cases().iter().filter(|c| c.get("acts").is_some()) {
         let ty = case.ty("type");
         let (rows, cols) = (case.usize("rows"), case.usize("cols"));
         let weights = case.bytes("weights");
         let act = case.bytes("acts_q");
         let (want, plain, scale) = (case.f64s("dot"), case.f64s("dot_plain"), case.f64s("scale"));
-        let terms = if ty.block_len() == 1 { cols } else { cols / 32 };
-        let mut q4_1_rows_where_s_matters = 0;
+        // f32 roundings: one or two per 32-value group, plus for the super-block formats a few per
+        // block and the eight lane sums added at the end.
+        let terms = match ty.block_len() {
+            1 => cols,
+            256 => cols / 32 + 12,
+            _ => cols / 32,
+        };
+        let has_s = matches!(ty, Q4_1 | Q5_1);
+        let generic = case.get("dot_generic").map(|_| case.f32s("dot_generic"));
+        let mut rows_where_s_matters = 0;
 
         let mut out = vec![f32::NAN; rows];
         dot_rows(ty, cols, &weights, &act, &mut out);
@@ -495,11 +723,31 @@ fn gguf_dot_products_match() {
             let single = vec_dot(ty, cols, row, &act);
             assert_eq!(single.to_bits(), out[r].to_bits(), "{} row {r}: dot_rows vs vec_dot", case.name);
             assert_close(single, want[r], scale[r], terms, &format!("{} row {r}", case.name));
-            // Q4_1 x Q8_1 differs from the plain dot of the dequantized values by the f16 rounding
-            // of the activation blocks' s = d*sum(q) (and of d inside it): below 2^-10 of |m*s| (we allow twice that),
-            // which `scale` includes.
+            // Our scalar kernels do ggml's generic C float operations in the same order, so they
+            // give its results bit for bit (the generator emulates that C in numpy float32).
+            if let Some(g) = &generic {
+                assert_eq!(
+                    single.to_bits(),
+                    g[r].to_bits(),
+                    "{} row {r}: got {single:e}, ggml's generic kernel gives {:e}",
+                    case.name,
+                    g[r]
+                );
+            }
             let tight = (terms as f64 + 4.0) * (f32::EPSILON as f64 / 2.0) * scale[r];
-            let allowed = tight + if ty == Q4_1 { scale[r] / 512.0 } else { 0.0 };
+            let allowed = tight
+                + if has_s {
+                    // Q4_1/Q5_1 x Q8_1 differ from the plain dot of the dequantized values by the
+                    // f16 rounding of the activation blocks' s = d*sum(q) (and of d inside it):
+                    // below 2^-10 of |m*s| (we allow twice that), which `scale` includes.
+                    scale[r] / 512.0
+                } else if ty.block_len() == 256 {
+                    // Dequantized super-block weights take up to 3 f32 roundings per value
+                    // (d*sc, *q, -dmin*m) and Q8_K activations one (d*q).
+                    4.0 * (f32::EPSILON as f64 / 2.0) * scale[r]
+                } else {
+                    0.0
+                };
             let plain_err = (single as f64 - plain[r]).abs();
             assert!(
                 plain_err <= allowed,
@@ -507,13 +755,40 @@ fn gguf_dot_products_match() {
                 case.name,
                 plain[r]
             );
-            if ty == Q4_1 && (want[r] - plain[r]).abs() > 4.0 * tight {
-                q4_1_rows_where_s_matters += 1;
+            if has_s && (want[r] - plain[r]).abs() > 4.0 * tight {
+                rows_where_s_matters += 1;
             }
         }
-        if ty == Q4_1 {
+        if has_s {
             // Otherwise the tight check above could not tell ggml's m*s formula from a plain dot.
-            assert!(q4_1_rows_where_s_matters > 0, "Q4_1 data does not exercise the s term");
+            assert!(rows_where_s_matters > 0, "{} data does not exercise the s term", case.name);
+        }
+        generic_cases += generic.is_some() as usize;
+    }
+    assert_eq!(generic_cases, 12, "cases with ggml generic results");
+}
+
+#[test]
+fn dot_rows_equals_vec_dot_for_any_row_count() {
+    // dot_rows takes rows in groups; every row count must give vec_dot's result bit for bit.
+    for case in gguf_cases().iter().filter(|c| c.get("acts").is_some()) {
+        let ty = case.ty("type");
+        let cols = case.usize("cols");
+        let rb = row_bytes(ty, cols);
+        let act = case.bytes("acts_q");
+        let four = case.bytes("weights");
+        // Rows 0..4, then rows 3, 2, 1 again: 7 rows.
+        let mut weights = four.clone();
+        for r in [3, 2, 1] {
+            weights.extend_from_slice(&four[r * rb..(r + 1) * rb]);
+        }
+        for rows in 0..=7 {
+            let mut out = vec![f32::NAN; rows];
+            dot_rows(ty, cols, &weights[..rows * rb], &act, &mut out);
+            for (r, &o) in out.iter().enumerate() {
+                let single = vec_dot(ty, cols, &weights[r * rb..(r + 1) * rb], &act);
+                assert_eq!(o.to_bits(), single.to_bits(), "{} rows {rows}, row {r}", case.name);
+            }
         }
     }
 }
