@@ -31,6 +31,7 @@ export declare class NativeLoader {
 
 export declare class NativeModel {
   get info(): NativeModelInfo
+  stats(): NativeStats
   tokenize(text: string, addBos: boolean | undefined | null, special: boolean): Array<number>
   detokenize(ids: Array<number>, special: boolean): string
   logits(ids: Array<number>, from?: number | undefined | null): Promise<Float32Array>
@@ -56,6 +57,13 @@ export interface NativeGenerateOptions {
 export interface NativeLoadOptions {
   threads?: number
   contextSize?: number
+  /** Bytes, or a size such as "512MB" / "2GiB". */
+  memoryBudget?: string
+  /** "auto" | "always" | "never". */
+  paging?: string
+  prefetchLayers?: number
+  /** "read" | "mmap". */
+  pagingMethod?: string
 }
 
 export interface NativeModelInfo {
@@ -69,6 +77,9 @@ export interface NativeModelInfo {
   vocabSize: number
   threads: number
   tensorTypes: Record<string, number>
+  weightBytes: number
+  paged: boolean
+  kvCacheBytes: number
 }
 
 export interface NativePerplexity {
@@ -80,6 +91,18 @@ export interface NativePerplexity {
 export interface NativeProgress {
   loadedBytes: number
   totalBytes: number
+}
+
+export interface NativeStats {
+  paged: boolean
+  budgetBytes: number
+  residentBytes: number
+  peakResidentBytes: number
+  layerLoads: number
+  layerHits: number
+  prefetchHits: number
+  stallMs: number
+  bytesRead: number
 }
 
 export interface NativeStep {

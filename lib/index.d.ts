@@ -37,6 +37,25 @@ export interface LoadOptions {
   threads?: number
   /** Positions per sequence (prompt + generated). Default: min(4096, the model's trained context). */
   contextSize?: number
+  /**
+   * Bytes of weights allowed resident: a number of bytes or a size such as '512MB' (powers of
+   * 1000) or '2GiB' (powers of 1024). The KV cache and scratch buffers are not part of it.
+   * Default: no limit.
+   */
+  memoryBudget?: number | string
+  /**
+   * 'auto' (default) pages only when the weights do not fit memoryBudget; 'always' pages even
+   * when they do; 'never' maps everything resident.
+   */
+  paging?: 'auto' | 'always' | 'never'
+  /** Layers the prefetch thread loads ahead of the one computing when paged. Default 2. */
+  prefetchLayers?: number
+  /**
+   * How paged layers are loaded: 'read' (default) copies them into buffers with positioned
+   * reads (portable; I/O errors become JS errors); 'mmap' maps their pages in and drops them
+   * with madvise on Linux.
+   */
+  pagingMethod?: 'read' | 'mmap'
   /** Called as the weights are read in (about every 50 ms while loading, and once at the end). */
   onProgress?: (progress: LoadProgress) => void
   /** Aborting rejects the load with an AbortError (code ABORT_ERR). */
@@ -58,6 +77,29 @@ export interface ModelInfo {
   threads: number
   /** Number of tensors of each GGML type, e.g. { Q4_1: 210, F32: 61, Q8_0: 1 }. */
   tensorTypes: Record<string, number>
+  /** Bytes of all weights. */
+  weightBytes: number
+  /** Whether the weights are paged (only part of them resident at a time). */
+  paged: boolean
+  /** Bytes of one sequence's KV cache at full context (not part of memoryBudget). */
+  kvCacheBytes: number
+}
+
+export interface ModelStats {
+  paged: boolean
+  budgetBytes: number
+  /** Weight bytes resident now (resident mode: all of them). */
+  residentBytes: number
+  peakResidentBytes: number
+  /** Layers (or the output head) read from the file. */
+  layerLoads: number
+  /** Layers the forward pass found resident. */
+  layerHits: number
+  /** Of those, layers the prefetch thread had loaded in time. */
+  prefetchHits: number
+  /** Milliseconds the forward pass waited for layers. */
+  stallMs: number
+  bytesRead: number
 }
 
 export interface TokenizeOptions {
@@ -151,6 +193,8 @@ export declare class Model {
   generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncGenerator<GeneratedToken, void, undefined>
   /** Perplexity of `text` under the protocol described at PerplexityOptions. */
   perplexity(text: string, options?: PerplexityOptions): Promise<PerplexityResult>
+  /** Weight residency and paging counters. */
+  stats(): ModelStats
   /** Releases the model; generations still running finish first. */
   dispose(): Promise<void>
 }

@@ -171,6 +171,11 @@ class Model {
     }
   }
 
+  /** Weight residency and paging counters. */
+  stats() {
+    return call(() => this._native.stats())
+  }
+
   async dispose() {
     this._native.dispose()
   }
@@ -185,9 +190,19 @@ async function loadModel(path, options) {
   const o = checkObject(options, 'options')
   const signal = checkSignal(o.signal)
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw optionError('onProgress', 'must be a function')
+  if (o.memoryBudget !== undefined && typeof o.memoryBudget !== 'string') {
+    checkNumber(o.memoryBudget, 'memoryBudget', { integer: true, min: 1, max: Number.MAX_SAFE_INTEGER })
+  }
+  for (const [name, allowed] of [['paging', ['auto', 'always', 'never']], ['pagingMethod', ['read', 'mmap']]]) {
+    if (o[name] !== undefined && !allowed.includes(o[name])) throw optionError(name, `must be one of ${allowed.join(', ')}`)
+  }
   const nativeOptions = {
     threads: checkNumber(o.threads, 'threads', { integer: true, min: 1, max: 1024 }),
     contextSize: checkNumber(o.contextSize, 'contextSize', { integer: true, min: 1, max: 2 ** 32 - 1 }),
+    memoryBudget: o.memoryBudget === undefined ? undefined : String(o.memoryBudget),
+    paging: o.paging,
+    prefetchLayers: checkNumber(o.prefetchLayers, 'prefetchLayers', { integer: true, min: 0, max: 64 }),
+    pagingMethod: o.pagingMethod,
   }
   if (signal && signal.aborted) throw abortError(signal)
   const loader = new native.NativeLoader(path, nativeOptions)

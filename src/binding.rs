@@ -12,8 +12,11 @@ use std::sync::{Arc, Mutex};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::engine::{GenerateParams, Generation, LoadOptions, Model, Perplexity, PerplexityOptions, Step};
+use crate::engine::{
+    self, GenerateParams, Generation, LoadOptions, Model, Paging, Perplexity, PerplexityOptions, Step,
+};
 use crate::error::{Error as EngineError, Result as EngineResult};
+use crate::pager::LoadMethod;
 use crate::sampler::SamplerParams;
 
 fn js_error(e: EngineError) -> napi::Error {
@@ -47,6 +50,13 @@ fn to_usize(v: Option<f64>, option: &'static str) -> EngineResult<Option<usize>>
 pub struct NativeLoadOptions {
     pub threads: Option<f64>,
     pub context_size: Option<f64>,
+    /// Bytes, or a size such as "512MB" / "2GiB".
+    pub memory_budget: Option<String>,
+    /// "auto" | "always" | "never".
+    pub paging: Option<String>,
+    pub prefetch_layers: Option<f64>,
+    /// "read" | "mmap".
+    pub paging_method: Option<String>,
 }
 
 #[napi(object)]
@@ -119,6 +129,29 @@ impl Task for LoadTask {
                 Some(o) => LoadOptions {
                     threads: to_usize(o.threads, "threads")?,
                     context_size: to_usize(o.context_size, "contextSize")?,
+                    memory_budget: o.memory_budget.as_deref().map(engine::parse_byte_size).transpose()?,
+                    paging: match o.paging.as_deref() {
+                        None | Some("auto") => Paging::Auto,
+                        Some("always") => Paging::Always,
+                        Some("never") => Paging::Never,
+                        Some(other) => {
+                            return Err(EngineError::invalid_option(
+                                "paging",
+                                format!("'{other}' is not 'auto', 'always' or 'never'"),
+                            ))
+                        }
+                    },
+                    prefetch_layers: to_usize(o.prefetch_layers, "prefetchLayers")?,
+                    paging_method: match o.paging_method.as_deref() {
+                        None | Some("read") => None,
+                        Some("mmap") => Some(LoadMethod::Map),
+                        Some(other) => {
+                            return Err(EngineError::invalid_option(
+                                "pagingMethod",
+                                format!("'{other}' is not 'read' or 'mmap'"),
+                            ))
+                        }
+                    },
                 },
             };
             Model::load(&path, &opts, &shared.cancel, &mut |loaded, total| {
@@ -145,6 +178,22 @@ pub struct NativeModelInfo {
     pub vocab_size: u32,
     pub threads: u32,
     pub tensor_types: std::collections::HashMap<String, u32>,
+    pub weight_bytes: f64,
+    pub paged: bool,
+    pub kv_cache_bytes: f64,
+}
+
+#[napi(object)]
+pub struct NativeStats {
+    pub paged: bool,
+    pub budget_bytes: f64,
+    pub resident_bytes: f64,
+    pub peak_resident_bytes: f64,
+    pub layer_loads: f64,
+    pub layer_hits: f64,
+    pub prefetch_hits: f64,
+    pub stall_ms: f64,
+    pub bytes_read: f64,
 }
 
 #[napi]
@@ -190,6 +239,25 @@ impl NativeModel {
             vocab_size: i.vocab_size as u32,
             threads: m.threads() as u32,
             tensor_types: i.tensor_types.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            weight_bytes: i.weight_bytes as f64,
+            paged: i.paged,
+            kv_cache_bytes: i.kv_cache_bytes as f64,
+        })
+    }
+
+    #[napi]
+    pub fn stats(&self) -> napi::Result<NativeStats> {
+        let s = self.get()?.weight_stats();
+        Ok(NativeStats {
+            paged: s.paged,
+            budget_bytes: s.budget_bytes as f64,
+            resident_bytes: s.resident_bytes as f64,
+            peak_resident_bytes: s.peak_resident_bytes as f64,
+            layer_loads: s.layer_loads as f64,
+            layer_hits: s.layer_hits as f64,
+            prefetch_hits: s.prefetch_hits as f64,
+            stall_ms: s.stall_ms,
+            bytes_read: s.bytes_read as f64,
         })
     }
 

@@ -11,7 +11,8 @@ use crate::gguf::GgufFile;
 use crate::model::config::ModelConfig;
 use crate::model::forward::forward;
 use crate::model::state::RunState;
-use crate::model::weights::{MappedWeights, TensorTable, WeightSource};
+use crate::model::weights::{MappedWeights, TensorTable, WeightSource, WeightStats};
+use crate::pager::{EvictionPolicy, LoadMethod, PagedWeights, PagerOptions};
 use crate::pool::ComputePool;
 use crate::sampler::{Sampler, SamplerParams};
 use crate::text_stream::TextStream;
@@ -27,7 +28,25 @@ pub struct LoadOptions {
     pub threads: Option<usize>,
     /// Positions per sequence; defaults to min(DEFAULT_CONTEXT, trained context).
     pub context_size: Option<usize>,
+    /// Bytes of weights allowed resident; None: no limit.
+    pub memory_budget: Option<u64>,
+    pub paging: Paging,
+    /// Layers loaded ahead of the one computing when paged; defaults to DEFAULT_PREFETCH.
+    pub prefetch_layers: Option<usize>,
+    pub paging_method: Option<LoadMethod>,
 }
+
+/// When weights are paged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Paging {
+    /// Only when the weights do not fit `memory_budget`.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+pub const DEFAULT_PREFETCH: usize = 2;
 
 #[derive(Clone, Debug)]
 pub struct ModelInfo {
@@ -44,6 +63,12 @@ pub struct ModelInfo {
     pub vocab_size: usize,
     /// How many tensors of each GGML type the file holds.
     pub tensor_types: BTreeMap<String, u32>,
+    /// Bytes of all weights.
+    pub weight_bytes: u64,
+    /// Whether weights are paged (only part of them resident at a time).
+    pub paged: bool,
+    /// Bytes of one sequence's KV cache when its context is full (not part of the budget).
+    pub kv_cache_bytes: u64,
 }
 
 pub struct Model {
@@ -100,9 +125,15 @@ impl Model {
             None => config.n_ctx_train.min(DEFAULT_CONTEXT),
         };
 
-        let (start, len) = table.span();
-        progress(0, len);
-        file.mapped().prefault(start, len, cancel, |done| progress(done, len))?;
+        let weight_bytes = table.total_bytes();
+        let paged = match (opts.paging, opts.memory_budget) {
+            (Paging::Never, _) => false,
+            (Paging::Always, None) => {
+                return Err(Error::invalid_option("paging", "'always' needs a memoryBudget"));
+            }
+            (Paging::Always, Some(_)) => true,
+            (Paging::Auto, budget) => budget.is_some_and(|b| b < weight_bytes),
+        };
 
         let info = ModelInfo {
             architecture: config.arch.name().to_owned(),
@@ -117,13 +148,33 @@ impl Model {
                 *m.entry(t.ty.name().to_owned()).or_insert(0) += 1;
                 m
             }),
+            weight_bytes,
+            paged,
+            kv_cache_bytes: (2 * 2 * config.n_layer * context_size * config.kv_dim()) as u64,
         };
-        let weights = Box::new(MappedWeights::new(file, table));
+        let weights: Box<dyn WeightSource> = if paged {
+            let options = PagerOptions {
+                budget_bytes: opts.memory_budget.unwrap_or(weight_bytes),
+                prefetch: opts.prefetch_layers.unwrap_or(DEFAULT_PREFETCH),
+                method: opts.paging_method.unwrap_or(LoadMethod::Read),
+                policy: EvictionPolicy::FixedAndStream,
+            };
+            Box::new(PagedWeights::new(file, table, options, cancel, progress)?)
+        } else {
+            let (start, len) = table.span();
+            progress(0, len);
+            file.mapped().prefault(start, len, cancel, |done| progress(done, len))?;
+            Box::new(MappedWeights::new(file, table))
+        };
         Ok(Model { config, tokenizer, info, weights, pool: ComputePool::new(threads) })
     }
 
     pub fn threads(&self) -> usize {
         self.pool.threads()
+    }
+
+    pub fn weight_stats(&self) -> WeightStats {
+        self.weights.stats()
     }
 
     pub fn new_state(&self) -> RunState {
@@ -236,6 +287,34 @@ fn log_softmax_at(logits: &[f32], index: usize) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
     logits[index] as f64 - max - sum.ln()
+}
+
+/// Parses a byte size: a whole number of bytes ("1048576") or a number with a unit, decimal
+/// (KB, MB, GB, TB: powers of 1000) or binary (KiB, MiB, GiB, TiB: powers of 1024), e.g.
+/// "512MB", "1.5 GiB". Case-insensitive; "B" alone means bytes.
+pub fn parse_byte_size(text: &str) -> Result<u64> {
+    let bad = || Error::invalid_option("memoryBudget", format!("'{text}' is not a byte size such as 512MB or 2GiB"));
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = (&t[..split], t[split..].trim().to_ascii_lowercase());
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let scale: f64 = match unit.as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "tb" | "t" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0f64.powi(4),
+        _ => return Err(bad()),
+    };
+    let bytes = value * scale;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > 2f64.powi(62) {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
 }
 
 /// Everything the tokenizer needs from `tokenizer.ggml.*`.
@@ -422,5 +501,29 @@ impl Generation {
 
     pub fn generated(&self) -> usize {
         self.generated
+    }
+}
+
+impl Drop for Generation {
+    /// A stopped generation cancels the prefetching done on its behalf.
+    fn drop(&mut self) {
+        self.model.weights.idle();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_parse_with_decimal_and_binary_units() {
+        assert_eq!(parse_byte_size("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_byte_size("512MB").unwrap(), 512_000_000);
+        assert_eq!(parse_byte_size("512 mib").unwrap(), 512 << 20);
+        assert_eq!(parse_byte_size("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_byte_size("2g").unwrap(), 2_000_000_000);
+        for bad in ["", "MB", "-5MB", "12XB", "1.2.3GB", "0", "0.1"] {
+            assert_eq!(parse_byte_size(bad).unwrap_err().code(), "ERR_INVALID_OPTION", "{bad}");
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod gguf;
 pub mod mapping;
 pub mod model;
+pub mod pager;
 pub mod pool;
 pub mod quant;
 pub mod sampler;

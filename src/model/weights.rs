@@ -101,6 +101,27 @@ pub trait WeightSource: Send + Sync {
     /// Row `token` of token_embd, dequantized into `out` (n_embd): embeddings are read a row per
     /// token, so they never need to be resident as a whole.
     fn embed(&self, token: u32, out: &mut [f32]) -> Result<()>;
+    /// No forward pass is coming soon (a generation stopped): drop work queued ahead of it.
+    fn idle(&self) {}
+    fn stats(&self) -> WeightStats;
+}
+
+/// What `model.stats()` reports about weight residency.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WeightStats {
+    pub paged: bool,
+    pub budget_bytes: u64,
+    pub resident_bytes: u64,
+    pub peak_resident_bytes: u64,
+    /// Layers (or the output head) read from the file, by the forward pass or the prefetch thread.
+    pub layer_loads: u64,
+    /// Layers the forward pass found resident.
+    pub layer_hits: u64,
+    /// Of those, layers the prefetch thread had loaded.
+    pub prefetch_hits: u64,
+    /// Time the forward pass waited for layers.
+    pub stall_ms: f64,
+    pub bytes_read: u64,
 }
 
 fn view<'b>(bytes: &'b [u8], t: &TensorInfo) -> TensorView<'b> {
@@ -156,6 +177,7 @@ impl LayerTensors {
         }
     }
 
+    /// Every tensor, required ones first, in a fixed order that `all_mut` follows too.
     pub fn all(&self) -> impl Iterator<Item = &TensorInfo> {
         [
             &self.attn_norm,
@@ -179,6 +201,35 @@ impl LayerTensors {
                 &self.k_norm,
                 &self.post_attn_norm,
                 &self.post_ffn_norm,
+            ]
+            .into_iter()
+            .flatten(),
+        )
+    }
+
+    pub fn all_mut(&mut self) -> impl Iterator<Item = &mut TensorInfo> {
+        [
+            &mut self.attn_norm,
+            &mut self.wq,
+            &mut self.wk,
+            &mut self.wv,
+            &mut self.wo,
+            &mut self.ffn_norm,
+            &mut self.w_gate,
+            &mut self.w_up,
+            &mut self.w_down,
+        ]
+        .into_iter()
+        .chain(
+            [
+                &mut self.bq,
+                &mut self.bk,
+                &mut self.bv,
+                &mut self.bo,
+                &mut self.q_norm,
+                &mut self.k_norm,
+                &mut self.post_attn_norm,
+                &mut self.post_ffn_norm,
             ]
             .into_iter()
             .flatten(),
@@ -274,7 +325,13 @@ impl TensorTable {
     pub fn total_bytes(&self) -> u64 {
         let globals = self.head.all().chain([&self.token_embd]).chain(&self.rope_freqs);
         let mut seen = std::collections::HashSet::new();
-        self.layers.iter().flat_map(LayerTensors::all).chain(globals).filter(|t| seen.insert(t.offset)).map(|t| t.size).sum()
+        self.layers
+            .iter()
+            .flat_map(LayerTensors::all)
+            .chain(globals)
+            .filter(|t| seen.insert(t.offset))
+            .map(|t| t.size)
+            .sum()
     }
 
     /// File range covered by the weights (for prefaulting): from the first tensor to the last.
@@ -311,5 +368,10 @@ impl WeightSource for MappedWeights {
         let embd = view(self.file.mapped().bytes(), &self.table.token_embd);
         quant::dequantize_row(embd.ty, embd.row(token as usize), out);
         Ok(())
+    }
+
+    fn stats(&self) -> WeightStats {
+        let total = self.table.total_bytes();
+        WeightStats { resident_bytes: total, peak_resident_bytes: total, ..WeightStats::default() }
     }
 }

@@ -1,0 +1,449 @@
+//! The Memory64 pager: a `WeightSource` that keeps only part of a model's weights resident,
+//! under a byte budget, with a prefetch thread loading the next units while one computes.
+//!
+//! A unit is one transformer layer or the output head. `plan` decides which units stay
+//! resident and which stream; this module owns the cache state, the loads and the thread.
+//! Loads either copy a unit's tensors into an owned buffer with positioned reads (`Read`:
+//! portable, I/O errors come back as errors, freed memory goes back to the OS) or map its pages
+//! in and later drop them (`Map`: no copy, Linux madvise; elsewhere pages are only touched).
+
+mod plan;
+
+pub use plan::EvictionPolicy;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::error::{Error, Result};
+use crate::gguf::{GgufFile, TensorInfo};
+use crate::model::weights::{
+    GuardBytes, HeadGuard, HeadTensors, LayerGuard, LayerTensors, TensorTable, WeightSource, WeightStats,
+};
+use crate::quant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadMethod {
+    /// Positioned reads into owned buffers.
+    Read,
+    /// MADV_POPULATE_READ on the mapping, MADV_DONTNEED to release.
+    Map,
+}
+
+#[derive(Clone, Debug)]
+pub struct PagerOptions {
+    pub budget_bytes: u64,
+    pub prefetch: usize,
+    pub method: LoadMethod,
+    pub policy: EvictionPolicy,
+}
+
+/// One unit's tensors: where they are in the file and where they go in its buffer.
+struct Unit {
+    /// Absolute file ranges of its tensors.
+    ranges: Vec<(u64, u64)>,
+    bytes: u64,
+    /// The unit's tensors with offsets into its owned buffer (Read) or the file (Map).
+    layer: Option<LayerTensors>,
+    head: Option<HeadTensors>,
+}
+
+#[derive(Default)]
+struct UnitState {
+    data: Option<Arc<[u8]>>,
+    /// Map mode: pages are populated (no buffer).
+    mapped: bool,
+    loading: bool,
+    in_use: usize,
+    by_prefetch: bool,
+    last_use: u64,
+}
+
+impl UnitState {
+    fn resident(&self) -> bool {
+        self.data.is_some() || self.mapped
+    }
+}
+
+struct Cache {
+    units: Vec<UnitState>,
+    resident: u64,
+    peak: u64,
+    /// Unit the forward pass is at.
+    cursor: usize,
+    clock: u64,
+}
+
+struct Shared {
+    file: Arc<GgufFile>,
+    units: Vec<Unit>,
+    pinned: Vec<bool>,
+    options: PagerOptions,
+    cache: Mutex<Cache>,
+    changed: Condvar,
+    /// Bumped when a generation stops: queued prefetches of older epochs are dropped.
+    epoch: AtomicU64,
+    loads: AtomicU64,
+    hits: AtomicU64,
+    prefetch_hits: AtomicU64,
+    stall_ns: AtomicU64,
+    bytes_read: AtomicU64,
+}
+
+pub struct PagedWeights {
+    shared: Arc<Shared>,
+    table: TensorTable,
+    prefetch_tx: Option<Sender<(usize, u64)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Tensors of a unit packed into one buffer, each at a 64-byte boundary.
+fn pack(tensors: &[&TensorInfo]) -> (Vec<(u64, u64)>, Vec<TensorInfo>, u64) {
+    let mut at = 0u64;
+    let mut ranges = Vec::new();
+    let mut packed = Vec::new();
+    for t in tensors {
+        ranges.push((t.offset, t.size));
+        packed.push(TensorInfo { offset: at, ..(*t).clone() });
+        at = (at + t.size).div_ceil(64) * 64;
+    }
+    (ranges, packed, at)
+}
+
+impl PagedWeights {
+    /// Plans residency and loads the units that stay resident for good (reporting progress).
+    pub fn new(
+        file: Arc<GgufFile>,
+        table: TensorTable,
+        options: PagerOptions,
+        cancel: &std::sync::atomic::AtomicBool,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Self> {
+        let mut units = Vec::with_capacity(table.layers.len() + 1);
+        for layer in &table.layers {
+            let infos: Vec<&TensorInfo> = layer.all().collect();
+            let (ranges, packed, bytes) = pack(&infos);
+            let relocated = match options.method {
+                LoadMethod::Read => relocate_layer(layer, &packed),
+                LoadMethod::Map => layer.clone(),
+            };
+            units.push(Unit { ranges, bytes, layer: Some(relocated), head: None });
+        }
+        let head_infos: Vec<&TensorInfo> = table.head.all().collect();
+        let (ranges, packed, bytes) = pack(&head_infos);
+        let head = match options.method {
+            LoadMethod::Read => HeadTensors { output_norm: packed[0].clone(), output: packed[1].clone() },
+            LoadMethod::Map => table.head.clone(),
+        };
+        units.push(Unit { ranges, bytes, layer: None, head: Some(head) });
+
+        let sizes: Vec<u64> = units.iter().map(|u| u.bytes).collect();
+        let plan = plan::plan(&sizes, options.budget_bytes, options.prefetch, options.policy)?;
+        let n = units.len();
+        let shared = Arc::new(Shared {
+            file,
+            units,
+            pinned: plan.pinned.clone(),
+            options,
+            cache: Mutex::new(Cache {
+                units: (0..n).map(|_| UnitState::default()).collect(),
+                resident: 0,
+                peak: 0,
+                cursor: 0,
+                clock: 0,
+            }),
+            changed: Condvar::new(),
+            epoch: AtomicU64::new(0),
+            loads: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            prefetch_hits: AtomicU64::new(0),
+            stall_ns: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+        });
+
+        let total = plan.pinned_bytes;
+        let mut done = 0;
+        progress(0, total);
+        for u in (0..n).filter(|&u| plan.pinned[u]) {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Aborted);
+            }
+            shared.acquire(u, false)?;
+            shared.release_use(u);
+            done += shared.units[u].bytes;
+            progress(done, total);
+        }
+        // Loading the resident set is not a cache hit or a stall of any forward pass.
+        shared.loads.store(0, Ordering::Relaxed);
+        shared.stall_ns.store(0, Ordering::Relaxed);
+
+        let (tx, rx) = crossbeam_channel::unbounded::<(usize, u64)>();
+        let worker = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("chord-prefetch".into())
+            .spawn(move || prefetch_loop(&worker, &rx))
+            .map_err(|e| Error::Io { path: "prefetch thread".into(), source: e })?;
+        Ok(PagedWeights { shared, table, prefetch_tx: Some(tx), thread: Some(thread) })
+    }
+
+    /// Asks the prefetch thread for the `prefetch` units after `unit` in forward order.
+    fn prefetch_after(&self, unit: usize) {
+        let Some(tx) = &self.prefetch_tx else { return };
+        let n = self.shared.units.len();
+        let epoch = self.shared.epoch.load(Ordering::Relaxed);
+        for k in 1..=self.shared.options.prefetch {
+            let next = (unit + k) % n;
+            if !self.shared.pinned[next] {
+                let _ = tx.send((next, epoch));
+            }
+        }
+    }
+
+    fn guard_bytes(&self, unit: usize) -> GuardBytes<'_> {
+        match self.shared.options.method {
+            LoadMethod::Map => GuardBytes::Borrowed(self.shared.file.mapped().bytes()),
+            LoadMethod::Read => {
+                let cache = self.shared.lock();
+                GuardBytes::Shared(cache.units[unit].data.clone().expect("an acquired unit is resident"))
+            }
+        }
+    }
+}
+
+/// Releases its unit's use when the forward pass is done with it.
+struct UseToken {
+    shared: Arc<Shared>,
+    unit: usize,
+}
+
+impl Drop for UseToken {
+    fn drop(&mut self) {
+        self.shared.release_use(self.unit);
+    }
+}
+
+fn relocate_layer(layer: &LayerTensors, packed: &[TensorInfo]) -> LayerTensors {
+    let mut out = layer.clone();
+    // `packed` was built from `all()`, whose order `all_mut()` follows.
+    for (t, p) in out.all_mut().zip(packed) {
+        *t = p.clone();
+    }
+    out
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes `unit` resident and marks it in use. `prefetch` loads skip instead of waiting.
+    /// Returns false when a prefetch found no room.
+    fn acquire(&self, unit: usize, prefetch: bool) -> Result<bool> {
+        let n = self.units.len();
+        let bytes = self.units[unit].bytes;
+        let started = Instant::now();
+        let mut waited = false;
+        let mut cache = self.lock();
+        loop {
+            let state = &cache.units[unit];
+            if state.resident() {
+                if prefetch {
+                    return Ok(false);
+                }
+                if !waited {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    if state.by_prefetch {
+                        self.prefetch_hits.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                break;
+            }
+            if state.loading {
+                if prefetch {
+                    return Ok(false);
+                }
+                waited = true;
+                cache = self.changed.wait(cache).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            // Protect the units the forward pass needs next from our own evictions.
+            let from = if prefetch { cache.cursor } else { unit };
+            let protect = if prefetch { plan::distance(cache.cursor, unit, n) } else { self.options.prefetch };
+            // A forward pass may take what prefetching reserved rather than wait for nothing.
+            let room = self.make_room(&mut cache, bytes, from, protect)
+                || (!prefetch && self.make_room(&mut cache, bytes, unit, 0));
+            if !room {
+                if prefetch {
+                    return Ok(false);
+                }
+                waited = true;
+                cache = self.changed.wait(cache).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            cache.units[unit].loading = true;
+            cache.resident += bytes;
+            cache.peak = cache.peak.max(cache.resident);
+            drop(cache);
+            let loaded = self.load(unit);
+            cache = self.lock();
+            cache.units[unit].loading = false;
+            match loaded {
+                Ok(data) => {
+                    cache.units[unit].mapped = data.is_none();
+                    cache.units[unit].data = data;
+                    cache.units[unit].by_prefetch = prefetch;
+                    self.loads.fetch_add(1, Ordering::Relaxed);
+                    self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+                    self.changed.notify_all();
+                }
+                Err(e) => {
+                    cache.resident -= bytes;
+                    self.changed.notify_all();
+                    return Err(e);
+                }
+            }
+            if prefetch {
+                return Ok(true);
+            }
+            waited = true;
+            break;
+        }
+        cache.clock += 1;
+        let clock = cache.clock;
+        let state = &mut cache.units[unit];
+        state.in_use += 1;
+        state.by_prefetch = false;
+        state.last_use = clock;
+        cache.cursor = unit;
+        if waited {
+            self.stall_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        Ok(true)
+    }
+
+    fn release_use(&self, unit: usize) {
+        let mut cache = self.lock();
+        cache.units[unit].in_use -= 1;
+        self.changed.notify_all();
+    }
+
+    /// Evicts unpinned, unused units until `bytes` more fit the budget.
+    fn make_room(&self, cache: &mut Cache, bytes: u64, from: usize, protect: usize) -> bool {
+        let n = self.units.len();
+        while cache.resident + bytes > self.options.budget_bytes {
+            let candidates = cache
+                .units
+                .iter()
+                .enumerate()
+                .filter(|(u, s)| s.resident() && s.in_use == 0 && !self.pinned[*u])
+                .map(|(unit, s)| plan::Candidate { unit, last_use: s.last_use });
+            let Some(v) = plan::victim(self.options.policy, candidates, from, protect, n) else {
+                return false;
+            };
+            let state = &mut cache.units[v];
+            state.data = None;
+            if std::mem::take(&mut state.mapped) {
+                for &(offset, len) in &self.units[v].ranges {
+                    self.file.mapped().release(offset, len);
+                }
+            }
+            cache.resident -= self.units[v].bytes;
+        }
+        true
+    }
+
+    /// Reads a unit in: Some(buffer) for Read, None (pages populated) for Map.
+    fn load(&self, unit: usize) -> Result<Option<Arc<[u8]>>> {
+        let u = &self.units[unit];
+        let file = self.file.mapped();
+        match self.options.method {
+            LoadMethod::Map => {
+                for &(offset, len) in &u.ranges {
+                    file.populate(offset, len)?;
+                }
+                Ok(None)
+            }
+            LoadMethod::Read => {
+                let mut buf = vec![0u8; u.bytes as usize];
+                let mut at = 0usize;
+                for &(offset, len) in &u.ranges {
+                    file.read_at(offset, &mut buf[at..at + len as usize])?;
+                    at = (at + len as usize).div_ceil(64) * 64;
+                }
+                Ok(Some(buf.into()))
+            }
+        }
+    }
+}
+
+fn prefetch_loop(shared: &Arc<Shared>, rx: &Receiver<(usize, u64)>) {
+    for (unit, epoch) in rx.iter() {
+        if epoch != shared.epoch.load(Ordering::Relaxed) {
+            continue;
+        }
+        // Errors are not reported here: the forward pass loads the unit itself and surfaces them.
+        if let Ok(true) = shared.acquire(unit, true) {
+            shared.changed.notify_all();
+        }
+    }
+}
+
+impl WeightSource for PagedWeights {
+    fn layer(&self, index: usize) -> Result<LayerGuard<'_>> {
+        self.shared.acquire(index, false)?;
+        let token = UseToken { shared: self.shared.clone(), unit: index };
+        self.prefetch_after(index);
+        let tensors = self.shared.units[index].layer.as_ref().expect("layer unit");
+        Ok(LayerGuard::new(self.guard_bytes(index), tensors, Some(Box::new(token))))
+    }
+
+    fn head(&self) -> Result<HeadGuard<'_>> {
+        let index = self.shared.units.len() - 1;
+        self.shared.acquire(index, false)?;
+        let token = UseToken { shared: self.shared.clone(), unit: index };
+        self.prefetch_after(index);
+        let tensors = self.shared.units[index].head.as_ref().expect("head unit");
+        Ok(HeadGuard::new(self.guard_bytes(index), tensors, Some(Box::new(token))))
+    }
+
+    fn embed(&self, token: u32, out: &mut [f32]) -> Result<()> {
+        let t = &self.table.token_embd;
+        let row_bytes = t.size / t.dims[1];
+        let mut row = vec![0u8; row_bytes as usize];
+        self.shared.file.mapped().read_at(t.offset + token as u64 * row_bytes, &mut row)?;
+        quant::dequantize_row(t.ty, &row, out);
+        Ok(())
+    }
+
+    fn idle(&self) {
+        self.shared.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stats(&self) -> WeightStats {
+        let s = &self.shared;
+        let cache = s.lock();
+        WeightStats {
+            paged: true,
+            budget_bytes: s.options.budget_bytes,
+            resident_bytes: cache.resident,
+            peak_resident_bytes: cache.peak,
+            layer_loads: s.loads.load(Ordering::Relaxed),
+            layer_hits: s.hits.load(Ordering::Relaxed),
+            prefetch_hits: s.prefetch_hits.load(Ordering::Relaxed),
+            stall_ms: s.stall_ns.load(Ordering::Relaxed) as f64 / 1e6,
+            bytes_read: s.bytes_read.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for PagedWeights {
+    fn drop(&mut self) {
+        self.prefetch_tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
