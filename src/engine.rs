@@ -526,4 +526,138 @@ mod tests {
             assert_eq!(parse_byte_size(bad).unwrap_err().code(), "ERR_INVALID_OPTION", "{bad}");
         }
     }
+
+    use crate::testutil::{write_tiny_llama, TempPath};
+
+    fn load(path: &Path, opts: LoadOptions) -> Result<Model> {
+        Model::load(path, &LoadOptions { threads: Some(2), ..opts }, &AtomicBool::new(false), &mut |_, _| {})
+    }
+
+    fn paged(budget: u64, method: LoadMethod) -> LoadOptions {
+        LoadOptions {
+            memory_budget: Some(budget),
+            paging: Paging::Always,
+            paging_method: Some(method),
+            prefetch_layers: Some(1),
+            ..LoadOptions::default()
+        }
+    }
+
+    const IDS: [u32; 12] = [72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33];
+
+    #[test]
+    fn paged_logits_are_bit_identical_to_resident_and_stay_in_budget() {
+        let file = TempPath::new("paged");
+        write_tiny_llama(file.path(), 6);
+        let resident = load(file.path(), LoadOptions::default()).unwrap();
+        let expected = resident.logits(&IDS, 0, &AtomicBool::new(false)).unwrap();
+        let layer = resident.weights.stats().resident_bytes / 7; // six layers and a head of similar size
+        for method in [LoadMethod::Read, LoadMethod::Map] {
+            for budget in [layer * 2, layer * 3, layer * 5] {
+                let model = load(file.path(), paged(budget, method)).unwrap();
+                assert!(model.info.paged);
+                let got = model.logits(&IDS, 0, &AtomicBool::new(false)).unwrap();
+                assert!(got == expected, "{method:?} budget {budget}: logits differ");
+                let s = model.weight_stats();
+                assert!(
+                    s.peak_resident_bytes <= budget,
+                    "{method:?}: peak {} > budget {budget}",
+                    s.peak_resident_bytes
+                );
+                assert!(s.layer_loads > 0 && s.bytes_read > 0);
+                assert!(s.layer_hits > 0, "{method:?} budget {budget}: {s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn auto_paging_only_when_the_weights_do_not_fit() {
+        let file = TempPath::new("auto");
+        write_tiny_llama(file.path(), 2);
+        let total = load(file.path(), LoadOptions::default()).unwrap().info.weight_bytes;
+        let fits = LoadOptions { memory_budget: Some(total), ..LoadOptions::default() };
+        assert!(!load(file.path(), fits).unwrap().info.paged);
+        let tight = LoadOptions { memory_budget: Some(total - 1), ..LoadOptions::default() };
+        assert!(load(file.path(), tight).unwrap().info.paged);
+        let never = LoadOptions { memory_budget: Some(1), paging: Paging::Never, ..LoadOptions::default() };
+        assert!(!load(file.path(), never).unwrap().info.paged);
+        let too_small = load(file.path(), paged(1000, LoadMethod::Read)).err().unwrap();
+        assert_eq!(too_small.code(), "ERR_INVALID_OPTION");
+        let always_without_budget = LoadOptions { paging: Paging::Always, ..LoadOptions::default() };
+        assert_eq!(load(file.path(), always_without_budget).err().unwrap().code(), "ERR_INVALID_OPTION");
+    }
+
+    #[test]
+    fn a_read_error_while_paging_is_an_error() {
+        let file = TempPath::new("ioerr");
+        write_tiny_llama(file.path(), 4);
+        let total = load(file.path(), LoadOptions::default()).unwrap().info.weight_bytes;
+        let model = load(file.path(), paged(total / 3, LoadMethod::Read)).unwrap();
+        // Cut the file so the layers that stream can no longer be read.
+        let len = std::fs::metadata(file.path()).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(file.path()).unwrap().set_len(len / 3).unwrap();
+        let err = model.logits(&IDS, 0, &AtomicBool::new(false)).unwrap_err();
+        assert_eq!(err.code(), "ERR_IO", "{err}");
+    }
+
+    #[test]
+    fn generation_ends_at_stop_strings_and_max_tokens() {
+        let file = TempPath::new("gen");
+        write_tiny_llama(file.path(), 2);
+        let model = Arc::new(load(file.path(), LoadOptions::default()).unwrap());
+        let greedy = SamplerParams { temperature: 0.0, ..SamplerParams::default() };
+        let params = |max, stop: Vec<String>| GenerateParams {
+            max_tokens: max,
+            sampler: greedy.clone(),
+            stop,
+            ignore_eos: true,
+        };
+        let run = |p: GenerateParams| {
+            let mut g = Generation::new(model.clone(), IDS.to_vec(), p).unwrap();
+            let (mut text, mut end) = (String::new(), None);
+            for _ in 0..100 {
+                match g.next(&AtomicBool::new(false)).unwrap() {
+                    Step::Token { text: t, .. } => text.push_str(&t),
+                    Step::End { text: t, reason, .. } => {
+                        text.push_str(&t);
+                        end = Some(reason);
+                        break;
+                    }
+                }
+            }
+            (text, end, g.generated())
+        };
+        let (free, end, n) = run(params(Some(20), vec![]));
+        assert_eq!((end, n), (Some(EndReason::MaxTokens), 20));
+        let stop: String = free.chars().skip(3).take(2).collect();
+        let (stopped, end, _) = run(params(Some(20), vec![stop.clone()]));
+        assert_eq!(end, Some(EndReason::Stop));
+        assert_eq!(stopped, free[..free.find(&stop).unwrap()]);
+        let cancelled = AtomicBool::new(true);
+        let mut g = Generation::new(model.clone(), IDS.to_vec(), params(None, vec![])).unwrap();
+        assert_eq!(g.next(&cancelled).unwrap_err().code(), "ABORT_ERR");
+    }
+
+    #[test]
+    fn perplexity_follows_the_protocol() {
+        let file = TempPath::new("ppl");
+        write_tiny_llama(file.path(), 2);
+        let model = load(file.path(), LoadOptions::default()).unwrap();
+        let text = "the quick brown fox jumps over the lazy dog";
+        let cancel = AtomicBool::new(false);
+        let r = model.perplexity(text, &PerplexityOptions { window: 8, max_tokens: None }, &cancel).unwrap();
+        // 43 byte tokens, no BOS for this vocabulary: 5 windows of 8, 7 scored each.
+        assert_eq!(r.tokens, 35);
+        assert!((r.perplexity - r.mean_nll.exp()).abs() < 1e-9);
+        // The same number from logits(): mean of -log softmax over the first window.
+        let ids = model.tokenizer.encode(text, false, false);
+        let logits = model.logits(&ids[..8], 0, &cancel).unwrap();
+        let v = model.config.n_vocab;
+        let nll: f64 = (0..7).map(|p| -log_softmax_at(&logits[p * v..(p + 1) * v], ids[p + 1] as usize)).sum();
+        let one = model.perplexity(text, &PerplexityOptions { window: 8, max_tokens: Some(8) }, &cancel).unwrap();
+        assert_eq!(one.tokens, 7);
+        assert!((one.mean_nll - nll / 7.0).abs() < 1e-9);
+        let err = model.perplexity("ab", &PerplexityOptions { window: 8, max_tokens: None }, &cancel).unwrap_err();
+        assert_eq!(err.code(), "ERR_INVALID_OPTION");
+    }
 }

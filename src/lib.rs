@@ -15,4 +15,7 @@ pub mod tensor;
 pub mod text_stream;
 pub mod tokenizer;
 
+#[cfg(test)]
+mod testutil;
+
 mod binding;

@@ -18,6 +18,9 @@ mod regex_splits;
 mod special_ids;
 mod spm;
 mod unicode;
+
+#[cfg(test)]
+pub(crate) use unicode::byte_to_char;
 mod vocab;
 
 #[cfg(test)]
