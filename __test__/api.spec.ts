@@ -237,3 +237,34 @@ test('a disposed model rejects further use', async (t) => {
   t.is((t.throws(() => m.tokenize('x')) as any)?.code, 'ERR_DISPOSED')
   t.is((await t.throwsAsync(() => m.logits([1])) as any)?.code, 'ERR_DISPOSED')
 })
+
+test('paged with a budget of about two layers gives the same output as resident', async (t) => {
+  const path = paths['tiny-llama-q4_1-untied.gguf']
+  const resident = await loadModel(path, { threads: 2 })
+  // Two layers' worth of the weights (the output head is similar in size to a layer here).
+  const budget = Math.ceil((resident.info.weightBytes / (resident.info.layers + 1)) * 2.2)
+  for (const pagingMethod of ['read', 'mmap'] as const) {
+    const pagedModel = await loadModel(path, { threads: 2, memoryBudget: budget, pagingMethod })
+    t.true(pagedModel.info.paged)
+    t.false(resident.info.paged)
+    const prompt = pagedModel.tokenize('once upon a time')
+    const expected = await collect(resident.generate(prompt, { maxTokens: 24, temperature: 0, ignoreEos: true }))
+    const got = await collect(pagedModel.generate(prompt, { maxTokens: 24, temperature: 0, ignoreEos: true }))
+    t.deepEqual(got.ids, expected.ids)
+    t.deepEqual(Array.from(await pagedModel.logits(prompt, { from: 0 })), Array.from(await resident.logits(prompt, { from: 0 })))
+    const s = pagedModel.stats()
+    t.true(s.paged)
+    t.is(s.budgetBytes, budget)
+    t.true(s.peakResidentBytes <= budget, `peak ${s.peakResidentBytes} > budget ${budget}`)
+    t.true(s.layerLoads > 0 && s.bytesRead > 0)
+    await pagedModel.dispose()
+  }
+  t.false(resident.stats().paged)
+  await resident.dispose()
+  const err = await t.throwsAsync(() => loadModel(path, { memoryBudget: '1KB' }))
+  t.is((err as any)?.code, 'ERR_INVALID_OPTION')
+  for (const options of [{ memoryBudget: 'lots' }, { paging: 'sometimes' }, { pagingMethod: 'dma' }, { prefetchLayers: -1 }]) {
+    const e = await t.throwsAsync(() => loadModel(path, options as any))
+    t.is((e as any)?.code, 'ERR_INVALID_OPTION', JSON.stringify(options))
+  }
+})

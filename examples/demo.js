@@ -1,5 +1,5 @@
 // Streams a chat completion from SmolLM2-135M-Instruct, fetching the model first if needed.
-//   npm run demo -- [prompt] [--model path.gguf] [--threads N] [--max-tokens N]
+//   npm run demo -- [prompt] [--model path.gguf] [--threads N] [--max-tokens N] [--memory-budget 64MB]
 'use strict'
 
 const path = require('node:path')
@@ -12,8 +12,9 @@ function parseArgs(argv) {
     if (a === '--model') args.model = argv[++i]
     else if (a === '--threads') args.threads = Number(argv[++i])
     else if (a === '--max-tokens') args.maxTokens = Number(argv[++i])
+    else if (a === '--memory-budget') args.memoryBudget = argv[++i]
     else if (a === '--help' || a === '-h') {
-      console.log('usage: npm run demo -- [prompt] [--model path.gguf] [--threads N] [--max-tokens N]')
+      console.log('usage: npm run demo -- [prompt] [--model path.gguf] [--threads N] [--max-tokens N] [--memory-budget 64MB]')
       process.exit(0)
     } else args.prompt = a
   }
@@ -31,13 +32,14 @@ async function main() {
   const t0 = performance.now()
   const model = await loadModel(modelPath, {
     threads: args.threads,
+    memoryBudget: args.memoryBudget,
     onProgress: ({ loadedBytes, totalBytes }) =>
       process.stderr.write(`\rloading ${(loadedBytes / 1e6).toFixed(0)} / ${(totalBytes / 1e6).toFixed(0)} MB`),
   })
   const { info } = model
   process.stderr.write(
     `\rloaded ${info.name ?? path.basename(modelPath)} (${info.architecture}, ${(info.parameters / 1e6).toFixed(0)}M parameters, ` +
-      `${info.layers} layers, ${info.threads} threads) in ${((performance.now() - t0) / 1000).toFixed(2)} s\n\n`,
+      `${info.layers} layers, ${info.threads} threads${info.paged ? ', paged' : ''}) in ${((performance.now() - t0) / 1000).toFixed(2)} s\n\n`,
   )
 
   // SmolLM2-Instruct speaks ChatML; special tokens in a string prompt are parsed.
@@ -53,6 +55,14 @@ async function main() {
   }
   const secs = (performance.now() - (first ?? performance.now())) / 1000
   process.stderr.write(`\n\n${n} tokens, ${n > 1 ? ((n - 1) / secs).toFixed(1) : '-'} tok/s after the first\n`)
+  const s = model.stats()
+  const mb = (b) => `${(b / 1e6).toFixed(1)} MB`
+  process.stderr.write(
+    s.paged
+      ? `weights paged: budget ${mb(s.budgetBytes)}, resident ${mb(s.residentBytes)} (peak ${mb(s.peakResidentBytes)}), ` +
+          `${s.layerLoads} layer loads, ${s.layerHits} hits (${s.prefetchHits} prefetched), ${s.stallMs.toFixed(0)} ms stalled, ${mb(s.bytesRead)} read\n`
+      : `weights resident: ${mb(s.residentBytes)}\n`,
+  )
   await model.dispose()
 }
 
