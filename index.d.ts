@@ -64,6 +64,8 @@ export interface NativeLoadOptions {
   prefetchLayers?: number
   /** "read" | "mmap". */
   pagingMethod?: string
+  /** "fixed" | "lru" (the baseline, for benchmarks). */
+  evictionPolicy?: string
 }
 
 export interface NativeModelInfo {

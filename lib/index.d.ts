@@ -56,6 +56,12 @@ export interface LoadOptions {
    * with madvise on Linux.
    */
   pagingMethod?: 'read' | 'mmap'
+  /**
+   * Which layers a paged model evicts: 'fixed' (default) keeps a fixed set resident and streams
+   * the rest, evicting the layer needed last; 'lru' is plain least-recently-used, which never
+   * hits on the forward pass's cyclic order (it exists to be measured against).
+   */
+  evictionPolicy?: 'fixed' | 'lru'
   /** Called as the weights are read in (about every 50 ms while loading, and once at the end). */
   onProgress?: (progress: LoadProgress) => void
   /** Aborting rejects the load with an AbortError (code ABORT_ERR). */

@@ -193,7 +193,12 @@ async function loadModel(path, options) {
   if (o.memoryBudget !== undefined && typeof o.memoryBudget !== 'string') {
     checkNumber(o.memoryBudget, 'memoryBudget', { integer: true, min: 1, max: Number.MAX_SAFE_INTEGER })
   }
-  for (const [name, allowed] of [['paging', ['auto', 'always', 'never']], ['pagingMethod', ['read', 'mmap']]]) {
+  const choices = [
+    ['paging', ['auto', 'always', 'never']],
+    ['pagingMethod', ['read', 'mmap']],
+    ['evictionPolicy', ['fixed', 'lru']],
+  ]
+  for (const [name, allowed] of choices) {
     if (o[name] !== undefined && !allowed.includes(o[name])) throw optionError(name, `must be one of ${allowed.join(', ')}`)
   }
   const nativeOptions = {
@@ -203,6 +208,7 @@ async function loadModel(path, options) {
     paging: o.paging,
     prefetchLayers: checkNumber(o.prefetchLayers, 'prefetchLayers', { integer: true, min: 0, max: 64 }),
     pagingMethod: o.pagingMethod,
+    evictionPolicy: o.evictionPolicy,
   }
   if (signal && signal.aborted) throw abortError(signal)
   const loader = new native.NativeLoader(path, nativeOptions)

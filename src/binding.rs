@@ -16,7 +16,7 @@ use crate::engine::{
     self, GenerateParams, Generation, LoadOptions, Model, Paging, Perplexity, PerplexityOptions, Step,
 };
 use crate::error::{Error as EngineError, Result as EngineResult};
-use crate::pager::LoadMethod;
+use crate::pager::{EvictionPolicy, LoadMethod};
 use crate::sampler::SamplerParams;
 
 fn js_error(e: EngineError) -> napi::Error {
@@ -57,6 +57,8 @@ pub struct NativeLoadOptions {
     pub prefetch_layers: Option<f64>,
     /// "read" | "mmap".
     pub paging_method: Option<String>,
+    /// "fixed" | "lru" (the baseline, for benchmarks).
+    pub eviction_policy: Option<String>,
 }
 
 #[napi(object)]
@@ -142,6 +144,16 @@ impl Task for LoadTask {
                         }
                     },
                     prefetch_layers: to_usize(o.prefetch_layers, "prefetchLayers")?,
+                    eviction_policy: match o.eviction_policy.as_deref() {
+                        None | Some("fixed") => None,
+                        Some("lru") => Some(EvictionPolicy::Lru),
+                        Some(other) => {
+                            return Err(EngineError::invalid_option(
+                                "evictionPolicy",
+                                format!("'{other}' is not 'fixed' or 'lru'"),
+                            ))
+                        }
+                    },
                     paging_method: match o.paging_method.as_deref() {
                         None | Some("read") => None,
                         Some("mmap") => Some(LoadMethod::Map),

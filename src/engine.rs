@@ -34,6 +34,8 @@ pub struct LoadOptions {
     /// Layers loaded ahead of the one computing when paged; defaults to DEFAULT_PREFETCH.
     pub prefetch_layers: Option<usize>,
     pub paging_method: Option<LoadMethod>,
+    /// Eviction policy when paged; plain LRU exists to be measured against.
+    pub eviction_policy: Option<EvictionPolicy>,
 }
 
 /// When weights are paged.
@@ -157,7 +159,7 @@ impl Model {
                 budget_bytes: opts.memory_budget.unwrap_or(weight_bytes),
                 prefetch: opts.prefetch_layers.unwrap_or(DEFAULT_PREFETCH),
                 method: opts.paging_method.unwrap_or(LoadMethod::Read),
-                policy: EvictionPolicy::FixedAndStream,
+                policy: opts.eviction_policy.unwrap_or(EvictionPolicy::FixedAndStream),
             };
             Box::new(PagedWeights::new(file, table, options, cancel, progress)?)
         } else {
