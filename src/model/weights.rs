@@ -45,14 +45,14 @@ pub struct HeadWeights<'a> {
 /// filled with one layer's tensors.
 pub enum GuardBytes<'a> {
     Borrowed(&'a [u8]),
-    Shared(Arc<[u8]>),
+    Shared(Arc<dyn AsRef<[u8]> + Send + Sync>),
 }
 
 impl GuardBytes<'_> {
     fn as_slice(&self) -> &[u8] {
         match self {
             GuardBytes::Borrowed(b) => b,
-            GuardBytes::Shared(b) => b,
+            GuardBytes::Shared(b) => (**b).as_ref(),
         }
     }
 }

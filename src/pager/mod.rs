@@ -51,9 +51,14 @@ struct Unit {
     head: Option<HeadTensors>,
 }
 
+/// A unit's buffer in Read mode: an anonymous mapping of its own, so that dropping it unmaps
+/// the memory at once (heap allocations of a few tens of MB can stay in malloc's arenas and
+/// keep counting in the resident set after they are freed).
+type UnitBuffer = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
 #[derive(Default)]
 struct UnitState {
-    data: Option<Arc<[u8]>>,
+    data: Option<UnitBuffer>,
     /// Map mode: pages are populated (no buffer).
     mapped: bool,
     loading: bool,
@@ -356,7 +361,7 @@ impl Shared {
     }
 
     /// Reads a unit in: Some(buffer) for Read, None (pages populated) for Map.
-    fn load(&self, unit: usize) -> Result<Option<Arc<[u8]>>> {
+    fn load(&self, unit: usize) -> Result<Option<UnitBuffer>> {
         let u = &self.units[unit];
         let file = self.file.mapped();
         match self.options.method {
@@ -367,13 +372,17 @@ impl Shared {
                 Ok(None)
             }
             LoadMethod::Read => {
-                let mut buf = vec![0u8; u.bytes as usize];
+                let mut buf = memmap2::MmapMut::map_anon(u.bytes.max(1) as usize)
+                    .map_err(|source| Error::Io { path: "anonymous memory for a layer".into(), source })?;
                 let mut at = 0usize;
                 for &(offset, len) in &u.ranges {
                     file.read_at(offset, &mut buf[at..at + len as usize])?;
                     at = (at + len as usize).div_ceil(64) * 64;
                 }
-                Ok(Some(buf.into()))
+                Ok(Some(Arc::new(
+                    buf.make_read_only()
+                        .map_err(|source| Error::Io { path: "anonymous memory for a layer".into(), source })?,
+                )))
             }
         }
     }
