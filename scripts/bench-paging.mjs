@@ -7,6 +7,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { UsageError, int, list, oneModel, parseCli } from './bench/common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const PAGING_WORKER = path.join(here, 'bench', 'paging-worker.mjs');
@@ -73,8 +74,6 @@ Options:
 A model key (smollm2, gemma3, qwen05, qwen15) stands for the cached file from scripts/fetch-models.
 `;
 
-class UsageError extends Error {}
-
 function parseArgs(argv) {
   const o = {
     model: null,
@@ -101,112 +100,43 @@ function parseArgs(argv) {
     readSpeed: null,
     llama: true,
   };
-  const int = (name, v, min) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new UsageError(`${name} needs an integer >= ${min}, got "${v}"`);
-    return n;
-  };
-  const list = (name, v, allowed) => {
-    const xs = [...new Set(v.split(',').map((s) => s.trim()).filter(Boolean))];
-    if (!xs.length) throw new UsageError(`${name} needs at least one value`);
-    if (allowed) for (const x of xs) if (!allowed.includes(x)) throw new UsageError(`${name}: unknown "${x}" (${allowed.join(', ')})`);
-    return xs;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const eq = a.startsWith('--') ? a.indexOf('=') : -1;
-    const [flag, inline] = eq > 0 ? [a.slice(0, eq), a.slice(eq + 1)] : [a, undefined];
-    const val = () => {
-      if (inline !== undefined) return inline;
-      if (i + 1 >= argv.length) throw new UsageError(`${flag} needs a value`);
-      return argv[++i];
-    };
-    switch (flag) {
-      case '-h':
-      case '--help':
-        o.help = true;
-        break;
-      case '--threads':
-      case '-t':
-        o.threads = int(flag, val(), 1);
-        break;
-      case '--tokens':
-        o.tokens = int(flag, val(), 2);
-        break;
-      case '--prompt-tokens':
-        o.promptTokens = int(flag, val(), 1);
-        break;
-      case '--context-size':
-        o.contextSize = int(flag, val(), 8);
-        break;
-      case '--budgets':
+  parseCli(
+    argv,
+    {
+      '-h, --help': () => (o.help = true),
+      '--threads, -t': (val, flag) => (o.threads = int(flag, val(), 1)),
+      '--tokens': (val, flag) => (o.tokens = int(flag, val(), 2)),
+      '--prompt-tokens': (val, flag) => (o.promptTokens = int(flag, val(), 1)),
+      '--context-size': (val, flag) => (o.contextSize = int(flag, val(), 8)),
+      '--budgets': (val, flag) => {
         o.budgets = list(flag, val());
         for (const b of o.budgets) budgetKind(b); // validate early
-        break;
-      case '--methods':
-        o.methods = list(flag, val(), ['read', 'mmap']);
-        break;
-      case '--policies':
-        o.policies = list(flag, val(), ['fixed', 'lru']);
-        break;
-      case '--prefetch':
-        o.prefetch = int(flag, val(), 0);
-        break;
-      case '--repeat':
-        o.repeat = int(flag, val(), 1);
-        break;
-      case '--skip-resident':
-        o.skipResident = true;
-        break;
-      case '--no-warm':
-        o.warm = false;
-        break;
-      case '--timeout':
-        o.timeout = int(flag, val(), 1);
-        break;
-      case '--json':
-        o.json = true;
-        break;
-      case '--chord-module':
-        o.chordModule = path.resolve(val());
-        break;
-      case '--cgroup':
-        o.cgroup = true;
-        break;
-      case '--cgroup-only':
-        o.cgroup = true;
-        o.cgroupOnly = true;
-        break;
-      case '--cgroup-limit':
-        o.cgroupLimit = parseSize(val(), flag);
-        break;
-      case '--cgroup-budget':
-        o.cgroupBudget = parseSize(val(), flag);
-        break;
-      case '--pressure-tokens':
-        o.pressureTokens = int(flag, val(), 2);
-        break;
-      case '--drop-caches':
-        o.dropCaches = list(flag, val(), ['all', 'file'])[0];
-        break;
-      case '--read-speed': {
+      },
+      '--methods': (val, flag) => (o.methods = list(flag, val(), ['read', 'mmap'])),
+      '--policies': (val, flag) => (o.policies = list(flag, val(), ['fixed', 'lru'])),
+      '--prefetch': (val, flag) => (o.prefetch = int(flag, val(), 0)),
+      '--repeat': (val, flag) => (o.repeat = int(flag, val(), 1)),
+      '--skip-resident': () => (o.skipResident = true),
+      '--no-warm': () => (o.warm = false),
+      '--timeout': (val, flag) => (o.timeout = int(flag, val(), 1)),
+      '--json': () => (o.json = true),
+      '--chord-module': (val) => (o.chordModule = path.resolve(val())),
+      '--cgroup': () => (o.cgroup = true),
+      '--cgroup-only': () => (o.cgroup = o.cgroupOnly = true),
+      '--cgroup-limit': (val, flag) => (o.cgroupLimit = parseSize(val(), flag)),
+      '--cgroup-budget': (val, flag) => (o.cgroupBudget = parseSize(val(), flag)),
+      '--pressure-tokens': (val, flag) => (o.pressureTokens = int(flag, val(), 2)),
+      '--drop-caches': (val, flag) => (o.dropCaches = list(flag, val(), ['all', 'file'])[0]),
+      '--read-speed': (val, flag) => {
         const v = Number(val());
         if (!(v > 0)) throw new UsageError(`${flag} needs a positive number of MB/s`);
         o.readSpeed = v * MB;
-        break;
-      }
-      case '--no-llama':
-        o.llama = false;
-        break;
-      case '--dry-run':
-        o.dryRun = true;
-        break;
-      default:
-        if (a.startsWith('-')) throw new UsageError(`unknown option ${a}`);
-        if (o.model) throw new UsageError(`more than one model given ("${o.model}", "${a}")`);
-        o.model = a;
-    }
-  }
+      },
+      '--no-llama': () => (o.llama = false),
+      '--dry-run': () => (o.dryRun = true),
+    },
+    oneModel(o),
+  );
   return o;
 }
 
@@ -231,7 +161,7 @@ function budgetKind(b) {
 async function resolveModel(arg) {
   if (fs.existsSync(arg)) return path.resolve(arg);
   const { MODELS, modelPath } = await import('./models.mjs');
-  if (MODELS[arg]) {
+  if (Object.hasOwn(MODELS, arg)) {
     const p = modelPath(arg);
     if (fs.existsSync(p)) return p;
     throw new UsageError(`model "${arg}" is not in the cache yet: run scripts/fetch-models ${arg}`);

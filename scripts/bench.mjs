@@ -7,6 +7,7 @@ import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { UsageError, int, oneModel, parseCli } from './bench/common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -53,74 +54,35 @@ function parseArgs(argv) {
     timeout: 600,
     chordModule: null,
   };
-  const int = (name, v, min) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new UsageError(`${name} needs an integer >= ${min}, got "${v}"`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const [flag, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
-    const val = () => {
-      if (inline !== undefined) return inline;
-      if (i + 1 >= argv.length) throw new UsageError(`${flag} needs a value`);
-      return argv[++i];
-    };
-    switch (flag) {
-      case '-h':
-      case '--help':
-        o.help = true;
-        break;
-      case '--threads':
-      case '-t':
-        o.threads = int(flag, val(), 1);
-        break;
-      case '--repeat':
-        o.repeat = int(flag, val(), 1);
-        break;
-      case '--json':
-        o.json = true;
-        break;
-      case '--engines': {
+  parseCli(
+    argv,
+    {
+      '-h, --help': () => (o.help = true),
+      '--threads, -t': (val, flag) => (o.threads = int(flag, val(), 1)),
+      '--repeat': (val, flag) => (o.repeat = int(flag, val(), 1)),
+      '--json': () => (o.json = true),
+      '--engines': (val) => {
         const list = val().split(',').map((s) => s.trim()).filter(Boolean);
         for (const e of list) if (!ENGINES[e]) throw new UsageError(`unknown engine "${e}" (chord, llama)`);
         if (!list.length) throw new UsageError('--engines needs at least one engine');
         o.engines = [...new Set(list)];
-        break;
-      }
-      case '--prompt-tokens':
-        o.promptTokens = int(flag, val(), 1);
-        break;
-      case '--gen-tokens':
-        o.genTokens = int(flag, val(), 2);
-        break;
-      case '--context-size':
-        o.contextSize = int(flag, val(), 16);
-        break;
-      case '--no-warmup':
-        o.warmup = false;
-        break;
-      case '--timeout':
-        o.timeout = int(flag, val(), 1);
-        break;
-      case '--chord-module':
-        o.chordModule = path.resolve(val());
-        break;
-      default:
-        if (a.startsWith('-')) throw new UsageError(`unknown option ${a}`);
-        if (o.model) throw new UsageError(`more than one model given ("${o.model}", "${a}")`);
-        o.model = a;
-    }
-  }
+      },
+      '--prompt-tokens': (val, flag) => (o.promptTokens = int(flag, val(), 1)),
+      '--gen-tokens': (val, flag) => (o.genTokens = int(flag, val(), 2)),
+      '--context-size': (val, flag) => (o.contextSize = int(flag, val(), 16)),
+      '--no-warmup': () => (o.warmup = false),
+      '--timeout': (val, flag) => (o.timeout = int(flag, val(), 1)),
+      '--chord-module': (val) => (o.chordModule = path.resolve(val())),
+    },
+    oneModel(o),
+  );
   return o;
 }
-
-class UsageError extends Error {}
 
 async function resolveModel(arg) {
   if (fs.existsSync(arg)) return path.resolve(arg);
   const { MODELS, modelPath } = await import('./models.mjs');
-  if (MODELS[arg]) {
+  if (Object.hasOwn(MODELS, arg)) {
     const p = modelPath(arg);
     if (fs.existsSync(p)) return p;
     throw new UsageError(`model "${arg}" is not in the cache yet: run scripts/fetch-models ${arg}`);

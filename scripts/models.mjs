@@ -78,7 +78,7 @@ export function wheelDir() {
 }
 
 function getEntry(key) {
-  const entry = MODELS[key];
+  const entry = Object.hasOwn(MODELS, key) ? MODELS[key] : undefined;
   if (!entry) {
     throw new Error(`Unknown model "${key}". Known models: ${Object.keys(MODELS).join(', ')}`);
   }
@@ -482,7 +482,7 @@ export async function main(argv = process.argv.slice(2)) {
       process.stderr.write(`fetch-models: unknown option ${a}\n\n${HELP}`);
       return 2;
     } else if (a === 'all') keys.push(...Object.keys(MODELS));
-    else if (MODELS[a]) keys.push(a);
+    else if (Object.hasOwn(MODELS, a)) keys.push(a);
     else {
       process.stderr.write(`fetch-models: unknown model "${a}" (known: ${Object.keys(MODELS).join(', ')}, all)\n`);
       return 2;

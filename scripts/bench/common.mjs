@@ -1,5 +1,6 @@
 // Shared helpers for the bench workers (scripts/bench/*-worker.mjs): config parsing,
-// the fixed prompt text, peak-RSS reading and the one-JSON-line result protocol.
+// the fixed prompt text, peak-RSS reading and the one-JSON-line result protocol; and the
+// command-line parsing of the bench drivers (scripts/bench.mjs, scripts/bench-paging.mjs).
 
 import fs from 'node:fs';
 
@@ -78,3 +79,55 @@ export function buildPromptIds(tokenizeText, bos, n) {
   }
   throw new Error(`could not build a ${n}-token prompt from the fixed text`);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Command line of the bench drivers.
+
+/** A bad command line: the driver prints the message and its help, and exits with code 2. */
+export class UsageError extends Error {}
+
+/** `v` as an integer >= min; `name` is the flag as given. */
+export function int(name, v, min) {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`${name} needs an integer >= ${min}, got "${v}"`);
+  return n;
+}
+
+/** A comma-separated list, trimmed, without empties and duplicates; optionally only `allowed` values. */
+export function list(name, v, allowed) {
+  const xs = [...new Set(v.split(',').map((s) => s.trim()).filter(Boolean))];
+  if (!xs.length) throw new UsageError(`${name} needs at least one value`);
+  if (allowed) for (const x of xs) if (!allowed.includes(x)) throw new UsageError(`${name}: unknown "${x}" (${allowed.join(', ')})`);
+  return xs;
+}
+
+/**
+ * Walk `argv` in order. `options` maps flag names (aliases comma-separated: '--threads, -t') to
+ * handlers called as handler(val, flag): `val()` returns the option's value (`--flag=value`, or
+ * the next argument, which it consumes) and `flag` is the name as given. Any other argument
+ * starting with '-' is an unknown option; the rest go to `positional(arg)`. Errors are UsageErrors.
+ */
+export function parseCli(argv, options, positional) {
+  const handlers = new Map();
+  for (const [names, handler] of Object.entries(options)) for (const name of names.split(',')) handlers.set(name.trim(), handler);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const eq = a.startsWith('--') ? a.indexOf('=') : -1;
+    const [flag, inline] = eq > 0 ? [a.slice(0, eq), a.slice(eq + 1)] : [a, undefined];
+    const val = () => {
+      if (inline !== undefined) return inline;
+      if (i + 1 >= argv.length) throw new UsageError(`${flag} needs a value`);
+      return argv[++i];
+    };
+    const handler = handlers.get(flag);
+    if (handler) handler(val, flag);
+    else if (a.startsWith('-')) throw new UsageError(`unknown option ${a}`);
+    else positional(a);
+  }
+}
+
+/** A `positional` for parseCli that stores the single model argument in `o.model`. */
+export const oneModel = (o) => (a) => {
+  if (o.model) throw new UsageError(`more than one model given ("${o.model}", "${a}")`);
+  o.model = a;
+};
