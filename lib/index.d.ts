@@ -51,9 +51,10 @@ export interface LoadOptions {
   /** Layers the prefetch thread loads ahead of the one computing when paged. Default 2. */
   prefetchLayers?: number
   /**
-   * How paged layers are loaded: 'read' (default) copies them into buffers with positioned
-   * reads (portable; I/O errors become JS errors); 'mmap' maps their pages in and drops them
-   * with madvise on Linux.
+   * How paged layers are loaded: 'mmap' (the default on Linux) maps their pages in with
+   * MADV_POPULATE_READ and drops them with MADV_DONTNEED, no copy; 'read' (the default
+   * elsewhere) copies them into buffers with positioned reads. Either way a read error
+   * becomes a JS error.
    */
   pagingMethod?: 'read' | 'mmap'
   /**

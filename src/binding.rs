@@ -155,7 +155,8 @@ impl Task for LoadTask {
                         }
                     },
                     paging_method: match o.paging_method.as_deref() {
-                        None | Some("read") => None,
+                        None => None,
+                        Some("read") => Some(LoadMethod::Read),
                         Some("mmap") => Some(LoadMethod::Map),
                         Some(other) => {
                             return Err(EngineError::invalid_option(

@@ -115,8 +115,12 @@ impl MappedFile {
             .ok_or_else(|| Error::Truncated(format!("range {offset}+{len} is past the end of the file")))?;
         #[cfg(target_os = "linux")]
         if let Some(map) = &self.map {
-            if map.advise_range(memmap2::Advice::PopulateRead, offset as usize, len as usize).is_ok() {
-                return Ok(());
+            match map.advise_range(memmap2::Advice::PopulateRead, offset as usize, len as usize) {
+                Ok(()) => return Ok(()),
+                // Kernels before 5.14 do not know the advice: fall back to touching pages.
+                Err(e) if e.raw_os_error() == Some(22) => {}
+                // A read that fails here would be a SIGBUS on first access; report it instead.
+                Err(source) => return Err(Error::Io { path: self.path.clone(), source }),
             }
         }
         let mut acc = 0u8;

@@ -33,6 +33,14 @@ pub enum LoadMethod {
     Map,
 }
 
+impl LoadMethod {
+    /// Map on Linux: measured on Qwen2.5-Coder-1.5B at half its weights, it decodes at 0.76x
+    /// resident against 0.44x for Read, which pays a copy and fresh page faults per load; and
+    /// MADV_POPULATE_READ reports read errors as errors, so they still reach JS. Elsewhere
+    /// Read, the portable path that frees memory for certain.
+    pub const DEFAULT: LoadMethod = if cfg!(target_os = "linux") { LoadMethod::Map } else { LoadMethod::Read };
+}
+
 #[derive(Clone, Debug)]
 pub struct PagerOptions {
     pub budget_bytes: u64,
