@@ -9,6 +9,7 @@ export default {
   timeout: '30m',
   workerThreads: false,
   concurrency: 1,
+  verbose: true,
   // The model specs run only under this config (package.json's glob also matches them).
   environmentVariables: { CHORD_LLM_MODEL_SUITE: '1' },
 }
