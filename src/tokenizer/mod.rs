@@ -33,7 +33,7 @@ use bpe::{Bpe, BpeScratch};
 use partition::{Fragment, Partitioner};
 use pieces::{Pieces, Style};
 use pretokenize::PreTokenizer;
-use special_ids::{Defaults, SpecialIds, Stated};
+use special_ids::{Defaults, SpecialIds};
 use spm::{Spm, SpmScratch};
 use vocab::Vocab;
 
@@ -165,7 +165,7 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
-    pub fn new(spec: VocabSpec) -> Result<Tokenizer> {
+    pub fn new(mut spec: VocabSpec) -> Result<Tokenizer> {
         let kind = Kind::from_spec(&spec)?;
         if let Some(scores) = &spec.scores {
             if scores.len() < spec.tokens.len() {
@@ -176,22 +176,8 @@ impl Tokenizer {
                 )));
             }
         }
-        let stated = Stated {
-            bos: spec.bos,
-            eos: spec.eos,
-            eot: spec.eot,
-            eom: spec.eom,
-            fim_pre: spec.fim_pre,
-            fim_suf: spec.fim_suf,
-            fim_mid: spec.fim_mid,
-            fim_pad: spec.fim_pad,
-            fim_rep: spec.fim_rep,
-            fim_sep: spec.fim_sep,
-            add_bos: spec.add_bos,
-            add_eos: spec.add_eos,
-        };
-        let mut vocab = Vocab::new(spec.tokens, spec.token_types.as_deref())?;
-        let special = SpecialIds::resolve(&mut vocab, kind.defaults(), stated);
+        let mut vocab = Vocab::new(std::mem::take(&mut spec.tokens), spec.token_types.as_deref())?;
+        let special = SpecialIds::resolve(&mut vocab, kind.defaults(), &spec);
         model_quirks::apply(&mut vocab, spec.name.as_deref(), spec.pre.as_deref());
         let partitioner = Partitioner::new(&vocab);
         let (model, style) = match kind {

@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 
 use super::vocab::{attr, Vocab};
+use super::VocabSpec;
 
 /// What a tokenizer type assumes before reading the GGUF keys.
 #[derive(Clone, Copy, Debug)]
@@ -15,23 +16,6 @@ pub(crate) struct Defaults {
     pub eos: Option<u32>,
     pub add_bos: bool,
     pub add_eos: bool,
-}
-
-/// The ids the GGUF states (`tokenizer.ggml.*_token_id`, `add_*_token`).
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Stated {
-    pub bos: Option<u32>,
-    pub eos: Option<u32>,
-    pub eot: Option<u32>,
-    pub eom: Option<u32>,
-    pub fim_pre: Option<u32>,
-    pub fim_suf: Option<u32>,
-    pub fim_mid: Option<u32>,
-    pub fim_pad: Option<u32>,
-    pub fim_rep: Option<u32>,
-    pub fim_sep: Option<u32>,
-    pub add_bos: Option<bool>,
-    pub add_eos: Option<bool>,
 }
 
 pub(crate) struct SpecialIds {
@@ -120,7 +104,8 @@ const EOG_TEXTS: &[&str] = &[
 const ALWAYS_RENDERED_TEXTS: &[&str] = &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
 
 impl SpecialIds {
-    pub fn resolve(vocab: &mut Vocab, defaults: Defaults, stated: Stated) -> SpecialIds {
+    /// `stated` supplies the ids and flags the GGUF states (`tokenizer.ggml.*_token_id`, `add_*_token`).
+    pub fn resolve(vocab: &mut Vocab, defaults: Defaults, stated: &VocabSpec) -> SpecialIds {
         let in_range = |id: Option<u32>| id.filter(|&id| vocab.contains(id));
         let bos = in_range(stated.bos).or(in_range(defaults.bos));
         let eos = in_range(stated.eos).or(in_range(defaults.eos));
