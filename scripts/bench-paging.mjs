@@ -3,11 +3,11 @@
 // in its own child process (scripts/bench/paging-worker.mjs, scripts/bench/llama-worker.mjs) so
 // that its peak RSS (VmHWM) is its own. Run `node scripts/bench-paging.mjs --help`.
 
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UsageError, int, list, oneModel, parseCli } from './bench/common.mjs';
+import { UsageError, int, killCurrentChild, list, oneModel, parseCli, runChild } from './bench/common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const PAGING_WORKER = path.join(here, 'bench', 'paging-worker.mjs');
@@ -296,64 +296,6 @@ function windowBytes(units, len) {
 
 // ---------------------------------------------------------------------------------------------
 // Child processes.
-
-let currentChild = null;
-
-/**
- * Runs a worker script with a JSON config; resolves with its JSON line (or an {ok:false} record).
- * With `cgroup`, the child joins the cgroup before node starts (sh writes its own pid, then execs).
- */
-function runChild(script, cfg, { timeoutS, cgroup = null, engine = 'chord-llm' }) {
-  return new Promise((resolve) => {
-    const args = [script, JSON.stringify(cfg)];
-    const [cmd, argv] = cgroup
-      ? ['sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup, process.execPath, ...args]]
-      : [process.execPath, args];
-    const t0 = performance.now();
-    let child;
-    try {
-      child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    } catch (e) {
-      resolve({ engine, ok: false, error: `could not start worker: ${e.message}` });
-      return;
-    }
-    currentChild = child;
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => {
-      err += d;
-      if (err.length > 64 * 1024) err = err.slice(-32 * 1024);
-    });
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, timeoutS * 1000);
-    child.on('error', (e) => (err += `\n${e.message}`));
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      currentChild = null;
-      const line = out
-        .split('\n')
-        .reverse()
-        .find((l) => l.trim().startsWith('{'));
-      let res = null;
-      try {
-        res = line ? JSON.parse(line) : null;
-      } catch {
-        res = null;
-      }
-      if (!res) {
-        const why = timedOut ? `timed out after ${timeoutS} s` : signal ? `killed by ${signal}` : `exited with code ${code}`;
-        const tail = err.trim().split('\n').slice(-8).join('\n');
-        res = { engine, ok: false, timedOut, signal, error: `worker ${why} without a result${tail ? `:\n${tail}` : ''}` };
-      }
-      res.wallS = (performance.now() - t0) / 1000;
-      resolve(res);
-    });
-  });
-}
 
 /** Reads the whole file with a large buffer; returns seconds. */
 function readWholeFile(file) {
@@ -802,7 +744,7 @@ async function cgroupRuns(opts, { common, promptIds, info, minBytes, fileBytes, 
   };
 
   const cleanup = () => {
-    if (currentChild) currentChild.kill('SIGKILL');
+    killCurrentChild();
     for (let i = 0; i < 50; i++) {
       try {
         if (fs.existsSync(dir)) fs.rmdirSync(dir);

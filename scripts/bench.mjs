@@ -3,11 +3,10 @@
 // EOS ignored) and peak RSS. Each engine runs in its own child process (scripts/bench/*-worker.mjs)
 // so that its peak RSS is its own. Run `node scripts/bench.mjs --help`.
 
-import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UsageError, int, oneModel, parseCli } from './bench/common.mjs';
+import { UsageError, int, oneModel, parseCli, runChild } from './bench/common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -90,54 +89,10 @@ async function resolveModel(arg) {
   throw new UsageError(`model file not found: ${arg}`);
 }
 
-/** Fork one worker; resolve with its parsed JSON line (or an {ok:false} record). */
+/** Runs one engine's worker; resolves with its JSON line (or an {ok:false} record). */
 function runWorker(engineKey, cfg, timeoutS) {
   const { name, worker } = ENGINES[engineKey];
-  return new Promise((resolve) => {
-    let child;
-    try {
-      child = fork(worker, [JSON.stringify(cfg)], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
-    } catch (e) {
-      resolve({ engine: name, ok: false, error: `could not start worker: ${e.message}` });
-      return;
-    }
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => {
-      err += d;
-      if (err.length > 64 * 1024) err = err.slice(-32 * 1024);
-    });
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, timeoutS * 1000);
-    child.on('error', (e) => {
-      err += `\n${e.message}`;
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      const line = out
-        .split('\n')
-        .reverse()
-        .find((l) => l.trim().startsWith('{'));
-      let res = null;
-      if (line) {
-        try {
-          res = JSON.parse(line);
-        } catch {
-          res = null;
-        }
-      }
-      if (!res) {
-        const why = timedOut ? `timed out after ${timeoutS} s` : signal ? `killed by ${signal}` : `exited with code ${code}`;
-        const tail = err.trim().split('\n').slice(-8).join('\n');
-        res = { engine: name, ok: false, error: `worker ${why} without a result${tail ? `:\n${tail}` : ''}` };
-      }
-      resolve(res);
-    });
-  });
+  return runChild(worker, cfg, { timeoutS, engine: name });
 }
 
 function median(xs) {

@@ -2,6 +2,7 @@
 // the fixed prompt text, peak-RSS reading and the one-JSON-line result protocol; and the
 // command-line parsing of the bench drivers (scripts/bench.mjs, scripts/bench-paging.mjs).
 
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 
 /** Fixed English text the 128-token benchmark prompt is cut from (repeated if a tokenizer needs more). */
@@ -131,3 +132,66 @@ export const oneModel = (o) => (a) => {
   if (o.model) throw new UsageError(`more than one model given ("${o.model}", "${a}")`);
   o.model = a;
 };
+
+/** The child a bench is waiting for, so a signal handler can kill it. */
+let currentChild = null;
+
+export function killCurrentChild() {
+  if (currentChild) currentChild.kill('SIGKILL');
+}
+
+/**
+ * Runs a worker script (node, its own process) with a JSON config; resolves with its JSON line (or an {ok:false} record).
+ * With `cgroup`, the child joins the cgroup before node starts (sh writes its own pid, then execs).
+ */
+export function runChild(script, cfg, { timeoutS, cgroup = null, engine = 'chord-llm' }) {
+  return new Promise((resolve) => {
+    const args = [script, JSON.stringify(cfg)];
+    const [cmd, argv] = cgroup
+      ? ['sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup, process.execPath, ...args]]
+      : [process.execPath, args];
+    const t0 = performance.now();
+    let child;
+    try {
+      child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    } catch (e) {
+      resolve({ engine, ok: false, error: `could not start worker: ${e.message}` });
+      return;
+    }
+    currentChild = child;
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => {
+      err += d;
+      if (err.length > 64 * 1024) err = err.slice(-32 * 1024);
+    });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutS * 1000);
+    child.on('error', (e) => (err += `\n${e.message}`));
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      currentChild = null;
+      const line = out
+        .split('\n')
+        .reverse()
+        .find((l) => l.trim().startsWith('{'));
+      let res = null;
+      try {
+        res = line ? JSON.parse(line) : null;
+      } catch {
+        res = null;
+      }
+      if (!res) {
+        const why = timedOut ? `timed out after ${timeoutS} s` : signal ? `killed by ${signal}` : `exited with code ${code}`;
+        const tail = err.trim().split('\n').slice(-8).join('\n');
+        res = { engine, ok: false, timedOut, signal, error: `worker ${why} without a result${tail ? `:\n${tail}` : ''}` };
+      }
+      res.wallS = (performance.now() - t0) / 1000;
+      resolve(res);
+    });
+  });
+}
