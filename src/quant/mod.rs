@@ -185,6 +185,38 @@ pub fn dot_rows(ty: GgmlType, cols: usize, weights: &[u8], act: &[u8], out: &mut
     }
 }
 
+/// The batched form of [`dot_rows`] for prefill: `out[r * n_tokens + t]` is the dot product of
+/// weight row `r` with activation row `t`, where `acts` holds `n_tokens` rows of `cols` values
+/// already in `vec_dot_type(ty)` format, each [`act_row_bytes`] long. Each result is bit-identical
+/// to [`dot_rows`] of that row with that activation row, so batched and token-by-token evaluation
+/// give the same logits.
+///
+/// Preconditions (panics otherwise): as for [`dot_rows`], `acts.len() == n_tokens * act_row_bytes`
+/// and `out.len() == n_tokens * rows`.
+pub fn dot_rows_batch(ty: GgmlType, cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
+    let act_bytes = act_row_bytes(vec_dot_type(ty), cols);
+    assert_eq!(acts.len(), n_tokens * act_bytes, "quant::dot_rows_batch: acts must hold {n_tokens} rows");
+    let row_bytes = row_bytes(ty, cols);
+    if n_tokens == 0 {
+        return;
+    }
+    let rows = out.len() / n_tokens;
+    assert_eq!(out.len(), rows * n_tokens, "quant::dot_rows_batch: out must hold rows x {n_tokens} values");
+    assert_eq!(weights.len(), rows * row_bytes, "quant::dot_rows_batch: weights must hold exactly {rows} rows");
+    let mut one = [0.0f32; 1];
+    for (w, o) in weights.chunks_exact(row_bytes.max(1)).zip(out.chunks_exact_mut(n_tokens)) {
+        for (a, o) in acts.chunks_exact(act_bytes.max(1)).zip(o.iter_mut()) {
+            dot_rows(ty, cols, w, a, &mut one);
+            *o = one[0];
+        }
+    }
+}
+
+/// Bytes of one row of `n` activations converted to `dot_ty` by [`quantize_activations`].
+pub fn act_row_bytes(dot_ty: GgmlType, n: usize) -> usize {
+    row_bytes(dot_ty, n)
+}
+
 /// Dequantize `dst.len()` values of type `ty` from the start of `src`.
 ///
 /// Preconditions (panics otherwise): `ty` is supported, `dst.len()` is a multiple of its block
