@@ -19,18 +19,21 @@ mod float;
 mod iquants;
 mod kquants;
 mod legacy;
+mod simd;
 
 #[cfg(test)]
 mod tests;
 
 use crate::tensor::GgmlType;
 
+pub use simd::{active_isa, Isa};
+
 use block::{QuantBlock, WeightBlock};
 use iquants::{BlockIq4Nl, BlockIq4Xs};
 use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 
-type DotRowsFn = fn(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]);
+pub(crate) type DotRowsFn = fn(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]);
 
 /// What the public functions dispatch to for one weight type: the counterpart of ggml's
 /// `type_traits` / `type_traits_cpu` entries. Function pointers keep dispatch to one `match`
@@ -162,7 +165,16 @@ pub fn vec_dot(ty: GgmlType, n: usize, row: &[u8], act: &[u8]) -> f32 {
 /// `out.len()` consecutive rows of `cols` elements.
 ///
 /// Preconditions as for [`vec_dot`], and `weights.len() == out.len() * row bytes`.
+///
+/// Computed with the instruction set of [`active_isa`]: SIMD kernels agree with the scalar
+/// reference ([`vec_dot`]) to f32 rounding, not bit for bit.
 pub fn dot_rows(ty: GgmlType, cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
+    dot_rows_with(active_isa(), ty, cols, weights, act, out)
+}
+
+/// [`dot_rows`] with the kernels of a given instruction set (the scalar ones where it has none,
+/// or where the CPU lacks it).
+pub fn dot_rows_with(isa: Isa, ty: GgmlType, cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
     let k = kernels_or_panic(ty);
     let row_bytes = row_bytes(ty, cols);
     assert_eq!(
@@ -175,7 +187,9 @@ pub fn dot_rows(ty: GgmlType, cols: usize, weights: &[u8], act: &[u8], out: &mut
         out.fill(0.0);
         return;
     }
-    match k.dot_rows {
+    let act_bytes = act_row_bytes(k.dot_type, cols);
+    assert!(act.len() >= act_bytes, "quant::dot_rows: activations hold {} bytes, need {act_bytes}", act.len());
+    match isa.dot_rows_fn(ty).or(k.dot_rows) {
         Some(dot_rows) => dot_rows(cols, weights, act, out),
         None => {
             for (o, row) in out.iter_mut().zip(weights.chunks_exact(row_bytes)) {

@@ -34,12 +34,16 @@ fn quantized(ty: GgmlType, x: &[f32]) -> Vec<u8> {
 /// they go through the block loop directly).
 fn dequant_act(ty: GgmlType, src: &[u8], n: usize) -> Vec<f32> {
     let mut out = vec![f32::NAN; n];
-    match ty {
-        Q8_1 => block::dequantize::<BlockQ8_1>(src, &mut out),
-        Q8_K => block::dequantize::<BlockQ8K>(src, &mut out),
-        _ => dequantize_row(ty, src, &mut out),
-    }
+    dequant_act_into(ty, src, &mut out);
     out
+}
+
+pub(super) fn dequant_act_into(ty: GgmlType, src: &[u8], out: &mut [f32]) {
+    match ty {
+        Q8_1 => block::dequantize::<BlockQ8_1>(src, out),
+        Q8_K => block::dequantize::<BlockQ8K>(src, out),
+        _ => dequantize_row(ty, src, out),
+    }
 }
 
 /// Every weight type the module supports.
@@ -74,15 +78,15 @@ fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
 }
 
 /// A deterministic pseudo-random sequence (xorshift), so tests need no RNG crate.
-struct Rng(u64);
+pub(super) struct Rng(pub u64);
 impl Rng {
-    fn next_f32(&mut self) -> f32 {
+    pub fn next_f32(&mut self) -> f32 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
         (0..n).map(|_| self.next_f32() * scale).collect()
     }
 }
@@ -501,9 +505,12 @@ fn q4_k_by_hand() {
     let w2 = [w.clone(), w.clone()].concat();
     let x2 = [x.clone(), x.clone()].concat();
     let a2 = quantized(Q8_K, &x2);
-    let mut out = [0.0f32; 2];
-    dot_rows(Q4_K, 512, &[w2.clone(), w2].concat(), &a2, &mut out);
-    assert_eq!(out, [(2.0 * exact) as f32; 2]);
+    let rows = [w2.clone(), w2].concat();
+    for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+        let mut out = [0.0f32; 2];
+        dot_rows_with(isa, Q4_K, 512, &rows, &a2, &mut out);
+        assert_eq!(out, [(2.0 * exact) as f32; 2], "{isa:?}");
+    }
 }
 
 // ---------------------------------------------------------------- edge cases
@@ -590,11 +597,13 @@ fn q8_0_weights_multi_block_against_f64() {
     let x = rng.vec(n, 4.0);
     let act = quantized(Q8_0, &x);
     let a_deq = dequant(Q8_0, &act, n);
-    let mut out = vec![f32::NAN; rows];
-    dot_rows(Q8_0, n, &weights, &act, &mut out);
-    for r in 0..rows {
-        let (want, scale) = dot_f64(&w_deq[r], &a_deq);
-        assert_close(out[r], want, scale, n / 32, &format!("row {r}"));
+    for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+        let mut out = vec![f32::NAN; rows];
+        dot_rows_with(isa, Q8_0, n, &weights, &act, &mut out);
+        for r in 0..rows {
+            let (want, scale) = dot_f64(&w_deq[r], &a_deq);
+            assert_close(out[r], want, scale, n / 32, &format!("{isa:?} row {r}"));
+        }
     }
 }
 
@@ -716,7 +725,7 @@ fn gguf_dot_products_match() {
         let mut rows_where_s_matters = 0;
 
         let mut out = vec![f32::NAN; rows];
-        dot_rows(ty, cols, &weights, &act, &mut out);
+        dot_rows_with(Isa::Scalar, ty, cols, &weights, &act, &mut out);
         let rb = row_bytes(ty, cols);
         for r in 0..rows {
             let row = &weights[r * rb..(r + 1) * rb];
@@ -769,8 +778,9 @@ fn gguf_dot_products_match() {
 }
 
 #[test]
-fn dot_rows_equals_vec_dot_for_any_row_count() {
-    // dot_rows takes rows in groups; every row count must give vec_dot's result bit for bit.
+fn scalar_dot_rows_equals_vec_dot_for_any_row_count() {
+    // The scalar dot_rows takes rows in groups; every row count must give vec_dot's result bit
+    // for bit.
     for case in gguf_cases().iter().filter(|c| c.get("acts").is_some()) {
         let ty = case.ty("type");
         let cols = case.usize("cols");
@@ -784,7 +794,7 @@ fn dot_rows_equals_vec_dot_for_any_row_count() {
         }
         for rows in 0..=7 {
             let mut out = vec![f32::NAN; rows];
-            dot_rows(ty, cols, &weights[..rows * rb], &act, &mut out);
+            dot_rows_with(Isa::Scalar, ty, cols, &weights[..rows * rb], &act, &mut out);
             for (r, &o) in out.iter().enumerate() {
                 let single = vec_dot(ty, cols, &weights[r * rb..(r + 1) * rb], &act);
                 assert_eq!(o.to_bits(), single.to_bits(), "{} rows {rows}, row {r}", case.name);

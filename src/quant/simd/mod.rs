@@ -1,0 +1,89 @@
+//! Run-time choice of the instruction set for row dot products.
+//!
+//! The scalar kernels (the rest of `quant`) are the reference; the SIMD kernels here are tested
+//! against them on random blocks (`quant::tests`). The best set the CPU supports is picked once,
+//! on first use; `CHORD_LLM_SIMD=scalar|avx2|avx512vnni` overrides it (for measurements and
+//! tests; a set the CPU lacks falls back to the detected one with a warning on stderr).
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(test)]
+mod tests;
+
+use super::DotRowsFn;
+use crate::tensor::GgmlType;
+use std::sync::OnceLock;
+
+/// An instruction set the row kernels can be compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// Portable Rust, auto-vectorized for the build target: the reference.
+    Scalar,
+    /// x86-64 AVX2 + FMA.
+    Avx2,
+    /// x86-64 AVX-512 VNNI (with AVX-512VL, on 256-bit vectors).
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// Every set, in order of preference (best last).
+    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512vnni",
+        }
+    }
+
+    /// Whether the running CPU can execute this set's kernels.
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::avx2::available(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86::avx512vnni::available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The set's row kernel for weight type `ty`, or None where it has none (the scalar kernel
+    /// is used then). Only returns kernels of a set the CPU supports.
+    pub(super) fn dot_rows_fn(self, ty: GgmlType) -> Option<DotRowsFn> {
+        if !self.available() {
+            return None;
+        }
+        match self {
+            Isa::Scalar => None,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::avx2::dot_rows_fn(ty),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86::avx512vnni::dot_rows_fn(ty),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => {
+                let _ = ty;
+                None
+            }
+        }
+    }
+}
+
+/// The instruction set row products use in this process.
+pub fn active_isa() -> Isa {
+    static ACTIVE: OnceLock<Isa> = OnceLock::new();
+    *ACTIVE.get_or_init(|| {
+        let best = Isa::ALL.into_iter().rev().find(|isa| isa.available()).unwrap_or(Isa::Scalar);
+        let Ok(wanted) = std::env::var("CHORD_LLM_SIMD") else { return best };
+        match Isa::ALL.into_iter().find(|isa| isa.name() == wanted) {
+            Some(isa) if isa.available() => isa,
+            _ => {
+                eprintln!("chord-llm: CHORD_LLM_SIMD={wanted} is not available here; using {}", best.name());
+                best
+            }
+        }
+    })
+}

@@ -1,0 +1,208 @@
+//! Every SIMD kernel against the scalar reference on random blocks: every weight format with a
+//! SIMD path, 1 to 7 blocks per row, several rows, and scales from f16 subnormals to near the
+//! f16 maximum, with activations from 1e-20 to 1e20 (1e4 for the f16-scaled activation formats).
+
+use super::super::tests::Rng;
+use super::super::{dequantize_row, dot_rows_with, quantize_activations, vec_dot, vec_dot_type, Isa};
+use crate::tensor::GgmlType::{self, *};
+
+/// Where a format's fields sit in its block: f16 scales and quant bytes (the other bytes are
+/// integer scales, for which any random byte is valid).
+struct Layout {
+    bytes: usize,
+    f16s: &'static [usize],
+    quant_bytes: (usize, usize),
+}
+
+fn layout(ty: GgmlType) -> Layout {
+    let (bytes, f16s, quant_bytes): (usize, &[usize], _) = match ty {
+        Q4_0 => (18, &[0], (2, 18)),
+        Q4_1 => (20, &[0, 2], (4, 20)),
+        Q5_0 => (22, &[0], (2, 22)),
+        Q5_1 => (24, &[0, 2], (4, 24)),
+        Q8_0 => (34, &[0], (2, 34)),
+        Q4_K => (144, &[0, 2], (16, 144)),
+        Q6_K => (210, &[208], (0, 192)),
+        _ => unreachable!("{ty} has no SIMD kernel to test"),
+    };
+    Layout { bytes, f16s, quant_bytes }
+}
+
+const SIMD_TYPES: [GgmlType; 7] = [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K];
+
+impl Rng {
+    fn byte(&mut self) -> u8 {
+        ((self.next_f32() + 1.0) * 128.0) as u8
+    }
+}
+
+/// `n_blocks` random blocks of `ty` whose f16 fields are `scale` times a random factor in
+/// [0.5, 1), and the same blocks with every quant byte zeroed (what is left is each value's
+/// offset or min term, used to bound the magnitude of the kernels' partial sums).
+fn random_blocks(ty: GgmlType, n_blocks: usize, scale: f32, rng: &mut Rng) -> (Vec<u8>, Vec<u8>) {
+    let l = layout(ty);
+    let mut data = Vec::with_capacity(n_blocks * l.bytes);
+    let mut zeroed = Vec::with_capacity(n_blocks * l.bytes);
+    for _ in 0..n_blocks {
+        let mut b: Vec<u8> = (0..l.bytes).map(|_| rng.byte()).collect();
+        for &at in l.f16s {
+            let v = scale * (0.75 + 0.25 * rng.next_f32());
+            b[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+        }
+        if ty == Q8_0 {
+            // ggml's Q8_0 quantizer never writes -128.
+            b[2..34].iter_mut().filter(|q| **q == 0x80).for_each(|q| *q = 0x81);
+        }
+        let mut z = b.clone();
+        z[l.quant_bytes.0..l.quant_bytes.1].fill(0);
+        data.extend(b);
+        zeroed.extend(z);
+    }
+    (data, zeroed)
+}
+
+fn dequantized(ty: GgmlType, data: &[u8], n: usize) -> Vec<f64> {
+    let mut out = vec![0.0f32; n];
+    dequantize_row(ty, data, &mut out);
+    out.into_iter().map(f64::from).collect()
+}
+
+#[test]
+fn simd_kernels_agree_with_the_scalar_reference() {
+    let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|&isa| isa != Isa::Scalar && isa.available()).collect();
+    if isas.is_empty() {
+        eprintln!("no SIMD instruction set on this CPU; only the scalar kernels run");
+        return;
+    }
+    let mut rng = Rng(0x5EED);
+    let mut checked = 0;
+    for ty in SIMD_TYPES {
+        let block_len = ty.block_len() as usize;
+        let dot_ty = vec_dot_type(ty);
+        let act_scales: &[f32] = if dot_ty == Q8_K { &[1e-20, 1.0, 1e20] } else { &[1e-3, 1.0, 1e4] };
+        for n_blocks in [1usize, 2, 3, 5, 7] {
+            let cols = n_blocks * block_len;
+            for &w_scale in &[6e-8f32, 1e-3, 1.0, 6e4] {
+                let rows = 5;
+                let (weights, zeroed) = random_blocks(ty, rows * n_blocks, w_scale, &mut rng);
+                for &a_scale in act_scales {
+                    let x = rng.vec(cols, a_scale);
+                    let mut act = Vec::new();
+                    quantize_activations(dot_ty, &x, &mut act);
+                    let mut a_deq = vec![0.0f32; cols];
+                    dequantize_act(dot_ty, &act, &mut a_deq);
+                    let row_bytes = weights.len() / rows;
+                    for isa in &isas {
+                        let mut out = vec![f32::NAN; rows];
+                        dot_rows_with(*isa, ty, cols, &weights, &act, &mut out);
+                        for r in 0..rows {
+                            let row = &weights[r * row_bytes..(r + 1) * row_bytes];
+                            let want = vec_dot(ty, cols, row, &act);
+                            // Both sum the same exact integer block sums, scaled, in f32 in
+                            // different orders: the difference is a few roundings of the sum
+                            // of the magnitudes of the partial terms, which the dequantized
+                            // values and their offset/min parts bound.
+                            let w = dequantized(ty, row, cols);
+                            let w0 = dequantized(ty, &zeroed[r * row_bytes..(r + 1) * row_bytes], cols);
+                            let magnitude: f64 =
+                                (0..cols).map(|i| (w[i].abs() + w0[i].abs()) * (a_deq[i] as f64).abs()).sum();
+                            let bound = 2.0 * (n_blocks as f64 + 10.0) * f32::EPSILON as f64 * magnitude;
+                            let what = format!("{isa:?} {ty} {n_blocks} blocks, w {w_scale:e}, a {a_scale:e}, row {r}");
+                            if !want.is_finite() {
+                                // An activation sum overflowing its f16 field (Q8_1 at 1e4):
+                                // both must overflow alike.
+                                assert_eq!(out[r].to_bits(), want.to_bits(), "{what}");
+                                continue;
+                            }
+                            let err = (out[r] as f64 - want as f64).abs();
+                            assert!(err <= bound, "{what}: {} vs scalar {want}, error {err:e} > {bound:e}", out[r]);
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked >= SIMD_TYPES.len() * 5 * 4 * 3 * 5, "checked {checked}");
+}
+
+/// A SIMD kernel that read a wrong bit would still pass a loose check on random data if the
+/// bound were too wide: one changed quant must move the result by more than the bound.
+#[test]
+fn the_agreement_bound_detects_a_single_wrong_quant() {
+    let mut rng = Rng(42);
+    for ty in SIMD_TYPES {
+        let cols = 7 * ty.block_len() as usize;
+        let (mut weights, zeroed) = random_blocks(ty, 7, 1.0, &mut rng);
+        let dot_ty = vec_dot_type(ty);
+        let x = rng.vec(cols, 1.0);
+        let mut act = Vec::new();
+        quantize_activations(dot_ty, &x, &mut act);
+        let mut a_deq = vec![0.0f32; cols];
+        dequantize_act(dot_ty, &act, &mut a_deq);
+        let w = dequantized(ty, &weights, cols);
+        let w0 = dequantized(ty, &zeroed, cols);
+        let magnitude: f64 = (0..cols).map(|i| (w[i].abs() + w0[i].abs()) * (a_deq[i] as f64).abs()).sum();
+        let bound = 2.0 * (7.0 + 10.0) * f32::EPSILON as f64 * magnitude;
+        let before = vec_dot(ty, cols, &weights, &act);
+        let l = layout(ty);
+        let (from, _) = l.quant_bytes;
+        // Bit 3 of a low nibble: a change of 8 in one quant.
+        weights[3 * l.bytes + from + 5] ^= 0x08;
+        let after = vec_dot(ty, cols, &weights, &act);
+        assert!((after as f64 - before as f64).abs() > bound, "{ty}: {before} -> {after}, bound {bound:e}");
+    }
+}
+
+fn dequantize_act(ty: GgmlType, src: &[u8], out: &mut [f32]) {
+    match ty {
+        Q8_0 => dequantize_row(Q8_0, src, out),
+        Q8_1 | Q8_K => super::super::tests::dequant_act_into(ty, src, out),
+        _ => unreachable!(),
+    }
+}
+
+/// Row dot product throughput per weight type and instruction set, one thread, over 64 MiB of
+/// weights (so they stream from memory, as in decode). A measurement, not a check:
+/// `cargo test --release kernel_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn kernel_throughput() {
+    use std::time::Instant;
+    let cols = 4096;
+    for ty in [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K] {
+        let row_bytes = cols / ty.block_len() as usize * ty.block_bytes() as usize;
+        let rows = (64 << 20) / row_bytes;
+        // Random bytes are valid blocks, except f16 scales that decode to NaN/inf: keep those
+        // bytes small. Which bytes are scales does not matter for speed.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let weights: Vec<u8> = (0..rows * row_bytes)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 56) as u8 & 0x3F
+            })
+            .collect();
+        let x: Vec<f32> = (0..cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let mut act = Vec::new();
+        super::super::quantize_activations(super::super::vec_dot_type(ty), &x, &mut act);
+        let mut out = vec![0.0f32; rows];
+        for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let t = Instant::now();
+                super::super::dot_rows_with(isa, ty, cols, &weights, &act, &mut out);
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let blocks = (rows * cols / ty.block_len() as usize) as f64;
+            println!(
+                "{ty:>5} {:<11} {:6.2} GB/s  {:6.2} ns/block  (checksum {:.3e})",
+                isa.name(),
+                weights.len() as f64 / best / 1e9,
+                best / blocks * 1e9,
+                out.iter().map(|&v| v as f64).sum::<f64>()
+            );
+        }
+    }
+}

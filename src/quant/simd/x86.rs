@@ -1,0 +1,398 @@
+//! x86-64 row dot products for the weight formats real models use: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
+//! (32-value blocks) and Q4_K, Q6_K (256-value super-blocks), each against its activation format.
+//!
+//! One source, two instruction sets: [`x86_kernels!`] expands the kernels once with AVX2 and once
+//! with AVX-512 VNNI, which differ only in two integer primitives: the u8 x i8 four-product sum
+//! (`vpmaddubsw` + `vpmaddwd` with ones on AVX2, one `vpdpbusd` with VNNI) and the i16 x i16 pair
+//! sum accumulated into i32 (`vpmaddwd` + `vpaddd`, or one `vpdpwssd`). The VNNI variant keeps
+//! 256-bit vectors (EVEX-encoded through AVX-512VL): decode is bound by memory bandwidth, not by
+//! vector width, and 256-bit operations avoid the frequency penalty some CPUs apply to 512-bit ones.
+//!
+//! Integer sums are exact, as in the scalar kernels; the f32 accumulation order differs (eight
+//! lanes summed at the end), so results agree with the scalar reference to f32 rounding, not bit
+//! for bit. Within one instruction set they are deterministic, which keeps paged and resident
+//! logits identical. Every block is read through a fixed-size array reference, so each vector load
+//! is checked against the block's length where the offset is a constant.
+
+/// Bytes per block of each format handled here.
+pub(super) mod sizes {
+    pub const Q4_0: usize = 18;
+    pub const Q4_1: usize = 20;
+    pub const Q5_0: usize = 22;
+    pub const Q5_1: usize = 24;
+    pub const Q8_0: usize = 34;
+    pub const Q8_1: usize = 36;
+    pub const Q4_K: usize = 144;
+    pub const Q6_K: usize = 210;
+    pub const Q8_K: usize = 292;
+}
+
+macro_rules! x86_kernels {
+    (
+        $isa:ident, $features:literal,
+        dot_u8_i8($acc:ident, $u:ident, $s:ident) $dot_u8_i8:block,
+        madd_i16($acc2:ident, $a:ident, $b:ident) $madd_i16:block
+    ) => {
+        pub(crate) mod $isa {
+            use super::sizes;
+            use crate::quant::block::F16Le;
+            use crate::quant::DotRowsFn;
+            use crate::tensor::GgmlType;
+            use core::arch::x86_64::*;
+
+            /// The row kernel for weight type `ty`, if this instruction set has one.
+            pub(crate) fn dot_rows_fn(ty: GgmlType) -> Option<DotRowsFn> {
+                Some(match ty {
+                    GgmlType::Q4_0 => dot_rows_q4_0,
+                    GgmlType::Q4_1 => dot_rows_q4_1,
+                    GgmlType::Q5_0 => dot_rows_q5_0,
+                    GgmlType::Q5_1 => dot_rows_q5_1,
+                    GgmlType::Q8_0 => dot_rows_q8_0,
+                    GgmlType::Q4_K => dot_rows_q4_k,
+                    GgmlType::Q6_K => dot_rows_q6_k,
+                    _ => return None,
+                })
+            }
+
+            /// Whether the running CPU has every feature these kernels are compiled for.
+            pub(crate) fn available() -> bool {
+                $features.split(',').all(|f| match f {
+                    "avx2" => is_x86_feature_detected!("avx2"),
+                    "fma" => is_x86_feature_detected!("fma"),
+                    "avx512f" => is_x86_feature_detected!("avx512f"),
+                    "avx512bw" => is_x86_feature_detected!("avx512bw"),
+                    "avx512vl" => is_x86_feature_detected!("avx512vl"),
+                    "avx512vnni" => is_x86_feature_detected!("avx512vnni"),
+                    _ => false,
+                })
+            }
+
+            /// Per i32 lane: `acc + sum of the four products u[i] * s[i]` (u unsigned, s signed).
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn dot_u8_i8($acc: __m256i, $u: __m256i, $s: __m256i) -> __m256i $dot_u8_i8
+
+            /// Per i32 lane: `acc + a[2i] * b[2i] + a[2i+1] * b[2i+1]` over i16 lanes.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn madd_i16($acc2: __m256i, $a: __m256i, $b: __m256i) -> __m256i $madd_i16
+
+            /// The exact signed dot product of 32 i8 weights with 32 i8 activations, as eight
+            /// i32 lane sums: the sign of each weight moves onto its activation, so the products
+            /// become unsigned x signed. Activations are never -128 (our quantizers give
+            /// [-127, 127]), so negating them cannot overflow.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn dot_i8(w: __m256i, a: __m256i) -> __m256i {
+                dot_u8_i8(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w))
+            }
+
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn hsum(v: __m256) -> f32 {
+                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+                _mm_cvtss_f32(s)
+            }
+
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn hsum128(v: __m128) -> f32 {
+                let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+                let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+                _mm_cvtss_f32(s)
+            }
+
+            /// 32 bytes of a block starting at `at`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn load32<const N: usize>(b: &[u8; N], at: usize) -> __m256i {
+                assert!(at + 32 <= N);
+                // SAFETY: the 32 bytes at `at` lie inside `b` (asserted); loadu has no alignment
+                // requirement.
+                unsafe { _mm256_loadu_si256(b.as_ptr().add(at).cast()) }
+            }
+
+            /// 16 bytes of a block starting at `at`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn load16<const N: usize>(b: &[u8; N], at: usize) -> __m128i {
+                assert!(at + 16 <= N);
+                // SAFETY: the 16 bytes at `at` lie inside `b` (asserted); loadu has no alignment
+                // requirement.
+                unsafe { _mm_loadu_si128(b.as_ptr().add(at).cast()) }
+            }
+
+            #[inline(always)]
+            fn f16_at<const N: usize>(b: &[u8; N], at: usize) -> f32 {
+                F16Le([b[at], b[at + 1]]).to_f32()
+            }
+
+            /// Block `i` of `data` as a fixed-size array.
+            #[inline(always)]
+            fn block<const N: usize>(data: &[u8], i: usize) -> &[u8; N] {
+                data[i * N..(i + 1) * N].try_into().expect("block in range")
+            }
+
+            /// The 32 nibbles of 16 bytes as bytes 0..16: low nibbles are elements 0..16, high
+            /// nibbles 16..32 (the order of the 32-value formats).
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn nibbles32(qs: __m128i) -> __m256i {
+                let both = _mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs);
+                _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+            }
+
+            /// 0xFF in byte `j` where bit `j` of `bits` is set, else 0.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn bytes_from_bits(bits: u32) -> __m256i {
+                // Byte j receives byte j / 8 of `bits`, then all bits but bit j % 8 are set.
+                let spread = _mm256_shuffle_epi8(
+                    _mm256_set1_epi32(bits as i32),
+                    _mm256_set_epi64x(0x0303_0303_0303_0303, 0x0202_0202_0202_0202, 0x0101_0101_0101_0101, 0),
+                );
+                let others = _mm256_set1_epi64x(0x7FBF_DFEF_F7FB_FDFE);
+                _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1))
+            }
+
+            /// Rows of `rb` bytes times `act`, one row at a time through `row_dot`.
+            #[inline(always)]
+            fn each_row(weights: &[u8], rb: usize, out: &mut [f32], row_dot: impl Fn(&[u8]) -> f32) {
+                for (o, w) in out.iter_mut().zip(weights.chunks_exact(rb)) {
+                    *o = row_dot(w);
+                }
+            }
+
+            fn dot_rows_q8_0(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
+                let nb = cols / 32;
+                let act = &act[..nb * sizes::Q8_0];
+                // SAFETY: `available()` was true before this kernel was handed out.
+                each_row(weights, nb * sizes::Q8_0, out, |w| unsafe { q8_0(nb, w, act) });
+            }
+
+            #[target_feature(enable = $features)]
+            fn q8_0(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+                let mut acc = _mm256_setzero_ps();
+                for i in 0..nb {
+                    let (wb, ab) = (block::<{ sizes::Q8_0 }>(w, i), block::<{ sizes::Q8_0 }>(a, i));
+                    let sum = dot_i8(load32(wb, 2), load32(ab, 2));
+                    let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
+                    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
+                }
+                hsum(acc)
+            }
+
+            fn dot_rows_q4_0(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
+                let nb = cols / 32;
+                let act = &act[..nb * sizes::Q8_0];
+                // SAFETY: `available()` was true before this kernel was handed out.
+                each_row(weights, nb * sizes::Q4_0, out, |w| unsafe { q4_0(nb, w, act) });
+            }
+
+            #[target_feature(enable = $features)]
+            fn q4_0(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+                let mut acc = _mm256_setzero_ps();
+                for i in 0..nb {
+                    let (wb, ab) = (block::<{ sizes::Q4_0 }>(w, i), block::<{ sizes::Q8_0 }>(a, i));
+                    let q = _mm256_sub_epi8(nibbles32(load16(wb, 2)), _mm256_set1_epi8(8));
+                    let sum = dot_i8(q, load32(ab, 2));
+                    let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
+                    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
+                }
+                hsum(acc)
+            }
+
+            fn dot_rows_q4_1(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
+                let nb = cols / 32;
+                let act = &act[..nb * sizes::Q8_1];
+                // SAFETY: `available()` was true before this kernel was handed out.
+                each_row(weights, nb * sizes::Q4_1, out, |w| unsafe { q4_1(nb, w, act) });
+            }
+
+            /// `d_w * d_a * sum(q * a) + m * s` per block, s being the activations' `d * sum(a)`.
+            #[target_feature(enable = $features)]
+            fn q4_1(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+                let mut acc = _mm256_setzero_ps();
+                let mut mins = 0.0f32;
+                for i in 0..nb {
+                    let (wb, ab) = (block::<{ sizes::Q4_1 }>(w, i), block::<{ sizes::Q8_1 }>(a, i));
+                    let sum = dot_u8_i8(_mm256_setzero_si256(), nibbles32(load16(wb, 4)), load32(ab, 4));
+                    let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
+                    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
+                    mins += f16_at(wb, 2) * f16_at(ab, 2);
+                }
+                hsum(acc) + mins
+            }
+
+            fn dot_rows_q5_0(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
+                let nb = cols / 32;
+                let act = &act[..nb * sizes::Q8_0];
+                // SAFETY: `available()` was true before this kernel was handed out.
+                each_row(weights, nb * sizes::Q5_0, out, |w| unsafe { q5_0(nb, w, act) });
+            }
+
+            #[target_feature(enable = $features)]
+            fn q5_0(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+                let mut acc = _mm256_setzero_ps();
+                for i in 0..nb {
+                    let (wb, ab) = (block::<{ sizes::Q5_0 }>(w, i), block::<{ sizes::Q8_0 }>(a, i));
+                    let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+                    // (nibble | 0xF0) where the fifth bit is clear is nibble - 16 as an i8.
+                    let high = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
+                    let q = _mm256_or_si256(nibbles32(load16(wb, 6)), high);
+                    let sum = dot_i8(q, load32(ab, 2));
+                    let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
+                    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
+                }
+                hsum(acc)
+            }
+
+            fn dot_rows_q5_1(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
+                let nb = cols / 32;
+                let act = &act[..nb * sizes::Q8_1];
+                // SAFETY: `available()` was true before this kernel was handed out.
+                each_row(weights, nb * sizes::Q5_1, out, |w| unsafe { q5_1(nb, w, act) });
+            }
+
+            #[target_feature(enable = $features)]
+            fn q5_1(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+                let mut acc = _mm256_setzero_ps();
+                let mut mins = 0.0f32;
+                for i in 0..nb {
+                    let (wb, ab) = (block::<{ sizes::Q5_1 }>(w, i), block::<{ sizes::Q8_1 }>(a, i));
+                    let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
+                    let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
+                    let q = _mm256_or_si256(nibbles32(load16(wb, 8)), high);
+                    let sum = dot_u8_i8(_mm256_setzero_si256(), q, load32(ab, 4));
+                    let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
+                    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
+                    mins += f16_at(wb, 2) * f16_at(ab, 2);
+                }
+                hsum(acc) + mins
+            }
+
+            fn dot_rows_q4_k(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
+                let nb = cols / 256;
+                let act = &act[..nb * sizes::Q8_K];
+                // SAFETY: `available()` was true before this kernel was handed out.
+                each_row(weights, nb * sizes::Q4_K, out, |w| unsafe { q4_k(nb, w, act) });
+            }
+
+            /// The eight 6-bit scales (bytes 0..8) and mins (bytes 8..16) of a Q4_K block, from
+            /// its 12 packed bytes: the first four of each are the low 6 bits of bytes 0..4 and
+            /// 4..8; the last four take their low nibble from bytes 8..12 and their top 2 bits
+            /// from the top of bytes 0..8 (ggml's `get_scale_min_k4`, four at a time).
+            #[inline(always)]
+            fn q4_k_scales_mins(packed: &[u8; sizes::Q4_K]) -> [u32; 4] {
+                const LOW6: u32 = 0x3F3F_3F3F;
+                const LOW4: u32 = 0x0F0F_0F0F;
+                const LOW2: u32 = 0x0303_0303;
+                let word = |k: usize| u32::from_le_bytes([packed[4 + 4 * k], packed[5 + 4 * k], packed[6 + 4 * k], packed[7 + 4 * k]]);
+                let (w0, w1, w2) = (word(0), word(1), word(2));
+                let scales_lo = w0 & LOW6;
+                let scales_hi = (w2 & LOW4) | (((w0 >> 6) & LOW2) << 4);
+                let mins_lo = w1 & LOW6;
+                let mins_hi = ((w2 >> 4) & LOW4) | (((w1 >> 6) & LOW2) << 4);
+                [scales_lo, scales_hi, mins_lo, mins_hi]
+            }
+
+            /// `d * a.d * sum_j sc[j] * (q_j . a_j) - dmin * a.d * sum_j m[j] * (a_j's sum)`, the
+            /// sums of the 32-value groups `j`; the activation sums come from Q8_K's `bsums`.
+            #[target_feature(enable = $features)]
+            fn q4_k(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+                let mut acc = _mm256_setzero_ps();
+                let mut acc_min = _mm_setzero_ps();
+                let low4 = _mm256_set1_epi8(0x0F);
+                for i in 0..nb {
+                    let (wb, ab) = (block::<{ sizes::Q4_K }>(w, i), block::<{ sizes::Q8_K }>(a, i));
+                    let a_d = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
+                    let [s0, s1, m0, m1] = q4_k_scales_mins(wb);
+                    // Mins: pair the 16-value bsums into 32-value group sums, times each min.
+                    let bsums = load32(ab, 4 + 256);
+                    let group_sums =
+                        _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
+                    let mins = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, m1 as i32, m0 as i32));
+                    let min_sum = _mm_madd_epi16(mins, group_sums);
+                    let dmin = _mm_set1_ps(f16_at(wb, 2) * a_d);
+                    acc_min = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(min_sum), acc_min);
+
+                    let scales = (s0 as u64 | (s1 as u64) << 32).to_le_bytes();
+                    let mut sum = _mm256_setzero_si256();
+                    for j in 0..4 {
+                        let q = load32(wb, 16 + 32 * j);
+                        let lo = _mm256_maddubs_epi16(_mm256_and_si256(q, low4), load32(ab, 4 + 64 * j));
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low4);
+                        let hi = _mm256_maddubs_epi16(hi, load32(ab, 4 + 64 * j + 32));
+                        sum = madd_i16(sum, lo, _mm256_set1_epi16(scales[2 * j] as i16));
+                        sum = madd_i16(sum, hi, _mm256_set1_epi16(scales[2 * j + 1] as i16));
+                    }
+                    let d = _mm256_set1_ps(f16_at(wb, 0) * a_d);
+                    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
+                }
+                hsum(acc) - hsum128(acc_min)
+            }
+
+            fn dot_rows_q6_k(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
+                let nb = cols / 256;
+                let act = &act[..nb * sizes::Q8_K];
+                // SAFETY: `available()` was true before this kernel was handed out.
+                each_row(weights, nb * sizes::Q6_K, out, |w| unsafe { q6_k(nb, w, act) });
+            }
+
+            /// `d * a.d * sum_g sc[g] * ((q_g - 32) . a_g)` over the 16-value groups `g`. The
+            /// quants are multiplied unsigned (0..64) and the offset taken off once per block as
+            /// `32 * sum_g sc[g] * (a_g's sum)`, from Q8_K's `bsums`.
+            #[target_feature(enable = $features)]
+            fn q6_k(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+                let mut acc = _mm256_setzero_ps();
+                let low4 = _mm256_set1_epi8(0x0F);
+                let bits45 = _mm256_set1_epi8(0x30);
+                for i in 0..nb {
+                    let (wb, ab) = (block::<{ sizes::Q6_K }>(w, i), block::<{ sizes::Q8_K }>(a, i));
+                    let scales = load16(wb, 192);
+                    let offset = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), load32(ab, 4 + 256));
+                    let mut sum = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(offset));
+                    for half in 0..2 {
+                        let ql0 = load32(wb, 64 * half);
+                        let ql1 = load32(wb, 64 * half + 32);
+                        let qh = load32(wb, 128 + 32 * half);
+                        // Value 32k + l of the half: a nibble of ql (low for k < 2) and bits 2k, 2k+1
+                        // of qh[l], moved to bits 4 and 5.
+                        let quarters = [
+                            (_mm256_and_si256(ql0, low4), _mm256_slli_epi16::<4>(qh)),
+                            (_mm256_and_si256(ql1, low4), _mm256_slli_epi16::<2>(qh)),
+                            (_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low4), qh),
+                            (_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low4), _mm256_srli_epi16::<2>(qh)),
+                        ];
+                        for (k, (low, high)) in quarters.into_iter().enumerate() {
+                            let q = _mm256_or_si256(low, _mm256_and_si256(high, bits45));
+                            let p = _mm256_maddubs_epi16(q, load32(ab, 4 + 128 * half + 32 * k));
+                            // Groups 8 * half + 2k and the next one cover this quarter's two halves.
+                            let g = (8 * half + 2 * k) as i8;
+                            let pick = _mm_set_epi8(g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g, g, g, g, g, g, g, g);
+                            let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
+                            sum = madd_i16(sum, p, sc);
+                        }
+                    }
+                    let d = _mm256_set1_ps(f16_at(wb, 208) * f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]));
+                    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
+                }
+                hsum(acc)
+            }
+        }
+    };
+}
+
+x86_kernels!(
+    avx2, "avx2,fma",
+    dot_u8_i8(acc, u, s) { _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))) },
+    madd_i16(acc, a, b) { _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)) }
+);
+
+x86_kernels!(
+    avx512vnni, "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni",
+    dot_u8_i8(acc, u, s) { _mm256_dpbusd_epi32(acc, u, s) },
+    madd_i16(acc, a, b) { _mm256_dpwssd_epi32(acc, a, b) }
+);
