@@ -34,6 +34,7 @@ use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 
 pub(crate) type DotRowsFn = fn(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]);
+pub(crate) type DotBatchFn = fn(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]);
 
 /// What the public functions dispatch to for one weight type: the counterpart of ggml's
 /// `type_traits` / `type_traits_cpu` entries. Function pointers keep dispatch to one `match`
@@ -189,7 +190,7 @@ pub fn dot_rows_with(isa: Isa, ty: GgmlType, cols: usize, weights: &[u8], act: &
     }
     let act_bytes = act_row_bytes(k.dot_type, cols);
     assert!(act.len() >= act_bytes, "quant::dot_rows: activations hold {} bytes, need {act_bytes}", act.len());
-    match isa.dot_rows_fn(ty).or(k.dot_rows) {
+    match isa.kernels(ty).map(|(rows, _)| rows).or(k.dot_rows) {
         Some(dot_rows) => dot_rows(cols, weights, act, out),
         None => {
             for (o, row) in out.iter_mut().zip(weights.chunks_exact(row_bytes)) {
@@ -208,6 +209,19 @@ pub fn dot_rows_with(isa: Isa, ty: GgmlType, cols: usize, weights: &[u8], act: &
 /// Preconditions (panics otherwise): as for [`dot_rows`], `acts.len() == n_tokens * act_row_bytes`
 /// and `out.len() == n_tokens * rows`.
 pub fn dot_rows_batch(ty: GgmlType, cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
+    dot_rows_batch_with(active_isa(), ty, cols, weights, acts, n_tokens, out)
+}
+
+/// [`dot_rows_batch`] with the kernels of a given instruction set.
+pub fn dot_rows_batch_with(
+    isa: Isa,
+    ty: GgmlType,
+    cols: usize,
+    weights: &[u8],
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
     let act_bytes = act_row_bytes(vec_dot_type(ty), cols);
     assert_eq!(acts.len(), n_tokens * act_bytes, "quant::dot_rows_batch: acts must hold {n_tokens} rows");
     let row_bytes = row_bytes(ty, cols);
@@ -217,10 +231,17 @@ pub fn dot_rows_batch(ty: GgmlType, cols: usize, weights: &[u8], acts: &[u8], n_
     let rows = out.len() / n_tokens;
     assert_eq!(out.len(), rows * n_tokens, "quant::dot_rows_batch: out must hold rows x {n_tokens} values");
     assert_eq!(weights.len(), rows * row_bytes, "quant::dot_rows_batch: weights must hold exactly {rows} rows");
+    if row_bytes == 0 {
+        out.fill(0.0);
+        return;
+    }
+    if let Some((_, batch)) = isa.kernels(ty) {
+        return batch(cols, weights, acts, n_tokens, out);
+    }
     let mut one = [0.0f32; 1];
-    for (w, o) in weights.chunks_exact(row_bytes.max(1)).zip(out.chunks_exact_mut(n_tokens)) {
-        for (a, o) in acts.chunks_exact(act_bytes.max(1)).zip(o.iter_mut()) {
-            dot_rows(ty, cols, w, a, &mut one);
+    for (w, o) in weights.chunks_exact(row_bytes).zip(out.chunks_exact_mut(n_tokens)) {
+        for (a, o) in acts.chunks_exact(act_bytes).zip(o.iter_mut()) {
+            dot_rows_with(isa, ty, cols, w, a, &mut one);
             *o = one[0];
         }
     }

@@ -11,7 +11,7 @@ mod x86;
 #[cfg(test)]
 mod tests;
 
-use super::DotRowsFn;
+use super::{DotBatchFn, DotRowsFn};
 use crate::tensor::GgmlType;
 use std::sync::OnceLock;
 
@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 pub enum Isa {
     /// Portable Rust, auto-vectorized for the build target: the reference.
     Scalar,
-    /// x86-64 AVX2 + FMA.
+    /// x86-64 AVX2 + FMA + F16C.
     Avx2,
     /// x86-64 AVX-512 VNNI (with AVX-512VL, on 256-bit vectors).
     Avx512Vnni,
@@ -51,18 +51,19 @@ impl Isa {
         }
     }
 
-    /// The set's row kernel for weight type `ty`, or None where it has none (the scalar kernel
-    /// is used then). Only returns kernels of a set the CPU supports.
-    pub(super) fn dot_rows_fn(self, ty: GgmlType) -> Option<DotRowsFn> {
+    /// The set's kernels for weight type `ty`, one row at a time and batched, or None where it
+    /// has none (the scalar kernels are used then). Only returns kernels of a set the CPU
+    /// supports.
+    pub(super) fn kernels(self, ty: GgmlType) -> Option<(DotRowsFn, DotBatchFn)> {
         if !self.available() {
             return None;
         }
         match self {
             Isa::Scalar => None,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::avx2::dot_rows_fn(ty),
+            Isa::Avx2 => x86::avx2::kernels(ty),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::avx512vnni::dot_rows_fn(ty),
+            Isa::Avx512Vnni => x86::avx512vnni::kernels(ty),
             #[cfg(not(target_arch = "x86_64"))]
             _ => {
                 let _ = ty;

@@ -3,7 +3,9 @@
 //! f16 maximum, with activations from 1e-20 to 1e20 (1e4 for the f16-scaled activation formats).
 
 use super::super::tests::Rng;
-use super::super::{dequantize_row, dot_rows_with, quantize_activations, vec_dot, vec_dot_type, Isa};
+use super::super::{
+    act_row_bytes, dequantize_row, dot_rows_batch_with, dot_rows_with, quantize_activations, vec_dot, vec_dot_type, Isa,
+};
 use crate::tensor::GgmlType::{self, *};
 
 /// Where a format's fields sit in its block: f16 scales and quant bytes (the other bytes are
@@ -124,6 +126,53 @@ fn simd_kernels_agree_with_the_scalar_reference() {
         }
     }
     assert!(checked >= SIMD_TYPES.len() * 5 * 4 * 3 * 5, "checked {checked}");
+}
+
+/// Batched products (prefill) must give each token exactly what a one-token product (decode)
+/// gives, for every instruction set, any token count (full passes of several tokens and the
+/// remainder), and formats with and without a SIMD kernel.
+#[test]
+fn batched_products_equal_one_token_products_bit_for_bit() {
+    let mut rng = Rng(99);
+    for ty in SIMD_TYPES.into_iter().chain([GgmlType::Q5_K, GgmlType::F16]) {
+        let cols = 2 * 256;
+        let rows = 3;
+        let weights = match ty {
+            GgmlType::Q5_K | GgmlType::F16 => {
+                // Any bytes with small f16 fields decode to finite values in these formats.
+                (0..rows * cols / ty.block_len() as usize * ty.block_bytes() as usize)
+                    .map(|_| rng.byte() & 0x3B)
+                    .collect()
+            }
+            _ => random_blocks(ty, rows * cols / ty.block_len() as usize, 1.0, &mut rng).0,
+        };
+        let dot_ty = vec_dot_type(ty);
+        let act_bytes = act_row_bytes(dot_ty, cols);
+        for n_tokens in 1..=9 {
+            let mut acts = Vec::new();
+            let mut one = Vec::new();
+            for _ in 0..n_tokens {
+                quantize_activations(dot_ty, &rng.vec(cols, 2.0), &mut one);
+                acts.extend_from_slice(&one);
+            }
+            for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+                let mut batched = vec![f32::NAN; rows * n_tokens];
+                dot_rows_batch_with(isa, ty, cols, &weights, &acts, n_tokens, &mut batched);
+                for t in 0..n_tokens {
+                    let mut single = vec![f32::NAN; rows];
+                    dot_rows_with(isa, ty, cols, &weights, &acts[t * act_bytes..(t + 1) * act_bytes], &mut single);
+                    for r in 0..rows {
+                        let b = batched[r * n_tokens + t];
+                        assert_eq!(
+                            b.to_bits(),
+                            single[r].to_bits(),
+                            "{isa:?} {ty} {n_tokens} tokens: row {r} token {t}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A SIMD kernel that read a wrong bit would still pass a loose check on random data if the

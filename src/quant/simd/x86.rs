@@ -27,6 +27,45 @@ pub(super) mod sizes {
     pub const Q8_K: usize = 292;
 }
 
+/// Activation rows one weight block meets per pass in batched products: enough to amortize
+/// decoding the block, few enough that the accumulators stay in registers.
+const TOKENS_PER_PASS: usize = 4;
+
+/// The two entry points of one kernel `$kernel::<N>` (a weight row against N activation rows):
+/// `$rows` for decode (`quant::dot_rows`), `$batch` for prefill (`quant::dot_rows_batch`).
+macro_rules! kernel_entries {
+    ($rows:ident, $batch:ident, $kernel:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr) => {
+        fn $rows(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
+            let nb = cols / $block_len;
+            let act = &act[..nb * $a_bytes];
+            for (o, w) in out.iter_mut().zip(weights.chunks_exact(nb * $w_bytes)) {
+                // SAFETY: `available()` was true before this kernel was handed out.
+                [*o] = unsafe { $kernel::<1>(nb, w, [act]) };
+            }
+        }
+
+        fn $batch(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
+            const PASS: usize = super::TOKENS_PER_PASS;
+            let nb = cols / $block_len;
+            let act_bytes = nb * $a_bytes;
+            let act = |t: usize| &acts[t * act_bytes..(t + 1) * act_bytes];
+            for (o, w) in out.chunks_exact_mut(n_tokens).zip(weights.chunks_exact(nb * $w_bytes)) {
+                let mut t = 0;
+                while t + PASS <= n_tokens {
+                    // SAFETY: as above.
+                    let dots = unsafe { $kernel::<PASS>(nb, w, std::array::from_fn(|k| act(t + k))) };
+                    o[t..t + PASS].copy_from_slice(&dots);
+                    t += PASS;
+                }
+                for (t, o) in o.iter_mut().enumerate().skip(t) {
+                    // SAFETY: as above.
+                    [*o] = unsafe { $kernel::<1>(nb, w, [act(t)]) };
+                }
+            }
+        }
+    };
+}
+
 macro_rules! x86_kernels {
     (
         $isa:ident, $features:literal,
@@ -35,21 +74,21 @@ macro_rules! x86_kernels {
     ) => {
         pub(crate) mod $isa {
             use super::sizes;
-            use crate::quant::block::F16Le;
-            use crate::quant::DotRowsFn;
+            use crate::quant::{DotBatchFn, DotRowsFn};
             use crate::tensor::GgmlType;
             use core::arch::x86_64::*;
 
-            /// The row kernel for weight type `ty`, if this instruction set has one.
-            pub(crate) fn dot_rows_fn(ty: GgmlType) -> Option<DotRowsFn> {
+            /// This instruction set's kernels for weight type `ty` (one row at a time, batched),
+            /// if it has them.
+            pub(crate) fn kernels(ty: GgmlType) -> Option<(DotRowsFn, DotBatchFn)> {
                 Some(match ty {
-                    GgmlType::Q4_0 => dot_rows_q4_0,
-                    GgmlType::Q4_1 => dot_rows_q4_1,
-                    GgmlType::Q5_0 => dot_rows_q5_0,
-                    GgmlType::Q5_1 => dot_rows_q5_1,
-                    GgmlType::Q8_0 => dot_rows_q8_0,
-                    GgmlType::Q4_K => dot_rows_q4_k,
-                    GgmlType::Q6_K => dot_rows_q6_k,
+                    GgmlType::Q4_0 => (dot_rows_q4_0, dot_batch_q4_0),
+                    GgmlType::Q4_1 => (dot_rows_q4_1, dot_batch_q4_1),
+                    GgmlType::Q5_0 => (dot_rows_q5_0, dot_batch_q5_0),
+                    GgmlType::Q5_1 => (dot_rows_q5_1, dot_batch_q5_1),
+                    GgmlType::Q8_0 => (dot_rows_q8_0, dot_batch_q8_0),
+                    GgmlType::Q4_K => (dot_rows_q4_k, dot_batch_q4_k),
+                    GgmlType::Q6_K => (dot_rows_q6_k, dot_batch_q6_k),
                     _ => return None,
                 })
             }
@@ -59,6 +98,7 @@ macro_rules! x86_kernels {
                 $features.split(',').all(|f| match f {
                     "avx2" => is_x86_feature_detected!("avx2"),
                     "fma" => is_x86_feature_detected!("fma"),
+                    "f16c" => is_x86_feature_detected!("f16c"),
                     "avx512f" => is_x86_feature_detected!("avx512f"),
                     "avx512bw" => is_x86_feature_detected!("avx512bw"),
                     "avx512vl" => is_x86_feature_detected!("avx512vl"),
@@ -76,16 +116,6 @@ macro_rules! x86_kernels {
             #[inline]
             #[target_feature(enable = $features)]
             fn madd_i16($acc2: __m256i, $a: __m256i, $b: __m256i) -> __m256i $madd_i16
-
-            /// The exact signed dot product of 32 i8 weights with 32 i8 activations, as eight
-            /// i32 lane sums: the sign of each weight moves onto its activation, so the products
-            /// become unsigned x signed. Activations are never -128 (our quantizers give
-            /// [-127, 127]), so negating them cannot overflow.
-            #[inline]
-            #[target_feature(enable = $features)]
-            fn dot_i8(w: __m256i, a: __m256i) -> __m256i {
-                dot_u8_i8(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w))
-            }
 
             #[inline]
             #[target_feature(enable = $features)]
@@ -124,9 +154,13 @@ macro_rules! x86_kernels {
                 unsafe { _mm_loadu_si128(b.as_ptr().add(at).cast()) }
             }
 
-            #[inline(always)]
+            /// The f16 at `at`, converted by the F16C instruction (exact, like the scalar
+            /// conversion, but one instruction instead of a dozen).
+            #[inline]
+            #[target_feature(enable = $features)]
             fn f16_at<const N: usize>(b: &[u8; N], at: usize) -> f32 {
-                F16Le([b[at], b[at + 1]]).to_f32()
+                let bits = u16::from_le_bytes([b[at], b[at + 1]]);
+                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
             }
 
             /// Block `i` of `data` as a fixed-size array.
@@ -157,127 +191,112 @@ macro_rules! x86_kernels {
                 _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1))
             }
 
-            /// Rows of `rb` bytes times `act`, one row at a time through `row_dot`.
-            #[inline(always)]
-            fn each_row(weights: &[u8], rb: usize, out: &mut [f32], row_dot: impl Fn(&[u8]) -> f32) {
-                for (o, w) in out.iter_mut().zip(weights.chunks_exact(rb)) {
-                    *o = row_dot(w);
+            kernel_entries!(dot_rows_q8_0, dot_batch_q8_0, q8_0, 32, sizes::Q8_0, sizes::Q8_0);
+            kernel_entries!(dot_rows_q4_0, dot_batch_q4_0, q4_0, 32, sizes::Q4_0, sizes::Q8_0);
+            kernel_entries!(dot_rows_q4_1, dot_batch_q4_1, q4_1, 32, sizes::Q4_1, sizes::Q8_1);
+            kernel_entries!(dot_rows_q5_0, dot_batch_q5_0, q5_0, 32, sizes::Q5_0, sizes::Q8_0);
+            kernel_entries!(dot_rows_q5_1, dot_batch_q5_1, q5_1, 32, sizes::Q5_1, sizes::Q8_1);
+            kernel_entries!(dot_rows_q4_k, dot_batch_q4_k, q4_k, 256, sizes::Q4_K, sizes::Q8_K);
+            kernel_entries!(dot_rows_q6_k, dot_batch_q6_k, q6_k, 256, sizes::Q6_K, sizes::Q8_K);
+
+            // Each kernel takes one weight row and N activation rows (N = 1 in decode, up to
+            // TOKENS_PER_PASS in prefill): a weight block is decoded once and meets the N
+            // activation blocks while it is in registers. Every token has its own accumulators
+            // and the same operations in the same order whatever N is, so batched and
+            // one-token results are bit-identical.
+
+            /// 32-value blocks of signed weights `q` (decoded by `weights` from a weight block
+            /// with its f16 scale first) against Q8_0 activations: `d_w * d_a * (q . a)` summed
+            /// over blocks.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn signed_blocks<const WB: usize, const N: usize>(
+                nb: usize,
+                w: &[u8],
+                a: [&[u8]; N],
+                weights: impl Fn(&[u8; WB]) -> __m256i,
+            ) -> [f32; N] {
+                let mut acc = [_mm256_setzero_ps(); N];
+                for i in 0..nb {
+                    let wb = block::<WB>(w, i);
+                    let q = weights(wb);
+                    let (q_abs, d_w) = (_mm256_sign_epi8(q, q), f16_at(wb, 0));
+                    for t in 0..N {
+                        let ab = block::<{ sizes::Q8_0 }>(a[t], i);
+                        // The sign of each weight moves onto its activation, so the products
+                        // become unsigned x signed. Activations are never -128 (our quantizer
+                        // gives [-127, 127]), so negating them cannot overflow.
+                        let a_signed = _mm256_sign_epi8(load32(ab, 2), q);
+                        let sum = dot_u8_i8(_mm256_setzero_si256(), q_abs, a_signed);
+                        let d = _mm256_set1_ps(d_w * f16_at(ab, 0));
+                        acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc[t]);
+                    }
                 }
+                acc.map(|v| hsum(v))
             }
 
-            fn dot_rows_q8_0(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
-                let nb = cols / 32;
-                let act = &act[..nb * sizes::Q8_0];
-                // SAFETY: `available()` was true before this kernel was handed out.
-                each_row(weights, nb * sizes::Q8_0, out, |w| unsafe { q8_0(nb, w, act) });
+            /// 32-value blocks of unsigned weights `q` with an f16 scale and min first in the
+            /// block, against Q8_1 activations: `d_w * d_a * (q . a) + m * s_a` summed over
+            /// blocks, `s_a` being the activations' stored `d * sum(a)`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn unsigned_blocks_with_min<const WB: usize, const N: usize>(
+                nb: usize,
+                w: &[u8],
+                a: [&[u8]; N],
+                weights: impl Fn(&[u8; WB]) -> __m256i,
+            ) -> [f32; N] {
+                let mut acc = [_mm256_setzero_ps(); N];
+                let mut mins = [0.0f32; N];
+                for i in 0..nb {
+                    let wb = block::<WB>(w, i);
+                    let q = weights(wb);
+                    let (d_w, m_w) = (f16_at(wb, 0), f16_at(wb, 2));
+                    for t in 0..N {
+                        let ab = block::<{ sizes::Q8_1 }>(a[t], i);
+                        let sum = dot_u8_i8(_mm256_setzero_si256(), q, load32(ab, 4));
+                        let d = _mm256_set1_ps(d_w * f16_at(ab, 0));
+                        acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc[t]);
+                        mins[t] += m_w * f16_at(ab, 2);
+                    }
+                }
+                std::array::from_fn(|t| hsum(acc[t]) + mins[t])
             }
 
             #[target_feature(enable = $features)]
-            fn q8_0(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-                let mut acc = _mm256_setzero_ps();
-                for i in 0..nb {
-                    let (wb, ab) = (block::<{ sizes::Q8_0 }>(w, i), block::<{ sizes::Q8_0 }>(a, i));
-                    let sum = dot_i8(load32(wb, 2), load32(ab, 2));
-                    let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
-                    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
-                }
-                hsum(acc)
-            }
-
-            fn dot_rows_q4_0(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
-                let nb = cols / 32;
-                let act = &act[..nb * sizes::Q8_0];
-                // SAFETY: `available()` was true before this kernel was handed out.
-                each_row(weights, nb * sizes::Q4_0, out, |w| unsafe { q4_0(nb, w, act) });
+            fn q8_0<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+                signed_blocks::<{ sizes::Q8_0 }, N>(nb, w, a, |wb| load32(wb, 2))
             }
 
             #[target_feature(enable = $features)]
-            fn q4_0(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-                let mut acc = _mm256_setzero_ps();
-                for i in 0..nb {
-                    let (wb, ab) = (block::<{ sizes::Q4_0 }>(w, i), block::<{ sizes::Q8_0 }>(a, i));
-                    let q = _mm256_sub_epi8(nibbles32(load16(wb, 2)), _mm256_set1_epi8(8));
-                    let sum = dot_i8(q, load32(ab, 2));
-                    let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
-                    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
-                }
-                hsum(acc)
-            }
-
-            fn dot_rows_q4_1(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
-                let nb = cols / 32;
-                let act = &act[..nb * sizes::Q8_1];
-                // SAFETY: `available()` was true before this kernel was handed out.
-                each_row(weights, nb * sizes::Q4_1, out, |w| unsafe { q4_1(nb, w, act) });
-            }
-
-            /// `d_w * d_a * sum(q * a) + m * s` per block, s being the activations' `d * sum(a)`.
-            #[target_feature(enable = $features)]
-            fn q4_1(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-                let mut acc = _mm256_setzero_ps();
-                let mut mins = 0.0f32;
-                for i in 0..nb {
-                    let (wb, ab) = (block::<{ sizes::Q4_1 }>(w, i), block::<{ sizes::Q8_1 }>(a, i));
-                    let sum = dot_u8_i8(_mm256_setzero_si256(), nibbles32(load16(wb, 4)), load32(ab, 4));
-                    let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
-                    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
-                    mins += f16_at(wb, 2) * f16_at(ab, 2);
-                }
-                hsum(acc) + mins
-            }
-
-            fn dot_rows_q5_0(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
-                let nb = cols / 32;
-                let act = &act[..nb * sizes::Q8_0];
-                // SAFETY: `available()` was true before this kernel was handed out.
-                each_row(weights, nb * sizes::Q5_0, out, |w| unsafe { q5_0(nb, w, act) });
+            fn q4_0<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+                signed_blocks::<{ sizes::Q4_0 }, N>(nb, w, a, |wb| {
+                    _mm256_sub_epi8(nibbles32(load16(wb, 2)), _mm256_set1_epi8(8))
+                })
             }
 
             #[target_feature(enable = $features)]
-            fn q5_0(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-                let mut acc = _mm256_setzero_ps();
-                for i in 0..nb {
-                    let (wb, ab) = (block::<{ sizes::Q5_0 }>(w, i), block::<{ sizes::Q8_0 }>(a, i));
+            fn q5_0<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+                signed_blocks::<{ sizes::Q5_0 }, N>(nb, w, a, |wb| {
                     let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
                     // (nibble | 0xF0) where the fifth bit is clear is nibble - 16 as an i8.
                     let high = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
-                    let q = _mm256_or_si256(nibbles32(load16(wb, 6)), high);
-                    let sum = dot_i8(q, load32(ab, 2));
-                    let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
-                    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
-                }
-                hsum(acc)
-            }
-
-            fn dot_rows_q5_1(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
-                let nb = cols / 32;
-                let act = &act[..nb * sizes::Q8_1];
-                // SAFETY: `available()` was true before this kernel was handed out.
-                each_row(weights, nb * sizes::Q5_1, out, |w| unsafe { q5_1(nb, w, act) });
+                    _mm256_or_si256(nibbles32(load16(wb, 6)), high)
+                })
             }
 
             #[target_feature(enable = $features)]
-            fn q5_1(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-                let mut acc = _mm256_setzero_ps();
-                let mut mins = 0.0f32;
-                for i in 0..nb {
-                    let (wb, ab) = (block::<{ sizes::Q5_1 }>(w, i), block::<{ sizes::Q8_1 }>(a, i));
-                    let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
-                    let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
-                    let q = _mm256_or_si256(nibbles32(load16(wb, 8)), high);
-                    let sum = dot_u8_i8(_mm256_setzero_si256(), q, load32(ab, 4));
-                    let d = _mm256_set1_ps(f16_at(wb, 0) * f16_at(ab, 0));
-                    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
-                    mins += f16_at(wb, 2) * f16_at(ab, 2);
-                }
-                hsum(acc) + mins
+            fn q4_1<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+                unsigned_blocks_with_min::<{ sizes::Q4_1 }, N>(nb, w, a, |wb| nibbles32(load16(wb, 4)))
             }
 
-            fn dot_rows_q4_k(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
-                let nb = cols / 256;
-                let act = &act[..nb * sizes::Q8_K];
-                // SAFETY: `available()` was true before this kernel was handed out.
-                each_row(weights, nb * sizes::Q4_K, out, |w| unsafe { q4_k(nb, w, act) });
+            #[target_feature(enable = $features)]
+            fn q5_1<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+                unsigned_blocks_with_min::<{ sizes::Q5_1 }, N>(nb, w, a, |wb| {
+                    let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
+                    let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
+                    _mm256_or_si256(nibbles32(load16(wb, 8)), high)
+                })
             }
 
             /// The eight 6-bit scales (bytes 0..8) and mins (bytes 8..16) of a Q4_K block, from
@@ -301,59 +320,61 @@ macro_rules! x86_kernels {
             /// `d * a.d * sum_j sc[j] * (q_j . a_j) - dmin * a.d * sum_j m[j] * (a_j's sum)`, the
             /// sums of the 32-value groups `j`; the activation sums come from Q8_K's `bsums`.
             #[target_feature(enable = $features)]
-            fn q4_k(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-                let mut acc = _mm256_setzero_ps();
-                let mut acc_min = _mm_setzero_ps();
+            fn q4_k<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+                let mut acc = [_mm256_setzero_ps(); N];
+                let mut acc_min = [_mm_setzero_ps(); N];
                 let low4 = _mm256_set1_epi8(0x0F);
                 for i in 0..nb {
-                    let (wb, ab) = (block::<{ sizes::Q4_K }>(w, i), block::<{ sizes::Q8_K }>(a, i));
-                    let a_d = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
+                    let wb = block::<{ sizes::Q4_K }>(w, i);
+                    let ab: [&[u8; sizes::Q8_K]; N] = std::array::from_fn(|t| block(a[t], i));
                     let [s0, s1, m0, m1] = q4_k_scales_mins(wb);
-                    // Mins: pair the 16-value bsums into 32-value group sums, times each min.
-                    let bsums = load32(ab, 4 + 256);
-                    let group_sums =
-                        _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
+                    let (d_w, dmin_w) = (f16_at(wb, 0), f16_at(wb, 2));
                     let mins = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, m1 as i32, m0 as i32));
-                    let min_sum = _mm_madd_epi16(mins, group_sums);
-                    let dmin = _mm_set1_ps(f16_at(wb, 2) * a_d);
-                    acc_min = _mm_fmadd_ps(dmin, _mm_cvtepi32_ps(min_sum), acc_min);
-
                     let scales = (s0 as u64 | (s1 as u64) << 32).to_le_bytes();
-                    let mut sum = _mm256_setzero_si256();
+                    let mut sum = [_mm256_setzero_si256(); N];
                     for j in 0..4 {
                         let q = load32(wb, 16 + 32 * j);
-                        let lo = _mm256_maddubs_epi16(_mm256_and_si256(q, low4), load32(ab, 4 + 64 * j));
+                        let lo = _mm256_and_si256(q, low4);
                         let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low4);
-                        let hi = _mm256_maddubs_epi16(hi, load32(ab, 4 + 64 * j + 32));
-                        sum = madd_i16(sum, lo, _mm256_set1_epi16(scales[2 * j] as i16));
-                        sum = madd_i16(sum, hi, _mm256_set1_epi16(scales[2 * j + 1] as i16));
+                        let sc_lo = _mm256_set1_epi16(scales[2 * j] as i16);
+                        let sc_hi = _mm256_set1_epi16(scales[2 * j + 1] as i16);
+                        for t in 0..N {
+                            let p_lo = _mm256_maddubs_epi16(lo, load32(ab[t], 4 + 64 * j));
+                            let p_hi = _mm256_maddubs_epi16(hi, load32(ab[t], 4 + 64 * j + 32));
+                            sum[t] = madd_i16(madd_i16(sum[t], p_lo, sc_lo), p_hi, sc_hi);
+                        }
                     }
-                    let d = _mm256_set1_ps(f16_at(wb, 0) * a_d);
-                    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
+                    for t in 0..N {
+                        let a_d = f32::from_le_bytes([ab[t][0], ab[t][1], ab[t][2], ab[t][3]]);
+                        // Mins: pair the 16-value bsums into 32-value group sums, times each min.
+                        let bsums = load32(ab[t], 4 + 256);
+                        let group_sums =
+                            _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
+                        let min_sum = _mm_cvtepi32_ps(_mm_madd_epi16(mins, group_sums));
+                        acc_min[t] = _mm_fmadd_ps(_mm_set1_ps(dmin_w * a_d), min_sum, acc_min[t]);
+                        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d_w * a_d), _mm256_cvtepi32_ps(sum[t]), acc[t]);
+                    }
                 }
-                hsum(acc) - hsum128(acc_min)
-            }
-
-            fn dot_rows_q6_k(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
-                let nb = cols / 256;
-                let act = &act[..nb * sizes::Q8_K];
-                // SAFETY: `available()` was true before this kernel was handed out.
-                each_row(weights, nb * sizes::Q6_K, out, |w| unsafe { q6_k(nb, w, act) });
+                std::array::from_fn(|t| hsum(acc[t]) - hsum128(acc_min[t]))
             }
 
             /// `d * a.d * sum_g sc[g] * ((q_g - 32) . a_g)` over the 16-value groups `g`. The
             /// quants are multiplied unsigned (0..64) and the offset taken off once per block as
             /// `32 * sum_g sc[g] * (a_g's sum)`, from Q8_K's `bsums`.
             #[target_feature(enable = $features)]
-            fn q6_k(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-                let mut acc = _mm256_setzero_ps();
+            fn q6_k<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+                let mut acc = [_mm256_setzero_ps(); N];
                 let low4 = _mm256_set1_epi8(0x0F);
                 let bits45 = _mm256_set1_epi8(0x30);
                 for i in 0..nb {
-                    let (wb, ab) = (block::<{ sizes::Q6_K }>(w, i), block::<{ sizes::Q8_K }>(a, i));
+                    let wb = block::<{ sizes::Q6_K }>(w, i);
+                    let ab: [&[u8; sizes::Q8_K]; N] = std::array::from_fn(|t| block(a[t], i));
                     let scales = load16(wb, 192);
-                    let offset = _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), load32(ab, 4 + 256));
-                    let mut sum = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(offset));
+                    let scales16 = _mm256_cvtepi8_epi16(scales);
+                    let mut sum: [__m256i; N] = std::array::from_fn(|t| {
+                        let offset = _mm256_madd_epi16(scales16, load32(ab[t], 4 + 256));
+                        _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(offset))
+                    });
                     for half in 0..2 {
                         let ql0 = load32(wb, 64 * half);
                         let ql1 = load32(wb, 64 * half + 32);
@@ -368,31 +389,36 @@ macro_rules! x86_kernels {
                         ];
                         for (k, (low, high)) in quarters.into_iter().enumerate() {
                             let q = _mm256_or_si256(low, _mm256_and_si256(high, bits45));
-                            let p = _mm256_maddubs_epi16(q, load32(ab, 4 + 128 * half + 32 * k));
                             // Groups 8 * half + 2k and the next one cover this quarter's two halves.
                             let g = (8 * half + 2 * k) as i8;
                             let pick = _mm_set_epi8(g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g, g, g, g, g, g, g, g);
                             let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
-                            sum = madd_i16(sum, p, sc);
+                            for t in 0..N {
+                                let p = _mm256_maddubs_epi16(q, load32(ab[t], 4 + 128 * half + 32 * k));
+                                sum[t] = madd_i16(sum[t], p, sc);
+                            }
                         }
                     }
-                    let d = _mm256_set1_ps(f16_at(wb, 208) * f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]));
-                    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc);
+                    let d_w = f16_at(wb, 208);
+                    for t in 0..N {
+                        let a_d = f32::from_le_bytes([ab[t][0], ab[t][1], ab[t][2], ab[t][3]]);
+                        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d_w * a_d), _mm256_cvtepi32_ps(sum[t]), acc[t]);
+                    }
                 }
-                hsum(acc)
+                acc.map(|v| hsum(v))
             }
         }
     };
 }
 
 x86_kernels!(
-    avx2, "avx2,fma",
+    avx2, "avx2,fma,f16c",
     dot_u8_i8(acc, u, s) { _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))) },
     madd_i16(acc, a, b) { _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)) }
 );
 
 x86_kernels!(
-    avx512vnni, "avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni",
+    avx512vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     dot_u8_i8(acc, u, s) { _mm256_dpbusd_epi32(acc, u, s) },
     madd_i16(acc, a, b) { _mm256_dpwssd_epi32(acc, a, b) }
 );
