@@ -41,6 +41,12 @@ export declare class NativeModel {
   dispose(): void
 }
 
+/**
+ * Internal, for `npm run bench` (not exported by `lib/`): the best memory read bandwidth in
+ * bytes/s of `threads` threads reading a `bytes`-byte buffer (default 1 GiB).
+ */
+export declare function measureReadBandwidth(threads: number, bytes?: number | undefined | null): Promise<number>
+
 export interface NativeGenerateOptions {
   maxTokens?: number
   temperature?: number

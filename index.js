@@ -838,3 +838,4 @@ module.exports = nativeBinding
 module.exports.NativeGeneration = nativeBinding.NativeGeneration
 module.exports.NativeLoader = nativeBinding.NativeLoader
 module.exports.NativeModel = nativeBinding.NativeModel
+module.exports.measureReadBandwidth = nativeBinding.measureReadBandwidth

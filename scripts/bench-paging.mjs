@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError, int, killCurrentChild, list, oneModel, parseCli, runChild } from './bench/common.mjs';
+import { readGgufTensors } from './bench/gguf-tensors.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const PAGING_WORKER = path.join(here, 'bench', 'paging-worker.mjs');
@@ -173,91 +174,6 @@ async function resolveModel(arg) {
 // Unit sizes from the GGUF header (for 'minpf'): a unit is a layer (its blk.N.* tensors) or the
 // output head (output_norm + output, or token_embd when the output is tied), each tensor padded
 // to 64 bytes in the unit's buffer, as the pager packs them.
-
-const GGML_BLOCK = {
-  0: [1, 4], 1: [1, 2], 2: [32, 18], 3: [32, 20], 6: [32, 22], 7: [32, 24], 8: [32, 34], 9: [32, 40],
-  10: [256, 84], 11: [256, 110], 12: [256, 144], 13: [256, 176], 14: [256, 210], 15: [256, 292],
-  16: [256, 66], 17: [256, 74], 18: [256, 98], 19: [256, 50], 20: [32, 18], 21: [256, 110], 22: [256, 82],
-  23: [256, 136], 24: [1, 1], 25: [1, 2], 26: [1, 4], 27: [1, 8], 28: [1, 8], 29: [256, 56], 30: [1, 2],
-};
-
-function readGgufTensors(file) {
-  const fd = fs.openSync(file, 'r');
-  const CHUNK = 1 << 20;
-  let buf = Buffer.alloc(0);
-  let bufStart = 0; // file offset of buf[0]
-  let pos = 0; // file offset of the cursor
-  const need = (n) => {
-    if (pos + n <= bufStart + buf.length) return;
-    const keep = buf.subarray(pos - bufStart);
-    const more = Buffer.alloc(Math.max(CHUNK, n));
-    const got = fs.readSync(fd, more, 0, more.length, bufStart + buf.length);
-    if (keep.length + got < n) throw new Error('GGUF header truncated');
-    buf = Buffer.concat([keep, more.subarray(0, got)]);
-    bufStart = pos;
-  };
-  const u32 = () => (need(4), (pos += 4), buf.readUInt32LE(pos - 4 - bufStart));
-  const u64 = () => (need(8), (pos += 8), Number(buf.readBigUInt64LE(pos - 8 - bufStart)));
-  const skip = (n) => {
-    while (n > 0) {
-      const step = Math.min(n, CHUNK);
-      need(step);
-      pos += step;
-      n -= step;
-    }
-  };
-  const str = () => {
-    const n = u64();
-    need(n);
-    pos += n;
-    return buf.toString('utf8', pos - n - bufStart, pos - bufStart);
-  };
-  const SCALAR = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
-  const value = (type) => {
-    if (type === 8) return str();
-    if (type === 9) {
-      const t = u32();
-      const n = u64();
-      if (SCALAR[t]) skip(n * SCALAR[t]);
-      else for (let i = 0; i < n; i++) value(t);
-      return null;
-    }
-    if (type === 4) return u32();
-    if (!SCALAR[type]) throw new Error(`GGUF value type ${type}`);
-    skip(SCALAR[type]);
-    return null;
-  };
-  try {
-    need(8);
-    if (buf.toString('latin1', 0, 4) !== 'GGUF') throw new Error('not a GGUF file');
-    pos = 4;
-    const version = u32();
-    if (version < 2) throw new Error(`GGUF version ${version}`);
-    const nTensors = u64();
-    const nKv = u64();
-    let alignment = 32;
-    for (let i = 0; i < nKv; i++) {
-      const key = str();
-      const v = value(u32());
-      if (key === 'general.alignment' && typeof v === 'number') alignment = v;
-    }
-    const tensors = [];
-    for (let i = 0; i < nTensors; i++) {
-      const name = str();
-      const nd = u32();
-      const dims = [];
-      for (let d = 0; d < nd; d++) dims.push(u64());
-      const type = u32();
-      const offset = u64();
-      const blk = GGML_BLOCK[type];
-      const n = dims.reduce((a, b) => a * b, 1);
-      tensors.push({ name, dims, type, offset, size: blk ? (n / blk[0]) * blk[1] : null });
-    }
-    return { alignment, tensors };
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 /** Unit sizes in the pager's cycle order (layers, then the head); null if the header is odd. */
 function unitSizes(file) {

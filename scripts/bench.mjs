@@ -1,12 +1,17 @@
-// Side-by-side benchmark of chord-llm and node-llama-cpp (llama.cpp) on the same GGUF file and
-// thread count: load time, prefill tok/s (128-token prompt), decode tok/s (128 greedy tokens,
-// EOS ignored) and peak RSS. Each engine runs in its own child process (scripts/bench/*-worker.mjs)
-// so that its peak RSS is its own. Run `node scripts/bench.mjs --help`.
+// Side-by-side benchmark of chord-llm and node-llama-cpp (llama.cpp) on the same GGUF files and
+// thread counts: load time, prefill tok/s (128-token prompt), decode tok/s (128 greedy tokens,
+// EOS ignored) and peak RSS, each against a bound: decode against the memory-bandwidth bound
+// (read bandwidth measured in the same run / weight bytes one decode step reads), chord-llm's
+// peak RSS against file size + KV cache + 80 MB. Each engine runs in its own child process
+// (scripts/bench/*-worker.mjs) so that its peak RSS is its own. Run `node scripts/bench.mjs --help`.
 
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UsageError, int, oneModel, parseCli, runChild } from './bench/common.mjs';
+import { UsageError, int, list, parseCli, runChild } from './bench/common.mjs';
+import { decodeReadBytes, readGgufTensors } from './bench/gguf-tensors.mjs';
+import { MODELS, modelPath } from './models.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -15,35 +20,63 @@ const ENGINES = {
   llama: { name: 'node-llama-cpp', worker: path.join(here, 'bench', 'llama-worker.mjs') },
 };
 
-const HELP = `Usage: npm run bench -- <model.gguf | model key> [options]
+/** Synthetic models run by default when present in --synth-dir (written by scripts/synth.mjs). */
+const SYNTH = [
+  { key: 'tinyllama', file: 'tinyllama.gguf', shape: 'tinyllama-1.1b' },
+  { key: 'llama2-7b', file: 'llama2-7b.gguf', shape: 'llama2-7b' },
+];
+const DEFAULT_SYNTH_DIR = '/tmp/synth';
 
-Benchmarks chord-llm and node-llama-cpp side by side on the same file and thread count,
+/** Allowance for code, the JS runtime and scratch buffers above file size + KV cache. */
+const RSS_OVERHEAD_BYTES = 80 * 1048576;
+
+const HELP = `Usage: npm run bench -- [model.gguf | model key ...] [options]
+
+Benchmarks chord-llm and node-llama-cpp side by side on the same files and thread counts,
 each engine in its own child process: load seconds, prefill tok/s (one prompt evaluation in a
 fresh state), decode tok/s (greedy, EOS ignored, (tokens-1)/(t_last-t_first)), peak RSS (VmHWM).
 The same prompt ids (a fixed text tokenized by node-llama-cpp, BOS added when the model wants it)
-are fed to both engines.
+are fed to both engines. One table per thread count, one row per model, medians of --repeat runs.
+Each table's first line gives the 1-minute load average at its start: other processes' CPU use
+skews the figures, the most at a thread count equal to the number of cores.
+
+Bounds:
+  decode bound  memory read bandwidth (measured at the start of each thread count's table, that
+                many threads reading a 1 GiB buffer) / weight bytes one decode step reads (all
+                layer tensors, output norm, output matrix or the tied token_embd, one embedding
+                row); "of bound" is decode tok/s as a fraction of it
+  RSS bound     file size + chord-llm's KV cache at this context size + 80 MB; chord-llm's
+                peak RSS gets "ok" or "OVER"
+
+Models: without any, every cached model key (${Object.keys(MODELS).join(', ')}; scripts/fetch-models
+fetches them) and the synthetic ${SYNTH.map((s) => s.file).join(', ')} found in --synth-dir.
 
 Options:
-  --threads N         threads for both engines (default 2)
-  --repeat R          fresh processes per engine, report medians (default 1)
-  --json              print the results as JSON on stdout (the table then goes to stderr)
+  --threads LIST      comma-separated thread counts, one table each (default 2)
+  --repeat R          fresh processes per engine and model, report medians (default 3)
+  --synth-dir DIR     where the default run looks for the synthetic models (default ${DEFAULT_SYNTH_DIR});
+                      write them with npm run synth -- --shape tinyllama-1.1b --type q4_k_m
+                      --out ${DEFAULT_SYNTH_DIR}/tinyllama.gguf (and --shape llama2-7b ... llama2-7b.gguf)
+  --no-synth          the default run skips the synthetic models
+  --json              print the results as JSON on stdout (the tables then go to stderr)
   --engines LIST      comma-separated subset of: chord,llama (default chord,llama)
   --prompt-tokens N   prompt length (default 128)
   --gen-tokens N      tokens to generate (default 128)
   --context-size N    context size for both engines (default 512, at least prompt+gen)
   --no-warmup         do not run one unmeasured prompt evaluation before the measured one
   --timeout S         per-process timeout in seconds (default 600)
-  --chord-module P    load chord-llm from P instead of this repo (default: the repo, lib/index.js)
+  --chord-module P    load chord-llm from P instead of this repo (default: the repo, lib/index.js;
+                      the bandwidth is always measured with this repo's addon)
   -h, --help          this help
-
-A model key (smollm2, gemma3, qwen05, qwen15) stands for the cached file from scripts/fetch-models.
 `;
 
 function parseArgs(argv) {
   const o = {
-    model: null,
-    threads: 2,
-    repeat: 1,
+    models: [],
+    threads: [2],
+    repeat: 3,
+    synthDir: DEFAULT_SYNTH_DIR,
+    synth: true,
     json: false,
     engines: ['chord', 'llama'],
     promptTokens: 128,
@@ -57,15 +90,12 @@ function parseArgs(argv) {
     argv,
     {
       '-h, --help': () => (o.help = true),
-      '--threads, -t': (val, flag) => (o.threads = int(flag, val(), 1)),
+      '--threads, -t': (val, flag) => (o.threads = list(flag, val()).map((t) => int(flag, t, 1))),
       '--repeat': (val, flag) => (o.repeat = int(flag, val(), 1)),
+      '--synth-dir': (val) => (o.synthDir = path.resolve(val())),
+      '--no-synth': () => (o.synth = false),
       '--json': () => (o.json = true),
-      '--engines': (val) => {
-        const list = val().split(',').map((s) => s.trim()).filter(Boolean);
-        for (const e of list) if (!ENGINES[e]) throw new UsageError(`unknown engine "${e}" (chord, llama)`);
-        if (!list.length) throw new UsageError('--engines needs at least one engine');
-        o.engines = [...new Set(list)];
-      },
+      '--engines': (val, flag) => (o.engines = list(flag, val(), Object.keys(ENGINES))),
       '--prompt-tokens': (val, flag) => (o.promptTokens = int(flag, val(), 1)),
       '--gen-tokens': (val, flag) => (o.genTokens = int(flag, val(), 2)),
       '--context-size': (val, flag) => (o.contextSize = int(flag, val(), 16)),
@@ -73,20 +103,37 @@ function parseArgs(argv) {
       '--timeout': (val, flag) => (o.timeout = int(flag, val(), 1)),
       '--chord-module': (val) => (o.chordModule = path.resolve(val())),
     },
-    oneModel(o),
+    (a) => o.models.push(a),
   );
   return o;
 }
 
-async function resolveModel(arg) {
-  if (fs.existsSync(arg)) return path.resolve(arg);
-  const { MODELS, modelPath } = await import('./models.mjs');
+/** A model argument (file or key) as { label, file }. */
+function resolveModel(arg) {
+  if (fs.existsSync(arg)) return { label: path.basename(arg, '.gguf'), file: path.resolve(arg) };
   if (Object.hasOwn(MODELS, arg)) {
-    const p = modelPath(arg);
-    if (fs.existsSync(p)) return p;
+    const file = modelPath(arg);
+    if (fs.existsSync(file)) return { label: arg, file };
     throw new UsageError(`model "${arg}" is not in the cache yet: run scripts/fetch-models ${arg}`);
   }
   throw new UsageError(`model file not found: ${arg}`);
+}
+
+/** The default run: the cached model keys, then the synthetic files present; the rest is logged as skipped. */
+function defaultModels(opts, log) {
+  const found = [];
+  for (const key of Object.keys(MODELS)) {
+    const file = modelPath(key);
+    if (fs.existsSync(file)) found.push({ label: key, file });
+    else log(`skipping ${key}: not cached (scripts/fetch-models ${key})`);
+  }
+  if (!opts.synth) return found;
+  for (const s of SYNTH) {
+    const file = path.join(opts.synthDir, s.file);
+    if (fs.existsSync(file)) found.push({ label: `${s.key} (synth)`, file });
+    else log(`skipping synthetic ${s.key}: no ${file} (npm run synth -- --shape ${s.shape} --type q4_k_m --out ${file})`);
+  }
+  return found;
 }
 
 /** Runs one engine's worker; resolves with its JSON line (or an {ok:false} record). */
@@ -102,11 +149,11 @@ function median(xs) {
   return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
-const METRICS = ['loadS', 'prefillTokS', 'decodeTokS', 'peakRssBytes', 'prefillS', 'decodeS', 'initS'];
+const METRICS = ['loadS', 'prefillTokS', 'decodeTokS', 'peakRssBytes', 'prefillS', 'decodeS', 'initS', 'kvCacheBytes'];
 
 function summarize(runs) {
   const ok = runs.filter((r) => r.ok);
-  if (!ok.length) return { ok: false, error: runs[runs.length - 1]?.error ?? 'no runs', runs };
+  if (!ok.length) return { ok: false, error: runs[runs.length - 1]?.error ?? 'no runs', runs: runs.length };
   const s = { ok: true, runs: runs.length, okRuns: ok.length };
   for (const k of METRICS) s[k] = median(ok.map((r) => r[k]));
   s.firstTokens = ok[0].firstTokens;
@@ -114,69 +161,158 @@ function summarize(runs) {
   return s;
 }
 
-function fmt(v, digits) {
-  return v == null ? '-' : v.toFixed(digits);
+/** Weight bytes per decoded token from the file's tensor table, or null (logged) if unreadable. */
+function weightBytesPerToken(file, log) {
+  try {
+    const d = decodeReadBytes(readGgufTensors(file).tensors);
+    if (!d) log(`${file}: cannot tell the weight bytes per token (unknown tensor type or missing tensor)`);
+    return d;
+  } catch (e) {
+    log(`${file}: cannot read the tensor table: ${e.message}`);
+    return null;
+  }
 }
 
-function table(meta, results, order) {
-  const lines = [];
-  lines.push(
-    `model ${meta.model} (${(meta.modelBytes / 1048576).toFixed(1)} MiB), threads ${meta.threads}, ` +
-      `prompt ${meta.promptTokens} tok, generate ${meta.genTokens} tok, context ${meta.contextSize}, ` +
-      `repeat ${meta.repeat}${meta.repeat > 1 ? ' (medians)' : ''}`,
-  );
-  const head = ['engine', 'load s', 'prefill tok/s', 'decode tok/s', 'peak RSS MB'];
-  const rows = [];
-  for (const key of order) {
-    const r = results[key];
-    const name = ENGINES[key].name;
-    if (!r.ok) {
-      rows.push([name, `unavailable: ${String(r.error).split('\n')[0]}`]);
-      continue;
+/** Runs every engine `repeat` times on one model at one thread count; adds the bounds. */
+async function benchModel(model, threads, bandwidth, opts, log) {
+  const cfg = {
+    mode: 'bench',
+    model: model.file,
+    threads,
+    contextSize: opts.contextSize,
+    promptTokens: opts.promptTokens,
+    genTokens: opts.genTokens,
+    promptIds: model.promptIds,
+    warmup: opts.warmup,
+    chordModule: opts.chordModule,
+  };
+  const runs = Object.fromEntries(opts.engines.map((e) => [e, []]));
+  const skip = new Set();
+  for (let r = 0; r < opts.repeat; r++) {
+    for (const e of opts.engines) {
+      if (skip.has(e)) continue;
+      log(`${model.label}, ${threads} threads, run ${r + 1}/${opts.repeat}: ${ENGINES[e].name} ...`);
+      const res = await runWorker(e, cfg, opts.timeout);
+      if (!res.ok) log(`${ENGINES[e].name} failed: ${String(res.error).split('\n')[0]}`);
+      runs[e].push(res);
+      // Don't keep retrying an engine that cannot even load.
+      if (!res.ok && /not loadable|does not export/.test(res.error)) skip.add(e);
     }
-    rows.push([name, fmt(r.loadS, 2), fmt(r.prefillTokS, 1), fmt(r.decodeTokS, 1), fmt(r.peakRssBytes / 1048576, 1)]);
   }
-  if (results.chord?.ok && results.llama?.ok) {
-    const ratio = (a, b) => (a != null && b ? (a / b).toFixed(2) + 'x' : '-');
-    rows.push([
-      'chord / llama',
-      ratio(results.chord.loadS, results.llama.loadS),
-      ratio(results.chord.prefillTokS, results.llama.prefillTokS),
-      ratio(results.chord.decodeTokS, results.llama.decodeTokS),
-      ratio(results.chord.peakRssBytes, results.llama.peakRssBytes),
-    ]);
-  }
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.filter((r) => r.length > 2).map((r) => String(r[i]).length)));
-  widths[0] = Math.max(widths[0], ...rows.map((r) => String(r[0]).length));
-  const pad = (cells) =>
-    cells.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join('  ');
-  lines.push(pad(head));
-  for (const r of rows) lines.push(r.length > 2 ? pad(r) : `${String(r[0]).padEnd(widths[0])}  ${r[1]}`);
-  for (const key of order) {
-    const r = results[key];
-    if (!r.ok && String(r.error).includes('\n')) lines.push(`\n${ENGINES[key].name} error:\n${r.error}`);
-    if (r.ok && r.failures) lines.push(`${ENGINES[key].name}: ${r.failures.length} failed run(s): ${r.failures[0]}`);
-  }
-  if (results.chord?.ok && results.llama?.ok && results.chord.firstTokens && results.llama.firstTokens) {
-    const a = results.chord.firstTokens;
-    const b = results.llama.firstTokens;
-    let same = 0;
-    while (same < Math.min(a.length, b.length) && a[same] === b[same]) same++;
-    lines.push(`greedy tokens: first ${same}/${Math.min(a.length, b.length)} identical between engines`);
-  }
-  return lines.join('\n') + '\n';
+  const results = Object.fromEntries(Object.entries(runs).map(([e, rs]) => [e, summarize(rs)]));
+  const boundTokS = bandwidth && model.decodeRead ? bandwidth / model.decodeRead.bytes : null;
+  for (const r of Object.values(results)) if (r.ok && boundTokS) r.ofBound = r.decodeTokS / boundTokS;
+  const kv = results.chord?.ok ? results.chord.kvCacheBytes : null;
+  const rssBoundBytes = kv != null ? model.fileBytes + kv + RSS_OVERHEAD_BYTES : null;
+  if (results.chord?.ok && rssBoundBytes != null) results.chord.rssWithinBound = results.chord.peakRssBytes <= rssBoundBytes;
+  return { ...model, threads, boundTokS, rssBoundBytes, results, runs };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tables.
+
+const MB = 1048576;
+const fmt = (v, digits) => (v == null || !Number.isFinite(v) ? '-' : v.toFixed(digits));
+const pct = (v) => (v == null || !Number.isFinite(v) ? '-' : `${(100 * v).toFixed(0)}%`);
+const ratio = (a, b) => (a != null && b ? `${(a / b).toFixed(2)}x` : '-');
+
+/** Columns of one engine's group: [header, cell(result, row)]. */
+function engineColumns(key) {
+  const cols = [
+    ['load s', (r) => fmt(r.loadS, 2)],
+    ['prefill tok/s', (r) => fmt(r.prefillTokS, 1)],
+    ['decode tok/s', (r) => fmt(r.decodeTokS, 1)],
+    ['of bound', (r) => pct(r.ofBound)],
+    ['peak RSS MB', (r) => fmt(r.peakRssBytes / MB, 0)],
+  ];
+  if (key === 'chord') {
+    cols.push(['RSS bound MB', (r, row) => (row.rssBoundBytes == null ? '-' : `${fmt(row.rssBoundBytes / MB, 0)} ${r.rssWithinBound ? 'ok' : 'OVER'}`)]);
+  }
+  return cols;
+}
+
+function sameGreedyTokens(results) {
+  const a = results.chord?.ok && results.chord.firstTokens;
+  const b = results.llama?.ok && results.llama.firstTokens;
+  if (!a || !b) return '-';
+  const n = Math.min(a.length, b.length);
+  let same = 0;
+  while (same < n && a[same] === b[same]) same++;
+  return `${same}/${n}`;
+}
+
+/** One thread count's table: a model per row, groups of columns per engine, then chord/llama. */
+function table({ threads, bandwidthBytesPerS: bandwidth, loadAverage, rows }, opts) {
+  const groups = [{ title: '', cols: [['model', (row) => row.label], ['MiB/token', (row) => fmt(row.decodeRead?.bytes / MB, 1)], ['bound tok/s', (row) => fmt(row.boundTokS, 1)]] }];
+  for (const key of opts.engines) {
+    const cols = engineColumns(key).map(([h, cell]) => [h, (row) => (row.results[key].ok ? cell(row.results[key], row) : 'n/a')]);
+    groups.push({ title: ENGINES[key].name, cols });
+  }
+  if (opts.engines.includes('chord') && opts.engines.includes('llama')) {
+    const both = (f) => (row) => (row.results.chord.ok && row.results.llama.ok ? f(row.results.chord, row.results.llama) : '-');
+    groups.push({
+      title: 'chord-llm / node-llama-cpp',
+      cols: [
+        ['prefill', both((c, l) => ratio(c.prefillTokS, l.prefillTokS))],
+        ['decode', both((c, l) => ratio(c.decodeTokS, l.decodeTokS))],
+        ['greedy same', (row) => sameGreedyTokens(row.results)],
+      ],
+    });
+  }
+  const cols = groups.flatMap((g) => g.cols);
+  const cells = rows.map((row) => cols.map(([, cell]) => String(cell(row))));
+  const widths = cols.map(([h], i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
+  const sep = '  ';
+  const gap = ' | ';
+  const line = (vals) => {
+    let k = 0;
+    return groups
+      .map((g) => g.cols.map(() => (k === 0 ? vals[k].padEnd(widths[k++]) : vals[k].padStart(widths[k++]))).join(sep))
+      .join(gap);
+  };
+  // Group titles centred over their columns.
+  let k = 0;
+  const titles = groups
+    .map((g) => {
+      const w = g.cols.reduce((a) => a + widths[k++], 0) + sep.length * (g.cols.length - 1);
+      const t = g.title.slice(0, w);
+      const left = Math.floor((w - t.length) / 2);
+      return ' '.repeat(left) + t + ' '.repeat(w - t.length - left);
+    })
+    .join(gap);
+  const bw = bandwidth ? `${(bandwidth / 1e9).toFixed(1)} GB/s` : 'not measured';
+  const out = [
+    `threads ${threads}: memory read bandwidth ${bw}; prompt ${opts.promptTokens} tok, generate ${opts.genTokens} tok, ` +
+      `context ${opts.contextSize}; ${opts.repeat > 1 ? `medians of ${opts.repeat} runs` : '1 run'}; ` +
+      `load average ${loadAverage.toFixed(2)} at the start`,
+    titles.trimEnd(),
+    line(cols.map(([h]) => h)),
+    ...cells.map(line),
+  ];
+  for (const row of rows) {
+    for (const key of opts.engines) {
+      const r = row.results[key];
+      if (!r.ok) out.push(`${row.label}: ${ENGINES[key].name} unavailable: ${r.error}`);
+      else if (r.failures) out.push(`${row.label}: ${ENGINES[key].name}: ${r.failures.length} failed run(s): ${r.failures[0]}`);
+    }
+  }
+  return out.join('\n') + '\n';
+}
+
+// ---------------------------------------------------------------------------------------------
 
 async function main() {
   let opts;
+  const log = (m) => process.stderr.write(`bench: ${m}\n`);
+  let models;
   try {
     opts = parseArgs(process.argv.slice(2));
     if (opts.help) {
       process.stdout.write(HELP);
       return 0;
     }
-    if (!opts.model) throw new UsageError('no model given');
-    opts.model = await resolveModel(opts.model);
+    models = opts.models.length ? opts.models.map(resolveModel) : defaultModels(opts, log);
+    if (!models.length) throw new UsageError('no model given and none found in the cache or --synth-dir');
   } catch (e) {
     if (e instanceof UsageError) {
       process.stderr.write(`bench: ${e.message}\n\n${HELP}`);
@@ -184,66 +320,52 @@ async function main() {
     }
     throw e;
   }
-  const contextSize = opts.contextSize ?? Math.max(512, opts.promptTokens + opts.genTokens);
-  if (contextSize < opts.promptTokens + opts.genTokens) {
-    process.stderr.write(`bench: --context-size ${contextSize} < prompt + gen tokens\n`);
+  opts.contextSize ??= Math.max(512, opts.promptTokens + opts.genTokens);
+  if (opts.contextSize < opts.promptTokens + opts.genTokens) {
+    process.stderr.write(`bench: --context-size ${opts.contextSize} < prompt + gen tokens\n`);
     return 2;
   }
-  const log = (m) => process.stderr.write(`bench: ${m}\n`);
 
-  // The shared prompt ids, tokenized once by node-llama-cpp.
-  let promptIds = null;
-  const tok = await runWorker('llama', { mode: 'tokenize', model: opts.model, threads: opts.threads, promptTokens: opts.promptTokens }, opts.timeout);
-  if (tok.ok && Array.isArray(tok.ids) && tok.ids.length === opts.promptTokens) promptIds = tok.ids;
-  else log(`could not tokenize the prompt with node-llama-cpp (${tok.error ?? 'bad result'}); each engine tokenizes it itself`);
-
-  const base = {
-    mode: 'bench',
-    model: opts.model,
-    threads: opts.threads,
-    contextSize,
-    promptTokens: opts.promptTokens,
-    genTokens: opts.genTokens,
-    promptIds,
-    warmup: opts.warmup,
-    chordModule: opts.chordModule,
-  };
-  const runs = Object.fromEntries(opts.engines.map((e) => [e, []]));
-  for (let r = 0; r < opts.repeat; r++) {
-    for (const e of opts.engines) {
-      log(`run ${r + 1}/${opts.repeat}: ${ENGINES[e].name} ...`);
-      const res = await runWorker(e, base, opts.timeout);
-      if (!res.ok) log(`${ENGINES[e].name} failed: ${String(res.error).split('\n')[0]}`);
-      runs[e].push(res);
-      // Don't keep retrying an engine that cannot even load.
-      if (!res.ok && r === 0 && opts.repeat > 1 && /not loadable|does not export/.test(res.error)) runs[e].skip = true;
-    }
-    for (const e of Object.keys(runs)) if (runs[e].skip) opts.engines = opts.engines.filter((x) => x !== e);
+  for (const m of models) {
+    m.fileBytes = fs.statSync(m.file).size;
+    m.decodeRead = weightBytesPerToken(m.file, log);
+    // The shared prompt ids, tokenized once per model by node-llama-cpp.
+    const tok = await runWorker('llama', { mode: 'tokenize', model: m.file, threads: 1, promptTokens: opts.promptTokens }, opts.timeout);
+    m.promptIds = tok.ok && Array.isArray(tok.ids) && tok.ids.length === opts.promptTokens ? tok.ids : null;
+    if (!m.promptIds) log(`${m.label}: could not tokenize the prompt with node-llama-cpp (${tok.error ?? 'bad result'}); each engine tokenizes it itself`);
   }
-  const results = {};
-  for (const e of Object.keys(runs)) results[e] = summarize(runs[e]);
 
-  const meta = {
-    model: opts.model,
-    modelBytes: fs.statSync(opts.model).size,
-    threads: opts.threads,
-    promptTokens: opts.promptTokens,
-    genTokens: opts.genTokens,
-    contextSize,
-    repeat: opts.repeat,
-    warmup: opts.warmup,
-    sharedPromptIds: promptIds != null,
-    node: process.version,
-  };
-  const text = table(meta, results, Object.keys(runs));
+  const tables = [];
+  const write = (text) => (opts.json ? process.stderr : process.stdout).write(text);
+  for (const threads of opts.threads) {
+    const loadAverage = os.loadavg()[0];
+    log(`measuring the memory read bandwidth with ${threads} thread(s) ...`);
+    const bw = await runWorker('chord', { mode: 'bandwidth', threads }, opts.timeout);
+    if (!bw.ok) log(`bandwidth not measured, no decode bound: ${String(bw.error).split('\n')[0]}`);
+    const bandwidth = bw.ok ? bw.bytesPerS : null;
+    const rows = [];
+    for (const m of models) rows.push(await benchModel(m, threads, bandwidth, opts, log));
+    const t = { threads, bandwidthBytesPerS: bandwidth, loadAverage, rows };
+    tables.push(t);
+    write(table(t, opts) + '\n');
+  }
+
   if (opts.json) {
-    process.stderr.write(text);
-    const detail = Object.fromEntries(Object.entries(runs).map(([e, rs]) => [e, rs.map((x) => ({ ...x }))]));
-    process.stdout.write(JSON.stringify({ ...meta, results, runs: detail }, null, 2) + '\n');
-  } else {
-    process.stdout.write(text);
+    const meta = {
+      promptTokens: opts.promptTokens,
+      genTokens: opts.genTokens,
+      contextSize: opts.contextSize,
+      repeat: opts.repeat,
+      warmup: opts.warmup,
+      rssOverheadBytes: RSS_OVERHEAD_BYTES,
+      node: process.version,
+    };
+    const strip = ({ promptIds, ...row }) => ({ ...row, sharedPromptIds: promptIds != null });
+    const out = tables.map((t) => ({ ...t, rows: t.rows.map(strip) }));
+    process.stdout.write(JSON.stringify({ ...meta, tables: out }, null, 2) + '\n');
   }
-  return Object.values(results).some((r) => r.ok) ? 0 : 1;
+  const anyOk = tables.some((t) => t.rows.some((row) => Object.values(row.results).some((r) => r.ok)));
+  return anyOk ? 0 : 1;
 }
 
 main().then(

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+use crate::bandwidth;
 use crate::engine::{
     self, GenerateParams, Generation, LoadOptions, Model, Paging, Perplexity, PerplexityOptions, Step,
 };
@@ -478,5 +479,37 @@ impl Task for StepTask {
                 NativeStep { kind: "end".into(), id: token, text, reason: Some(reason.name().into()) }
             }
         })
+    }
+}
+
+/// Internal, for `npm run bench` (not exported by `lib/`): the best memory read bandwidth in
+/// bytes/s of `threads` threads reading a `bytes`-byte buffer (default 1 GiB).
+// napi-derive registers free functions only outside `cfg(test)`, so the test build sees them unused.
+#[cfg_attr(test, allow(dead_code))]
+#[napi(ts_return_type = "Promise<number>")]
+pub fn measure_read_bandwidth(threads: f64, bytes: Option<f64>) -> napi::Result<AsyncTask<BandwidthTask>> {
+    let (threads, bytes) = guarded(|| {
+        let threads = to_usize(Some(threads), "threads")?.unwrap_or(1);
+        Ok((threads, to_usize(bytes, "bytes")?.unwrap_or(bandwidth::DEFAULT_BYTES)))
+    })?;
+    Ok(AsyncTask::new(BandwidthTask { threads, bytes }))
+}
+
+#[cfg_attr(test, allow(dead_code))]
+pub struct BandwidthTask {
+    threads: usize,
+    bytes: usize,
+}
+
+impl Task for BandwidthTask {
+    type Output = f64;
+    type JsValue = f64;
+
+    fn compute(&mut self) -> napi::Result<f64> {
+        guarded(|| bandwidth::measure_read_bandwidth(self.threads, self.bytes, bandwidth::PASSES))
+    }
+
+    fn resolve(&mut self, _env: Env, bytes_per_second: f64) -> napi::Result<f64> {
+        Ok(bytes_per_second)
     }
 }

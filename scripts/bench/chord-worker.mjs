@@ -1,6 +1,7 @@
 // Bench worker for chord-llm (this repo's addon, through lib/index.js), run in its own process
-// by scripts/bench.mjs: load, prefill (logits of the prompt), decode (greedy generate), peak RSS.
-// Prints exactly one JSON line on stdout.
+// by scripts/bench.mjs. Mode "bench": load, prefill (logits of the prompt), decode (greedy
+// generate), peak RSS; mode "bandwidth": the memory read bandwidth with cfg.threads threads
+// (the native addon's internal measureReadBandwidth). Prints exactly one JSON line on stdout.
 
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -14,6 +15,7 @@ const tokenId = (t) => (typeof t === 'object' && t !== null ? (t.token ?? t.id ?
 
 runWorker('chord-llm', async () => {
   const cfg = readConfig();
+  if (cfg.mode === 'bandwidth') return measureBandwidth(cfg);
   const modulePath = cfg.chordModule ? path.resolve(cfg.chordModule) : repoRoot;
   const tInit = now();
   let chord;
@@ -68,6 +70,7 @@ runWorker('chord-llm', async () => {
       decodeS,
       decodeTokS: decodeS > 0 ? (tokens.length - 1) / decodeS : null,
       peakRssBytes: peakRssBytes(),
+      kvCacheBytes: model.info.kvCacheBytes,
       firstTokens: tokens.slice(0, 16),
       threads: cfg.threads,
       contextSize: cfg.contextSize,
@@ -76,3 +79,16 @@ runWorker('chord-llm', async () => {
     await model.dispose();
   }
 });
+
+/** Best read bandwidth over a buffer of cfg.bytes (default 1 GiB) with cfg.threads threads. */
+async function measureBandwidth(cfg) {
+  let native;
+  try {
+    native = createRequire(path.join(repoRoot, 'package.json'))(path.join(repoRoot, 'index.js'));
+  } catch (e) {
+    throw new Error(`chord-llm's addon is not loadable (not built yet? run "npm run build"): ${e.message}`);
+  }
+  if (typeof native.measureReadBandwidth !== 'function') throw new Error('the addon has no measureReadBandwidth (rebuild it)');
+  const bytes = cfg.bytes ?? 2 ** 30;
+  return { threads: cfg.threads, bytes, bytesPerS: await native.measureReadBandwidth(cfg.threads, bytes) };
+}
