@@ -9,10 +9,34 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-/// Spins before a worker parks; about 20-50 µs on current CPUs, longer than the gap between
-/// two operations of a forward pass, far shorter than the gap between two tokens.
-const SPIN_ITERATIONS: u32 = 20_000;
+/// How long a worker spins for the next job before it parks, and the caller for the workers'
+/// last tasks before it yields its core: longer than the gap between two operations of a
+/// forward pass (a few µs), far shorter than the gap between two tokens. Bounded by time, not
+/// by iterations, because the cost of a `pause` varies 10-fold between CPUs, and a spinner
+/// must not keep a core from Node's threads (or from a descheduled worker) for long.
+const SPIN_TIME: Duration = Duration::from_micros(50);
+
+/// Spin iterations between two reads of the clock.
+const SPINS_PER_CLOCK_READ: u32 = 64;
+
+/// Calls `ready` until it returns true while spinning for at most `SPIN_TIME`; returns whether
+/// it did.
+fn spin_until(ready: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..SPINS_PER_CLOCK_READ {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= SPIN_TIME {
+            return ready();
+        }
+    }
+}
 
 type Job = &'static (dyn Fn(usize) + Sync);
 
@@ -90,12 +114,9 @@ impl ComputePool {
             s.wake.notify_all();
         }
         let caller_panicked = catch_unwind(AssertUnwindSafe(|| take_tasks(s, job))).is_err();
-        let mut spins = 0u32;
-        while s.busy_workers.load(Ordering::Acquire) != 0 {
-            spins += 1;
-            if spins < SPIN_ITERATIONS {
-                std::hint::spin_loop();
-            } else {
+        let workers_done = || s.busy_workers.load(Ordering::Acquire) == 0;
+        if !spin_until(workers_done) {
+            while !workers_done() {
                 std::thread::yield_now();
             }
         }
@@ -135,26 +156,17 @@ fn take_tasks(s: &Shared, job: Job) {
 fn worker_loop(s: &Shared) {
     let mut seen = 0u64;
     loop {
-        let mut spins = 0u32;
-        loop {
-            if s.shutdown.load(Ordering::Acquire) {
-                return;
-            }
-            let g = s.generation.load(Ordering::Acquire);
-            if g != seen {
-                seen = g;
-                break;
-            }
-            if spins < SPIN_ITERATIONS {
-                spins += 1;
-                std::hint::spin_loop();
-                continue;
-            }
+        let news = || s.generation.load(Ordering::Acquire) != seen || s.shutdown.load(Ordering::Acquire);
+        while !spin_until(news) {
             let guard = s.park_lock.lock().unwrap_or_else(|e| e.into_inner());
-            if s.generation.load(Ordering::Acquire) == seen && !s.shutdown.load(Ordering::Acquire) {
+            if !news() {
                 drop(s.wake.wait(guard).unwrap_or_else(|e| e.into_inner()));
             }
         }
+        if s.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        seen = s.generation.load(Ordering::Acquire);
         let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(job) = job {
             if catch_unwind(AssertUnwindSafe(|| take_tasks(s, job))).is_err() {
