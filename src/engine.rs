@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, Value};
 use crate::model::config::ModelConfig;
 use crate::model::forward::forward;
 use crate::model::state::RunState;
@@ -96,12 +96,13 @@ impl Model {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let file = Arc::new(GgufFile::open(path)?);
+        let mut file = GgufFile::open(path)?;
         let mut config = ModelConfig::from_gguf(&file)?;
         let embd =
             file.tensor_info("token_embd.weight").ok_or_else(|| Error::MissingTensor("token_embd.weight".into()))?;
         config.n_vocab = embd.dims[1] as usize;
-        let tokenizer = Tokenizer::new(vocab_spec(&file)?)?;
+        let tokenizer = Tokenizer::new(vocab_spec(&mut file)?)?;
+        let file = Arc::new(file);
         if tokenizer.vocab_size() != config.n_vocab {
             return Err(Error::InvalidTokenizer(format!(
                 "the tokenizer has {} tokens but token_embd.weight has {} rows",
@@ -320,23 +321,26 @@ pub fn parse_byte_size(text: &str) -> Result<u64> {
 }
 
 /// Everything the tokenizer needs from `tokenizer.ggml.*`.
-fn vocab_spec(g: &GgufFile) -> Result<VocabSpec> {
-    let strings = |key: &str| -> Result<Option<Vec<String>>> {
-        match g.get_array(key)? {
+/// The tokenizer's part of the metadata. Its token and merge lists are moved out of `g`, not
+/// copied (see [`GgufFile::take_array`]).
+fn vocab_spec(g: &mut GgufFile) -> Result<VocabSpec> {
+    let mut strings = |key: &str| -> Result<Option<Vec<String>>> {
+        match g.take_array(key)? {
             None => Ok(None),
             Some((_, items)) => items
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| Error::InvalidTokenizer(format!("{key} holds a non-string")))
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    _ => Err(Error::InvalidTokenizer(format!("{key} holds a non-string"))),
                 })
                 .collect::<Result<Vec<_>>>()
                 .map(Some),
         }
     };
-    let numbers = |key: &str| -> Result<Option<Vec<f64>>> {
-        match g.get_array(key)? {
+    let tokens = strings("tokenizer.ggml.tokens")?.ok_or_else(|| Error::MissingKey("tokenizer.ggml.tokens".into()))?;
+    let merges = strings("tokenizer.ggml.merges")?;
+    let mut numbers = |key: &str| -> Result<Option<Vec<f64>>> {
+        match g.take_array(key)? {
             None => Ok(None),
             Some((_, items)) => items
                 .iter()
@@ -345,15 +349,17 @@ fn vocab_spec(g: &GgufFile) -> Result<VocabSpec> {
                 .map(Some),
         }
     };
+    let scores = numbers("tokenizer.ggml.scores")?.map(|v| v.into_iter().map(|x| x as f32).collect());
+    let token_types = numbers("tokenizer.ggml.token_type")?.map(|v| v.into_iter().map(|x| x as i32).collect());
     let id = |key: &str| g.get_int::<u32>(key);
     let model = g.get_str("tokenizer.ggml.model")?.ok_or_else(|| Error::MissingKey("tokenizer.ggml.model".into()))?;
     Ok(VocabSpec {
         model: model.to_owned(),
         pre: g.get_str("tokenizer.ggml.pre")?.map(str::to_owned),
-        tokens: strings("tokenizer.ggml.tokens")?.ok_or_else(|| Error::MissingKey("tokenizer.ggml.tokens".into()))?,
-        scores: numbers("tokenizer.ggml.scores")?.map(|v| v.into_iter().map(|x| x as f32).collect()),
-        token_types: numbers("tokenizer.ggml.token_type")?.map(|v| v.into_iter().map(|x| x as i32).collect()),
-        merges: strings("tokenizer.ggml.merges")?,
+        tokens,
+        scores,
+        token_types,
+        merges,
         bos: id("tokenizer.ggml.bos_token_id")?,
         eos: id("tokenizer.ggml.eos_token_id")?,
         eot: id("tokenizer.ggml.eot_token_id")?,

@@ -224,6 +224,17 @@ impl GgufFile {
         }
     }
 
+    /// Moves an array's items out of the metadata, leaving the key with an empty array of the
+    /// same type. For the large tables (the tokenizer's 150k-entry token and merge lists) that
+    /// are read once and converted: keeping them would hold tens of MB for the life of a model.
+    pub fn take_array(&mut self, key: &str) -> Result<Option<(ValueType, Vec<Value>)>> {
+        let Some(&i) = self.key_index.get(key) else { return Ok(None) };
+        match &mut self.metadata[i].1 {
+            Value::Array(ty, items) => Ok(Some((*ty, std::mem::take(items)))),
+            v => Err(wrong_type(key, "array", v)),
+        }
+    }
+
     pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }

@@ -6,12 +6,13 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+use super::str_table::StrTable;
 use super::vocab::Vocab;
 
 /// The merge table (`tokenizer.ggml.merges`). Strings taking part in merges are interned so
 /// that the merge loop compares and hashes integers rather than strings.
 pub(crate) struct Bpe {
-    piece_ids: HashMap<Box<str>, u32>,
+    pieces: StrTable,
     /// (left piece, right piece) -> (rank, merged piece).
     merges: HashMap<(u32, u32), (u32, u32)>,
 }
@@ -42,7 +43,8 @@ pub(crate) struct BpeScratch {
 
 impl Bpe {
     pub fn new(merges: &[String]) -> Bpe {
-        let mut bpe = Bpe { piece_ids: HashMap::new(), merges: HashMap::with_capacity(merges.len()) };
+        let mut bpe =
+            Bpe { pieces: StrTable::with_capacity(merges.len()), merges: HashMap::with_capacity(merges.len()) };
         for (rank, merge) in merges.iter().enumerate() {
             // llama.cpp splits at the first space after the first byte, so a merge's left side
             // may itself start with a space. Lines without a separator become an empty pair,
@@ -51,22 +53,14 @@ impl Bpe {
                 continue;
             };
             let (left, right) = (&merge[..split + 1], &merge[split + 2..]);
-            let left_id = bpe.intern(left);
-            let right_id = bpe.intern(right);
-            let merged_id = bpe.intern(&[left, right].concat());
+            let left_id = bpe.pieces.intern(left);
+            let right_id = bpe.pieces.intern(right);
+            let merged_id = bpe.pieces.intern(&[left, right].concat());
             // The first occurrence of a pair keeps its rank (llama.cpp uses emplace).
             bpe.merges.entry((left_id, right_id)).or_insert((rank as u32, merged_id));
         }
+        bpe.pieces.shrink_to_fit();
         bpe
-    }
-
-    fn intern(&mut self, s: &str) -> u32 {
-        if let Some(&id) = self.piece_ids.get(s) {
-            return id;
-        }
-        let id = self.piece_ids.len() as u32;
-        self.piece_ids.insert(s.into(), id);
-        id
     }
 
     /// Tokenizes one byte-level-encoded word, appending token ids to `out`.
@@ -97,7 +91,7 @@ impl Bpe {
             symbols.push(Symbol {
                 start,
                 len,
-                piece: self.piece_ids.get(&word[start..start + len]).copied().unwrap_or(NO_PIECE),
+                piece: self.pieces.find(&word[start..start + len]).unwrap_or(NO_PIECE),
                 prev: index.checked_sub(1),
                 next: chars.peek().map(|_| index + 1),
             });

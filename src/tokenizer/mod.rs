@@ -17,6 +17,7 @@ mod pretokenize;
 mod regex_splits;
 mod special_ids;
 mod spm;
+mod str_table;
 mod unicode;
 
 #[cfg(test)]

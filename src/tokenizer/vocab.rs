@@ -1,8 +1,7 @@
 //! The token table: token texts, the text -> id index, and per-token attributes derived from
 //! `tokenizer.ggml.token_type` the way llama.cpp's `llama_vocab::impl::load` does.
 
-use std::collections::HashMap;
-
+use super::str_table::StrTable;
 use crate::error::{Error, Result};
 
 /// llama.cpp's `llama_token_attr` bits (only the ones this engine reads or sets).
@@ -19,9 +18,9 @@ pub(crate) mod attr {
 }
 
 pub(crate) struct Vocab {
-    texts: Vec<String>,
+    /// Token texts by id, with the text -> id index.
+    texts: StrTable,
     attrs: Vec<u32>,
-    ids: HashMap<String, u32>,
 }
 
 impl Vocab {
@@ -42,20 +41,25 @@ impl Vocab {
             }
         }
 
-        let mut texts = tokens;
-        let mut ids = HashMap::with_capacity(texts.len());
-        for (i, text) in texts.iter_mut().enumerate() {
+        let mut texts = StrTable::with_capacity(tokens.len());
+        for (i, text) in tokens.iter().enumerate() {
             // llama.cpp renames empty tokens, which also keeps the special-token search from
             // ever looking for an empty string.
-            if text.is_empty() {
-                *text = format!("[EMPTY_{i}]");
-            }
-            if ids.insert(text.clone(), i as u32).is_some() {
+            let renamed;
+            let text = if text.is_empty() {
+                renamed = format!("[EMPTY_{i}]");
+                &renamed
+            } else {
+                text
+            };
+            if texts.push_unique(text).is_err() {
                 return Err(Error::InvalidTokenizer(format!(
                     "token text {text:?} appears more than once (again at id {i})"
                 )));
             }
         }
+        texts.shrink_to_fit();
+        drop(tokens);
 
         let attrs = match token_types {
             // Without types every token is normal.
@@ -73,7 +77,7 @@ impl Vocab {
                 })
                 .collect(),
         };
-        Ok(Vocab { texts, attrs, ids })
+        Ok(Vocab { texts, attrs })
     }
 
     pub fn len(&self) -> usize {
@@ -81,7 +85,7 @@ impl Vocab {
     }
 
     pub fn text(&self, id: u32) -> &str {
-        &self.texts[id as usize]
+        self.texts.get(id)
     }
 
     pub fn attr(&self, id: u32) -> u32 {
@@ -97,7 +101,7 @@ impl Vocab {
     }
 
     pub fn id_of(&self, text: &str) -> Option<u32> {
-        self.ids.get(text).copied()
+        self.texts.find(text)
     }
 
     pub fn contains(&self, id: u32) -> bool {
@@ -106,6 +110,6 @@ impl Vocab {
 
     /// `(id, text)` for every token, in id order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &str)> {
-        self.texts.iter().enumerate().map(|(i, t)| (i as u32, t.as_str()))
+        self.texts.iter().enumerate().map(|(i, t)| (i as u32, t))
     }
 }
