@@ -252,6 +252,27 @@ fn kernel_throughput() {
                 best / blocks * 1e9,
                 out.iter().map(|&v| v as f64).sum::<f64>()
             );
+            // Batched (prefill): 8 tokens over the first 1/16 of the rows, which stay in cache.
+            let n_tokens = 8;
+            let sub_rows = rows / 16;
+            let acts: Vec<u8> = (0..n_tokens).flat_map(|_| act.iter().copied()).collect();
+            let mut batch_out = vec![0.0f32; sub_rows * n_tokens];
+            let mut best_batch = f64::INFINITY;
+            for _ in 0..5 {
+                let t = Instant::now();
+                super::super::dot_rows_batch_with(
+                    isa,
+                    ty,
+                    cols,
+                    &weights[..sub_rows * row_bytes],
+                    &acts,
+                    n_tokens,
+                    &mut batch_out,
+                );
+                best_batch = best_batch.min(t.elapsed().as_secs_f64());
+            }
+            let block_tokens = (sub_rows * cols / ty.block_len() as usize * n_tokens) as f64;
+            println!("{ty:>5} {:<11} batched: {:6.2} ns/block/token", isa.name(), best_batch / block_tokens * 1e9);
         }
     }
 }

@@ -27,8 +27,10 @@ pub(super) mod sizes {
     pub const Q8_K: usize = 292;
 }
 
-/// Activation rows one weight block meets per pass in batched products: enough to amortize
-/// decoding the block, few enough that the accumulators stay in registers.
+/// Activation rows (tokens) one weight block meets per pass in batched products (prefill):
+/// enough to amortize decoding the block, few enough that the accumulators stay in registers.
+/// (Decode takes one row at a time: passing several weight rows past one activation block
+/// measured slower, the scales of several blocks being gathered from scattered bytes.)
 const TOKENS_PER_PASS: usize = 4;
 
 /// The two entry points of one kernel `$kernel::<N>` (a weight row against N activation rows):
@@ -74,6 +76,7 @@ macro_rules! x86_kernels {
     ) => {
         pub(crate) mod $isa {
             use super::sizes;
+            use crate::quant::block::F16Le;
             use crate::quant::{DotBatchFn, DotRowsFn};
             use crate::tensor::GgmlType;
             use core::arch::x86_64::*;
@@ -154,13 +157,22 @@ macro_rules! x86_kernels {
                 unsafe { _mm_loadu_si128(b.as_ptr().add(at).cast()) }
             }
 
-            /// The f16 at `at`, converted by the F16C instruction (exact, like the scalar
-            /// conversion, but one instruction instead of a dozen).
+            /// The f16 at `at`, converted with integer operations (see [`f16x8_at`] for why not
+            /// with F16C one at a time).
+            #[inline(always)]
+            fn f16_at<const N: usize>(b: &[u8; N], at: usize) -> f32 {
+                F16Le([b[at], b[at + 1]]).to_f32()
+            }
+
+            /// The two f16 at `at` and `at + 2` (Q4_K's `d` and `dmin`), by F16C. Both lanes of
+            /// the conversion are used, so LLVM loads all 32 bits with `vmovd` (a full register
+            /// write) rather than inserting 16 into a stale register.
             #[inline]
             #[target_feature(enable = $features)]
-            fn f16_at<const N: usize>(b: &[u8; N], at: usize) -> f32 {
-                let bits = u16::from_le_bytes([b[at], b[at + 1]]);
-                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+            fn f16_pair_at<const N: usize>(b: &[u8; N], at: usize) -> (f32, f32) {
+                let bits = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+                let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+                (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
             }
 
             /// Block `i` of `data` as a fixed-size array.
@@ -205,94 +217,150 @@ macro_rules! x86_kernels {
             // and the same operations in the same order whatever N is, so batched and
             // one-token results are bit-identical.
 
-            /// 32-value blocks of signed weights `q` (decoded by `weights` from a weight block
-            /// with its f16 scale first) against Q8_0 activations: `d_w * d_a * (q . a)` summed
-            /// over blocks.
+            /// The f16 at byte `at` of blocks `i..i + 8` of a row of `B`-byte blocks, as eight
+            /// f32, by one gather and one F16C conversion. (Converting each block's scale where
+            /// it is used needs its bits in a vector register, which LLVM does with `vpinsrw`
+            /// into whatever register it picks; when that was an accumulator, every block waited
+            /// for the previous block's sum: 2x slower, varying from build to build.)
             #[inline]
             #[target_feature(enable = $features)]
-            fn signed_blocks<const WB: usize, const N: usize>(
+            fn f16x8_at<const B: usize>(row: &[u8], i: usize, at: usize) -> __m256 {
+                assert!(at + 4 <= B && (i + 8) * B <= row.len());
+                let b = B as i32;
+                let offsets = _mm256_setr_epi32(0, b, 2 * b, 3 * b, 4 * b, 5 * b, 6 * b, 7 * b);
+                // SAFETY: each of the 8 gathered 4-byte words starts at `at` of one of blocks
+                // i..i + 8 and ends inside it (both asserted above).
+                let words =
+                    unsafe { _mm256_i32gather_epi32::<1>(row.as_ptr().add(i * B + at).cast(), offsets) };
+                // The low 16 bits of each word, packed into the low 128 bits.
+                let pick = _mm256_setr_epi8(
+                    0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1,
+                    -1, -1, -1,
+                );
+                let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_shuffle_epi8(words, pick));
+                _mm256_cvtph_ps(_mm256_castsi256_si128(packed))
+            }
+
+            /// 32-value blocks of unsigned weights `q` (0..=31, from `quants`) minus `offset`,
+            /// against Q8_0 (`AB` = 34) or, for formats with a min, Q8_1 (`AB` = 36)
+            /// activations: per block `d_w * d_a * ((q - offset) . a)`, plus `m_w * s_a` with a
+            /// min (the weights' f16 min after their f16 scale; `s_a` the activations' stored
+            /// `d * sum(a)`). The offset is taken off per lane in integers: the lanes start at
+            /// `-offset * sum(a)` of their activations. Scales are converted eight blocks at a
+            /// time; a row's last `nb % 8` blocks convert theirs one by one.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn unsigned_blocks<const WB: usize, const AB: usize, const N: usize>(
                 nb: usize,
                 w: &[u8],
                 a: [&[u8]; N],
-                weights: impl Fn(&[u8; WB]) -> __m256i,
+                offset: u8,
+                quants: impl Fn(&[u8; WB]) -> __m256i,
             ) -> [f32; N] {
+                let with_min = AB == sizes::Q8_1;
+                let qs_at = AB - 32;
                 let mut acc = [_mm256_setzero_ps(); N];
-                for i in 0..nb {
+                let mut mins = [_mm256_setzero_ps(); N];
+                let mut tail_mins = [0.0f32; N];
+                let block_sum = |q: __m256i, ab: &[u8; AB]| {
+                    let aq = load32(ab, qs_at);
+                    let offsets = dot_u8_i8(_mm256_setzero_si256(), _mm256_set1_epi8(offset as i8), aq);
+                    let start = _mm256_sub_epi32(_mm256_setzero_si256(), offsets);
+                    _mm256_cvtepi32_ps(dot_u8_i8(start, q, aq))
+                };
+                let whole = nb - nb % 8;
+                for i in (0..whole).step_by(8) {
+                    let w_d = f16x8_at::<WB>(w, i, 0);
+                    let d: [__m256; N] = std::array::from_fn(|t| _mm256_mul_ps(w_d, f16x8_at::<AB>(a[t], i, 0)));
+                    if with_min {
+                        let w_m = f16x8_at::<WB>(w, i, 2);
+                        for t in 0..N {
+                            mins[t] = _mm256_add_ps(mins[t], _mm256_mul_ps(w_m, f16x8_at::<AB>(a[t], i, 2)));
+                        }
+                    }
+                    for k in 0..8 {
+                        let q = quants(block::<WB>(w, i + k));
+                        let lane = _mm256_set1_epi32(k as i32);
+                        for t in 0..N {
+                            let sum = block_sum(q, block::<AB>(a[t], i + k));
+                            acc[t] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d[t], lane), sum, acc[t]);
+                        }
+                    }
+                }
+                for i in whole..nb {
                     let wb = block::<WB>(w, i);
-                    let q = weights(wb);
-                    let (q_abs, d_w) = (_mm256_sign_epi8(q, q), f16_at(wb, 0));
+                    let q = quants(wb);
                     for t in 0..N {
-                        let ab = block::<{ sizes::Q8_0 }>(a[t], i);
-                        // The sign of each weight moves onto its activation, so the products
-                        // become unsigned x signed. Activations are never -128 (our quantizer
-                        // gives [-127, 127]), so negating them cannot overflow.
-                        let a_signed = _mm256_sign_epi8(load32(ab, 2), q);
-                        let sum = dot_u8_i8(_mm256_setzero_si256(), q_abs, a_signed);
-                        let d = _mm256_set1_ps(d_w * f16_at(ab, 0));
-                        acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc[t]);
+                        let ab = block::<AB>(a[t], i);
+                        let d = f16_at(wb, 0) * f16_at(ab, 0);
+                        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), block_sum(q, ab), acc[t]);
+                        if with_min {
+                            tail_mins[t] += f16_at(wb, 2) * f16_at(ab, 2);
+                        }
+                    }
+                }
+                std::array::from_fn(|t| hsum(acc[t]) + (hsum(mins[t]) + tail_mins[t]))
+            }
+
+            /// Q8_0 weights are signed bytes of the full range, too wide for `vpmaddubsw`'s
+            /// unsigned operand, so the sign of each weight moves onto its activation instead.
+            /// Activations are never -128 (our quantizer gives [-127, 127]), so negating them
+            /// cannot overflow. Scales as in [`unsigned_blocks`].
+            #[target_feature(enable = $features)]
+            fn q8_0<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+                const B: usize = sizes::Q8_0;
+                let mut acc = [_mm256_setzero_ps(); N];
+                let block_sum = |q: __m256i, ab: &[u8; B]| {
+                    let a_signed = _mm256_sign_epi8(load32(ab, 2), q);
+                    _mm256_cvtepi32_ps(dot_u8_i8(_mm256_setzero_si256(), _mm256_sign_epi8(q, q), a_signed))
+                };
+                let whole = nb - nb % 8;
+                for i in (0..whole).step_by(8) {
+                    let w_d = f16x8_at::<B>(w, i, 0);
+                    let d: [__m256; N] = std::array::from_fn(|t| _mm256_mul_ps(w_d, f16x8_at::<B>(a[t], i, 0)));
+                    for k in 0..8 {
+                        let q = load32(block::<B>(w, i + k), 2);
+                        let lane = _mm256_set1_epi32(k as i32);
+                        for t in 0..N {
+                            let sum = block_sum(q, block::<B>(a[t], i + k));
+                            acc[t] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d[t], lane), sum, acc[t]);
+                        }
+                    }
+                }
+                for i in whole..nb {
+                    let wb = block::<B>(w, i);
+                    let q = load32(wb, 2);
+                    for t in 0..N {
+                        let ab = block::<B>(a[t], i);
+                        let d = f16_at(wb, 0) * f16_at(ab, 0);
+                        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), block_sum(q, ab), acc[t]);
                     }
                 }
                 acc.map(|v| hsum(v))
             }
 
-            /// 32-value blocks of unsigned weights `q` with an f16 scale and min first in the
-            /// block, against Q8_1 activations: `d_w * d_a * (q . a) + m * s_a` summed over
-            /// blocks, `s_a` being the activations' stored `d * sum(a)`.
-            #[inline]
-            #[target_feature(enable = $features)]
-            fn unsigned_blocks_with_min<const WB: usize, const N: usize>(
-                nb: usize,
-                w: &[u8],
-                a: [&[u8]; N],
-                weights: impl Fn(&[u8; WB]) -> __m256i,
-            ) -> [f32; N] {
-                let mut acc = [_mm256_setzero_ps(); N];
-                let mut mins = [0.0f32; N];
-                for i in 0..nb {
-                    let wb = block::<WB>(w, i);
-                    let q = weights(wb);
-                    let (d_w, m_w) = (f16_at(wb, 0), f16_at(wb, 2));
-                    for t in 0..N {
-                        let ab = block::<{ sizes::Q8_1 }>(a[t], i);
-                        let sum = dot_u8_i8(_mm256_setzero_si256(), q, load32(ab, 4));
-                        let d = _mm256_set1_ps(d_w * f16_at(ab, 0));
-                        acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sum), acc[t]);
-                        mins[t] += m_w * f16_at(ab, 2);
-                    }
-                }
-                std::array::from_fn(|t| hsum(acc[t]) + mins[t])
-            }
-
-            #[target_feature(enable = $features)]
-            fn q8_0<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-                signed_blocks::<{ sizes::Q8_0 }, N>(nb, w, a, |wb| load32(wb, 2))
-            }
-
             #[target_feature(enable = $features)]
             fn q4_0<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-                signed_blocks::<{ sizes::Q4_0 }, N>(nb, w, a, |wb| {
-                    _mm256_sub_epi8(nibbles32(load16(wb, 2)), _mm256_set1_epi8(8))
-                })
+                unsigned_blocks::<{ sizes::Q4_0 }, { sizes::Q8_0 }, N>(nb, w, a, 8, |wb| nibbles32(load16(wb, 2)))
             }
 
             #[target_feature(enable = $features)]
             fn q5_0<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-                signed_blocks::<{ sizes::Q5_0 }, N>(nb, w, a, |wb| {
+                unsigned_blocks::<{ sizes::Q5_0 }, { sizes::Q8_0 }, N>(nb, w, a, 16, |wb| {
                     let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
-                    // (nibble | 0xF0) where the fifth bit is clear is nibble - 16 as an i8.
-                    let high = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
+                    let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
                     _mm256_or_si256(nibbles32(load16(wb, 6)), high)
                 })
             }
 
             #[target_feature(enable = $features)]
             fn q4_1<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-                unsigned_blocks_with_min::<{ sizes::Q4_1 }, N>(nb, w, a, |wb| nibbles32(load16(wb, 4)))
+                unsigned_blocks::<{ sizes::Q4_1 }, { sizes::Q8_1 }, N>(nb, w, a, 0, |wb| nibbles32(load16(wb, 4)))
             }
 
             #[target_feature(enable = $features)]
             fn q5_1<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-                unsigned_blocks_with_min::<{ sizes::Q5_1 }, N>(nb, w, a, |wb| {
+                unsigned_blocks::<{ sizes::Q5_1 }, { sizes::Q8_1 }, N>(nb, w, a, 0, |wb| {
                     let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
                     let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
                     _mm256_or_si256(nibbles32(load16(wb, 8)), high)
@@ -328,7 +396,7 @@ macro_rules! x86_kernels {
                     let wb = block::<{ sizes::Q4_K }>(w, i);
                     let ab: [&[u8; sizes::Q8_K]; N] = std::array::from_fn(|t| block(a[t], i));
                     let [s0, s1, m0, m1] = q4_k_scales_mins(wb);
-                    let (d_w, dmin_w) = (f16_at(wb, 0), f16_at(wb, 2));
+                    let (d_w, dmin_w) = f16_pair_at(wb, 0);
                     let mins = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, m1 as i32, m0 as i32));
                     let scales = (s0 as u64 | (s1 as u64) << 32).to_le_bytes();
                     let mut sum = [_mm256_setzero_si256(); N];
