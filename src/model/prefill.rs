@@ -70,9 +70,10 @@ pub(crate) fn prefill_chunked(
     if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
         return Err(Error::InvalidToken(bad.into()));
     }
+    let chunk = chunk.max(1);
     let mut batch: Option<BatchState> = None;
-    for (i, part) in tokens.chunks(chunk.max(1)).enumerate() {
-        let base = i * chunk.max(1);
+    for (i, part) in tokens.chunks(chunk).enumerate() {
+        let base = i * chunk;
         let from = logits_from.saturating_sub(base);
         let mut sink = |t: usize, logits: &[f32]| on_logits(base + t, logits);
         if part.len() == 1 {
