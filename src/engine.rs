@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, Value};
 use crate::model::config::ModelConfig;
 use crate::model::forward::forward;
+use crate::model::prefill::{prefill, LogitsSink};
 use crate::model::state::RunState;
 use crate::model::weights::{MappedWeights, TensorTable, WeightSource, WeightStats};
 use crate::pager::{EvictionPolicy, LoadMethod, PagedWeights, PagerOptions};
@@ -189,6 +190,20 @@ impl Model {
         forward(&self.config, &*self.weights, &self.pool, state, token, want_logits, &|| cancel.load(Ordering::Relaxed))
     }
 
+    /// Runs `tokens` through the model at the next positions of `state`, in batches, calling
+    /// `on_logits(i, logits)` for each token index `i >= logits_from` (see `prefill`).
+    pub fn prefill(
+        &self,
+        state: &mut RunState,
+        tokens: &[u32],
+        logits_from: usize,
+        cancel: &AtomicBool,
+        on_logits: &mut LogitsSink,
+    ) -> Result<()> {
+        let cancelled = || cancel.load(Ordering::Relaxed);
+        prefill(&self.config, &*self.weights, &self.pool, state, tokens, logits_from, &cancelled, on_logits)
+    }
+
     pub fn check_tokens(&self, ids: &[u32]) -> Result<()> {
         match ids.iter().find(|&&t| t as usize >= self.config.n_vocab) {
             Some(&bad) => Err(Error::InvalidToken(bad.into())),
@@ -209,12 +224,7 @@ impl Model {
         self.check_fits(ids.len())?;
         let mut state = self.new_state();
         let mut out = Vec::with_capacity((ids.len() - from) * self.config.n_vocab);
-        for (i, &t) in ids.iter().enumerate() {
-            self.eval(&mut state, t, i >= from, cancel)?;
-            if i >= from {
-                out.extend_from_slice(&state.logits);
-            }
-        }
+        self.prefill(&mut state, ids, from, cancel, &mut |_, logits| out.extend_from_slice(logits))?;
         Ok(out)
     }
 
@@ -244,14 +254,10 @@ impl Model {
             state.n_past = 0;
             let input: Vec<u32> = bos.into_iter().chain(chunk.iter().copied()).collect();
             // Logits at input position p predict input[p + 1]; the first text token is not scored.
-            for (p, &t) in input.iter().enumerate().take(input.len() - 1) {
-                let scores_next = p >= offset;
-                self.eval(&mut state, t, scores_next, cancel)?;
-                if scores_next {
-                    nll_sum -= log_softmax_at(&state.logits, input[p + 1] as usize);
-                    scored += 1;
-                }
-            }
+            self.prefill(&mut state, &input[..input.len() - 1], offset, cancel, &mut |p, logits| {
+                nll_sum -= log_softmax_at(logits, input[p + 1] as usize);
+                scored += 1;
+            })?;
         }
         let mean_nll = nll_sum / scored as f64;
         Ok(Perplexity { perplexity: mean_nll.exp(), mean_nll, tokens: scored })
@@ -465,14 +471,14 @@ impl Generation {
         if self.params.max_tokens == Some(self.generated) {
             return Ok(self.end(None, EndReason::MaxTokens));
         }
-        // Evaluate what the cache has not seen yet: the whole prompt at first, then the last token.
-        while self.state.n_past < self.history.len() {
-            if self.state.n_past >= self.model.info.context_size {
+        // Evaluate what the cache has not seen yet: the whole prompt at first (it fits, `new`
+        // checked), then the last token; only the last one's logits are needed.
+        if self.state.n_past < self.history.len() {
+            if self.history.len() > self.model.info.context_size {
                 return Ok(self.end(None, EndReason::ContextFull));
             }
-            let token = self.history[self.state.n_past];
-            let last = self.state.n_past + 1 == self.history.len();
-            self.model.eval(&mut self.state, token, last, cancel)?;
+            let pending = &self.history[self.state.n_past..];
+            self.model.prefill(&mut self.state, pending, pending.len() - 1, cancel, &mut |_, _| {})?;
         }
         let id = self.sampler.sample(&self.state.logits, &self.history);
         if !self.params.ignore_eos && self.model.tokenizer.is_eog(id) {
@@ -535,7 +541,7 @@ mod tests {
         }
     }
 
-    use crate::testutil::{write_tiny_llama, TempPath};
+    use crate::testutil::{write_tiny_llama, write_tiny_model, TempPath, TinyModel};
 
     fn load(path: &Path, opts: LoadOptions) -> Result<Model> {
         Model::load(path, &LoadOptions { threads: Some(2), ..opts }, &AtomicBool::new(false), &mut |_, _| {})
@@ -674,5 +680,135 @@ mod tests {
         assert!((one.mean_nll - nll / 7.0).abs() < 1e-9);
         let err = model.perplexity("ab", &PerplexityOptions { window: 8, max_tokens: None }, &cancel).unwrap_err();
         assert_eq!(err.code(), "ERR_INVALID_OPTION");
+    }
+
+    /// Logits of every position of `ids`, one token at a time through `forward`.
+    fn sequential_logits(model: &Model, ids: &[u32]) -> Vec<f32> {
+        let mut state = model.new_state();
+        let mut out = Vec::new();
+        for &t in ids {
+            model.eval(&mut state, t, true, &AtomicBool::new(false)).unwrap();
+            out.extend_from_slice(&state.logits);
+        }
+        out
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    fn prompt(len: usize) -> Vec<u32> {
+        let mut rng = crate::sampler::Rng::new(len as u64 + 7);
+        (0..len).map(|_| (rng.next_f64() * 256.0) as u32 % 256).collect()
+    }
+
+    /// Every architecture variant the tiny model writer knows, with room for several chunks.
+    fn variants() -> Vec<TinyModel> {
+        let base = TinyModel { context: 200, layers: 3, ..TinyModel::llama(3) };
+        vec![
+            base.clone(),
+            TinyModel { mixed_types: true, ..base.clone() },
+            TinyModel { arch: "qwen2", mixed_types: true, biases: true, ..base.clone() },
+            TinyModel { arch: "gemma3", mixed_types: true, ..base.clone() },
+            TinyModel { arch: "gemma3", biases: true, ..base },
+        ]
+    }
+
+    #[test]
+    fn batched_logits_are_bit_identical_to_token_by_token() {
+        for spec in variants() {
+            let file = TempPath::new("batch");
+            write_tiny_model(file.path(), &spec);
+            let model = load(file.path(), LoadOptions::default()).unwrap();
+            let ids = prompt(200);
+            let expected = sequential_logits(&model, &ids);
+            let v = model.config.n_vocab;
+            for len in [1, 2, 5, 63, 64, 65, 127, 129, 200] {
+                let got = model.logits(&ids[..len], 0, &AtomicBool::new(false)).unwrap();
+                assert!(bits(&got) == bits(&expected[..len * v]), "{spec:?}: {len} tokens differ");
+                let from = len / 2;
+                let tail = model.logits(&ids[..len], from, &AtomicBool::new(false)).unwrap();
+                assert!(bits(&tail) == bits(&expected[from * v..len * v]), "{spec:?}: {len} tokens from {from}");
+            }
+        }
+    }
+
+    #[test]
+    fn any_chunking_and_starting_position_give_the_same_logits() {
+        use crate::model::prefill::prefill_chunked;
+        for spec in variants() {
+            let file = TempPath::new("chunks");
+            write_tiny_model(file.path(), &spec);
+            let model = load(file.path(), LoadOptions::default()).unwrap();
+            let ids = prompt(90);
+            let expected = sequential_logits(&model, &ids);
+            let v = model.config.n_vocab;
+            for chunk in [2, 3, 7, 16, 64, 90] {
+                // Two calls: the second starts at a position the first left in the cache.
+                for split in [0, 1, 10, 45] {
+                    let mut state = model.new_state();
+                    let mut got = vec![0.0f32; ids.len() * v];
+                    let never = || false;
+                    for (start, part) in [(0, &ids[..split]), (split, &ids[split..])] {
+                        let mut sink = |i: usize, l: &[f32]| got[(start + i) * v..][..v].copy_from_slice(l);
+                        let (c, w, pool) = (&model.config, &*model.weights, &model.pool);
+                        prefill_chunked(c, w, pool, &mut state, part, 0, chunk, &never, &mut sink).unwrap();
+                    }
+                    assert_eq!(state.n_past, ids.len());
+                    assert!(bits(&got) == bits(&expected), "{spec:?}: chunk {chunk}, split {split}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn paged_batched_logits_are_bit_identical_to_resident_token_by_token() {
+        let spec = TinyModel { arch: "qwen2", context: 200, layers: 6, mixed_types: true, biases: true };
+        let file = TempPath::new("batch-paged");
+        write_tiny_model(file.path(), &spec);
+        let resident = load(file.path(), LoadOptions::default()).unwrap();
+        let ids = prompt(150);
+        let expected = sequential_logits(&resident, &ids);
+        let layer = resident.weights.stats().resident_bytes / 7;
+        for method in [LoadMethod::Read, LoadMethod::Map] {
+            let model = load(file.path(), paged(layer * 3, method)).unwrap();
+            let got = model.logits(&ids, 0, &AtomicBool::new(false)).unwrap();
+            assert!(bits(&got) == bits(&expected), "{method:?}: logits differ");
+            // Each layer is fetched once per chunk, not once per token: every fetch is a hit or
+            // a load (a prefetched layer that hits counts as both), plus a prefetch or two past
+            // the end. Token by token it would be at least 150 x 7.
+            let s = model.weight_stats();
+            let fetches = ids.len().div_ceil(crate::model::prefill::PREFILL_CHUNK) as u64 * 7;
+            assert!(s.layer_loads + s.layer_hits <= 2 * fetches + 2, "{method:?}: {s:?}");
+        }
+    }
+
+    #[test]
+    fn generation_after_a_batched_prompt_matches_token_by_token_decoding() {
+        let spec = TinyModel { arch: "gemma3", context: 200, layers: 3, mixed_types: true, biases: false };
+        let file = TempPath::new("batch-gen");
+        write_tiny_model(file.path(), &spec);
+        let model = Arc::new(load(file.path(), LoadOptions::default()).unwrap());
+        let ids = prompt(70);
+        let greedy = SamplerParams { temperature: 0.0, ..SamplerParams::default() };
+        let params = GenerateParams { max_tokens: Some(10), sampler: greedy, stop: vec![], ignore_eos: true };
+        let mut g = Generation::new(model.clone(), ids.clone(), params).unwrap();
+        let mut generated = Vec::new();
+        while let Step::Token { id, .. } = g.next(&AtomicBool::new(false)).unwrap() {
+            generated.push(id);
+        }
+        assert_eq!(generated.len(), 10);
+        // The same tokens by greedy argmax over token-by-token logits.
+        let mut state = model.new_state();
+        let mut history = ids;
+        for &id in &generated {
+            for &t in &history[state.n_past..] {
+                model.eval(&mut state, t, true, &AtomicBool::new(false)).unwrap();
+            }
+            let argmax =
+                (0..state.logits.len()).max_by(|&a, &b| state.logits[a].total_cmp(&state.logits[b]).then(b.cmp(&a)));
+            assert_eq!(argmax, Some(id as usize));
+            history.push(id);
+        }
     }
 }

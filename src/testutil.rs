@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::tensor::GgmlType;
 use crate::tokenizer::byte_to_char;
 
 /// A temporary file removed on drop.
@@ -33,10 +34,40 @@ fn weights(seed: u64, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| (rng.next_f64() as f32 * 2.0 - 1.0) * scale).collect()
 }
 
+/// What `write_tiny_model` writes: a small model of one architecture, with optional extras so
+/// tests reach the code paths the real models take.
+#[derive(Clone, Debug)]
+pub struct TinyModel {
+    /// "llama", "qwen2" (NeoX RoPE, q/k/v biases) or "gemma3" (extra norms, GELU, sliding
+    /// window on every other layer, logit soft-capping).
+    pub arch: &'static str,
+    pub layers: usize,
+    /// The trained context length written to the file, the most positions a test can use.
+    pub context: u32,
+    /// Matrices of several types (Q8_0, F16, BF16, F32) instead of all F32, so activations are
+    /// converted to different dot-product formats within one block.
+    pub mixed_types: bool,
+    /// q/k/v and output-projection biases (qwen2 has the first three).
+    pub biases: bool,
+}
+
+impl TinyModel {
+    pub fn llama(layers: usize) -> Self {
+        TinyModel { arch: "llama", layers, context: 64, mixed_types: false, biases: false }
+    }
+}
+
 /// Writes a llama model with F32 weights: `layers` blocks of width 32, 4 heads over 2 KV
 /// heads, feed-forward 64, and a byte-level GPT-2 vocabulary of the 256 bytes.
 pub fn write_tiny_llama(path: &Path, layers: usize) {
+    write_tiny_model(path, &TinyModel::llama(layers));
+}
+
+/// Writes `spec` with the shapes of `write_tiny_llama` and deterministic weights.
+pub fn write_tiny_model(path: &Path, spec: &TinyModel) {
     let (d, ff, heads, kv_heads, vocab) = (32usize, 64usize, 4usize, 2usize, 256usize);
+    let (arch, layers) = (spec.arch, spec.layers);
+    let gemma = arch == "gemma3";
     let kv = d / heads * kv_heads;
     let mut meta: Vec<u8> = Vec::new();
     let mut n_kv = 0u64;
@@ -44,23 +75,35 @@ pub fn write_tiny_llama(path: &Path, layers: usize) {
         b.extend_from_slice(&(x.len() as u64).to_le_bytes());
         b.extend_from_slice(x.as_bytes());
     };
-    let kv_u32 = |b: &mut Vec<u8>, k: &str, v: u32| {
+    let mut kv_u32 = |b: &mut Vec<u8>, k: &str, v: u32| {
         s(b, k);
         b.extend_from_slice(&4u32.to_le_bytes());
         b.extend_from_slice(&v.to_le_bytes());
+        n_kv += 1;
     };
-    kv_u32(&mut meta, "llama.context_length", 64);
-    kv_u32(&mut meta, "llama.embedding_length", d as u32);
-    kv_u32(&mut meta, "llama.block_count", layers as u32);
-    kv_u32(&mut meta, "llama.feed_forward_length", ff as u32);
-    kv_u32(&mut meta, "llama.attention.head_count", heads as u32);
-    kv_u32(&mut meta, "llama.attention.head_count_kv", kv_heads as u32);
+    kv_u32(&mut meta, &format!("{arch}.context_length"), spec.context);
+    kv_u32(&mut meta, &format!("{arch}.embedding_length"), d as u32);
+    kv_u32(&mut meta, &format!("{arch}.block_count"), layers as u32);
+    kv_u32(&mut meta, &format!("{arch}.feed_forward_length"), ff as u32);
+    kv_u32(&mut meta, &format!("{arch}.attention.head_count"), heads as u32);
+    kv_u32(&mut meta, &format!("{arch}.attention.head_count_kv"), kv_heads as u32);
     kv_u32(&mut meta, "tokenizer.ggml.bos_token_id", 0);
     kv_u32(&mut meta, "tokenizer.ggml.eos_token_id", 1);
-    n_kv += 8;
-    for (k, v) in
-        [("general.architecture", "llama"), ("tokenizer.ggml.model", "gpt2"), ("tokenizer.ggml.pre", "smollm")]
-    {
+    if gemma {
+        kv_u32(&mut meta, "gemma3.attention.sliding_window", 5);
+        kv_u32(&mut meta, "gemma3.attention.sliding_window_pattern", 2);
+    }
+    let kv_f32 = |b: &mut Vec<u8>, k: &str, v: f32| {
+        s(b, k);
+        b.extend_from_slice(&6u32.to_le_bytes());
+        b.extend_from_slice(&v.to_le_bytes());
+    };
+    if gemma {
+        kv_f32(&mut meta, "gemma3.final_logit_softcapping", 3.0);
+        kv_f32(&mut meta, "gemma3.rope.freq_base_swa", 1000.0);
+        n_kv += 2;
+    }
+    for (k, v) in [("general.architecture", arch), ("tokenizer.ggml.model", "gpt2"), ("tokenizer.ggml.pre", "smollm")] {
         s(&mut meta, k);
         meta.extend_from_slice(&8u32.to_le_bytes());
         s(&mut meta, v);
@@ -79,25 +122,43 @@ pub fn write_tiny_llama(path: &Path, layers: usize) {
     meta.extend_from_slice(&0u64.to_le_bytes());
     n_kv += 2;
 
-    let mut tensors: Vec<(String, Vec<u64>, Vec<f32>)> = Vec::new();
-    let mut add = |name: String, dims: Vec<u64>, data: Vec<f32>| tensors.push((name, dims, data));
+    // (name, dims, GGUF type id, data)
+    let mut tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)> = Vec::new();
+    let mut add = |name: String, dims: &[usize], ty: GgmlType, data: Vec<f32>| {
+        tensors.push((name, dims.iter().map(|&x| x as u64).collect(), type_id(ty), encode(ty, &data)))
+    };
+    let ty = |mixed: GgmlType| if spec.mixed_types { mixed } else { GgmlType::F32 };
     let n = |dims: &[usize]| dims.iter().product::<usize>();
-    add("token_embd.weight".into(), vec![d as u64, vocab as u64], weights(1, n(&[d, vocab]), 0.5));
+    add("token_embd.weight".into(), &[d, vocab], GgmlType::F32, weights(1, n(&[d, vocab]), 0.5));
     for l in 0..layers {
-        let seed = 100 + l as u64 * 10;
+        let seed = 100 + l as u64 * 20;
         let norm = |seed| weights(seed, d, 0.2).into_iter().map(|w| 1.0 + w).collect::<Vec<_>>();
-        add(format!("blk.{l}.attn_norm.weight"), vec![d as u64], norm(seed));
-        add(format!("blk.{l}.attn_q.weight"), vec![d as u64, d as u64], weights(seed + 1, d * d, 0.3));
-        add(format!("blk.{l}.attn_k.weight"), vec![d as u64, kv as u64], weights(seed + 2, d * kv, 0.3));
-        add(format!("blk.{l}.attn_v.weight"), vec![d as u64, kv as u64], weights(seed + 3, d * kv, 0.3));
-        add(format!("blk.{l}.attn_output.weight"), vec![d as u64, d as u64], weights(seed + 4, d * d, 0.3));
-        add(format!("blk.{l}.ffn_norm.weight"), vec![d as u64], norm(seed + 5));
-        add(format!("blk.{l}.ffn_gate.weight"), vec![d as u64, ff as u64], weights(seed + 6, d * ff, 0.3));
-        add(format!("blk.{l}.ffn_up.weight"), vec![d as u64, ff as u64], weights(seed + 7, d * ff, 0.3));
-        add(format!("blk.{l}.ffn_down.weight"), vec![ff as u64, d as u64], weights(seed + 8, d * ff, 0.3));
+        let name = |n: &str| format!("blk.{l}.{n}");
+        add(name("attn_norm.weight"), &[d], GgmlType::F32, norm(seed));
+        add(name("attn_q.weight"), &[d, d], ty(GgmlType::Q8_0), weights(seed + 1, d * d, 0.3));
+        add(name("attn_k.weight"), &[d, kv], ty(GgmlType::F16), weights(seed + 2, d * kv, 0.3));
+        add(name("attn_v.weight"), &[d, kv], ty(GgmlType::Q8_0), weights(seed + 3, d * kv, 0.3));
+        add(name("attn_output.weight"), &[d, d], GgmlType::F32, weights(seed + 4, d * d, 0.3));
+        add(name("ffn_norm.weight"), &[d], GgmlType::F32, norm(seed + 5));
+        add(name("ffn_gate.weight"), &[d, ff], ty(GgmlType::Q8_0), weights(seed + 6, d * ff, 0.3));
+        add(name("ffn_up.weight"), &[d, ff], ty(GgmlType::BF16), weights(seed + 7, d * ff, 0.3));
+        add(name("ffn_down.weight"), &[ff, d], ty(GgmlType::Q8_0), weights(seed + 8, d * ff, 0.3));
+        if spec.biases {
+            add(name("attn_q.bias"), &[d], GgmlType::F32, weights(seed + 9, d, 0.2));
+            add(name("attn_k.bias"), &[kv], GgmlType::F32, weights(seed + 10, kv, 0.2));
+            add(name("attn_v.bias"), &[kv], GgmlType::F32, weights(seed + 11, kv, 0.2));
+            add(name("attn_output.bias"), &[d], GgmlType::F32, weights(seed + 12, d, 0.2));
+        }
+        if gemma {
+            let hd = d / heads;
+            add(name("attn_q_norm.weight"), &[hd], GgmlType::F32, norm(seed + 13)[..hd].to_vec());
+            add(name("attn_k_norm.weight"), &[hd], GgmlType::F32, norm(seed + 14)[..hd].to_vec());
+            add(name("post_attention_norm.weight"), &[d], GgmlType::F32, norm(seed + 15));
+            add(name("post_ffw_norm.weight"), &[d], GgmlType::F32, norm(seed + 16));
+        }
     }
-    add("output_norm.weight".into(), vec![d as u64], vec![1.0; d]);
-    add("output.weight".into(), vec![d as u64, vocab as u64], weights(2, n(&[d, vocab]), 0.5));
+    add("output_norm.weight".into(), &[d], GgmlType::F32, vec![1.0; d]);
+    add("output.weight".into(), &[d, vocab], ty(GgmlType::Q8_0), weights(2, n(&[d, vocab]), 0.5));
 
     let mut out = Vec::new();
     out.extend_from_slice(b"GGUF");
@@ -106,22 +167,41 @@ pub fn write_tiny_llama(path: &Path, layers: usize) {
     out.extend_from_slice(&n_kv.to_le_bytes());
     out.extend_from_slice(&meta);
     let mut offset = 0u64;
-    for (name, dims, data) in &tensors {
+    for (name, dims, ty, data) in &tensors {
         s(&mut out, name);
         out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
         dims.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
-        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&ty.to_le_bytes());
         out.extend_from_slice(&offset.to_le_bytes());
-        offset += (data.len() as u64 * 4).div_ceil(32) * 32;
+        offset += (data.len() as u64).div_ceil(32) * 32;
     }
     while out.len() % 32 != 0 {
         out.push(0);
     }
-    for (_, _, data) in &tensors {
-        data.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+    for (_, _, _, data) in &tensors {
+        out.extend_from_slice(data);
         while out.len() % 32 != 0 {
             out.push(0);
         }
     }
     std::fs::File::create(path).unwrap().write_all(&out).unwrap();
+}
+
+/// GGUF's number for the types `write_tiny_model` writes.
+fn type_id(ty: GgmlType) -> u32 {
+    match ty {
+        GgmlType::F32 => 0,
+        GgmlType::F16 => 1,
+        GgmlType::Q8_0 => 8,
+        GgmlType::BF16 => 30,
+        other => panic!("testutil: {other} is not written"),
+    }
+}
+
+/// Tensor bytes of `data` in `ty`: these formats are both weight and activation formats, so
+/// the activation conversion writes them.
+fn encode(ty: GgmlType, data: &[f32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    crate::quant::quantize_activations(ty, data, &mut out);
+    out
 }

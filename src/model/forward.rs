@@ -129,7 +129,7 @@ fn dequantize<'b>(t: &TensorView, buf: &'b mut Vec<f32>) -> &'b [f32] {
 }
 
 /// out = x / rms(x) * weight, with the mean of squares accumulated in f64 as ggml does.
-fn rmsnorm(out: &mut [f32], x: &[f32], weight: &TensorView, eps: f32, buf: &mut Vec<f32>) {
+pub(super) fn rmsnorm(out: &mut [f32], x: &[f32], weight: &TensorView, eps: f32, buf: &mut Vec<f32>) {
     let w = dequantize(weight, buf);
     let scale = rms_scale(x, eps);
     for ((o, &v), &w) in out.iter_mut().zip(x).zip(w) {
@@ -137,14 +137,14 @@ fn rmsnorm(out: &mut [f32], x: &[f32], weight: &TensorView, eps: f32, buf: &mut 
     }
 }
 
-fn rmsnorm_in_place(x: &mut [f32], weight: &TensorView, eps: f32, buf: &mut Vec<f32>) {
+pub(super) fn rmsnorm_in_place(x: &mut [f32], weight: &TensorView, eps: f32, buf: &mut Vec<f32>) {
     let w = dequantize(weight, buf);
     let scale = rms_scale(x, eps);
     x.iter_mut().zip(w).for_each(|(v, &w)| *v = *v * scale * w);
 }
 
 /// RMSNorm of each head separately, sharing one (head_dim) weight (gemma's q/k norms).
-fn rmsnorm_heads(x: &mut [f32], head_dim: usize, weight: &TensorView, eps: f32, buf: &mut Vec<f32>) {
+pub(super) fn rmsnorm_heads(x: &mut [f32], head_dim: usize, weight: &TensorView, eps: f32, buf: &mut Vec<f32>) {
     let w = dequantize(weight, buf);
     for head in x.chunks_exact_mut(head_dim) {
         let scale = rms_scale(head, eps);
@@ -157,7 +157,7 @@ fn rms_scale(x: &[f32], eps: f32) -> f32 {
     1.0 / ((sum / x.len() as f64) as f32 + eps).sqrt()
 }
 
-fn add_bias(x: &mut [f32], bias: Option<&TensorView>, buf: &mut Vec<f32>) {
+pub(super) fn add_bias(x: &mut [f32], bias: Option<&TensorView>, buf: &mut Vec<f32>) {
     if let Some(b) = bias {
         add_in_place(x, dequantize(b, buf));
     }
@@ -182,7 +182,7 @@ impl RopeTable {
 
 /// Rotates the first rope_dim values of every head: adjacent pairs (normal) or the two halves
 /// of the rotated part (NeoX).
-fn apply_rope(c: &ModelConfig, x: &mut [f32], table: &RopeTable) {
+pub(super) fn apply_rope(c: &ModelConfig, x: &mut [f32], table: &RopeTable) {
     let half = c.rope_dim / 2;
     for head in x.chunks_exact_mut(c.head_dim) {
         for (i, (&co, &si)) in table.cos.iter().zip(&table.sin).enumerate() {
@@ -198,7 +198,7 @@ fn apply_rope(c: &ModelConfig, x: &mut [f32], table: &RopeTable) {
 }
 
 /// gate = act(gate) * up.
-fn gated_activation(act: Activation, gate: &mut [f32], up: &[f32]) {
+pub(super) fn gated_activation(act: Activation, gate: &mut [f32], up: &[f32]) {
     match act {
         Activation::Silu => gate.iter_mut().zip(up).for_each(|(g, &u)| *g = *g / (1.0 + (-*g).exp()) * u),
         Activation::Gelu => gate.iter_mut().zip(up).for_each(|(g, &u)| *g = gelu_like_ggml(*g) * u),
@@ -222,37 +222,69 @@ fn gelu_like_ggml(x: f32) -> f32 {
 }
 
 /// Causal grouped-query attention of one query position over `keys`/`values` (len, kv_dim),
-/// both f16. q is rounded to f16 for the dot products with the keys, as ggml does; the
-/// probabilities stay f32 (rounding them too measured further from llama.cpp's logits).
+/// both f16, heads split over the pool.
 fn attention(c: &ModelConfig, pool: &ComputePool, q: &[f32], keys: &[u8], values: &[u8], out: &mut [f32]) {
+    let hd = c.head_dim;
+    let len = keys.len() / (c.kv_dim() * 2);
+    pool.for_each_chunk(out, hd, &|start, heads_out| {
+        let mut scratch = AttentionScratch::new(c, len);
+        for (j, head_out) in heads_out.chunks_exact_mut(hd).enumerate() {
+            let h = start / hd + j;
+            attend_head(c, h, &q[h * hd..(h + 1) * hd], keys, values, &mut scratch, head_out);
+        }
+    });
+}
+
+/// Per-task buffers of `attend_head`, for up to `len` positions.
+pub(super) struct AttentionScratch {
+    scores: Vec<f32>,
+    q_f16: Vec<u8>,
+    v_row: Vec<f32>,
+}
+
+impl AttentionScratch {
+    pub(super) fn new(c: &ModelConfig, len: usize) -> Self {
+        AttentionScratch {
+            scores: vec![0.0; len],
+            q_f16: Vec::with_capacity(c.head_dim * 2),
+            v_row: vec![0.0; c.head_dim],
+        }
+    }
+}
+
+/// Attention of query head `h` (`q`, head_dim values) over `keys`/`values` (len, kv_dim), both
+/// f16, into `out` (head_dim). q is rounded to f16 for the dot products with the keys, as ggml
+/// does; the probabilities stay f32 (rounding them too measured further from llama.cpp's logits).
+/// The one place attention is computed, for single tokens and batches alike.
+pub(super) fn attend_head(
+    c: &ModelConfig,
+    h: usize,
+    q: &[f32],
+    keys: &[u8],
+    values: &[u8],
+    scratch: &mut AttentionScratch,
+    out: &mut [f32],
+) {
     let hd = c.head_dim;
     let row_bytes = c.kv_dim() * 2;
     let head_bytes = hd * 2;
     let group = c.n_head / c.n_head_kv;
+    let kv_at = (h / group) * head_bytes;
     let len = keys.len() / row_bytes;
-    let scale = c.kq_scale;
-    pool.for_each_chunk(out, hd, &|start, heads_out| {
-        let mut scores = vec![0.0f32; len];
-        let mut q_f16 = Vec::with_capacity(head_bytes);
-        let mut v_row = vec![0.0f32; hd];
-        for (j, head_out) in heads_out.chunks_exact_mut(hd).enumerate() {
-            let h = start / hd + j;
-            let kv_at = (h / group) * head_bytes;
-            quant::quantize_activations(GgmlType::F16, &q[h * hd..(h + 1) * hd], &mut q_f16);
-            for (t, s) in scores.iter_mut().enumerate() {
-                let k = &keys[t * row_bytes + kv_at..][..head_bytes];
-                *s = quant::vec_dot(GgmlType::F16, hd, k, &q_f16) * scale;
-            }
-            softmax(&mut scores);
-            head_out.fill(0.0);
-            for (t, &p) in scores.iter().enumerate() {
-                quant::dequantize_row(GgmlType::F16, &values[t * row_bytes + kv_at..][..head_bytes], &mut v_row);
-                for (o, &v) in head_out.iter_mut().zip(&v_row) {
-                    *o += p * v;
-                }
-            }
+    let scores = &mut scratch.scores[..len];
+    quant::quantize_activations(GgmlType::F16, q, &mut scratch.q_f16);
+    for (t, s) in scores.iter_mut().enumerate() {
+        let k = &keys[t * row_bytes + kv_at..][..head_bytes];
+        *s = quant::vec_dot(GgmlType::F16, hd, k, &scratch.q_f16) * c.kq_scale;
+    }
+    softmax(scores);
+    out.fill(0.0);
+    for (t, &p) in scores.iter().enumerate() {
+        quant::dequantize_row(GgmlType::F16, &values[t * row_bytes + kv_at..][..head_bytes], &mut scratch.v_row);
+        for (o, &v) in out.iter_mut().zip(&scratch.v_row) {
+            *o += p * v;
         }
-    });
+    }
 }
 
 fn softmax(x: &mut [f32]) {
@@ -266,7 +298,7 @@ fn softmax(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
-fn add_in_place(x: &mut [f32], y: &[f32]) {
+pub(super) fn add_in_place(x: &mut [f32], y: &[f32]) {
     x.iter_mut().zip(y).for_each(|(a, &b)| *a += b);
 }
 

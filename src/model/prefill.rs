@@ -1,0 +1,370 @@
+//! Batched prompt processing (prefill): a chunk of consecutive tokens goes through each block
+//! together, so every layer's weights are fetched (and, when paged, loaded) once per chunk rather
+//! than once per token, and each matrix product becomes one weights-by-tokens product.
+//!
+//! Every per-token operation is the one `forward` uses, applied in the same order with the same
+//! kernels, so the logits are bit-identical to token-by-token evaluation. This module owns the
+//! chunking and the batch buffers; the numerics live in `forward` and `quant`.
+
+use crate::error::{Error, Result};
+use crate::model::config::ModelConfig;
+use crate::model::forward::{
+    add_bias, add_in_place, apply_rope, attend_head, forward, gated_activation, rmsnorm, rmsnorm_heads,
+    rmsnorm_in_place, AttentionScratch,
+};
+use crate::model::state::{KvCache, RopeTable, RunState};
+use crate::model::weights::WeightSource;
+use crate::pool::ComputePool;
+use crate::quant;
+use crate::tensor::{GgmlType, TensorView};
+
+/// Tokens per batch. Large enough that per-operation costs (waking the pool, fetching a layer,
+/// converting activations) are shared by many tokens and a blocked kernel can reuse each weight
+/// row across many activation rows; small enough that the batch buffers stay a few MB (they grow
+/// with chunk x n_ff) and cancellation is noticed within one chunk's layer.
+pub const PREFILL_CHUNK: usize = 64;
+
+/// Tokens whose logits are computed together: the (n_vocab, tokens) product buffer is the
+/// largest of the batch (16 MB for a 262k vocabulary at 16 tokens), so the head goes in smaller
+/// groups than the blocks.
+const HEAD_GROUP: usize = 16;
+
+/// Receives the logits of token `index` of the prompt (n_vocab values).
+pub type LogitsSink<'a> = dyn FnMut(usize, &[f32]) + 'a;
+
+/// Runs `tokens` at positions `state.n_past..` in chunks of `PREFILL_CHUNK`, appending their keys
+/// and values to the cache, and calls `on_logits(i, logits)` for every token index
+/// `i >= logits_from` in order (`logits_from >= tokens.len()`: no logits). The last logits also
+/// stay in `state.logits`. `cancelled` is polled between blocks.
+#[allow(clippy::too_many_arguments)]
+pub fn prefill(
+    c: &ModelConfig,
+    weights: &dyn WeightSource,
+    pool: &ComputePool,
+    state: &mut RunState,
+    tokens: &[u32],
+    logits_from: usize,
+    cancelled: &dyn Fn() -> bool,
+    on_logits: &mut LogitsSink,
+) -> Result<()> {
+    prefill_chunked(c, weights, pool, state, tokens, logits_from, PREFILL_CHUNK, cancelled, on_logits)
+}
+
+/// `prefill` with a chosen chunk size (tests use odd ones).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn prefill_chunked(
+    c: &ModelConfig,
+    weights: &dyn WeightSource,
+    pool: &ComputePool,
+    state: &mut RunState,
+    tokens: &[u32],
+    logits_from: usize,
+    chunk: usize,
+    cancelled: &dyn Fn() -> bool,
+    on_logits: &mut LogitsSink,
+) -> Result<()> {
+    let needed = state.n_past + tokens.len();
+    if needed > state.kv.context() {
+        return Err(Error::ContextFull { needed, context_size: state.kv.context() });
+    }
+    if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+        return Err(Error::InvalidToken(bad.into()));
+    }
+    let chunk = chunk.max(1);
+    let mut batch: Option<BatchState> = None;
+    for (i, part) in tokens.chunks(chunk).enumerate() {
+        let base = i * chunk;
+        let from = logits_from.saturating_sub(base);
+        let mut sink = |t: usize, logits: &[f32]| on_logits(base + t, logits);
+        if part.len() == 1 {
+            // A lone token (decode, or a prompt's last chunk) goes the matrix-vector way: it
+            // splits the work finer and skips the transpositions.
+            forward(c, weights, pool, state, part[0], from == 0, cancelled)?;
+            if from == 0 {
+                sink(0, &state.logits);
+            }
+            continue;
+        }
+        let b = batch.get_or_insert_with(|| BatchState::new(c, chunk.min(tokens.len())));
+        forward_batch(c, weights, pool, state, b, part, from, cancelled, &mut sink)?;
+    }
+    Ok(())
+}
+
+/// Buffers for a batch of up to `capacity` tokens; every matrix is (tokens, width), one
+/// token's row after another.
+struct BatchState {
+    capacity: usize,
+    x: Vec<f32>,    // (capacity, n_embd) residual stream
+    xb: Vec<f32>,   // (capacity, n_embd) normalized input of a sub-block
+    q: Vec<f32>,    // (capacity, n_head * head_dim)
+    k: Vec<f32>,    // (capacity, kv_dim)
+    v: Vec<f32>,    // (capacity, kv_dim)
+    att: Vec<f32>,  // (capacity, n_head * head_dim) attention output, all heads
+    proj: Vec<f32>, // (capacity, n_embd) output of a sub-block's last projection
+    gate: Vec<f32>, // (capacity, n_ff)
+    up: Vec<f32>,   // (capacity, n_ff)
+    /// One matrix product's output before transposition: (rows, tokens).
+    products: Vec<f32>,
+    norm_w: Vec<f32>,            // (n_embd) a norm's weights or a bias, dequantized
+    rope_global: Vec<RopeTable>, // (capacity) angles of full-attention layers, per token
+    rope_local: Vec<RopeTable>,  // (capacity) angles of sliding-window layers, per token
+    acts: ConvertedRows,
+}
+
+impl BatchState {
+    fn new(c: &ModelConfig, capacity: usize) -> Self {
+        let m = |width: usize| vec![0.0f32; capacity * width];
+        let tables = || (0..capacity).map(|_| RopeTable::new(c.rope_dim)).collect();
+        BatchState {
+            capacity,
+            x: m(c.n_embd),
+            xb: m(c.n_embd),
+            q: m(c.q_dim()),
+            k: m(c.kv_dim()),
+            v: m(c.kv_dim()),
+            att: m(c.q_dim()),
+            proj: m(c.n_embd),
+            gate: m(c.n_ff),
+            up: m(c.n_ff),
+            products: Vec::new(),
+            norm_w: vec![0.0; c.n_embd],
+            rope_global: tables(),
+            rope_local: if c.sliding_window.is_some() { tables() } else { Vec::new() },
+            acts: ConvertedRows::default(),
+        }
+    }
+}
+
+/// One chunk of `tokens` (at most the batch capacity) through every block, then the output head
+/// for tokens `logits_from..`.
+#[allow(clippy::too_many_arguments)]
+fn forward_batch(
+    c: &ModelConfig,
+    weights: &dyn WeightSource,
+    pool: &ComputePool,
+    s: &mut RunState,
+    b: &mut BatchState,
+    tokens: &[u32],
+    logits_from: usize,
+    cancelled: &dyn Fn() -> bool,
+    on_logits: &mut LogitsSink,
+) -> Result<()> {
+    let n = tokens.len();
+    debug_assert!(n <= b.capacity);
+    let n_past = s.n_past;
+    let (e, qd, kvd, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
+    let (x, xb, q, k, v) =
+        (&mut b.x[..n * e], &mut b.xb[..n * e], &mut b.q[..n * qd], &mut b.k[..n * kvd], &mut b.v[..n * kvd]);
+    let (att, proj, gate, up) =
+        (&mut b.att[..n * qd], &mut b.proj[..n * e], &mut b.gate[..n * ff], &mut b.up[..n * ff]);
+    let (acts, products, norm_w) = (&mut b.acts, &mut b.products, &mut b.norm_w);
+
+    for (&token, row) in tokens.iter().zip(x.chunks_exact_mut(e)) {
+        weights.embed(token, row)?;
+    }
+    if let Some(scale) = c.embedding_scale {
+        x.iter_mut().for_each(|v| *v *= scale);
+    }
+    let freq_factors = c.rope_freq_factors.as_deref();
+    for t in 0..n {
+        b.rope_global[t].fill(c, c.rope, n_past + t, freq_factors);
+        if c.sliding_window.is_some() {
+            b.rope_local[t].fill(c, c.rope_swa, n_past + t, freq_factors);
+        }
+    }
+
+    for l in 0..c.n_layer {
+        if cancelled() {
+            return Err(Error::Aborted);
+        }
+        let layer = weights.layer(l)?;
+        let w = layer.weights();
+        let local = c.swa_layers[l];
+        let (window, ropes) = if local { (c.sliding_window, &b.rope_local) } else { (None, &b.rope_global) };
+
+        // Attention: x += Wo · attention(rope(Wq·xb), rope(Wk·xb), Wv·xb) with xb = rmsnorm(x)
+        for (o, r) in xb.chunks_exact_mut(e).zip(x.chunks_exact(e)) {
+            rmsnorm(o, r, &w.attn_norm, c.norm_eps, norm_w);
+        }
+        matmul(pool, xb, n, &mut [(&w.wq, &mut *q), (&w.wk, &mut *k), (&w.wv, &mut *v)], acts, products);
+        for_rows(q, qd, |r| add_bias(r, w.bq.as_ref(), norm_w));
+        for_rows(k, kvd, |r| add_bias(r, w.bk.as_ref(), norm_w));
+        for_rows(v, kvd, |r| add_bias(r, w.bv.as_ref(), norm_w));
+        if let Some(norm) = &w.q_norm {
+            rmsnorm_heads(q, c.head_dim, norm, c.norm_eps, norm_w);
+        }
+        if let Some(norm) = &w.k_norm {
+            rmsnorm_heads(k, c.head_dim, norm, c.norm_eps, norm_w);
+        }
+        for (t, (qr, kr)) in q.chunks_exact_mut(qd).zip(k.chunks_exact_mut(kvd)).enumerate() {
+            apply_rope(c, qr, &ropes[t]);
+            apply_rope(c, kr, &ropes[t]);
+        }
+        if c.q_scale != 1.0 {
+            q.iter_mut().for_each(|v| *v *= c.q_scale);
+        }
+        for (t, (kr, vr)) in k.chunks_exact(kvd).zip(v.chunks_exact(kvd)).enumerate() {
+            s.kv.store(l, n_past + t, kr, vr);
+        }
+        attention_batch(c, pool, q, &s.kv, l, n_past, window, att);
+        matmul(pool, att, n, &mut [(&w.wo, &mut *proj)], acts, products);
+        for_rows(proj, e, |r| add_bias(r, w.bo.as_ref(), norm_w));
+        if let Some(norm) = &w.post_attn_norm {
+            for_rows(proj, e, |r| rmsnorm_in_place(r, norm, c.norm_eps, norm_w));
+        }
+        add_in_place(x, proj);
+
+        // Feed-forward: x += Wdown · (act(Wgate·xb) * (Wup·xb)) with xb = rmsnorm(x)
+        for (o, r) in xb.chunks_exact_mut(e).zip(x.chunks_exact(e)) {
+            rmsnorm(o, r, &w.ffn_norm, c.norm_eps, norm_w);
+        }
+        matmul(pool, xb, n, &mut [(&w.w_gate, &mut *gate), (&w.w_up, &mut *up)], acts, products);
+        gated_activation(c.activation, gate, up);
+        matmul(pool, gate, n, &mut [(&w.w_down, &mut *proj)], acts, products);
+        if let Some(norm) = &w.post_ffn_norm {
+            for_rows(proj, e, |r| rmsnorm_in_place(r, norm, c.norm_eps, norm_w));
+        }
+        add_in_place(x, proj);
+    }
+    s.n_past = n_past + n;
+
+    if logits_from >= n {
+        return Ok(());
+    }
+    let head = weights.head()?;
+    let h = head.weights();
+    let wanted = logits_from..n;
+    for group_start in wanted.step_by(HEAD_GROUP) {
+        let group = group_start..(group_start + HEAD_GROUP).min(n);
+        let g = group.len();
+        for (o, r) in xb.chunks_exact_mut(e).zip(x[group.start * e..group.end * e].chunks_exact(e)) {
+            rmsnorm(o, r, &h.output_norm, c.norm_eps, norm_w);
+        }
+        acts.reset();
+        let rows = acts.get(quant::vec_dot_type(h.output.ty), &xb[..g * e], e);
+        multiply(pool, &h.output, rows, g, products);
+        for (j, t) in group.enumerate() {
+            for (l, p) in s.logits.iter_mut().zip(products.iter().skip(j).step_by(g)) {
+                *l = *p;
+            }
+            if let Some(cap) = c.final_logit_softcap {
+                s.logits.iter_mut().for_each(|v| *v = (*v / cap).tanh() * cap);
+            }
+            on_logits(t, &s.logits);
+        }
+    }
+    Ok(())
+}
+
+fn for_rows(m: &mut [f32], width: usize, mut f: impl FnMut(&mut [f32])) {
+    m.chunks_exact_mut(width).for_each(&mut f);
+}
+
+/// `out = x · Wᵀ` for each (W, out) of `jobs`, all reading the same input `x` (n, cols): x is
+/// converted once per dot-product format however many matrices read it, as `matvec` converts
+/// once per call. Outputs are (n, rows of W).
+fn matmul(
+    pool: &ComputePool,
+    x: &[f32],
+    n: usize,
+    jobs: &mut [(&TensorView, &mut [f32])],
+    acts: &mut ConvertedRows,
+    products: &mut Vec<f32>,
+) {
+    acts.reset();
+    for (w, out) in jobs.iter_mut() {
+        let rows = acts.get(quant::vec_dot_type(w.ty), x, w.cols());
+        multiply(pool, w, rows, n, products);
+        transpose(products, w.rows(), n, out);
+    }
+}
+
+/// products (rows, n) = dot products of every row of `w` with every activation row of `acts`,
+/// rows split over the pool.
+fn multiply(pool: &ComputePool, w: &TensorView, acts: &[u8], n: usize, products: &mut Vec<f32>) {
+    let (rows, cols, row_bytes) = (w.rows(), w.cols(), w.row_bytes());
+    products.resize(rows * n, 0.0);
+    // Whole rows per task (the kernel's output is row-major), four at a time so a kernel that
+    // works on several rows at once gets full tiles.
+    pool.for_each_chunk(&mut products[..rows * n], 4 * n, &|start, out| {
+        let first_row = start / n;
+        let bytes = &w.data[first_row * row_bytes..(first_row + out.len() / n) * row_bytes];
+        quant::dot_rows_batch(w.ty, cols, bytes, acts, n, out);
+    });
+}
+
+/// out (n, rows) = transpose of products (rows, n).
+fn transpose(products: &[f32], rows: usize, n: usize, out: &mut [f32]) {
+    for (r, p) in products[..rows * n].chunks_exact(n).enumerate() {
+        for (t, &v) in p.iter().enumerate() {
+            out[t * rows + r] = v;
+        }
+    }
+}
+
+/// Attention of every token of the batch: token t (position n_past + t) attends to the cached
+/// positions up to its own, within the sliding window when the layer has one. (token, head)
+/// pairs are split over the pool.
+#[allow(clippy::too_many_arguments)]
+fn attention_batch(
+    c: &ModelConfig,
+    pool: &ComputePool,
+    q: &[f32],
+    kv: &KvCache,
+    layer: usize,
+    n_past: usize,
+    window: Option<usize>,
+    out: &mut [f32],
+) {
+    let (hd, qd) = (c.head_dim, c.q_dim());
+    let n = q.len() / qd;
+    pool.for_each_chunk(out, hd, &|start, heads_out| {
+        let mut scratch = AttentionScratch::new(c, n_past + n);
+        for (j, head_out) in heads_out.chunks_exact_mut(hd).enumerate() {
+            let i = start / hd + j;
+            let (t, h) = (i / c.n_head, i % c.n_head);
+            let pos = n_past + t;
+            let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            let (keys, values) = (kv.keys(layer, first, pos + 1), kv.values(layer, first, pos + 1));
+            attend_head(c, h, &q[t * qd + h * hd..][..hd], keys, values, &mut scratch, head_out);
+        }
+    });
+}
+
+/// Activation rows converted to dot-product formats, kept while several matrices read the same
+/// input (q/k/v, gate/up); the buffers are reused from one input to the next.
+#[derive(Default)]
+struct ConvertedRows {
+    /// (format, rows converted to it back to back) for the current input.
+    current: Vec<(GgmlType, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
+    row: Vec<u8>,
+}
+
+impl ConvertedRows {
+    /// A new input is coming: forget the conversions of the last one.
+    fn reset(&mut self) {
+        self.spare.extend(self.current.drain(..).map(|(_, buf)| buf));
+    }
+
+    /// `x` (rows of `cols` values) in `dot_ty` format, one `act_row_bytes` row per input row,
+    /// converted on first request since the last `reset`.
+    fn get(&mut self, dot_ty: GgmlType, x: &[f32], cols: usize) -> &[u8] {
+        let at = match self.current.iter().position(|(ty, _)| *ty == dot_ty) {
+            Some(at) => at,
+            None => {
+                let mut buf = self.spare.pop().unwrap_or_default();
+                buf.clear();
+                for r in x.chunks_exact(cols) {
+                    quant::quantize_activations(dot_ty, r, &mut self.row);
+                    buf.extend_from_slice(&self.row);
+                }
+                debug_assert_eq!(buf.len(), x.len() / cols * quant::act_row_bytes(dot_ty, cols));
+                self.current.push((dot_ty, buf));
+                self.current.len() - 1
+            }
+        };
+        &self.current[at].1
+    }
+}
