@@ -9,8 +9,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, Value};
 use crate::model::config::ModelConfig;
-use crate::model::forward::forward;
-use crate::model::prefill::{prefill, LogitsSink};
+use crate::model::forward::{forward, LogitsSink};
 use crate::model::state::RunState;
 use crate::model::weights::{MappedWeights, TensorTable, WeightSource, WeightStats};
 use crate::pager::{EvictionPolicy, LoadMethod, PagedWeights, PagerOptions};
@@ -185,9 +184,10 @@ impl Model {
         RunState::new(&self.config, self.info.context_size)
     }
 
-    /// Runs one token through the model at the next position of `state`.
+    /// Runs one token through the model at the next position of `state`; with `want_logits`,
+    /// its logits are left in `state.logits`.
     pub fn eval(&self, state: &mut RunState, token: u32, want_logits: bool, cancel: &AtomicBool) -> Result<()> {
-        forward(&self.config, &*self.weights, &self.pool, state, token, want_logits, &|| cancel.load(Ordering::Relaxed))
+        self.prefill(state, &[token], if want_logits { 0 } else { 1 }, cancel, &mut |_, _| {})
     }
 
     /// Runs `tokens` through the model at the next positions of `state`, in batches, calling
@@ -201,7 +201,7 @@ impl Model {
         on_logits: &mut LogitsSink,
     ) -> Result<()> {
         let cancelled = || cancel.load(Ordering::Relaxed);
-        prefill(&self.config, &*self.weights, &self.pool, state, tokens, logits_from, &cancelled, on_logits)
+        forward(&self.config, &*self.weights, &self.pool, state, tokens, logits_from, &cancelled, on_logits)
     }
 
     pub fn check_tokens(&self, ids: &[u32]) -> Result<()> {
@@ -735,7 +735,7 @@ mod tests {
 
     #[test]
     fn any_chunking_and_starting_position_give_the_same_logits() {
-        use crate::model::prefill::prefill_chunked;
+        use crate::model::forward::forward_chunked;
         for spec in variants() {
             let file = TempPath::new("chunks");
             write_tiny_model(file.path(), &spec);
@@ -752,7 +752,7 @@ mod tests {
                     for (start, part) in [(0, &ids[..split]), (split, &ids[split..])] {
                         let mut sink = |i: usize, l: &[f32]| got[(start + i) * v..][..v].copy_from_slice(l);
                         let (c, w, pool) = (&model.config, &*model.weights, &model.pool);
-                        prefill_chunked(c, w, pool, &mut state, part, 0, chunk, &never, &mut sink).unwrap();
+                        forward_chunked(c, w, pool, &mut state, part, 0, chunk, &never, &mut sink).unwrap();
                     }
                     assert_eq!(state.n_past, ids.len());
                     assert!(bits(&got) == bits(&expected), "{spec:?}: chunk {chunk}, split {split}");
@@ -778,7 +778,7 @@ mod tests {
             // a load (a prefetched layer that hits counts as both), plus a prefetch or two past
             // the end. Token by token it would be at least 150 x 7.
             let s = model.weight_stats();
-            let fetches = ids.len().div_ceil(crate::model::prefill::PREFILL_CHUNK) as u64 * 7;
+            let fetches = ids.len().div_ceil(crate::model::forward::CHUNK) as u64 * 7;
             assert!(s.layer_loads + s.layer_hits <= 2 * fetches + 2, "{method:?}: {s:?}");
         }
     }

@@ -2,6 +2,6 @@
 
 pub mod config;
 pub mod forward;
-pub mod prefill;
+pub mod ops;
 pub mod state;
 pub mod weights;

@@ -71,47 +71,101 @@ impl RopeTable {
     }
 }
 
-/// Activation buffers for one token, reused from token to token.
+/// Activation buffers of the forward pass for up to `capacity` tokens; every matrix is
+/// (tokens, width), one token's row after another. Kept in the `RunState` between calls.
+pub struct BatchBuffers {
+    pub capacity: usize,
+    pub x: Vec<f32>,    // (capacity, n_embd) residual stream
+    pub xb: Vec<f32>,   // (capacity, n_embd) normalized input of a sub-block
+    pub q: Vec<f32>,    // (capacity, n_head * head_dim)
+    pub k: Vec<f32>,    // (capacity, kv_dim)
+    pub v: Vec<f32>,    // (capacity, kv_dim)
+    pub att: Vec<f32>,  // (capacity, n_head * head_dim) attention output, all heads
+    pub proj: Vec<f32>, // (capacity, n_embd) output of a sub-block's last projection
+    pub gate: Vec<f32>, // (capacity, n_ff)
+    pub up: Vec<f32>,   // (capacity, n_ff)
+    /// One matrix product's output before transposition: (rows, tokens).
+    pub products: Vec<f32>,
+    pub norm_w: Vec<f32>,            // (n_embd) a norm's weights or a bias, dequantized
+    pub rope_global: Vec<RopeTable>, // (capacity) angles of full-attention layers, per token
+    pub rope_local: Vec<RopeTable>,  // (capacity) angles of sliding-window layers, per token
+    pub acts: ConvertedRows,
+}
+
+impl BatchBuffers {
+    pub fn new(c: &ModelConfig, capacity: usize) -> Self {
+        let m = |width: usize| vec![0.0f32; capacity * width];
+        let tables = || (0..capacity).map(|_| RopeTable::new(c.rope_dim)).collect();
+        BatchBuffers {
+            capacity,
+            x: m(c.n_embd),
+            xb: m(c.n_embd),
+            q: m(c.q_dim()),
+            k: m(c.kv_dim()),
+            v: m(c.kv_dim()),
+            att: m(c.q_dim()),
+            proj: m(c.n_embd),
+            gate: m(c.n_ff),
+            up: m(c.n_ff),
+            products: Vec::new(),
+            norm_w: vec![0.0; c.n_embd],
+            rope_global: tables(),
+            rope_local: if c.sliding_window.is_some() { tables() } else { Vec::new() },
+            acts: ConvertedRows::default(),
+        }
+    }
+}
+
+/// Activation rows converted to dot-product formats, kept while several matrices read the same
+/// input (q/k/v, gate/up); the buffers are reused from one input to the next.
+#[derive(Default)]
+pub struct ConvertedRows {
+    /// (format, rows converted to it back to back) for the current input.
+    current: Vec<(GgmlType, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
+    row: Vec<u8>,
+}
+
+impl ConvertedRows {
+    /// A new input is coming: forget the conversions of the last one.
+    pub fn reset(&mut self) {
+        self.spare.extend(self.current.drain(..).map(|(_, buf)| buf));
+    }
+
+    /// `x` (rows of `cols` values) in `dot_ty` format, one `act_row_bytes` row per input row,
+    /// converted on first request since the last `reset`.
+    pub fn get(&mut self, dot_ty: GgmlType, x: &[f32], cols: usize) -> &[u8] {
+        let at = match self.current.iter().position(|(ty, _)| *ty == dot_ty) {
+            Some(at) => at,
+            None => {
+                let mut buf = self.spare.pop().unwrap_or_default();
+                buf.clear();
+                for r in x.chunks_exact(cols) {
+                    quant::quantize_activations(dot_ty, r, &mut self.row);
+                    buf.extend_from_slice(&self.row);
+                }
+                debug_assert_eq!(buf.len(), x.len() / cols * quant::act_row_bytes(dot_ty, cols));
+                self.current.push((dot_ty, buf));
+                self.current.len() - 1
+            }
+        };
+        &self.current[at].1
+    }
+}
+
+/// The state of one sequence: its KV cache, the logits of its last evaluated token, and the
+/// forward pass's buffers, reused from call to call.
 pub struct RunState {
-    pub x: Vec<f32>,            // (n_embd) residual stream
-    pub xb: Vec<f32>,           // (n_embd) normalized input of a sub-block
-    pub q: Vec<f32>,            // (n_head * head_dim)
-    pub k: Vec<f32>,            // (kv_dim)
-    pub v: Vec<f32>,            // (kv_dim)
-    pub att: Vec<f32>,          // (n_head * head_dim) attention output, all heads
-    pub proj: Vec<f32>,         // (n_embd) output of a sub-block's last projection
-    pub gate: Vec<f32>,         // (n_ff)
-    pub up: Vec<f32>,           // (n_ff)
-    pub logits: Vec<f32>,       // (n_vocab)
-    pub norm_w: Vec<f32>,       // (n_embd) a norm's weights or a bias, dequantized
-    pub rope_global: RopeTable, // angles of full-attention layers at the current position
-    pub rope_local: RopeTable,  // angles of sliding-window layers at the current position
-    /// Activations converted to a weight type's dot-product format.
-    pub act_q: Vec<u8>,
+    pub logits: Vec<f32>, // (n_vocab)
     pub kv: KvCache,
     /// Positions already in the KV cache.
     pub n_past: usize,
+    /// Sized for the largest chunk seen; None until the first evaluation.
+    pub buffers: Option<BatchBuffers>,
 }
 
 impl RunState {
     pub fn new(c: &ModelConfig, context: usize) -> Self {
-        RunState {
-            x: vec![0.0; c.n_embd],
-            xb: vec![0.0; c.n_embd],
-            q: vec![0.0; c.q_dim()],
-            k: vec![0.0; c.kv_dim()],
-            v: vec![0.0; c.kv_dim()],
-            att: vec![0.0; c.q_dim()],
-            proj: vec![0.0; c.n_embd],
-            gate: vec![0.0; c.n_ff],
-            up: vec![0.0; c.n_ff],
-            logits: vec![0.0; c.n_vocab],
-            norm_w: vec![0.0; c.n_embd],
-            rope_global: RopeTable::new(c.rope_dim),
-            rope_local: RopeTable::new(c.rope_dim),
-            act_q: Vec::new(),
-            kv: KvCache::new(c, context),
-            n_past: 0,
-        }
+        RunState { logits: vec![0.0; c.n_vocab], kv: KvCache::new(c, context), n_past: 0, buffers: None }
     }
 }

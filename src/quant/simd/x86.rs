@@ -264,8 +264,12 @@ macro_rules! x86_kernels {
                 let mut tail_mins = [0.0f32; N];
                 let block_sum = |q: __m256i, ab: &[u8; AB]| {
                     let aq = load32(ab, qs_at);
-                    let offsets = dot_u8_i8(_mm256_setzero_si256(), _mm256_set1_epi8(offset as i8), aq);
-                    let start = _mm256_sub_epi32(_mm256_setzero_si256(), offsets);
+                    let start = if offset == 0 {
+                        _mm256_setzero_si256()
+                    } else {
+                        let offsets = dot_u8_i8(_mm256_setzero_si256(), _mm256_set1_epi8(offset as i8), aq);
+                        _mm256_sub_epi32(_mm256_setzero_si256(), offsets)
+                    };
                     _mm256_cvtepi32_ps(dot_u8_i8(start, q, aq))
                 };
                 let whole = nb - nb % 8;

@@ -1,0 +1,242 @@
+//! The per-token operations of the forward pass (norms, RoPE, activations, one head's
+//! attention), written once for every architecture: what differs between architectures is
+//! configuration (`ModelConfig`) and optional tensors.
+
+use crate::model::config::{Activation, ModelConfig, Rope, RopeStyle};
+use crate::model::state::RopeTable;
+use crate::quant;
+use crate::tensor::{GgmlType, TensorView};
+
+/// A small tensor (norm weights, biases) as f32, in `buf`.
+fn dequantize<'b>(t: &TensorView, buf: &'b mut Vec<f32>) -> &'b [f32] {
+    buf.resize(t.cols() * t.rows(), 0.0);
+    quant::dequantize_row(t.ty, t.data, buf);
+    buf
+}
+
+/// out = x / rms(x) * weight, with the mean of squares accumulated in f64 as ggml does.
+pub(crate) fn rmsnorm(out: &mut [f32], x: &[f32], weight: &TensorView, eps: f32, buf: &mut Vec<f32>) {
+    let w = dequantize(weight, buf);
+    let scale = rms_scale(x, eps);
+    for ((o, &v), &w) in out.iter_mut().zip(x).zip(w) {
+        *o = v * scale * w;
+    }
+}
+
+pub(crate) fn rmsnorm_in_place(x: &mut [f32], weight: &TensorView, eps: f32, buf: &mut Vec<f32>) {
+    let w = dequantize(weight, buf);
+    let scale = rms_scale(x, eps);
+    x.iter_mut().zip(w).for_each(|(v, &w)| *v = *v * scale * w);
+}
+
+/// RMSNorm of each head separately, sharing one (head_dim) weight (gemma's q/k norms).
+pub(crate) fn rmsnorm_heads(x: &mut [f32], head_dim: usize, weight: &TensorView, eps: f32, buf: &mut Vec<f32>) {
+    let w = dequantize(weight, buf);
+    for head in x.chunks_exact_mut(head_dim) {
+        let scale = rms_scale(head, eps);
+        head.iter_mut().zip(w.iter()).for_each(|(v, &w)| *v = *v * scale * w);
+    }
+}
+
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    1.0 / ((sum / x.len() as f64) as f32 + eps).sqrt()
+}
+
+pub(crate) fn add_bias(x: &mut [f32], bias: Option<&TensorView>, buf: &mut Vec<f32>) {
+    if let Some(b) = bias {
+        add_in_place(x, dequantize(b, buf));
+    }
+}
+
+impl RopeTable {
+    /// cos and sin of each rotated pair's angle at `pos`. The angle is built by repeated f32
+    /// multiplication, like ggml's rope cache, so rounding matches llama.cpp; `freq_factors`
+    /// (Llama 3.1's rope_freqs) divide the angles.
+    pub fn fill(&mut self, c: &ModelConfig, rope: Rope, pos: usize, freq_factors: Option<&[f32]>) {
+        let theta_scale = rope.freq_base.powf(-2.0 / c.rope_dim as f32);
+        let mut theta = pos as f32;
+        for (i, (co, si)) in self.cos.iter_mut().zip(self.sin.iter_mut()).enumerate() {
+            let factor = freq_factors.map_or(1.0, |f| f[i]);
+            let t = theta / factor * rope.freq_scale;
+            *co = t.cos();
+            *si = t.sin();
+            theta *= theta_scale;
+        }
+    }
+}
+
+/// Rotates the first rope_dim values of every head: adjacent pairs (normal) or the two halves
+/// of the rotated part (NeoX).
+pub(crate) fn apply_rope(c: &ModelConfig, x: &mut [f32], table: &RopeTable) {
+    let half = c.rope_dim / 2;
+    for head in x.chunks_exact_mut(c.head_dim) {
+        for (i, (&co, &si)) in table.cos.iter().zip(&table.sin).enumerate() {
+            let (a, b) = match c.rope_style {
+                RopeStyle::Normal => (2 * i, 2 * i + 1),
+                RopeStyle::Neox => (i, i + half),
+            };
+            let (x0, x1) = (head[a], head[b]);
+            head[a] = x0 * co - x1 * si;
+            head[b] = x0 * si + x1 * co;
+        }
+    }
+}
+
+/// gate = act(gate) * up.
+pub(crate) fn gated_activation(act: Activation, gate: &mut [f32], up: &[f32]) {
+    match act {
+        Activation::Silu => gate.iter_mut().zip(up).for_each(|(g, &u)| *g = *g / (1.0 + (-*g).exp()) * u),
+        Activation::Gelu => gate.iter_mut().zip(up).for_each(|(g, &u)| *g = gelu_like_ggml(*g) * u),
+    }
+}
+
+/// ggml's CPU GELU: the tanh approximation looked up from a table indexed by the f16 input and
+/// holding f16 results (GGML_GELU_FP16), saturating outside [-10, 10].
+fn gelu_like_ggml(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const GELU_COEF_A: f32 = 0.044715;
+    if x <= -10.0 {
+        return 0.0;
+    }
+    if x >= 10.0 {
+        return x;
+    }
+    let x = half::f16::from_f32(x).to_f32();
+    let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh());
+    half::f16::from_f32(y).to_f32()
+}
+
+/// Per-task buffers of `attend_head`, for up to `len` positions.
+pub(crate) struct AttentionScratch {
+    scores: Vec<f32>,
+    q_f16: Vec<u8>,
+    v_row: Vec<f32>,
+}
+
+impl AttentionScratch {
+    pub(crate) fn new(c: &ModelConfig, len: usize) -> Self {
+        AttentionScratch {
+            scores: vec![0.0; len],
+            q_f16: Vec::with_capacity(c.head_dim * 2),
+            v_row: vec![0.0; c.head_dim],
+        }
+    }
+}
+
+/// Attention of query head `h` (`q`, head_dim values) over `keys`/`values` (len, kv_dim), both
+/// f16, into `out` (head_dim). q is rounded to f16 for the dot products with the keys, as ggml
+/// does; the probabilities stay f32 (rounding them too measured further from llama.cpp's logits).
+/// The one place attention is computed, for single tokens and batches alike.
+pub(crate) fn attend_head(
+    c: &ModelConfig,
+    h: usize,
+    q: &[f32],
+    keys: &[u8],
+    values: &[u8],
+    scratch: &mut AttentionScratch,
+    out: &mut [f32],
+) {
+    let hd = c.head_dim;
+    let row_bytes = c.kv_dim() * 2;
+    let head_bytes = hd * 2;
+    let group = c.n_head / c.n_head_kv;
+    let kv_at = (h / group) * head_bytes;
+    let len = keys.len() / row_bytes;
+    let scores = &mut scratch.scores[..len];
+    quant::quantize_activations(GgmlType::F16, q, &mut scratch.q_f16);
+    for (t, s) in scores.iter_mut().enumerate() {
+        let k = &keys[t * row_bytes + kv_at..][..head_bytes];
+        *s = quant::vec_dot(GgmlType::F16, hd, k, &scratch.q_f16) * c.kq_scale;
+    }
+    softmax(scores);
+    out.fill(0.0);
+    for (t, &p) in scores.iter().enumerate() {
+        quant::dequantize_row(GgmlType::F16, &values[t * row_bytes + kv_at..][..head_bytes], &mut scratch.v_row);
+        for (o, &v) in out.iter_mut().zip(&scratch.v_row) {
+            *o += p * v;
+        }
+    }
+}
+
+fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+pub(crate) fn add_in_place(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, &b)| *a += b);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gelu_matches_the_tanh_formula_to_f16_precision_and_saturates() {
+        for &x in &[-3.0f32, -1.0, -0.1, 0.0, 0.5, 1.0, 2.5, 9.9] {
+            let exact = 0.5 * x * (1.0 + (0.797_884_6 * x * (1.0 + 0.044715 * x * x)).tanh());
+            assert!((gelu_like_ggml(x) - exact).abs() <= 2e-3 * exact.abs().max(1.0), "x = {x}");
+        }
+        assert_eq!(gelu_like_ggml(-10.5), 0.0);
+        assert_eq!(gelu_like_ggml(12.0), 12.0);
+    }
+
+    #[test]
+    fn rope_styles_rotate_different_pairs() {
+        let mut c = test_config();
+        let mut table = RopeTable::new(c.rope_dim);
+        table.fill(&c, c.rope, 3, None);
+        let base: Vec<f32> = (0..8).map(|i| i as f32 + 1.0).collect();
+        let mut normal = base.clone();
+        apply_rope(&c, &mut normal, &table);
+        c.rope_style = RopeStyle::Neox;
+        let mut neox = base.clone();
+        apply_rope(&c, &mut neox, &table);
+        // Rotations keep the norm of each rotated pair.
+        let pair_norm = |v: &[f32], a: usize, b: usize| (v[a] * v[a] + v[b] * v[b]).sqrt();
+        assert!((pair_norm(&normal, 0, 1) - pair_norm(&base, 0, 1)).abs() < 1e-5);
+        assert!((pair_norm(&neox, 0, 2) - pair_norm(&base, 0, 2)).abs() < 1e-5);
+        assert_ne!(normal, neox);
+        // Position 0 is the identity.
+        table.fill(&c, c.rope, 0, None);
+        let mut same = base.clone();
+        apply_rope(&c, &mut same, &table);
+        assert_eq!(same, base);
+    }
+
+    fn test_config() -> ModelConfig {
+        use crate::model::config::Architecture;
+        let rope = Rope { freq_base: 10_000.0, freq_scale: 1.0 };
+        ModelConfig {
+            arch: Architecture::Llama,
+            n_vocab: 10,
+            n_embd: 8,
+            n_layer: 1,
+            n_ff: 8,
+            n_head: 2,
+            n_head_kv: 1,
+            head_dim: 4,
+            rope_dim: 4,
+            rope_style: RopeStyle::Normal,
+            rope,
+            rope_swa: rope,
+            norm_eps: 1e-5,
+            n_ctx_train: 16,
+            activation: Activation::Silu,
+            embedding_scale: None,
+            q_scale: 1.0,
+            kq_scale: 0.5,
+            sliding_window: None,
+            swa_layers: vec![false],
+            final_logit_softcap: None,
+            rope_freq_factors: None,
+        }
+    }
+}
