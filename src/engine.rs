@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, Value};
 use crate::model::config::ModelConfig;
 use crate::model::forward::{forward, LogitsSink};
-use crate::model::state::RunState;
+use crate::model::state::{BatchBuffers, RunState};
 use crate::model::weights::{MappedWeights, TensorTable, WeightSource, WeightStats};
 use crate::pager::{EvictionPolicy, LoadMethod, PagedWeights, PagerOptions};
 use crate::pool::ComputePool;
@@ -79,6 +79,10 @@ pub struct Model {
     pub info: ModelInfo,
     weights: Box<dyn WeightSource>,
     pool: ComputePool,
+    /// The forward pass's buffers of the last finished evaluation, handed to the next one. Each
+    /// call runs on some libuv thread, and buffers freed there stay in that thread's malloc
+    /// arena; reusing one set keeps peak RSS from growing by a set per thread.
+    spare_buffers: Mutex<Option<BatchBuffers>>,
 }
 
 impl Model {
@@ -169,7 +173,7 @@ impl Model {
             file.mapped().prefault(start, len, cancel, |done| progress(done, len))?;
             Box::new(MappedWeights::new(file, table))
         };
-        Ok(Model { config, tokenizer, info, weights, pool: ComputePool::new(threads) })
+        Ok(Model { config, tokenizer, info, weights, pool: ComputePool::new(threads), spare_buffers: Mutex::new(None) })
     }
 
     pub fn threads(&self) -> usize {
@@ -180,8 +184,18 @@ impl Model {
         self.weights.stats()
     }
 
-    pub fn new_state(&self) -> RunState {
-        RunState::new(&self.config, self.info.context_size)
+    /// A fresh sequence state; give it back with [`Model::recycle`] when done.
+    pub fn new_state(&self) -> Result<RunState> {
+        let mut state = RunState::new(&self.config, self.info.context_size)?;
+        state.buffers = self.spare_buffers.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok(state)
+    }
+
+    /// Keeps a finished state's buffers for the next [`Model::new_state`].
+    pub fn recycle(&self, state: &mut RunState) {
+        if let Some(b) = state.buffers.take() {
+            *self.spare_buffers.lock().unwrap_or_else(|e| e.into_inner()) = Some(b);
+        }
     }
 
     /// Runs one token through the model at the next position of `state`; with `want_logits`,
@@ -222,10 +236,11 @@ impl Model {
         }
         self.check_tokens(ids)?;
         self.check_fits(ids.len())?;
-        let mut state = self.new_state();
+        let mut state = self.new_state()?;
         let mut out = Vec::with_capacity((ids.len() - from) * self.config.n_vocab);
-        self.prefill(&mut state, ids, from, cancel, &mut |_, logits| out.extend_from_slice(logits))?;
-        Ok(out)
+        let result = self.prefill(&mut state, ids, from, cancel, &mut |_, logits| out.extend_from_slice(logits));
+        self.recycle(&mut state);
+        result.map(|_| out)
     }
 
     /// Perplexity of `text` under the protocol of `PerplexityOptions`.
@@ -248,17 +263,19 @@ impl Model {
         let offset = usize::from(bos.is_some());
         self.check_fits(opts.window + offset)?;
 
-        let mut state = self.new_state();
+        let mut state = self.new_state()?;
         let (mut nll_sum, mut scored) = (0.0f64, 0usize);
-        for chunk in tokens.chunks_exact(opts.window) {
+        let result = tokens.chunks_exact(opts.window).try_for_each(|chunk| {
             state.n_past = 0;
             let input: Vec<u32> = bos.into_iter().chain(chunk.iter().copied()).collect();
             // Logits at input position p predict input[p + 1]; the first text token is not scored.
             self.prefill(&mut state, &input[..input.len() - 1], offset, cancel, &mut |p, logits| {
                 nll_sum -= log_softmax_at(logits, input[p + 1] as usize);
                 scored += 1;
-            })?;
-        }
+            })
+        });
+        self.recycle(&mut state);
+        result?;
         let mean_nll = nll_sum / scored as f64;
         Ok(Perplexity { perplexity: mean_nll.exp(), mean_nll, tokens: scored })
     }
@@ -449,7 +466,7 @@ impl Generation {
         model.check_tokens(&prompt)?;
         model.check_fits(prompt.len())?;
         Ok(Generation {
-            state: model.new_state(),
+            state: model.new_state()?,
             sampler: Sampler::new(params.sampler.clone()),
             stream: TextStream::new(params.stop.clone()),
             prompt_len: prompt.len(),
@@ -522,6 +539,7 @@ impl Drop for Generation {
     /// A stopped generation cancels the prefetching done on its behalf.
     fn drop(&mut self) {
         self.model.weights.idle();
+        self.model.recycle(&mut self.state);
     }
 }
 
@@ -684,7 +702,7 @@ mod tests {
 
     /// Logits of every position of `ids`, one token at a time through `forward`.
     fn sequential_logits(model: &Model, ids: &[u32]) -> Vec<f32> {
-        let mut state = model.new_state();
+        let mut state = model.new_state().unwrap();
         let mut out = Vec::new();
         for &t in ids {
             model.eval(&mut state, t, true, &AtomicBool::new(false)).unwrap();
@@ -746,7 +764,7 @@ mod tests {
             for chunk in [2, 3, 7, 16, 64, 90] {
                 // Two calls: the second starts at a position the first left in the cache.
                 for split in [0, 1, 10, 45] {
-                    let mut state = model.new_state();
+                    let mut state = model.new_state().unwrap();
                     let mut got = vec![0.0f32; ids.len() * v];
                     let never = || false;
                     for (start, part) in [(0, &ids[..split]), (split, &ids[split..])] {
@@ -799,7 +817,7 @@ mod tests {
         }
         assert_eq!(generated.len(), 10);
         // The same tokens by greedy argmax over token-by-token logits.
-        let mut state = model.new_state();
+        let mut state = model.new_state().unwrap();
         let mut history = ids;
         for &id in &generated {
             for &t in &history[state.n_past..] {
@@ -810,5 +828,47 @@ mod tests {
             assert_eq!(argmax, Some(id as usize));
             history.push(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod memory_probe {
+    /// Anonymous memory a loaded model keeps (tokenizer, tables), for checking RSS budgets:
+    /// `CHORD_PROBE_MODEL=file.gguf cargo test --release memory_probe -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn anonymous_memory_after_load() {
+        let Some(path) = std::env::var_os("CHORD_PROBE_MODEL") else { return };
+        let anon = || {
+            let s = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap();
+            s.lines()
+                .find(|l| l.starts_with("Anonymous:"))
+                .unwrap()
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                / 1024
+        };
+        let before = anon();
+        let mut file = crate::gguf::GgufFile::open(std::path::Path::new(&path)).unwrap();
+        let opened = anon();
+        let spec = super::vocab_spec(&mut file).unwrap();
+        let spec_read = anon();
+        let tokenizer = crate::tokenizer::Tokenizer::new(spec).unwrap();
+        let built = anon();
+        println!("anonymous MiB: opened {opened}, spec {spec_read}, tokenizer {built}");
+        drop((tokenizer, file));
+        let model = super::Model::load(
+            std::path::Path::new(&path),
+            &Default::default(),
+            &std::sync::atomic::AtomicBool::new(false),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let after = anon();
+        let tok = model.tokenizer.encode("hello world", false, false);
+        println!("anonymous MiB: before {before}, after load {after}; {} tokens", tok.len());
     }
 }

@@ -1,17 +1,27 @@
 //! Per-sequence state: activation buffers and the KV cache. One `RunState` per generation or
 //! logits call; the model's weights are shared.
 
+use memmap2::MmapMut;
+
+use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
 use crate::quant;
 use crate::tensor::GgmlType;
 
 /// Keys and values of every position seen so far, stored as f16 like llama.cpp's default cache.
+///
+/// Both live in anonymous mappings of their own rather than on the heap: pages are backed only
+/// as positions are used, and a dropped cache is unmapped at once. (Heap blocks of this size go
+/// back to glibc's per-thread arenas, where a few freed caches of calls that ran on different
+/// libuv threads stayed resident: +20 MB peak RSS over a logits-then-generate run of a 0.5B
+/// model.)
 pub struct KvCache {
-    /// (n_layer, context, kv_dim) little-endian f16. Zero-initialized bytes, so the allocation
-    /// is lazily backed by the OS: memory grows with the positions actually used.
-    keys: Vec<u8>,
+    /// (n_layer, context, kv_dim) little-endian f16, zero until written.
+    keys: MmapMut,
     /// (n_layer, context, kv_dim), same layout as `keys`.
-    values: Vec<u8>,
+    values: MmapMut,
+    /// Bytes of `keys` (and of `values`); the mappings are at least one byte long.
+    bytes: usize,
     context: usize,
     /// Bytes of one position's keys (or values): kv_dim f16 values.
     row_bytes: usize,
@@ -20,10 +30,14 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(c: &ModelConfig, context: usize) -> Self {
+    pub fn new(c: &ModelConfig, context: usize) -> Result<Self> {
         let row_bytes = c.kv_dim() * 2;
         let n = c.n_layer * context * row_bytes;
-        KvCache { keys: vec![0u8; n], values: vec![0u8; n], context, row_bytes, scratch: Vec::new() }
+        let map = || {
+            MmapMut::map_anon(n.max(1))
+                .map_err(|source| Error::Io { path: "anonymous memory for the KV cache".into(), source })
+        };
+        Ok(KvCache { keys: map()?, values: map()?, bytes: n, context, row_bytes, scratch: Vec::new() })
     }
 
     pub fn context(&self) -> usize {
@@ -55,7 +69,7 @@ impl KvCache {
 
     /// Bytes the cache takes when full.
     pub fn capacity_bytes(&self) -> usize {
-        self.keys.len() + self.values.len()
+        2 * self.bytes
     }
 }
 
@@ -165,7 +179,7 @@ pub struct RunState {
 }
 
 impl RunState {
-    pub fn new(c: &ModelConfig, context: usize) -> Self {
-        RunState { logits: vec![0.0; c.n_vocab], kv: KvCache::new(c, context), n_past: 0, buffers: None }
+    pub fn new(c: &ModelConfig, context: usize) -> Result<Self> {
+        Ok(RunState { logits: vec![0.0; c.n_vocab], kv: KvCache::new(c, context)?, n_past: 0, buffers: None })
     }
 }
