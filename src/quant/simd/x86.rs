@@ -402,14 +402,17 @@ macro_rules! x86_kernels {
                     let [s0, s1, m0, m1] = q4_k_scales_mins(wb);
                     let (d_w, dmin_w) = f16_pair_at(wb, 0);
                     let mins = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, m1 as i32, m0 as i32));
-                    let scales = (s0 as u64 | (s1 as u64) << 32).to_le_bytes();
+                    // The eight scales as i16 in both halves; group g's scale is spread to all
+                    // lanes by one byte shuffle (cheaper than a broadcast from memory each).
+                    let scales =
+                        _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_set_epi32(0, 0, s1 as i32, s0 as i32)));
+                    let spread = |g: i8| _mm256_shuffle_epi8(scales, _mm256_set1_epi16(((2 * g + 1) as i16) << 8 | (2 * g) as i16));
                     let mut sum = [_mm256_setzero_si256(); N];
                     for j in 0..4 {
                         let q = load32(wb, 16 + 32 * j);
                         let lo = _mm256_and_si256(q, low4);
                         let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low4);
-                        let sc_lo = _mm256_set1_epi16(scales[2 * j] as i16);
-                        let sc_hi = _mm256_set1_epi16(scales[2 * j + 1] as i16);
+                        let (sc_lo, sc_hi) = (spread(2 * j as i8), spread(2 * j as i8 + 1));
                         for t in 0..N {
                             let p_lo = _mm256_maddubs_epi16(lo, load32(ab[t], 4 + 64 * j));
                             let p_hi = _mm256_maddubs_epi16(hi, load32(ab[t], 4 + 64 * j + 32));
