@@ -194,10 +194,15 @@ pub(crate) fn dequantize<B: QuantBlock>(src: &[u8], dst: &mut [f32]) {
 
 /// Quantize `x` into `out`, replacing its contents.
 pub(crate) fn quantize<B: ActBlock>(x: &[f32], out: &mut Vec<u8>) {
+    quantize_with(x, out, B::quantize)
+}
+
+/// [`quantize`] with another block quantizer of the same format.
+pub(crate) fn quantize_with<B: ActBlock>(x: &[f32], out: &mut Vec<u8>, quantize_block: impl Fn(&[f32]) -> B) {
     let nb = blocks_in::<B>(x.len());
     out.clear();
     out.resize(nb * B::BYTES, 0);
     for (xs, o) in x.chunks_exact(B::LEN).zip(out.chunks_exact_mut(B::BYTES)) {
-        B::quantize(xs).write(o);
+        quantize_block(xs).write(o);
     }
 }

@@ -106,6 +106,40 @@ fn q8_values(x: &[f32; QK], id: f32) -> [i8; QK] {
     qs
 }
 
+/// Q8 quants as ggml's x86 SIMD quantizers (`quantize_row_q8_0` / `q8_1` with AVX2 or AVX-512)
+/// compute them, which the SIMD kernels pair with: the inverse scale is `127 / amax` rather than
+/// `1 / (amax / 127)`, and `x * id` is rounded to nearest even (`_mm256_round_ps`) rather than away
+/// from zero. Returns the unrounded f32 scale and the quants.
+#[inline(always)]
+fn q8_like_simd(x: &[f32; QK]) -> (f32, [i8; QK]) {
+    let amax = abs_max(x);
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut qs = [0i8; QK];
+    for (q, &v) in qs.iter_mut().zip(x) {
+        // |v * id| <= 127 (plus one rounding), where adding 1.5 * 2^23 rounds to nearest even.
+        let r = (v * id + 12_582_912.0).to_bits() as i32 - 0x4B40_0000;
+        *q = r as i8;
+    }
+    (amax / 127.0, qs)
+}
+
+impl BlockQ8_0 {
+    /// [`ActBlock::quantize`] with ggml's x86 SIMD rounding (see `q8_like_simd`).
+    pub(crate) fn quantize_like_simd(x: &[f32]) -> Self {
+        let (d, qs) = q8_like_simd(x.try_into().expect("quant: Q8_0 block needs 32 values"));
+        BlockQ8_0 { d: F16Le::from_f32(d), qs }
+    }
+}
+
+impl BlockQ8_1 {
+    /// [`ActBlock::quantize`] with ggml's x86 SIMD rounding (see `q8_like_simd`).
+    pub(crate) fn quantize_like_simd(x: &[f32]) -> Self {
+        let (d, qs) = q8_like_simd(x.try_into().expect("quant: Q8_1 block needs 32 values"));
+        let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+        BlockQ8_1 { d: F16Le::from_f32(d), s: F16Le::from_f32(sum as f32 * d), qs }
+    }
+}
+
 /// 4-bit weights with one scale: `x = (q - 8) * d`, q in 0..16.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]

@@ -140,8 +140,20 @@ pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
 ///
 /// Panics if `x.len()` is not a multiple of `dot_ty`'s block length or `dot_ty` is not an
 /// activation format.
+///
+/// With a SIMD instruction set active ([`active_isa`]), Q8_0 and Q8_1 round as ggml's x86 SIMD
+/// quantizers do instead (inverse scale `127 / amax`, round to nearest even), which is what the
+/// SIMD builds of llama.cpp multiply with; see [`quantize_activations_with`].
 pub fn quantize_activations(dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
+    quantize_activations_with(active_isa(), dot_ty, x, out)
+}
+
+/// [`quantize_activations`] as paired with the kernels of instruction set `isa`: the scalar set
+/// quantizes as ggml's reference code, the SIMD sets Q8_0/Q8_1 as ggml's SIMD code.
+pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
     match dot_ty {
+        GgmlType::Q8_0 if isa != Isa::Scalar => block::quantize_with(x, out, BlockQ8_0::quantize_like_simd),
+        GgmlType::Q8_1 if isa != Isa::Scalar => block::quantize_with(x, out, BlockQ8_1::quantize_like_simd),
         GgmlType::F32 => float::quantize_f32(x, out),
         GgmlType::F16 => float::quantize_f16(x, out),
         GgmlType::BF16 => float::quantize_bf16(x, out),

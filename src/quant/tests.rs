@@ -24,9 +24,10 @@ fn dequant(ty: GgmlType, src: &[u8], n: usize) -> Vec<f32> {
     out
 }
 
+/// Activations quantized as ggml's reference code does (the scalar kernels' pairing).
 fn quantized(ty: GgmlType, x: &[f32]) -> Vec<u8> {
     let mut out = Vec::new();
-    quantize_activations(ty, x, &mut out);
+    quantize_activations_with(Isa::Scalar, ty, x, &mut out);
     out
 }
 
@@ -273,6 +274,33 @@ fn q8_0_quantize_by_hand_rounds_ties_away_from_zero() {
     let qs: Vec<i8> = q[2..12].iter().map(|&b| b as i8).collect();
     assert_eq!(qs, [127, -64, 1, -1, 3, -3, 1, 4, -127, 0]);
     assert!(q[12..].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn q8_quantize_for_simd_kernels_rounds_ties_to_even() {
+    // As ggml's x86 SIMD quantizers: id = 127 / amax (1 here), _mm256_round_ps to nearest even.
+    let mut x = [0.0f32; 32];
+    x[..10].copy_from_slice(&[127.0, -63.5, 0.5, -0.5, 2.5, -2.5, 1.49, 3.5, -126.5, 0.0]);
+    for isa in [Isa::Avx2, Isa::Avx512Vnni] {
+        let mut q = Vec::new();
+        quantize_activations_with(isa, Q8_0, &x, &mut q);
+        assert_eq!(q[..2], f16_le(1.0));
+        let qs: Vec<i8> = q[2..12].iter().map(|&b| b as i8).collect();
+        assert_eq!(qs, [127, -64, 0, 0, 2, -2, 1, 4, -126, 0], "{isa:?}");
+        quantize_activations_with(isa, Q8_1, &x, &mut q);
+        assert_eq!(q[2..4], f16_le(-58.0), "{isa:?}: s = d * sum(q)");
+    }
+    // The inverse scale 127 / amax differs from 1 / (amax / 127) in the last bit for some amax,
+    // which moves values near a .5 boundary: find one and check both quantizers keep their own.
+    let amax = (1..10_000).map(|i| 1.0 + i as f32 * 1e-3).find(|&a| 127.0 / a != 1.0 / (a / 127.0)).unwrap();
+    let x: Vec<f32> = (0..32).map(|i| if i == 0 { amax } else { amax * (i as f32 + 0.5) / 127.0 }).collect();
+    let (mut simd, reference) = (Vec::new(), quantized(Q8_0, &x));
+    quantize_activations_with(Isa::Avx2, Q8_0, &x, &mut simd);
+    for (i, (&v, (&s, &r))) in x.iter().zip(simd[2..].iter().zip(&reference[2..])).enumerate() {
+        let (s, r) = (s as i8 as f32, r as i8 as f32);
+        assert_eq!(s, (v * (127.0 / amax)).round_ties_even(), "simd value {i}");
+        assert_eq!(r, (v * (1.0 / (amax / 127.0))).round(), "reference value {i}");
+    }
 }
 
 #[test]

@@ -82,7 +82,7 @@ fn simd_kernels_agree_with_the_scalar_reference() {
         let block_len = ty.block_len() as usize;
         let dot_ty = vec_dot_type(ty);
         let act_scales: &[f32] = if dot_ty == Q8_K { &[1e-20, 1.0, 1e20] } else { &[1e-3, 1.0, 1e4] };
-        for n_blocks in [1usize, 2, 3, 5, 7] {
+        for n_blocks in [1usize, 2, 3, 5, 7, 8, 9, 16, 23] {
             let cols = n_blocks * block_len;
             for &w_scale in &[6e-8f32, 1e-3, 1.0, 6e4] {
                 let rows = 5;
