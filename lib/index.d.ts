@@ -33,7 +33,7 @@ export interface LoadProgress {
 }
 
 export interface LoadOptions {
-  /** Compute threads. Default: the number of CPUs. */
+  /** Compute threads. Default: the number of CPUs (one fewer when layers are paged in every token, leaving a core to the prefetch thread). */
   threads?: number
   /** Positions per sequence (prompt + generated). Default: min(4096, the model's trained context). */
   contextSize?: number

@@ -97,8 +97,7 @@ impl Model {
         let threads = match opts.threads {
             Some(0) => return Err(Error::invalid_option("threads", "must be at least 1")),
             Some(n) if n > 1024 => return Err(Error::invalid_option("threads", format!("{n} is more than 1024"))),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         };
         let mut file = GgufFile::open(path)?;
         let mut config = ModelConfig::from_gguf(&file)?;
@@ -173,6 +172,13 @@ impl Model {
             file.mapped().prefault(start, len, cancel, |done| progress(done, len))?;
             Box::new(MappedWeights::new(file, table))
         };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let streams = paged && opts.memory_budget.is_some_and(|b| b < weight_bytes);
+        // By default compute on every core, except one left to the prefetch thread when layers
+        // stream through memory every token: mapping them in is CPU work too, and sharing cores
+        // with it costs more than one compute thread gives (Qwen2.5-1.5B at half its weights,
+        // 2 cores: 12.9 tok/s with 2 compute threads, 15.2 with 1).
+        let threads = threads.unwrap_or(if streams { (cores - 1).max(1) } else { cores });
         Ok(Model { config, tokenizer, info, weights, pool: ComputePool::new(threads), spare_buffers: Mutex::new(None) })
     }
 
