@@ -603,7 +603,11 @@ mod tests {
                     s.peak_resident_bytes
                 );
                 assert!(s.layer_loads > 0 && s.bytes_read > 0);
-                assert!(s.layer_hits > 0, "{method:?} budget {budget}: {s:?}");
+                // Five layers' budget pins some units, which are then hits on every pass; at
+                // the smaller budgets a hit needs the prefetch to win a race with compute.
+                if budget == layer * 5 {
+                    assert!(s.layer_hits > 0, "{method:?} budget {budget}: {s:?}");
+                }
             }
         }
     }
