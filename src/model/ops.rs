@@ -111,16 +111,11 @@ fn gelu_like_ggml(x: f32) -> f32 {
 pub(crate) struct AttentionScratch {
     scores: Vec<f32>,
     q_f16: Vec<u8>,
-    v_row: Vec<f32>,
 }
 
 impl AttentionScratch {
     pub(crate) fn new(c: &ModelConfig, len: usize) -> Self {
-        AttentionScratch {
-            scores: vec![0.0; len],
-            q_f16: Vec::with_capacity(c.head_dim * 2),
-            v_row: vec![0.0; c.head_dim],
-        }
+        AttentionScratch { scores: vec![0.0; len], q_f16: Vec::with_capacity(c.head_dim * 2) }
     }
 }
 
@@ -147,15 +142,12 @@ pub(crate) fn attend_head(
     quant::quantize_activations(GgmlType::F16, q, &mut scratch.q_f16);
     for (t, s) in scores.iter_mut().enumerate() {
         let k = &keys[t * row_bytes + kv_at..][..head_bytes];
-        *s = quant::vec_dot(GgmlType::F16, hd, k, &scratch.q_f16) * c.kq_scale;
+        *s = quant::dot_f16(k, &scratch.q_f16) * c.kq_scale;
     }
     softmax(scores);
     out.fill(0.0);
     for (t, &p) in scores.iter().enumerate() {
-        quant::dequantize_row(GgmlType::F16, &values[t * row_bytes + kv_at..][..head_bytes], &mut scratch.v_row);
-        for (o, &v) in out.iter_mut().zip(&scratch.v_row) {
-            *o += p * v;
-        }
+        quant::axpy_f16(out, p, &values[t * row_bytes + kv_at..][..head_bytes]);
     }
 }
 

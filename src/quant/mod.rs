@@ -264,6 +264,29 @@ pub fn act_row_bytes(dot_ty: GgmlType, n: usize) -> usize {
     row_bytes(dot_ty, n)
 }
 
+/// Dot product of two f16 vectors (little-endian bytes of equal length), with the SIMD kernels
+/// of [`active_isa`] where it has them (attention's q.k products).
+pub fn dot_f16(a: &[u8], b: &[u8]) -> f32 {
+    match active_isa().f16_kernels() {
+        Some((dot, _)) => dot(a, b),
+        None => float::vec_dot_f16(a.len() / 2, a, b),
+    }
+}
+
+/// `out[i] += p * v[i]` for an f16 vector `v` (little-endian bytes, two per output value), with
+/// the SIMD kernels of [`active_isa`] where it has them (attention's weighted sum of values).
+pub fn axpy_f16(out: &mut [f32], p: f32, v: &[u8]) {
+    match active_isa().f16_kernels() {
+        Some((_, axpy)) => axpy(out, p, v),
+        None => {
+            assert_eq!(2 * out.len(), v.len(), "quant::axpy_f16: f16 vector and output of different lengths");
+            for (o, h) in out.iter_mut().zip(v.chunks_exact(2)) {
+                *o += p * float::f16_to_f32(u16::from_le_bytes([h[0], h[1]]));
+            }
+        }
+    }
+}
+
 /// Dequantize `dst.len()` values of type `ty` from the start of `src`.
 ///
 /// Preconditions (panics otherwise): `ty` is supported, `dst.len()` is a multiple of its block

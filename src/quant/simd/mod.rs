@@ -40,7 +40,10 @@ impl Isa {
 
     /// Whether the running CPU can execute this set's kernels.
     pub fn available(self) -> bool {
-        match self {
+        // Asked on every kernel dispatch (tens of thousands of times per token for attention),
+        // so the CPU is probed once per set.
+        static PROBED: [OnceLock<bool>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+        *PROBED[self as usize].get_or_init(|| match self {
             Isa::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => x86::avx2::available(),
@@ -48,7 +51,7 @@ impl Isa {
             Isa::Avx512Vnni => x86::avx512vnni::available(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
-        }
+        })
     }
 
     /// The set's kernels for weight type `ty`, one row at a time and batched, or None where it
@@ -72,6 +75,27 @@ impl Isa {
         }
     }
 }
+
+impl Isa {
+    /// This set's f16 vector kernels (dot product, `out += p * v`), or None (scalar code then).
+    pub(super) fn f16_kernels(self) -> Option<(F16DotFn, F16AxpyFn)> {
+        if !self.available() {
+            return None;
+        }
+        match self {
+            Isa::Scalar => None,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => Some((x86::avx2::dot_f16, x86::avx2::axpy_f16)),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => Some((x86::avx512vnni::dot_f16, x86::avx512vnni::axpy_f16)),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => None,
+        }
+    }
+}
+
+pub(super) type F16DotFn = fn(&[u8], &[u8]) -> f32;
+pub(super) type F16AxpyFn = fn(&mut [f32], f32, &[u8]);
 
 /// The instruction set row products use in this process.
 pub fn active_isa() -> Isa {

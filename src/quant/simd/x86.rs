@@ -81,6 +81,65 @@ macro_rules! x86_kernels {
             use crate::tensor::GgmlType;
             use core::arch::x86_64::*;
 
+            /// `sum(a[i] * b[i])` of two f16 vectors (little-endian bytes, `a.len() == b.len()`),
+            /// eight lanes at a time with FMA, four accumulators; the tail one by one.
+            pub(crate) fn dot_f16(a: &[u8], b: &[u8]) -> f32 {
+                assert_eq!(a.len(), b.len(), "f16 vectors of different lengths");
+                // SAFETY: `available()` was true before this kernel was handed out.
+                unsafe { dot_f16_impl(a, b) }
+            }
+
+            #[target_feature(enable = $features)]
+            fn dot_f16_impl(a: &[u8], b: &[u8]) -> f32 {
+                let eight = |x: &[u8], i: usize| -> __m256 {
+                    let bytes: &[u8; 16] = x[2 * i..2 * i + 16].try_into().expect("16 bytes");
+                    _mm256_cvtph_ps(load16(bytes, 0))
+                };
+                let n = a.len() / 2;
+                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut i = 0;
+                while i + 32 <= n {
+                    for (k, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(eight(a, i + 8 * k), eight(b, i + 8 * k), *acc);
+                    }
+                    i += 32;
+                }
+                while i + 8 <= n {
+                    acc[0] = _mm256_fmadd_ps(eight(a, i), eight(b, i), acc[0]);
+                    i += 8;
+                }
+                let mut sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+                for j in i..n {
+                    sum += F16Le([a[2 * j], a[2 * j + 1]]).to_f32() * F16Le([b[2 * j], b[2 * j + 1]]).to_f32();
+                }
+                sum
+            }
+
+            /// `out[i] += p * v[i]` for f16 `v` (little-endian bytes, `2 * out.len()` of them).
+            pub(crate) fn axpy_f16(out: &mut [f32], p: f32, v: &[u8]) {
+                assert_eq!(2 * out.len(), v.len(), "f16 vector and output of different lengths");
+                // SAFETY: `available()` was true before this kernel was handed out.
+                unsafe { axpy_f16_impl(out, p, v) }
+            }
+
+            #[target_feature(enable = $features)]
+            fn axpy_f16_impl(out: &mut [f32], p: f32, v: &[u8]) {
+                let pv = _mm256_set1_ps(p);
+                let done = out.len() - out.len() % 8;
+                for (k, o) in out.chunks_exact_mut(8).enumerate() {
+                    let bytes: &[u8; 16] = v[16 * k..16 * k + 16].try_into().expect("16 bytes");
+                    let o: &mut [f32; 8] = o.try_into().expect("8 values");
+                    // SAFETY: `o` is 8 f32 (32 bytes); unaligned load and store.
+                    unsafe {
+                        let sum = _mm256_fmadd_ps(pv, _mm256_cvtph_ps(load16(bytes, 0)), _mm256_loadu_ps(o.as_ptr()));
+                        _mm256_storeu_ps(o.as_mut_ptr(), sum);
+                    }
+                }
+                for (j, o) in out.iter_mut().enumerate().skip(done) {
+                    *o += p * F16Le([v[2 * j], v[2 * j + 1]]).to_f32();
+                }
+            }
+
             /// This instruction set's kernels for weight type `ty` (one row at a time, batched),
             /// if it has them.
             pub(crate) fn kernels(ty: GgmlType) -> Option<(DotRowsFn, DotBatchFn)> {
