@@ -31,7 +31,7 @@ pub(super) mod sizes {
 /// enough to amortize decoding the block, few enough that the accumulators stay in registers.
 /// (Decode takes one row at a time: passing several weight rows past one activation block
 /// measured slower, the scales of several blocks being gathered from scattered bytes.)
-const TOKENS_PER_PASS: usize = 4;
+const TOKENS_PER_PASS: usize = 8;
 
 /// The two entry points of one kernel `$kernel::<N>` (a weight row against N activation rows):
 /// `$rows` for decode (`quant::dot_rows`), `$batch` for prefill (`quant::dot_rows_batch`).
