@@ -54,48 +54,44 @@ impl Isa {
         })
     }
 
-    /// The set's kernels for weight type `ty`, one row at a time and batched, or None where it
-    /// has none (the scalar kernels are used then). Only returns kernels of a set the CPU
-    /// supports.
-    pub(super) fn kernels(self, ty: GgmlType) -> Option<(DotRowsFn, DotBatchFn)> {
+    /// This set's kernels, or None for the scalar set and for a set the CPU lacks.
+    fn set(self) -> Option<&'static KernelSet> {
         if !self.available() {
             return None;
         }
         match self {
             Isa::Scalar => None,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::avx2::kernels(ty),
+            Isa::Avx2 => Some(&x86::avx2::SET),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::avx512vnni::kernels(ty),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => {
-                let _ = ty;
-                None
-            }
-        }
-    }
-}
-
-impl Isa {
-    /// This set's f16 vector kernels (dot product, `out += p * v`), or None (scalar code then).
-    pub(super) fn f16_kernels(self) -> Option<(F16DotFn, F16AxpyFn)> {
-        if !self.available() {
-            return None;
-        }
-        match self {
-            Isa::Scalar => None,
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => Some((x86::avx2::dot_f16, x86::avx2::axpy_f16)),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => Some((x86::avx512vnni::dot_f16, x86::avx512vnni::axpy_f16)),
+            Isa::Avx512Vnni => Some(&x86::avx512vnni::SET),
             #[cfg(not(target_arch = "x86_64"))]
             _ => None,
         }
+    }
+
+    /// The set's kernels for weight type `ty`, one row at a time and batched, or None where it
+    /// has none (the scalar kernels are used then).
+    pub(super) fn kernels(self, ty: GgmlType) -> Option<(DotRowsFn, DotBatchFn)> {
+        (self.set()?.row_kernels)(ty)
+    }
+
+    /// The set's f16 vector kernels (dot product, `out += p * v`), or None (scalar code then).
+    pub(super) fn f16_kernels(self) -> Option<(F16DotFn, F16AxpyFn)> {
+        self.set().map(|s| (s.dot_f16, s.axpy_f16))
     }
 }
 
 pub(super) type F16DotFn = fn(&[u8], &[u8]) -> f32;
 pub(super) type F16AxpyFn = fn(&mut [f32], f32, &[u8]);
+
+/// What one SIMD instruction set provides.
+pub(crate) struct KernelSet {
+    /// Row kernels (one row at a time, batched) for a weight type, if the set has them.
+    pub row_kernels: fn(GgmlType) -> Option<(DotRowsFn, DotBatchFn)>,
+    pub dot_f16: F16DotFn,
+    pub axpy_f16: F16AxpyFn,
+}
 
 /// The instruction set row products use in this process.
 pub fn active_isa() -> Isa {

@@ -77,7 +77,11 @@ macro_rules! x86_kernels {
         pub(crate) mod $isa {
             use super::sizes;
             use crate::quant::block::F16Le;
+            use crate::quant::simd::KernelSet;
             use crate::quant::{DotBatchFn, DotRowsFn};
+
+            /// This instruction set's kernels, for `Isa` to hand out once `available()` holds.
+            pub(crate) static SET: KernelSet = KernelSet { row_kernels: kernels, dot_f16, axpy_f16 };
             use crate::tensor::GgmlType;
             use core::arch::x86_64::*;
 
