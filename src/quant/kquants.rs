@@ -161,7 +161,7 @@ fn scale_groups<const G: usize>(out: &mut [f32; QK_K], a: &[i8; QK_K], dl: &[f32
 /// (NaN and infinities included). Also much faster than `round_ties_even` on baseline x86-64,
 /// which has no rounding instruction before SSE4.1 and calls libm.
 #[inline(always)]
-fn nearest_int(x: f32) -> i32 {
+pub(super) fn nearest_int(x: f32) -> i32 {
     let v = x + 12_582_912.0;
     (v.to_bits() & 0x007F_FFFF) as i32 - 0x0040_0000
 }

@@ -8,6 +8,7 @@
 //! `[i8; 32]` first and the block's products are summed exactly in i32.
 
 use super::block::{block_bytes, block_values, field, field_i8, ActBlock, DotAcc, F16Le, QuantBlock, WeightBlock};
+use super::kquants::nearest_int;
 use crate::tensor::GgmlType;
 
 /// Values per block in every format of this file (ggml's QK4_0 = QK4_1 = QK8_0 = QK8_1).
@@ -116,9 +117,8 @@ fn q8_like_simd(x: &[f32; QK]) -> (f32, [i8; QK]) {
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let mut qs = [0i8; QK];
     for (q, &v) in qs.iter_mut().zip(x) {
-        // |v * id| <= 127 (plus one rounding), where adding 1.5 * 2^23 rounds to nearest even.
-        let r = (v * id + 12_582_912.0).to_bits() as i32 - 0x4B40_0000;
-        *q = r as i8;
+        // |v * id| <= 127 (plus one rounding), well inside nearest_int's exact range.
+        *q = nearest_int(v * id) as i8;
     }
     (amax / 127.0, qs)
 }
