@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, Value};
 use crate::model::config::ModelConfig;
-use crate::model::forward::{forward, LogitsSink};
+use crate::model::forward::{forward, LogitsSink, CHUNK};
 use crate::model::state::{BatchBuffers, RunState};
 use crate::model::weights::{MappedWeights, TensorTable, WeightSource, WeightStats};
 use crate::pager::{EvictionPolicy, LoadMethod, PagedWeights, PagerOptions};
@@ -221,7 +221,7 @@ impl Model {
         on_logits: &mut LogitsSink,
     ) -> Result<()> {
         let cancelled = || cancel.load(Ordering::Relaxed);
-        forward(&self.config, &*self.weights, &self.pool, state, tokens, logits_from, &cancelled, on_logits)
+        forward(&self.config, &*self.weights, &self.pool, state, tokens, logits_from, CHUNK, &cancelled, on_logits)
     }
 
     pub fn check_tokens(&self, ids: &[u32]) -> Result<()> {
@@ -763,7 +763,6 @@ mod tests {
 
     #[test]
     fn any_chunking_and_starting_position_give_the_same_logits() {
-        use crate::model::forward::forward_chunked;
         for spec in variants() {
             let file = TempPath::new("chunks");
             write_tiny_model(file.path(), &spec);
@@ -780,7 +779,7 @@ mod tests {
                     for (start, part) in [(0, &ids[..split]), (split, &ids[split..])] {
                         let mut sink = |i: usize, l: &[f32]| got[(start + i) * v..][..v].copy_from_slice(l);
                         let (c, w, pool) = (&model.config, &*model.weights, &model.pool);
-                        forward_chunked(c, w, pool, &mut state, part, 0, chunk, &never, &mut sink).unwrap();
+                        forward(c, w, pool, &mut state, part, 0, chunk, &never, &mut sink).unwrap();
                     }
                     assert_eq!(state.n_past, ids.len());
                     assert!(bits(&got) == bits(&expected), "{spec:?}: chunk {chunk}, split {split}");

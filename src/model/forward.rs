@@ -32,27 +32,12 @@ const HEAD_GROUP: usize = 16;
 /// Receives the logits of token `index` of the prompt (n_vocab values).
 pub type LogitsSink<'a> = dyn FnMut(usize, &[f32]) + 'a;
 
-/// Runs `tokens` at positions `state.n_past..` in chunks of `CHUNK`, appending their keys
-/// and values to the cache, and calls `on_logits(i, logits)` for every token index
-/// `i >= logits_from` in order (`logits_from >= tokens.len()`: no logits). The last logits also
-/// stay in `state.logits`. `cancelled` is polled between blocks.
+/// Runs `tokens` at positions `state.n_past..` in chunks of `chunk` tokens (`CHUNK` but in
+/// tests), appending their keys and values to the cache, and calls `on_logits(i, logits)` for
+/// every token index `i >= logits_from` in order (`logits_from >= tokens.len()`: no logits).
+/// The last logits also stay in `state.logits`. `cancelled` is polled between blocks.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
-    c: &ModelConfig,
-    weights: &dyn WeightSource,
-    pool: &ComputePool,
-    state: &mut RunState,
-    tokens: &[u32],
-    logits_from: usize,
-    cancelled: &dyn Fn() -> bool,
-    on_logits: &mut LogitsSink,
-) -> Result<()> {
-    forward_chunked(c, weights, pool, state, tokens, logits_from, CHUNK, cancelled, on_logits)
-}
-
-/// `forward` with a chosen chunk size (tests use odd ones).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn forward_chunked(
     c: &ModelConfig,
     weights: &dyn WeightSource,
     pool: &ComputePool,
