@@ -54,6 +54,15 @@ Options:
                        (default 1)
   --skip-resident      no resident run (then tokens are not checked and there is no ratio)
   --no-warm            do not read the file into the page cache before each run
+  --page-cache MODE    how the file is first brought into the page cache (Linux; the pages'
+                       size decides what mapping a layer in costs):
+                         fresh   (default) drop the file's cached pages (dd iflag=nocache),
+                                 then read it sequentially: readahead caches it in large
+                                 folios, which map in whole (a file's state after a first read)
+                         small   drop them, then read it 4 KiB at a time in scattered order:
+                                 no readahead, the file is cached in 4 KiB pages, each mapped
+                                 on its own (the slowest state for paging)
+                         as-is   leave the cache as it is
   --timeout S          per-process time limit in seconds (default 600)
   --json               print the results as JSON on stdout (the tables go to stderr)
   --chord-module P     load chord-llm from P instead of this repo
@@ -89,6 +98,7 @@ function parseArgs(argv) {
     repeat: 1,
     skipResident: false,
     warm: true,
+    pageCache: 'fresh',
     timeout: 600,
     json: false,
     chordModule: null,
@@ -119,6 +129,11 @@ function parseArgs(argv) {
       '--repeat': (val, flag) => (o.repeat = int(flag, val(), 1)),
       '--skip-resident': () => (o.skipResident = true),
       '--no-warm': () => (o.warm = false),
+      '--page-cache': (val) => {
+        const v = val();
+        if (!['fresh', 'small', 'as-is'].includes(v)) throw new UsageError(`--page-cache: expected fresh, small or as-is, got ${v}`);
+        o.pageCache = v;
+      },
       '--timeout': (val, flag) => (o.timeout = int(flag, val(), 1)),
       '--json': () => (o.json = true),
       '--chord-module': (val) => (o.chordModule = path.resolve(val())),
@@ -231,6 +246,45 @@ function readWholeFile(file) {
   return (performance.now() - t0) / 1000;
 }
 
+/**
+ * Brings `file` into the page cache in the state `mode` names (see --page-cache); returns a
+ * description for the report.
+ */
+function preparePageCache(file, mode) {
+  if (mode === 'as-is' || process.platform !== 'linux') return 'as found';
+  dropCaches('file', file);
+  const t0 = performance.now();
+  if (mode === 'fresh') {
+    readWholeFile(file);
+  } else {
+    // Pages visited with a stride coprime to their count: no two reads are adjacent, so
+    // readahead never starts and every page is cached on its own.
+    const pages = Math.ceil(fs.statSync(file).size / 4096);
+    let stride = 1_000_003;
+    const gcd = (a, b) => (b ? gcd(b, a % b) : a);
+    while (gcd(stride, pages) !== 1) stride += 2;
+    const fd = fs.openSync(file, 'r');
+    const buf = Buffer.allocUnsafe(4096);
+    try {
+      for (let i = 0, p = 0; i < pages; i++, p = (p + stride) % pages) fs.readSync(fd, buf, 0, 4096, p * 4096);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  const s = ((performance.now() - t0) / 1000).toFixed(1);
+  return `${mode === 'fresh' ? 'read sequentially' : 'read in scattered 4 KiB pages'} after dropping its pages (${s} s)`;
+}
+
+/** The kernel's count of file pages cached in huge folios (/proc/meminfo FileHugePages), MB. */
+function fileHugePagesMb() {
+  try {
+    const m = /FileHugePages:\s+(\d+) kB/.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
+    return m ? (Number(m[1]) * 1024) / MB : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Bytes of the file in the page cache (fincore), or null. */
 function cachedBytes(file) {
   try {
@@ -312,7 +366,7 @@ function pageCacheTable(meta, rows) {
     `model ${meta.model} (${mb(meta.fileBytes)} MB file, ${mb(meta.weightBytes)} MB weights, ${meta.layers} layers, ` +
     `largest unit ${mb(meta.minBytes)} MB), threads ${meta.threads}, prompt ${meta.promptTokens} tok, ` +
     `${meta.tokens} greedy tok, ${meta.repeat > 1 ? `repeat ${meta.repeat} (median decode, max RSS), ` : ''}context ${meta.contextSize} (KV cache ${mb(meta.kvCacheBytes)} MB), ` +
-    `file in the page cache${meta.warm ? '' : ' (not re-read before each run: --no-warm)'}\n`;
+    `file in the page cache${meta.warm ? '' : ' (not re-read before each run: --no-warm)'}, ${meta.pageCache}\n`;
   s += `MB = 10^6 B; bound = budget + KV cache + 150 MB; decode tok/s over tokens 2..N; pager counters per decode token\n`;
   s += renderTable(head, out) + '\n';
   for (const row of rows) if (!row.result.ok && String(row.result.error).includes('\n')) s += `\n${row.label} error:\n${row.result.error}\n`;
@@ -448,6 +502,7 @@ async function main() {
     tokens: opts.tokens,
     contextSize,
     warm: opts.warm,
+    pageCache: null,
     repeat: opts.repeat,
     node: process.version,
   };
@@ -496,6 +551,12 @@ async function main() {
           configs.push({ label: `${b} ${method} ${policy}`, kind: 'paged', budgetName: b, budget: bytes, method, policy, load });
         }
       }
+    }
+    if (opts.warm) {
+      const how = preparePageCache(opts.model, opts.pageCache);
+      const huge = fileHugePagesMb();
+      meta.pageCache = `${how}${huge == null ? '' : `; file pages in huge folios system-wide: ${huge.toFixed(0)} MB`}`;
+      log(`page cache: ${meta.pageCache}`);
     }
     let resident = null;
     for (const [i, c] of configs.entries()) {

@@ -185,3 +185,40 @@ mod os {
         f.read_exact(dst)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MappedFile;
+
+    /// How fast one thread can bring a file's pages in and give them back, the two ways the
+    /// pager loads a unit: populate + release of the mapped range (no copy), and positioned
+    /// reads into one reused buffer (a copy). The file should be in the page cache: this is the
+    /// ceiling on how many bytes per second paged decode can stream. `CHORD_LLM_BENCH_FILE=path
+    /// cargo test --release populate_throughput -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn populate_throughput() {
+        let Some(path) = std::env::var_os("CHORD_LLM_BENCH_FILE") else {
+            eprintln!("set CHORD_LLM_BENCH_FILE to a large file in the page cache");
+            return;
+        };
+        let file = MappedFile::open(std::path::Path::new(&path)).expect("open the file");
+        const STEP: u64 = 32 << 20;
+        let steps = file.len() / STEP;
+        let mut buffer = vec![0u8; STEP as usize];
+        for pass in 0..3 {
+            let t = std::time::Instant::now();
+            for i in 0..steps {
+                file.populate(i * STEP, STEP).expect("populate");
+                file.release(i * STEP, STEP);
+            }
+            let mapped = (steps * STEP) as f64 / t.elapsed().as_secs_f64() / 1e9;
+            let t = std::time::Instant::now();
+            for i in 0..steps {
+                file.read_at(i * STEP, &mut buffer).expect("read");
+            }
+            let read = (steps * STEP) as f64 / t.elapsed().as_secs_f64() / 1e9;
+            println!("pass {pass}: populate + release {mapped:.2} GB/s, read into a reused buffer {read:.2} GB/s");
+        }
+    }
+}
