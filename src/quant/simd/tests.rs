@@ -218,8 +218,16 @@ fn dequantize_act(ty: GgmlType, src: &[u8], out: &mut [f32]) {
 #[ignore]
 fn kernel_throughput() {
     use std::time::Instant;
-    let cols = 4096;
-    for ty in [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K] {
+    // 4096 columns: whole groups of blocks; 640 (Gemma-3-270M's width, 20 blocks of 32 values):
+    // short rows with a partial group at the end.
+    let only: Option<Vec<String>> =
+        std::env::var("KERNEL_TYPES").ok().map(|v| v.split(',').map(String::from).collect());
+    for (cols, ty) in [4096, 640].into_iter().flat_map(|c| [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K].map(|t| (c, t))) {
+        if cols % ty.block_len() as usize != 0
+            || only.as_ref().is_some_and(|o| !o.iter().any(|n| *n == format!("{ty}")))
+        {
+            continue;
+        }
         let row_bytes = cols / ty.block_len() as usize * ty.block_bytes() as usize;
         let rows = (64 << 20) / row_bytes;
         // Random bytes are valid blocks, except f16 scales that decode to NaN/inf: keep those
@@ -246,7 +254,7 @@ fn kernel_throughput() {
             }
             let blocks = (rows * cols / ty.block_len() as usize) as f64;
             println!(
-                "{ty:>5} {:<11} {:6.2} GB/s  {:6.2} ns/block  (checksum {:.3e})",
+                "{ty:>5} {cols:>5} {:<11} {:6.2} GB/s  {:6.2} ns/block  (checksum {:.3e})",
                 isa.name(),
                 weights.len() as f64 / best / 1e9,
                 best / blocks * 1e9,
@@ -272,7 +280,11 @@ fn kernel_throughput() {
                 best_batch = best_batch.min(t.elapsed().as_secs_f64());
             }
             let block_tokens = (sub_rows * cols / ty.block_len() as usize * n_tokens) as f64;
-            println!("{ty:>5} {:<11} batched: {:6.2} ns/block/token", isa.name(), best_batch / block_tokens * 1e9);
+            println!(
+                "{ty:>5} {cols:>5} {:<11} batched: {:6.2} ns/block/token",
+                isa.name(),
+                best_batch / block_tokens * 1e9
+            );
         }
     }
 }

@@ -68,6 +68,45 @@ macro_rules! kernel_entries {
     };
 }
 
+/// Runs `$body` with `$c` a constant equal to `$count` (0..8), so that a row's last partial
+/// group of blocks gets code compiled for its size: loops over its blocks unroll as the whole
+/// groups' do, and their accumulators stay in registers.
+macro_rules! with_count {
+    ($count:expr, $c:ident => $body:expr) => {
+        match $count {
+            1 => {
+                const $c: usize = 1;
+                $body
+            }
+            2 => {
+                const $c: usize = 2;
+                $body
+            }
+            3 => {
+                const $c: usize = 3;
+                $body
+            }
+            4 => {
+                const $c: usize = 4;
+                $body
+            }
+            5 => {
+                const $c: usize = 5;
+                $body
+            }
+            6 => {
+                const $c: usize = 6;
+                $body
+            }
+            7 => {
+                const $c: usize = 7;
+                $body
+            }
+            _ => {}
+        }
+    };
+}
+
 macro_rules! x86_kernels {
     (
         $isa:ident, $features:literal,
@@ -304,13 +343,31 @@ macro_rules! x86_kernels {
                 _mm256_cvtph_ps(_mm256_castsi256_si128(packed))
             }
 
+            /// [`f16x8_at`] for blocks `i..i + count` (`count <= 8`, a constant in callers); lanes
+            /// past `count` are 0. A partial group goes through a copy in memory, still one
+            /// conversion for all its blocks.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn f16x8_of<const B: usize>(row: &[u8], i: usize, count: usize, at: usize) -> __m256 {
+                if count == 8 {
+                    return f16x8_at::<B>(row, i, at);
+                }
+                let mut bits = [0u16; 8];
+                for (k, b) in bits.iter_mut().enumerate().take(count) {
+                    let blk = block::<B>(row, i + k);
+                    *b = u16::from_le_bytes([blk[at], blk[at + 1]]);
+                }
+                // SAFETY: `bits` is 16 readable bytes; loadu has no alignment requirement.
+                _mm256_cvtph_ps(unsafe { _mm_loadu_si128(bits.as_ptr().cast()) })
+            }
+
             /// 32-value blocks of unsigned weights `q` (0..=31, from `quants`) minus `offset`,
             /// against Q8_0 (`AB` = 34) or, for formats with a min, Q8_1 (`AB` = 36)
             /// activations: per block `d_w * d_a * ((q - offset) . a)`, plus `m_w * s_a` with a
             /// min (the weights' f16 min after their f16 scale; `s_a` the activations' stored
             /// `d * sum(a)`). The offset is taken off per lane in integers: the lanes start at
-            /// `-offset * sum(a)` of their activations. Scales are converted eight blocks at a
-            /// time; a row's last `nb % 8` blocks convert theirs one by one.
+            /// `-offset * sum(a)` of their activations. Blocks go in groups of eight, whose
+            /// scales are converted together; a row's last `nb % 8` blocks are a smaller group.
             #[inline]
             #[target_feature(enable = $features)]
             fn unsigned_blocks<const WB: usize, const AB: usize, const N: usize>(
@@ -320,13 +377,31 @@ macro_rules! x86_kernels {
                 offset: u8,
                 quants: impl Fn(&[u8; WB]) -> __m256i,
             ) -> [f32; N] {
-                let with_min = AB == sizes::Q8_1;
-                let qs_at = AB - 32;
                 let mut acc = [_mm256_setzero_ps(); N];
                 let mut mins = [_mm256_setzero_ps(); N];
-                let mut tail_mins = [0.0f32; N];
+                let whole = nb - nb % 8;
+                for i in (0..whole).step_by(8) {
+                    unsigned_group::<WB, AB, N, 8>(w, a, i, offset, &quants, &mut acc, &mut mins);
+                }
+                with_count!(nb - whole, C => unsigned_group::<WB, AB, N, C>(w, a, whole, offset, &quants, &mut acc, &mut mins));
+                std::array::from_fn(|t| hsum(acc[t]) + hsum(mins[t]))
+            }
+
+            /// Blocks `i..i + COUNT` of [`unsigned_blocks`], added to its accumulators.
+            #[inline]
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            fn unsigned_group<const WB: usize, const AB: usize, const N: usize, const COUNT: usize>(
+                w: &[u8],
+                a: [&[u8]; N],
+                i: usize,
+                offset: u8,
+                quants: &impl Fn(&[u8; WB]) -> __m256i,
+                acc: &mut [__m256; N],
+                mins: &mut [__m256; N],
+            ) {
                 let block_sum = |q: __m256i, ab: &[u8; AB]| {
-                    let aq = load32(ab, qs_at);
+                    let aq = load32(ab, AB - 32);
                     let start = if offset == 0 {
                         _mm256_setzero_si256()
                     } else {
@@ -335,75 +410,58 @@ macro_rules! x86_kernels {
                     };
                     _mm256_cvtepi32_ps(dot_u8_i8(start, q, aq))
                 };
-                let whole = nb - nb % 8;
-                for i in (0..whole).step_by(8) {
-                    let w_d = f16x8_at::<WB>(w, i, 0);
-                    let d: [__m256; N] = std::array::from_fn(|t| _mm256_mul_ps(w_d, f16x8_at::<AB>(a[t], i, 0)));
-                    if with_min {
-                        let w_m = f16x8_at::<WB>(w, i, 2);
-                        for t in 0..N {
-                            mins[t] = _mm256_add_ps(mins[t], _mm256_mul_ps(w_m, f16x8_at::<AB>(a[t], i, 2)));
-                        }
-                    }
-                    for k in 0..8 {
-                        let q = quants(block::<WB>(w, i + k));
-                        let lane = _mm256_set1_epi32(k as i32);
-                        for t in 0..N {
-                            let sum = block_sum(q, block::<AB>(a[t], i + k));
-                            acc[t] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d[t], lane), sum, acc[t]);
-                        }
-                    }
-                }
-                for i in whole..nb {
-                    let wb = block::<WB>(w, i);
-                    let q = quants(wb);
+                let w_d = f16x8_of::<WB>(w, i, COUNT, 0);
+                let d: [__m256; N] = std::array::from_fn(|t| _mm256_mul_ps(w_d, f16x8_of::<AB>(a[t], i, COUNT, 0)));
+                if AB == sizes::Q8_1 {
+                    let w_m = f16x8_of::<WB>(w, i, COUNT, 2);
                     for t in 0..N {
-                        let ab = block::<AB>(a[t], i);
-                        let d = f16_at(wb, 0) * f16_at(ab, 0);
-                        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), block_sum(q, ab), acc[t]);
-                        if with_min {
-                            tail_mins[t] += f16_at(wb, 2) * f16_at(ab, 2);
-                        }
+                        mins[t] = _mm256_add_ps(mins[t], _mm256_mul_ps(w_m, f16x8_of::<AB>(a[t], i, COUNT, 2)));
                     }
                 }
-                std::array::from_fn(|t| hsum(acc[t]) + (hsum(mins[t]) + tail_mins[t]))
+                for k in 0..COUNT {
+                    let q = quants(block::<WB>(w, i + k));
+                    let lane = _mm256_set1_epi32(k as i32);
+                    for t in 0..N {
+                        let sum = block_sum(q, block::<AB>(a[t], i + k));
+                        acc[t] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d[t], lane), sum, acc[t]);
+                    }
+                }
             }
 
             /// Q8_0 weights are signed bytes of the full range, too wide for `vpmaddubsw`'s
             /// unsigned operand, so the sign of each weight moves onto its activation instead.
             /// Activations are never -128 (our quantizer gives [-127, 127]), so negating them
-            /// cannot overflow. Scales as in [`unsigned_blocks`].
+            /// cannot overflow. Groups of blocks as in [`unsigned_blocks`].
             #[target_feature(enable = $features)]
             fn q8_0<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-                const B: usize = sizes::Q8_0;
                 let mut acc = [_mm256_setzero_ps(); N];
+                let whole = nb - nb % 8;
+                for i in (0..whole).step_by(8) {
+                    q8_0_group::<N, 8>(w, a, i, &mut acc);
+                }
+                with_count!(nb - whole, C => q8_0_group::<N, C>(w, a, whole, &mut acc));
+                acc.map(|v| hsum(v))
+            }
+
+            /// Blocks `i..i + COUNT` of [`q8_0`], added to its accumulators.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn q8_0_group<const N: usize, const COUNT: usize>(w: &[u8], a: [&[u8]; N], i: usize, acc: &mut [__m256; N]) {
+                const B: usize = sizes::Q8_0;
                 let block_sum = |q: __m256i, ab: &[u8; B]| {
                     let a_signed = _mm256_sign_epi8(load32(ab, 2), q);
                     _mm256_cvtepi32_ps(dot_u8_i8(_mm256_setzero_si256(), _mm256_sign_epi8(q, q), a_signed))
                 };
-                let whole = nb - nb % 8;
-                for i in (0..whole).step_by(8) {
-                    let w_d = f16x8_at::<B>(w, i, 0);
-                    let d: [__m256; N] = std::array::from_fn(|t| _mm256_mul_ps(w_d, f16x8_at::<B>(a[t], i, 0)));
-                    for k in 0..8 {
-                        let q = load32(block::<B>(w, i + k), 2);
-                        let lane = _mm256_set1_epi32(k as i32);
-                        for t in 0..N {
-                            let sum = block_sum(q, block::<B>(a[t], i + k));
-                            acc[t] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d[t], lane), sum, acc[t]);
-                        }
-                    }
-                }
-                for i in whole..nb {
-                    let wb = block::<B>(w, i);
-                    let q = load32(wb, 2);
+                let w_d = f16x8_of::<B>(w, i, COUNT, 0);
+                let d: [__m256; N] = std::array::from_fn(|t| _mm256_mul_ps(w_d, f16x8_of::<B>(a[t], i, COUNT, 0)));
+                for k in 0..COUNT {
+                    let q = load32(block::<B>(w, i + k), 2);
+                    let lane = _mm256_set1_epi32(k as i32);
                     for t in 0..N {
-                        let ab = block::<B>(a[t], i);
-                        let d = f16_at(wb, 0) * f16_at(ab, 0);
-                        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), block_sum(q, ab), acc[t]);
+                        let sum = block_sum(q, block::<B>(a[t], i + k));
+                        acc[t] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d[t], lane), sum, acc[t]);
                     }
                 }
-                acc.map(|v| hsum(v))
             }
 
             #[target_feature(enable = $features)]
