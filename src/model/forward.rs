@@ -151,7 +151,9 @@ fn forward_chunk(
             rmsnorm(o, r, &w.ffn_norm, c.norm_eps, norm_w);
         }
         matmul(pool, xb, n, &mut [(&w.w_gate, &mut *gate), (&w.w_up, &mut *up)], acts, products);
-        gated_activation(c.activation, gate, up);
+        // Element-wise, so any split gives the same values; split even one token's row.
+        let up = &*up;
+        pool.for_each_chunk(gate, 1024, &|start, g| gated_activation(c.activation, g, &up[start..start + g.len()]));
         matmul(pool, gate, n, &mut [(&w.w_down, &mut *proj)], acts, products);
         if let Some(norm) = &w.post_ffn_norm {
             for_rows(proj, e, |r| rmsnorm_in_place(r, norm, c.norm_eps, norm_w));
