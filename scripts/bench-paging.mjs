@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UsageError, int, killCurrentChild, list, oneModel, parseCli, runChild } from './bench/common.mjs';
+import { UsageError, fileHugePagesMb, int, killCurrentChild, list, oneModel, parseCli, preparePageCache, readWholeFile, runChild } from './bench/common.mjs';
 import { readGgufTensors } from './bench/gguf-tensors.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -129,11 +129,7 @@ function parseArgs(argv) {
       '--repeat': (val, flag) => (o.repeat = int(flag, val(), 1)),
       '--skip-resident': () => (o.skipResident = true),
       '--no-warm': () => (o.warm = false),
-      '--page-cache': (val) => {
-        const v = val();
-        if (!['fresh', 'small', 'as-is'].includes(v)) throw new UsageError(`--page-cache: expected fresh, small or as-is, got ${v}`);
-        o.pageCache = v;
-      },
+      '--page-cache': (val, flag) => (o.pageCache = list(flag, val(), ['fresh', 'small', 'as-is'])[0]),
       '--timeout': (val, flag) => (o.timeout = int(flag, val(), 1)),
       '--json': () => (o.json = true),
       '--chord-module': (val) => (o.chordModule = path.resolve(val())),
@@ -229,62 +225,6 @@ function windowBytes(units, len) {
 // Child processes.
 
 /** Reads the whole file with a large buffer; returns seconds. */
-function readWholeFile(file) {
-  const fd = fs.openSync(file, 'r');
-  const buf = Buffer.allocUnsafe(16 << 20);
-  const t0 = performance.now();
-  try {
-    let at = 0;
-    for (;;) {
-      const n = fs.readSync(fd, buf, 0, buf.length, at);
-      if (n <= 0) break;
-      at += n;
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
-  return (performance.now() - t0) / 1000;
-}
-
-/**
- * Brings `file` into the page cache in the state `mode` names (see --page-cache); returns a
- * description for the report.
- */
-function preparePageCache(file, mode) {
-  if (mode === 'as-is' || process.platform !== 'linux') return 'as found';
-  dropCaches('file', file);
-  const t0 = performance.now();
-  if (mode === 'fresh') {
-    readWholeFile(file);
-  } else {
-    // Pages visited with a stride coprime to their count: no two reads are adjacent, so
-    // readahead never starts and every page is cached on its own.
-    const pages = Math.ceil(fs.statSync(file).size / 4096);
-    let stride = 1_000_003;
-    const gcd = (a, b) => (b ? gcd(b, a % b) : a);
-    while (gcd(stride, pages) !== 1) stride += 2;
-    const fd = fs.openSync(file, 'r');
-    const buf = Buffer.allocUnsafe(4096);
-    try {
-      for (let i = 0, p = 0; i < pages; i++, p = (p + stride) % pages) fs.readSync(fd, buf, 0, 4096, p * 4096);
-    } finally {
-      fs.closeSync(fd);
-    }
-  }
-  const s = ((performance.now() - t0) / 1000).toFixed(1);
-  return `${mode === 'fresh' ? 'read sequentially' : 'read in scattered 4 KiB pages'} after dropping its pages (${s} s)`;
-}
-
-/** The kernel's count of file pages cached in huge folios (/proc/meminfo FileHugePages), MB. */
-function fileHugePagesMb() {
-  try {
-    const m = /FileHugePages:\s+(\d+) kB/.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
-    return m ? (Number(m[1]) * 1024) / MB : null;
-  } catch {
-    return null;
-  }
-}
-
 /** Bytes of the file in the page cache (fincore), or null. */
 function cachedBytes(file) {
   try {

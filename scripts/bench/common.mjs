@@ -1,8 +1,9 @@
 // Shared helpers for the bench workers (scripts/bench/*-worker.mjs): config parsing,
-// the fixed prompt text, peak-RSS reading and the one-JSON-line result protocol; and the
-// command-line parsing of the bench drivers (scripts/bench.mjs, scripts/bench-paging.mjs).
+// the fixed prompt text, peak-RSS reading and the one-JSON-line result protocol; and for the
+// bench drivers (scripts/bench.mjs, scripts/bench-paging.mjs), command-line parsing and the
+// page-cache preparation.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 
 /** Fixed English text the 128-token benchmark prompt is cut from (repeated if a tokenizer needs more). */
@@ -195,3 +196,65 @@ export function runChild(script, cfg, { timeoutS, cgroup = null, engine = 'chord
     });
   });
 }
+
+// ---------------------------------------------------------------------------------------------
+// The page cache. How a model file is cached decides what mapping it costs: after a sequential
+// read the kernel holds it in large folios, mapped whole; read 4 KiB at a time, page by page.
+
+/** Reads the whole file (16 MiB reads); returns the seconds it took. */
+export function readWholeFile(file) {
+  const fd = fs.openSync(file, 'r');
+  const buf = Buffer.allocUnsafe(16 << 20);
+  const t0 = performance.now();
+  try {
+    let at = 0;
+    for (;;) {
+      const n = fs.readSync(fd, buf, 0, buf.length, at);
+      if (n <= 0) break;
+      at += n;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return (performance.now() - t0) / 1000;
+}
+
+/**
+ * Brings `file` into the page cache in the state `mode` names (see --page-cache); returns a
+ * description for the report.
+ */
+export function preparePageCache(file, mode) {
+  if (mode === 'as-is' || process.platform !== 'linux') return 'as found';
+  execFileSync('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none']);
+  const t0 = performance.now();
+  if (mode === 'fresh') {
+    readWholeFile(file);
+  } else {
+    // Pages visited with a stride coprime to their count: no two reads are adjacent, so
+    // readahead never starts and every page is cached on its own.
+    const pages = Math.ceil(fs.statSync(file).size / 4096);
+    let stride = 1_000_003;
+    const gcd = (a, b) => (b ? gcd(b, a % b) : a);
+    while (gcd(stride, pages) !== 1) stride += 2;
+    const fd = fs.openSync(file, 'r');
+    const buf = Buffer.allocUnsafe(4096);
+    try {
+      for (let i = 0, p = 0; i < pages; i++, p = (p + stride) % pages) fs.readSync(fd, buf, 0, 4096, p * 4096);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  const s = ((performance.now() - t0) / 1000).toFixed(1);
+  return `${mode === 'fresh' ? 'read sequentially' : 'read in scattered 4 KiB pages'} after dropping its pages (${s} s)`;
+}
+
+/** The kernel's count of file pages cached in huge folios (/proc/meminfo FileHugePages), MB. */
+export function fileHugePagesMb() {
+  try {
+    const m = /FileHugePages:\s+(\d+) kB/.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
+    return m ? (Number(m[1]) * 1024) / 1e6 : null;
+  } catch {
+    return null;
+  }
+}
+
