@@ -150,10 +150,21 @@ pub fn quantize_activations(dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
 
 /// [`quantize_activations`] as paired with the kernels of instruction set `isa`: the scalar set
 /// quantizes as ggml's reference code, the SIMD sets Q8_0/Q8_1 as ggml's SIMD code.
+///
+/// The SIMD sets' Q8_0 and Q8_1 rows also carry, after their blocks, every block's f16 fields as
+/// f32 (`d` of each block, then for Q8_1 `s` of each block; see [`act_row_bytes_with`]): the
+/// kernels load eight scales with one instruction instead of gathering and converting them
+/// for every weight row. Readers of the blocks alone ([`vec_dot`]) ignore the table.
 pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
     match dot_ty {
-        GgmlType::Q8_0 if isa != Isa::Scalar => block::quantize_with(x, out, BlockQ8_0::quantize_like_simd),
-        GgmlType::Q8_1 if isa != Isa::Scalar => block::quantize_with(x, out, BlockQ8_1::quantize_like_simd),
+        GgmlType::Q8_0 if isa != Isa::Scalar => {
+            block::quantize_with(x, out, BlockQ8_0::quantize_like_simd);
+            append_f16_fields_as_f32(out, BlockQ8_0::BYTES, &[0]);
+        }
+        GgmlType::Q8_1 if isa != Isa::Scalar => {
+            block::quantize_with(x, out, BlockQ8_1::quantize_like_simd);
+            append_f16_fields_as_f32(out, BlockQ8_1::BYTES, &[0, 2]);
+        }
         GgmlType::F32 => float::quantize_f32(x, out),
         GgmlType::F16 => float::quantize_f16(x, out),
         GgmlType::BF16 => float::quantize_bf16(x, out),
@@ -200,7 +211,7 @@ pub fn dot_rows_with(isa: Isa, ty: GgmlType, cols: usize, weights: &[u8], act: &
         out.fill(0.0);
         return;
     }
-    let act_bytes = act_row_bytes(k.dot_type, cols);
+    let act_bytes = act_row_bytes_with(isa, k.dot_type, cols);
     assert!(act.len() >= act_bytes, "quant::dot_rows: activations hold {} bytes, need {act_bytes}", act.len());
     match isa.kernels(ty).map(|(rows, _)| rows).or(k.dot_rows) {
         Some(dot_rows) => dot_rows(cols, weights, act, out),
@@ -234,7 +245,7 @@ pub fn dot_rows_batch_with(
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    let act_bytes = act_row_bytes(vec_dot_type(ty), cols);
+    let act_bytes = act_row_bytes_with(isa, vec_dot_type(ty), cols);
     assert_eq!(acts.len(), n_tokens * act_bytes, "quant::dot_rows_batch: acts must hold {n_tokens} rows");
     let row_bytes = row_bytes(ty, cols);
     if n_tokens == 0 {
@@ -259,9 +270,36 @@ pub fn dot_rows_batch_with(
     }
 }
 
+/// Appends, for each field offset in `fields`, that f16 field of every `block_bytes` block in
+/// `out`, converted to f32 (little-endian).
+fn append_f16_fields_as_f32(out: &mut Vec<u8>, block_bytes: usize, fields: &[usize]) {
+    let nb = out.len() / block_bytes;
+    out.reserve(nb * 4 * fields.len());
+    for &at in fields {
+        for b in 0..nb {
+            let bits = u16::from_le_bytes([out[b * block_bytes + at], out[b * block_bytes + at + 1]]);
+            out.extend_from_slice(&float::f16_to_f32(bits).to_le_bytes());
+        }
+    }
+}
+
 /// Bytes of one row of `n` activations converted to `dot_ty` by [`quantize_activations`].
 pub fn act_row_bytes(dot_ty: GgmlType, n: usize) -> usize {
-    row_bytes(dot_ty, n)
+    act_row_bytes_with(active_isa(), dot_ty, n)
+}
+
+/// Bytes of one row of `n` activations converted to `dot_ty` by [`quantize_activations_with`]
+/// for `isa`: the blocks, plus for the SIMD sets' Q8_0 and Q8_1 the f32 copy of their f16
+/// fields (4 bytes per block and field).
+pub fn act_row_bytes_with(isa: Isa, dot_ty: GgmlType, n: usize) -> usize {
+    let blocks = row_bytes(dot_ty, n);
+    let table_fields = match dot_ty {
+        _ if isa == Isa::Scalar => 0,
+        GgmlType::Q8_0 => 1,
+        GgmlType::Q8_1 => 2,
+        _ => 0,
+    };
+    blocks + n / dot_ty.block_len() as usize * 4 * table_fields
 }
 
 /// Dot product of two f16 vectors (little-endian bytes of equal length), with the SIMD kernels

@@ -151,8 +151,21 @@ fn quantize_activations_replaces_buffer_contents() {
     let x = [1.0f32; 256];
     let mut out = vec![0xAAu8; 2000];
     for (ty, len) in [(F32, 1024), (F16, 512), (BF16, 512), (Q8_0, 272), (Q8_1, 288), (Q8_K, 292)] {
-        quantize_activations(ty, &x, &mut out);
+        quantize_activations_with(Isa::Scalar, ty, &x, &mut out);
         assert_eq!(out.len(), len, "{ty}");
+        for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+            quantize_activations_with(isa, ty, &x, &mut out);
+            assert_eq!(out.len(), act_row_bytes_with(isa, ty, 256), "{isa:?} {ty}");
+        }
+    }
+    // The SIMD sets' Q8_0 rows end with each block's scale as f32.
+    if let Some(isa) = Isa::ALL.into_iter().find(|&isa| isa != Isa::Scalar && isa.available()) {
+        let x: Vec<f32> = (0..64).map(|i| if i < 32 { 1.0 } else { -254.0 }).collect();
+        quantize_activations_with(isa, Q8_0, &x, &mut out);
+        let table: Vec<f32> = out[68..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let scales: Vec<f32> = [0, 34].map(|at| half::f16::from_le_bytes([out[at], out[at + 1]]).to_f32()).to_vec();
+        assert_eq!(table, scales);
+        assert_eq!(table, [1.0 / 127.0, 2.0].map(|d| half::f16::from_f32(d).to_f32()).to_vec());
     }
 }
 
@@ -623,9 +636,10 @@ fn q8_0_weights_multi_block_against_f64() {
         weights.extend(q);
     }
     let x = rng.vec(n, 4.0);
-    let act = quantized(Q8_0, &x);
-    let a_deq = dequant(Q8_0, &act, n);
     for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+        let mut act = Vec::new();
+        quantize_activations_with(isa, Q8_0, &x, &mut act);
+        let a_deq = dequant(Q8_0, &act, n);
         let mut out = vec![f32::NAN; rows];
         dot_rows_with(isa, Q8_0, n, &weights, &act, &mut out);
         for r in 0..rows {

@@ -4,7 +4,8 @@
 
 use super::super::tests::Rng;
 use super::super::{
-    act_row_bytes, dequantize_row, dot_rows_batch_with, dot_rows_with, quantize_activations, vec_dot, vec_dot_type, Isa,
+    act_row_bytes_with, dequantize_row, dot_rows_batch_with, dot_rows_with, quantize_activations,
+    quantize_activations_with, vec_dot, vec_dot_type, Isa,
 };
 use crate::tensor::GgmlType::{self, *};
 
@@ -89,12 +90,13 @@ fn simd_kernels_agree_with_the_scalar_reference() {
                 let (weights, zeroed) = random_blocks(ty, rows * n_blocks, w_scale, &mut rng);
                 for &a_scale in act_scales {
                     let x = rng.vec(cols, a_scale);
-                    let mut act = Vec::new();
-                    quantize_activations(dot_ty, &x, &mut act);
-                    let mut a_deq = vec![0.0f32; cols];
-                    dequantize_act(dot_ty, &act, &mut a_deq);
                     let row_bytes = weights.len() / rows;
                     for isa in &isas {
+                        // Each instruction set's own activation rows (see `act_row_bytes_with`).
+                        let mut act = Vec::new();
+                        quantize_activations_with(*isa, dot_ty, &x, &mut act);
+                        let mut a_deq = vec![0.0f32; cols];
+                        dequantize_act(dot_ty, &act, &mut a_deq);
                         let mut out = vec![f32::NAN; rows];
                         dot_rows_with(*isa, ty, cols, &weights, &act, &mut out);
                         for r in 0..rows {
@@ -147,15 +149,16 @@ fn batched_products_equal_one_token_products_bit_for_bit() {
             _ => random_blocks(ty, rows * cols / ty.block_len() as usize, 1.0, &mut rng).0,
         };
         let dot_ty = vec_dot_type(ty);
-        let act_bytes = act_row_bytes(dot_ty, cols);
         for n_tokens in 1..=9 {
-            let mut acts = Vec::new();
-            let mut one = Vec::new();
-            for _ in 0..n_tokens {
-                quantize_activations(dot_ty, &rng.vec(cols, 2.0), &mut one);
-                acts.extend_from_slice(&one);
-            }
+            let xs: Vec<Vec<f32>> = (0..n_tokens).map(|_| rng.vec(cols, 2.0)).collect();
             for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+                let act_bytes = act_row_bytes_with(isa, dot_ty, cols);
+                let mut acts = Vec::new();
+                let mut one = Vec::new();
+                for x in &xs {
+                    quantize_activations_with(isa, dot_ty, x, &mut one);
+                    acts.extend_from_slice(&one);
+                }
                 let mut batched = vec![f32::NAN; rows * n_tokens];
                 dot_rows_batch_with(isa, ty, cols, &weights, &acts, n_tokens, &mut batched);
                 for t in 0..n_tokens {
@@ -242,10 +245,10 @@ fn kernel_throughput() {
             })
             .collect();
         let x: Vec<f32> = (0..cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
-        let mut act = Vec::new();
-        super::super::quantize_activations(super::super::vec_dot_type(ty), &x, &mut act);
         let mut out = vec![0.0f32; rows];
         for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+            let mut act = Vec::new();
+            super::super::quantize_activations_with(isa, super::super::vec_dot_type(ty), &x, &mut act);
             let mut best = f64::INFINITY;
             for _ in 0..5 {
                 let t = Instant::now();

@@ -35,11 +35,13 @@ const TOKENS_PER_PASS: usize = 8;
 
 /// The two entry points of one kernel `$kernel::<N>` (a weight row against N activation rows):
 /// `$rows` for decode (`quant::dot_rows`), `$batch` for prefill (`quant::dot_rows_batch`).
+/// Activation rows are `$a_bytes` per block plus `$a_table` bytes per block of f32 scales
+/// (`quant::act_row_bytes_with`).
 macro_rules! kernel_entries {
-    ($rows:ident, $batch:ident, $kernel:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr) => {
+    ($rows:ident, $batch:ident, $kernel:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_table:expr) => {
         fn $rows(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
             let nb = cols / $block_len;
-            let act = &act[..nb * $a_bytes];
+            let act = &act[..nb * ($a_bytes + $a_table)];
             for (o, w) in out.iter_mut().zip(weights.chunks_exact(nb * $w_bytes)) {
                 // SAFETY: `available()` was true before this kernel was handed out.
                 [*o] = unsafe { $kernel::<1>(nb, w, [act]) };
@@ -49,7 +51,7 @@ macro_rules! kernel_entries {
         fn $batch(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
             const PASS: usize = super::TOKENS_PER_PASS;
             let nb = cols / $block_len;
-            let act_bytes = nb * $a_bytes;
+            let act_bytes = nb * ($a_bytes + $a_table);
             let act = |t: usize| &acts[t * act_bytes..(t + 1) * act_bytes];
             for (o, w) in out.chunks_exact_mut(n_tokens).zip(weights.chunks_exact(nb * $w_bytes)) {
                 let mut t = 0;
@@ -305,13 +307,13 @@ macro_rules! x86_kernels {
                 _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1))
             }
 
-            kernel_entries!(dot_rows_q8_0, dot_batch_q8_0, q8_0, 32, sizes::Q8_0, sizes::Q8_0);
-            kernel_entries!(dot_rows_q4_0, dot_batch_q4_0, q4_0, 32, sizes::Q4_0, sizes::Q8_0);
-            kernel_entries!(dot_rows_q4_1, dot_batch_q4_1, q4_1, 32, sizes::Q4_1, sizes::Q8_1);
-            kernel_entries!(dot_rows_q5_0, dot_batch_q5_0, q5_0, 32, sizes::Q5_0, sizes::Q8_0);
-            kernel_entries!(dot_rows_q5_1, dot_batch_q5_1, q5_1, 32, sizes::Q5_1, sizes::Q8_1);
-            kernel_entries!(dot_rows_q4_k, dot_batch_q4_k, q4_k, 256, sizes::Q4_K, sizes::Q8_K);
-            kernel_entries!(dot_rows_q6_k, dot_batch_q6_k, q6_k, 256, sizes::Q6_K, sizes::Q8_K);
+            kernel_entries!(dot_rows_q8_0, dot_batch_q8_0, q8_0, 32, sizes::Q8_0, sizes::Q8_0, 4);
+            kernel_entries!(dot_rows_q4_0, dot_batch_q4_0, q4_0, 32, sizes::Q4_0, sizes::Q8_0, 4);
+            kernel_entries!(dot_rows_q4_1, dot_batch_q4_1, q4_1, 32, sizes::Q4_1, sizes::Q8_1, 8);
+            kernel_entries!(dot_rows_q5_0, dot_batch_q5_0, q5_0, 32, sizes::Q5_0, sizes::Q8_0, 4);
+            kernel_entries!(dot_rows_q5_1, dot_batch_q5_1, q5_1, 32, sizes::Q5_1, sizes::Q8_1, 8);
+            kernel_entries!(dot_rows_q4_k, dot_batch_q4_k, q4_k, 256, sizes::Q4_K, sizes::Q8_K, 0);
+            kernel_entries!(dot_rows_q6_k, dot_batch_q6_k, q6_k, 256, sizes::Q6_K, sizes::Q8_K, 0);
 
             // Each kernel takes one weight row and N activation rows (N = 1 in decode, up to
             // TOKENS_PER_PASS in prefill): a weight block is decoded once and meets the N
@@ -361,13 +363,33 @@ macro_rules! x86_kernels {
                 _mm256_cvtph_ps(unsafe { _mm_loadu_si128(bits.as_ptr().cast()) })
             }
 
+            /// `count` (at most 8, a constant in callers) f32 at byte `at` of an activation row's
+            /// scale table, as eight lanes (0 past `count`). Replaces a gather and a conversion
+            /// per activation row and group of blocks.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn f32x8_of(row: &[u8], at: usize, count: usize) -> __m256 {
+                if count == 8 {
+                    let bytes: &[u8; 32] = row[at..at + 32].try_into().expect("8 f32");
+                    // SAFETY: `bytes` is 32 readable bytes; loadu has no alignment requirement.
+                    return unsafe { _mm256_loadu_ps(bytes.as_ptr().cast()) };
+                }
+                let mut v = [0.0f32; 8];
+                for (k, v) in v.iter_mut().enumerate().take(count) {
+                    *v = f32::from_le_bytes(row[at + 4 * k..at + 4 * k + 4].try_into().expect("4 bytes"));
+                }
+                // SAFETY: `v` is 8 f32.
+                unsafe { _mm256_loadu_ps(v.as_ptr()) }
+            }
+
             /// 32-value blocks of unsigned weights `q` (0..=31, from `quants`) minus `offset`,
             /// against Q8_0 (`AB` = 34) or, for formats with a min, Q8_1 (`AB` = 36)
             /// activations: per block `d_w * d_a * ((q - offset) . a)`, plus `m_w * s_a` with a
             /// min (the weights' f16 min after their f16 scale; `s_a` the activations' stored
             /// `d * sum(a)`). The offset is taken off per lane in integers: the lanes start at
-            /// `-offset * sum(a)` of their activations. Blocks go in groups of eight, whose
-            /// scales are converted together; a row's last `nb % 8` blocks are a smaller group.
+            /// `-offset * sum(a)` of their activations. Blocks go in groups of eight: the weights'
+            /// eight scales are gathered and converted together, the activations' loaded from
+            /// their row's f32 table; a row's last `nb % 8` blocks are a smaller group.
             #[inline]
             #[target_feature(enable = $features)]
             fn unsigned_blocks<const WB: usize, const AB: usize, const N: usize>(
@@ -381,9 +403,9 @@ macro_rules! x86_kernels {
                 let mut mins = [_mm256_setzero_ps(); N];
                 let whole = nb - nb % 8;
                 for i in (0..whole).step_by(8) {
-                    unsigned_group::<WB, AB, N, 8>(w, a, i, offset, &quants, &mut acc, &mut mins);
+                    unsigned_group::<WB, AB, N, 8>(nb, w, a, i, offset, &quants, &mut acc, &mut mins);
                 }
-                with_count!(nb - whole, C => unsigned_group::<WB, AB, N, C>(w, a, whole, offset, &quants, &mut acc, &mut mins));
+                with_count!(nb - whole, C => unsigned_group::<WB, AB, N, C>(nb, w, a, whole, offset, &quants, &mut acc, &mut mins));
                 std::array::from_fn(|t| hsum(acc[t]) + hsum(mins[t]))
             }
 
@@ -392,6 +414,7 @@ macro_rules! x86_kernels {
             #[target_feature(enable = $features)]
             #[allow(clippy::too_many_arguments)]
             fn unsigned_group<const WB: usize, const AB: usize, const N: usize, const COUNT: usize>(
+                nb: usize,
                 w: &[u8],
                 a: [&[u8]; N],
                 i: usize,
@@ -411,11 +434,12 @@ macro_rules! x86_kernels {
                     _mm256_cvtepi32_ps(dot_u8_i8(start, q, aq))
                 };
                 let w_d = f16x8_of::<WB>(w, i, COUNT, 0);
-                let d: [__m256; N] = std::array::from_fn(|t| _mm256_mul_ps(w_d, f16x8_of::<AB>(a[t], i, COUNT, 0)));
+                let d: [__m256; N] = std::array::from_fn(|t| _mm256_mul_ps(w_d, f32x8_of(a[t], nb * AB + 4 * i, COUNT)));
                 if AB == sizes::Q8_1 {
                     let w_m = f16x8_of::<WB>(w, i, COUNT, 2);
                     for t in 0..N {
-                        mins[t] = _mm256_add_ps(mins[t], _mm256_mul_ps(w_m, f16x8_of::<AB>(a[t], i, COUNT, 2)));
+                        let s_a = f32x8_of(a[t], nb * AB + 4 * (nb + i), COUNT);
+                        mins[t] = _mm256_add_ps(mins[t], _mm256_mul_ps(w_m, s_a));
                     }
                 }
                 for k in 0..COUNT {
@@ -437,23 +461,23 @@ macro_rules! x86_kernels {
                 let mut acc = [_mm256_setzero_ps(); N];
                 let whole = nb - nb % 8;
                 for i in (0..whole).step_by(8) {
-                    q8_0_group::<N, 8>(w, a, i, &mut acc);
+                    q8_0_group::<N, 8>(nb, w, a, i, &mut acc);
                 }
-                with_count!(nb - whole, C => q8_0_group::<N, C>(w, a, whole, &mut acc));
+                with_count!(nb - whole, C => q8_0_group::<N, C>(nb, w, a, whole, &mut acc));
                 acc.map(|v| hsum(v))
             }
 
             /// Blocks `i..i + COUNT` of [`q8_0`], added to its accumulators.
             #[inline]
             #[target_feature(enable = $features)]
-            fn q8_0_group<const N: usize, const COUNT: usize>(w: &[u8], a: [&[u8]; N], i: usize, acc: &mut [__m256; N]) {
+            fn q8_0_group<const N: usize, const COUNT: usize>(nb: usize, w: &[u8], a: [&[u8]; N], i: usize, acc: &mut [__m256; N]) {
                 const B: usize = sizes::Q8_0;
                 let block_sum = |q: __m256i, ab: &[u8; B]| {
                     let a_signed = _mm256_sign_epi8(load32(ab, 2), q);
                     _mm256_cvtepi32_ps(dot_u8_i8(_mm256_setzero_si256(), _mm256_sign_epi8(q, q), a_signed))
                 };
                 let w_d = f16x8_of::<B>(w, i, COUNT, 0);
-                let d: [__m256; N] = std::array::from_fn(|t| _mm256_mul_ps(w_d, f16x8_of::<B>(a[t], i, COUNT, 0)));
+                let d: [__m256; N] = std::array::from_fn(|t| _mm256_mul_ps(w_d, f32x8_of(a[t], nb * B + 4 * i, COUNT)));
                 for k in 0..COUNT {
                     let q = load32(block::<B>(w, i + k), 2);
                     let lane = _mm256_set1_epi32(k as i32);
