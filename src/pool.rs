@@ -128,11 +128,11 @@ impl ComputePool {
 
     /// Splits `out` into about `4 * threads` chunks of whole `granule`s and calls
     /// `task(first_index, chunk)` for each, in parallel.
-    pub fn for_each_chunk(&self, out: &mut [f32], granule: usize, task: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+    pub fn for_each_chunk<T: Send>(&self, out: &mut [T], granule: usize, task: &(dyn Fn(usize, &mut [T]) + Sync)) {
         let granule = granule.max(1);
         let units = out.len().div_ceil(granule);
         let per_chunk = units.div_ceil(self.threads() * 4).max(1) * granule;
-        let chunks: Vec<Mutex<(usize, &mut [f32])>> =
+        let chunks: Vec<Mutex<(usize, &mut [T])>> =
             out.chunks_mut(per_chunk).enumerate().map(|(i, c)| Mutex::new((i * per_chunk, c))).collect();
         self.run(chunks.len(), &|i| {
             let mut guard = chunks[i].lock().unwrap_or_else(|e| e.into_inner());

@@ -175,7 +175,7 @@ fn forward_chunk(
             rmsnorm(o, r, &h.output_norm, c.norm_eps, norm_w);
         }
         acts.reset();
-        let rows = acts.get(quant::vec_dot_type(h.output.ty), &xb[..g * e], e);
+        let rows = acts.get(pool, quant::vec_dot_type(h.output.ty), &xb[..g * e], e);
         multiply(pool, &h.output, rows, g, products);
         for (j, t) in group.enumerate() {
             for (l, p) in s.logits.iter_mut().zip(products.iter().skip(j).step_by(g)) {
@@ -207,9 +207,9 @@ fn matmul(
 ) {
     acts.reset();
     for (w, out) in jobs.iter_mut() {
-        let rows = acts.get(quant::vec_dot_type(w.ty), x, w.cols());
+        let rows = acts.get(pool, quant::vec_dot_type(w.ty), x, w.cols());
         multiply(pool, w, rows, n, products);
-        transpose(products, w.rows(), n, out);
+        transpose(pool, products, w.rows(), n, out);
     }
 }
 
@@ -227,13 +227,22 @@ fn multiply(pool: &ComputePool, w: &TensorView, acts: &[u8], n: usize, products:
     });
 }
 
-/// out (n, rows) = transpose of products (rows, n).
-fn transpose(products: &[f32], rows: usize, n: usize, out: &mut [f32]) {
-    for (r, p) in products[..rows * n].chunks_exact(n).enumerate() {
-        for (t, &v) in p.iter().enumerate() {
-            out[t * rows + r] = v;
-        }
+/// out (n, rows) = transpose of products (rows, n), split over the pool by output rows (a
+/// decoded token's single row is a plain copy).
+fn transpose(pool: &ComputePool, products: &[f32], rows: usize, n: usize, out: &mut [f32]) {
+    if n == 1 {
+        out[..rows].copy_from_slice(&products[..rows]);
+        return;
     }
+    let products = &products[..rows * n];
+    pool.for_each_chunk(&mut out[..n * rows], rows, &|start, out| {
+        for (t, o) in out.chunks_exact_mut(rows).enumerate() {
+            let t = start / rows + t;
+            for (r, o) in o.iter_mut().enumerate() {
+                *o = products[r * n + t];
+            }
+        }
+    });
 }
 
 /// Attention of every token of the batch: token t (position n_past + t) attends to the cached

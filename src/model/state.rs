@@ -5,6 +5,7 @@ use memmap2::MmapMut;
 
 use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
+use crate::pool::ComputePool;
 use crate::quant;
 use crate::tensor::GgmlType;
 
@@ -148,17 +149,27 @@ impl ConvertedRows {
 
     /// `x` (rows of `cols` values) in `dot_ty` format, one `act_row_bytes` row per input row,
     /// converted on first request since the last `reset`.
-    pub fn get(&mut self, dot_ty: GgmlType, x: &[f32], cols: usize) -> &[u8] {
+    pub fn get(&mut self, pool: &ComputePool, dot_ty: GgmlType, x: &[f32], cols: usize) -> &[u8] {
         let at = match self.current.iter().position(|(ty, _)| *ty == dot_ty) {
             Some(at) => at,
             None => {
                 let mut buf = self.spare.pop().unwrap_or_default();
+                let row_bytes = quant::act_row_bytes(dot_ty, cols);
                 buf.clear();
-                for r in x.chunks_exact(cols) {
-                    quant::quantize_activations(dot_ty, r, &mut self.row);
-                    buf.extend_from_slice(&self.row);
+                buf.resize(x.len() / cols * row_bytes, 0);
+                if x.len() == cols {
+                    quant::quantize_activations(dot_ty, x, &mut self.row);
+                    buf.copy_from_slice(&self.row);
+                } else {
+                    pool.for_each_chunk(&mut buf, row_bytes, &|start, out| {
+                        let mut row = Vec::with_capacity(row_bytes);
+                        let first = start / row_bytes;
+                        for (i, o) in out.chunks_exact_mut(row_bytes).enumerate() {
+                            quant::quantize_activations(dot_ty, &x[(first + i) * cols..][..cols], &mut row);
+                            o.copy_from_slice(&row);
+                        }
+                    });
                 }
-                debug_assert_eq!(buf.len(), x.len() / cols * quant::act_row_bytes(dot_ty, cols));
                 self.current.push((dot_ty, buf));
                 self.current.len() - 1
             }
