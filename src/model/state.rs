@@ -155,7 +155,7 @@ impl ConvertedRows {
             None => {
                 let mut buf = self.spare.pop().unwrap_or_default();
                 let row_bytes = quant::act_row_bytes(dot_ty, cols);
-                buf.clear();
+                // Every byte is written below: only growth needs filling, not the old contents.
                 buf.resize(x.len() / cols * row_bytes, 0);
                 if x.len() == cols {
                     quant::quantize_activations(dot_ty, x, &mut self.row);

@@ -113,7 +113,8 @@ macro_rules! x86_kernels {
     (
         $isa:ident, $features:literal,
         dot_u8_i8($acc:ident, $u:ident, $s:ident) $dot_u8_i8:block,
-        madd_i16($acc2:ident, $a:ident, $b:ident) $madd_i16:block
+        madd_i16($acc2:ident, $a:ident, $b:ident) $madd_i16:block,
+        bytes_from_bits($bits:ident) $bytes_from_bits:block
     ) => {
         pub(crate) mod $isa {
             use super::sizes;
@@ -297,15 +298,7 @@ macro_rules! x86_kernels {
             /// 0xFF in byte `j` where bit `j` of `bits` is set, else 0.
             #[inline]
             #[target_feature(enable = $features)]
-            fn bytes_from_bits(bits: u32) -> __m256i {
-                // Byte j receives byte j / 8 of `bits`, then all bits but bit j % 8 are set.
-                let spread = _mm256_shuffle_epi8(
-                    _mm256_set1_epi32(bits as i32),
-                    _mm256_set_epi64x(0x0303_0303_0303_0303, 0x0202_0202_0202_0202, 0x0101_0101_0101_0101, 0),
-                );
-                let others = _mm256_set1_epi64x(0x7FBF_DFEF_F7FB_FDFE);
-                _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1))
-            }
+            fn bytes_from_bits($bits: u32) -> __m256i $bytes_from_bits
 
             kernel_entries!(dot_rows_q8_0, dot_batch_q8_0, q8_0, 32, sizes::Q8_0, sizes::Q8_0, 4);
             kernel_entries!(dot_rows_q4_0, dot_batch_q4_0, q4_0, 32, sizes::Q4_0, sizes::Q8_0, 4);
@@ -634,11 +627,22 @@ macro_rules! x86_kernels {
 x86_kernels!(
     avx2, "avx2,fma,f16c",
     dot_u8_i8(acc, u, s) { _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))) },
-    madd_i16(acc, a, b) { _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)) }
+    madd_i16(acc, a, b) { _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)) },
+    bytes_from_bits(bits) {
+        // Byte j receives byte j / 8 of `bits`, then all bits but bit j % 8 are set.
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(bits as i32),
+            _mm256_set_epi64x(0x0303_0303_0303_0303, 0x0202_0202_0202_0202, 0x0101_0101_0101_0101, 0),
+        );
+        let others = _mm256_set1_epi64x(0x7FBF_DFEF_F7FB_FDFE);
+        _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1))
+    }
 );
 
 x86_kernels!(
     avx512vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     dot_u8_i8(acc, u, s) { _mm256_dpbusd_epi32(acc, u, s) },
-    madd_i16(acc, a, b) { _mm256_dpwssd_epi32(acc, a, b) }
+    madd_i16(acc, a, b) { _mm256_dpwssd_epi32(acc, a, b) },
+    // A mask register straight to bytes (vpmovm2b).
+    bytes_from_bits(bits) { _mm256_movm_epi8(bits) }
 );
