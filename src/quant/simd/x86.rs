@@ -2,9 +2,10 @@
 //! (32-value blocks) and Q4_K, Q6_K (256-value super-blocks), each against its activation format.
 //!
 //! One source, two instruction sets: [`x86_kernels!`] expands the kernels once with AVX2 and once
-//! with AVX-512 VNNI, which differ only in two integer primitives: the u8 x i8 four-product sum
-//! (`vpmaddubsw` + `vpmaddwd` with ones on AVX2, one `vpdpbusd` with VNNI) and the i16 x i16 pair
-//! sum accumulated into i32 (`vpmaddwd` + `vpaddd`, or one `vpdpwssd`). The VNNI variant keeps
+//! with AVX-512 VNNI, which differ only in three integer primitives: the u8 x i8 four-product sum
+//! (`vpmaddubsw` + `vpmaddwd` with ones on AVX2, one `vpdpbusd` with VNNI), the i16 x i16 pair
+//! sum accumulated into i32 (`vpmaddwd` + `vpaddd`, or one `vpdpwssd`) and the expansion of 32
+//! bits to 32 bytes (a shuffle, an or and a compare, or one `vpmovm2b`). The VNNI variant keeps
 //! 256-bit vectors (EVEX-encoded through AVX-512VL): decode is bound by memory bandwidth, not by
 //! vector width, and 256-bit operations avoid the frequency penalty some CPUs apply to 512-bit ones.
 //!
