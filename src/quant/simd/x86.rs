@@ -4,8 +4,9 @@
 //! One source, two instruction sets: [`x86_kernels!`] expands the kernels once with AVX2 and once
 //! with AVX-512 VNNI, which differ only in three integer primitives: the u8 x i8 four-product sum
 //! (`vpmaddubsw` + `vpmaddwd` with ones on AVX2, one `vpdpbusd` with VNNI), the i16 x i16 pair
-//! sum accumulated into i32 (`vpmaddwd` + `vpaddd`, or one `vpdpwssd`) and the expansion of 32
-//! bits to 32 bytes (a shuffle, an or and a compare, or one `vpmovm2b`). The VNNI variant keeps
+//! sum accumulated into i32 (`vpmaddwd` + `vpaddd`, or one `vpdpwssd`) and Q5's fifth bits
+//! added to 32 quants (bits spread to bytes by a shuffle, an or and a compare, or one masked
+//! byte add). The VNNI variant keeps
 //! 256-bit vectors (EVEX-encoded through AVX-512VL): decode is bound by memory bandwidth, not by
 //! vector width, and 256-bit operations avoid the frequency penalty some CPUs apply to 512-bit ones.
 //!
@@ -115,7 +116,7 @@ macro_rules! x86_kernels {
         $isa:ident, $features:literal,
         dot_u8_i8($acc:ident, $u:ident, $s:ident) $dot_u8_i8:block,
         madd_i16($acc2:ident, $a:ident, $b:ident) $madd_i16:block,
-        bytes_from_bits($bits:ident) $bytes_from_bits:block
+        add_bit4($q:ident, $bits:ident) $add_bit4:block
     ) => {
         pub(crate) mod $isa {
             use super::sizes;
@@ -296,10 +297,11 @@ macro_rules! x86_kernels {
                 _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
             }
 
-            /// 0xFF in byte `j` where bit `j` of `bits` is set, else 0.
+            /// `q` (bytes 0..16) with 16 added to byte `j` where bit `j` of `bits` is set: the
+            /// fifth bit of Q5_0/Q5_1 quants.
             #[inline]
             #[target_feature(enable = $features)]
-            fn bytes_from_bits($bits: u32) -> __m256i $bytes_from_bits
+            fn add_bit4($q: __m256i, $bits: u32) -> __m256i $add_bit4
 
             kernel_entries!(dot_rows_q8_0, dot_batch_q8_0, q8_0, 32, sizes::Q8_0, sizes::Q8_0, 4);
             kernel_entries!(dot_rows_q4_0, dot_batch_q4_0, q4_0, 32, sizes::Q4_0, sizes::Q8_0, 4);
@@ -491,8 +493,7 @@ macro_rules! x86_kernels {
             fn q5_0<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
                 unsigned_blocks::<{ sizes::Q5_0 }, { sizes::Q8_0 }, N>(nb, w, a, 16, |wb| {
                     let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
-                    let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
-                    _mm256_or_si256(nibbles32(load16(wb, 6)), high)
+                    add_bit4(nibbles32(load16(wb, 6)), qh)
                 })
             }
 
@@ -505,8 +506,7 @@ macro_rules! x86_kernels {
             fn q5_1<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
                 unsigned_blocks::<{ sizes::Q5_1 }, { sizes::Q8_1 }, N>(nb, w, a, 0, |wb| {
                     let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
-                    let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
-                    _mm256_or_si256(nibbles32(load16(wb, 8)), high)
+                    add_bit4(nibbles32(load16(wb, 8)), qh)
                 })
             }
 
@@ -629,14 +629,16 @@ x86_kernels!(
     avx2, "avx2,fma,f16c",
     dot_u8_i8(acc, u, s) { _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))) },
     madd_i16(acc, a, b) { _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)) },
-    bytes_from_bits(bits) {
-        // Byte j receives byte j / 8 of `bits`, then all bits but bit j % 8 are set.
+    add_bit4(q, bits) {
+        // Byte j receives byte j / 8 of `bits`, then all bits but bit j % 8 are set: 0xFF where
+        // bit j is set.
         let spread = _mm256_shuffle_epi8(
             _mm256_set1_epi32(bits as i32),
             _mm256_set_epi64x(0x0303_0303_0303_0303, 0x0202_0202_0202_0202, 0x0101_0101_0101_0101, 0),
         );
         let others = _mm256_set1_epi64x(0x7FBF_DFEF_F7FB_FDFE);
-        _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1))
+        let set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1));
+        _mm256_or_si256(q, _mm256_and_si256(set, _mm256_set1_epi8(0x10)))
     }
 );
 
@@ -644,6 +646,6 @@ x86_kernels!(
     avx512vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     dot_u8_i8(acc, u, s) { _mm256_dpbusd_epi32(acc, u, s) },
     madd_i16(acc, a, b) { _mm256_dpwssd_epi32(acc, a, b) },
-    // A mask register straight to bytes (vpmovm2b).
-    bytes_from_bits(bits) { _mm256_movm_epi8(bits) }
+    // `bits` is the mask of one masked byte add.
+    add_bit4(q, bits) { _mm256_mask_add_epi8(q, bits, q, _mm256_set1_epi8(0x10)) }
 );
