@@ -274,6 +274,12 @@ impl Shared {
                 }
                 break;
             }
+            // A request the pass has already gone by (the prefetch thread fell behind): loading
+            // it now would only evict what the pass needs next.
+            let ahead = plan::distance(cache.cursor, unit, n);
+            if prefetch && (ahead == 0 || ahead > self.options.prefetch) {
+                return Ok(false);
+            }
             if state.loading {
                 if prefetch {
                     return Ok(false);
@@ -501,6 +507,25 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(200));
         // At most the one request the thread had already taken before idle() can have loaded.
         assert!(weights.stats().layer_loads - loads_before <= 1);
+    }
+
+    #[test]
+    fn prefetches_the_pass_has_gone_by_are_skipped() {
+        let file = TempPath::new("stale");
+        write_tiny_llama(file.path(), 8);
+        let weights = paged(file.path(), 0.45, 2);
+        drop(weights.layer(5).unwrap());
+        let unit = (0..8).find(|&u| u != 5 && !weights.shared.pinned[u] && !weights.shared.lock().units[u].resident());
+        let Some(behind) = unit.filter(|&u| plan::distance(5, u, 9) > 2) else {
+            panic!("the test model needs a streamed layer outside the prefetch window")
+        };
+        let loads = weights.stats().layer_loads;
+        assert!(!weights.shared.acquire(behind, true).unwrap(), "a prefetch behind the pass loaded");
+        assert_eq!(weights.stats().layer_loads, loads);
+        // Within the window a prefetch still loads (unless the thread got there first).
+        let next = (6..9).find(|&u| !weights.shared.pinned[u]).expect("a streamed unit after layer 5");
+        let _ = weights.shared.acquire(next, true).unwrap();
+        assert!(weights.shared.lock().units[next].resident() || weights.shared.lock().units[next].loading);
     }
 
     #[test]
