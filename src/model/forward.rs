@@ -262,7 +262,7 @@ fn attention_batch(
     let (hd, qd) = (c.head_dim, c.q_dim());
     let n = q.len() / qd;
     pool.for_each_chunk(out, hd, &|start, heads_out| {
-        let mut scratch = AttentionScratch::new(c, n_past + n);
+        let mut scratch = AttentionScratch::new(n_past + n);
         for (j, head_out) in heads_out.chunks_exact_mut(hd).enumerate() {
             let i = start / hd + j;
             let (t, h) = (i / c.n_head, i % c.n_head);

@@ -5,7 +5,7 @@
 use crate::model::config::{Activation, ModelConfig, Rope, RopeStyle};
 use crate::model::state::RopeTable;
 use crate::quant;
-use crate::tensor::{GgmlType, TensorView};
+use crate::tensor::TensorView;
 
 /// A small tensor (norm weights, biases) as f32, in `buf`.
 fn dequantize<'b>(t: &TensorView, buf: &'b mut Vec<f32>) -> &'b [f32] {
@@ -119,18 +119,19 @@ fn gelu_f16(x: half::f16) -> u16 {
 /// Per-task buffers of `attend_head`, for up to `len` positions.
 pub(crate) struct AttentionScratch {
     scores: Vec<f32>,
-    q_f16: Vec<u8>,
 }
 
 impl AttentionScratch {
-    pub(crate) fn new(c: &ModelConfig, len: usize) -> Self {
-        AttentionScratch { scores: vec![0.0; len], q_f16: Vec::with_capacity(c.head_dim * 2) }
+    pub(crate) fn new(len: usize) -> Self {
+        AttentionScratch { scores: vec![0.0; len] }
     }
 }
 
 /// Attention of query head `h` (`q`, head_dim values) over `keys`/`values` (len, kv_dim), both
-/// f16, into `out` (head_dim). q is rounded to f16 for the dot products with the keys, as ggml
-/// does; the probabilities stay f32 (rounding them too measured further from llama.cpp's logits).
+/// f16, into `out` (head_dim). q stays f32 in the products with the keys, and the probabilities
+/// f32, as in llama.cpp's flash attention over a batch (its tiled path: keys and values widened to
+/// f32). Its one-token path rounds q to f16; we had matched that, and Gemma-3 missed a confident
+/// step against llama.cpp's teacher-forced (batched) logits, which it no longer does.
 /// The one place attention is computed, for single tokens and batches alike.
 pub(crate) fn attend_head(
     c: &ModelConfig,
@@ -148,10 +149,9 @@ pub(crate) fn attend_head(
     let kv_at = (h / group) * head_bytes;
     let len = keys.len() / row_bytes;
     let scores = &mut scratch.scores[..len];
-    quant::quantize_activations(GgmlType::F16, q, &mut scratch.q_f16);
     for (t, s) in scores.iter_mut().enumerate() {
         let k = &keys[t * row_bytes + kv_at..][..head_bytes];
-        *s = quant::dot_f16(k, &scratch.q_f16) * c.kq_scale;
+        *s = quant::dot_f16_f32(k, q) * c.kq_scale;
     }
     softmax(scores);
     out.fill(0.0);

@@ -302,12 +302,15 @@ pub fn act_row_bytes_with(isa: Isa, dot_ty: GgmlType, n: usize) -> usize {
     blocks + n / dot_ty.block_len() as usize * 4 * table_fields
 }
 
-/// Dot product of two f16 vectors (little-endian bytes of equal length), with the SIMD kernels
-/// of [`active_isa`] where it has them (attention's q.k products).
-pub fn dot_f16(a: &[u8], b: &[u8]) -> f32 {
+/// Dot product of an f16 vector (little-endian bytes, two per value of `b`) with an f32 vector,
+/// with the SIMD kernels of [`active_isa`] where it has them (attention's k.q products).
+pub fn dot_f16_f32(a: &[u8], b: &[f32]) -> f32 {
     match active_isa().f16_kernels() {
         Some((dot, _)) => dot(a, b),
-        None => float::vec_dot_f16(a.len() / 2, a, b),
+        None => {
+            assert_eq!(a.len(), 2 * b.len(), "quant::dot_f16_f32: vectors of different lengths");
+            a.chunks_exact(2).zip(b).map(|(h, &v)| float::f16_to_f32(u16::from_le_bytes([h[0], h[1]])) * v).sum()
+        }
     }
 }
 

@@ -76,20 +76,21 @@ impl Isa {
         (self.set()?.row_kernels)(ty)
     }
 
-    /// The set's f16 vector kernels (dot product, `out += p * v`), or None (scalar code then).
+    /// The set's f16 vector kernels (dot product with an f32 vector, `out += p * v`), or None
+    /// (scalar code then).
     pub(super) fn f16_kernels(self) -> Option<(F16DotFn, F16AxpyFn)> {
-        self.set().map(|s| (s.dot_f16, s.axpy_f16))
+        self.set().map(|s| (s.dot_f16_f32, s.axpy_f16))
     }
 }
 
-pub(super) type F16DotFn = fn(&[u8], &[u8]) -> f32;
+pub(super) type F16DotFn = fn(&[u8], &[f32]) -> f32;
 pub(super) type F16AxpyFn = fn(&mut [f32], f32, &[u8]);
 
 /// What one SIMD instruction set provides.
 pub(crate) struct KernelSet {
     /// Row kernels (one row at a time, batched) for a weight type, if the set has them.
     pub row_kernels: fn(GgmlType) -> Option<(DotRowsFn, DotBatchFn)>,
-    pub dot_f16: F16DotFn,
+    pub dot_f16_f32: F16DotFn,
     pub axpy_f16: F16AxpyFn,
 }
 

@@ -125,40 +125,46 @@ macro_rules! x86_kernels {
             use crate::quant::{DotBatchFn, DotRowsFn};
 
             /// This instruction set's kernels, for `Isa` to hand out once `available()` holds.
-            pub(crate) static SET: KernelSet = KernelSet { row_kernels: kernels, dot_f16, axpy_f16 };
+            pub(crate) static SET: KernelSet = KernelSet { row_kernels: kernels, dot_f16_f32, axpy_f16 };
             use crate::tensor::GgmlType;
             use core::arch::x86_64::*;
 
-            /// `sum(a[i] * b[i])` of two f16 vectors (little-endian bytes, `a.len() == b.len()`),
-            /// eight lanes at a time with FMA, four accumulators; the tail one by one.
-            pub(crate) fn dot_f16(a: &[u8], b: &[u8]) -> f32 {
-                assert_eq!(a.len(), b.len(), "f16 vectors of different lengths");
+            /// `sum(a[i] * b[i])` of an f16 vector `a` (little-endian bytes, `2 * b.len()` of
+            /// them) and an f32 vector `b`, eight lanes at a time with FMA, four accumulators;
+            /// the tail one by one.
+            pub(crate) fn dot_f16_f32(a: &[u8], b: &[f32]) -> f32 {
+                assert_eq!(a.len(), 2 * b.len(), "f16 and f32 vectors of different lengths");
                 // SAFETY: `available()` was true before this kernel was handed out.
-                unsafe { dot_f16_impl(a, b) }
+                unsafe { dot_f16_f32_impl(a, b) }
             }
 
             #[target_feature(enable = $features)]
-            fn dot_f16_impl(a: &[u8], b: &[u8]) -> f32 {
-                let eight = |x: &[u8], i: usize| -> __m256 {
-                    let bytes: &[u8; 16] = x[2 * i..2 * i + 16].try_into().expect("16 bytes");
+            fn dot_f16_f32_impl(a: &[u8], b: &[f32]) -> f32 {
+                let f16s = |i: usize| -> __m256 {
+                    let bytes: &[u8; 16] = a[2 * i..2 * i + 16].try_into().expect("16 bytes");
                     _mm256_cvtph_ps(load16(bytes, 0))
                 };
-                let n = a.len() / 2;
+                let f32s = |i: usize| -> __m256 {
+                    let v: &[f32; 8] = b[i..i + 8].try_into().expect("8 values");
+                    // SAFETY: `v` is 8 f32; loadu has no alignment requirement.
+                    unsafe { _mm256_loadu_ps(v.as_ptr()) }
+                };
+                let n = b.len();
                 let mut acc = [_mm256_setzero_ps(); 4];
                 let mut i = 0;
                 while i + 32 <= n {
                     for (k, acc) in acc.iter_mut().enumerate() {
-                        *acc = _mm256_fmadd_ps(eight(a, i + 8 * k), eight(b, i + 8 * k), *acc);
+                        *acc = _mm256_fmadd_ps(f16s(i + 8 * k), f32s(i + 8 * k), *acc);
                     }
                     i += 32;
                 }
                 while i + 8 <= n {
-                    acc[0] = _mm256_fmadd_ps(eight(a, i), eight(b, i), acc[0]);
+                    acc[0] = _mm256_fmadd_ps(f16s(i), f32s(i), acc[0]);
                     i += 8;
                 }
                 let mut sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
                 for j in i..n {
-                    sum += F16Le([a[2 * j], a[2 * j + 1]]).to_f32() * F16Le([b[2 * j], b[2 * j + 1]]).to_f32();
+                    sum += F16Le([a[2 * j], a[2 * j + 1]]).to_f32() * b[j];
                 }
                 sum
             }
