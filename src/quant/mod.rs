@@ -159,11 +159,11 @@ pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mu
     match dot_ty {
         GgmlType::Q8_0 if isa != Isa::Scalar => {
             block::quantize_with(x, out, BlockQ8_0::quantize_like_simd);
-            append_f16_fields_as_f32(out, BlockQ8_0::BYTES, &[0]);
+            append_f16_fields_as_f32(out, BlockQ8_0::BYTES, simd_table_fields(dot_ty));
         }
         GgmlType::Q8_1 if isa != Isa::Scalar => {
             block::quantize_with(x, out, BlockQ8_1::quantize_like_simd);
-            append_f16_fields_as_f32(out, BlockQ8_1::BYTES, &[0, 2]);
+            append_f16_fields_as_f32(out, BlockQ8_1::BYTES, simd_table_fields(dot_ty));
         }
         GgmlType::F32 => float::quantize_f32(x, out),
         GgmlType::F16 => float::quantize_f16(x, out),
@@ -270,6 +270,22 @@ pub fn dot_rows_batch_with(
     }
 }
 
+/// Byte offsets of the f16 fields of a block of `dot_ty` that the SIMD sets' activation rows
+/// repeat as f32 after their blocks, in table order (`d`; for Q8_1 `d`, then `s`).
+const fn simd_table_fields(dot_ty: GgmlType) -> &'static [usize] {
+    match dot_ty {
+        GgmlType::Q8_0 => &[0],
+        GgmlType::Q8_1 => &[0, 2],
+        _ => &[],
+    }
+}
+
+/// Bytes per block of the f32 table after a SIMD set's activation blocks of `dot_ty` (0 for
+/// formats without one); the x86 kernels find their table with it.
+pub(crate) const fn simd_table_bytes(dot_ty: GgmlType) -> usize {
+    4 * simd_table_fields(dot_ty).len()
+}
+
 /// Appends, for each field offset in `fields`, that f16 field of every `block_bytes` block in
 /// `out`, converted to f32 (little-endian).
 fn append_f16_fields_as_f32(out: &mut Vec<u8>, block_bytes: usize, fields: &[usize]) {
@@ -293,13 +309,8 @@ pub fn act_row_bytes(dot_ty: GgmlType, n: usize) -> usize {
 /// fields (4 bytes per block and field).
 pub fn act_row_bytes_with(isa: Isa, dot_ty: GgmlType, n: usize) -> usize {
     let blocks = row_bytes(dot_ty, n);
-    let table_fields = match dot_ty {
-        _ if isa == Isa::Scalar => 0,
-        GgmlType::Q8_0 => 1,
-        GgmlType::Q8_1 => 2,
-        _ => 0,
-    };
-    blocks + n / dot_ty.block_len() as usize * 4 * table_fields
+    let table = if isa == Isa::Scalar { 0 } else { simd_table_bytes(dot_ty) };
+    blocks + n / dot_ty.block_len() as usize * table
 }
 
 /// Dot product of an f16 vector (little-endian bytes, two per value of `b`) with an f32 vector,

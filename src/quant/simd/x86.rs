@@ -37,13 +37,13 @@ const TOKENS_PER_PASS: usize = 8;
 
 /// The two entry points of one kernel `$kernel::<N>` (a weight row against N activation rows):
 /// `$rows` for decode (`quant::dot_rows`), `$batch` for prefill (`quant::dot_rows_batch`).
-/// Activation rows are `$a_bytes` per block plus `$a_table` bytes per block of f32 scales
+/// Activation rows of format `$a_ty` are `$a_bytes` per block plus its f32 table
 /// (`quant::act_row_bytes_with`).
 macro_rules! kernel_entries {
-    ($rows:ident, $batch:ident, $kernel:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_table:expr) => {
+    ($rows:ident, $batch:ident, $kernel:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_ty:expr) => {
         fn $rows(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
             let nb = cols / $block_len;
-            let act = &act[..nb * ($a_bytes + $a_table)];
+            let act = &act[..nb * ($a_bytes + crate::quant::simd_table_bytes($a_ty))];
             for (o, w) in out.iter_mut().zip(weights.chunks_exact(nb * $w_bytes)) {
                 // SAFETY: `available()` was true before this kernel was handed out.
                 [*o] = unsafe { $kernel::<1>(nb, w, [act]) };
@@ -53,7 +53,7 @@ macro_rules! kernel_entries {
         fn $batch(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
             const PASS: usize = super::TOKENS_PER_PASS;
             let nb = cols / $block_len;
-            let act_bytes = nb * ($a_bytes + $a_table);
+            let act_bytes = nb * ($a_bytes + crate::quant::simd_table_bytes($a_ty));
             let act = |t: usize| &acts[t * act_bytes..(t + 1) * act_bytes];
             for (o, w) in out.chunks_exact_mut(n_tokens).zip(weights.chunks_exact(nb * $w_bytes)) {
                 let mut t = 0;
@@ -309,13 +309,13 @@ macro_rules! x86_kernels {
             #[target_feature(enable = $features)]
             fn add_bit4($q: __m256i, $bits: u32) -> __m256i $add_bit4
 
-            kernel_entries!(dot_rows_q8_0, dot_batch_q8_0, q8_0, 32, sizes::Q8_0, sizes::Q8_0, 4);
-            kernel_entries!(dot_rows_q4_0, dot_batch_q4_0, q4_0, 32, sizes::Q4_0, sizes::Q8_0, 4);
-            kernel_entries!(dot_rows_q4_1, dot_batch_q4_1, q4_1, 32, sizes::Q4_1, sizes::Q8_1, 8);
-            kernel_entries!(dot_rows_q5_0, dot_batch_q5_0, q5_0, 32, sizes::Q5_0, sizes::Q8_0, 4);
-            kernel_entries!(dot_rows_q5_1, dot_batch_q5_1, q5_1, 32, sizes::Q5_1, sizes::Q8_1, 8);
-            kernel_entries!(dot_rows_q4_k, dot_batch_q4_k, q4_k, 256, sizes::Q4_K, sizes::Q8_K, 0);
-            kernel_entries!(dot_rows_q6_k, dot_batch_q6_k, q6_k, 256, sizes::Q6_K, sizes::Q8_K, 0);
+            kernel_entries!(dot_rows_q8_0, dot_batch_q8_0, q8_0, 32, sizes::Q8_0, sizes::Q8_0, GgmlType::Q8_0);
+            kernel_entries!(dot_rows_q4_0, dot_batch_q4_0, q4_0, 32, sizes::Q4_0, sizes::Q8_0, GgmlType::Q8_0);
+            kernel_entries!(dot_rows_q4_1, dot_batch_q4_1, q4_1, 32, sizes::Q4_1, sizes::Q8_1, GgmlType::Q8_1);
+            kernel_entries!(dot_rows_q5_0, dot_batch_q5_0, q5_0, 32, sizes::Q5_0, sizes::Q8_0, GgmlType::Q8_0);
+            kernel_entries!(dot_rows_q5_1, dot_batch_q5_1, q5_1, 32, sizes::Q5_1, sizes::Q8_1, GgmlType::Q8_1);
+            kernel_entries!(dot_rows_q4_k, dot_batch_q4_k, q4_k, 256, sizes::Q4_K, sizes::Q8_K, GgmlType::Q8_K);
+            kernel_entries!(dot_rows_q6_k, dot_batch_q6_k, q6_k, 256, sizes::Q6_K, sizes::Q8_K, GgmlType::Q8_K);
 
             // Each kernel takes one weight row and N activation rows (N = 1 in decode, up to
             // TOKENS_PER_PASS in prefill): a weight block is decoded once and meets the N
@@ -383,7 +383,7 @@ macro_rules! x86_kernels {
             /// min (the weights' f16 min after their f16 scale; `s_a` the activations' stored
             /// `d * sum(a)`). The offset is taken off per lane in integers: the lanes start at
             /// `-offset * sum(a)` of their activations. Blocks go in groups of eight: the weights'
-            /// eight scales are gathered and converted together, the activations' loaded from
+            /// eight scales are converted together ([`f16x8_of`]), the activations' loaded from
             /// their row's f32 table; a row's last `nb % 8` blocks are a smaller group.
             #[inline]
             #[target_feature(enable = $features)]
