@@ -151,19 +151,20 @@ pub fn quantize_activations(dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
 /// [`quantize_activations`] as paired with the kernels of instruction set `isa`: the scalar set
 /// quantizes as ggml's reference code, the SIMD sets Q8_0/Q8_1 as ggml's SIMD code.
 ///
-/// The SIMD sets' Q8_0 and Q8_1 rows also carry, after their blocks, every block's f16 fields as
-/// f32 (`d` of each block, then for Q8_1 `s` of each block; see [`act_row_bytes_with`]): the
-/// kernels load eight scales with one instruction instead of gathering and converting them
-/// for every weight row. Readers of the blocks alone ([`vec_dot`]) ignore the table.
+/// The SIMD sets' Q8_0 and Q8_1 rows also carry, after their blocks, what their kernels need
+/// to read eight blocks at a time (see [`SimdTable`]): a table of per-block values (every
+/// block's `d` as f32, then for Q8_1 every block's `s` as f32, for Q8_0 every block's sum of
+/// quants as i32), then the quants again, interleaved in groups of eight blocks. Readers of the
+/// blocks alone ([`vec_dot`]) ignore both.
 pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
     match dot_ty {
         GgmlType::Q8_0 if isa != Isa::Scalar => {
             block::quantize_with(x, out, BlockQ8_0::quantize_like_simd);
-            append_f16_fields_as_f32(out, BlockQ8_0::BYTES, simd_table_fields(dot_ty));
+            SimdTable::Q8_0.append(out);
         }
         GgmlType::Q8_1 if isa != Isa::Scalar => {
             block::quantize_with(x, out, BlockQ8_1::quantize_like_simd);
-            append_f16_fields_as_f32(out, BlockQ8_1::BYTES, simd_table_fields(dot_ty));
+            SimdTable::Q8_1.append(out);
         }
         GgmlType::F32 => float::quantize_f32(x, out),
         GgmlType::F16 => float::quantize_f16(x, out),
@@ -270,32 +271,98 @@ pub fn dot_rows_batch_with(
     }
 }
 
-/// Byte offsets of the f16 fields of a block of `dot_ty` that the SIMD sets' activation rows
-/// repeat as f32 after their blocks, in table order (`d`; for Q8_1 `d`, then `s`).
-const fn simd_table_fields(dot_ty: GgmlType) -> &'static [usize] {
-    match dot_ty {
-        GgmlType::Q8_0 => &[0],
-        GgmlType::Q8_1 => &[0, 2],
-        _ => &[],
+/// One column of the table after a SIMD set's activation blocks: four bytes per block.
+#[derive(Clone, Copy)]
+enum TableColumn {
+    /// The f16 field at this byte offset of the block, as f32.
+    F16AsF32(usize),
+    /// The sum of the block's 32 i8 quants (starting at this byte offset), as i32: with it the
+    /// kernels take a weight offset off once per block (`offset * sum(a)`) instead of with
+    /// a second integer dot product per block.
+    QuantSum(usize),
+}
+
+/// What a SIMD set's activation rows of one format carry after their blocks.
+///
+/// First a table, column after column, each four bytes per block, so that kernels load a
+/// value of eight blocks with one instruction instead of gathering it for every weight row.
+///
+/// Then the quants of every group of eight blocks interleaved four bytes at a time (256 bytes
+/// per group, the last group padded with zeros): bytes `32 * j + 4 * l..+ 4` of a group are
+/// quants `4 * j..4 * j + 4` of its block `l`. Against weights transposed the same way, eight
+/// integer dot products fill an accumulator whose lane `l` is block `l`'s whole dot product,
+/// with no horizontal sums; prefill's kernels use them.
+pub(crate) struct SimdTable {
+    block_bytes: usize,
+    /// Where a block's 32 quants start.
+    quants_at: usize,
+    columns: &'static [TableColumn],
+}
+
+impl SimdTable {
+    /// Q8_0: `d`, then the sum of quants.
+    const Q8_0: SimdTable = SimdTable {
+        block_bytes: BlockQ8_0::BYTES,
+        quants_at: 2,
+        columns: &[TableColumn::F16AsF32(0), TableColumn::QuantSum(2)],
+    };
+    /// Q8_1: `d`, then `s` (`d * sum(quants)`, rounded to f16 as ggml stores it).
+    const Q8_1: SimdTable = SimdTable {
+        block_bytes: BlockQ8_1::BYTES,
+        quants_at: 4,
+        columns: &[TableColumn::F16AsF32(0), TableColumn::F16AsF32(2)],
+    };
+
+    const fn of(dot_ty: GgmlType) -> Option<&'static SimdTable> {
+        match dot_ty {
+            GgmlType::Q8_0 => Some(&SimdTable::Q8_0),
+            GgmlType::Q8_1 => Some(&SimdTable::Q8_1),
+            _ => None,
+        }
+    }
+
+    /// Appends the table and the interleaved quants of the blocks `out` holds.
+    fn append(&self, out: &mut Vec<u8>) {
+        let nb = out.len() / self.block_bytes;
+        out.reserve(self.bytes_after(nb));
+        for &column in self.columns {
+            for b in 0..nb {
+                let blk = &out[b * self.block_bytes..(b + 1) * self.block_bytes];
+                let bytes = match column {
+                    TableColumn::F16AsF32(at) => {
+                        float::f16_to_f32(u16::from_le_bytes([blk[at], blk[at + 1]])).to_le_bytes()
+                    }
+                    TableColumn::QuantSum(at) => {
+                        blk[at..at + 32].iter().map(|&q| q as i8 as i32).sum::<i32>().to_le_bytes()
+                    }
+                };
+                out.extend_from_slice(&bytes);
+            }
+        }
+        for group in 0..nb.div_ceil(8) {
+            for j in 0..8 {
+                for l in 0..8 {
+                    let b = 8 * group + l;
+                    let at = b * self.block_bytes + self.quants_at + 4 * j;
+                    let quads = if b < nb { <[u8; 4]>::try_from(&out[at..at + 4]).expect("4 bytes") } else { [0; 4] };
+                    out.extend_from_slice(&quads);
+                }
+            }
+        }
+    }
+
+    /// Bytes after the blocks of a row of `nb` blocks.
+    const fn bytes_after(&self, nb: usize) -> usize {
+        nb * 4 * self.columns.len() + nb.div_ceil(8) * 256
     }
 }
 
-/// Bytes per block of the f32 table after a SIMD set's activation blocks of `dot_ty` (0 for
+/// Bytes per block of the table after a SIMD set's activation blocks of `dot_ty` (0 for
 /// formats without one); the x86 kernels find their table with it.
 pub(crate) const fn simd_table_bytes(dot_ty: GgmlType) -> usize {
-    4 * simd_table_fields(dot_ty).len()
-}
-
-/// Appends, for each field offset in `fields`, that f16 field of every `block_bytes` block in
-/// `out`, converted to f32 (little-endian).
-fn append_f16_fields_as_f32(out: &mut Vec<u8>, block_bytes: usize, fields: &[usize]) {
-    let nb = out.len() / block_bytes;
-    out.reserve(nb * 4 * fields.len());
-    for &at in fields {
-        for b in 0..nb {
-            let bits = u16::from_le_bytes([out[b * block_bytes + at], out[b * block_bytes + at + 1]]);
-            out.extend_from_slice(&float::f16_to_f32(bits).to_le_bytes());
-        }
+    match SimdTable::of(dot_ty) {
+        Some(table) => 4 * table.columns.len(),
+        None => 0,
     }
 }
 
@@ -305,12 +372,22 @@ pub fn act_row_bytes(dot_ty: GgmlType, n: usize) -> usize {
 }
 
 /// Bytes of one row of `n` activations converted to `dot_ty` by [`quantize_activations_with`]
-/// for `isa`: the blocks, plus for the SIMD sets' Q8_0 and Q8_1 the f32 copy of their f16
-/// fields (4 bytes per block and field).
+/// for `isa`: the blocks, plus for the SIMD sets' Q8_0 and Q8_1 what [`SimdTable`] adds.
 pub fn act_row_bytes_with(isa: Isa, dot_ty: GgmlType, n: usize) -> usize {
     let blocks = row_bytes(dot_ty, n);
-    let table = if isa == Isa::Scalar { 0 } else { simd_table_bytes(dot_ty) };
-    blocks + n / dot_ty.block_len() as usize * table
+    match SimdTable::of(dot_ty) {
+        Some(table) if isa != Isa::Scalar => blocks + table.bytes_after(n / dot_ty.block_len() as usize),
+        _ => blocks,
+    }
+}
+
+/// [`act_row_bytes_with`] for a SIMD set, `nb` blocks of `dot_ty`: what the x86 kernels slice
+/// activation rows by.
+pub(crate) const fn simd_act_row_bytes(dot_ty: GgmlType, block_bytes: usize, nb: usize) -> usize {
+    match SimdTable::of(dot_ty) {
+        Some(table) => nb * block_bytes + table.bytes_after(nb),
+        None => nb * block_bytes,
+    }
 }
 
 /// Dot product of an f16 vector (little-endian bytes, two per value of `b`) with an f32 vector,

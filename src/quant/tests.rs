@@ -158,14 +158,26 @@ fn quantize_activations_replaces_buffer_contents() {
             assert_eq!(out.len(), act_row_bytes_with(isa, ty, 256), "{isa:?} {ty}");
         }
     }
-    // The SIMD sets' Q8_0 rows end with each block's scale as f32.
+    // The SIMD sets' Q8_0 rows end with each block's scale as f32, then each block's sum of
+    // quants as i32, then the quants interleaved.
     if let Some(isa) = Isa::ALL.into_iter().find(|&isa| isa != Isa::Scalar && isa.available()) {
         let x: Vec<f32> = (0..64).map(|i| if i < 32 { 1.0 } else { -254.0 }).collect();
         quantize_activations_with(isa, Q8_0, &x, &mut out);
-        let table: Vec<f32> = out[68..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-        let scales: Vec<f32> = [0, 34].map(|at| half::f16::from_le_bytes([out[at], out[at + 1]]).to_f32()).to_vec();
-        assert_eq!(table, scales);
-        assert_eq!(table, [1.0 / 127.0, 2.0].map(|d| half::f16::from_f32(d).to_f32()).to_vec());
+        let scales: Vec<f32> = out[68..76].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let stored: Vec<f32> = [0, 34].map(|at| half::f16::from_le_bytes([out[at], out[at + 1]]).to_f32()).to_vec();
+        assert_eq!(scales, stored);
+        assert_eq!(scales, [1.0 / 127.0, 2.0].map(|d| half::f16::from_f32(d).to_f32()).to_vec());
+        let sums: Vec<i32> = out[76..84].chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!(sums, [32 * 127, 32 * -127]);
+        // Then the quants of the (one) group of eight blocks, four bytes of each block in turn,
+        // blocks past the row's two as zeros.
+        assert_eq!(out.len(), 84 + 256);
+        for j in 0..8 {
+            let quads: Vec<&[u8]> = out[84 + 32 * j..84 + 32 * j + 32].chunks_exact(4).collect();
+            assert_eq!(quads[0], &out[2 + 4 * j..6 + 4 * j], "group {j}, block 0");
+            assert_eq!(quads[1], &out[36 + 4 * j..40 + 4 * j], "group {j}, block 1");
+            assert!(quads[2..].iter().all(|q| q == &[0; 4]), "group {j}, padding");
+        }
     }
 }
 

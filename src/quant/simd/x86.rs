@@ -43,7 +43,7 @@ macro_rules! kernel_entries {
     ($rows:ident, $batch:ident, $kernel:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_ty:expr) => {
         fn $rows(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
             let nb = cols / $block_len;
-            let act = &act[..nb * ($a_bytes + crate::quant::simd_table_bytes($a_ty))];
+            let act = &act[..crate::quant::simd_act_row_bytes($a_ty, $a_bytes, nb)];
             for (o, w) in out.iter_mut().zip(weights.chunks_exact(nb * $w_bytes)) {
                 // SAFETY: `available()` was true before this kernel was handed out.
                 [*o] = unsafe { $kernel::<1>(nb, w, [act]) };
@@ -53,7 +53,7 @@ macro_rules! kernel_entries {
         fn $batch(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
             const PASS: usize = super::TOKENS_PER_PASS;
             let nb = cols / $block_len;
-            let act_bytes = nb * ($a_bytes + crate::quant::simd_table_bytes($a_ty));
+            let act_bytes = crate::quant::simd_act_row_bytes($a_ty, $a_bytes, nb);
             let act = |t: usize| &acts[t * act_bytes..(t + 1) * act_bytes];
             for (o, w) in out.chunks_exact_mut(n_tokens).zip(weights.chunks_exact(nb * $w_bytes)) {
                 let mut t = 0;
@@ -358,99 +358,190 @@ macro_rules! x86_kernels {
                 _mm256_cvtph_ps(unsafe { _mm_loadu_si128(bits.as_ptr().cast()) })
             }
 
-            /// `count` (at most 8, a constant in callers) f32 at byte `at` of an activation row's
-            /// scale table, as eight lanes (0 past `count`). Replaces a gather and a conversion
-            /// per activation row and group of blocks.
+            /// `count` (at most 8, a constant in callers) four-byte entries at byte `at` of an
+            /// activation row's table, as eight lanes (0 past `count`). Replaces a gather (and
+            /// a conversion) per activation row and group of blocks.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn table8_of(row: &[u8], at: usize, count: usize) -> __m256i {
+                if count == 8 {
+                    return load32::<32>(row[at..at + 32].try_into().expect("8 entries"), 0);
+                }
+                let mut bytes = [0u8; 32];
+                bytes[..4 * count].copy_from_slice(&row[at..at + 4 * count]);
+                load32(&bytes, 0)
+            }
+
+            /// [`table8_of`] of an f32 column.
             #[inline]
             #[target_feature(enable = $features)]
             fn f32x8_of(row: &[u8], at: usize, count: usize) -> __m256 {
-                if count == 8 {
-                    let bytes: &[u8; 32] = row[at..at + 32].try_into().expect("8 f32");
-                    // SAFETY: `bytes` is 32 readable bytes; loadu has no alignment requirement.
-                    return unsafe { _mm256_loadu_ps(bytes.as_ptr().cast()) };
-                }
-                let mut v = [0.0f32; 8];
-                for (k, v) in v.iter_mut().enumerate().take(count) {
-                    *v = f32::from_le_bytes(row[at + 4 * k..at + 4 * k + 4].try_into().expect("4 bytes"));
-                }
-                // SAFETY: `v` is 8 f32.
-                unsafe { _mm256_loadu_ps(v.as_ptr()) }
+                _mm256_castsi256_ps(table8_of(row, at, count))
             }
 
-            /// 32-value blocks of unsigned weights `q` (0..=31, from `quants`) minus `offset`,
-            /// against Q8_0 (`AB` = 34) or, for formats with a min, Q8_1 (`AB` = 36)
-            /// activations: per block `d_w * d_a * ((q - offset) . a)`, plus `m_w * s_a` with a
-            /// min (the weights' f16 min after their f16 scale; `s_a` the activations' stored
-            /// `d * sum(a)`). The offset is taken off per lane in integers: the lanes start at
-            /// `-offset * sum(a)` of their activations. Blocks go in groups of eight: the weights'
-            /// eight scales are converted together ([`f16x8_of`]), the activations' loaded from
-            /// their row's f32 table; a row's last `nb % 8` blocks are a smaller group.
+            /// Lane `k`: the sum of the eight i32 lanes of `v[k]`: the integer dot products of
+            /// eight blocks finished together, so that each block then costs one lane of a
+            /// conversion and of a multiply-add.
             #[inline]
             #[target_feature(enable = $features)]
-            fn unsigned_blocks<const WB: usize, const AB: usize, const N: usize>(
+            fn lane_sums(v: [__m256i; 8]) -> __m256i {
+                // Per 128-bit half, lanes hold [v0, v1, v2, v3] (and [v4..v7]) summed over the
+                // half's four lanes; the two halves are then added.
+                let low = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+                let high = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+                _mm256_add_epi32(
+                    _mm256_permute2x128_si256::<0x20>(low, high),
+                    _mm256_permute2x128_si256::<0x31>(low, high),
+                )
+            }
+
+            /// The 8 x 8 transpose of four-byte lanes: lane `l` of result `j` is lane `j` of
+            /// `v[l]`. Eight blocks' quants transposed this way line up with an activation row's
+            /// interleaved quants (`quant::SimdTable`), so that one accumulator's lane `l`
+            /// collects block `l`'s whole dot product.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
+                let pairs: [__m256i; 8] = std::array::from_fn(|k| {
+                    let (a, b) = (v[2 * (k / 2)], v[2 * (k / 2) + 1]);
+                    if k % 2 == 0 { _mm256_unpacklo_epi32(a, b) } else { _mm256_unpackhi_epi32(a, b) }
+                });
+                // quads[4h + c]: lanes c (low half) and c + 4 (high half) of rows 4h..4h + 4.
+                let quads: [__m256i; 8] = std::array::from_fn(|k| {
+                    let (h, c) = (k / 4, k % 4);
+                    let (a, b) = (pairs[4 * h + c / 2], pairs[4 * h + 2 + c / 2]);
+                    if c % 2 == 0 { _mm256_unpacklo_epi64(a, b) } else { _mm256_unpackhi_epi64(a, b) }
+                });
+                std::array::from_fn(|j| {
+                    if j < 4 {
+                        _mm256_permute2x128_si256::<0x20>(quads[j], quads[4 + j])
+                    } else {
+                        _mm256_permute2x128_si256::<0x31>(quads[j - 4], quads[j])
+                    }
+                })
+            }
+
+            /// Where an activation row of `nb` blocks of `AB` bytes keeps its interleaved quants:
+            /// after its blocks and its table.
+            #[inline(always)]
+            fn interleaved_at<const AB: usize>(nb: usize) -> usize {
+                let table = if AB == sizes::Q8_0 {
+                    crate::quant::simd_table_bytes(GgmlType::Q8_0)
+                } else {
+                    crate::quant::simd_table_bytes(GgmlType::Q8_1)
+                };
+                nb * (AB + table)
+            }
+
+            /// The f16 scales (`d`, and for formats with a min, against Q8_1 activations, `m`)
+            /// of weight blocks `i..i + COUNT`, as f32 lanes.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn weight_scales<const WB: usize, const AB: usize, const COUNT: usize>(w: &[u8], i: usize) -> [__m256; 2] {
+                let m = if AB == sizes::Q8_1 { f16x8_of::<WB>(w, i, COUNT, 2) } else { _mm256_setzero_ps() };
+                [f16x8_of::<WB>(w, i, COUNT, 0), m]
+            }
+
+            /// Adds to `acc` the blocks `i..i + COUNT` of one activation row whose integer dot
+            /// products with the weights are `dots` (lane `k`: block `i + k`):
+            /// `d_w * d_a * (dot - OFFSET * sum(a))`, and for Q8_1 activations `m_w * s_a` (the
+            /// weights' min; `s_a` the activations' stored `d * sum(a)`). `[d_w, m_w]` are
+            /// from [`weight_scales`]. Decode and prefill finish every group here, with the same
+            /// integer sums, so their results are bit-identical.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn finish_group<const AB: usize, const COUNT: usize, const OFFSET: i32>(
+                nb: usize,
+                i: usize,
+                [d_w, m_w]: [__m256; 2],
+                a: &[u8],
+                dots: __m256i,
+                acc: &mut __m256,
+            ) {
+                let table = nb * AB;
+                let dots = if OFFSET != 0 {
+                    let a_sums = table8_of(a, table + 4 * (nb + i), COUNT);
+                    _mm256_sub_epi32(dots, _mm256_mullo_epi32(a_sums, _mm256_set1_epi32(OFFSET)))
+                } else {
+                    dots
+                };
+                let d = _mm256_mul_ps(d_w, f32x8_of(a, table + 4 * i, COUNT));
+                *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dots), *acc);
+                if AB == sizes::Q8_1 {
+                    *acc = _mm256_fmadd_ps(m_w, f32x8_of(a, table + 4 * (nb + i), COUNT), *acc);
+                }
+            }
+
+            /// 32-value blocks of unsigned weights `q` (0..=31, from `quants`) minus `OFFSET`,
+            /// against Q8_0 (`AB` = 34) or, for formats with a min, Q8_1 (`AB` = 36)
+            /// activations (see [`finish_group`]). The offset is taken off in integers,
+            /// `OFFSET * sum(a)` from the Q8_0 row's table. Blocks go in groups of eight, a
+            /// row's last `nb % 8` blocks a smaller one.
+            ///
+            /// One activation row (decode) multiplies each block on its own and finishes eight
+            /// blocks' sums together ([`lane_sums`]). Several (prefill) take the weights'
+            /// blocks transposed ([`transpose8`]) against the rows' interleaved quants: eight
+            /// dot products fill one accumulator's lanes with no horizontal sums, and the
+            /// transpose is paid once for all the rows.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn unsigned_blocks<const WB: usize, const AB: usize, const N: usize, const OFFSET: i32>(
                 nb: usize,
                 w: &[u8],
                 a: [&[u8]; N],
-                offset: u8,
                 quants: impl Fn(&[u8; WB]) -> __m256i,
             ) -> [f32; N] {
                 let mut acc = [_mm256_setzero_ps(); N];
-                let mut mins = [_mm256_setzero_ps(); N];
                 let whole = nb - nb % 8;
                 for i in (0..whole).step_by(8) {
-                    unsigned_group::<WB, AB, N, 8>(nb, w, a, i, offset, &quants, &mut acc, &mut mins);
+                    unsigned_group::<WB, AB, N, 8, OFFSET>(nb, w, a, i, &quants, &mut acc);
                 }
-                with_count!(nb - whole, C => unsigned_group::<WB, AB, N, C>(nb, w, a, whole, offset, &quants, &mut acc, &mut mins));
-                std::array::from_fn(|t| hsum(acc[t]) + hsum(mins[t]))
+                with_count!(nb - whole, C => unsigned_group::<WB, AB, N, C, OFFSET>(nb, w, a, whole, &quants, &mut acc));
+                acc.map(|v| hsum(v))
             }
 
             /// Blocks `i..i + COUNT` of [`unsigned_blocks`], added to its accumulators.
             #[inline]
             #[target_feature(enable = $features)]
-            #[allow(clippy::too_many_arguments)]
-            fn unsigned_group<const WB: usize, const AB: usize, const N: usize, const COUNT: usize>(
+            fn unsigned_group<const WB: usize, const AB: usize, const N: usize, const COUNT: usize, const OFFSET: i32>(
                 nb: usize,
                 w: &[u8],
                 a: [&[u8]; N],
                 i: usize,
-                offset: u8,
                 quants: &impl Fn(&[u8; WB]) -> __m256i,
                 acc: &mut [__m256; N],
-                mins: &mut [__m256; N],
             ) {
-                let block_sum = |q: __m256i, ab: &[u8; AB]| {
-                    let aq = load32(ab, AB - 32);
-                    let start = if offset == 0 {
-                        _mm256_setzero_si256()
-                    } else {
-                        let offsets = dot_u8_i8(_mm256_setzero_si256(), _mm256_set1_epi8(offset as i8), aq);
-                        _mm256_sub_epi32(_mm256_setzero_si256(), offsets)
-                    };
-                    _mm256_cvtepi32_ps(dot_u8_i8(start, q, aq))
-                };
-                let w_d = f16x8_of::<WB>(w, i, COUNT, 0);
-                let d: [__m256; N] = std::array::from_fn(|t| _mm256_mul_ps(w_d, f32x8_of(a[t], nb * AB + 4 * i, COUNT)));
-                if AB == sizes::Q8_1 {
-                    let w_m = f16x8_of::<WB>(w, i, COUNT, 2);
-                    for t in 0..N {
-                        let s_a = f32x8_of(a[t], nb * AB + 4 * (nb + i), COUNT);
-                        mins[t] = _mm256_add_ps(mins[t], _mm256_mul_ps(w_m, s_a));
-                    }
+                let q: [__m256i; 8] =
+                    std::array::from_fn(|k| if k < COUNT { quants(block::<WB>(w, i + k)) } else { _mm256_setzero_si256() });
+                let scales = weight_scales::<WB, AB, COUNT>(w, i);
+                if N == 1 {
+                    let dots = lane_sums(std::array::from_fn(|k| {
+                        if k < COUNT {
+                            dot_u8_i8(_mm256_setzero_si256(), q[k], load32(block::<AB>(a[0], i + k), AB - 32))
+                        } else {
+                            _mm256_setzero_si256()
+                        }
+                    }));
+                    finish_group::<AB, COUNT, OFFSET>(nb, i, scales, a[0], dots, &mut acc[0]);
+                    return;
                 }
-                for k in 0..COUNT {
-                    let q = quants(block::<WB>(w, i + k));
-                    let lane = _mm256_set1_epi32(k as i32);
-                    for t in 0..N {
-                        let sum = block_sum(q, block::<AB>(a[t], i + k));
-                        acc[t] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d[t], lane), sum, acc[t]);
+                let q = transpose8(q);
+                let at = interleaved_at::<AB>(nb) + 32 * i;
+                for t in 0..N {
+                    let group: &[u8; 256] = a[t][at..at + 256].try_into().expect("an interleaved group");
+                    let mut dots = _mm256_setzero_si256();
+                    for (j, q) in q.iter().enumerate() {
+                        dots = dot_u8_i8(dots, *q, load32(group, 32 * j));
                     }
+                    finish_group::<AB, COUNT, OFFSET>(nb, i, scales, a[t], dots, &mut acc[t]);
                 }
             }
 
             /// Q8_0 weights are signed bytes of the full range, too wide for `vpmaddubsw`'s
             /// unsigned operand, so the sign of each weight moves onto its activation instead.
             /// Activations are never -128 (our quantizer gives [-127, 127]), so negating them
-            /// cannot overflow. Groups of blocks as in [`unsigned_blocks`].
+            /// cannot overflow. Groups of blocks, and one row or several, as in
+            /// [`unsigned_blocks`].
             #[target_feature(enable = $features)]
             fn q8_0<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
                 let mut acc = [_mm256_setzero_ps(); N];
@@ -467,30 +558,43 @@ macro_rules! x86_kernels {
             #[target_feature(enable = $features)]
             fn q8_0_group<const N: usize, const COUNT: usize>(nb: usize, w: &[u8], a: [&[u8]; N], i: usize, acc: &mut [__m256; N]) {
                 const B: usize = sizes::Q8_0;
-                let block_sum = |q: __m256i, ab: &[u8; B]| {
-                    let a_signed = _mm256_sign_epi8(load32(ab, 2), q);
-                    _mm256_cvtepi32_ps(dot_u8_i8(_mm256_setzero_si256(), _mm256_sign_epi8(q, q), a_signed))
+                let q: [__m256i; 8] =
+                    std::array::from_fn(|k| if k < COUNT { load32(block::<B>(w, i + k), 2) } else { _mm256_setzero_si256() });
+                let scales = weight_scales::<B, B, COUNT>(w, i);
+                let signed_dot = |acc: __m256i, q: __m256i, a: __m256i| {
+                    dot_u8_i8(acc, _mm256_sign_epi8(q, q), _mm256_sign_epi8(a, q))
                 };
-                let w_d = f16x8_of::<B>(w, i, COUNT, 0);
-                let d: [__m256; N] = std::array::from_fn(|t| _mm256_mul_ps(w_d, f32x8_of(a[t], nb * B + 4 * i, COUNT)));
-                for k in 0..COUNT {
-                    let q = load32(block::<B>(w, i + k), 2);
-                    let lane = _mm256_set1_epi32(k as i32);
-                    for t in 0..N {
-                        let sum = block_sum(q, block::<B>(a[t], i + k));
-                        acc[t] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d[t], lane), sum, acc[t]);
+                if N == 1 {
+                    let dots = lane_sums(std::array::from_fn(|k| {
+                        if k < COUNT {
+                            signed_dot(_mm256_setzero_si256(), q[k], load32(block::<B>(a[0], i + k), 2))
+                        } else {
+                            _mm256_setzero_si256()
+                        }
+                    }));
+                    finish_group::<B, COUNT, 0>(nb, i, scales, a[0], dots, &mut acc[0]);
+                    return;
+                }
+                let q = transpose8(q);
+                let at = interleaved_at::<B>(nb) + 32 * i;
+                for t in 0..N {
+                    let group: &[u8; 256] = a[t][at..at + 256].try_into().expect("an interleaved group");
+                    let mut dots = _mm256_setzero_si256();
+                    for (j, q) in q.iter().enumerate() {
+                        dots = signed_dot(dots, *q, load32(group, 32 * j));
                     }
+                    finish_group::<B, COUNT, 0>(nb, i, scales, a[t], dots, &mut acc[t]);
                 }
             }
 
             #[target_feature(enable = $features)]
             fn q4_0<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-                unsigned_blocks::<{ sizes::Q4_0 }, { sizes::Q8_0 }, N>(nb, w, a, 8, |wb| nibbles32(load16(wb, 2)))
+                unsigned_blocks::<{ sizes::Q4_0 }, { sizes::Q8_0 }, N, 8>(nb, w, a, |wb| nibbles32(load16(wb, 2)))
             }
 
             #[target_feature(enable = $features)]
             fn q5_0<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-                unsigned_blocks::<{ sizes::Q5_0 }, { sizes::Q8_0 }, N>(nb, w, a, 16, |wb| {
+                unsigned_blocks::<{ sizes::Q5_0 }, { sizes::Q8_0 }, N, 16>(nb, w, a, |wb| {
                     let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
                     add_bit4(nibbles32(load16(wb, 6)), qh)
                 })
@@ -498,12 +602,12 @@ macro_rules! x86_kernels {
 
             #[target_feature(enable = $features)]
             fn q4_1<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-                unsigned_blocks::<{ sizes::Q4_1 }, { sizes::Q8_1 }, N>(nb, w, a, 0, |wb| nibbles32(load16(wb, 4)))
+                unsigned_blocks::<{ sizes::Q4_1 }, { sizes::Q8_1 }, N, 0>(nb, w, a, |wb| nibbles32(load16(wb, 4)))
             }
 
             #[target_feature(enable = $features)]
             fn q5_1<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-                unsigned_blocks::<{ sizes::Q5_1 }, { sizes::Q8_1 }, N>(nb, w, a, 0, |wb| {
+                unsigned_blocks::<{ sizes::Q5_1 }, { sizes::Q8_1 }, N, 0>(nb, w, a, |wb| {
                     let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
                     add_bit4(nibbles32(load16(wb, 8)), qh)
                 })
