@@ -557,9 +557,10 @@ fn q4_k_by_hand() {
     // Two blocks in a row accumulate; dot_rows over two rows of two blocks.
     let w2 = [w.clone(), w.clone()].concat();
     let x2 = [x.clone(), x.clone()].concat();
-    let a2 = quantized(Q8_K, &x2);
     let rows = [w2.clone(), w2].concat();
     for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+        let mut a2 = Vec::new();
+        quantize_activations_with(isa, Q8_K, &x2, &mut a2);
         let mut out = [0.0f32; 2];
         dot_rows_with(isa, Q4_K, 512, &rows, &a2, &mut out);
         assert_eq!(out, [(2.0 * exact) as f32; 2], "{isa:?}");

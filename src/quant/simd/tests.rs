@@ -132,13 +132,17 @@ fn simd_kernels_agree_with_the_scalar_reference() {
 
 /// Batched products (prefill) must give each token exactly what a one-token product (decode)
 /// gives, for every instruction set, any token count (full passes of several tokens and the
-/// remainder), and formats with and without a SIMD kernel.
+/// remainder), row counts with whole tiles of rows and a remainder, rows ending in a partial
+/// group of blocks, and formats with and without a SIMD kernel.
 #[test]
 fn batched_products_equal_one_token_products_bit_for_bit() {
     let mut rng = Rng(99);
-    for ty in SIMD_TYPES.into_iter().chain([GgmlType::Q5_K, GgmlType::F16]) {
-        let cols = 2 * 256;
-        let rows = 3;
+    let shapes = SIMD_TYPES.into_iter().chain([GgmlType::Q5_K, GgmlType::F16]).flat_map(|ty| {
+        let partial_group = if ty.block_len() == 32 { Some((ty, 13 * 32)) } else { None };
+        [(ty, 2 * 256)].into_iter().chain(partial_group)
+    });
+    for (ty, cols) in shapes {
+        let rows = 9;
         let weights = match ty {
             GgmlType::Q5_K | GgmlType::F16 => {
                 // Any bytes with small f16 fields decode to finite values in these formats.
@@ -149,7 +153,7 @@ fn batched_products_equal_one_token_products_bit_for_bit() {
             _ => random_blocks(ty, rows * cols / ty.block_len() as usize, 1.0, &mut rng).0,
         };
         let dot_ty = vec_dot_type(ty);
-        for n_tokens in 1..=9 {
+        for n_tokens in 1..=17 {
             let xs: Vec<Vec<f32>> = (0..n_tokens).map(|_| rng.vec(cols, 2.0)).collect();
             for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
                 let act_bytes = act_row_bytes_with(isa, dot_ty, cols);
@@ -169,7 +173,7 @@ fn batched_products_equal_one_token_products_bit_for_bit() {
                         assert_eq!(
                             b.to_bits(),
                             single[r].to_bits(),
-                            "{isa:?} {ty} {n_tokens} tokens: row {r} token {t}"
+                            "{isa:?} {ty} {cols} columns, {n_tokens} tokens: row {r} token {t}"
                         );
                     }
                 }

@@ -70,7 +70,65 @@ macro_rules! kernel_entries {
             }
         }
     };
+    // Kernels by tiles: `$tile::<R, N>` multiplies R weight rows with N activation rows; decode
+    // takes tiles of one by one, prefill larger ones, where each activation block loaded serves
+    // R rows. Every result is bit-identical to the one-by-one tile's.
+    ($rows:ident, $batch:ident, tile $tile:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_ty:expr) => {
+        fn $rows(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
+            let nb = cols / $block_len;
+            let act = &act[..crate::quant::simd_act_row_bytes($a_ty, $a_bytes, nb)];
+            for (o, w) in out.iter_mut().zip(weights.chunks_exact(nb * $w_bytes)) {
+                // SAFETY: `available()` was true before this kernel was handed out.
+                *o = unsafe { $tile::<1, 1>(nb, [w], [act]) }[0][0];
+            }
+        }
+
+        fn $batch(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
+            const PASS: usize = super::TOKENS_PER_PASS;
+            const ROWS: usize = super::ROWS_PER_TILE;
+            let nb = cols / $block_len;
+            let row_bytes = nb * $w_bytes;
+            let act_bytes = crate::quant::simd_act_row_bytes($a_ty, $a_bytes, nb);
+            let act = |t: usize| &acts[t * act_bytes..(t + 1) * act_bytes];
+            let rows = out.len() / n_tokens;
+            let tile = |r: usize, t: usize, out: &mut [f32]| {
+                let w = |k: usize| &weights[(r + k) * row_bytes..(r + k + 1) * row_bytes];
+                // SAFETY: as above.
+                let dots =
+                    unsafe { $tile::<ROWS, PASS>(nb, std::array::from_fn(w), std::array::from_fn(|k| act(t + k))) };
+                for (k, dots) in dots.iter().enumerate() {
+                    out[(r + k) * n_tokens + t..][..PASS].copy_from_slice(dots);
+                }
+            };
+            let mut t = 0;
+            while t + PASS <= n_tokens {
+                let mut r = 0;
+                while r + ROWS <= rows {
+                    tile(r, t, out);
+                    r += ROWS;
+                }
+                for r in r..rows {
+                    let w = &weights[r * row_bytes..(r + 1) * row_bytes];
+                    // SAFETY: as above.
+                    let [dots] = unsafe { $tile::<1, PASS>(nb, [w], std::array::from_fn(|k| act(t + k))) };
+                    out[r * n_tokens + t..][..PASS].copy_from_slice(&dots);
+                }
+                t += PASS;
+            }
+            for t in t..n_tokens {
+                for (r, w) in weights.chunks_exact(row_bytes).enumerate() {
+                    // SAFETY: as above.
+                    out[r * n_tokens + t] = unsafe { $tile::<1, 1>(nb, [w], [act(t)]) }[0][0];
+                }
+            }
+        }
+    };
 }
+
+/// Weight rows a prefill tile multiplies at once (see [`kernel_entries`]): each activation
+/// block loaded then serves this many rows, which keeps prefill from waiting on the L2 cache
+/// where activation rows outgrow L1.
+const ROWS_PER_TILE: usize = 4;
 
 /// Runs `$body` with `$c` a constant equal to `$count` (0..8), so that a row's last partial
 /// group of blocks gets code compiled for its size: loops over its blocks unroll as the whole
@@ -309,11 +367,11 @@ macro_rules! x86_kernels {
             #[target_feature(enable = $features)]
             fn add_bit4($q: __m256i, $bits: u32) -> __m256i $add_bit4
 
-            kernel_entries!(dot_rows_q8_0, dot_batch_q8_0, q8_0, 32, sizes::Q8_0, sizes::Q8_0, GgmlType::Q8_0);
-            kernel_entries!(dot_rows_q4_0, dot_batch_q4_0, q4_0, 32, sizes::Q4_0, sizes::Q8_0, GgmlType::Q8_0);
-            kernel_entries!(dot_rows_q4_1, dot_batch_q4_1, q4_1, 32, sizes::Q4_1, sizes::Q8_1, GgmlType::Q8_1);
-            kernel_entries!(dot_rows_q5_0, dot_batch_q5_0, q5_0, 32, sizes::Q5_0, sizes::Q8_0, GgmlType::Q8_0);
-            kernel_entries!(dot_rows_q5_1, dot_batch_q5_1, q5_1, 32, sizes::Q5_1, sizes::Q8_1, GgmlType::Q8_1);
+            kernel_entries!(dot_rows_q8_0, dot_batch_q8_0, tile q8_0, 32, sizes::Q8_0, sizes::Q8_0, GgmlType::Q8_0);
+            kernel_entries!(dot_rows_q4_0, dot_batch_q4_0, tile q4_0, 32, sizes::Q4_0, sizes::Q8_0, GgmlType::Q8_0);
+            kernel_entries!(dot_rows_q4_1, dot_batch_q4_1, tile q4_1, 32, sizes::Q4_1, sizes::Q8_1, GgmlType::Q8_1);
+            kernel_entries!(dot_rows_q5_0, dot_batch_q5_0, tile q5_0, 32, sizes::Q5_0, sizes::Q8_0, GgmlType::Q8_0);
+            kernel_entries!(dot_rows_q5_1, dot_batch_q5_1, tile q5_1, 32, sizes::Q5_1, sizes::Q8_1, GgmlType::Q8_1);
             kernel_entries!(dot_rows_q4_k, dot_batch_q4_k, q4_k, 256, sizes::Q4_K, sizes::Q8_K, GgmlType::Q8_K);
             kernel_entries!(dot_rows_q6_k, dot_batch_q6_k, q6_k, 256, sizes::Q6_K, sizes::Q8_K, GgmlType::Q8_K);
 
@@ -474,140 +532,153 @@ macro_rules! x86_kernels {
 
             /// 32-value blocks of unsigned weights `q` (0..=31, from `quants`) minus `OFFSET`,
             /// against Q8_0 (`AB` = 34) or, for formats with a min, Q8_1 (`AB` = 36)
-            /// activations (see [`finish_group`]). The offset is taken off in integers,
-            /// `OFFSET * sum(a)` from the Q8_0 row's table. Blocks go in groups of eight, a
-            /// row's last `nb % 8` blocks a smaller one.
+            /// activations (see [`finish_group`]), R weight rows by N activation rows. The
+            /// offset is taken off in integers, `OFFSET * sum(a)` from the Q8_0 row's table.
+            /// Blocks go in groups of eight, a row's last `nb % 8` blocks a smaller one.
             ///
-            /// One activation row (decode) multiplies each block on its own and finishes eight
-            /// blocks' sums together ([`lane_sums`]). Several (prefill) take the weights'
-            /// blocks transposed ([`transpose8`]) against the rows' interleaved quants: eight
-            /// dot products fill one accumulator's lanes with no horizontal sums, and the
-            /// transpose is paid once for all the rows.
+            /// One row by one (decode) multiplies each block on its own and finishes eight
+            /// blocks' sums together ([`lane_sums`]). Larger tiles (prefill) take the weights'
+            /// blocks transposed ([`transpose8`]) against the activation rows' interleaved
+            /// quants: eight dot products fill one accumulator's lanes with no horizontal sums,
+            /// each transpose serves N activation rows and each activation load R weight rows.
             #[inline]
             #[target_feature(enable = $features)]
-            fn unsigned_blocks<const WB: usize, const AB: usize, const N: usize, const OFFSET: i32>(
+            fn unsigned_blocks<const WB: usize, const AB: usize, const R: usize, const N: usize, const OFFSET: i32>(
                 nb: usize,
-                w: &[u8],
+                w: [&[u8]; R],
                 a: [&[u8]; N],
                 quants: impl Fn(&[u8; WB]) -> __m256i,
-            ) -> [f32; N] {
-                let mut acc = [_mm256_setzero_ps(); N];
+            ) -> [[f32; N]; R] {
+                let mut acc = [[_mm256_setzero_ps(); N]; R];
                 let whole = nb - nb % 8;
                 for i in (0..whole).step_by(8) {
-                    unsigned_group::<WB, AB, N, 8, OFFSET>(nb, w, a, i, &quants, &mut acc);
+                    unsigned_group::<WB, AB, R, N, 8, OFFSET>(nb, w, a, i, &quants, &mut acc);
                 }
-                with_count!(nb - whole, C => unsigned_group::<WB, AB, N, C, OFFSET>(nb, w, a, whole, &quants, &mut acc));
-                acc.map(|v| hsum(v))
+                with_count!(nb - whole, C => unsigned_group::<WB, AB, R, N, C, OFFSET>(nb, w, a, whole, &quants, &mut acc));
+                acc.map(|row| row.map(|v| hsum(v)))
             }
 
             /// Blocks `i..i + COUNT` of [`unsigned_blocks`], added to its accumulators.
             #[inline]
             #[target_feature(enable = $features)]
-            fn unsigned_group<const WB: usize, const AB: usize, const N: usize, const COUNT: usize, const OFFSET: i32>(
+            fn unsigned_group<const WB: usize, const AB: usize, const R: usize, const N: usize, const COUNT: usize, const OFFSET: i32>(
                 nb: usize,
-                w: &[u8],
+                w: [&[u8]; R],
                 a: [&[u8]; N],
                 i: usize,
                 quants: &impl Fn(&[u8; WB]) -> __m256i,
-                acc: &mut [__m256; N],
+                acc: &mut [[__m256; N]; R],
             ) {
-                let q: [__m256i; 8] =
-                    std::array::from_fn(|k| if k < COUNT { quants(block::<WB>(w, i + k)) } else { _mm256_setzero_si256() });
-                let scales = weight_scales::<WB, AB, COUNT>(w, i);
-                if N == 1 {
+                let q: [[__m256i; 8]; R] = std::array::from_fn(|r| {
+                    std::array::from_fn(|k| if k < COUNT { quants(block::<WB>(w[r], i + k)) } else { _mm256_setzero_si256() })
+                });
+                let scales: [[__m256; 2]; R] = std::array::from_fn(|r| weight_scales::<WB, AB, COUNT>(w[r], i));
+                if R == 1 && N == 1 {
                     let dots = lane_sums(std::array::from_fn(|k| {
                         if k < COUNT {
-                            dot_u8_i8(_mm256_setzero_si256(), q[k], load32(block::<AB>(a[0], i + k), AB - 32))
+                            dot_u8_i8(_mm256_setzero_si256(), q[0][k], load32(block::<AB>(a[0], i + k), AB - 32))
                         } else {
                             _mm256_setzero_si256()
                         }
                     }));
-                    finish_group::<AB, COUNT, OFFSET>(nb, i, scales, a[0], dots, &mut acc[0]);
+                    finish_group::<AB, COUNT, OFFSET>(nb, i, scales[0], a[0], dots, &mut acc[0][0]);
                     return;
                 }
-                let q = transpose8(q);
+                let q = q.map(|q| transpose8(q));
                 let at = interleaved_at::<AB>(nb) + 32 * i;
                 for t in 0..N {
                     let group: &[u8; 256] = a[t][at..at + 256].try_into().expect("an interleaved group");
-                    let mut dots = _mm256_setzero_si256();
-                    for (j, q) in q.iter().enumerate() {
-                        dots = dot_u8_i8(dots, *q, load32(group, 32 * j));
+                    let act: [__m256i; 8] = std::array::from_fn(|j| load32(group, 32 * j));
+                    for r in 0..R {
+                        let mut dots = _mm256_setzero_si256();
+                        for j in 0..8 {
+                            dots = dot_u8_i8(dots, q[r][j], act[j]);
+                        }
+                        finish_group::<AB, COUNT, OFFSET>(nb, i, scales[r], a[t], dots, &mut acc[r][t]);
                     }
-                    finish_group::<AB, COUNT, OFFSET>(nb, i, scales, a[t], dots, &mut acc[t]);
                 }
             }
 
             /// Q8_0 weights are signed bytes of the full range, too wide for `vpmaddubsw`'s
             /// unsigned operand, so the sign of each weight moves onto its activation instead.
             /// Activations are never -128 (our quantizer gives [-127, 127]), so negating them
-            /// cannot overflow. Groups of blocks, and one row or several, as in
-            /// [`unsigned_blocks`].
+            /// cannot overflow. Groups of blocks, and tiles, as in [`unsigned_blocks`].
             #[target_feature(enable = $features)]
-            fn q8_0<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-                let mut acc = [_mm256_setzero_ps(); N];
+            fn q8_0<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
+                let mut acc = [[_mm256_setzero_ps(); N]; R];
                 let whole = nb - nb % 8;
                 for i in (0..whole).step_by(8) {
-                    q8_0_group::<N, 8>(nb, w, a, i, &mut acc);
+                    q8_0_group::<R, N, 8>(nb, w, a, i, &mut acc);
                 }
-                with_count!(nb - whole, C => q8_0_group::<N, C>(nb, w, a, whole, &mut acc));
-                acc.map(|v| hsum(v))
+                with_count!(nb - whole, C => q8_0_group::<R, N, C>(nb, w, a, whole, &mut acc));
+                acc.map(|row| row.map(|v| hsum(v)))
             }
 
             /// Blocks `i..i + COUNT` of [`q8_0`], added to its accumulators.
             #[inline]
             #[target_feature(enable = $features)]
-            fn q8_0_group<const N: usize, const COUNT: usize>(nb: usize, w: &[u8], a: [&[u8]; N], i: usize, acc: &mut [__m256; N]) {
+            fn q8_0_group<const R: usize, const N: usize, const COUNT: usize>(
+                nb: usize,
+                w: [&[u8]; R],
+                a: [&[u8]; N],
+                i: usize,
+                acc: &mut [[__m256; N]; R],
+            ) {
                 const B: usize = sizes::Q8_0;
-                let q: [__m256i; 8] =
-                    std::array::from_fn(|k| if k < COUNT { load32(block::<B>(w, i + k), 2) } else { _mm256_setzero_si256() });
-                let scales = weight_scales::<B, B, COUNT>(w, i);
+                let q: [[__m256i; 8]; R] = std::array::from_fn(|r| {
+                    std::array::from_fn(|k| if k < COUNT { load32(block::<B>(w[r], i + k), 2) } else { _mm256_setzero_si256() })
+                });
+                let scales: [[__m256; 2]; R] = std::array::from_fn(|r| weight_scales::<B, B, COUNT>(w[r], i));
                 let signed_dot = |acc: __m256i, q: __m256i, a: __m256i| {
                     dot_u8_i8(acc, _mm256_sign_epi8(q, q), _mm256_sign_epi8(a, q))
                 };
-                if N == 1 {
+                if R == 1 && N == 1 {
                     let dots = lane_sums(std::array::from_fn(|k| {
                         if k < COUNT {
-                            signed_dot(_mm256_setzero_si256(), q[k], load32(block::<B>(a[0], i + k), 2))
+                            signed_dot(_mm256_setzero_si256(), q[0][k], load32(block::<B>(a[0], i + k), 2))
                         } else {
                             _mm256_setzero_si256()
                         }
                     }));
-                    finish_group::<B, COUNT, 0>(nb, i, scales, a[0], dots, &mut acc[0]);
+                    finish_group::<B, COUNT, 0>(nb, i, scales[0], a[0], dots, &mut acc[0][0]);
                     return;
                 }
-                let q = transpose8(q);
+                let q = q.map(|q| transpose8(q));
                 let at = interleaved_at::<B>(nb) + 32 * i;
                 for t in 0..N {
                     let group: &[u8; 256] = a[t][at..at + 256].try_into().expect("an interleaved group");
-                    let mut dots = _mm256_setzero_si256();
-                    for (j, q) in q.iter().enumerate() {
-                        dots = signed_dot(dots, *q, load32(group, 32 * j));
+                    let act: [__m256i; 8] = std::array::from_fn(|j| load32(group, 32 * j));
+                    for r in 0..R {
+                        let mut dots = _mm256_setzero_si256();
+                        for j in 0..8 {
+                            dots = signed_dot(dots, q[r][j], act[j]);
+                        }
+                        finish_group::<B, COUNT, 0>(nb, i, scales[r], a[t], dots, &mut acc[r][t]);
                     }
-                    finish_group::<B, COUNT, 0>(nb, i, scales, a[t], dots, &mut acc[t]);
                 }
             }
 
             #[target_feature(enable = $features)]
-            fn q4_0<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-                unsigned_blocks::<{ sizes::Q4_0 }, { sizes::Q8_0 }, N, 8>(nb, w, a, |wb| nibbles32(load16(wb, 2)))
+            fn q4_0<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
+                unsigned_blocks::<{ sizes::Q4_0 }, { sizes::Q8_0 }, R, N, 8>(nb, w, a, |wb| nibbles32(load16(wb, 2)))
             }
 
             #[target_feature(enable = $features)]
-            fn q5_0<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-                unsigned_blocks::<{ sizes::Q5_0 }, { sizes::Q8_0 }, N, 16>(nb, w, a, |wb| {
+            fn q5_0<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
+                unsigned_blocks::<{ sizes::Q5_0 }, { sizes::Q8_0 }, R, N, 16>(nb, w, a, |wb| {
                     let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
                     add_bit4(nibbles32(load16(wb, 6)), qh)
                 })
             }
 
             #[target_feature(enable = $features)]
-            fn q4_1<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-                unsigned_blocks::<{ sizes::Q4_1 }, { sizes::Q8_1 }, N, 0>(nb, w, a, |wb| nibbles32(load16(wb, 4)))
+            fn q4_1<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
+                unsigned_blocks::<{ sizes::Q4_1 }, { sizes::Q8_1 }, R, N, 0>(nb, w, a, |wb| nibbles32(load16(wb, 4)))
             }
 
             #[target_feature(enable = $features)]
-            fn q5_1<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-                unsigned_blocks::<{ sizes::Q5_1 }, { sizes::Q8_1 }, N, 0>(nb, w, a, |wb| {
+            fn q5_1<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
+                unsigned_blocks::<{ sizes::Q5_1 }, { sizes::Q8_1 }, R, N, 0>(nb, w, a, |wb| {
                     let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
                     add_bit4(nibbles32(load16(wb, 8)), qh)
                 })
