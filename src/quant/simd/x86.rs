@@ -174,7 +174,10 @@ macro_rules! x86_kernels {
         $isa:ident, $features:literal,
         dot_u8_i8($acc:ident, $u:ident, $s:ident) $dot_u8_i8:block,
         madd_i16($acc2:ident, $a:ident, $b:ident) $madd_i16:block,
-        add_bit4($q:ident, $bits:ident) $add_bit4:block
+        add_bit4($q:ident, $bits:ident) $add_bit4:block,
+        q8_0_weights($w8:ident) $q8_0_weights:block,
+        q8_0_dot($acc3:ident, $wq:ident, $aq:ident) $q8_0_dot:block,
+        q8_0_offset = $q8_0_offset:literal
     ) => {
         pub(crate) mod $isa {
             use super::sizes;
@@ -366,6 +369,20 @@ macro_rules! x86_kernels {
             #[inline]
             #[target_feature(enable = $features)]
             fn add_bit4($q: __m256i, $bits: u32) -> __m256i $add_bit4
+
+            /// 32 Q8_0 weights (signed bytes) as [`q8_0_dot`] takes them.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn q8_0_weights($w8: __m256i) -> __m256i $q8_0_weights
+
+            /// Per i32 lane: `acc + sum of the four products w[i] * a[i]` for weights from
+            /// [`q8_0_weights`] and signed activations, less `Q8_0_OFFSET * sum(a)`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn q8_0_dot($acc3: __m256i, $wq: __m256i, $aq: __m256i) -> __m256i $q8_0_dot
+
+            /// What [`q8_0_dot`] adds per activation (taken off from the row's quant sums).
+            const Q8_0_OFFSET: i32 = $q8_0_offset;
 
             kernel_entries!(dot_rows_q8_0, dot_batch_q8_0, tile q8_0, 32, sizes::Q8_0, sizes::Q8_0, GgmlType::Q8_0);
             kernel_entries!(dot_rows_q4_0, dot_batch_q4_0, tile q4_0, 32, sizes::Q4_0, sizes::Q8_0, GgmlType::Q8_0);
@@ -599,10 +616,9 @@ macro_rules! x86_kernels {
                 }
             }
 
-            /// Q8_0 weights are signed bytes of the full range, too wide for `vpmaddubsw`'s
-            /// unsigned operand, so the sign of each weight moves onto its activation instead.
-            /// Activations are never -128 (our quantizer gives [-127, 127]), so negating them
-            /// cannot overflow. Groups of blocks, and tiles, as in [`unsigned_blocks`].
+            /// Q8_0 weights are signed bytes of the full range; each instruction set multiplies
+            /// them its own way ([`q8_0_dot`]). Groups of blocks, and tiles, as in
+            /// [`unsigned_blocks`].
             #[target_feature(enable = $features)]
             fn q8_0<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
                 let mut acc = [[_mm256_setzero_ps(); N]; R];
@@ -626,21 +642,18 @@ macro_rules! x86_kernels {
             ) {
                 const B: usize = sizes::Q8_0;
                 let q: [[__m256i; 8]; R] = std::array::from_fn(|r| {
-                    std::array::from_fn(|k| if k < COUNT { load32(block::<B>(w[r], i + k), 2) } else { _mm256_setzero_si256() })
+                    std::array::from_fn(|k| if k < COUNT { q8_0_weights(load32(block::<B>(w[r], i + k), 2)) } else { _mm256_setzero_si256() })
                 });
                 let scales: [[__m256; 2]; R] = std::array::from_fn(|r| weight_scales::<B, B, COUNT>(w[r], i));
-                let signed_dot = |acc: __m256i, q: __m256i, a: __m256i| {
-                    dot_u8_i8(acc, _mm256_sign_epi8(q, q), _mm256_sign_epi8(a, q))
-                };
                 if R == 1 && N == 1 {
                     let dots = lane_sums(std::array::from_fn(|k| {
                         if k < COUNT {
-                            signed_dot(_mm256_setzero_si256(), q[0][k], load32(block::<B>(a[0], i + k), 2))
+                            q8_0_dot(_mm256_setzero_si256(), q[0][k], load32(block::<B>(a[0], i + k), 2))
                         } else {
                             _mm256_setzero_si256()
                         }
                     }));
-                    finish_group::<B, COUNT, 0>(nb, i, scales[0], a[0], dots, &mut acc[0][0]);
+                    finish_group::<B, COUNT, Q8_0_OFFSET>(nb, i, scales[0], a[0], dots, &mut acc[0][0]);
                     return;
                 }
                 let q = q.map(|q| transpose8(q));
@@ -651,9 +664,9 @@ macro_rules! x86_kernels {
                     for r in 0..R {
                         let mut dots = _mm256_setzero_si256();
                         for j in 0..8 {
-                            dots = signed_dot(dots, q[r][j], act[j]);
+                            dots = q8_0_dot(dots, q[r][j], act[j]);
                         }
-                        finish_group::<B, COUNT, 0>(nb, i, scales[r], a[t], dots, &mut acc[r][t]);
+                        finish_group::<B, COUNT, Q8_0_OFFSET>(nb, i, scales[r], a[t], dots, &mut acc[r][t]);
                     }
                 }
             }
@@ -813,7 +826,15 @@ x86_kernels!(
         let others = _mm256_set1_epi64x(0x7FBF_DFEF_F7FB_FDFE);
         let set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1));
         _mm256_or_si256(q, _mm256_and_si256(set, _mm256_set1_epi8(0x10)))
-    }
+    },
+    // `vpmaddubsw` adds two products in 16 bits, which (w + 128) * a could overflow, so the
+    // sign of each weight moves onto its activation instead. Activations are never -128 (our
+    // quantizer gives [-127, 127]), so negating them cannot overflow.
+    q8_0_weights(w) { w },
+    q8_0_dot(acc, w, a) {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w)), _mm256_set1_epi16(1)))
+    },
+    q8_0_offset = 0
 );
 
 x86_kernels!(
@@ -821,5 +842,10 @@ x86_kernels!(
     dot_u8_i8(acc, u, s) { _mm256_dpbusd_epi32(acc, u, s) },
     madd_i16(acc, a, b) { _mm256_dpwssd_epi32(acc, a, b) },
     // `bits` is the mask of one masked byte add.
-    add_bit4(q, bits) { _mm256_mask_add_epi8(q, bits, q, _mm256_set1_epi8(0x10)) }
+    add_bit4(q, bits) { _mm256_mask_add_epi8(q, bits, q, _mm256_set1_epi8(0x10)) },
+    // `vpdpbusd` has no 16-bit intermediate to saturate, so the weights go in offset to
+    // unsigned (w + 128) and 128 * sum(a) comes off per block.
+    q8_0_weights(w) { _mm256_xor_si256(w, _mm256_set1_epi8(-128)) },
+    q8_0_dot(acc, w, a) { _mm256_dpbusd_epi32(acc, w, a) },
+    q8_0_offset = 128
 );
