@@ -55,14 +55,19 @@ macro_rules! kernel_entries {
             let nb = cols / $block_len;
             let act_bytes = crate::quant::simd_act_row_bytes($a_ty, $a_bytes, nb);
             let act = |t: usize| &acts[t * act_bytes..(t + 1) * act_bytes];
-            for (o, w) in out.chunks_exact_mut(n_tokens).zip(weights.chunks_exact(nb * $w_bytes)) {
-                let mut t = 0;
-                while t + PASS <= n_tokens {
+            // Passes of tokens outside, rows inside: a pass's activation rows stay in L1 while
+            // every weight row meets them (the other way round, a wide matrix's activations
+            // stream from L2 or L3 once per weight row).
+            let mut t = 0;
+            while t + PASS <= n_tokens {
+                for (o, w) in out.chunks_exact_mut(n_tokens).zip(weights.chunks_exact(nb * $w_bytes)) {
                     // SAFETY: as above.
                     let dots = unsafe { $kernel::<PASS>(nb, w, std::array::from_fn(|k| act(t + k))) };
                     o[t..t + PASS].copy_from_slice(&dots);
-                    t += PASS;
                 }
+                t += PASS;
+            }
+            for (o, w) in out.chunks_exact_mut(n_tokens).zip(weights.chunks_exact(nb * $w_bytes)) {
                 for (t, o) in o.iter_mut().enumerate().skip(t) {
                     // SAFETY: as above.
                     [*o] = unsafe { $kernel::<1>(nb, w, [act(t)]) };
