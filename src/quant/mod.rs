@@ -151,11 +151,11 @@ pub fn quantize_activations(dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
 /// [`quantize_activations`] as paired with the kernels of instruction set `isa`: the scalar set
 /// quantizes as ggml's reference code, the SIMD sets Q8_0/Q8_1 as ggml's SIMD code.
 ///
-/// The SIMD sets' Q8_0 and Q8_1 rows also carry, after their blocks, what their kernels need
-/// to read eight blocks at a time (see [`SimdTable`]): a table of per-block values (every
-/// block's `d` as f32, then for Q8_1 every block's `s` as f32, for Q8_0 every block's sum of
-/// quants as i32), then the quants again, interleaved in groups of eight blocks. Readers of the
-/// blocks alone ([`vec_dot`]) ignore both.
+/// The SIMD sets' Q8_0, Q8_1 and Q8_K rows also carry, after their blocks, what their kernels
+/// need to read eight runs of 32 values at a time (see [`SimdTable`]): a table of values per 32
+/// (for Q8_0 every block's `d` as f32 and its sum of quants as i32, for Q8_1 every block's `d`
+/// and `s` as f32, for Q8_K every 32 quants' sum as f32), then the quants again, interleaved
+/// in groups of eight runs. Readers of the blocks alone ([`vec_dot`]) ignore both.
 pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
     match dot_ty {
         GgmlType::Q8_0 if isa != Isa::Scalar => {
@@ -165,6 +165,10 @@ pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mu
         GgmlType::Q8_1 if isa != Isa::Scalar => {
             block::quantize_with(x, out, BlockQ8_1::quantize_like_simd);
             SimdTable::Q8_1.append(out);
+        }
+        GgmlType::Q8_K if isa != Isa::Scalar => {
+            block::quantize::<BlockQ8K>(x, out);
+            SimdTable::Q8_K.append(out);
         }
         GgmlType::F32 => float::quantize_f32(x, out),
         GgmlType::F16 => float::quantize_f16(x, out),
@@ -271,30 +275,33 @@ pub fn dot_rows_batch_with(
     }
 }
 
-/// One column of the table after a SIMD set's activation blocks: four bytes per block.
+/// One column of the table after a SIMD set's activation blocks: four bytes per 32 values.
 #[derive(Clone, Copy)]
 enum TableColumn {
-    /// The f16 field at this byte offset of the block, as f32.
+    /// The f16 field at this byte offset of the block, as f32 (formats of 32-value blocks).
     F16AsF32(usize),
-    /// The sum of the block's 32 i8 quants (starting at this byte offset), as i32: with it the
-    /// kernels take a weight offset off once per block (`offset * sum(a)`) instead of with
-    /// a second integer dot product per block.
-    QuantSum(usize),
+    /// The sum of the 32 i8 quants, as i32: with it the kernels take a weight offset off once
+    /// per block (`offset * sum(a)`) instead of with a second integer dot product per block.
+    QuantSum,
+    /// The sum of the 32 i8 quants, as f32 (Q8_K: the group sums K-quants' mins multiply).
+    QuantSumAsF32,
 }
 
-/// What a SIMD set's activation rows of one format carry after their blocks.
+/// What a SIMD set's activation rows of one format carry after their blocks, per run of 32
+/// values (a unit: a block of Q8_0 or Q8_1, an eighth of a Q8_K block).
 ///
-/// First a table, column after column, each four bytes per block, so that kernels load a
-/// value of eight blocks with one instruction instead of gathering it for every weight row.
+/// First a table, column after column, four bytes per unit, so that kernels load a value of
+/// eight units with one instruction instead of gathering it for every weight row.
 ///
-/// Then the quants of every group of eight blocks interleaved four bytes at a time (256 bytes
+/// Then the quants of every group of eight units interleaved four bytes at a time (256 bytes
 /// per group, the last group padded with zeros): bytes `32 * j + 4 * l..+ 4` of a group are
-/// quants `4 * j..4 * j + 4` of its block `l`. Against weights transposed the same way, eight
-/// integer dot products fill an accumulator whose lane `l` is block `l`'s whole dot product,
+/// quants `4 * j..4 * j + 4` of its unit `l`. Against weights transposed the same way, eight
+/// integer dot products fill an accumulator whose lane `l` is unit `l`'s whole dot product,
 /// with no horizontal sums; prefill's kernels use them.
 pub(crate) struct SimdTable {
     block_bytes: usize,
-    /// Where a block's 32 quants start.
+    units_per_block: usize,
+    /// Where a block's quants start.
     quants_at: usize,
     columns: &'static [TableColumn],
 }
@@ -303,20 +310,30 @@ impl SimdTable {
     /// Q8_0: `d`, then the sum of quants.
     const Q8_0: SimdTable = SimdTable {
         block_bytes: BlockQ8_0::BYTES,
+        units_per_block: 1,
         quants_at: 2,
-        columns: &[TableColumn::F16AsF32(0), TableColumn::QuantSum(2)],
+        columns: &[TableColumn::F16AsF32(0), TableColumn::QuantSum],
     };
     /// Q8_1: `d`, then `s` (`d * sum(quants)`, rounded to f16 as ggml stores it).
     const Q8_1: SimdTable = SimdTable {
         block_bytes: BlockQ8_1::BYTES,
+        units_per_block: 1,
         quants_at: 4,
         columns: &[TableColumn::F16AsF32(0), TableColumn::F16AsF32(2)],
+    };
+    /// Q8_K: the sum of each 32 quants, as f32.
+    const Q8_K: SimdTable = SimdTable {
+        block_bytes: BlockQ8K::BYTES,
+        units_per_block: 8,
+        quants_at: 4,
+        columns: &[TableColumn::QuantSumAsF32],
     };
 
     const fn of(dot_ty: GgmlType) -> Option<&'static SimdTable> {
         match dot_ty {
             GgmlType::Q8_0 => Some(&SimdTable::Q8_0),
             GgmlType::Q8_1 => Some(&SimdTable::Q8_1),
+            GgmlType::Q8_K => Some(&SimdTable::Q8_K),
             _ => None,
         }
     }
@@ -324,27 +341,34 @@ impl SimdTable {
     /// Appends the table and the interleaved quants of the blocks `out` holds.
     fn append(&self, out: &mut Vec<u8>) {
         let nb = out.len() / self.block_bytes;
+        let units = nb * self.units_per_block;
+        let quants_of =
+            |u: usize| (u / self.units_per_block) * self.block_bytes + self.quants_at + 32 * (u % self.units_per_block);
         out.reserve(self.bytes_after(nb));
         for &column in self.columns {
-            for b in 0..nb {
-                let blk = &out[b * self.block_bytes..(b + 1) * self.block_bytes];
+            for u in 0..units {
+                let quant_sum = || out[quants_of(u)..quants_of(u) + 32].iter().map(|&q| q as i8 as i32).sum::<i32>();
                 let bytes = match column {
                     TableColumn::F16AsF32(at) => {
-                        float::f16_to_f32(u16::from_le_bytes([blk[at], blk[at + 1]])).to_le_bytes()
+                        let at = u * self.block_bytes + at;
+                        float::f16_to_f32(u16::from_le_bytes([out[at], out[at + 1]])).to_le_bytes()
                     }
-                    TableColumn::QuantSum(at) => {
-                        blk[at..at + 32].iter().map(|&q| q as i8 as i32).sum::<i32>().to_le_bytes()
-                    }
+                    TableColumn::QuantSum => quant_sum().to_le_bytes(),
+                    TableColumn::QuantSumAsF32 => (quant_sum() as f32).to_le_bytes(),
                 };
                 out.extend_from_slice(&bytes);
             }
         }
-        for group in 0..nb.div_ceil(8) {
+        for group in 0..units.div_ceil(8) {
             for j in 0..8 {
                 for l in 0..8 {
-                    let b = 8 * group + l;
-                    let at = b * self.block_bytes + self.quants_at + 4 * j;
-                    let quads = if b < nb { <[u8; 4]>::try_from(&out[at..at + 4]).expect("4 bytes") } else { [0; 4] };
+                    let u = 8 * group + l;
+                    let quads = match u < units {
+                        true => {
+                            <[u8; 4]>::try_from(&out[quants_of(u) + 4 * j..quants_of(u) + 4 * j + 4]).expect("4 bytes")
+                        }
+                        false => [0; 4],
+                    };
                     out.extend_from_slice(&quads);
                 }
             }
@@ -353,12 +377,13 @@ impl SimdTable {
 
     /// Bytes after the blocks of a row of `nb` blocks.
     const fn bytes_after(&self, nb: usize) -> usize {
-        nb * 4 * self.columns.len() + nb.div_ceil(8) * 256
+        let units = nb * self.units_per_block;
+        units * 4 * self.columns.len() + units.div_ceil(8) * 256
     }
 }
 
-/// Bytes per block of the table after a SIMD set's activation blocks of `dot_ty` (0 for
-/// formats without one); the x86 kernels find their table with it.
+/// Bytes per 32 values of the table after a SIMD set's activation blocks of `dot_ty` (0 for
+/// formats without one); the x86 kernels find their interleaved quants with it.
 pub(crate) const fn simd_table_bytes(dot_ty: GgmlType) -> usize {
     match SimdTable::of(dot_ty) {
         Some(table) => 4 * table.columns.len(),
@@ -372,7 +397,7 @@ pub fn act_row_bytes(dot_ty: GgmlType, n: usize) -> usize {
 }
 
 /// Bytes of one row of `n` activations converted to `dot_ty` by [`quantize_activations_with`]
-/// for `isa`: the blocks, plus for the SIMD sets' Q8_0 and Q8_1 what [`SimdTable`] adds.
+/// for `isa`: the blocks, plus for the SIMD sets' Q8_0, Q8_1 and Q8_K what [`SimdTable`] adds.
 pub fn act_row_bytes_with(isa: Isa, dot_ty: GgmlType, n: usize) -> usize {
     let blocks = row_bytes(dot_ty, n);
     match SimdTable::of(dot_ty) {

@@ -308,14 +308,6 @@ macro_rules! x86_kernels {
                 _mm_cvtss_f32(s)
             }
 
-            #[inline]
-            #[target_feature(enable = $features)]
-            fn hsum128(v: __m128) -> f32 {
-                let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
-                let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-                _mm_cvtss_f32(s)
-            }
-
             /// 32 bytes of a block starting at `at`.
             #[inline]
             #[target_feature(enable = $features)]
@@ -343,16 +335,6 @@ macro_rules! x86_kernels {
                 F16Le([b[at], b[at + 1]]).to_f32()
             }
 
-            /// The two f16 at `at` and `at + 2` (Q4_K's `d` and `dmin`), by F16C. Both lanes of
-            /// the conversion are used, so LLVM loads all 32 bits with `vmovd` (a full register
-            /// write) rather than inserting 16 into a stale register.
-            #[inline]
-            #[target_feature(enable = $features)]
-            fn f16_pair_at<const N: usize>(b: &[u8; N], at: usize) -> (f32, f32) {
-                let bits = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-                let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
-                (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
-            }
 
             /// Block `i` of `data` as a fixed-size array.
             #[inline(always)]
@@ -394,7 +376,7 @@ macro_rules! x86_kernels {
             kernel_entries!(dot_rows_q4_1, dot_batch_q4_1, tile q4_1, 32, sizes::Q4_1, sizes::Q8_1, GgmlType::Q8_1);
             kernel_entries!(dot_rows_q5_0, dot_batch_q5_0, tile q5_0, 32, sizes::Q5_0, sizes::Q8_0, GgmlType::Q8_0);
             kernel_entries!(dot_rows_q5_1, dot_batch_q5_1, tile q5_1, 32, sizes::Q5_1, sizes::Q8_1, GgmlType::Q8_1);
-            kernel_entries!(dot_rows_q4_k, dot_batch_q4_k, q4_k, 256, sizes::Q4_K, sizes::Q8_K, GgmlType::Q8_K);
+            kernel_entries!(dot_rows_q4_k, dot_batch_q4_k, tile q4_k_tile, 256, sizes::Q4_K, sizes::Q8_K, GgmlType::Q8_K);
             kernel_entries!(dot_rows_q6_k, dot_batch_q6_k, q6_k, 256, sizes::Q6_K, sizes::Q8_K, GgmlType::Q8_K);
 
             // Each kernel takes one weight row and N activation rows (N = 1 in decode, up to
@@ -702,66 +684,120 @@ macro_rules! x86_kernels {
                 })
             }
 
+
+            /// A Q4_K block ready to multiply: its eight 32-value groups' quants (group `2j`
+            /// the low nibbles of bytes `32j..32j + 32`, group `2j + 1` the high), and per group
+            /// `d * scale` and `dmin * min` as f32 lanes.
+            struct Q4K {
+                quants: [__m256i; 8],
+                scales: __m256,
+                mins: __m256,
+            }
+
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn q4_k_block(wb: &[u8; sizes::Q4_K]) -> Q4K {
+                let low4 = _mm256_set1_epi8(0x0F);
+                let packed = q4_k_scales_mins_vec(wb);
+                // d and dmin, the block's first two f16, converted together.
+                let d = _mm_cvtph_ps(load16(wb, 0));
+                let as_f32 = |bytes: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+                Q4K {
+                    quants: std::array::from_fn(|g| {
+                        let bytes = load32(wb, 16 + 32 * (g / 2));
+                        if g % 2 == 0 { _mm256_and_si256(bytes, low4) } else { _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), low4) }
+                    }),
+                    scales: _mm256_mul_ps(_mm256_broadcastss_ps(d), as_f32(packed)),
+                    mins: _mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(d)), as_f32(_mm_unpackhi_epi64(packed, packed))),
+                }
+            }
+
             /// The eight 6-bit scales (bytes 0..8) and mins (bytes 8..16) of a Q4_K block, from
             /// its 12 packed bytes: the first four of each are the low 6 bits of bytes 0..4 and
             /// 4..8; the last four take their low nibble from bytes 8..12 and their top 2 bits
-            /// from the top of bytes 0..8 (ggml's `get_scale_min_k4`, four at a time).
-            #[inline(always)]
-            fn q4_k_scales_mins(packed: &[u8; sizes::Q4_K]) -> [u32; 4] {
-                const LOW6: u32 = 0x3F3F_3F3F;
-                const LOW4: u32 = 0x0F0F_0F0F;
-                const LOW2: u32 = 0x0303_0303;
-                let word = |k: usize| u32::from_le_bytes([packed[4 + 4 * k], packed[5 + 4 * k], packed[6 + 4 * k], packed[7 + 4 * k]]);
-                let (w0, w1, w2) = (word(0), word(1), word(2));
-                let scales_lo = w0 & LOW6;
-                let scales_hi = (w2 & LOW4) | (((w0 >> 6) & LOW2) << 4);
-                let mins_lo = w1 & LOW6;
-                let mins_hi = ((w2 >> 4) & LOW4) | (((w1 >> 6) & LOW2) << 4);
-                [scales_lo, scales_hi, mins_lo, mins_hi]
+            /// from the top of bytes 0..8 (ggml's `get_scale_min_k4`, four at a time, in vector
+            /// registers: unpacking in general registers and moving the words over measured
+            /// ~1 ns per block more in decode).
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn q4_k_scales_mins_vec(wb: &[u8; sizes::Q4_K]) -> __m128i {
+                // Lanes (u32): the packed words w0, w1, w2 (and four bytes of quants).
+                let words = load16(wb, 4);
+                let low = _mm_and_si128(words, _mm_set1_epi32(0x3F3F_3F3F)); // [scales_lo, mins_lo, ..]
+                // w2's low nibbles for the scales, its high ones for the mins.
+                let w2 = _mm_srlv_epi32(_mm_shuffle_epi32::<0b1010_1010>(words), _mm_set_epi32(0, 0, 4, 0));
+                let top2 = _mm_slli_epi32::<4>(_mm_and_si128(_mm_srli_epi32::<6>(words), _mm_set1_epi32(0x0303_0303)));
+                let high = _mm_or_si128(_mm_and_si128(w2, _mm_set1_epi32(0x0F0F_0F0F)), top2); // [scales_hi, mins_hi, ..]
+                _mm_unpacklo_epi32(low, high)
             }
 
-            /// `d * a.d * sum_j sc[j] * (q_j . a_j) - dmin * a.d * sum_j m[j] * (a_j's sum)`, the
-            /// sums of the 32-value groups `j`; the activation sums come from Q8_K's `bsums`.
+            /// Adds one block's `d * a.d * sum_g sc[g] * dots[g] - dmin * a.d * sum_g m[g] * sums[g]`
+            /// to `acc` lane by lane, from the integer dot products of its groups (`dots`), the
+            /// activations' `d` and their group sums (from the Q8_K row's table).
+            #[inline]
             #[target_feature(enable = $features)]
-            fn q4_k<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-                let mut acc = [_mm256_setzero_ps(); N];
-                let mut acc_min = [_mm_setzero_ps(); N];
-                let low4 = _mm256_set1_epi8(0x0F);
+            fn q4_k_finish(w: &Q4K, dots: __m256i, a_d: __m256, group_sums: __m256, acc: &mut __m256) {
+                let sum = _mm256_fmsub_ps(w.scales, _mm256_cvtepi32_ps(dots), _mm256_mul_ps(w.mins, group_sums));
+                *acc = _mm256_fmadd_ps(a_d, sum, *acc);
+            }
+
+            /// A Q8_K block's `d`, as eight lanes.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn q8_k_d(ab: &[u8; sizes::Q8_K]) -> __m256 {
+                _mm256_set1_ps(f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]))
+            }
+
+            /// `d * a.d * sum_g sc[g] * (q_g . a_g) - dmin * a.d * sum_g m[g] * (a_g's sum)`
+            /// over the eight 32-value groups `g` of each block, for one activation row: each
+            /// group multiplied on its own and the eight groups' sums finished together
+            /// ([`lane_sums`]).
+            #[target_feature(enable = $features)]
+            fn q4_k(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+                const AB: usize = sizes::Q8_K;
+                let mut acc = _mm256_setzero_ps();
                 for i in 0..nb {
-                    let wb = block::<{ sizes::Q4_K }>(w, i);
-                    let ab: [&[u8; sizes::Q8_K]; N] = std::array::from_fn(|t| block(a[t], i));
-                    let [s0, s1, m0, m1] = q4_k_scales_mins(wb);
-                    let (d_w, dmin_w) = f16_pair_at(wb, 0);
-                    let mins = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, m1 as i32, m0 as i32));
-                    // The eight scales as i16 in both halves; group g's scale is spread to all
-                    // lanes by one byte shuffle (cheaper than a broadcast from memory each).
-                    let scales =
-                        _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_set_epi32(0, 0, s1 as i32, s0 as i32)));
-                    let spread = |g: i8| _mm256_shuffle_epi8(scales, _mm256_set1_epi16(((2 * g + 1) as i16) << 8 | (2 * g) as i16));
-                    let mut sum = [_mm256_setzero_si256(); N];
-                    for j in 0..4 {
-                        let q = load32(wb, 16 + 32 * j);
-                        let lo = _mm256_and_si256(q, low4);
-                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low4);
-                        let (sc_lo, sc_hi) = (spread(2 * j as i8), spread(2 * j as i8 + 1));
-                        for t in 0..N {
-                            let p_lo = _mm256_maddubs_epi16(lo, load32(ab[t], 4 + 64 * j));
-                            let p_hi = _mm256_maddubs_epi16(hi, load32(ab[t], 4 + 64 * j + 32));
-                            sum[t] = madd_i16(madd_i16(sum[t], p_lo, sc_lo), p_hi, sc_hi);
+                    let wq = q4_k_block(block(w, i));
+                    let ab = block::<AB>(a, i);
+                    let dots = lane_sums(std::array::from_fn(|g| dot_u8_i8(_mm256_setzero_si256(), wq.quants[g], load32(ab, 4 + 32 * g))));
+                    q4_k_finish(&wq, dots, q8_k_d(ab), f32x8_of(a, nb * AB + 32 * i, 8), &mut acc);
+                }
+                hsum(acc)
+            }
+
+            /// [`q4_k`] for R weight rows and N activation rows: each block's groups transposed
+            /// ([`transpose8`]) against the rows' interleaved quants, as the 32-value formats do
+            /// ([`unsigned_blocks`]); the same integer sums finished the same way, so results
+            /// are bit-identical to [`q4_k`]'s.
+            #[target_feature(enable = $features)]
+            fn q4_k_tile<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
+                const AB: usize = sizes::Q8_K;
+                if R == 1 && N == 1 {
+                    return std::array::from_fn(|_| std::array::from_fn(|_| q4_k(nb, w[0], a[0])));
+                }
+                let mut acc = [[_mm256_setzero_ps(); N]; R];
+                let table = nb * AB;
+                let interleaved = table + 32 * nb;
+                for i in 0..nb {
+                    let wq: [Q4K; R] = std::array::from_fn(|r| {
+                        let wq = q4_k_block(block(w[r], i));
+                        Q4K { quants: transpose8(wq.quants), ..wq }
+                    });
+                    for t in 0..N {
+                        let group: &[u8; 256] = a[t][interleaved + 256 * i..][..256].try_into().expect("an interleaved block");
+                        let act: [__m256i; 8] = std::array::from_fn(|j| load32(group, 32 * j));
+                        let a_d = q8_k_d(block::<AB>(a[t], i));
+                        let group_sums = f32x8_of(a[t], table + 32 * i, 8);
+                        for r in 0..R {
+                            let mut dots = [_mm256_setzero_si256(); 2];
+                            for j in 0..8 {
+                                dots[j % 2] = dot_u8_i8(dots[j % 2], wq[r].quants[j], act[j]);
+                            }
+                            q4_k_finish(&wq[r], _mm256_add_epi32(dots[0], dots[1]), a_d, group_sums, &mut acc[r][t]);
                         }
                     }
-                    for t in 0..N {
-                        let a_d = f32::from_le_bytes([ab[t][0], ab[t][1], ab[t][2], ab[t][3]]);
-                        // Mins: pair the 16-value bsums into 32-value group sums, times each min.
-                        let bsums = load32(ab[t], 4 + 256);
-                        let group_sums =
-                            _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
-                        let min_sum = _mm_cvtepi32_ps(_mm_madd_epi16(mins, group_sums));
-                        acc_min[t] = _mm_fmadd_ps(_mm_set1_ps(dmin_w * a_d), min_sum, acc_min[t]);
-                        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d_w * a_d), _mm256_cvtepi32_ps(sum[t]), acc[t]);
-                    }
                 }
-                std::array::from_fn(|t| hsum(acc[t]) - hsum128(acc_min[t]))
+                acc.map(|row| row.map(|v| hsum(v)))
             }
 
             /// `d * a.d * sum_g sc[g] * ((q_g - 32) . a_g)` over the 16-value groups `g`. The
