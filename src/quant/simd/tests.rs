@@ -153,7 +153,7 @@ fn batched_products_equal_one_token_products_bit_for_bit() {
             _ => random_blocks(ty, rows * cols / ty.block_len() as usize, 1.0, &mut rng).0,
         };
         let dot_ty = vec_dot_type(ty);
-        for n_tokens in 1..=17 {
+        for n_tokens in 1..=25 {
             let xs: Vec<Vec<f32>> = (0..n_tokens).map(|_| rng.vec(cols, 2.0)).collect();
             for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
                 let act_bytes = act_row_bytes_with(isa, dot_ty, cols);
