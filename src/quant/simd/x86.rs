@@ -520,8 +520,30 @@ macro_rules! x86_kernels {
             #[inline]
             #[target_feature(enable = $features)]
             fn weight_scales<const WB: usize, const AB: usize, const COUNT: usize>(w: &[u8], i: usize) -> [__m256; 2] {
-                let m = if AB == sizes::Q8_1 { f16x8_of::<WB>(w, i, COUNT, 2) } else { _mm256_setzero_ps() };
-                [f16x8_of::<WB>(w, i, COUNT, 0), m]
+                match AB == sizes::Q8_1 {
+                    true if COUNT == 8 => f16_pairs_x8_at::<WB>(w, i),
+                    true => [f16x8_of::<WB>(w, i, COUNT, 0), f16x8_of::<WB>(w, i, COUNT, 2)],
+                    false => [f16x8_of::<WB>(w, i, COUNT, 0), _mm256_setzero_ps()],
+                }
+            }
+
+            /// [`f16x8_at`] of the f16 pairs at bytes 0..4 of blocks `i..i + 8` (`d` and `m` of
+            /// Q4_1 and Q5_1): each block's pair moves as one 32-bit word, the sixteen are
+            /// converted by two F16C conversions and sorted into `d` and `m` lanes (a third of
+            /// the general-register work of converting the two fields apart).
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn f16_pairs_x8_at<const B: usize>(row: &[u8], i: usize) -> [__m256; 2] {
+                let group: &[u8] = &row[i * B..(i + 8) * B];
+                let word = |k: usize| u32::from_le_bytes([group[k * B], group[k * B + 1], group[k * B + 2], group[k * B + 3]]) as u64;
+                // Lanes 0..4: d, m of blocks `low`, `low + 1`; lanes 4..8: of `high`, `high + 1`.
+                // (The closure stays scalar: closures do not inherit the target features, and
+                // an intrinsic in one is called, not inlined.)
+                let two = |k: usize| (word(k) | word(k + 1) << 32) as i64;
+                let first = _mm256_cvtph_ps(_mm_set_epi64x(two(4), two(0)));
+                let second = _mm256_cvtph_ps(_mm_set_epi64x(two(6), two(2)));
+                // Each 128-bit half takes two blocks' d (or m) from each: blocks 0..4, then 4..8.
+                [_mm256_shuffle_ps::<0b10_00_10_00>(first, second), _mm256_shuffle_ps::<0b11_01_11_01>(first, second)]
             }
 
             /// Adds to `acc` the blocks `i..i + COUNT` of one activation row whose integer dot
