@@ -267,7 +267,7 @@ fn kernel_throughput() {
                 best / blocks * 1e9,
                 out.iter().map(|&v| v as f64).sum::<f64>()
             );
-            // Batched (prefill): 8 tokens over the first 1/16 of the rows, which stay in cache.
+            // Batched (prefill): 8 tokens (one tile of 8) over the first 1/16 of the rows.
             let n_tokens = 8;
             let sub_rows = rows / 16;
             let acts: Vec<u8> = (0..n_tokens).flat_map(|_| act.iter().copied()).collect();

@@ -2,13 +2,22 @@
 //! (32-value blocks) and Q4_K, Q6_K (256-value super-blocks), each against its activation format.
 //!
 //! One source, two instruction sets: [`x86_kernels!`] expands the kernels once with AVX2 and once
-//! with AVX-512 VNNI, which differ only in three integer primitives: the u8 x i8 four-product sum
+//! with AVX-512 VNNI, which differ only in a few integer primitives: the u8 x i8 four-product sum
 //! (`vpmaddubsw` + `vpmaddwd` with ones on AVX2, one `vpdpbusd` with VNNI), the i16 x i16 pair
-//! sum accumulated into i32 (`vpmaddwd` + `vpaddd`, or one `vpdpwssd`) and Q5's fifth bits
+//! sum accumulated into i32 (`vpmaddwd` + `vpaddd`, or one `vpdpwssd`), Q5's fifth bits
 //! added to 32 quants (bits spread to bytes by a shuffle, an or and a compare, or one masked
-//! byte add). The VNNI variant keeps
+//! byte add) and the Q8_0 weights' product (their sign moved onto the activations, or the
+//! weights offset to unsigned). The VNNI variant keeps
 //! 256-bit vectors (EVEX-encoded through AVX-512VL): decode is bound by memory bandwidth, not by
 //! vector width, and 256-bit operations avoid the frequency penalty some CPUs apply to 512-bit ones.
+//!
+//! Every kernel works on tiles of weight rows by activation rows: decode on one by one, prefill on
+//! ROWS_PER_TILE by TILE_TOKENS (Q6_K: one row by TOKENS_PER_PASS). A tile takes each 32-value
+//! run's (a block's, or a K-quant group's) integer dot product whole and scales it in an f32 lane
+//! of its own: one by one with a horizontal sum of eight runs at once ([`lane_sums`]), larger
+//! tiles with the weights transposed against the activation rows' interleaved copy of their
+//! quants (`quant::SimdTable`). Both give the same integers and then the same f32 operations, so
+//! prefill and decode results are bit-identical.
 //!
 //! Integer sums are exact, as in the scalar kernels; the f32 accumulation order differs (eight
 //! lanes summed at the end), so results agree with the scalar reference to f32 rounding, not bit
@@ -29,17 +38,15 @@ pub(super) mod sizes {
     pub const Q8_K: usize = 292;
 }
 
-/// Activation rows (tokens) one weight block meets per pass in batched products (prefill):
+/// Activation rows (tokens) one Q6_K weight block meets per pass in batched products (prefill):
 /// enough to amortize decoding the block, few enough that the accumulators stay in registers.
-/// (Decode takes one row at a time: passing several weight rows past one activation block
-/// measured slower, the scales of several blocks being gathered from scattered bytes.)
 const TOKENS_PER_PASS: usize = 8;
 
-/// The two entry points of one kernel `$kernel::<N>` (a weight row against N activation rows):
-/// `$rows` for decode (`quant::dot_rows`), `$batch` for prefill (`quant::dot_rows_batch`).
-/// Activation rows of format `$a_ty` are `$a_bytes` per block plus its f32 table
-/// (`quant::act_row_bytes_with`).
+/// The two entry points of one kernel: `$rows` for decode (`quant::dot_rows`), `$batch` for
+/// prefill (`quant::dot_rows_batch`). Activation rows of format `$a_ty` are `$a_bytes` per block
+/// plus what `quant::SimdTable` adds (`quant::act_row_bytes_with`).
 macro_rules! kernel_entries {
+    // `$kernel::<N>`: one weight row against N activation rows.
     ($rows:ident, $batch:ident, $kernel:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_ty:expr) => {
         fn $rows(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
             let nb = cols / $block_len;
@@ -399,11 +406,11 @@ macro_rules! x86_kernels {
             kernel_entries!(dot_rows_q4_k, dot_batch_q4_k, tile q4_k_tile, 256, sizes::Q4_K, sizes::Q8_K, GgmlType::Q8_K);
             kernel_entries!(dot_rows_q6_k, dot_batch_q6_k, q6_k, 256, sizes::Q6_K, sizes::Q8_K, GgmlType::Q8_K);
 
-            // Each kernel takes one weight row and N activation rows (N = 1 in decode, up to
-            // TOKENS_PER_PASS in prefill): a weight block is decoded once and meets the N
-            // activation blocks while it is in registers. Every token has its own accumulators
-            // and the same operations in the same order whatever N is, so batched and
-            // one-token results are bit-identical.
+            // Each kernel takes a tile of R weight rows and N activation rows (1 x 1 in decode):
+            // a weight block is decoded once and meets the N activation blocks while it is in
+            // registers, an activation block loaded meets the R rows. Every (row, token) has its
+            // own accumulator and the same f32 operations in the same order whatever the tile,
+            // so batched and one-token results are bit-identical.
 
             /// The f16 at byte `at` of blocks `i..i + 8` of a row of `B`-byte blocks, as eight
             /// f32 by one F16C conversion. The eight bit patterns are packed into two 64-bit
