@@ -154,7 +154,7 @@ pub fn quantize_activations(dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
 /// The SIMD sets' Q8_0, Q8_1 and Q8_K rows also carry, after their blocks, what their kernels
 /// need to read eight runs of 32 values at a time (see [`SimdTable`]): a table of values per 32
 /// (for Q8_0 every block's `d` as f32 and its sum of quants as i32, for Q8_1 every block's `d`
-/// and `s` as f32, for Q8_K every 32 quants' sum as f32), then the quants again, interleaved
+/// and `s` as f32, for Q8_K every 32 quants' sum as i32), then the quants again, interleaved
 /// in groups of eight runs. Readers of the blocks alone ([`vec_dot`]) ignore both.
 pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
     match dot_ty {
@@ -283,8 +283,6 @@ enum TableColumn {
     /// The sum of the 32 i8 quants, as i32: with it the kernels take a weight offset off once
     /// per block (`offset * sum(a)`) instead of with a second integer dot product per block.
     QuantSum,
-    /// The sum of the 32 i8 quants, as f32 (Q8_K: the group sums K-quants' mins multiply).
-    QuantSumAsF32,
 }
 
 /// What a SIMD set's activation rows of one format carry after their blocks, per run of 32
@@ -321,13 +319,9 @@ impl SimdTable {
         quants_at: 4,
         columns: &[TableColumn::F16AsF32(0), TableColumn::F16AsF32(2)],
     };
-    /// Q8_K: the sum of each 32 quants, as f32.
-    const Q8_K: SimdTable = SimdTable {
-        block_bytes: BlockQ8K::BYTES,
-        units_per_block: 8,
-        quants_at: 4,
-        columns: &[TableColumn::QuantSumAsF32],
-    };
+    /// Q8_K: the sum of each 32 quants (the group sums K-quants' mins multiply).
+    const Q8_K: SimdTable =
+        SimdTable { block_bytes: BlockQ8K::BYTES, units_per_block: 8, quants_at: 4, columns: &[TableColumn::QuantSum] };
 
     const fn of(dot_ty: GgmlType) -> Option<&'static SimdTable> {
         match dot_ty {
@@ -354,7 +348,6 @@ impl SimdTable {
                         float::f16_to_f32(u16::from_le_bytes([out[at], out[at + 1]])).to_le_bytes()
                     }
                     TableColumn::QuantSum => quant_sum().to_le_bytes(),
-                    TableColumn::QuantSumAsF32 => (quant_sum() as f32).to_le_bytes(),
                 };
                 out.extend_from_slice(&bytes);
             }

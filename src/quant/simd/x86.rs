@@ -735,12 +735,14 @@ macro_rules! x86_kernels {
 
 
             /// A Q4_K block ready to multiply: its eight 32-value groups' quants (group `2j`
-            /// the low nibbles of bytes `32j..32j + 32`, group `2j + 1` the high), and per group
-            /// `d * scale` and `dmin * min` as f32 lanes.
+            /// the low nibbles of bytes `32j..32j + 32`, group `2j + 1` the high), per group its
+            /// scale and min as i32 lanes, and `d` and `dmin` in every lane.
             struct Q4K {
                 quants: [__m256i; 8],
-                scales: __m256,
-                mins: __m256,
+                scales: __m256i,
+                mins: __m256i,
+                d: __m256,
+                dmin: __m256,
             }
 
             #[inline]
@@ -750,14 +752,15 @@ macro_rules! x86_kernels {
                 let packed = q4_k_scales_mins_vec(wb);
                 // d and dmin, the block's first two f16, converted together.
                 let d = _mm_cvtph_ps(load16(wb, 0));
-                let as_f32 = |bytes: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
                 Q4K {
                     quants: std::array::from_fn(|g| {
                         let bytes = load32(wb, 16 + 32 * (g / 2));
                         if g % 2 == 0 { _mm256_and_si256(bytes, low4) } else { _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), low4) }
                     }),
-                    scales: _mm256_mul_ps(_mm256_broadcastss_ps(d), as_f32(packed)),
-                    mins: _mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(d)), as_f32(_mm_unpackhi_epi64(packed, packed))),
+                    scales: _mm256_cvtepu8_epi32(packed),
+                    mins: _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(packed, packed)),
+                    d: _mm256_broadcastss_ps(d),
+                    dmin: _mm256_broadcastss_ps(_mm_movehdup_ps(d)),
                 }
             }
 
@@ -780,14 +783,18 @@ macro_rules! x86_kernels {
                 _mm_unpacklo_epi32(low, high)
             }
 
-            /// Adds one block's `d * a.d * sum_g sc[g] * dots[g] - dmin * a.d * sum_g m[g] * sums[g]`
-            /// to `acc` lane by lane, from the integer dot products of its groups (`dots`), the
-            /// activations' `d` and their group sums (from the Q8_K row's table).
+            /// Adds one block's `d * a.d * scale[g] * dots[g] - dmin * a.d * min[g] * sums[g]`
+            /// to `acc`, lane `g` for group `g`, from the integer dot products of its groups
+            /// (`dots`), the activations' `d` and their group sums (i32, from the Q8_K row's
+            /// table). The products with the 6-bit scales and mins are exact integers, scaled by
+            /// `d * a.d` and `dmin * a.d` as ggml scales its integer sums.
             #[inline]
             #[target_feature(enable = $features)]
-            fn q4_k_finish(w: &Q4K, dots: __m256i, a_d: __m256, group_sums: __m256, acc: &mut __m256) {
-                let sum = _mm256_fmsub_ps(w.scales, _mm256_cvtepi32_ps(dots), _mm256_mul_ps(w.mins, group_sums));
-                *acc = _mm256_fmadd_ps(a_d, sum, *acc);
+            fn q4_k_finish(w: &Q4K, dots: __m256i, a_d: __m256, group_sums: __m256i, acc: &mut __m256) {
+                let main = _mm256_cvtepi32_ps(_mm256_mullo_epi32(dots, w.scales));
+                let mins = _mm256_cvtepi32_ps(_mm256_mullo_epi32(group_sums, w.mins));
+                *acc = _mm256_fmadd_ps(_mm256_mul_ps(w.d, a_d), main, *acc);
+                *acc = _mm256_fnmadd_ps(_mm256_mul_ps(w.dmin, a_d), mins, *acc);
             }
 
             /// A Q8_K block's `d`, as eight lanes.
@@ -809,7 +816,7 @@ macro_rules! x86_kernels {
                     let wq = q4_k_block(block(w, i));
                     let ab = block::<AB>(a, i);
                     let dots = lane_sums(std::array::from_fn(|g| dot_u8_i8(_mm256_setzero_si256(), wq.quants[g], load32(ab, 4 + 32 * g))));
-                    q4_k_finish(&wq, dots, q8_k_d(ab), f32x8_of(a, nb * AB + 32 * i, 8), &mut acc);
+                    q4_k_finish(&wq, dots, q8_k_d(ab), table8_of(a, nb * AB + 32 * i, 8), &mut acc);
                 }
                 hsum(acc)
             }
@@ -836,7 +843,7 @@ macro_rules! x86_kernels {
                         let group: &[u8; 256] = a[t][interleaved + 256 * i..][..256].try_into().expect("an interleaved block");
                         let act: [__m256i; 8] = std::array::from_fn(|j| load32(group, 32 * j));
                         let a_d = q8_k_d(block::<AB>(a[t], i));
-                        let group_sums = f32x8_of(a[t], table + 32 * i, 8);
+                        let group_sums = table8_of(a[t], table + 32 * i, 8);
                         for r in 0..R {
                             let mut dots = [_mm256_setzero_si256(); 2];
                             for j in 0..8 {
