@@ -583,7 +583,8 @@ macro_rules! x86_kernels {
                 }
             }
 
-            /// 32-value blocks of unsigned weights `q` (0..=31, from `quants`) minus `OFFSET`,
+            /// 32-value blocks of unsigned weights `q` (0..=31, from `quants`; Q8_0's offset to
+            /// unsigned or not, with `Q8`, see [`q8_0_dot`]) minus `OFFSET`,
             /// against Q8_0 (`AB` = 34) or, for formats with a min, Q8_1 (`AB` = 36)
             /// activations (see [`finish_group`]), R weight rows by N activation rows. The
             /// offset is taken off in integers, `OFFSET * sum(a)` from the Q8_0 row's table.
@@ -596,7 +597,7 @@ macro_rules! x86_kernels {
             /// each transpose serves N activation rows and each activation load R weight rows.
             #[inline]
             #[target_feature(enable = $features)]
-            fn unsigned_blocks<const WB: usize, const AB: usize, const R: usize, const N: usize, const OFFSET: i32>(
+            fn unsigned_blocks<const WB: usize, const AB: usize, const R: usize, const N: usize, const OFFSET: i32, const Q8: bool>(
                 nb: usize,
                 w: [&[u8]; R],
                 a: [&[u8]; N],
@@ -605,16 +606,25 @@ macro_rules! x86_kernels {
                 let mut acc = [[_mm256_setzero_ps(); N]; R];
                 let whole = nb - nb % 8;
                 for i in (0..whole).step_by(8) {
-                    unsigned_group::<WB, AB, R, N, 8, OFFSET>(nb, w, a, i, &quants, &mut acc);
+                    unsigned_group::<WB, AB, R, N, 8, OFFSET, Q8>(nb, w, a, i, &quants, &mut acc);
                 }
-                with_count!(nb - whole, C => unsigned_group::<WB, AB, R, N, C, OFFSET>(nb, w, a, whole, &quants, &mut acc));
+                with_count!(nb - whole, C => unsigned_group::<WB, AB, R, N, C, OFFSET, Q8>(nb, w, a, whole, &quants, &mut acc));
                 acc.map(|row| row.map(|v| hsum(v)))
             }
 
             /// Blocks `i..i + COUNT` of [`unsigned_blocks`], added to its accumulators.
             #[inline]
             #[target_feature(enable = $features)]
-            fn unsigned_group<const WB: usize, const AB: usize, const R: usize, const N: usize, const COUNT: usize, const OFFSET: i32>(
+            #[allow(clippy::too_many_arguments)]
+            fn unsigned_group<
+                const WB: usize,
+                const AB: usize,
+                const R: usize,
+                const N: usize,
+                const COUNT: usize,
+                const OFFSET: i32,
+                const Q8: bool,
+            >(
                 nb: usize,
                 w: [&[u8]; R],
                 a: [&[u8]; N],
@@ -629,7 +639,7 @@ macro_rules! x86_kernels {
                 if R == 1 && N == 1 {
                     let dots = lane_sums(std::array::from_fn(|k| {
                         if k < COUNT {
-                            dot_u8_i8(_mm256_setzero_si256(), q[0][k], load32(block::<AB>(a[0], i + k), AB - 32))
+                            weights_dot::<Q8>(_mm256_setzero_si256(), q[0][k], load32(block::<AB>(a[0], i + k), AB - 32))
                         } else {
                             _mm256_setzero_si256()
                         }
@@ -645,76 +655,38 @@ macro_rules! x86_kernels {
                     for r in 0..R {
                         let mut dots = _mm256_setzero_si256();
                         for j in 0..8 {
-                            dots = dot_u8_i8(dots, q[r][j], act[j]);
+                            dots = weights_dot::<Q8>(dots, q[r][j], act[j]);
                         }
                         finish_group::<AB, COUNT, OFFSET>(nb, i, scales[r], a[t], dots, &mut acc[r][t]);
                     }
                 }
             }
 
-            /// Q8_0 weights are signed bytes of the full range; each instruction set multiplies
-            /// them its own way ([`q8_0_dot`]). Groups of blocks, and tiles, as in
-            /// [`unsigned_blocks`].
-            #[target_feature(enable = $features)]
-            fn q8_0<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
-                let mut acc = [[_mm256_setzero_ps(); N]; R];
-                let whole = nb - nb % 8;
-                for i in (0..whole).step_by(8) {
-                    q8_0_group::<R, N, 8>(nb, w, a, i, &mut acc);
-                }
-                with_count!(nb - whole, C => q8_0_group::<R, N, C>(nb, w, a, whole, &mut acc));
-                acc.map(|row| row.map(|v| hsum(v)))
-            }
-
-            /// Blocks `i..i + COUNT` of [`q8_0`], added to its accumulators.
+            /// Per i32 lane: `acc +` the four-product sums of 32 weights (unsigned 4- or 5-bit
+            /// quants, or Q8_0's from [`q8_0_weights`] when `Q8`) with 32 activations.
             #[inline]
             #[target_feature(enable = $features)]
-            fn q8_0_group<const R: usize, const N: usize, const COUNT: usize>(
-                nb: usize,
-                w: [&[u8]; R],
-                a: [&[u8]; N],
-                i: usize,
-                acc: &mut [[__m256; N]; R],
-            ) {
-                const B: usize = sizes::Q8_0;
-                let q: [[__m256i; 8]; R] = std::array::from_fn(|r| {
-                    std::array::from_fn(|k| if k < COUNT { q8_0_weights(load32(block::<B>(w[r], i + k), 2)) } else { _mm256_setzero_si256() })
-                });
-                let scales: [[__m256; 2]; R] = std::array::from_fn(|r| weight_scales::<B, B, COUNT>(w[r], i));
-                if R == 1 && N == 1 {
-                    let dots = lane_sums(std::array::from_fn(|k| {
-                        if k < COUNT {
-                            q8_0_dot(_mm256_setzero_si256(), q[0][k], load32(block::<B>(a[0], i + k), 2))
-                        } else {
-                            _mm256_setzero_si256()
-                        }
-                    }));
-                    finish_group::<B, COUNT, Q8_0_OFFSET>(nb, i, scales[0], a[0], dots, &mut acc[0][0]);
-                    return;
-                }
-                let q = q.map(|q| transpose8(q));
-                let at = interleaved_at::<B>(nb) + 32 * i;
-                for t in 0..N {
-                    let group: &[u8; 256] = a[t][at..at + 256].try_into().expect("an interleaved group");
-                    let act: [__m256i; 8] = std::array::from_fn(|j| load32(group, 32 * j));
-                    for r in 0..R {
-                        let mut dots = _mm256_setzero_si256();
-                        for j in 0..8 {
-                            dots = q8_0_dot(dots, q[r][j], act[j]);
-                        }
-                        finish_group::<B, COUNT, Q8_0_OFFSET>(nb, i, scales[r], a[t], dots, &mut acc[r][t]);
-                    }
-                }
+            fn weights_dot<const Q8: bool>(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+                if Q8 { q8_0_dot(acc, w, a) } else { dot_u8_i8(acc, w, a) }
+            }
+
+            /// Q8_0 weights are signed bytes of the full range; each instruction set multiplies
+            /// them its own way ([`q8_0_dot`], with [`Q8_0_OFFSET`] taken off as a weight offset).
+            #[target_feature(enable = $features)]
+            fn q8_0<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
+                unsigned_blocks::<{ sizes::Q8_0 }, { sizes::Q8_0 }, R, N, Q8_0_OFFSET, true>(nb, w, a, |wb| {
+                    q8_0_weights(load32(wb, 2))
+                })
             }
 
             #[target_feature(enable = $features)]
             fn q4_0<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
-                unsigned_blocks::<{ sizes::Q4_0 }, { sizes::Q8_0 }, R, N, 8>(nb, w, a, |wb| nibbles32(load16(wb, 2)))
+                unsigned_blocks::<{ sizes::Q4_0 }, { sizes::Q8_0 }, R, N, 8, false>(nb, w, a, |wb| nibbles32(load16(wb, 2)))
             }
 
             #[target_feature(enable = $features)]
             fn q5_0<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
-                unsigned_blocks::<{ sizes::Q5_0 }, { sizes::Q8_0 }, R, N, 16>(nb, w, a, |wb| {
+                unsigned_blocks::<{ sizes::Q5_0 }, { sizes::Q8_0 }, R, N, 16, false>(nb, w, a, |wb| {
                     let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
                     add_bit4(nibbles32(load16(wb, 6)), qh)
                 })
@@ -722,12 +694,12 @@ macro_rules! x86_kernels {
 
             #[target_feature(enable = $features)]
             fn q4_1<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
-                unsigned_blocks::<{ sizes::Q4_1 }, { sizes::Q8_1 }, R, N, 0>(nb, w, a, |wb| nibbles32(load16(wb, 4)))
+                unsigned_blocks::<{ sizes::Q4_1 }, { sizes::Q8_1 }, R, N, 0, false>(nb, w, a, |wb| nibbles32(load16(wb, 4)))
             }
 
             #[target_feature(enable = $features)]
             fn q5_1<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
-                unsigned_blocks::<{ sizes::Q5_1 }, { sizes::Q8_1 }, R, N, 0>(nb, w, a, |wb| {
+                unsigned_blocks::<{ sizes::Q5_1 }, { sizes::Q8_1 }, R, N, 0, false>(nb, w, a, |wb| {
                     let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
                     add_bit4(nibbles32(load16(wb, 8)), qh)
                 })
