@@ -368,20 +368,39 @@ impl SimdTable {
         }
     }
 
+    /// Where column `column` of the table starts in a row of `nb` blocks (its entry for unit
+    /// `u` is four bytes at `4 * u` from there); `column == columns.len()` is where the
+    /// interleaved quants start.
+    const fn column_at(&self, nb: usize, column: usize) -> usize {
+        nb * self.block_bytes + 4 * column * nb * self.units_per_block
+    }
+
     /// Bytes after the blocks of a row of `nb` blocks.
     const fn bytes_after(&self, nb: usize) -> usize {
-        let units = nb * self.units_per_block;
-        units * 4 * self.columns.len() + units.div_ceil(8) * 256
+        self.column_at(nb, self.columns.len()) - nb * self.block_bytes + (nb * self.units_per_block).div_ceil(8) * 256
     }
 }
 
-/// Bytes per 32 values of the table after a SIMD set's activation blocks of `dot_ty` (0 for
-/// formats without one); the x86 kernels find their interleaved quants with it.
-pub(crate) const fn simd_table_bytes(dot_ty: GgmlType) -> usize {
+/// The table of a SIMD set's activation rows of `dot_ty`; panics for a format without one.
+const fn simd_table(dot_ty: GgmlType) -> &'static SimdTable {
     match SimdTable::of(dot_ty) {
-        Some(table) => 4 * table.columns.len(),
-        None => 0,
+        Some(table) => table,
+        None => panic!("quant: this activation format has no SIMD table"),
     }
+}
+
+/// Where column `column` of the table of a SIMD set's activation row of `nb` blocks of
+/// `dot_ty` starts ([`SimdTable`]); the x86 kernels read the table through it.
+pub(crate) const fn simd_column_at(dot_ty: GgmlType, nb: usize, column: usize) -> usize {
+    simd_table(dot_ty).column_at(nb, column)
+}
+
+/// Where the interleaved quants of a SIMD set's activation row of `nb` blocks of `dot_ty`
+/// start ([`SimdTable`]): group `g` of eight 32-value units is the 256 bytes at `256 * g`
+/// from there.
+pub(crate) const fn simd_interleaved_at(dot_ty: GgmlType, nb: usize) -> usize {
+    let table = simd_table(dot_ty);
+    table.column_at(nb, table.columns.len())
 }
 
 /// Bytes of one row of `n` activations converted to `dot_ty` by [`quantize_activations`].
@@ -392,10 +411,9 @@ pub fn act_row_bytes(dot_ty: GgmlType, n: usize) -> usize {
 /// Bytes of one row of `n` activations converted to `dot_ty` by [`quantize_activations_with`]
 /// for `isa`: the blocks, plus for the SIMD sets' Q8_0, Q8_1 and Q8_K what [`SimdTable`] adds.
 pub fn act_row_bytes_with(isa: Isa, dot_ty: GgmlType, n: usize) -> usize {
-    let blocks = row_bytes(dot_ty, n);
-    match SimdTable::of(dot_ty) {
-        Some(table) if isa != Isa::Scalar => blocks + table.bytes_after(n / dot_ty.block_len() as usize),
-        _ => blocks,
+    match isa {
+        Isa::Scalar => row_bytes(dot_ty, n),
+        _ => simd_act_row_bytes(dot_ty, dot_ty.block_bytes() as usize, n / dot_ty.block_len() as usize),
     }
 }
 

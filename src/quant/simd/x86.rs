@@ -510,16 +510,14 @@ macro_rules! x86_kernels {
                 })
             }
 
-            /// Where an activation row of `nb` blocks of `AB` bytes keeps its interleaved quants:
-            /// after its blocks and its table.
+            /// The activation format whose blocks are `AB` bytes (Q8_0, Q8_1 or Q8_K).
             #[inline(always)]
-            fn interleaved_at<const AB: usize>(nb: usize) -> usize {
-                let table = if AB == sizes::Q8_0 {
-                    crate::quant::simd_table_bytes(GgmlType::Q8_0)
-                } else {
-                    crate::quant::simd_table_bytes(GgmlType::Q8_1)
-                };
-                nb * (AB + table)
+            const fn act_type<const AB: usize>() -> GgmlType {
+                match AB {
+                    sizes::Q8_0 => GgmlType::Q8_0,
+                    sizes::Q8_1 => GgmlType::Q8_1,
+                    _ => GgmlType::Q8_K,
+                }
             }
 
             /// The f16 scales (`d`, and for formats with a min, against Q8_1 activations, `m`)
@@ -569,17 +567,18 @@ macro_rules! x86_kernels {
                 dots: __m256i,
                 acc: &mut __m256,
             ) {
-                let table = nb * AB;
+                // Column 0: each block's d; column 1: Q8_0's quant sums, Q8_1's s.
+                let [d_at, second_at] = [0, 1].map(|c| crate::quant::simd_column_at(act_type::<AB>(), nb, c) + 4 * i);
                 let dots = if OFFSET != 0 {
-                    let a_sums = table8_of(a, table + 4 * (nb + i), COUNT);
+                    let a_sums = table8_of(a, second_at, COUNT);
                     _mm256_sub_epi32(dots, _mm256_mullo_epi32(a_sums, _mm256_set1_epi32(OFFSET)))
                 } else {
                     dots
                 };
-                let d = _mm256_mul_ps(d_w, f32x8_of(a, table + 4 * i, COUNT));
+                let d = _mm256_mul_ps(d_w, f32x8_of(a, d_at, COUNT));
                 *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dots), *acc);
                 if AB == sizes::Q8_1 {
-                    *acc = _mm256_fmadd_ps(m_w, f32x8_of(a, table + 4 * (nb + i), COUNT), *acc);
+                    *acc = _mm256_fmadd_ps(m_w, f32x8_of(a, second_at, COUNT), *acc);
                 }
             }
 
@@ -648,7 +647,7 @@ macro_rules! x86_kernels {
                     return;
                 }
                 let q = q.map(|q| transpose8(q));
-                let at = interleaved_at::<AB>(nb) + 32 * i;
+                let at = crate::quant::simd_interleaved_at(act_type::<AB>(), nb) + 32 * i;
                 for t in 0..N {
                     let group: &[u8; 256] = a[t][at..at + 256].try_into().expect("an interleaved group");
                     let act: [__m256i; 8] = std::array::from_fn(|j| load32(group, 32 * j));
@@ -704,7 +703,6 @@ macro_rules! x86_kernels {
                     add_bit4(nibbles32(load16(wb, 8)), qh)
                 })
             }
-
 
             /// A Q4_K block ready to multiply: its eight 32-value groups' quants (group `2j`
             /// the low nibbles of bytes `32j..32j + 32`, group `2j + 1` the high), per group its
@@ -788,7 +786,9 @@ macro_rules! x86_kernels {
                     let wq = q4_k_block(block(w, i));
                     let ab = block::<AB>(a, i);
                     let dots = lane_sums(std::array::from_fn(|g| dot_u8_i8(_mm256_setzero_si256(), wq.quants[g], load32(ab, 4 + 32 * g))));
-                    q4_k_finish(&wq, dots, q8_k_d(ab), table8_of(a, nb * AB + 32 * i, 8), &mut acc);
+                    // Block i's eight group sums: units 8i..8i + 8 of the table's column.
+                    let group_sums = table8_of(a, crate::quant::simd_column_at(GgmlType::Q8_K, nb, 0) + 32 * i, 8);
+                    q4_k_finish(&wq, dots, q8_k_d(ab), group_sums, &mut acc);
                 }
                 hsum(acc)
             }
@@ -801,11 +801,12 @@ macro_rules! x86_kernels {
             fn q4_k_tile<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
                 const AB: usize = sizes::Q8_K;
                 if R == 1 && N == 1 {
-                    return std::array::from_fn(|_| std::array::from_fn(|_| q4_k(nb, w[0], a[0])));
+                    return [[q4_k(nb, w[0], a[0]); N]; R];
                 }
                 let mut acc = [[_mm256_setzero_ps(); N]; R];
-                let table = nb * AB;
-                let interleaved = table + 32 * nb;
+                let group_sums_at = crate::quant::simd_column_at(GgmlType::Q8_K, nb, 0);
+                // One group of eight units (256 bytes) per block.
+                let interleaved = crate::quant::simd_interleaved_at(GgmlType::Q8_K, nb);
                 for i in 0..nb {
                     let wq: [Q4K; R] = std::array::from_fn(|r| {
                         let wq = q4_k_block(block(w[r], i));
@@ -815,7 +816,7 @@ macro_rules! x86_kernels {
                         let group: &[u8; 256] = a[t][interleaved + 256 * i..][..256].try_into().expect("an interleaved block");
                         let act: [__m256i; 8] = std::array::from_fn(|j| load32(group, 32 * j));
                         let a_d = q8_k_d(block::<AB>(a[t], i));
-                        let group_sums = table8_of(a[t], table + 32 * i, 8);
+                        let group_sums = table8_of(a[t], group_sums_at + 32 * i, 8);
                         for r in 0..R {
                             let mut dots = [_mm256_setzero_si256(); 2];
                             for j in 0..8 {
