@@ -218,9 +218,9 @@ fn matmul(
 fn multiply(pool: &ComputePool, w: &TensorView, acts: &[u8], n: usize, products: &mut Vec<f32>) {
     let (rows, cols, row_bytes) = (w.rows(), w.cols(), w.row_bytes());
     products.resize(rows * n, 0.0);
-    // Whole rows per task (the kernel's output is row-major), four at a time so a kernel that
-    // works on several rows at once gets full tiles.
-    pool.for_each_chunk(&mut products[..rows * n], 4 * n, &|start, out| {
+    // Whole rows per task (the kernel's output is row-major), eight at a time so kernels that
+    // work on several rows at once (tiles of four, Q4_K's groups of eight) get full ones.
+    pool.for_each_chunk(&mut products[..rows * n], 8 * n, &|start, out| {
         let first_row = start / n;
         let bytes = &w.data[first_row * row_bytes..(first_row + out.len() / n) * row_bytes];
         quant::dot_rows_batch(w.ty, cols, bytes, acts, n, out);
