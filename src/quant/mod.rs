@@ -154,8 +154,8 @@ pub fn quantize_activations(dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
 /// The SIMD sets' Q8_0, Q8_1 and Q8_K rows also carry, after their blocks, what their kernels
 /// need to read eight runs of 32 values at a time (see [`SimdTable`]): a table of values per 32
 /// (for Q8_0 every block's `d` as f32 and its sum of quants as i32, for Q8_1 every block's `d`
-/// and `s` as f32, for Q8_K every 32 quants' sum as i32), then the quants again, interleaved
-/// in groups of eight runs. Readers of the blocks alone ([`vec_dot`]) ignore both.
+/// and `s` as f32, for Q8_K every 32 quants' sum as i32), then (Q8_0 and Q8_1) the quants
+/// again, interleaved in groups of eight runs. Readers of the blocks alone ([`vec_dot`]) ignore both.
 pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
     match dot_ty {
         GgmlType::Q8_0 if isa != Isa::Scalar => {
@@ -295,9 +295,11 @@ enum TableColumn {
 /// per group, the last group padded with zeros): bytes `32 * j + 4 * l..+ 4` of a group are
 /// quants `4 * j..4 * j + 4` of its unit `l`. Against weights transposed the same way, eight
 /// integer dot products fill an accumulator whose lane `l` is unit `l`'s whole dot product,
-/// with no horizontal sums; prefill's kernels use them.
+/// with no horizontal sums; prefill's kernels of the 32-value formats use them (Q8_K rows have
+/// none: the K-quant kernels broadcast the block's own quants).
 pub(crate) struct SimdTable {
     block_bytes: usize,
+    interleaved: bool,
     units_per_block: usize,
     /// Where a block's quants start.
     quants_at: usize,
@@ -308,6 +310,7 @@ impl SimdTable {
     /// Q8_0: `d`, then the sum of quants.
     const Q8_0: SimdTable = SimdTable {
         block_bytes: BlockQ8_0::BYTES,
+        interleaved: true,
         units_per_block: 1,
         quants_at: 2,
         columns: &[TableColumn::F16AsF32(0), TableColumn::QuantSum],
@@ -315,13 +318,19 @@ impl SimdTable {
     /// Q8_1: `d`, then `s` (`d * sum(quants)`, rounded to f16 as ggml stores it).
     const Q8_1: SimdTable = SimdTable {
         block_bytes: BlockQ8_1::BYTES,
+        interleaved: true,
         units_per_block: 1,
         quants_at: 4,
         columns: &[TableColumn::F16AsF32(0), TableColumn::F16AsF32(2)],
     };
     /// Q8_K: the sum of each 32 quants (the group sums K-quants' mins multiply).
-    const Q8_K: SimdTable =
-        SimdTable { block_bytes: BlockQ8K::BYTES, units_per_block: 8, quants_at: 4, columns: &[TableColumn::QuantSum] };
+    const Q8_K: SimdTable = SimdTable {
+        block_bytes: BlockQ8K::BYTES,
+        interleaved: false,
+        units_per_block: 8,
+        quants_at: 4,
+        columns: &[TableColumn::QuantSum],
+    };
 
     const fn of(dot_ty: GgmlType) -> Option<&'static SimdTable> {
         match dot_ty {
@@ -352,7 +361,7 @@ impl SimdTable {
                 out.extend_from_slice(&bytes);
             }
         }
-        for group in 0..units.div_ceil(8) {
+        for group in 0..if self.interleaved { units.div_ceil(8) } else { 0 } {
             for j in 0..8 {
                 for l in 0..8 {
                     let u = 8 * group + l;
@@ -377,7 +386,8 @@ impl SimdTable {
 
     /// Bytes after the blocks of a row of `nb` blocks.
     const fn bytes_after(&self, nb: usize) -> usize {
-        self.column_at(nb, self.columns.len()) - nb * self.block_bytes + (nb * self.units_per_block).div_ceil(8) * 256
+        let interleaved = if self.interleaved { (nb * self.units_per_block).div_ceil(8) * 256 } else { 0 };
+        self.column_at(nb, self.columns.len()) - nb * self.block_bytes + interleaved
     }
 }
 
@@ -400,6 +410,7 @@ pub(crate) const fn simd_column_at(dot_ty: GgmlType, nb: usize, column: usize) -
 /// from there.
 pub(crate) const fn simd_interleaved_at(dot_ty: GgmlType, nb: usize) -> usize {
     let table = simd_table(dot_ty);
+    assert!(table.interleaved, "quant: this activation format's SIMD rows carry no interleaved quants");
     table.column_at(nb, table.columns.len())
 }
 
