@@ -595,19 +595,18 @@ macro_rules! x86_kernels {
             #[target_feature(enable = $features)]
             fn f16_pairs_x8_at<const B: usize>(row: &[u8], i: usize) -> [__m256; 2] {
                 let group: &[u8] = &row[i * B..(i + 8) * B];
-                f16_pairs_lanes(std::array::from_fn(|k| {
-                    u32::from_le_bytes([group[k * B], group[k * B + 1], group[k * B + 2], group[k * B + 3]]) as u64
-                }))
+                f16_pairs_lanes(|k| u32::from_le_bytes([group[k * B], group[k * B + 1], group[k * B + 2], group[k * B + 3]]) as u64)
             }
 
-            /// Eight 32-bit words of two f16 each, as lanes of the first halves and lanes of the
-            /// second halves (see [`f16_pairs_x8_at`]).
+            /// Eight 32-bit words of two f16 each (`word(k)`, k in 0..8), as lanes of their first
+            /// halves and lanes of their second halves (see [`f16_pairs_x8_at`]).
             #[inline]
             #[target_feature(enable = $features)]
-            fn f16_pairs_lanes(word: [u64; 8]) -> [__m256; 2] {
+            fn f16_pairs_lanes(word: impl Fn(usize) -> u64) -> [__m256; 2] {
                 // Lanes 0..4: both halves of words `low`, `low + 1`; lanes 4..8: of `high`,
-                // `high + 1`.
-                let two = |k: usize| (word[k] | word[k + 1] << 32) as i64;
+                // `high + 1`. (The closures stay scalar: closures do not inherit the target
+                // features, and an intrinsic in one is called, not inlined.)
+                let two = |k: usize| (word(k) | word(k + 1) << 32) as i64;
                 let first = _mm256_cvtph_ps(_mm_set_epi64x(two(4), two(0)));
                 let second = _mm256_cvtph_ps(_mm_set_epi64x(two(6), two(2)));
                 // Each 128-bit half takes two words' halves from each: words 0..4, then 4..8.
@@ -813,7 +812,7 @@ macro_rules! x86_kernels {
                         _mm_unpackhi_epi32(high01, high23),
                     ]
                 };
-                let d_dmin = f16_pairs_lanes(std::array::from_fn(|r| u32::from_le_bytes([b[r][0], b[r][1], b[r][2], b[r][3]]) as u64));
+                let d_dmin = f16_pairs_lanes(|r| u32::from_le_bytes([b[r][0], b[r][1], b[r][2], b[r][3]]) as u64);
                 (d_dmin, by_group(scales2), by_group(mins2))
             }
 
