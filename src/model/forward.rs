@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
 use crate::model::ops::{
-    add_bias, add_in_place, apply_rope, attend_head, gated_activation, rmsnorm, rmsnorm_heads, rmsnorm_in_place,
+    add_bias, add_in_place, apply_rope, attend_head, dequantize, gated_activation, rmsnorm, rmsnorm_in_place,
     AttentionScratch,
 };
 use crate::model::state::{BatchBuffers, ConvertedRows, KvCache, RunState};
@@ -115,22 +115,24 @@ fn forward_chunk(
         let (window, ropes) = if local { (c.sliding_window, &b.rope_local) } else { (None, &b.rope_global) };
 
         // Attention: x += Wo · attention(rope(Wq·xb), rope(Wk·xb), Wv·xb) with xb = rmsnorm(x)
-        for (o, r) in xb.chunks_exact_mut(e).zip(x.chunks_exact(e)) {
-            rmsnorm(o, r, &w.attn_norm, c.norm_eps, norm_w);
-        }
+        rmsnorm_rows(pool, xb, x, &w.attn_norm, c.norm_eps, norm_w);
         matmul(pool, xb, n, &mut [(&w.wq, &mut *q), (&w.wk, &mut *k), (&w.wv, &mut *v)], acts, products);
         for_rows(q, qd, |r| add_bias(r, w.bq.as_ref(), norm_w));
         for_rows(k, kvd, |r| add_bias(r, w.bk.as_ref(), norm_w));
         for_rows(v, kvd, |r| add_bias(r, w.bv.as_ref(), norm_w));
+        // Gemma's q/k norms: each head a row of its own.
         if let Some(norm) = &w.q_norm {
-            rmsnorm_heads(q, c.head_dim, norm, c.norm_eps, norm_w);
+            rmsnorm_rows_in_place(pool, q, norm, c.norm_eps, norm_w);
         }
         if let Some(norm) = &w.k_norm {
-            rmsnorm_heads(k, c.head_dim, norm, c.norm_eps, norm_w);
+            rmsnorm_rows_in_place(pool, k, norm, c.norm_eps, norm_w);
         }
-        for (t, (qr, kr)) in q.chunks_exact_mut(qd).zip(k.chunks_exact_mut(kvd)).enumerate() {
-            apply_rope(c, qr, &ropes[t]);
-            apply_rope(c, kr, &ropes[t]);
+        for (m, width) in [(&mut *q, qd), (&mut *k, kvd)] {
+            pool.for_each_chunk(m, width, &|start, rows| {
+                for (i, r) in rows.chunks_exact_mut(width).enumerate() {
+                    apply_rope(c, r, &ropes[start / width + i]);
+                }
+            });
         }
         if c.q_scale != 1.0 {
             q.iter_mut().for_each(|v| *v *= c.q_scale);
@@ -142,23 +144,21 @@ fn forward_chunk(
         matmul(pool, att, n, &mut [(&w.wo, &mut *proj)], acts, products);
         for_rows(proj, e, |r| add_bias(r, w.bo.as_ref(), norm_w));
         if let Some(norm) = &w.post_attn_norm {
-            for_rows(proj, e, |r| rmsnorm_in_place(r, norm, c.norm_eps, norm_w));
+            rmsnorm_rows_in_place(pool, proj, norm, c.norm_eps, norm_w);
         }
-        add_in_place(x, proj);
+        add_rows(pool, x, proj);
 
         // Feed-forward: x += Wdown · (act(Wgate·xb) * (Wup·xb)) with xb = rmsnorm(x)
-        for (o, r) in xb.chunks_exact_mut(e).zip(x.chunks_exact(e)) {
-            rmsnorm(o, r, &w.ffn_norm, c.norm_eps, norm_w);
-        }
+        rmsnorm_rows(pool, xb, x, &w.ffn_norm, c.norm_eps, norm_w);
         matmul(pool, xb, n, &mut [(&w.w_gate, &mut *gate), (&w.w_up, &mut *up)], acts, products);
         // Element-wise, so any split gives the same values; split even one token's row.
         let up = &*up;
         pool.for_each_chunk(gate, 1024, &|start, g| gated_activation(c.activation, g, &up[start..start + g.len()]));
         matmul(pool, gate, n, &mut [(&w.w_down, &mut *proj)], acts, products);
         if let Some(norm) = &w.post_ffn_norm {
-            for_rows(proj, e, |r| rmsnorm_in_place(r, norm, c.norm_eps, norm_w));
+            rmsnorm_rows_in_place(pool, proj, norm, c.norm_eps, norm_w);
         }
-        add_in_place(x, proj);
+        add_rows(pool, x, proj);
     }
     s.n_past = n_past + n;
 
@@ -171,9 +171,7 @@ fn forward_chunk(
     for group_start in wanted.step_by(HEAD_GROUP) {
         let group = group_start..(group_start + HEAD_GROUP).min(n);
         let g = group.len();
-        for (o, r) in xb.chunks_exact_mut(e).zip(x[group.start * e..group.end * e].chunks_exact(e)) {
-            rmsnorm(o, r, &h.output_norm, c.norm_eps, norm_w);
-        }
+        rmsnorm_rows(pool, &mut xb[..g * e], &x[group.start * e..group.end * e], &h.output_norm, c.norm_eps, norm_w);
         acts.reset();
         let rows = acts.get(pool, quant::vec_dot_type(h.output.ty), &xb[..g * e], e);
         multiply(pool, &h.output, rows, g, products);
@@ -188,6 +186,31 @@ fn forward_chunk(
         }
     }
     Ok(())
+}
+
+/// out = rmsnorm(x) row by row (rows as long as the weight), rows split over the pool: every
+/// row's arithmetic is the same whichever thread takes it.
+fn rmsnorm_rows(pool: &ComputePool, out: &mut [f32], x: &[f32], weight: &TensorView, eps: f32, buf: &mut Vec<f32>) {
+    let w = dequantize(weight, buf);
+    let width = w.len();
+    pool.for_each_chunk(out, width, &|start, out| {
+        for (o, r) in out.chunks_exact_mut(width).zip(x[start..].chunks_exact(width)) {
+            rmsnorm(o, r, w, eps);
+        }
+    });
+}
+
+/// [`rmsnorm_rows`] in place.
+fn rmsnorm_rows_in_place(pool: &ComputePool, x: &mut [f32], weight: &TensorView, eps: f32, buf: &mut Vec<f32>) {
+    let w = dequantize(weight, buf);
+    pool.for_each_chunk(x, w.len(), &|_, rows| {
+        rows.chunks_exact_mut(w.len()).for_each(|r| rmsnorm_in_place(r, w, eps))
+    });
+}
+
+/// x += y, element-wise, split over the pool.
+fn add_rows(pool: &ComputePool, x: &mut [f32], y: &[f32]) {
+    pool.for_each_chunk(x, 1024, &|start, x| add_in_place(x, &y[start..start + x.len()]));
 }
 
 fn for_rows(m: &mut [f32], width: usize, mut f: impl FnMut(&mut [f32])) {

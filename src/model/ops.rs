@@ -8,34 +8,23 @@ use crate::quant;
 use crate::tensor::TensorView;
 
 /// A small tensor (norm weights, biases) as f32, in `buf`.
-fn dequantize<'b>(t: &TensorView, buf: &'b mut Vec<f32>) -> &'b [f32] {
+pub(crate) fn dequantize<'b>(t: &TensorView, buf: &'b mut Vec<f32>) -> &'b [f32] {
     buf.resize(t.cols() * t.rows(), 0.0);
     quant::dequantize_row(t.ty, t.data, buf);
     buf
 }
 
 /// out = x / rms(x) * weight, with the mean of squares accumulated in f64 as ggml does.
-pub(crate) fn rmsnorm(out: &mut [f32], x: &[f32], weight: &TensorView, eps: f32, buf: &mut Vec<f32>) {
-    let w = dequantize(weight, buf);
+pub(crate) fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
     let scale = rms_scale(x, eps);
-    for ((o, &v), &w) in out.iter_mut().zip(x).zip(w) {
+    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
         *o = v * scale * w;
     }
 }
 
-pub(crate) fn rmsnorm_in_place(x: &mut [f32], weight: &TensorView, eps: f32, buf: &mut Vec<f32>) {
-    let w = dequantize(weight, buf);
+pub(crate) fn rmsnorm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
     let scale = rms_scale(x, eps);
-    x.iter_mut().zip(w).for_each(|(v, &w)| *v = *v * scale * w);
-}
-
-/// RMSNorm of each head separately, sharing one (head_dim) weight (gemma's q/k norms).
-pub(crate) fn rmsnorm_heads(x: &mut [f32], head_dim: usize, weight: &TensorView, eps: f32, buf: &mut Vec<f32>) {
-    let w = dequantize(weight, buf);
-    for head in x.chunks_exact_mut(head_dim) {
-        let scale = rms_scale(head, eps);
-        head.iter_mut().zip(w.iter()).for_each(|(v, &w)| *v = *v * scale * w);
-    }
+    x.iter_mut().zip(weight).for_each(|(v, &w)| *v = *v * scale * w);
 }
 
 fn rms_scale(x: &[f32], eps: f32) -> f32 {
