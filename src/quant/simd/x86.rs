@@ -47,8 +47,9 @@ pub(super) mod sizes {
 /// enough to amortize decoding the block, few enough that the accumulators stay in registers.
 const TOKENS_PER_PASS: usize = 8;
 
-/// Activation rows (tokens) a Q4_K call multiplies with its eight weight rows at once: 8 measured
-/// 11% faster prefill than 4 on Qwen2.5-1.5B (61 against 55 tok/s, one thread).
+/// Activation rows (tokens) a Q4_K prefill call multiplies with its eight weight rows at once:
+/// eight measured 11% faster prefill than four on Qwen2.5-1.5B (one thread, with an earlier form
+/// of the kernel's scaling); sixteen in two halves of eight was slower.
 const Q4_K_TOKENS_PER_PASS: usize = 8;
 
 /// The two entry points of one kernel: `$rows` for decode (`quant::dot_rows`), `$batch` for
@@ -370,7 +371,6 @@ macro_rules! x86_kernels {
             fn f16_at<const N: usize>(b: &[u8; N], at: usize) -> f32 {
                 F16Le([b[at], b[at + 1]]).to_f32()
             }
-
 
             /// Block `i` of `data` as a fixed-size array.
             #[inline(always)]
@@ -872,7 +872,6 @@ macro_rules! x86_kernels {
                 }
             }
 
-
             /// Adds one block's `d * a.d * scale[g] * dots[g] - dmin * a.d * min[g] * sums[g]`
             /// to `acc`, lane `g` for group `g`, from the integer dot products of its groups
             /// (`dots`), the activations' `d` and their group sums (i32, from the Q8_K row's
@@ -886,7 +885,6 @@ macro_rules! x86_kernels {
                 *acc = _mm256_fmadd_ps(_mm256_mul_ps(w.d, a_d), main, *acc);
                 *acc = _mm256_fnmadd_ps(_mm256_mul_ps(w.dmin, a_d), mins, *acc);
             }
-
 
             /// `d * a.d * sum_g sc[g] * (q_g . a_g) - dmin * a.d * sum_g m[g] * (a_g's sum)`
             /// over the eight 32-value groups `g` of each block, for one activation row: each
