@@ -138,15 +138,11 @@ pub(crate) fn attend_head(
     let kv_at = (h / group) * head_bytes;
     let len = keys.len() / row_bytes;
     let scores = &mut scratch.scores[..len];
-    for (t, s) in scores.iter_mut().enumerate() {
-        let k = &keys[t * row_bytes + kv_at..][..head_bytes];
-        *s = quant::dot_f16_f32(k, q) * c.kq_scale;
-    }
+    quant::dot_f16_f32_rows(keys, row_bytes, kv_at, q, scores);
+    scores.iter_mut().for_each(|s| *s *= c.kq_scale);
     softmax(scores);
     out.fill(0.0);
-    for (t, &p) in scores.iter().enumerate() {
-        quant::axpy_f16(out, p, &values[t * row_bytes + kv_at..][..head_bytes]);
-    }
+    quant::axpy_f16_rows(out, scores, values, row_bytes, kv_at);
 }
 
 fn softmax(x: &mut [f32]) {

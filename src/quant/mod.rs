@@ -440,11 +440,27 @@ pub(crate) const fn simd_act_row_bytes(dot_ty: GgmlType, block_bytes: usize, nb:
 /// Dot product of an f16 vector (little-endian bytes, two per value of `b`) with an f32 vector,
 /// with the SIMD kernels of [`active_isa`] where it has them (attention's k.q products).
 pub fn dot_f16_f32(a: &[u8], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), 2 * b.len(), "quant::dot_f16_f32: vectors of different lengths");
+    let mut out = [0.0f32];
+    dot_f16_f32_rows(a, a.len(), 0, b, &mut out);
+    out[0]
+}
+
+/// `out[t] = dot_f16_f32(row t, b)` for the f16 vectors of `2 * b.len()` bytes at byte `at` of
+/// each `row_bytes` row of `rows` (attention: one query head against every cached key), each
+/// bit-identical to [`dot_f16_f32`] of that vector alone.
+pub fn dot_f16_f32_rows(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]) {
     match active_isa().f16_kernels() {
-        Some((dot, _)) => dot(a, b),
+        Some((dot, _)) => dot(rows, row_bytes, at, b, out),
         None => {
-            assert_eq!(a.len(), 2 * b.len(), "quant::dot_f16_f32: vectors of different lengths");
-            a.chunks_exact(2).zip(b).map(|(h, &v)| float::f16_to_f32(u16::from_le_bytes([h[0], h[1]])) * v).sum()
+            for (t, o) in out.iter_mut().enumerate() {
+                let a = &rows[t * row_bytes + at..][..2 * b.len()];
+                *o = a
+                    .chunks_exact(2)
+                    .zip(b)
+                    .map(|(h, &v)| float::f16_to_f32(u16::from_le_bytes([h[0], h[1]])) * v)
+                    .sum();
+            }
         }
     }
 }
@@ -452,12 +468,22 @@ pub fn dot_f16_f32(a: &[u8], b: &[f32]) -> f32 {
 /// `out[i] += p * v[i]` for an f16 vector `v` (little-endian bytes, two per output value), with
 /// the SIMD kernels of [`active_isa`] where it has them (attention's weighted sum of values).
 pub fn axpy_f16(out: &mut [f32], p: f32, v: &[u8]) {
+    assert_eq!(2 * out.len(), v.len(), "quant::axpy_f16: f16 vector and output of different lengths");
+    axpy_f16_rows(out, &[p], v, v.len(), 0)
+}
+
+/// [`axpy_f16`] with weight `p[t]` and the f16 vector of `2 * out.len()` bytes at byte `at` of
+/// row t of `rows` (rows of `row_bytes`), for every t in order (attention: one head's weighted
+/// sum of every cached value).
+pub fn axpy_f16_rows(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
     match active_isa().f16_kernels() {
-        Some((_, axpy)) => axpy(out, p, v),
+        Some((_, axpy)) => axpy(out, p, rows, row_bytes, at),
         None => {
-            assert_eq!(2 * out.len(), v.len(), "quant::axpy_f16: f16 vector and output of different lengths");
-            for (o, h) in out.iter_mut().zip(v.chunks_exact(2)) {
-                *o += p * float::f16_to_f32(u16::from_le_bytes([h[0], h[1]]));
+            for (t, &p) in p.iter().enumerate() {
+                let v = &rows[t * row_bytes + at..][..2 * out.len()];
+                for (o, h) in out.iter_mut().zip(v.chunks_exact(2)) {
+                    *o += p * float::f16_to_f32(u16::from_le_bytes([h[0], h[1]]));
+                }
             }
         }
     }

@@ -83,8 +83,10 @@ impl Isa {
     }
 }
 
-pub(super) type F16DotFn = fn(&[u8], &[f32]) -> f32;
-pub(super) type F16AxpyFn = fn(&mut [f32], f32, &[u8]);
+/// `out[t] = row t . b` for f16 vectors at byte `at` of rows of `row_bytes` (see `quant::dot_f16_f32_rows`).
+pub(super) type F16DotFn = fn(&[u8], usize, usize, &[f32], &mut [f32]);
+/// `out += p[t] * row t` for f16 vectors at byte `at` of rows of `row_bytes` (see `quant::axpy_f16_rows`).
+pub(super) type F16AxpyFn = fn(&mut [f32], &[f32], &[u8], usize, usize);
 
 /// What one SIMD instruction set provides.
 pub(crate) struct KernelSet {

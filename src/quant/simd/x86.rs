@@ -232,68 +232,81 @@ macro_rules! x86_kernels {
             use crate::tensor::GgmlType;
             use core::arch::x86_64::*;
 
-            /// `sum(a[i] * b[i])` of an f16 vector `a` (little-endian bytes, `2 * b.len()` of
-            /// them) and an f32 vector `b`, eight lanes at a time with FMA, four accumulators;
-            /// the tail one by one.
-            pub(crate) fn dot_f16_f32(a: &[u8], b: &[f32]) -> f32 {
-                assert_eq!(a.len(), 2 * b.len(), "f16 and f32 vectors of different lengths");
+            /// `out[t] = sum(a_t[i] * b[i])` for the f16 vectors `a_t` (little-endian bytes,
+            /// `2 * b.len()` of them) at byte `at` of each `row_bytes` row of `rows` (attention's
+            /// keys against one query head), eight lanes at a time with FMA, four accumulators,
+            /// the tail one by one. One call for all rows keeps the dispatch and the query's
+            /// loads out of the per-row work.
+            pub(crate) fn dot_f16_f32(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]) {
+                let len = 2 * b.len();
+                assert!(out.is_empty() || (out.len() - 1) * row_bytes + at + len <= rows.len(), "f16 rows too short");
                 // SAFETY: `available()` was true before this kernel was handed out.
-                unsafe { dot_f16_f32_impl(a, b) }
+                unsafe { dot_f16_f32_impl(rows, row_bytes, at, b, out) }
             }
 
             #[target_feature(enable = $features)]
-            fn dot_f16_f32_impl(a: &[u8], b: &[f32]) -> f32 {
-                let f16s = |i: usize| -> __m256 {
-                    let bytes: &[u8; 16] = a[2 * i..2 * i + 16].try_into().expect("16 bytes");
-                    _mm256_cvtph_ps(load16(bytes, 0))
-                };
+            fn dot_f16_f32_impl(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]) {
+                let n = b.len();
                 let f32s = |i: usize| -> __m256 {
                     let v: &[f32; 8] = b[i..i + 8].try_into().expect("8 values");
                     // SAFETY: `v` is 8 f32; loadu has no alignment requirement.
                     unsafe { _mm256_loadu_ps(v.as_ptr()) }
                 };
-                let n = b.len();
-                let mut acc = [_mm256_setzero_ps(); 4];
-                let mut i = 0;
-                while i + 32 <= n {
-                    for (k, acc) in acc.iter_mut().enumerate() {
-                        *acc = _mm256_fmadd_ps(f16s(i + 8 * k), f32s(i + 8 * k), *acc);
+                for (t, o) in out.iter_mut().enumerate() {
+                    let a = &rows[t * row_bytes + at..][..2 * n];
+                    let f16s = |i: usize| -> __m256 {
+                        let bytes: &[u8; 16] = a[2 * i..2 * i + 16].try_into().expect("16 bytes");
+                        _mm256_cvtph_ps(load16(bytes, 0))
+                    };
+                    let mut acc = [_mm256_setzero_ps(); 4];
+                    let mut i = 0;
+                    while i + 32 <= n {
+                        for (k, acc) in acc.iter_mut().enumerate() {
+                            *acc = _mm256_fmadd_ps(f16s(i + 8 * k), f32s(i + 8 * k), *acc);
+                        }
+                        i += 32;
                     }
-                    i += 32;
+                    while i + 8 <= n {
+                        acc[0] = _mm256_fmadd_ps(f16s(i), f32s(i), acc[0]);
+                        i += 8;
+                    }
+                    let mut sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+                    for j in i..n {
+                        sum += F16Le([a[2 * j], a[2 * j + 1]]).to_f32() * b[j];
+                    }
+                    *o = sum;
                 }
-                while i + 8 <= n {
-                    acc[0] = _mm256_fmadd_ps(f16s(i), f32s(i), acc[0]);
-                    i += 8;
-                }
-                let mut sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
-                for j in i..n {
-                    sum += F16Le([a[2 * j], a[2 * j + 1]]).to_f32() * b[j];
-                }
-                sum
             }
 
-            /// `out[i] += p * v[i]` for f16 `v` (little-endian bytes, `2 * out.len()` of them).
-            pub(crate) fn axpy_f16(out: &mut [f32], p: f32, v: &[u8]) {
-                assert_eq!(2 * out.len(), v.len(), "f16 vector and output of different lengths");
+            /// `out[i] += p[t] * v_t[i]` for every row t, in order, for f16 vectors `v_t`
+            /// (little-endian bytes, `2 * out.len()` of them) at byte `at` of each `row_bytes`
+            /// row of `rows` (attention's weighted sum of values for one head).
+            pub(crate) fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
+                let len = 2 * out.len();
+                assert!(p.is_empty() || (p.len() - 1) * row_bytes + at + len <= rows.len(), "f16 rows too short");
                 // SAFETY: `available()` was true before this kernel was handed out.
-                unsafe { axpy_f16_impl(out, p, v) }
+                unsafe { axpy_f16_impl(out, p, rows, row_bytes, at) }
             }
 
             #[target_feature(enable = $features)]
-            fn axpy_f16_impl(out: &mut [f32], p: f32, v: &[u8]) {
-                let pv = _mm256_set1_ps(p);
-                let done = out.len() - out.len() % 8;
-                for (k, o) in out.chunks_exact_mut(8).enumerate() {
-                    let bytes: &[u8; 16] = v[16 * k..16 * k + 16].try_into().expect("16 bytes");
-                    let o: &mut [f32; 8] = o.try_into().expect("8 values");
-                    // SAFETY: `o` is 8 f32 (32 bytes); unaligned load and store.
-                    unsafe {
-                        let sum = _mm256_fmadd_ps(pv, _mm256_cvtph_ps(load16(bytes, 0)), _mm256_loadu_ps(o.as_ptr()));
-                        _mm256_storeu_ps(o.as_mut_ptr(), sum);
+            fn axpy_f16_impl(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
+                let n = out.len();
+                let done = n - n % 8;
+                for (t, &p) in p.iter().enumerate() {
+                    let v = &rows[t * row_bytes + at..][..2 * n];
+                    let pv = _mm256_set1_ps(p);
+                    for (k, o) in out.chunks_exact_mut(8).enumerate() {
+                        let bytes: &[u8; 16] = v[16 * k..16 * k + 16].try_into().expect("16 bytes");
+                        let o: &mut [f32; 8] = o.try_into().expect("8 values");
+                        // SAFETY: `o` is 8 f32 (32 bytes); unaligned load and store.
+                        unsafe {
+                            let sum = _mm256_fmadd_ps(pv, _mm256_cvtph_ps(load16(bytes, 0)), _mm256_loadu_ps(o.as_ptr()));
+                            _mm256_storeu_ps(o.as_mut_ptr(), sum);
+                        }
                     }
-                }
-                for (j, o) in out.iter_mut().enumerate().skip(done) {
-                    *o += p * F16Le([v[2 * j], v[2 * j + 1]]).to_f32();
+                    for (j, o) in out.iter_mut().enumerate().skip(done) {
+                        *o += p * F16Le([v[2 * j], v[2 * j + 1]]).to_f32();
+                    }
                 }
             }
 
