@@ -258,11 +258,17 @@ fn transpose(pool: &ComputePool, products: &[f32], rows: usize, n: usize, out: &
         return;
     }
     let products = &products[..rows * n];
+    // Rows in blocks, so that the cache lines a block reads (one per row) serve every token of
+    // the task before moving on, instead of each token re-reading a line per row from L3.
+    const ROW_BLOCK: usize = 64;
     pool.for_each_chunk(&mut out[..n * rows], rows, &|start, out| {
-        for (t, o) in out.chunks_exact_mut(rows).enumerate() {
-            let t = start / rows + t;
-            for (r, o) in o.iter_mut().enumerate() {
-                *o = products[r * n + t];
+        let first = start / rows;
+        for block in (0..rows).step_by(ROW_BLOCK) {
+            let block = block..(block + ROW_BLOCK).min(rows);
+            for (t, o) in out.chunks_exact_mut(rows).enumerate() {
+                for (r, o) in block.clone().zip(&mut o[block.clone()]) {
+                    *o = products[r * n + first + t];
+                }
             }
         }
     });
