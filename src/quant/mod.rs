@@ -151,11 +151,11 @@ pub fn quantize_activations(dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
 /// [`quantize_activations`] as paired with the kernels of instruction set `isa`: the scalar set
 /// quantizes as ggml's reference code, the SIMD sets Q8_0/Q8_1 as ggml's SIMD code.
 ///
-/// The SIMD sets' Q8_0, Q8_1 and Q8_K rows also carry, after their blocks, what their kernels
-/// need to read eight runs of 32 values at a time (see [`SimdTable`]): a table of values per 32
-/// (for Q8_0 every block's `d` as f32 and its sum of quants as i32, for Q8_1 every block's `d`
-/// and `s` as f32, for Q8_K every 32 quants' sum as i32), then (Q8_0 and Q8_1) the quants
-/// again, interleaved in groups of eight runs. Readers of the blocks alone ([`vec_dot`]) ignore both.
+/// The SIMD sets' Q8_0 and Q8_1 rows also carry, after their blocks, what their kernels need
+/// to read eight blocks at a time (see [`SimdTable`]): a table of per-block values (for Q8_0
+/// every block's `d` as f32 and its sum of quants as i32, for Q8_1 every block's `d` and `s` as
+/// f32), then the quants again, interleaved in groups of eight blocks. Readers of the blocks
+/// alone ([`vec_dot`]) ignore both.
 pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
     match dot_ty {
         GgmlType::Q8_0 if isa != Isa::Scalar => {
@@ -165,10 +165,6 @@ pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mu
         GgmlType::Q8_1 if isa != Isa::Scalar => {
             block::quantize_with(x, out, BlockQ8_1::quantize_like_simd);
             SimdTable::Q8_1.append(out);
-        }
-        GgmlType::Q8_K if isa != Isa::Scalar => {
-            block::quantize::<BlockQ8K>(x, out);
-            SimdTable::Q8_K.append(out);
         }
         GgmlType::F32 => float::quantize_f32(x, out),
         GgmlType::F16 => float::quantize_f16(x, out),
@@ -275,33 +271,31 @@ pub fn dot_rows_batch_with(
     }
 }
 
-/// One column of the table after a SIMD set's activation blocks: four bytes per 32 values.
+/// One column of the table after a SIMD set's activation blocks: four bytes per block.
 #[derive(Clone, Copy)]
 enum TableColumn {
-    /// The f16 field at this byte offset of the block, as f32 (formats of 32-value blocks).
+    /// The f16 field at this byte offset of the block, as f32.
     F16AsF32(usize),
     /// The sum of the 32 i8 quants, as i32: with it the kernels take a weight offset off once
     /// per block (`offset * sum(a)`) instead of with a second integer dot product per block.
     QuantSum,
 }
 
-/// What a SIMD set's activation rows of one format carry after their blocks, per run of 32
-/// values (a unit: a block of Q8_0 or Q8_1, an eighth of a Q8_K block).
+/// What a SIMD set's activation rows of one 32-value format carry after their blocks. (Q8_K
+/// rows carry nothing more: its blocks already hold their sums of 16 quants, `bsums`, and the
+/// K-quant kernels broadcast the block's own quants.)
 ///
-/// First a table, column after column, four bytes per unit, so that kernels load a value of
-/// eight units with one instruction instead of gathering it for every weight row.
+/// First a table, column after column, four bytes per block, so that kernels load a value of
+/// eight blocks with one instruction instead of gathering it for every weight row.
 ///
-/// Then the quants of every group of eight units interleaved four bytes at a time (256 bytes
+/// Then the quants of every group of eight blocks interleaved four bytes at a time (256 bytes
 /// per group, the last group padded with zeros): bytes `32 * j + 4 * l..+ 4` of a group are
-/// quants `4 * j..4 * j + 4` of its unit `l`. Against weights transposed the same way, eight
-/// integer dot products fill an accumulator whose lane `l` is unit `l`'s whole dot product,
-/// with no horizontal sums; prefill's kernels of the 32-value formats use them (Q8_K rows have
-/// none: the K-quant kernels broadcast the block's own quants).
+/// quants `4 * j..4 * j + 4` of its block `l`. Against weights transposed the same way, eight
+/// integer dot products fill an accumulator whose lane `l` is block `l`'s whole dot product,
+/// with no horizontal sums; prefill's kernels use them.
 pub(crate) struct SimdTable {
     block_bytes: usize,
-    interleaved: bool,
-    units_per_block: usize,
-    /// Where a block's quants start.
+    /// Where a block's 32 quants start.
     quants_at: usize,
     columns: &'static [TableColumn],
 }
@@ -310,33 +304,20 @@ impl SimdTable {
     /// Q8_0: `d`, then the sum of quants.
     const Q8_0: SimdTable = SimdTable {
         block_bytes: BlockQ8_0::BYTES,
-        interleaved: true,
-        units_per_block: 1,
         quants_at: 2,
         columns: &[TableColumn::F16AsF32(0), TableColumn::QuantSum],
     };
     /// Q8_1: `d`, then `s` (`d * sum(quants)`, rounded to f16 as ggml stores it).
     const Q8_1: SimdTable = SimdTable {
         block_bytes: BlockQ8_1::BYTES,
-        interleaved: true,
-        units_per_block: 1,
         quants_at: 4,
         columns: &[TableColumn::F16AsF32(0), TableColumn::F16AsF32(2)],
-    };
-    /// Q8_K: the sum of each 32 quants (the group sums K-quants' mins multiply).
-    const Q8_K: SimdTable = SimdTable {
-        block_bytes: BlockQ8K::BYTES,
-        interleaved: false,
-        units_per_block: 8,
-        quants_at: 4,
-        columns: &[TableColumn::QuantSum],
     };
 
     const fn of(dot_ty: GgmlType) -> Option<&'static SimdTable> {
         match dot_ty {
             GgmlType::Q8_0 => Some(&SimdTable::Q8_0),
             GgmlType::Q8_1 => Some(&SimdTable::Q8_1),
-            GgmlType::Q8_K => Some(&SimdTable::Q8_K),
             _ => None,
         }
     }
@@ -344,50 +325,44 @@ impl SimdTable {
     /// Appends the table and the interleaved quants of the blocks `out` holds.
     fn append(&self, out: &mut Vec<u8>) {
         let nb = out.len() / self.block_bytes;
-        let units = nb * self.units_per_block;
-        let quants_of =
-            |u: usize| (u / self.units_per_block) * self.block_bytes + self.quants_at + 32 * (u % self.units_per_block);
+        let quants_of = |b: usize| b * self.block_bytes + self.quants_at;
         out.reserve(self.bytes_after(nb));
         for &column in self.columns {
-            for u in 0..units {
-                let quant_sum = || out[quants_of(u)..quants_of(u) + 32].iter().map(|&q| q as i8 as i32).sum::<i32>();
+            for b in 0..nb {
                 let bytes = match column {
                     TableColumn::F16AsF32(at) => {
-                        let at = u * self.block_bytes + at;
+                        let at = b * self.block_bytes + at;
                         float::f16_to_f32(u16::from_le_bytes([out[at], out[at + 1]])).to_le_bytes()
                     }
-                    TableColumn::QuantSum => quant_sum().to_le_bytes(),
+                    TableColumn::QuantSum => {
+                        out[quants_of(b)..quants_of(b) + 32].iter().map(|&q| q as i8 as i32).sum::<i32>().to_le_bytes()
+                    }
                 };
                 out.extend_from_slice(&bytes);
             }
         }
-        for group in 0..if self.interleaved { units.div_ceil(8) } else { 0 } {
+        for group in 0..nb.div_ceil(8) {
             for j in 0..8 {
                 for l in 0..8 {
-                    let u = 8 * group + l;
-                    let quads = match u < units {
-                        true => {
-                            <[u8; 4]>::try_from(&out[quants_of(u) + 4 * j..quants_of(u) + 4 * j + 4]).expect("4 bytes")
-                        }
-                        false => [0; 4],
-                    };
+                    let b = 8 * group + l;
+                    let at = quants_of(b) + 4 * j;
+                    let quads = if b < nb { <[u8; 4]>::try_from(&out[at..at + 4]).expect("4 bytes") } else { [0; 4] };
                     out.extend_from_slice(&quads);
                 }
             }
         }
     }
 
-    /// Where column `column` of the table starts in a row of `nb` blocks (its entry for unit
-    /// `u` is four bytes at `4 * u` from there); `column == columns.len()` is where the
+    /// Where column `column` of the table starts in a row of `nb` blocks (its entry for block
+    /// `b` is four bytes at `4 * b` from there); `column == columns.len()` is where the
     /// interleaved quants start.
     const fn column_at(&self, nb: usize, column: usize) -> usize {
-        nb * self.block_bytes + 4 * column * nb * self.units_per_block
+        nb * self.block_bytes + 4 * column * nb
     }
 
     /// Bytes after the blocks of a row of `nb` blocks.
     const fn bytes_after(&self, nb: usize) -> usize {
-        let interleaved = if self.interleaved { (nb * self.units_per_block).div_ceil(8) * 256 } else { 0 };
-        self.column_at(nb, self.columns.len()) - nb * self.block_bytes + interleaved
+        self.column_at(nb, self.columns.len()) - nb * self.block_bytes + nb.div_ceil(8) * 256
     }
 }
 
@@ -406,11 +381,9 @@ pub(crate) const fn simd_column_at(dot_ty: GgmlType, nb: usize, column: usize) -
 }
 
 /// Where the interleaved quants of a SIMD set's activation row of `nb` blocks of `dot_ty`
-/// start ([`SimdTable`]): group `g` of eight 32-value units is the 256 bytes at `256 * g`
-/// from there.
+/// start ([`SimdTable`]): group `g` of eight blocks is the 256 bytes at `256 * g` from there.
 pub(crate) const fn simd_interleaved_at(dot_ty: GgmlType, nb: usize) -> usize {
     let table = simd_table(dot_ty);
-    assert!(table.interleaved, "quant: this activation format's SIMD rows carry no interleaved quants");
     table.column_at(nb, table.columns.len())
 }
 
@@ -420,7 +393,7 @@ pub fn act_row_bytes(dot_ty: GgmlType, n: usize) -> usize {
 }
 
 /// Bytes of one row of `n` activations converted to `dot_ty` by [`quantize_activations_with`]
-/// for `isa`: the blocks, plus for the SIMD sets' Q8_0, Q8_1 and Q8_K what [`SimdTable`] adds.
+/// for `isa`: the blocks, plus for the SIMD sets' Q8_0 and Q8_1 what [`SimdTable`] adds.
 pub fn act_row_bytes_with(isa: Isa, dot_ty: GgmlType, n: usize) -> usize {
     match isa {
         Isa::Scalar => row_bytes(dot_ty, n),

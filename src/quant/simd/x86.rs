@@ -848,6 +848,14 @@ macro_rules! x86_kernels {
                 _mm_unpacklo_epi32(low, high)
             }
 
+            /// A Q8_K block's eight sums of 32 quants (the group sums K-quants' mins multiply), as
+            /// i32 lanes, from its `bsums` (one i16 per 16 quants).
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn q8_k_group_sums(ab: &[u8; sizes::Q8_K]) -> __m256i {
+                _mm256_madd_epi16(load32(ab, 4 + 256), _mm256_set1_epi16(1))
+            }
+
             /// A Q8_K block's `d`, as eight lanes.
             #[inline]
             #[target_feature(enable = $features)]
@@ -887,8 +895,7 @@ macro_rules! x86_kernels {
 
             /// Adds one block's `d * a.d * scale[g] * dots[g] - dmin * a.d * min[g] * sums[g]`
             /// to `acc`, lane `g` for group `g`, from the integer dot products of its groups
-            /// (`dots`), the activations' `d` and their group sums (i32, from the Q8_K row's
-            /// table). The products with the 6-bit scales and mins are exact integers, scaled by
+            /// (`dots`), the activations' `d` and their group sums ([`q8_k_group_sums`]). The products with the 6-bit scales and mins are exact integers, scaled by
             /// `d * a.d` and `dmin * a.d` as ggml scales its integer sums.
             #[inline]
             #[target_feature(enable = $features)]
@@ -911,9 +918,7 @@ macro_rules! x86_kernels {
                     let wq = q4_k_block(block(w, i));
                     let ab = block::<AB>(a, i);
                     let dots = lane_sums(std::array::from_fn(|g| dot_u8_i8(_mm256_setzero_si256(), wq.quants[g], load32(ab, 4 + 32 * g))));
-                    // Block i's eight group sums: units 8i..8i + 8 of the table's column.
-                    let group_sums = table8_of(a, crate::quant::simd_column_at(GgmlType::Q8_K, nb, 0) + 32 * i, 8);
-                    q4_k_finish(&wq, dots, q8_k_d(ab), group_sums, &mut acc);
+                    q4_k_finish(&wq, dots, q8_k_d(ab), q8_k_group_sums(ab), &mut acc);
                 }
                 hsum(acc)
             }
@@ -928,7 +933,6 @@ macro_rules! x86_kernels {
             #[target_feature(enable = $features)]
             fn q4_k_rows8<const N: usize>(nb: usize, w: [&[u8]; 8], ahead: *const u8, a: [&[u8]; N]) -> [[f32; 8]; N] {
                 const AB: usize = sizes::Q8_K;
-                let group_sums_at = crate::quant::simd_column_at(GgmlType::Q8_K, nb, 0);
                 // Per token and group, [`q4_k`]'s accumulator lane for that group, of eight rows.
                 let mut acc = [[_mm256_setzero_ps(); 8]; N];
                 for i in 0..nb {
@@ -948,12 +952,10 @@ macro_rules! x86_kernels {
                         let a_d = q8_k_d(ab[t]);
                         [_mm256_mul_ps(d, a_d), _mm256_mul_ps(dmin, a_d)]
                     });
-                    // Block i's group sums (units 8i..8i + 8 of the table's column), as f32:
-                    // their products with the 6-bit mins stay below 2^24, exact in f32 as in i32.
-                    let group_sums: [[f32; 8]; N] = std::array::from_fn(|t| {
-                        let sums = table8_of(a[t], group_sums_at + 32 * i, 8);
-                        f32_lanes(_mm256_cvtepi32_ps(sums))
-                    });
+                    // Block i's group sums as f32: their products with the 6-bit mins stay below
+                    // 2^24, exact in f32 as in i32.
+                    let group_sums: [[f32; 8]; N] =
+                        std::array::from_fn(|t| f32_lanes(_mm256_cvtepi32_ps(q8_k_group_sums(ab[t]))));
                     for c in 0..4 {
                         // Lane r of quants[j]: bytes 32c + 4j..+4 of row r, low nibbles in group
                         // 2c, high nibbles in group 2c + 1.
