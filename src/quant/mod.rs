@@ -154,8 +154,9 @@ pub fn quantize_activations(dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
 /// The SIMD sets' Q8_0 and Q8_1 rows also carry, after their blocks, what their kernels need
 /// to read eight blocks at a time (see [`SimdTable`]): a table of per-block values (for Q8_0
 /// every block's `d` as f32 and its sum of quants as i32, for Q8_1 every block's `d` and `s` as
-/// f32), then the quants again, interleaved in groups of eight blocks. Readers of the blocks
-/// alone ([`vec_dot`]) ignore both.
+/// f32), then the quants again, interleaved in groups of eight blocks; Q8_K rows carry their
+/// quants again paired for the one-row Q4_K kernel ([`append_q8_k_pairs`]). Readers of the
+/// blocks alone ([`vec_dot`]) ignore what follows them.
 pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
     match dot_ty {
         GgmlType::Q8_0 if isa != Isa::Scalar => {
@@ -165,6 +166,10 @@ pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mu
         GgmlType::Q8_1 if isa != Isa::Scalar => {
             block::quantize_with(x, out, BlockQ8_1::quantize_like_simd);
             SimdTable::Q8_1.append(out);
+        }
+        GgmlType::Q8_K if isa != Isa::Scalar => {
+            block::quantize::<BlockQ8K>(x, out);
+            append_q8_k_pairs(out);
         }
         GgmlType::F32 => float::quantize_f32(x, out),
         GgmlType::F16 => float::quantize_f16(x, out),
@@ -282,8 +287,8 @@ enum TableColumn {
 }
 
 /// What a SIMD set's activation rows of one 32-value format carry after their blocks. (Q8_K
-/// rows carry nothing more: its blocks already hold their sums of 16 quants, `bsums`, and the
-/// K-quant kernels broadcast the block's own quants.)
+/// rows need no table: its blocks already hold their sums of 16 quants, `bsums`; they carry
+/// their quants again in the pairs of [`append_q8_k_pairs`].)
 ///
 /// First a table, column after column, four bytes per block, so that kernels load a value of
 /// eight blocks with one instruction instead of gathering it for every weight row.
@@ -387,6 +392,43 @@ pub(crate) const fn simd_interleaved_at(dot_ty: GgmlType, nb: usize) -> usize {
     table.column_at(nb, table.columns.len())
 }
 
+/// Bytes per block of the paired quants a SIMD set's Q8_K rows carry ([`append_q8_k_pairs`]).
+pub(crate) const Q8_K_PAIRS_BYTES: usize = 256;
+
+/// Appends, after a SIMD set's Q8_K blocks, each block's quants again arranged for the one-row
+/// K-quant kernels: per 64 quants `c` (two 32-value groups, `lo` then `hi`), 32 bytes `A` and 32
+/// bytes `B` whose four-byte lanes alternate between the groups. Lane `l` of `A` holds quants
+/// `4l..4l + 4` of `lo` (even `l`) or of `hi` (odd `l`); lane `l` of `B` holds those of the
+/// partner lane `l ^ 1`, again from `lo` for even `l` and `hi` for odd. Weights split the same
+/// way fill one accumulator whose even lanes sum `lo`'s products and odd lanes `hi`'s, so each
+/// block needs a reduction of four vectors instead of eight.
+fn append_q8_k_pairs(out: &mut Vec<u8>) {
+    /// Where each four bytes of a block's paired quants come from, as an offset into its quants.
+    const SOURCE: [usize; Q8_K_PAIRS_BYTES / 4] = {
+        let mut source = [0; Q8_K_PAIRS_BYTES / 4];
+        let mut k = 0;
+        while k < source.len() {
+            let (c, partner, l) = (k / 16, (k / 8) % 2 == 1, k % 8);
+            let group = 2 * c + l % 2;
+            let from_lane = if partner { l ^ 1 } else { l };
+            source[k] = 32 * group + 4 * from_lane;
+            k += 1;
+        }
+        source
+    };
+    const QUANTS_AT: usize = 4;
+    let start = out.len();
+    let nb = start / BlockQ8K::BYTES;
+    out.resize(start + nb * Q8_K_PAIRS_BYTES, 0);
+    let (blocks, pairs) = out.split_at_mut(start);
+    for (block, pair) in blocks.chunks_exact(BlockQ8K::BYTES).zip(pairs.chunks_exact_mut(Q8_K_PAIRS_BYTES)) {
+        let quants = &block[QUANTS_AT..QUANTS_AT + 256];
+        for (quad, &from) in pair.chunks_exact_mut(4).zip(&SOURCE) {
+            quad.copy_from_slice(&quants[from..from + 4]);
+        }
+    }
+}
+
 /// Bytes of one row of `n` activations converted to `dot_ty` by [`quantize_activations`].
 pub fn act_row_bytes(dot_ty: GgmlType, n: usize) -> usize {
     act_row_bytes_with(active_isa(), dot_ty, n)
@@ -404,9 +446,10 @@ pub fn act_row_bytes_with(isa: Isa, dot_ty: GgmlType, n: usize) -> usize {
 /// [`act_row_bytes_with`] for a SIMD set, `nb` blocks of `dot_ty`: what the x86 kernels slice
 /// activation rows by.
 pub(crate) const fn simd_act_row_bytes(dot_ty: GgmlType, block_bytes: usize, nb: usize) -> usize {
-    match SimdTable::of(dot_ty) {
-        Some(table) => nb * block_bytes + table.bytes_after(nb),
-        None => nb * block_bytes,
+    match (SimdTable::of(dot_ty), dot_ty) {
+        (Some(table), _) => nb * block_bytes + table.bytes_after(nb),
+        (None, GgmlType::Q8_K) => nb * (block_bytes + Q8_K_PAIRS_BYTES),
+        (None, _) => nb * block_bytes,
     }
 }
 

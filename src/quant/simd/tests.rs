@@ -220,7 +220,8 @@ fn dequantize_act(ty: GgmlType, src: &[u8], out: &mut [f32]) {
 
 /// Row dot product throughput per weight type and instruction set, one thread, over 64 MiB of
 /// weights (so they stream from memory, as in decode). A measurement, not a check:
-/// `cargo test --release kernel_throughput -- --ignored --nocapture`.
+/// `cargo test --release kernel_throughput -- --ignored --nocapture`. `KERNEL_TYPES=Q4_K,Q6_K`
+/// picks formats; `KERNEL_MIB=4` shrinks the weights to fit in cache (the kernels' compute alone).
 #[test]
 #[ignore]
 fn kernel_throughput() {
@@ -236,7 +237,8 @@ fn kernel_throughput() {
             continue;
         }
         let row_bytes = cols / ty.block_len() as usize * ty.block_bytes() as usize;
-        let rows = (64 << 20) / row_bytes;
+        let mib: usize = std::env::var("KERNEL_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+        let rows = (mib << 20) / row_bytes;
         // Random bytes are valid blocks, except f16 scales that decode to NaN/inf: keep those
         // bytes small. Which bytes are scales does not matter for speed.
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -254,7 +256,7 @@ fn kernel_throughput() {
             let mut act = Vec::new();
             super::super::quantize_activations_with(isa, super::super::vec_dot_type(ty), &x, &mut act);
             let mut best = f64::INFINITY;
-            for _ in 0..5 {
+            for _ in 0..20 {
                 let t = Instant::now();
                 super::super::dot_rows_with(isa, ty, cols, &weights, &act, &mut out);
                 best = best.min(t.elapsed().as_secs_f64());

@@ -14,7 +14,8 @@
 //! Every kernel works on tiles of weight rows by activation rows: decode on one by one, prefill on
 //! ROWS_PER_TILE by TILE_TOKENS (Q6_K: one row by TOKENS_PER_PASS). A tile takes each 32-value
 //! run's (a block's, or a K-quant group's) integer dot product whole and scales it in an f32 lane
-//! of its own: one by one with a horizontal sum of eight runs at once ([`lane_sums`]), larger
+//! of its own: one by one with a horizontal sum of eight runs at once ([`lane_sums`]; Q4_K's two
+//! groups per vector against the activation rows' paired quants, [`pair_lane_sums`]), larger
 //! tiles with the weights transposed against the activation rows' interleaved copy of their
 //! quants (`quant::SimdTable`). Both give the same integers and then the same f32 operations, so
 //! prefill and decode results are bit-identical.
@@ -219,7 +220,9 @@ macro_rules! x86_kernels {
         add_bit4($q:ident, $bits:ident) $add_bit4:block,
         q8_0_weights($w8:ident) $q8_0_weights:block,
         q8_0_dot($acc3:ident, $wq:ident, $aq:ident) $q8_0_dot:block,
-        q8_0_offset = $q8_0_offset:literal
+        q8_0_offset = $q8_0_offset:literal,
+        q4_k_pair_nibbles($qn:ident) $q4_k_pair_nibbles:block,
+        q4_k_pair_unscale($qu:ident) $q4_k_pair_unscale:block
     ) => {
         pub(crate) mod $isa {
             use super::sizes;
@@ -419,6 +422,16 @@ macro_rules! x86_kernels {
 
             /// What [`q8_0_dot`] adds per activation (taken off from the row's quant sums).
             const Q8_0_OFFSET: i32 = $q8_0_offset;
+
+            /// [`nibble_pairs`]' split of one vector: even lanes' low nibbles, odd lanes' high.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn q4_k_pair_nibbles($qn: __m256i) -> __m256i $q4_k_pair_nibbles
+
+            /// Undoes whatever scale [`q4_k_pair_nibbles`] left on odd lanes' sums.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn q4_k_pair_unscale($qu: __m256i) -> __m256i $q4_k_pair_unscale
 
             kernel_entries!(dot_rows_q8_0, dot_batch_q8_0, tile q8_0, 32, sizes::Q8_0, sizes::Q8_0, GgmlType::Q8_0);
             kernel_entries!(dot_rows_q4_0, dot_batch_q4_0, tile q4_0, 32, sizes::Q4_0, sizes::Q8_0, GgmlType::Q8_0);
@@ -863,11 +876,10 @@ macro_rules! x86_kernels {
                 _mm256_set1_ps(f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]))
             }
 
-            /// A Q4_K block ready to multiply: its eight 32-value groups' quants (group `2j`
-            /// the low nibbles of bytes `32j..32j + 32`, group `2j + 1` the high), per group its
-            /// scale and min as i32 lanes, and `d` and `dmin` in every lane.
+            /// A Q4_K block's scales ready to use: per 32-value group (group `2j` the low nibbles
+            /// of quant bytes `32j..32j + 32`, group `2j + 1` the high) its scale and min as i32
+            /// lanes, and `d` and `dmin` in every lane.
             struct Q4K {
-                quants: [__m256i; 8],
                 scales: __m256i,
                 mins: __m256i,
                 d: __m256,
@@ -876,16 +888,11 @@ macro_rules! x86_kernels {
 
             #[inline]
             #[target_feature(enable = $features)]
-            fn q4_k_block(wb: &[u8; sizes::Q4_K]) -> Q4K {
-                let low4 = _mm256_set1_epi8(0x0F);
+            fn q4_k_block_scales(wb: &[u8; sizes::Q4_K]) -> Q4K {
                 let packed = q4_k_scales_mins_vec(wb);
                 // d and dmin, the block's first two f16, converted together.
                 let d = _mm_cvtph_ps(load16(wb, 0));
                 Q4K {
-                    quants: std::array::from_fn(|g| {
-                        let bytes = load32(wb, 16 + 32 * (g / 2));
-                        if g % 2 == 0 { _mm256_and_si256(bytes, low4) } else { _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), low4) }
-                    }),
                     scales: _mm256_cvtepu8_epi32(packed),
                     mins: _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(packed, packed)),
                     d: _mm256_broadcastss_ps(d),
@@ -907,20 +914,57 @@ macro_rules! x86_kernels {
             }
 
             /// `d * a.d * sum_g sc[g] * (q_g . a_g) - dmin * a.d * sum_g m[g] * (a_g's sum)`
-            /// over the eight 32-value groups `g` of each block, for one activation row: each
-            /// group multiplied on its own and the eight groups' sums finished together
-            /// ([`lane_sums`]).
+            /// over the eight 32-value groups `g` of each block, for one activation row. Each
+            /// 32 bytes of quants (groups 2c and 2c + 1, low and high nibbles) are split so
+            /// that even lanes take group 2c's nibbles and odd lanes group 2c + 1's, against the
+            /// activation row's paired quants (`quant::append_q8_k_pairs`): one accumulator per
+            /// two groups, and four vectors to reduce per block ([`pair_lane_sums`]).
             #[target_feature(enable = $features)]
             fn q4_k(nb: usize, w: &[u8], a: &[u8]) -> f32 {
                 const AB: usize = sizes::Q8_K;
+                const PB: usize = crate::quant::Q8_K_PAIRS_BYTES;
+                let pairs = &a[nb * AB..];
                 let mut acc = _mm256_setzero_ps();
                 for i in 0..nb {
-                    let wq = q4_k_block(block(w, i));
+                    let wb = block::<{ sizes::Q4_K }>(w, i);
                     let ab = block::<AB>(a, i);
-                    let dots = lane_sums(std::array::from_fn(|g| dot_u8_i8(_mm256_setzero_si256(), wq.quants[g], load32(ab, 4 + 32 * g))));
+                    let pb = block::<PB>(pairs, i);
+                    let wq = q4_k_block_scales(wb);
+                    let dots = pair_lane_sums(std::array::from_fn(|c| {
+                        let bytes = load32(wb, 16 + 32 * c);
+                        let [own, partner] = nibble_pairs(bytes);
+                        dot_u8_i8(dot_u8_i8(_mm256_setzero_si256(), own, load32(pb, 64 * c)), partner, load32(pb, 64 * c + 32))
+                    }));
                     q4_k_finish(&wq, dots, q8_k_d(ab), q8_k_group_sums(ab), &mut acc);
                 }
                 hsum(acc)
+            }
+
+            /// Per lane pair, both halves of 32 bytes of Q4_K quants: `own` has lane `l`'s low
+            /// nibbles (even `l`) or high nibbles (odd `l`), `partner` the other nibbles of
+            /// lane `l ^ 1`, so that even lanes hold group 2c and odd lanes group 2c + 1.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn nibble_pairs(bytes: __m256i) -> [__m256i; 2] {
+                let swapped = _mm256_shuffle_epi32::<0b1011_0001>(bytes);
+                [q4_k_pair_nibbles(bytes), q4_k_pair_nibbles(swapped)]
+            }
+
+            /// Per block, the eight group sums from [`q4_k`]'s four accumulators (even lanes of
+            /// `v[c]`: group 2c, odd lanes: group 2c + 1), lane `g` for group `g`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn pair_lane_sums(v: [__m256i; 4]) -> __m256i {
+                // Per 128-bit half, [2c, 2c + 1, 2c + 2, 2c + 3] summed over the half.
+                let quad = |a: __m256i, b: __m256i| {
+                    let kept = _mm256_blend_epi32::<0xCC>(a, b);
+                    let moved = _mm256_shuffle_epi32::<0x4E>(_mm256_blend_epi32::<0x33>(a, b));
+                    _mm256_add_epi32(kept, moved)
+                };
+                let low = quad(v[0], v[1]);
+                let high = quad(v[2], v[3]);
+                let sums = _mm256_add_epi32(_mm256_blend_epi32::<0xF0>(low, high), _mm256_permute2x128_si256::<0x21>(low, high));
+                q4_k_pair_unscale(sums)
             }
 
             /// [`q4_k`] for eight weight rows at once (lane `r`: row `r`) and N activation rows,
@@ -1070,7 +1114,13 @@ x86_kernels!(
     q8_0_dot(acc, w, a) {
         _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w)), _mm256_set1_epi16(1)))
     },
-    q8_0_offset = 0
+    q8_0_offset = 0,
+    // High nibbles shifted down: `vpmaddubsw` adds two products in 16 bits, which 16 times a
+    // high nibble's product could overflow.
+    q4_k_pair_nibbles(bytes) {
+        _mm256_and_si256(_mm256_srlv_epi32(bytes, _mm256_set_epi32(4, 0, 4, 0, 4, 0, 4, 0)), _mm256_set1_epi8(0x0F))
+    },
+    q4_k_pair_unscale(sums) { sums }
 );
 
 x86_kernels!(
@@ -1083,5 +1133,11 @@ x86_kernels!(
     // unsigned (w + 128) and 128 * sum(a) comes off per block.
     q8_0_weights(w) { _mm256_xor_si256(w, _mm256_set1_epi8(-128)) },
     q8_0_dot(acc, w, a) { _mm256_dpbusd_epi32(acc, w, a) },
-    q8_0_offset = 128
+    q8_0_offset = 128,
+    // High nibbles kept in place, 16 times their value (one `and`, no shift): `vpdpbusd` sums
+    // in 32 bits, and every odd lane's sum is a multiple of 16, divided exactly at the end.
+    q4_k_pair_nibbles(bytes) {
+        _mm256_and_si256(bytes, _mm256_set1_epi64x(0xF0F0_F0F0_0F0F_0F0Fu64 as i64))
+    },
+    q4_k_pair_unscale(sums) { _mm256_srav_epi32(sums, _mm256_set_epi32(4, 0, 4, 0, 4, 0, 4, 0)) }
 );
