@@ -117,7 +117,7 @@ fn unpack_nibbles_k(qs: &[u8; QK_K / 2]) -> [i8; QK_K] {
 /// are the low 6 bits of bytes 0..4 (scales) and 4..8 (mins); the last four take their low 4 bits
 /// from a nibble of bytes 8..12 and their high 2 bits from the top of bytes 0..8.
 #[inline(always)]
-fn scales_mins_k4(q: &[u8; K_SCALE_SIZE]) -> ([i32; 8], [i32; 8]) {
+pub(crate) fn scales_mins_k4(q: &[u8; K_SCALE_SIZE]) -> ([i32; 8], [i32; 8]) {
     let mut sc = [0i32; 8];
     let mut m = [0i32; 8];
     for j in 0..4 {

@@ -115,18 +115,40 @@ fn q8_values(x: &[f32; QK], id: f32) -> [i8; QK] {
 fn q8_like_simd(x: &[f32; QK]) -> (f32, [i8; QK]) {
     let amax = abs_max(x);
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    (amax / 127.0, q8_values_even(x, id))
+}
+
+/// Q8 quants as ggml's NEON quantizers compute them: the reference's inverse scale
+/// `1 / (amax / 127)`, and `x * id` rounded to nearest even (`vcvtnq_s32_f32`).
+#[inline(always)]
+fn q8_like_arm(x: &[f32; QK]) -> (f32, [i8; QK]) {
+    let (d, id) = q8_scale(abs_max(x));
+    (d, q8_values_even(x, id))
+}
+
+/// `x * id` per value rounded to nearest, ties to even.
+#[inline(always)]
+fn q8_values_even(x: &[f32; QK], id: f32) -> [i8; QK] {
     let mut qs = [0i8; QK];
     for (q, &v) in qs.iter_mut().zip(x) {
         // |v * id| <= 127 (plus one rounding), well inside nearest_int's exact range.
         *q = nearest_int(v * id) as i8;
     }
-    (amax / 127.0, qs)
+    qs
 }
 
 impl BlockQ8_0 {
     /// [`ActBlock::quantize`] with ggml's x86 SIMD rounding (see `q8_like_simd`).
     pub(crate) fn quantize_like_simd(x: &[f32]) -> Self {
-        let (d, qs) = q8_like_simd(x.try_into().expect("quant: Q8_0 block needs 32 values"));
+        Self::from_parts(q8_like_simd(x.try_into().expect("quant: Q8_0 block needs 32 values")))
+    }
+
+    /// [`ActBlock::quantize`] with ggml's NEON rounding (see `q8_like_arm`).
+    pub(crate) fn quantize_like_arm(x: &[f32]) -> Self {
+        Self::from_parts(q8_like_arm(x.try_into().expect("quant: Q8_0 block needs 32 values")))
+    }
+
+    fn from_parts((d, qs): (f32, [i8; QK])) -> Self {
         BlockQ8_0 { d: F16Le::from_f32(d), qs }
     }
 }
@@ -134,7 +156,16 @@ impl BlockQ8_0 {
 impl BlockQ8_1 {
     /// [`ActBlock::quantize`] with ggml's x86 SIMD rounding (see `q8_like_simd`).
     pub(crate) fn quantize_like_simd(x: &[f32]) -> Self {
-        let (d, qs) = q8_like_simd(x.try_into().expect("quant: Q8_1 block needs 32 values"));
+        Self::from_parts(q8_like_simd(x.try_into().expect("quant: Q8_1 block needs 32 values")))
+    }
+
+    /// [`ActBlock::quantize`] with ggml's NEON rounding (see `q8_like_arm`).
+    pub(crate) fn quantize_like_arm(x: &[f32]) -> Self {
+        Self::from_parts(q8_like_arm(x.try_into().expect("quant: Q8_1 block needs 32 values")))
+    }
+
+    /// `s` is `d * sum(quants)` rounded to f16, as ggml stores it.
+    fn from_parts((d, qs): (f32, [i8; QK])) -> Self {
         let sum: i32 = qs.iter().map(|&q| q as i32).sum();
         BlockQ8_1 { d: F16Le::from_f32(d), s: F16Le::from_f32(sum as f32 * d), qs }
     }

@@ -149,7 +149,9 @@ pub fn quantize_activations(dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
 }
 
 /// [`quantize_activations`] as paired with the kernels of instruction set `isa`: the scalar set
-/// quantizes as ggml's reference code, the SIMD sets Q8_0/Q8_1 as ggml's SIMD code.
+/// quantizes as ggml's reference code, the SIMD sets Q8_0/Q8_1 as ggml's SIMD code for that
+/// architecture (x86: inverse scale `127 / amax`; NEON: the reference's `1 / (amax / 127)`; both
+/// round to nearest even).
 ///
 /// The SIMD sets' Q8_0 and Q8_1 rows also carry, after their blocks, what their kernels need
 /// to read eight blocks at a time (see [`SimdTable`]): a table of per-block values (for Q8_0
@@ -160,11 +162,13 @@ pub fn quantize_activations(dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
 pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
     match dot_ty {
         GgmlType::Q8_0 if isa != Isa::Scalar => {
-            block::quantize_with(x, out, BlockQ8_0::quantize_like_simd);
+            let quantize = if isa.is_arm() { BlockQ8_0::quantize_like_arm } else { BlockQ8_0::quantize_like_simd };
+            block::quantize_with(x, out, quantize);
             SimdTable::Q8_0.append(out);
         }
         GgmlType::Q8_1 if isa != Isa::Scalar => {
-            block::quantize_with(x, out, BlockQ8_1::quantize_like_simd);
+            let quantize = if isa.is_arm() { BlockQ8_1::quantize_like_arm } else { BlockQ8_1::quantize_like_simd };
+            block::quantize_with(x, out, quantize);
             SimdTable::Q8_1.append(out);
         }
         GgmlType::Q8_K if isa != Isa::Scalar => {
@@ -372,6 +376,7 @@ impl SimdTable {
 }
 
 /// The table of a SIMD set's activation rows of `dot_ty`; panics for a format without one.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const fn simd_table(dot_ty: GgmlType) -> &'static SimdTable {
     match SimdTable::of(dot_ty) {
         Some(table) => table,
@@ -381,12 +386,14 @@ const fn simd_table(dot_ty: GgmlType) -> &'static SimdTable {
 
 /// Where column `column` of the table of a SIMD set's activation row of `nb` blocks of
 /// `dot_ty` starts ([`SimdTable`]); the x86 kernels read the table through it.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const fn simd_column_at(dot_ty: GgmlType, nb: usize, column: usize) -> usize {
     simd_table(dot_ty).column_at(nb, column)
 }
 
 /// Where the interleaved quants of a SIMD set's activation row of `nb` blocks of `dot_ty`
 /// start ([`SimdTable`]): group `g` of eight blocks is the 256 bytes at `256 * g` from there.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const fn simd_interleaved_at(dot_ty: GgmlType, nb: usize) -> usize {
     let table = simd_table(dot_ty);
     table.column_at(nb, table.columns.len())

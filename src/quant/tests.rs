@@ -319,12 +319,31 @@ fn q8_quantize_for_simd_kernels_rounds_ties_to_even() {
     // which moves values near a .5 boundary: find one and check both quantizers keep their own.
     let amax = (1..10_000).map(|i| 1.0 + i as f32 * 1e-3).find(|&a| 127.0 / a != 1.0 / (a / 127.0)).unwrap();
     let x: Vec<f32> = (0..32).map(|i| if i == 0 { amax } else { amax * (i as f32 + 0.5) / 127.0 }).collect();
-    let (mut simd, reference) = (Vec::new(), quantized(Q8_0, &x));
+    let (mut simd, mut arm, reference) = (Vec::new(), Vec::new(), quantized(Q8_0, &x));
     quantize_activations_with(Isa::Avx2, Q8_0, &x, &mut simd);
-    for (i, (&v, (&s, &r))) in x.iter().zip(simd[2..].iter().zip(&reference[2..])).enumerate() {
-        let (s, r) = (s as i8 as f32, r as i8 as f32);
+    quantize_activations_with(Isa::Neon, Q8_0, &x, &mut arm);
+    for (i, &v) in x.iter().enumerate() {
+        let [s, a, r] = [&simd, &arm, &reference].map(|q| q[2 + i] as i8 as f32);
         assert_eq!(s, (v * (127.0 / amax)).round_ties_even(), "simd value {i}");
+        assert_eq!(a, (v * (1.0 / (amax / 127.0))).round_ties_even(), "neon value {i}");
         assert_eq!(r, (v * (1.0 / (amax / 127.0))).round(), "reference value {i}");
+    }
+    assert_ne!(simd, arm, "the two inverse scales must give different quants for this block");
+}
+
+#[test]
+fn q8_quantize_for_neon_kernels_rounds_ties_to_even() {
+    // As ggml's NEON quantizers: id = 1 / (amax / 127) (1 here), vcvtnq_s32_f32 to nearest even.
+    let mut x = [0.0f32; 32];
+    x[..10].copy_from_slice(&[127.0, -63.5, 0.5, -0.5, 2.5, -2.5, 1.49, 3.5, -126.5, 0.0]);
+    for isa in [Isa::Neon, Isa::NeonDot] {
+        let mut q = Vec::new();
+        quantize_activations_with(isa, Q8_0, &x, &mut q);
+        assert_eq!(q[..2], f16_le(1.0));
+        let qs: Vec<i8> = q[2..12].iter().map(|&b| b as i8).collect();
+        assert_eq!(qs, [127, -64, 0, 0, 2, -2, 1, 4, -126, 0], "{isa:?}");
+        quantize_activations_with(isa, Q8_1, &x, &mut q);
+        assert_eq!(q[2..4], f16_le(-58.0), "{isa:?}: s = d * sum(q)");
     }
 }
 

@@ -2,11 +2,14 @@
 //!
 //! The scalar kernels (the rest of `quant`) are the reference; the SIMD kernels here are tested
 //! against them on random blocks (`quant::tests`). The best set the CPU supports is picked once,
-//! on first use; `CHORD_LLM_SIMD=scalar|avx2|avx512vnni` overrides it (for measurements and
+//! on first use; `CHORD_LLM_SIMD=scalar|avx2|avx512vnni|neon|neondot` overrides it (for measurements and
 //! tests; a set the CPU lacks falls back to the detected one with a warning on stderr).
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+#[cfg(target_arch = "aarch64")]
+mod arm;
 
 #[cfg(test)]
 mod tests;
@@ -24,32 +27,48 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512 VNNI (with AVX-512VL, on 256-bit vectors).
     Avx512Vnni,
+    /// aarch64 NEON (Advanced SIMD), which every aarch64 CPU has.
+    Neon,
+    /// aarch64 NEON with the dot-product extension (`sdot`, Armv8.2 and later).
+    NeonDot,
 }
 
 impl Isa {
     /// Every set, in order of preference (best last).
-    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni];
+    pub const ALL: [Isa; 5] = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni, Isa::Neon, Isa::NeonDot];
 
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::Neon => "neon",
+            Isa::NeonDot => "neondot",
         }
+    }
+
+    /// Whether this is one of the aarch64 sets (whose Q8_0/Q8_1 activations round as ggml's
+    /// NEON quantizers do).
+    pub fn is_arm(self) -> bool {
+        matches!(self, Isa::Neon | Isa::NeonDot)
     }
 
     /// Whether the running CPU can execute this set's kernels.
     pub fn available(self) -> bool {
         // Asked on every kernel dispatch (tens of thousands of times per token for attention),
         // so the CPU is probed once per set.
-        static PROBED: [OnceLock<bool>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+        static PROBED: [OnceLock<bool>; Isa::ALL.len()] = [const { OnceLock::new() }; Isa::ALL.len()];
         *PROBED[self as usize].get_or_init(|| match self {
             Isa::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => x86::avx2::available(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => x86::avx512vnni::available(),
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => arm::neon::available(),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => arm::neondot::available(),
+            #[allow(unreachable_patterns)]
             _ => false,
         })
     }
@@ -65,7 +84,11 @@ impl Isa {
             Isa::Avx2 => Some(&x86::avx2::SET),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => Some(&x86::avx512vnni::SET),
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => Some(&arm::neon::SET),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => Some(&arm::neondot::SET),
+            #[allow(unreachable_patterns)]
             _ => None,
         }
     }
