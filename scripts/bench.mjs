@@ -41,8 +41,8 @@ Each table's first line gives the 1-minute load average at its start: other proc
 skews the figures, the most at a thread count equal to the number of cores.
 
 Bounds:
-  decode bound  memory read bandwidth (measured at the start of each thread count's table, that
-                many threads reading a 1 GiB buffer) / weight bytes one decode step reads (all
+  decode bound  memory read bandwidth (measured just before each model's runs, that many
+                threads reading a 1 GiB buffer; the "read GB/s" column) / weight bytes one decode step reads (all
                 layer tensors, output norm, output matrix or the tied token_embd, one embedding
                 row); "of bound" is decode tok/s as a fraction of it
   RSS bound     file size + chord-llm's KV cache at this context size + 80 MB; chord-llm's
@@ -182,6 +182,9 @@ function weightBytesPerToken(file, log) {
 
 /** Runs every engine `repeat` times on one model at one thread count; adds the bounds. */
 async function benchModel(model, threads, bandwidth, opts, log) {
+  // \`bandwidth\`: bytes/s measured just before this model's runs. On a shared host it moves by
+  // a third between minutes; measured once per table it could be far from what the model's
+  // decode saw.
   const cfg = {
     mode: 'bench',
     model: model.file,
@@ -212,7 +215,7 @@ async function benchModel(model, threads, bandwidth, opts, log) {
   const kv = results.chord?.ok ? results.chord.kvCacheBytes : null;
   const rssBoundBytes = kv != null ? model.fileBytes + kv + RSS_OVERHEAD_BYTES : null;
   if (results.chord?.ok && rssBoundBytes != null) results.chord.rssWithinBound = results.chord.peakRssBytes <= rssBoundBytes;
-  return { ...model, threads, boundTokS, rssBoundBytes, results, runs };
+  return { ...model, threads, bandwidthBytesPerS: bandwidth, boundTokS, rssBoundBytes, results, runs };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -249,8 +252,18 @@ function sameGreedyTokens(results) {
 }
 
 /** One thread count's table: a model per row, groups of columns per engine, then chord/llama. */
-function table({ threads, bandwidthBytesPerS: bandwidth, loadAverage, rows }, opts) {
-  const groups = [{ title: '', cols: [['model', (row) => row.label], ['MiB/token', (row) => fmt(row.decodeRead?.bytes / MB, 1)], ['bound tok/s', (row) => fmt(row.boundTokS, 1)]] }];
+function table({ threads, loadAverage, rows }, opts) {
+  const groups = [
+    {
+      title: '',
+      cols: [
+        ['model', (row) => row.label],
+        ['MiB/token', (row) => fmt(row.decodeRead?.bytes / MB, 1)],
+        ['read GB/s', (row) => fmt(row.bandwidthBytesPerS / 1e9, 1)],
+        ['bound tok/s', (row) => fmt(row.boundTokS, 1)],
+      ],
+    },
+  ];
   for (const key of opts.engines) {
     const cols = engineColumns(key).map(([h, cell]) => [h, (row) => (row.results[key].ok ? cell(row.results[key], row) : 'n/a')]);
     groups.push({ title: ENGINES[key].name, cols });
@@ -287,9 +300,8 @@ function table({ threads, bandwidthBytesPerS: bandwidth, loadAverage, rows }, op
       return ' '.repeat(left) + t + ' '.repeat(w - t.length - left);
     })
     .join(gap);
-  const bw = bandwidth ? `${(bandwidth / 1e9).toFixed(1)} GB/s` : 'not measured';
   const out = [
-    `threads ${threads}: memory read bandwidth ${bw}; prompt ${opts.promptTokens} tok, generate ${opts.genTokens} tok, ` +
+    `threads ${threads}: memory read bandwidth measured before each model; prompt ${opts.promptTokens} tok, generate ${opts.genTokens} tok, ` +
       `context ${opts.contextSize}; ${opts.repeat > 1 ? `medians of ${opts.repeat} runs` : '1 run'}; ` +
       `load average ${loadAverage.toFixed(2)} at the start`,
     titles.trimEnd(),
@@ -349,13 +361,14 @@ async function main() {
   const write = (text) => (opts.json ? process.stderr : process.stdout).write(text);
   for (const threads of opts.threads) {
     const loadAverage = os.loadavg()[0];
-    log(`measuring the memory read bandwidth with ${threads} thread(s) ...`);
-    const bw = await runWorker('chord', { mode: 'bandwidth', threads }, opts.timeout);
-    if (!bw.ok) log(`bandwidth not measured, no decode bound: ${String(bw.error).split('\n')[0]}`);
-    const bandwidth = bw.ok ? bw.bytesPerS : null;
     const rows = [];
-    for (const m of models) rows.push(await benchModel(m, threads, bandwidth, opts, log));
-    const t = { threads, bandwidthBytesPerS: bandwidth, loadAverage, rows };
+    for (const m of models) {
+      log(`measuring the memory read bandwidth with ${threads} thread(s) ...`);
+      const bw = await runWorker('chord', { mode: 'bandwidth', threads }, opts.timeout);
+      if (!bw.ok) log(`bandwidth not measured, no decode bound: ${String(bw.error).split('\n')[0]}`);
+      rows.push(await benchModel(m, threads, bw.ok ? bw.bytesPerS : null, opts, log));
+    }
+    const t = { threads, loadAverage, rows };
     tables.push(t);
     write(table(t, opts) + '\n');
   }
