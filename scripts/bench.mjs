@@ -182,7 +182,7 @@ function weightBytesPerToken(file, log) {
 
 /** Runs every engine `repeat` times on one model at one thread count; adds the bounds. */
 async function benchModel(model, threads, bandwidth, opts, log) {
-  // \`bandwidth\`: bytes/s measured just before this model's runs. On a shared host it moves by
+  // `bandwidth`: bytes/s measured just before this model's runs. On a shared host it moves by
   // a third between minutes; measured once per table it could be far from what the model's
   // decode saw.
   const cfg = {
