@@ -1052,6 +1052,13 @@ macro_rules! x86_kernels {
                     let ab: [&[u8; sizes::Q8_K]; N] = std::array::from_fn(|t| block(a[t], i));
                     let scales = load16(wb, 192);
                     let scales16 = _mm256_cvtepi8_epi16(scales);
+                    // The sixteen scales as i16, even groups' in the low 128 bits and odd groups'
+                    // in the high: groups 2q and 2q + 1 are then lane q of each half, which one
+                    // in-lane byte shuffle broadcasts (three shuffles per quarter otherwise).
+                    let by_parity = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(
+                        scales,
+                        _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15),
+                    ));
                     let mut sum: [__m256i; N] = std::array::from_fn(|t| {
                         let offset = _mm256_madd_epi16(scales16, load32(ab[t], 4 + 256));
                         _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(offset))
@@ -1071,9 +1078,8 @@ macro_rules! x86_kernels {
                         for (k, (low, high)) in quarters.into_iter().enumerate() {
                             let q = _mm256_or_si256(low, _mm256_and_si256(high, bits45));
                             // Groups 8 * half + 2k and the next one cover this quarter's two halves.
-                            let g = (8 * half + 2 * k) as i8;
-                            let pick = _mm_set_epi8(g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g, g, g, g, g, g, g, g);
-                            let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
+                            let lane = (4 * half + k) as i16;
+                            let sc = _mm256_shuffle_epi8(by_parity, _mm256_set1_epi16((2 * lane + 1) << 8 | 2 * lane));
                             for t in 0..N {
                                 let p = _mm256_maddubs_epi16(q, load32(ab[t], 4 + 128 * half + 32 * k));
                                 sum[t] = madd_i16(sum[t], p, sc);
