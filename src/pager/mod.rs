@@ -388,6 +388,8 @@ impl Shared {
             LoadMethod::Read => {
                 let mut buf = memmap2::MmapMut::map_anon(u.bytes.max(1) as usize)
                     .map_err(|source| Error::Io { path: "anonymous memory for a layer".into(), source })?;
+                #[cfg(target_os = "linux")]
+                let _ = buf.advise(memmap2::Advice::HugePage);
                 let mut at = 0usize;
                 for &(offset, len) in &u.ranges {
                     file.read_at(offset, &mut buf[at..at + len as usize])?;
