@@ -73,7 +73,6 @@ macro_rules! arm_kernels {
             use crate::quant::simd::KernelSet;
             use crate::quant::{DotBatchFn, DotRowsFn};
             use crate::tensor::GgmlType;
-            #[allow(unused_imports)]
             use core::arch::asm;
             use core::arch::aarch64::*;
 

@@ -222,15 +222,23 @@ fn dequantize_act(ty: GgmlType, src: &[u8], out: &mut [f32]) {
 /// weights (so they stream from memory, as in decode). A measurement, not a check:
 /// `cargo test --release kernel_throughput -- --ignored --nocapture`. `KERNEL_TYPES=Q4_K,Q6_K`
 /// picks formats; `KERNEL_MIB=4` shrinks the weights to fit in cache (the kernels' compute alone).
+///
+/// The weights sit as a model's do in decode: page-aligned, in transparent huge pages where
+/// the kernel gives them (a cached GGUF file is mapped with 2 MiB pages once its page cache
+/// holds huge folios), read in matrices of 1024 rows whose results stay in cache. A malloc'd
+/// buffer of 4 KiB pages written as one 64 MiB result array read 10-20% slower.
 #[test]
 #[ignore]
 fn kernel_throughput() {
     use std::time::Instant;
-    // 4096 columns: whole groups of blocks; 640 (Gemma-3-270M's width, 20 blocks of 32 values):
-    // short rows with a partial group at the end.
+    const HUGE_PAGE: usize = 2 << 20;
+    const MATRIX_ROWS: usize = 1024;
+    // 4096 columns: whole groups of blocks; 1536 (Qwen2.5-1.5B's width: most of its Q4_K bytes
+    // are rows of 6 blocks, whose per-row costs show); 640 (Gemma-3-270M's width, 20 blocks of
+    // 32 values): short rows with a partial group at the end.
     let only: Option<Vec<String>> =
         std::env::var("KERNEL_TYPES").ok().map(|v| v.split(',').map(String::from).collect());
-    for (cols, ty) in [4096, 640].into_iter().flat_map(|c| [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K].map(|t| (c, t))) {
+    for (cols, ty) in [4096, 1536, 640].into_iter().flat_map(|c| [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K].map(|t| (c, t))) {
         if cols % ty.block_len() as usize != 0
             || only.as_ref().is_some_and(|o| !o.iter().any(|n| *n == format!("{ty}")))
         {
@@ -242,23 +250,30 @@ fn kernel_throughput() {
         // Random bytes are valid blocks, except f16 scales that decode to NaN/inf: keep those
         // bytes small. Which bytes are scales does not matter for speed.
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let weights: Vec<u8> = (0..rows * row_bytes)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 56) as u8 & 0x3F
-            })
-            .collect();
+        let mut map = memmap2::MmapMut::map_anon(rows * row_bytes + HUGE_PAGE).expect("anonymous memory");
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
+        let aligned = (HUGE_PAGE - map.as_ptr() as usize % HUGE_PAGE) % HUGE_PAGE;
+        let weights = &mut map[aligned..aligned + rows * row_bytes];
+        for b in weights.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *b = (state >> 56) as u8 & 0x3F;
+        }
+        let weights = &*weights;
         let x: Vec<f32> = (0..cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
-        let mut out = vec![0.0f32; rows];
+        let mut out = vec![0.0f32; MATRIX_ROWS];
         for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
             let mut act = Vec::new();
             super::super::quantize_activations_with(isa, super::super::vec_dot_type(ty), &x, &mut act);
             let mut best = f64::INFINITY;
             for _ in 0..20 {
                 let t = Instant::now();
-                super::super::dot_rows_with(isa, ty, cols, &weights, &act, &mut out);
+                for matrix in weights.chunks(MATRIX_ROWS * row_bytes) {
+                    let n = matrix.len() / row_bytes;
+                    super::super::dot_rows_with(isa, ty, cols, matrix, &act, &mut out[..n]);
+                }
                 best = best.min(t.elapsed().as_secs_f64());
             }
             let blocks = (rows * cols / ty.block_len() as usize) as f64;
