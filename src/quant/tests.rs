@@ -303,10 +303,11 @@ fn q8_0_quantize_by_hand_rounds_ties_away_from_zero() {
 
 #[test]
 fn q8_quantize_for_simd_kernels_rounds_ties_to_even() {
-    // As ggml's x86 SIMD quantizers: id = 127 / amax (1 here), _mm256_round_ps to nearest even.
+    // As ggml's SIMD quantizers: x86 id = 127 / amax, NEON id = 1 / (amax / 127) (both 1 here),
+    // rounded to nearest even (_mm256_round_ps, vcvtnq_s32_f32).
     let mut x = [0.0f32; 32];
     x[..10].copy_from_slice(&[127.0, -63.5, 0.5, -0.5, 2.5, -2.5, 1.49, 3.5, -126.5, 0.0]);
-    for isa in [Isa::Avx2, Isa::Avx512Vnni] {
+    for isa in [Isa::Avx2, Isa::Avx512Vnni, Isa::Neon, Isa::NeonDot] {
         let mut q = Vec::new();
         quantize_activations_with(isa, Q8_0, &x, &mut q);
         assert_eq!(q[..2], f16_le(1.0));
@@ -329,22 +330,6 @@ fn q8_quantize_for_simd_kernels_rounds_ties_to_even() {
         assert_eq!(r, (v * (1.0 / (amax / 127.0))).round(), "reference value {i}");
     }
     assert_ne!(simd, arm, "the two inverse scales must give different quants for this block");
-}
-
-#[test]
-fn q8_quantize_for_neon_kernels_rounds_ties_to_even() {
-    // As ggml's NEON quantizers: id = 1 / (amax / 127) (1 here), vcvtnq_s32_f32 to nearest even.
-    let mut x = [0.0f32; 32];
-    x[..10].copy_from_slice(&[127.0, -63.5, 0.5, -0.5, 2.5, -2.5, 1.49, 3.5, -126.5, 0.0]);
-    for isa in [Isa::Neon, Isa::NeonDot] {
-        let mut q = Vec::new();
-        quantize_activations_with(isa, Q8_0, &x, &mut q);
-        assert_eq!(q[..2], f16_le(1.0));
-        let qs: Vec<i8> = q[2..12].iter().map(|&b| b as i8).collect();
-        assert_eq!(qs, [127, -64, 0, 0, 2, -2, 1, 4, -126, 0], "{isa:?}");
-        quantize_activations_with(isa, Q8_1, &x, &mut q);
-        assert_eq!(q[2..4], f16_le(-58.0), "{isa:?}: s = d * sum(q)");
-    }
 }
 
 #[test]

@@ -188,67 +188,76 @@ macro_rules! arm_kernels {
                 v.map(|v| vsubq_s8(vreinterpretq_s8_u8(v), vdupq_n_s8(offset)))
             }
 
-            /// `sum over blocks of d_w * d_a * (q . a)`.
+            /// `sum over blocks i of term(weight block i, activation block i)`, in block order.
+            #[inline]
+            fn sum_blocks<const WB: usize, const AB: usize>(
+                nb: usize,
+                w: &[u8],
+                a: &[u8],
+                term: impl Fn(&[u8; WB], &[u8; AB]) -> f32,
+            ) -> f32 {
+                let mut acc = 0.0f32;
+                for i in 0..nb {
+                    acc += term(block(w, i), block(a, i));
+                }
+                acc
+            }
+
+            /// A 32-value block's integer dot product scaled: `d_w * d_a * sum` (both scales
+            /// the blocks' first f16).
+            #[inline]
+            fn scaled<const WB: usize, const AB: usize>(wb: &[u8; WB], ab: &[u8; AB], sum: i32) -> f32 {
+                f16_at(wb, 0) * f16_at(ab, 0) * sum as f32
+            }
+
+            /// The min terms of Q4_1/Q5_1 against Q8_1: `sum over blocks of m_w * s_a` (Q8_1's
+            /// `s` is `d_a * sum(a)`; both are the blocks' second f16).
+            #[inline]
+            fn min_terms<const WB: usize>(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+                sum_blocks(nb, w, a, |wb: &[u8; WB], ab: &[u8; sizes::Q8_1]| f16_at(wb, 2) * f16_at(ab, 2))
+            }
+
             #[target_feature(enable = $features)]
             fn q8_0(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-                let mut acc = 0.0f32;
-                for i in 0..nb {
-                    let (wb, ab) = (block::<{ sizes::Q8_0 }>(w, i), block::<{ sizes::Q8_0 }>(a, i));
-                    let sum = dot32([load16_i8(wb, 2), load16_i8(wb, 18)], ab, 2);
-                    acc += f16_at(wb, 0) * f16_at(ab, 0) * sum as f32;
-                }
-                acc
+                sum_blocks(nb, w, a, |wb: &[u8; sizes::Q8_0], ab: &[u8; sizes::Q8_0]| {
+                    scaled(wb, ab, dot32([load16_i8(wb, 2), load16_i8(wb, 18)], ab, 2))
+                })
             }
 
+            /// Quants minus 8.
             #[target_feature(enable = $features)]
             fn q4_0(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-                let mut acc = 0.0f32;
-                for i in 0..nb {
-                    let (wb, ab) = (block::<{ sizes::Q4_0 }>(w, i), block::<{ sizes::Q8_0 }>(a, i));
-                    let sum = dot32(minus(nibbles(wb, 2), 8), ab, 2);
-                    acc += f16_at(wb, 0) * f16_at(ab, 0) * sum as f32;
-                }
-                acc
+                sum_blocks(nb, w, a, |wb: &[u8; sizes::Q4_0], ab: &[u8; sizes::Q8_0]| {
+                    scaled(wb, ab, dot32(minus(nibbles(wb, 2), 8), ab, 2))
+                })
             }
 
+            /// Quants with their fifth bits, minus 16.
             #[target_feature(enable = $features)]
             fn q5_0(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-                let mut acc = 0.0f32;
-                for i in 0..nb {
-                    let (wb, ab) = (block::<{ sizes::Q5_0 }>(w, i), block::<{ sizes::Q8_0 }>(a, i));
-                    let [lo, hi] = nibbles(wb, 6);
-                    let [bits_lo, bits_hi] = fifth_bits(wb, 2);
-                    let sum = dot32(minus([vorrq_u8(lo, bits_lo), vorrq_u8(hi, bits_hi)], 16), ab, 2);
-                    acc += f16_at(wb, 0) * f16_at(ab, 0) * sum as f32;
-                }
-                acc
+                sum_blocks(nb, w, a, |wb: &[u8; sizes::Q5_0], ab: &[u8; sizes::Q8_0]| {
+                    let ([lo, hi], [bits_lo, bits_hi]) = (nibbles(wb, 6), fifth_bits(wb, 2));
+                    scaled(wb, ab, dot32(minus([vorrq_u8(lo, bits_lo), vorrq_u8(hi, bits_hi)], 16), ab, 2))
+                })
             }
 
-            /// `d_w * d_a * (q . a)` plus `m_w * s_a` per block (Q8_1's `s` is `d_a * sum(a)`).
+            /// Unsigned quants, plus the min terms.
             #[target_feature(enable = $features)]
             fn q4_1(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-                let (mut acc, mut mins) = (0.0f32, 0.0f32);
-                for i in 0..nb {
-                    let (wb, ab) = (block::<{ sizes::Q4_1 }>(w, i), block::<{ sizes::Q8_1 }>(a, i));
-                    let sum = dot32(nibbles(wb, 4).map(|v| vreinterpretq_s8_u8(v)), ab, 4);
-                    acc += f16_at(wb, 0) * f16_at(ab, 0) * sum as f32;
-                    mins += f16_at(wb, 2) * f16_at(ab, 2);
-                }
-                acc + mins
+                let quants = sum_blocks(nb, w, a, |wb: &[u8; sizes::Q4_1], ab: &[u8; sizes::Q8_1]| {
+                    scaled(wb, ab, dot32(nibbles(wb, 4).map(|v| vreinterpretq_s8_u8(v)), ab, 4))
+                });
+                quants + min_terms::<{ sizes::Q4_1 }>(nb, w, a)
             }
 
             #[target_feature(enable = $features)]
             fn q5_1(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-                let (mut acc, mut mins) = (0.0f32, 0.0f32);
-                for i in 0..nb {
-                    let (wb, ab) = (block::<{ sizes::Q5_1 }>(w, i), block::<{ sizes::Q8_1 }>(a, i));
-                    let [lo, hi] = nibbles(wb, 8);
-                    let [bits_lo, bits_hi] = fifth_bits(wb, 4);
+                let quants = sum_blocks(nb, w, a, |wb: &[u8; sizes::Q5_1], ab: &[u8; sizes::Q8_1]| {
+                    let ([lo, hi], [bits_lo, bits_hi]) = (nibbles(wb, 8), fifth_bits(wb, 4));
                     let q = [vorrq_u8(lo, bits_lo), vorrq_u8(hi, bits_hi)].map(|v| vreinterpretq_s8_u8(v));
-                    acc += f16_at(wb, 0) * f16_at(ab, 0) * dot32(q, ab, 4) as f32;
-                    mins += f16_at(wb, 2) * f16_at(ab, 2);
-                }
-                acc + mins
+                    scaled(wb, ab, dot32(q, ab, 4))
+                });
+                quants + min_terms::<{ sizes::Q5_1 }>(nb, w, a)
             }
 
             /// Per block `d * a.d * sum_g sc[g] * (q_g . a_g) - dmin * a.d * sum_g m[g] * (a_g's
