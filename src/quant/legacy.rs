@@ -148,6 +148,7 @@ impl BlockQ8_0 {
         Self::from_parts(q8_like_arm(x.try_into().expect("quant: Q8_0 block needs 32 values")))
     }
 
+    /// The block of an unrounded f32 scale (stored as f16) and its quants.
     fn from_parts((d, qs): (f32, [i8; QK])) -> Self {
         BlockQ8_0 { d: F16Le::from_f32(d), qs }
     }

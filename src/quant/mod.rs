@@ -141,9 +141,10 @@ pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
 /// Panics if `x.len()` is not a multiple of `dot_ty`'s block length or `dot_ty` is not an
 /// activation format.
 ///
-/// With a SIMD instruction set active ([`active_isa`]), Q8_0 and Q8_1 round as ggml's x86 SIMD
-/// quantizers do instead (inverse scale `127 / amax`, round to nearest even), which is what the
-/// SIMD builds of llama.cpp multiply with; see [`quantize_activations_with`].
+/// With a SIMD instruction set active ([`active_isa`]), Q8_0 and Q8_1 round as ggml's SIMD
+/// quantizers for that architecture do instead (x86: inverse scale `127 / amax`; NEON:
+/// `1 / (amax / 127)`; both round to nearest even), which is what the SIMD builds of llama.cpp
+/// multiply with; see [`quantize_activations_with`].
 pub fn quantize_activations(dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
     quantize_activations_with(active_isa(), dot_ty, x, out)
 }
@@ -442,7 +443,9 @@ pub fn act_row_bytes(dot_ty: GgmlType, n: usize) -> usize {
 }
 
 /// Bytes of one row of `n` activations converted to `dot_ty` by [`quantize_activations_with`]
-/// for `isa`: the blocks, plus for the SIMD sets' Q8_0 and Q8_1 what [`SimdTable`] adds.
+/// for `isa`: the blocks, plus for the SIMD sets' Q8_0 and Q8_1 what [`SimdTable`] adds and
+/// for their Q8_K the paired quants ([`append_q8_k_pairs`]). (The NEON kernels read only the
+/// blocks; the rows keep one layout for every SIMD set.)
 pub fn act_row_bytes_with(isa: Isa, dot_ty: GgmlType, n: usize) -> usize {
     match isa {
         Isa::Scalar => row_bytes(dot_ty, n),
@@ -450,7 +453,7 @@ pub fn act_row_bytes_with(isa: Isa, dot_ty: GgmlType, n: usize) -> usize {
     }
 }
 
-/// [`act_row_bytes_with`] for a SIMD set, `nb` blocks of `dot_ty`: what the x86 kernels slice
+/// [`act_row_bytes_with`] for a SIMD set, `nb` blocks of `dot_ty`: what the SIMD kernels slice
 /// activation rows by.
 pub(crate) const fn simd_act_row_bytes(dot_ty: GgmlType, block_bytes: usize, nb: usize) -> usize {
     match (SimdTable::of(dot_ty), dot_ty) {

@@ -55,7 +55,7 @@ const Q4_K_TOKENS_PER_PASS: usize = 8;
 
 /// The two entry points of one kernel: `$rows` for decode (`quant::dot_rows`), `$batch` for
 /// prefill (`quant::dot_rows_batch`). Activation rows of format `$a_ty` are `$a_bytes` per block
-/// plus what `quant::SimdTable` adds (`quant::act_row_bytes_with`).
+/// plus what `quant::SimdTable` or the Q8_K pairs add (`quant::act_row_bytes_with`).
 macro_rules! kernel_entries {
     // `$kernel::<N>`: one weight row against N activation rows.
     ($rows:ident, $batch:ident, $kernel:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_ty:expr) => {
@@ -941,8 +941,9 @@ macro_rules! x86_kernels {
             }
 
             /// Per lane pair, both halves of 32 bytes of Q4_K quants: `own` has lane `l`'s low
-            /// nibbles (even `l`) or high nibbles (odd `l`), `partner` the other nibbles of
-            /// lane `l ^ 1`, so that even lanes hold group 2c and odd lanes group 2c + 1.
+            /// nibbles (even `l`) or high nibbles (odd `l`), `partner` lane `l ^ 1`'s low
+            /// nibbles for even `l` and high for odd, so that even lanes hold group 2c and odd
+            /// lanes group 2c + 1.
             #[inline]
             #[target_feature(enable = $features)]
             fn nibble_pairs(bytes: __m256i) -> [__m256i; 2] {
