@@ -476,6 +476,7 @@ pub fn dot_f16_f32(a: &[u8], b: &[f32]) -> f32 {
 /// each `row_bytes` row of `rows` (attention: one query head against every cached key), each
 /// bit-identical to [`dot_f16_f32`] of that vector alone.
 pub fn dot_f16_f32_rows(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]) {
+    assert_f16_rows_fit(rows, row_bytes, at, 2 * b.len(), out.len());
     match active_isa().f16_kernels() {
         Some((dot, _)) => dot(rows, row_bytes, at, b, out),
         None => {
@@ -502,6 +503,7 @@ pub fn axpy_f16(out: &mut [f32], p: f32, v: &[u8]) {
 /// row t of `rows` (rows of `row_bytes`), for every t in order (attention: one head's weighted
 /// sum of every cached value).
 pub fn axpy_f16_rows(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
+    assert_f16_rows_fit(rows, row_bytes, at, 2 * out.len(), p.len());
     match active_isa().f16_kernels() {
         Some((_, axpy)) => axpy(out, p, rows, row_bytes, at),
         None => {
@@ -513,6 +515,12 @@ pub fn axpy_f16_rows(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, 
             }
         }
     }
+}
+
+/// Checks, once for every instruction set's kernels, that `n_rows` rows of `row_bytes` hold
+/// `len` bytes at byte `at` of each.
+fn assert_f16_rows_fit(rows: &[u8], row_bytes: usize, at: usize, len: usize, n_rows: usize) {
+    assert!(n_rows == 0 || (n_rows - 1) * row_bytes + at + len <= rows.len(), "f16 rows too short");
 }
 
 /// Dequantize `dst.len()` values of type `ty` from the start of `src`.

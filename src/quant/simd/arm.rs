@@ -367,8 +367,6 @@ macro_rules! arm_kernels {
             /// `2 * b.len()` of them) at byte `at` of each `row_bytes` row of `rows`, four lanes
             /// at a time with four accumulators, the tail one by one.
             pub(crate) fn dot_f16_f32(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]) {
-                let len = 2 * b.len();
-                assert!(out.is_empty() || (out.len() - 1) * row_bytes + at + len <= rows.len(), "f16 rows too short");
                 // SAFETY: `available()` was true before this kernel was handed out.
                 unsafe { dot_f16_f32_impl(rows, row_bytes, at, b, out) }
             }
@@ -403,8 +401,6 @@ macro_rules! arm_kernels {
             /// (little-endian bytes, `2 * out.len()` of them) at byte `at` of each `row_bytes`
             /// row of `rows`.
             pub(crate) fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
-                let len = 2 * out.len();
-                assert!(p.is_empty() || (p.len() - 1) * row_bytes + at + len <= rows.len(), "f16 rows too short");
                 // SAFETY: `available()` was true before this kernel was handed out.
                 unsafe { axpy_f16_impl(out, p, rows, row_bytes, at) }
             }
