@@ -14,7 +14,8 @@ use napi_derive::napi;
 
 use crate::bandwidth;
 use crate::engine::{
-    self, GenerateParams, Generation, LoadOptions, Model, Paging, Perplexity, PerplexityOptions, Step,
+    self, ContextShift, GenerateParams, Generation, KvType, LoadOptions, Model, Paging, Perplexity, PerplexityOptions,
+    Sequence, SequenceOptions, Step, StepJob,
 };
 use crate::error::{Error as EngineError, Result as EngineResult};
 use crate::pager::{EvictionPolicy, LoadMethod};
@@ -60,6 +61,9 @@ pub struct NativeLoadOptions {
     pub paging_method: Option<String>,
     /// "fixed" | "lru" (the baseline, for benchmarks).
     pub eviction_policy: Option<String>,
+    pub max_sequences: Option<f64>,
+    /// "f16" | "q8_0".
+    pub kv_cache_type: Option<String>,
 }
 
 #[napi(object)]
@@ -155,6 +159,17 @@ impl Task for LoadTask {
                             ))
                         }
                     },
+                    max_sequences: to_usize(o.max_sequences, "maxSequences")?,
+                    kv_type: match o.kv_cache_type.as_deref() {
+                        None | Some("f16") => KvType::F16,
+                        Some("q8_0") => KvType::Q8_0,
+                        Some(other) => {
+                            return Err(EngineError::invalid_option(
+                                "kvCacheType",
+                                format!("'{other}' is not 'f16' or 'q8_0'"),
+                            ))
+                        }
+                    },
                     paging_method: match o.paging_method.as_deref() {
                         None => None,
                         Some("read") => Some(LoadMethod::Read),
@@ -195,6 +210,8 @@ pub struct NativeModelInfo {
     pub weight_bytes: f64,
     pub paged: bool,
     pub kv_cache_bytes: f64,
+    pub kv_cache_type: String,
+    pub max_sequences: u32,
 }
 
 #[napi(object)]
@@ -208,6 +225,10 @@ pub struct NativeStats {
     pub prefetch_hits: f64,
     pub stall_ms: f64,
     pub bytes_read: f64,
+    /// Sequences alive (sessions, and generations of `model.generate`).
+    pub sequences: u32,
+    /// Bytes their KV caches hold.
+    pub kv_bytes: f64,
 }
 
 #[napi]
@@ -256,13 +277,18 @@ impl NativeModel {
             weight_bytes: i.weight_bytes as f64,
             paged: i.paged,
             kv_cache_bytes: i.kv_cache_bytes as f64,
+            kv_cache_type: i.kv_type.name().into(),
+            max_sequences: i.max_sequences as u32,
         })
     }
 
     #[napi]
     pub fn stats(&self) -> napi::Result<NativeStats> {
-        let s = self.get()?.weight_stats();
+        let model = self.get()?;
+        let (s, q) = (model.weight_stats(), model.sequence_stats());
         Ok(NativeStats {
+            sequences: q.sequences as u32,
+            kv_bytes: q.kv_bytes as f64,
             paged: s.paged,
             budget_bytes: s.budget_bytes as f64,
             resident_bytes: s.resident_bytes as f64,
@@ -314,11 +340,27 @@ impl NativeModel {
         Ok(AsyncTask::new(PerplexityTask { model, text, options }))
     }
 
+    /// A generation on a sequence of its own.
     #[napi]
     pub fn generate(&self, prompt: Vec<u32>, options: Option<NativeGenerateOptions>) -> napi::Result<NativeGeneration> {
         let model = self.get()?;
-        let generation = guarded(|| Generation::new(model, prompt, generate_params(options)?))?;
-        Ok(NativeGeneration { inner: Arc::new(Mutex::new(Some(generation))), cancel: Arc::default() })
+        let generation = guarded(|| Generation::one_shot(model.clone(), &prompt, generate_params(options)?))?;
+        Ok(NativeGeneration::new(model, generation))
+    }
+
+    #[napi]
+    pub fn create_session(&self, options: Option<NativeSessionOptions>) -> napi::Result<NativeSession> {
+        let model = self.get()?;
+        let sequence = guarded(|| {
+            let o = options.unwrap_or_default();
+            let context_shift = match to_usize(o.context_shift_keep, "contextShift.keep")? {
+                None => ContextShift::Off,
+                Some(keep) => ContextShift::Keep(keep),
+            };
+            let opts = SequenceOptions { context_size: to_usize(o.context_size, "contextSize")?, context_shift };
+            Sequence::new(model.clone(), opts)
+        })?;
+        Ok(NativeSession { model, sequence: Mutex::new(Some(Arc::new(Mutex::new(sequence)))) })
     }
 
     /// Drops this handle's reference to the weights; they are freed when no generation uses them.
@@ -404,6 +446,82 @@ impl Task for PerplexityTask {
 }
 
 #[napi(object)]
+#[derive(Default)]
+pub struct NativeSessionOptions {
+    pub context_size: Option<f64>,
+    /// Context shift: keep this many first tokens and drop old ones after them when full;
+    /// absent: no shift (the generation ends with reason "contextFull").
+    pub context_shift_keep: Option<f64>,
+}
+
+/// A sequence that keeps its tokens and KV cache between generations.
+#[napi]
+pub struct NativeSession {
+    model: Arc<Model>,
+    /// None once disposed; a generation in flight keeps its own `Arc` until it ends.
+    sequence: Mutex<Option<Arc<Mutex<Sequence>>>>,
+}
+
+impl NativeSession {
+    fn get(&self) -> napi::Result<Arc<Mutex<Sequence>>> {
+        let slot = self.sequence.lock().unwrap_or_else(|e| e.into_inner());
+        slot.clone().ok_or_else(|| js_error(EngineError::Disposed))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Sequence) -> EngineResult<T>) -> napi::Result<T> {
+        let sequence = self.get()?;
+        guarded(|| f(&mut sequence.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+}
+
+#[napi]
+impl NativeSession {
+    /// Tokens held: prompts and generated tokens.
+    #[napi(getter)]
+    pub fn tokens(&self) -> napi::Result<Vec<u32>> {
+        self.with(|s| Ok(s.tokens().to_vec()))
+    }
+
+    /// Bytes the evaluated positions take in the KV cache.
+    #[napi(getter)]
+    pub fn kv_bytes(&self) -> napi::Result<f64> {
+        self.with(|s| Ok(s.kv_bytes() as f64))
+    }
+
+    #[napi(getter)]
+    pub fn context_size(&self) -> napi::Result<u32> {
+        self.with(|s| Ok(s.context() as u32))
+    }
+
+    /// Keeps the first `n` tokens.
+    #[napi]
+    pub fn truncate(&self, n: f64) -> napi::Result<()> {
+        self.with(|s| {
+            let n = to_usize(Some(n), "n")?.unwrap_or(0);
+            if s.busy {
+                return Err(EngineError::SessionBusy);
+            }
+            s.truncate(n);
+            Ok(())
+        })
+    }
+
+    #[napi]
+    pub fn generate(&self, prompt: Vec<u32>, options: Option<NativeGenerateOptions>) -> napi::Result<NativeGeneration> {
+        let sequence = self.get()?;
+        let model = self.model.clone();
+        let generation = guarded(|| Generation::new(model.clone(), sequence, &prompt, generate_params(options)?))?;
+        Ok(NativeGeneration::new(model, generation))
+    }
+
+    /// Frees the session's KV cache (once a generation in flight, if any, has stopped).
+    #[napi]
+    pub fn dispose(&self) {
+        self.sequence.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+#[napi(object)]
 pub struct NativeStep {
     /// "token" or "end".
     pub kind: String,
@@ -414,71 +532,64 @@ pub struct NativeStep {
     pub reason: Option<String>,
 }
 
-/// A generation driven one token per `next()` call, each computed on a libuv worker: the JS side
+impl From<Step> for NativeStep {
+    fn from(step: Step) -> Self {
+        match step {
+            Step::Token { id, text } => NativeStep { kind: "token".into(), id: Some(id), text, reason: None },
+            Step::End { text, token, reason } => {
+                NativeStep { kind: "end".into(), id: token, text, reason: Some(reason.name().into()) }
+            }
+        }
+    }
+}
+
+type StepResolver = Box<dyn FnOnce(Env) -> napi::Result<NativeStep> + Send>;
+
+/// A generation driven one token per `next()` call: each call queues a step with the model's
+/// scheduler, which batches it with other sequences' steps and resolves the promise. The JS side
 /// asks for a token only when it wants one, which is the backpressure.
 #[napi]
 pub struct NativeGeneration {
+    model: Arc<Model>,
     inner: Arc<Mutex<Option<Generation>>>,
     cancel: Arc<AtomicBool>,
+}
+
+impl NativeGeneration {
+    fn new(model: Arc<Model>, generation: Generation) -> Self {
+        NativeGeneration { model, inner: Arc::new(Mutex::new(Some(generation))), cancel: Arc::default() }
+    }
 }
 
 #[napi]
 impl NativeGeneration {
     #[napi(ts_return_type = "Promise<NativeStep>")]
-    pub fn next(&self) -> AsyncTask<StepTask> {
-        AsyncTask::new(StepTask { inner: self.inner.clone(), cancel: self.cancel.clone() })
+    pub fn next<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
+        let (deferred, promise) = env.create_deferred::<NativeStep, StepResolver>()?;
+        let reply = Box::new(move |result: EngineResult<Step>| match result {
+            Ok(step) => deferred.resolve(Box::new(move |_| Ok(NativeStep::from(step)))),
+            Err(e) => deferred.reject(js_error(e)),
+        });
+        let job = StepJob { generation: self.inner.clone(), cancel: self.cancel.clone(), reply };
+        self.model.scheduler().submit(job);
+        Ok(promise)
     }
 
-    /// Stops a step in progress at the next layer boundary; later steps fail with ABORT_ERR.
+    /// Stops the generation: a step in progress finishes its pass, then it and later steps fail
+    /// with ABORT_ERR (also while waiting for a sequence slot).
     #[napi]
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::Relaxed);
+        self.model.scheduler().wake();
     }
 
-    /// Frees the generation's state (its KV cache) as soon as no step is running.
+    /// Frees the generation's state as soon as no step is running.
     #[napi]
     pub fn close(&self) {
-        self.cancel.store(true, Ordering::Relaxed);
+        self.cancel();
         if let Ok(mut g) = self.inner.try_lock() {
             g.take();
         }
-    }
-}
-
-pub struct StepTask {
-    inner: Arc<Mutex<Option<Generation>>>,
-    cancel: Arc<AtomicBool>,
-}
-
-impl Task for StepTask {
-    type Output = Step;
-    type JsValue = NativeStep;
-
-    fn compute(&mut self) -> napi::Result<Step> {
-        guarded(|| {
-            let mut slot = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            if self.cancel.load(Ordering::Relaxed) {
-                slot.take();
-                return Err(EngineError::Aborted);
-            }
-            let Some(generation) = slot.as_mut() else { return Err(EngineError::Aborted) };
-            let result = generation.next(&self.cancel);
-            // A finished, failed or cancelled generation frees its KV cache now, not when JS
-            // garbage-collects the handle.
-            if matches!(result, Err(_) | Ok(Step::End { .. })) {
-                slot.take();
-            }
-            result
-        })
-    }
-
-    fn resolve(&mut self, _env: Env, step: Step) -> napi::Result<NativeStep> {
-        Ok(match step {
-            Step::Token { id, text } => NativeStep { kind: "token".into(), id: Some(id), text, reason: None },
-            Step::End { text, token, reason } => {
-                NativeStep { kind: "end".into(), id: token, text, reason: Some(reason.name().into()) }
-            }
-        })
     }
 }
 

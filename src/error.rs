@@ -46,6 +46,8 @@ pub enum Error {
     Aborted,
     #[error("the model has been disposed")]
     Disposed,
+    #[error("the session is busy: a generation is running on it (finish, break or abort it first)")]
+    SessionBusy,
 }
 
 impl Error {
@@ -71,10 +73,47 @@ impl Error {
             Error::ContextFull { .. } => "ERR_CONTEXT_FULL",
             Error::Aborted => "ABORT_ERR",
             Error::Disposed => "ERR_DISPOSED",
+            Error::SessionBusy => "ERR_SESSION_BUSY",
+        }
+    }
+
+    /// The same error again, for reporting one failure of a batch to each of its sequences
+    /// (an I/O error keeps its kind and message).
+    pub fn duplicate(&self) -> Self {
+        use Error::*;
+        match self {
+            FileNotFound { path, source } => FileNotFound { path: path.clone(), source: copy_io(source) },
+            Io { path, source } => Io { path: path.clone(), source: copy_io(source) },
+            NotGguf(s) => NotGguf(s.clone()),
+            UnsupportedGgufVersion(v) => UnsupportedGgufVersion(*v),
+            Truncated(s) => Truncated(s.clone()),
+            Malformed(s) => Malformed(s.clone()),
+            MissingKey(s) => MissingKey(s.clone()),
+            WrongKeyType { key, expected, found } => WrongKeyType { key: key.clone(), expected, found },
+            UnsupportedTensorType { tensor, type_name } => {
+                UnsupportedTensorType { tensor: tensor.clone(), type_name: type_name.clone() }
+            }
+            UnsupportedArchitecture(s) => UnsupportedArchitecture(s.clone()),
+            MissingTensor(s) => MissingTensor(s.clone()),
+            TensorShape { name, expected, found } => {
+                TensorShape { name: name.clone(), expected: expected.clone(), found: found.clone() }
+            }
+            UnsupportedTokenizer(s) => UnsupportedTokenizer(s.clone()),
+            InvalidTokenizer(s) => InvalidTokenizer(s.clone()),
+            InvalidOption { option, message } => InvalidOption { option, message: message.clone() },
+            InvalidToken(t) => InvalidToken(*t),
+            ContextFull { needed, context_size } => ContextFull { needed: *needed, context_size: *context_size },
+            Aborted => Aborted,
+            Disposed => Disposed,
+            SessionBusy => SessionBusy,
         }
     }
 
     pub fn invalid_option(option: &'static str, message: impl Into<String>) -> Self {
         Error::InvalidOption { option, message: message.into() }
     }
+}
+
+fn copy_io(e: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), e.to_string())
 }

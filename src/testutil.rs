@@ -49,11 +49,14 @@ pub struct TinyModel {
     pub mixed_types: bool,
     /// q/k/v and output-projection biases (qwen2 has the first three).
     pub biases: bool,
+    /// One attention head of 32 values instead of 4 heads of 8 over 2 KV heads (a Q8_0 KV
+    /// cache needs heads of whole 32-value blocks).
+    pub wide_heads: bool,
 }
 
 impl TinyModel {
     pub fn llama(layers: usize) -> Self {
-        TinyModel { arch: "llama", layers, context: 64, mixed_types: false, biases: false }
+        TinyModel { arch: "llama", layers, context: 64, mixed_types: false, biases: false, wide_heads: false }
     }
 }
 
@@ -65,7 +68,8 @@ pub fn write_tiny_llama(path: &Path, layers: usize) {
 
 /// Writes `spec` with the shapes of `write_tiny_llama` and deterministic weights.
 pub fn write_tiny_model(path: &Path, spec: &TinyModel) {
-    let (d, ff, heads, kv_heads, vocab) = (32usize, 64usize, 4usize, 2usize, 256usize);
+    let (d, ff, vocab) = (32usize, 64usize, 256usize);
+    let (heads, kv_heads) = if spec.wide_heads { (1usize, 1usize) } else { (4, 2) };
     let (arch, layers) = (spec.arch, spec.layers);
     let gemma = arch == "gemma3";
     let kv = d / heads * kv_heads;

@@ -3,9 +3,10 @@
 //! configuration (`ModelConfig`) and optional tensors.
 
 use crate::model::config::{Activation, ModelConfig, Rope, RopeStyle};
+use crate::model::kv_cache::KvType;
 use crate::model::state::RopeTable;
 use crate::quant;
-use crate::tensor::TensorView;
+use crate::tensor::{GgmlType, TensorView};
 
 /// A small tensor (norm weights, biases) as f32, in `buf`.
 pub(crate) fn dequantize<'b>(t: &TensorView, buf: &'b mut Vec<f32>) -> &'b [f32] {
@@ -32,19 +33,19 @@ fn rms_scale(x: &[f32], eps: f32) -> f32 {
     1.0 / ((sum / x.len() as f64) as f32 + eps).sqrt()
 }
 
-pub(crate) fn add_bias(x: &mut [f32], bias: Option<&TensorView>, buf: &mut Vec<f32>) {
-    if let Some(b) = bias {
-        add_in_place(x, dequantize(b, buf));
-    }
-}
-
 impl RopeTable {
     /// cos and sin of each rotated pair's angle at `pos`. The angle is built by repeated f32
     /// multiplication, like ggml's rope cache, so rounding matches llama.cpp; `freq_factors`
     /// (Llama 3.1's rope_freqs) divide the angles.
     pub fn fill(&mut self, c: &ModelConfig, rope: Rope, pos: usize, freq_factors: Option<&[f32]>) {
+        self.fill_at(c, rope, pos as f32, freq_factors)
+    }
+
+    /// [`RopeTable::fill`] at a position that may be negative: a rotation by -d moves a key
+    /// rotated for position p to position p - d (the context shift).
+    pub fn fill_at(&mut self, c: &ModelConfig, rope: Rope, pos: f32, freq_factors: Option<&[f32]>) {
         let theta_scale = rope.freq_base.powf(-2.0 / c.rope_dim as f32);
-        let mut theta = pos as f32;
+        let mut theta = pos;
         for (i, (co, si)) in self.cos.iter_mut().zip(self.sin.iter_mut()).enumerate() {
             let factor = freq_factors.map_or(1.0, |f| f[i]);
             let t = theta / factor * rope.freq_scale;
@@ -108,41 +109,73 @@ fn gelu_f16(x: half::f16) -> u16 {
 /// Per-task buffers of `attend_head`, for up to `len` positions.
 pub(crate) struct AttentionScratch {
     scores: Vec<f32>,
+    /// The query head in the dot-product format of quantized keys.
+    q_converted: Vec<u8>,
+    /// One cached value row of a head, dequantized.
+    value: Vec<f32>,
 }
 
 impl AttentionScratch {
     pub(crate) fn new(len: usize) -> Self {
-        AttentionScratch { scores: vec![0.0; len] }
+        AttentionScratch { scores: vec![0.0; len], q_converted: Vec::new(), value: Vec::new() }
     }
 }
 
-/// Attention of query head `h` (`q`, head_dim values) over `keys`/`values` (len, kv_dim), both
-/// f16, into `out` (head_dim). q stays f32 in the products with the keys, and the probabilities
-/// f32, as in llama.cpp's flash attention over a batch (its tiled path: keys and values widened to
-/// f32). Its one-token path rounds q to f16; we had matched that, and Gemma-3 missed a confident
-/// step against llama.cpp's teacher-forced (batched) logits, which it no longer does.
+/// Attention of query head `h` (`q`, head_dim values) over the cached `keys`/`values` (one row
+/// of `row_bytes` per position, in `kv_type`) into `out` (head_dim).
+///
+/// With an f16 cache, q stays f32 in the products with the keys, and the probabilities f32, as
+/// in llama.cpp's flash attention over a batch (its tiled path: keys and values widened to f32).
+/// Its one-token path rounds q to f16; we had matched that, and Gemma-3 missed a confident step
+/// against llama.cpp's teacher-forced (batched) logits, which it no longer does. With a Q8_0
+/// cache, q is quantized to Q8_0 for the products with the keys and each value row is
+/// dequantized to f32, as llama.cpp's flash attention does for quantized caches.
 /// The one place attention is computed, for single tokens and batches alike.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attend_head(
     c: &ModelConfig,
     h: usize,
     q: &[f32],
+    kv_type: KvType,
     keys: &[u8],
     values: &[u8],
+    row_bytes: usize,
     scratch: &mut AttentionScratch,
     out: &mut [f32],
 ) {
     let hd = c.head_dim;
-    let row_bytes = c.kv_dim() * 2;
-    let head_bytes = hd * 2;
+    let head_bytes = kv_type.bytes(hd);
     let group = c.n_head / c.n_head_kv;
     let kv_at = (h / group) * head_bytes;
     let len = keys.len() / row_bytes;
     let scores = &mut scratch.scores[..len];
-    quant::dot_f16_f32_rows(keys, row_bytes, kv_at, q, scores);
+    match kv_type {
+        KvType::F16 => quant::dot_f16_f32_rows(keys, row_bytes, kv_at, q, scores),
+        KvType::Q8_0 => {
+            quant::quantize_activations(GgmlType::Q8_0, q, &mut scratch.q_converted);
+            for (t, s) in scores.iter_mut().enumerate() {
+                let key = &keys[t * row_bytes + kv_at..][..head_bytes];
+                *s = quant::vec_dot(GgmlType::Q8_0, hd, key, &scratch.q_converted);
+            }
+        }
+    }
     scores.iter_mut().for_each(|s| *s *= c.kq_scale);
     softmax(scores);
     out.fill(0.0);
-    quant::axpy_f16_rows(out, scores, values, row_bytes, kv_at);
+    match kv_type {
+        KvType::F16 => quant::axpy_f16_rows(out, scores, values, row_bytes, kv_at),
+        KvType::Q8_0 => {
+            scratch.value.resize(hd, 0.0);
+            for (t, &p) in scores.iter().enumerate() {
+                quant::dequantize_row(
+                    GgmlType::Q8_0,
+                    &values[t * row_bytes + kv_at..][..head_bytes],
+                    &mut scratch.value,
+                );
+                out.iter_mut().zip(&scratch.value).for_each(|(o, &v)| *o += p * v);
+            }
+        }
+    }
 }
 
 fn softmax(x: &mut [f32]) {

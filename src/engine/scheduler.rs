@@ -1,0 +1,285 @@
+//! The scheduler: one thread per model that runs every generation step as part of a batch.
+//! Whatever sequences want a token at the same moment go through one forward pass together, so
+//! each weight matrix is read once for all of them (continuous batching: sequences join and leave
+//! between passes). A prompt that arrives while others decode is evaluated a few tokens per pass
+//! beside their tokens, paced so that a pass takes at most about `PREFILL_SLOWDOWN` times a plain
+//! decode pass: a long prompt does not freeze the running streams. Per token the arithmetic does
+//! not depend on the batch, so every sequence's logits are bit-identical to running it alone.
+//!
+//! Steps are answered through a callback (the binding resolves a JS promise with it), so waiting
+//! for a token holds no thread. At most `max_sequences` generations hold a slot; more wait, in
+//! order of arrival, until one ends, unless they are cancelled first.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::error::{Error, Result};
+use crate::model::forward::{ForwardBuffers, SeqInput, CHUNK};
+
+use super::generation::{lock, Generation, Prepared, Step};
+use super::sequence::Sequence;
+use super::Model;
+
+/// How much longer than a decode-only pass a pass that also evaluates prompt tokens may take.
+/// The running streams' inter-token time grows by this factor at most while a prompt arrives.
+const PREFILL_SLOWDOWN: f64 = 2.5;
+
+/// Prompt tokens per pass beside decoding streams before their cost has been measured.
+const FIRST_PREFILL_TOKENS: usize = 4;
+
+/// Called once with the answer to a step.
+pub type Reply = Box<dyn FnOnce(Result<Step>) + Send>;
+
+/// One request for a generation's next token.
+pub struct StepJob {
+    /// None once the generation has been closed.
+    pub generation: Arc<Mutex<Option<Generation>>>,
+    pub cancel: Arc<AtomicBool>,
+    pub reply: Reply,
+}
+
+enum Request {
+    Step(StepJob),
+    /// Something changed that a waiting job may be waiting for (a slot freed, a job cancelled).
+    Wake,
+}
+
+pub struct Scheduler {
+    tx: Sender<Request>,
+    free_slots: Mutex<usize>,
+}
+
+impl Scheduler {
+    /// Starts the model's scheduler thread. It holds the model weakly: it ends when the model is
+    /// dropped (which drops the sender), and steps in flight keep the model alive themselves.
+    pub(super) fn start(model: Weak<Model>, max_sequences: usize) -> Scheduler {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        std::thread::Builder::new()
+            .name("chord-scheduler".into())
+            .spawn(move || run(&model, &rx))
+            .expect("spawning the scheduler thread");
+        Scheduler { tx, free_slots: Mutex::new(max_sequences) }
+    }
+
+    /// Queues a step; `job.reply` is called from the scheduler thread when it is done.
+    pub fn submit(&self, job: StepJob) {
+        if let Err(crossbeam_channel::SendError(Request::Step(job))) = self.tx.send(Request::Step(job)) {
+            (job.reply)(Err(Error::Disposed));
+        }
+    }
+
+    /// Makes the scheduler look at its queue again (after a cancel).
+    pub fn wake(&self) {
+        let _ = self.tx.send(Request::Wake);
+    }
+
+    fn try_take_slot(&self) -> bool {
+        let mut free = lock(&self.free_slots);
+        let took = *free > 0;
+        if took {
+            *free -= 1;
+        }
+        took
+    }
+
+    pub(crate) fn release_slot(&self) {
+        *lock(&self.free_slots) += 1;
+        self.wake();
+    }
+}
+
+fn run(model: &Weak<Model>, rx: &Receiver<Request>) {
+    let mut active: Vec<StepJob> = Vec::new();
+    let mut waiting: VecDeque<StepJob> = VecDeque::new();
+    let mut buffers = ForwardBuffers::default();
+    let mut pacing = Pacing::default();
+    loop {
+        // Block only when nothing can run.
+        let first = if active.is_empty() {
+            match rx.recv() {
+                Ok(r) => Some(r),
+                Err(_) => break,
+            }
+        } else {
+            None
+        };
+        for request in first.into_iter().chain(rx.try_iter()) {
+            if let Request::Step(job) = request {
+                waiting.push_back(job);
+            }
+        }
+        let Some(model) = model.upgrade() else { break };
+        drop_cancelled(&mut active);
+        drop_cancelled(&mut waiting);
+        admit(&model, &mut waiting, &mut active);
+        if !active.is_empty() {
+            step(&model, &mut active, &mut buffers, &mut pacing);
+        }
+    }
+    for job in active.into_iter().chain(waiting) {
+        (job.reply)(Err(Error::Disposed));
+    }
+}
+
+/// Answers cancelled jobs with `Aborted` and drops their generations.
+fn drop_cancelled<C>(jobs: &mut C)
+where
+    C: Default + Extend<StepJob> + IntoIterator<Item = StepJob>,
+{
+    let (cancelled, kept): (Vec<StepJob>, Vec<StepJob>) =
+        std::mem::take(jobs).into_iter().partition(|j| j.cancel.load(Ordering::Relaxed));
+    jobs.extend(kept);
+    for job in cancelled {
+        let generation = lock(&job.generation).take();
+        drop(generation);
+        (job.reply)(Err(Error::Aborted));
+    }
+}
+
+/// Moves waiting jobs whose generation holds or can take a slot into `active`, in order.
+fn admit(model: &Arc<Model>, waiting: &mut VecDeque<StepJob>, active: &mut Vec<StepJob>) {
+    let mut still = VecDeque::new();
+    for job in waiting.drain(..) {
+        let admitted = match lock(&job.generation).as_mut() {
+            None => true, // closed: answered by `step`
+            Some(g) => {
+                g.has_slot || {
+                    g.has_slot = model.scheduler().try_take_slot();
+                    g.has_slot
+                }
+            }
+        };
+        if admitted {
+            active.push(job);
+        } else {
+            still.push_back(job);
+        }
+    }
+    *waiting = still;
+}
+
+/// One forward pass over every active job that needs one, and the answers of those whose
+/// token is ready.
+fn step(model: &Arc<Model>, active: &mut Vec<StepJob>, buffers: &mut ForwardBuffers, pacing: &mut Pacing) {
+    let mut generations: Vec<MutexGuard<Option<Generation>>> = active.iter().map(|j| lock(&j.generation)).collect();
+    let sequences: Vec<Option<Arc<Mutex<Sequence>>>> =
+        generations.iter().map(|g| g.as_ref().map(|g| g.sequence().clone())).collect();
+    let mut seqs: Vec<Option<MutexGuard<Sequence>>> = sequences.iter().map(|s| s.as_deref().map(lock)).collect();
+    let mut answers: Vec<Option<Result<Step>>> = (0..active.len()).map(|_| None).collect();
+
+    // What each job needs: an answer without evaluating, or tokens through the pass.
+    let mut takes = vec![0usize; active.len()];
+    let mut prefills = Vec::new();
+    for (i, (g, seq)) in generations.iter_mut().zip(&mut seqs).enumerate() {
+        let (Some(g), Some(seq)) = (g.as_mut(), seq.as_mut()) else {
+            answers[i] = Some(Err(Error::Aborted));
+            continue;
+        };
+        match g.prepare(seq) {
+            Prepared::Done(step) => answers[i] = Some(Ok(step)),
+            Prepared::Evaluate if seq.pending().len() == 1 => takes[i] = 1,
+            Prepared::Evaluate => prefills.push(i),
+        }
+    }
+    let decoding = takes.iter().sum::<usize>();
+    // Prompt tokens share what the pacing allows, oldest job first; the first always gets some.
+    let mut budget = pacing.prefill_budget(decoding);
+    for &i in &prefills {
+        let pending = seqs[i].as_ref().map_or(0, |s| s.pending().len());
+        takes[i] = pending.min(budget);
+        budget -= takes[i];
+    }
+    let prefilled = takes.iter().sum::<usize>() - decoding;
+
+    if takes.iter().any(|&t| t > 0) {
+        let started = Instant::now();
+        let mut owners = Vec::new();
+        let mut inputs: Vec<SeqInput> = Vec::new();
+        for (i, seq) in seqs.iter_mut().enumerate() {
+            let (Some(seq), take) = (seq.as_mut(), takes[i]) else { continue };
+            if take == 0 {
+                continue;
+            }
+            let (kv, pending) = seq.cache_and_pending();
+            let done = take == pending.len();
+            owners.push(i);
+            inputs.push(SeqInput { kv, tokens: &pending[..take], logits_from: if done { take - 1 } else { take } });
+        }
+        let mut logits: Vec<Option<Vec<f32>>> = vec![None; inputs.len()];
+        let never = || false;
+        let result = model.transformer().forward(buffers, &mut inputs, CHUNK, &never, &mut |s, _, l| {
+            logits[s] = Some(l.to_vec());
+        });
+        drop(inputs);
+        pacing.record(decoding, prefilled, started.elapsed().as_secs_f64());
+        for (k, &i) in owners.iter().enumerate() {
+            let (Some(g), Some(seq)) = (generations[i].as_mut(), seqs[i].as_mut()) else { continue };
+            seq.recount();
+            answers[i] = match (&result, &logits[k]) {
+                (Err(e), _) => Some(Err(e.duplicate())),
+                (Ok(()), Some(l)) => Some(Ok(g.sample(seq, l))),
+                (Ok(()), None) => None, // prompt not finished: stays active
+            };
+        }
+    }
+
+    // Answer, and drop the generations that are over (their sequences unlocked first: dropping
+    // a generation locks its sequence).
+    drop(seqs);
+    let mut finished = Vec::new();
+    for (i, g) in generations.iter_mut().enumerate() {
+        if let Some(answer) = answers[i].take() {
+            if matches!(answer, Err(_) | Ok(Step::End { .. })) {
+                finished.push(g.take());
+            }
+            answers[i] = Some(answer);
+        }
+    }
+    drop(generations);
+    drop(finished);
+    let jobs = std::mem::take(active);
+    for (job, answer) in jobs.into_iter().zip(answers) {
+        match answer {
+            Some(answer) => (job.reply)(answer),
+            None => active.push(job),
+        }
+    }
+}
+
+/// Measured pass times, to size the prompt part of passes that also decode.
+#[derive(Default)]
+struct Pacing {
+    /// Seconds of a pass that only decodes (moving average).
+    decode_pass: f64,
+    /// Seconds each prompt token adds to a pass (moving average).
+    per_prompt_token: f64,
+}
+
+impl Pacing {
+    fn prefill_budget(&self, decoding: usize) -> usize {
+        if decoding == 0 {
+            return CHUNK;
+        }
+        if self.decode_pass == 0.0 || self.per_prompt_token == 0.0 {
+            return FIRST_PREFILL_TOKENS;
+        }
+        let tokens = (PREFILL_SLOWDOWN - 1.0) * self.decode_pass / self.per_prompt_token;
+        (tokens as usize).clamp(1, CHUNK.saturating_sub(decoding).max(1))
+    }
+
+    fn record(&mut self, decoding: usize, prompt_tokens: usize, seconds: f64) {
+        let average = |old: f64, new: f64| if old == 0.0 { new } else { 0.8 * old + 0.2 * new };
+        if prompt_tokens == 0 {
+            self.decode_pass = average(self.decode_pass, seconds);
+        } else if decoding == 0 {
+            self.per_prompt_token = average(self.per_prompt_token, seconds / prompt_tokens as f64);
+        } else if self.decode_pass > 0.0 {
+            let extra = (seconds - self.decode_pass).max(0.0) / prompt_tokens as f64;
+            self.per_prompt_token = average(self.per_prompt_token, extra);
+        }
+    }
+}

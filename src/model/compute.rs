@@ -1,0 +1,187 @@
+//! The forward pass's operations over a batch of tokens, as methods of one context value
+//! (`Compute`): the compute pool and the scratch buffers every operation reuses (activations
+//! converted to dot-product formats, matrix products before transposition, dequantized norm
+//! weights). Matrices are (tokens, width), one token's row after another; every operation gives
+//! each row the same arithmetic whichever thread takes it and however many rows there are, which
+//! is what keeps logits bit-identical across batch shapes.
+
+use crate::model::config::ModelConfig;
+use crate::model::kv_cache::KvCache;
+use crate::model::ops::{
+    add_in_place, apply_rope, attend_head, dequantize, gated_activation, rmsnorm, rmsnorm_in_place, AttentionScratch,
+};
+use crate::model::state::{ConvertedRows, RopeTable};
+use crate::pool::ComputePool;
+use crate::quant;
+use crate::tensor::TensorView;
+
+/// Buffers reused by every operation of a forward pass.
+#[derive(Default)]
+pub struct Scratch {
+    /// The current input converted to each dot-product format its matrices need.
+    pub acts: ConvertedRows,
+    /// One matrix product's output before transposition: (rows, tokens).
+    pub products: Vec<f32>,
+    /// A norm's weights or a bias, dequantized: (n_embd) at most.
+    pub small: Vec<f32>,
+}
+
+/// Where one token of a batch sits: its sequence (an index into the batch's caches) and position.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot {
+    pub seq: usize,
+    pub pos: usize,
+}
+
+pub struct Compute<'a> {
+    pub c: &'a ModelConfig,
+    pub pool: &'a ComputePool,
+    pub s: &'a mut Scratch,
+}
+
+impl Compute<'_> {
+    /// out = rmsnorm(x) row by row (rows as long as the weight).
+    pub fn rmsnorm(&mut self, out: &mut [f32], x: &[f32], weight: &TensorView) {
+        let (w, eps) = (dequantize(weight, &mut self.s.small), self.c.norm_eps);
+        let width = w.len();
+        self.pool.for_each_chunk(out, width, &|start, out| {
+            for (o, r) in out.chunks_exact_mut(width).zip(x[start..].chunks_exact(width)) {
+                rmsnorm(o, r, w, eps);
+            }
+        });
+    }
+
+    /// x = rmsnorm(x) row by row, where the norm exists (rows as long as the weight: whole
+    /// tokens, or single heads for Gemma's q/k norms).
+    pub fn rmsnorm_in_place(&mut self, x: &mut [f32], weight: Option<&TensorView>) {
+        let Some(weight) = weight else { return };
+        let (w, eps) = (dequantize(weight, &mut self.s.small), self.c.norm_eps);
+        self.pool.for_each_chunk(x, w.len(), &|_, rows| {
+            rows.chunks_exact_mut(w.len()).for_each(|r| rmsnorm_in_place(r, w, eps))
+        });
+    }
+
+    /// Adds the bias, where there is one, to every row of `m`.
+    pub fn add_bias(&mut self, m: &mut [f32], bias: Option<&TensorView>) {
+        let Some(bias) = bias else { return };
+        let b = dequantize(bias, &mut self.s.small);
+        m.chunks_exact_mut(b.len()).for_each(|r| add_in_place(r, b));
+    }
+
+    /// x += y, element-wise.
+    pub fn add(&self, x: &mut [f32], y: &[f32]) {
+        self.pool.for_each_chunk(x, 1024, &|start, x| add_in_place(x, &y[start..start + x.len()]));
+    }
+
+    pub fn scale(&self, x: &mut [f32], factor: f32) {
+        if factor != 1.0 {
+            x.iter_mut().for_each(|v| *v *= factor);
+        }
+    }
+
+    /// Rotates every head of row t of `m` (rows of `width`) by `tables[t]`.
+    pub fn rope(&self, m: &mut [f32], width: usize, tables: &[RopeTable]) {
+        let c = self.c;
+        self.pool.for_each_chunk(m, width, &|start, rows| {
+            for (i, r) in rows.chunks_exact_mut(width).enumerate() {
+                apply_rope(c, r, &tables[start / width + i]);
+            }
+        });
+    }
+
+    /// gate = act(gate) * up, element-wise (so any split gives the same values: even one
+    /// token's row is split).
+    pub fn gated_activation(&self, gate: &mut [f32], up: &[f32]) {
+        let act = self.c.activation;
+        self.pool.for_each_chunk(gate, 1024, &|start, g| gated_activation(act, g, &up[start..start + g.len()]));
+    }
+
+    /// `out = x · Wᵀ` for each (W, out) of `jobs`, all reading the same input `x` (n, cols): x is
+    /// converted once per dot-product format however many matrices read it (q/k/v, gate/up).
+    /// Outputs are (n, rows of W).
+    pub fn matmul(&mut self, x: &[f32], n: usize, jobs: &mut [(&TensorView, &mut [f32])]) {
+        self.s.acts.reset();
+        for (w, out) in jobs.iter_mut() {
+            let rows = self.s.acts.get(self.pool, quant::vec_dot_type(w.ty), x, w.cols());
+            multiply(self.pool, w, rows, n, &mut self.s.products);
+            transpose(self.pool, &self.s.products, w.rows(), n, out);
+        }
+    }
+
+    /// products (rows of `w`, n) = `w` times each of the n rows of `x`, left untransposed (the
+    /// output head reads them token by token).
+    pub fn matmul_untransposed(&mut self, x: &[f32], n: usize, w: &TensorView) -> &[f32] {
+        self.s.acts.reset();
+        let rows = self.s.acts.get(self.pool, quant::vec_dot_type(w.ty), x, w.cols());
+        multiply(self.pool, w, rows, n, &mut self.s.products);
+        &self.s.products
+    }
+
+    /// Attention of every token of the batch: token t (at `slots[t]`) attends to the positions
+    /// of its own sequence's cache up to its own, within the sliding window when the layer has
+    /// one. (token, head) pairs are split over the pool.
+    pub fn attention(
+        &self,
+        q: &[f32],
+        caches: &[&KvCache],
+        slots: &[Slot],
+        layer: usize,
+        window: Option<usize>,
+        out: &mut [f32],
+    ) {
+        let c = self.c;
+        let (hd, qd) = (c.head_dim, c.q_dim());
+        let longest = slots.iter().map(|s| s.pos + 1).max().unwrap_or(0);
+        self.pool.for_each_chunk(out, hd, &|start, heads_out| {
+            let mut scratch = AttentionScratch::new(longest);
+            for (j, head_out) in heads_out.chunks_exact_mut(hd).enumerate() {
+                let i = start / hd + j;
+                let (t, h) = (i / c.n_head, i % c.n_head);
+                let Slot { seq, pos } = slots[t];
+                let kv = caches[seq];
+                let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                let (keys, values) = (kv.keys(layer, first, pos + 1), kv.values(layer, first, pos + 1));
+                let q = &q[t * qd + h * hd..][..hd];
+                attend_head(c, h, q, kv.ty(), keys, values, kv.row_bytes(), &mut scratch, head_out);
+            }
+        });
+    }
+}
+
+/// products (rows, n) = dot products of every row of `w` with every activation row of `acts`,
+/// rows split over the pool.
+fn multiply(pool: &ComputePool, w: &TensorView, acts: &[u8], n: usize, products: &mut Vec<f32>) {
+    let (rows, cols, row_bytes) = (w.rows(), w.cols(), w.row_bytes());
+    products.resize(rows * n, 0.0);
+    // Whole rows per task (the kernel's output is row-major), eight at a time so kernels that
+    // work on several rows at once (tiles of four, Q4_K's groups of eight) get full ones.
+    pool.for_each_chunk(&mut products[..rows * n], 8 * n, &|start, out| {
+        let first_row = start / n;
+        let bytes = &w.data[first_row * row_bytes..(first_row + out.len() / n) * row_bytes];
+        quant::dot_rows_batch(w.ty, cols, bytes, acts, n, out);
+    });
+}
+
+/// out (n, rows) = transpose of products (rows, n), split over the pool by output rows (a
+/// decoded token's single row is a plain copy).
+fn transpose(pool: &ComputePool, products: &[f32], rows: usize, n: usize, out: &mut [f32]) {
+    if n == 1 {
+        out[..rows].copy_from_slice(&products[..rows]);
+        return;
+    }
+    let products = &products[..rows * n];
+    // Rows in blocks, so that the cache lines a block reads (one per row) serve every token of
+    // the task before moving on, instead of each token re-reading a line per row from L3.
+    const ROW_BLOCK: usize = 64;
+    pool.for_each_chunk(&mut out[..n * rows], rows, &|start, out| {
+        let first = start / rows;
+        for block in (0..rows).step_by(ROW_BLOCK) {
+            let block = block..(block + ROW_BLOCK).min(rows);
+            for (t, o) in out.chunks_exact_mut(rows).enumerate() {
+                for (r, o) in block.clone().zip(&mut o[block.clone()]) {
+                    *o = products[r * n + first + t];
+                }
+            }
+        }
+    });
+}

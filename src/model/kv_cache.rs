@@ -1,0 +1,222 @@
+//! One sequence's KV cache: the keys and values of every position it has evaluated, per layer,
+//! stored as f16 (llama.cpp's default cache type) or Q8_0 (its `--cache-type-k/v q8_0`, half
+//! the memory). Owns the cache's layout, its length, and the context shift that drops old
+//! positions and re-rotates the keys that move.
+
+use memmap2::MmapMut;
+
+use crate::error::{Error, Result};
+use crate::model::config::ModelConfig;
+use crate::model::ops::apply_rope;
+use crate::model::state::RopeTable;
+use crate::quant;
+use crate::tensor::GgmlType;
+
+/// How cached keys and values are stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvType {
+    #[default]
+    F16,
+    /// Blocks of 32 values with one f16 scale: 34 bytes where f16 takes 64.
+    Q8_0,
+}
+
+impl KvType {
+    pub fn ggml_type(self) -> GgmlType {
+        match self {
+            KvType::F16 => GgmlType::F16,
+            KvType::Q8_0 => GgmlType::Q8_0,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
+        }
+    }
+
+    /// Bytes of `n` values (n a whole number of blocks).
+    pub fn bytes(self, n: usize) -> usize {
+        let ty = self.ggml_type();
+        n / ty.block_len() as usize * ty.block_bytes() as usize
+    }
+
+    /// Whether every head's values start and end on block boundaries, so that attention can
+    /// read one head of a cached row on its own.
+    pub fn check(self, c: &ModelConfig) -> Result<()> {
+        let block = self.ggml_type().block_len() as usize;
+        if !c.head_dim.is_multiple_of(block) {
+            return Err(Error::invalid_option(
+                "kvCacheType",
+                format!(
+                    "{} needs a head size that is a multiple of {block}; this model's is {}",
+                    self.name(),
+                    c.head_dim
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Bytes one position takes in a cache of this type: keys and values of every layer.
+    pub fn bytes_per_position(self, c: &ModelConfig) -> u64 {
+        (2 * c.n_layer * self.bytes(c.kv_dim())) as u64
+    }
+}
+
+/// Keys and values of positions 0..len of one sequence.
+///
+/// Both live in anonymous mappings of their own rather than on the heap: pages are backed only
+/// as positions are used, and a dropped cache is unmapped at once. (Heap blocks of this size go
+/// back to glibc's per-thread arenas, where a few freed caches of calls that ran on different
+/// libuv threads stayed resident: +20 MB peak RSS over a logits-then-generate run of a 0.5B
+/// model.)
+pub struct KvCache {
+    /// (n_layer, context, kv_dim) in `ty`, one row of `row_bytes` per position, zero until written.
+    keys: MmapMut,
+    /// (n_layer, context, kv_dim), same layout as `keys`.
+    values: MmapMut,
+    ty: KvType,
+    layers: usize,
+    context: usize,
+    /// Bytes of one position's keys (or values) in one layer.
+    row_bytes: usize,
+    /// Positions evaluated; rows at and after it hold nothing the sequence uses.
+    len: usize,
+    /// Conversion buffer of one row.
+    scratch: Vec<u8>,
+}
+
+impl KvCache {
+    pub fn new(c: &ModelConfig, context: usize, ty: KvType) -> Result<Self> {
+        ty.check(c)?;
+        let row_bytes = ty.bytes(c.kv_dim());
+        let n = c.n_layer * context * row_bytes;
+        let map = || {
+            MmapMut::map_anon(n.max(1))
+                .map_err(|source| Error::Io { path: "anonymous memory for the KV cache".into(), source })
+        };
+        Ok(KvCache {
+            keys: map()?,
+            values: map()?,
+            ty,
+            layers: c.n_layer,
+            context,
+            row_bytes,
+            len: 0,
+            scratch: Vec::new(),
+        })
+    }
+
+    pub fn ty(&self) -> KvType {
+        self.ty
+    }
+
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    /// Positions evaluated so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes of one position's keys (or values) in one layer.
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
+    /// Bytes the evaluated positions take (keys and values, every layer).
+    pub fn used_bytes(&self) -> u64 {
+        (2 * self.layers * self.len * self.row_bytes) as u64
+    }
+
+    /// Records that positions up to `len` are evaluated (the forward pass stored them).
+    pub(crate) fn set_len(&mut self, len: usize) {
+        debug_assert!(len <= self.context);
+        self.len = len;
+    }
+
+    /// Forgets every position from `len` on.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    fn offset(&self, layer: usize, pos: usize) -> usize {
+        (layer * self.context + pos) * self.row_bytes
+    }
+
+    /// Stores position `pos` of `layer`: k and v are kv_dim values each.
+    pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        let at = self.offset(layer, pos);
+        let n = self.row_bytes;
+        quant::quantize_activations(self.ty.ggml_type(), k, &mut self.scratch);
+        self.keys[at..at + n].copy_from_slice(&self.scratch[..n]);
+        quant::quantize_activations(self.ty.ggml_type(), v, &mut self.scratch);
+        self.values[at..at + n].copy_from_slice(&self.scratch[..n]);
+    }
+
+    /// Keys of positions from..to of one layer: (to - from) rows of `row_bytes`.
+    pub fn keys(&self, layer: usize, from: usize, to: usize) -> &[u8] {
+        &self.keys[self.offset(layer, from)..self.offset(layer, to)]
+    }
+
+    /// Values of positions from..to of one layer, laid out as `keys`.
+    pub fn values(&self, layer: usize, from: usize, to: usize) -> &[u8] {
+        &self.values[self.offset(layer, from)..self.offset(layer, to)]
+    }
+
+    /// Drops positions keep..keep+discard and moves the ones after them down by `discard`, as
+    /// llama.cpp's context shift does: the moved keys are rotated by -discard positions of RoPE
+    /// (computed in f32 from the stored values and stored again), values are moved as they are.
+    /// Nothing is evaluated again.
+    pub fn discard(&mut self, c: &ModelConfig, keep: usize, discard: usize) {
+        let (from, len) = (keep + discard, self.len);
+        if discard == 0 || from >= len {
+            self.truncate(keep);
+            return;
+        }
+        let moved = len - from;
+        let rb = self.row_bytes;
+        let mut tables = [RopeTable::new(c.rope_dim), RopeTable::new(c.rope_dim)];
+        let delta = -(discard as f32);
+        tables[0].fill_at(c, c.rope, delta, c.rope_freq_factors.as_deref());
+        tables[1].fill_at(c, c.rope_swa, delta, c.rope_freq_factors.as_deref());
+        let (kv_dim, ty) = (c.kv_dim(), self.ty.ggml_type());
+        let mut row = vec![0.0f32; kv_dim];
+        for layer in 0..c.n_layer {
+            let (src, dst) = (self.offset(layer, from), self.offset(layer, keep));
+            self.values.copy_within(src..src + moved * rb, dst);
+            self.keys.copy_within(src..src + moved * rb, dst);
+            let table = &tables[usize::from(c.swa_layers[layer])];
+            for p in 0..moved {
+                let at = dst + p * rb;
+                quant::dequantize_row(ty, &self.keys[at..at + rb], &mut row);
+                apply_rope(c, &mut row, table);
+                quant::quantize_activations(ty, &row, &mut self.scratch);
+                self.keys[at..at + rb].copy_from_slice(&self.scratch[..rb]);
+            }
+        }
+        self.len = keep + moved;
+    }
+}
+
+#[cfg(test)]
+impl KvCache {
+    /// Moves rows as `discard` does but leaves the keys as they are: what a shift without the
+    /// rotation would hold, to show that the rotation matters.
+    pub(crate) fn discard_unrotated_for_test(&mut self, keep: usize, discard: usize) {
+        let (from, moved) = (keep + discard, self.len - keep - discard);
+        for layer in 0..self.layers {
+            let (src, dst) = (self.offset(layer, from), self.offset(layer, keep));
+            self.keys.copy_within(src..src + moved * self.row_bytes, dst);
+            self.values.copy_within(src..src + moved * self.row_bytes, dst);
+        }
+        self.len = keep + moved;
+    }
+}
