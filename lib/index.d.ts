@@ -20,6 +20,7 @@ export type ChordErrorCode =
   | 'ERR_INVALID_TOKEN'
   | 'ERR_CONTEXT_FULL'
   | 'ERR_DISPOSED'
+  | 'ERR_SESSION_BUSY'
   | 'ERR_INTERNAL'
   | 'ABORT_ERR'
 
@@ -63,6 +64,19 @@ export interface LoadOptions {
    * hits on the forward pass's cyclic order (it exists to be measured against).
    */
   evictionPolicy?: 'fixed' | 'lru'
+  /**
+   * Generations decoded at once (sessions and `model.generate` calls alike): whatever of them
+   * want a token at the same moment go through one forward pass together. A generation beyond
+   * this many waits for one to end (or to be stopped) before its first token; its `signal`
+   * aborts the wait. Default 8.
+   */
+  maxSequences?: number
+  /**
+   * How KV caches store keys and values: 'f16' (default) or 'q8_0', which takes about half the
+   * memory (34 bytes per 32 values), as llama.cpp's cache-type option. 'q8_0' needs heads of
+   * whole 32-value blocks.
+   */
+  kvCacheType?: 'f16' | 'q8_0'
   /** Called as the weights are read in (about every 50 ms while loading, and once at the end). */
   onProgress?: (progress: LoadProgress) => void
   /** Aborting rejects the load with an AbortError (code ABORT_ERR). */
@@ -90,6 +104,8 @@ export interface ModelInfo {
   paged: boolean
   /** Bytes of one sequence's KV cache at full context (not part of memoryBudget). */
   kvCacheBytes: number
+  kvCacheType: 'f16' | 'q8_0'
+  maxSequences: number
 }
 
 export interface ModelStats {
@@ -107,6 +123,10 @@ export interface ModelStats {
   /** Milliseconds the forward pass waited for layers. */
   stallMs: number
   bytesRead: number
+  /** Sequences alive: sessions, and `model.generate` calls in progress. */
+  sequences: number
+  /** Bytes their KV caches hold (evaluated positions). */
+  kvBytes: number
 }
 
 export interface TokenizeOptions {
@@ -183,6 +203,44 @@ export interface GeneratedToken {
   text: string
 }
 
+export interface SessionOptions {
+  /** Positions the session holds (prompts + generated). Default: the model's `contextSize`. */
+  contextSize?: number
+  /**
+   * What happens when the session is full and needs another position. `false` (default): the
+   * generation ends (its last item is the end, reason `contextFull`). `{ keep: n }`: the oldest
+   * tokens after the first n are dropped (half of those after them, as llama.cpp does) and the
+   * cached keys re-rotated to their new positions, without evaluating anything again.
+   */
+  contextShift?: false | { keep: number }
+}
+
+/**
+ * A sequence that keeps its tokens and KV cache between generations. Generations of different
+ * sessions (and `model.generate` calls) running at the same time are decoded together.
+ */
+export declare class Session {
+  private constructor()
+  /** Token ids held: prompts and generated tokens, in order. */
+  readonly tokens: number[]
+  /** Bytes the evaluated tokens take in the KV cache. */
+  readonly kvBytes: number
+  readonly contextSize: number
+  /**
+   * Appends the prompt to what the session holds and generates after it; only tokens the cache
+   * has not seen are evaluated, and the generated tokens stay in the session. A string prompt
+   * is tokenized with BOS (where the model adds one) only when the session is empty. One
+   * generation at a time per session (another one throws ERR_SESSION_BUSY).
+   */
+  generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncGenerator<GeneratedToken, void, undefined>
+  /** Keeps the first `n` tokens: rewind for "regenerate" or an edited message. */
+  truncate(n: number): void
+  /** Forgets everything the session holds. */
+  reset(): void
+  /** Stops a generation in progress and frees the KV cache. */
+  dispose(): void
+}
+
 export declare class Model {
   private constructor()
   readonly info: ModelInfo
@@ -198,6 +256,8 @@ export declare class Model {
    * parsed; an array is used as token ids.
    */
   generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncGenerator<GeneratedToken, void, undefined>
+  /** A sequence that keeps its KV cache between generations. */
+  createSession(options?: SessionOptions): Session
   /** Perplexity of `text` under the protocol described at PerplexityOptions. */
   perplexity(text: string, options?: PerplexityOptions): Promise<PerplexityResult>
   /** Weight residency and paging counters. */

@@ -120,55 +120,31 @@ class Model {
   }
 
   /**
-   * Streams generated tokens. Each step is computed on a worker thread only when the loop asks
-   * for it, so a slow consumer never lets tokens pile up; `break` or aborting `signal` stops the
-   * work within one token and frees the generation's state.
+   * Streams generated tokens from a sequence of its own (a one-shot session). Each step is
+   * computed only when the loop asks for it, so a slow consumer never lets tokens pile up;
+   * `break` or aborting `signal` stops the work within one token and frees the sequence.
    */
   async *generate(prompt, options) {
     const o = checkObject(options, 'options')
-    const signal = checkSignal(o.signal)
     const ids = typeof prompt === 'string' ? this.tokenize(prompt, { special: true }) : toTokenIds(prompt, 'prompt')
-    if (o.stop !== undefined && (!Array.isArray(o.stop) || o.stop.some((s) => typeof s !== 'string'))) {
-      throw optionError('stop', 'must be an array of strings')
+    const nativeOptions = generateOptions(o)
+    if (o.signal && o.signal.aborted) throw abortError(o.signal)
+    yield* stream(call(() => this._native.generate(ids, nativeOptions)), o.signal)
+  }
+
+  /**
+   * A session: a sequence that keeps its tokens and KV cache between generations, so that each
+   * `generate` evaluates only what is new.
+   */
+  createSession(options) {
+    const o = checkObject(options, 'options')
+    const contextSize = checkNumber(o.contextSize, 'contextSize', { integer: true, min: 1, max: 2 ** 32 - 1 })
+    let contextShiftKeep
+    if (o.contextShift !== undefined && o.contextShift !== false) {
+      if (o.contextShift === null || typeof o.contextShift !== 'object') throw optionError('contextShift', 'must be false or { keep: number }')
+      contextShiftKeep = checkNumber(o.contextShift.keep ?? 0, 'contextShift.keep', { integer: true, min: 0, max: 2 ** 32 - 1 })
     }
-    if (o.ignoreEos !== undefined && typeof o.ignoreEos !== 'boolean') throw optionError('ignoreEos', 'must be a boolean')
-    const nativeOptions = {
-      maxTokens: checkNumber(o.maxTokens, 'maxTokens', { integer: true, min: 0, max: 2 ** 32 - 1 }),
-      temperature: checkNumber(o.temperature, 'temperature', { min: 0 }),
-      topK: checkNumber(o.topK, 'topK', { integer: true, min: 0, max: 2 ** 32 - 1 }),
-      topP: checkNumber(o.topP, 'topP', { min: Number.MIN_VALUE, max: 1 }),
-      minP: checkNumber(o.minP, 'minP', { min: 0, max: 1 }),
-      repeatPenalty: checkNumber(o.repeatPenalty, 'repeatPenalty', { min: Number.MIN_VALUE, max: 1e6 }),
-      repeatLastN: checkNumber(o.repeatLastN, 'repeatLastN', { integer: true, min: 0, max: 2 ** 32 - 1 }),
-      seed: checkNumber(o.seed, 'seed', { integer: true, min: 0, max: Number.MAX_SAFE_INTEGER }),
-      stop: o.stop,
-      ignoreEos: o.ignoreEos,
-    }
-    if (signal && signal.aborted) throw abortError(signal)
-    const generation = call(() => this._native.generate(ids, nativeOptions))
-    const onAbort = () => generation.cancel()
-    if (signal) signal.addEventListener('abort', onAbort, { once: true })
-    try {
-      for (;;) {
-        let step
-        try {
-          step = await generation.next()
-        } catch (err) {
-          if (signal && signal.aborted) throw abortError(signal)
-          throw toJsError(err)
-        }
-        if (signal && signal.aborted) throw abortError(signal)
-        if (step.kind === 'end') {
-          // Text held back while it could have begun a stop string or a UTF-8 character.
-          if (step.text) yield { id: step.id ?? -1, text: step.text }
-          return
-        }
-        yield { id: step.id, text: step.text }
-      }
-    } finally {
-      if (signal) signal.removeEventListener('abort', onAbort)
-      generation.close()
-    }
+    return new Session(this, call(() => this._native.createSession({ contextSize, contextShiftKeep })))
   }
 
   /** Weight residency and paging counters. */
@@ -178,6 +154,122 @@ class Model {
 
   async dispose() {
     this._native.dispose()
+  }
+}
+
+class Session {
+  constructor(model, handle) {
+    this._model = model
+    this._native = handle
+    this._generation = undefined
+  }
+
+  /** Token ids held: prompts and generated tokens, in order. */
+  get tokens() {
+    return call(() => this._native.tokens)
+  }
+
+  /** Bytes the evaluated tokens take in this session's KV cache. */
+  get kvBytes() {
+    return call(() => this._native.kvBytes)
+  }
+
+  get contextSize() {
+    return call(() => this._native.contextSize)
+  }
+
+  /**
+   * Generates after what the session holds: the prompt is appended, only tokens the cache has
+   * not seen are evaluated, and the generated tokens stay in the session. A string prompt gets
+   * BOS (where the model adds one) only when the session is empty.
+   */
+  async *generate(prompt, options) {
+    const o = checkObject(options, 'options')
+    let ids
+    if (typeof prompt === 'string') {
+      const empty = this.tokens.length === 0
+      ids = this._model.tokenize(prompt, { special: true, addBos: empty ? undefined : false })
+    } else {
+      ids = toTokenIds(prompt, 'prompt')
+    }
+    const nativeOptions = generateOptions(o)
+    if (o.signal && o.signal.aborted) throw abortError(o.signal)
+    const generation = call(() => this._native.generate(ids, nativeOptions))
+    this._generation = generation
+    try {
+      yield* stream(generation, o.signal)
+    } finally {
+      if (this._generation === generation) this._generation = undefined
+    }
+  }
+
+  /** Keeps the first `n` tokens (rewind for "regenerate" or an edited message). */
+  truncate(n) {
+    checkNumber(n, 'n', { integer: true, min: 0, max: 2 ** 32 - 1 })
+    if (n === undefined) throw optionError('n', 'is required')
+    call(() => this._native.truncate(n))
+  }
+
+  /** Forgets everything the session holds. */
+  reset() {
+    this.truncate(0)
+  }
+
+  /** Stops a generation in progress and frees the session's KV cache. */
+  dispose() {
+    if (this._generation) this._generation.cancel()
+    this._native.dispose()
+  }
+}
+
+/** The native options of a generation, checked. */
+function generateOptions(o) {
+  checkSignal(o.signal)
+  if (o.stop !== undefined && (!Array.isArray(o.stop) || o.stop.some((s) => typeof s !== 'string'))) {
+    throw optionError('stop', 'must be an array of strings')
+  }
+  if (o.ignoreEos !== undefined && typeof o.ignoreEos !== 'boolean') throw optionError('ignoreEos', 'must be a boolean')
+  return {
+    maxTokens: checkNumber(o.maxTokens, 'maxTokens', { integer: true, min: 0, max: 2 ** 32 - 1 }),
+    temperature: checkNumber(o.temperature, 'temperature', { min: 0 }),
+    topK: checkNumber(o.topK, 'topK', { integer: true, min: 0, max: 2 ** 32 - 1 }),
+    topP: checkNumber(o.topP, 'topP', { min: Number.MIN_VALUE, max: 1 }),
+    minP: checkNumber(o.minP, 'minP', { min: 0, max: 1 }),
+    repeatPenalty: checkNumber(o.repeatPenalty, 'repeatPenalty', { min: Number.MIN_VALUE, max: 1e6 }),
+    repeatLastN: checkNumber(o.repeatLastN, 'repeatLastN', { integer: true, min: 0, max: 2 ** 32 - 1 }),
+    seed: checkNumber(o.seed, 'seed', { integer: true, min: 0, max: Number.MAX_SAFE_INTEGER }),
+    stop: o.stop,
+    ignoreEos: o.ignoreEos,
+  }
+}
+
+/**
+ * Yields a native generation's tokens, one step per iteration of the caller's loop; aborting
+ * `signal` cancels it (also while it waits for a sequence slot), and leaving the loop closes it.
+ */
+async function* stream(generation, signal) {
+  const onAbort = () => generation.cancel()
+  if (signal) signal.addEventListener('abort', onAbort, { once: true })
+  try {
+    for (;;) {
+      let step
+      try {
+        step = await generation.next()
+      } catch (err) {
+        if (signal && signal.aborted) throw abortError(signal)
+        throw toJsError(err)
+      }
+      if (signal && signal.aborted) throw abortError(signal)
+      if (step.kind === 'end') {
+        // Text held back while it could have begun a stop string or a UTF-8 character.
+        if (step.text) yield { id: step.id ?? -1, text: step.text }
+        return
+      }
+      yield { id: step.id, text: step.text }
+    }
+  } finally {
+    if (signal) signal.removeEventListener('abort', onAbort)
+    generation.close()
   }
 }
 
@@ -197,6 +289,7 @@ async function loadModel(path, options) {
     ['paging', ['auto', 'always', 'never']],
     ['pagingMethod', ['read', 'mmap']],
     ['evictionPolicy', ['fixed', 'lru']],
+    ['kvCacheType', ['f16', 'q8_0']],
   ]
   for (const [name, allowed] of choices) {
     if (o[name] !== undefined && !allowed.includes(o[name])) throw optionError(name, `must be one of ${allowed.join(', ')}`)
@@ -209,6 +302,8 @@ async function loadModel(path, options) {
     prefetchLayers: checkNumber(o.prefetchLayers, 'prefetchLayers', { integer: true, min: 0, max: 64 }),
     pagingMethod: o.pagingMethod,
     evictionPolicy: o.evictionPolicy,
+    maxSequences: checkNumber(o.maxSequences, 'maxSequences', { integer: true, min: 1, max: 256 }),
+    kvCacheType: o.kvCacheType,
   }
   if (signal && signal.aborted) throw abortError(signal)
   const loader = new native.NativeLoader(path, nativeOptions)
@@ -238,4 +333,4 @@ async function loadModel(path, options) {
   }
 }
 
-module.exports = { loadModel, Model }
+module.exports = { loadModel, Model, Session }

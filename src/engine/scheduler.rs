@@ -240,7 +240,8 @@ fn step(model: &Arc<Model>, active: &mut Vec<StepJob>, buffers: &mut ForwardBuff
         }
     }
     drop(generations);
-    drop(finished);
+    drop(sequences);
+    drop(finished); // before answering: a caller that sees the end sees the sequence freed
     let jobs = std::mem::take(active);
     for (job, answer) in jobs.into_iter().zip(answers) {
         match answer {
