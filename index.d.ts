@@ -10,14 +10,18 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /**
- * A generation driven one token per `next()` call, each computed on a libuv worker: the JS side
+ * A generation driven one token per `next()` call: each call queues a step with the model's
+ * scheduler, which batches it with other sequences' steps and resolves the promise. The JS side
  * asks for a token only when it wants one, which is the backpressure.
  */
 export declare class NativeGeneration {
   next(): Promise<NativeStep>
-  /** Stops a step in progress at the next layer boundary; later steps fail with ABORT_ERR. */
+  /**
+   * Stops the generation: a step in progress finishes its pass, then it and later steps fail
+   * with ABORT_ERR (also while waiting for a sequence slot).
+   */
   cancel(): void
-  /** Frees the generation's state (its KV cache) as soon as no step is running. */
+  /** Frees the generation's state as soon as no step is running. */
   close(): void
 }
 
@@ -36,8 +40,24 @@ export declare class NativeModel {
   detokenize(ids: Array<number>, special: boolean): string
   logits(ids: Array<number>, from?: number | undefined | null): Promise<Float32Array>
   perplexity(text: string, window?: number | undefined | null, maxTokens?: number | undefined | null): Promise<NativePerplexity>
+  /** A generation on a sequence of its own. */
   generate(prompt: Array<number>, options?: NativeGenerateOptions | undefined | null): NativeGeneration
+  createSession(options?: NativeSessionOptions | undefined | null): NativeSession
   /** Drops this handle's reference to the weights; they are freed when no generation uses them. */
+  dispose(): void
+}
+
+/** A sequence that keeps its tokens and KV cache between generations. */
+export declare class NativeSession {
+  /** Tokens held: prompts and generated tokens. */
+  get tokens(): Array<number>
+  /** Bytes the evaluated positions take in the KV cache. */
+  get kvBytes(): number
+  get contextSize(): number
+  /** Keeps the first `n` tokens. */
+  truncate(n: number): void
+  generate(prompt: Array<number>, options?: NativeGenerateOptions | undefined | null): NativeGeneration
+  /** Frees the session's KV cache (once a generation in flight, if any, has stopped). */
   dispose(): void
 }
 
@@ -72,6 +92,9 @@ export interface NativeLoadOptions {
   pagingMethod?: string
   /** "fixed" | "lru" (the baseline, for benchmarks). */
   evictionPolicy?: string
+  maxSequences?: number
+  /** "f16" | "q8_0". */
+  kvCacheType?: string
 }
 
 export interface NativeModelInfo {
@@ -88,6 +111,8 @@ export interface NativeModelInfo {
   weightBytes: number
   paged: boolean
   kvCacheBytes: number
+  kvCacheType: string
+  maxSequences: number
 }
 
 export interface NativePerplexity {
@@ -101,6 +126,15 @@ export interface NativeProgress {
   totalBytes: number
 }
 
+export interface NativeSessionOptions {
+  contextSize?: number
+  /**
+   * Context shift: keep this many first tokens and drop old ones after them when full;
+   * absent: no shift (the generation ends with reason "contextFull").
+   */
+  contextShiftKeep?: number
+}
+
 export interface NativeStats {
   paged: boolean
   budgetBytes: number
@@ -111,6 +145,10 @@ export interface NativeStats {
   prefetchHits: number
   stallMs: number
   bytesRead: number
+  /** Sequences alive (sessions, and generations of `model.generate`). */
+  sequences: number
+  /** Bytes their KV caches hold. */
+  kvBytes: number
 }
 
 export interface NativeStep {

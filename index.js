@@ -838,4 +838,5 @@ module.exports = nativeBinding
 module.exports.NativeGeneration = nativeBinding.NativeGeneration
 module.exports.NativeLoader = nativeBinding.NativeLoader
 module.exports.NativeModel = nativeBinding.NativeModel
+module.exports.NativeSession = nativeBinding.NativeSession
 module.exports.measureReadBandwidth = nativeBinding.measureReadBandwidth

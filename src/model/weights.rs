@@ -11,27 +11,89 @@ use crate::model::config::{Architecture, ModelConfig};
 use crate::quant;
 use crate::tensor::TensorView;
 
-/// One transformer block's weights. Matrices are (rows = outputs) x (cols = inputs). Optional
-/// tensors are present only in the architectures that use them.
-#[derive(Clone, Copy)]
-pub struct LayerWeights<'a> {
-    pub attn_norm: TensorView<'a>,              // (n_embd)
-    pub wq: TensorView<'a>,                     // (n_head * head_dim, n_embd)
-    pub wk: TensorView<'a>,                     // (n_head_kv * head_dim, n_embd)
-    pub wv: TensorView<'a>,                     // (n_head_kv * head_dim, n_embd)
-    pub wo: TensorView<'a>,                     // (n_embd, n_head * head_dim)
-    pub bq: Option<TensorView<'a>>,             // (n_head * head_dim) qwen2
-    pub bk: Option<TensorView<'a>>,             // (n_head_kv * head_dim) qwen2
-    pub bv: Option<TensorView<'a>>,             // (n_head_kv * head_dim) qwen2
-    pub bo: Option<TensorView<'a>>,             // (n_embd)
-    pub q_norm: Option<TensorView<'a>>,         // (head_dim) gemma3, per head
-    pub k_norm: Option<TensorView<'a>>,         // (head_dim) gemma3, per head
-    pub post_attn_norm: Option<TensorView<'a>>, // (n_embd) gemma3
-    pub ffn_norm: TensorView<'a>,               // (n_embd)
-    pub w_gate: TensorView<'a>,                 // (n_ff, n_embd)
-    pub w_up: TensorView<'a>,                   // (n_ff, n_embd)
-    pub w_down: TensorView<'a>,                 // (n_embd, n_ff)
-    pub post_ffn_norm: Option<TensorView<'a>>,  // (n_embd) gemma3
+/// Defines, from one list of a block's tensors, `LayerWeights` (views of them), `LayerTensors`
+/// (their infos in the file) and the conversions between them, so that the list, and the order
+/// `all`/`all_mut` visit it in (which the pager packs layers by), is written once.
+macro_rules! layer_tensors {
+    (
+        required { $($(#[$rdoc:meta])* $req:ident,)* }
+        optional { $($(#[$odoc:meta])* $opt:ident,)* }
+    ) => {
+        /// One transformer block's weights. Matrices are (rows = outputs) x (cols = inputs).
+        /// Optional tensors are present only in the architectures that use them.
+        #[derive(Clone, Copy)]
+        pub struct LayerWeights<'a> {
+            $($(#[$rdoc])* pub $req: TensorView<'a>,)*
+            $($(#[$odoc])* pub $opt: Option<TensorView<'a>>,)*
+        }
+
+        /// Tensor infos for one block, resolved from names; fields mirror `LayerWeights`.
+        #[derive(Clone, Debug)]
+        pub struct LayerTensors {
+            $(pub $req: TensorInfo,)*
+            $(pub $opt: Option<TensorInfo>,)*
+        }
+
+        impl LayerTensors {
+            /// Views of every tensor, with offsets taken as positions in `bytes`.
+            pub fn view<'b>(&self, bytes: &'b [u8]) -> LayerWeights<'b> {
+                LayerWeights {
+                    $($req: view(bytes, &self.$req),)*
+                    $($opt: self.$opt.as_ref().map(|t| view(bytes, t)),)*
+                }
+            }
+
+            /// Every tensor, required ones first, in a fixed order that `all_mut` follows too.
+            pub fn all(&self) -> impl Iterator<Item = &TensorInfo> {
+                [$(&self.$req,)*].into_iter().chain([$(&self.$opt,)*].into_iter().flatten())
+            }
+
+            pub fn all_mut(&mut self) -> impl Iterator<Item = &mut TensorInfo> {
+                [$(&mut self.$req,)*].into_iter().chain([$(&mut self.$opt,)*].into_iter().flatten())
+            }
+        }
+    };
+}
+
+layer_tensors! {
+    required {
+        /// (n_embd)
+        attn_norm,
+        /// (n_head * head_dim, n_embd)
+        wq,
+        /// (n_head_kv * head_dim, n_embd)
+        wk,
+        /// (n_head_kv * head_dim, n_embd)
+        wv,
+        /// (n_embd, n_head * head_dim)
+        wo,
+        /// (n_embd)
+        ffn_norm,
+        /// (n_ff, n_embd)
+        w_gate,
+        /// (n_ff, n_embd)
+        w_up,
+        /// (n_embd, n_ff)
+        w_down,
+    }
+    optional {
+        /// (n_head * head_dim) qwen2
+        bq,
+        /// (n_head_kv * head_dim) qwen2
+        bk,
+        /// (n_head_kv * head_dim) qwen2
+        bv,
+        /// (n_embd)
+        bo,
+        /// (head_dim) gemma3, per head
+        q_norm,
+        /// (head_dim) gemma3, per head
+        k_norm,
+        /// (n_embd) gemma3
+        post_attn_norm,
+        /// (n_embd) gemma3
+        post_ffn_norm,
+    }
 }
 
 /// The output head: final norm and vocabulary projection.
@@ -127,114 +189,6 @@ pub struct WeightStats {
 fn view<'b>(bytes: &'b [u8], t: &TensorInfo) -> TensorView<'b> {
     let start = t.offset as usize;
     TensorView { ty: t.ty, dims: t.dims, n_dims: t.n_dims, data: &bytes[start..start + t.size as usize] }
-}
-
-/// Tensor infos for one block, resolved from names; fields mirror `LayerWeights`.
-#[derive(Clone, Debug)]
-pub struct LayerTensors {
-    pub attn_norm: TensorInfo,
-    pub wq: TensorInfo,
-    pub wk: TensorInfo,
-    pub wv: TensorInfo,
-    pub wo: TensorInfo,
-    pub bq: Option<TensorInfo>,
-    pub bk: Option<TensorInfo>,
-    pub bv: Option<TensorInfo>,
-    pub bo: Option<TensorInfo>,
-    pub q_norm: Option<TensorInfo>,
-    pub k_norm: Option<TensorInfo>,
-    pub post_attn_norm: Option<TensorInfo>,
-    pub ffn_norm: TensorInfo,
-    pub w_gate: TensorInfo,
-    pub w_up: TensorInfo,
-    pub w_down: TensorInfo,
-    pub post_ffn_norm: Option<TensorInfo>,
-}
-
-impl LayerTensors {
-    /// Views of every tensor, with offsets taken as positions in `bytes`.
-    pub fn view<'b>(&self, bytes: &'b [u8]) -> LayerWeights<'b> {
-        let v = |t: &TensorInfo| view(bytes, t);
-        let o = |t: &Option<TensorInfo>| t.as_ref().map(v);
-        LayerWeights {
-            attn_norm: v(&self.attn_norm),
-            wq: v(&self.wq),
-            wk: v(&self.wk),
-            wv: v(&self.wv),
-            wo: v(&self.wo),
-            bq: o(&self.bq),
-            bk: o(&self.bk),
-            bv: o(&self.bv),
-            bo: o(&self.bo),
-            q_norm: o(&self.q_norm),
-            k_norm: o(&self.k_norm),
-            post_attn_norm: o(&self.post_attn_norm),
-            ffn_norm: v(&self.ffn_norm),
-            w_gate: v(&self.w_gate),
-            w_up: v(&self.w_up),
-            w_down: v(&self.w_down),
-            post_ffn_norm: o(&self.post_ffn_norm),
-        }
-    }
-
-    /// Every tensor, required ones first, in a fixed order that `all_mut` follows too.
-    pub fn all(&self) -> impl Iterator<Item = &TensorInfo> {
-        [
-            &self.attn_norm,
-            &self.wq,
-            &self.wk,
-            &self.wv,
-            &self.wo,
-            &self.ffn_norm,
-            &self.w_gate,
-            &self.w_up,
-            &self.w_down,
-        ]
-        .into_iter()
-        .chain(
-            [
-                &self.bq,
-                &self.bk,
-                &self.bv,
-                &self.bo,
-                &self.q_norm,
-                &self.k_norm,
-                &self.post_attn_norm,
-                &self.post_ffn_norm,
-            ]
-            .into_iter()
-            .flatten(),
-        )
-    }
-
-    pub fn all_mut(&mut self) -> impl Iterator<Item = &mut TensorInfo> {
-        [
-            &mut self.attn_norm,
-            &mut self.wq,
-            &mut self.wk,
-            &mut self.wv,
-            &mut self.wo,
-            &mut self.ffn_norm,
-            &mut self.w_gate,
-            &mut self.w_up,
-            &mut self.w_down,
-        ]
-        .into_iter()
-        .chain(
-            [
-                &mut self.bq,
-                &mut self.bk,
-                &mut self.bv,
-                &mut self.bo,
-                &mut self.q_norm,
-                &mut self.k_norm,
-                &mut self.post_attn_norm,
-                &mut self.post_ffn_norm,
-            ]
-            .into_iter()
-            .flatten(),
-        )
-    }
 }
 
 /// Tensor infos of the output head.
