@@ -13,13 +13,9 @@
 // Prints exactly one JSON line on stdout (see common.mjs runWorker).
 
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { now, peakRssBytes, readConfig, runWorker } from './common.mjs';
+import { loadChord, now, peakRssBytes, readConfig, runWorker } from './common.mjs';
 import { CORPUS_FILE, median, medianRuns, percentile, samePrefix, streamFigures } from './batch-common.mjs';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** A generated item may be a bare id or an object carrying one. */
 const tokenId = (t) => (typeof t === 'object' && t !== null ? (t.id ?? t.token ?? t.tokenId) : t);
@@ -136,24 +132,12 @@ async function llamaThroughput() {
 // ---------------------------------------------------------------------------------------------
 // chord-llm
 
-function loadChord() {
-  const p = cfg.chordModule ? path.resolve(cfg.chordModule) : repoRoot;
-  let chord;
-  try {
-    chord = createRequire(path.join(repoRoot, 'package.json'))(p);
-  } catch (e) {
-    throw new Error(`chord-llm is not loadable from ${p} (not built yet? run "npm run build"): ${e.message}`);
-  }
-  if (typeof chord.loadModel !== 'function') throw new Error(`${p} does not export loadModel()`);
-  return chord;
-}
-
 const NO_SESSIONS =
   'this chord-llm build has no Model.createSession() (no sessions or batched decoding yet: rebuild with npm run build)';
 
 /** Loads the model; fails (before loading when it can tell) if the build has no sessions API. */
 async function loadChordModel(options) {
-  const chord = loadChord();
+  const chord = loadChord(cfg.chordModule);
   const needSessions = cfg.needSessions || !cfg.noApiCheck;
   if (needSessions && chord.Model && chord.Model.prototype && typeof chord.Model.prototype.createSession !== 'function') {
     throw new Error(NO_SESSIONS);
@@ -204,7 +188,7 @@ async function chordTokenize() {
 }
 
 async function chordInfo() {
-  const chord = loadChord();
+  const chord = loadChord(cfg.chordModule);
   const model = await chord.loadModel(cfg.model, { threads: cfg.threads, contextSize: 64, paging: 'never' });
   try {
     return { info: JSON.parse(JSON.stringify(model.info)) };

@@ -5,6 +5,9 @@
 
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /** Fixed English text the 128-token benchmark prompt is cut from (repeated if a tokenizer needs more). */
 export const PROMPT_TEXT =
@@ -41,6 +44,21 @@ export function peakRssBytes() {
 }
 
 export const now = () => performance.now();
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** chord-llm's JS API from `modulePath` (default: this repo), with a clear error when unbuilt. */
+export function loadChord(modulePath) {
+  const p = modulePath ? path.resolve(modulePath) : REPO_ROOT;
+  let chord;
+  try {
+    chord = createRequire(path.join(REPO_ROOT, 'package.json'))(p);
+  } catch (e) {
+    throw new Error(`chord-llm is not loadable from ${p} (not built yet? run "npm run build"): ${e.message}`);
+  }
+  if (typeof chord.loadModel !== 'function') throw new Error(`${p} does not export loadModel()`);
+  return chord;
+}
 
 /** Print the single JSON result line and exit once it is flushed. */
 export function finish(result, code = 0) {

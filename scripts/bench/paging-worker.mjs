@@ -9,27 +9,11 @@
 // Prints exactly one JSON line on stdout.
 
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { PROMPT_TEXT, now, peakRssBytes, readConfig, runWorker } from './common.mjs';
+import { PROMPT_TEXT, loadChord, now, peakRssBytes, readConfig, runWorker } from './common.mjs';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** A generated item may be a bare id or an object carrying one. */
 const tokenId = (t) => (typeof t === 'object' && t !== null ? (t.id ?? t.token ?? t.tokenId) : t);
-
-function loadChord(modulePath) {
-  const p = modulePath ? path.resolve(modulePath) : repoRoot;
-  let chord;
-  try {
-    chord = createRequire(path.join(repoRoot, 'package.json'))(p);
-  } catch (e) {
-    throw new Error(`chord-llm is not loadable from ${p} (not built yet? run "npm run build"): ${e.message}`);
-  }
-  if (typeof chord.loadModel !== 'function') throw new Error(`${p} does not export loadModel()`);
-  return chord;
-}
 
 /** Some lines of /proc/self/status, in bytes (Linux only). */
 function memStatus() {
