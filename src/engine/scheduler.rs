@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -30,6 +30,12 @@ const PREFILL_SLOWDOWN: f64 = 2.5;
 
 /// Prompt tokens per pass beside decoding streams before their cost has been measured.
 const FIRST_PREFILL_TOKENS: usize = 4;
+
+/// How long a pass waits for running generations that have not asked for their next token yet
+/// (their callers are between two tokens, a few µs to a ms in JS): joining this pass costs them
+/// far less than waiting for the next one, and streams that drift out of step would each pay a
+/// whole pass per token.
+const GATHER_WAIT: Duration = Duration::from_millis(2);
 
 /// Called once with the answer to a step.
 pub type Reply = Box<dyn FnOnce(Result<Step>) + Send>;
@@ -51,6 +57,7 @@ enum Request {
 pub struct Scheduler {
     tx: Sender<Request>,
     free_slots: Mutex<usize>,
+    max_sequences: usize,
 }
 
 impl Scheduler {
@@ -62,7 +69,7 @@ impl Scheduler {
             .name("chord-scheduler".into())
             .spawn(move || run(&model, &rx))
             .expect("spawning the scheduler thread");
-        Scheduler { tx, free_slots: Mutex::new(max_sequences) }
+        Scheduler { tx, free_slots: Mutex::new(max_sequences), max_sequences }
     }
 
     /// Queues a step; `job.reply` is called from the scheduler thread when it is done.
@@ -84,6 +91,11 @@ impl Scheduler {
             *free -= 1;
         }
         took
+    }
+
+    /// Generations holding a slot: running, whether or not they are asking for a token now.
+    fn slots_held(&self) -> usize {
+        self.max_sequences - *lock(&self.free_slots)
     }
 
     pub(crate) fn release_slot(&self) {
@@ -116,9 +128,21 @@ fn run(model: &Weak<Model>, rx: &Receiver<Request>) {
         drop_cancelled(&mut active);
         drop_cancelled(&mut waiting);
         admit(&model, &mut waiting, &mut active);
-        if !active.is_empty() {
-            step(&model, &mut active, &mut buffers, &mut pacing);
+        if active.is_empty() {
+            continue;
         }
+        let deadline = Instant::now() + GATHER_WAIT;
+        while active.len() < model.scheduler().slots_held() {
+            match rx.recv_deadline(deadline) {
+                Ok(Request::Step(job)) => waiting.push_back(job),
+                Ok(Request::Wake) => {}
+                Err(_) => break,
+            }
+            admit(&model, &mut waiting, &mut active);
+        }
+        drop_cancelled(&mut active);
+        let running = model.scheduler().slots_held();
+        step(&model, &mut active, running, &mut buffers, &mut pacing);
     }
     for job in active.into_iter().chain(waiting) {
         (job.reply)(Err(Error::Disposed));
@@ -164,7 +188,15 @@ fn admit(model: &Arc<Model>, waiting: &mut VecDeque<StepJob>, active: &mut Vec<S
 
 /// One forward pass over every active job that needs one, and the answers of those whose
 /// token is ready.
-fn step(model: &Arc<Model>, active: &mut Vec<StepJob>, buffers: &mut ForwardBuffers, pacing: &mut Pacing) {
+/// `running` counts every generation holding a slot, including those between two tokens: the
+/// pacing keeps room for them.
+fn step(
+    model: &Arc<Model>,
+    active: &mut Vec<StepJob>,
+    running: usize,
+    buffers: &mut ForwardBuffers,
+    pacing: &mut Pacing,
+) {
     let mut generations: Vec<MutexGuard<Option<Generation>>> = active.iter().map(|j| lock(&j.generation)).collect();
     let sequences: Vec<Option<Arc<Mutex<Sequence>>>> =
         generations.iter().map(|g| g.as_ref().map(|g| g.sequence().clone())).collect();
@@ -187,7 +219,7 @@ fn step(model: &Arc<Model>, active: &mut Vec<StepJob>, buffers: &mut ForwardBuff
     }
     let decoding = takes.iter().sum::<usize>();
     // Prompt tokens share what the pacing allows, oldest job first; the first always gets some.
-    let mut budget = pacing.prefill_budget(decoding);
+    let mut budget = pacing.prefill_budget(decoding.max(running.saturating_sub(prefills.len())));
     for &i in &prefills {
         let pending = seqs[i].as_ref().map_or(0, |s| s.pending().len());
         takes[i] = pending.min(budget);

@@ -555,3 +555,35 @@ fn generations_beyond_the_sequence_limit_wait_for_a_slot() {
     model.scheduler().wake();
     assert_eq!(rx.recv().unwrap(), (1, Err("ABORT_ERR")));
 }
+
+/// Time of one forward pass decoding one token for each of 1, 2, 4 and 8 sequences, on a real
+/// model: `CHORD_PROBE_MODEL=file.gguf cargo test --release batch_probe -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn batch_probe() {
+    let Some(path) = std::env::var_os("CHORD_PROBE_MODEL") else { return };
+    let model = load(Path::new(&path), LoadOptions { context_size: Some(512), ..LoadOptions::default() }).unwrap();
+    let never = AtomicBool::new(false);
+    let mut buffers = ForwardBuffers::default();
+    let counts: Vec<usize> = std::env::var("PROBE_SEQUENCES")
+        .map_or(vec![1, 2, 4, 8], |v| v.split(',').map(|n| n.parse().unwrap()).collect());
+    for n in counts {
+        let mut caches: Vec<KvCache> = (0..n).map(|_| model.new_cache(512).unwrap()).collect();
+        for (s, kv) in caches.iter_mut().enumerate() {
+            let ids: Vec<u32> = (0..64).map(|i| 100 + (i * 7 + s as u32 * 13) % 1000).collect();
+            model.evaluate(kv, &ids, 64, &never, &mut |_, _| {}).unwrap();
+        }
+        let token = [42u32];
+        let mut times = Vec::new();
+        for _ in 0..16 {
+            let start = std::time::Instant::now();
+            let mut inputs: Vec<SeqInput> =
+                caches.iter_mut().map(|kv| SeqInput { kv, tokens: &token, logits_from: 0 }).collect();
+            model.transformer().forward(&mut buffers, &mut inputs, 64, &|| false, &mut |_, _, _| {}).unwrap();
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+            caches.iter_mut().for_each(|kv| kv.truncate(64));
+        }
+        times.sort_by(f64::total_cmp);
+        println!("{n} sequences: {:.1} ms per pass (median of 16), {:.1} tok/s", times[8], n as f64 * 1e3 / times[8]);
+    }
+}

@@ -284,8 +284,9 @@ fn kernel_throughput() {
                 best / blocks * 1e9,
                 out.iter().map(|&v| v as f64).sum::<f64>()
             );
-            // Batched (prefill): 8 tokens (one tile of 8) over the first 1/16 of the rows.
-            let n_tokens = 8;
+            // Batched: KERNEL_TOKENS tokens (default 8: one prefill tile; 2 or 4: a pass of that
+            // many sequences decoding together) over the first 1/16 of the rows.
+            let n_tokens: usize = std::env::var("KERNEL_TOKENS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
             let sub_rows = rows / 16;
             let acts: Vec<u8> = (0..n_tokens).flat_map(|_| act.iter().copied()).collect();
             let mut batch_out = vec![0.0f32; sub_rows * n_tokens];

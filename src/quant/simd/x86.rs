@@ -85,6 +85,22 @@ macro_rules! kernel_entries {
                 }
                 t += PASS;
             }
+            // Smaller passes for what is left: several sequences decoding a token each share
+            // each weight block decoded instead of decoding it once per token.
+            macro_rules! small_pass {
+                ($n:literal) => {
+                    if t + $n <= n_tokens {
+                        for (o, w) in out.chunks_exact_mut(n_tokens).zip(weights.chunks_exact(nb * $w_bytes)) {
+                            // SAFETY: as above.
+                            let dots = unsafe { $kernel::<$n>(nb, w, std::array::from_fn(|k| act(t + k))) };
+                            o[t..t + $n].copy_from_slice(&dots);
+                        }
+                        t += $n;
+                    }
+                };
+            }
+            small_pass!(4);
+            small_pass!(2);
             for (o, w) in out.chunks_exact_mut(n_tokens).zip(weights.chunks_exact(nb * $w_bytes)) {
                 for (t, o) in o.iter_mut().enumerate().skip(t) {
                     // SAFETY: as above.
@@ -151,6 +167,16 @@ macro_rules! kernel_entries {
             if t + narrow <= n_tokens {
                 pass::<{ super::TILE_TOKENS[1] }>(nb, weights, acts, n_tokens, t, out);
                 t += narrow;
+            }
+            // Smaller passes for what is left: several sequences decoding a token each share
+            // each weight block decoded instead of decoding it once per token.
+            if t + 4 <= n_tokens {
+                pass::<4>(nb, weights, acts, n_tokens, t, out);
+                t += 4;
+            }
+            if t + 2 <= n_tokens {
+                pass::<2>(nb, weights, acts, n_tokens, t, out);
+                t += 2;
             }
             for t in t..n_tokens {
                 for (r, w) in weights.chunks_exact(row_bytes).enumerate() {
@@ -472,6 +498,23 @@ macro_rules! x86_kernels {
                             store(t + k, lanes);
                         }
                         t += PASS;
+                    }
+                    // Smaller passes for what is left (several sequences decoding a token each).
+                    if t + 4 <= n_tokens {
+                        // SAFETY: as above.
+                        let dots = unsafe { q4_k_rows8::<4>(nb, w, ahead, std::array::from_fn(|k| act(t + k))) };
+                        for (k, lanes) in dots.iter().enumerate() {
+                            store(t + k, lanes);
+                        }
+                        t += 4;
+                    }
+                    if t + 2 <= n_tokens {
+                        // SAFETY: as above.
+                        let dots = unsafe { q4_k_rows8::<2>(nb, w, ahead, std::array::from_fn(|k| act(t + k))) };
+                        for (k, lanes) in dots.iter().enumerate() {
+                            store(t + k, lanes);
+                        }
+                        t += 2;
                     }
                     for t in t..n_tokens {
                         for (k, w) in w[..live].iter().enumerate() {
