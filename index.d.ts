@@ -149,6 +149,9 @@ export interface NativeStats {
   sequences: number
   /** Bytes their KV caches hold. */
   kvBytes: number
+  /** Forward passes that evaluated generations' tokens, and how many tokens they evaluated. */
+  passes: number
+  passTokens: number
 }
 
 export interface NativeStep {

@@ -127,6 +127,9 @@ export interface ModelStats {
   sequences: number
   /** Bytes their KV caches hold (evaluated positions). */
   kvBytes: number
+  /** Forward passes that evaluated generations' tokens, and the tokens they evaluated: passTokens / passes is how many tokens shared each pass's weight reads. */
+  passes: number
+  passTokens: number
 }
 
 export interface TokenizeOptions {

@@ -6,13 +6,17 @@
 //   throughput  N = 1, 2, 4, 8 concurrent streams, each a distinct 128-token prompt and 128
 //               greedy tokens (EOS ignored). chord-llm: N concurrent model.generate() calls on
 //               one model (decoded together by the engine); node-llama-cpp: one context of
-//               `sequences: N`, N sequences evaluated concurrently. Two aggregate figures:
+//               `sequences: N`, N sequences evaluated concurrently. Three aggregate figures:
 //                 all     all generated tokens / wall time from the moment every stream starts
 //                         to the last token of any stream (the prompts' prefill included)
 //                 decode  tokens that arrived after the LAST stream's first token / the time
 //                         from that first token to the last token: tokens and time over the
 //                         same window, in which every prompt has been evaluated (with N = 1 it
 //                         is bench.mjs's decode figure: (tokens - 1) / (t_last - t_first))
+//                 steady  tokens that arrived while every stream was decoding (after the last
+//                         first token, up to the first stream's last token) / that time: N
+//                         streams decoding together, without the tails where streams that got
+//                         their first token early have finished
 //               Also chord/node-llama-cpp ratios, each engine's N-stream / 1-stream scaling, and
 //               whether the greedy tokens agree (with node-llama-cpp's; stream 0 with 1 stream).
 //   latency     chord-llm: 3 streams decode (128-token prompts, greedy); once they are steady a
@@ -253,7 +257,7 @@ async function partThroughput(models, opts, state, log) {
 const atN = (r, n) => (r?.ok ? r.results.find((x) => x.streams === n) : null);
 
 function throughputTable(rows, opts, loadAverage) {
-  const head = ['model', 'N', 'chord all', 'chord decode', 'llama all', 'llama decode', 'c/l all', 'c/l decode', 'chord xN all', 'chord xN decode', 'llama xN decode', 'greedy = llama', 'stream0 = 1-stream'];
+  const head = ['model', 'N', 'chord all', 'chord decode', 'chord steady', 'llama all', 'llama decode', 'llama steady', 'c/l all', 'c/l decode', 'c/l steady', 'chord xN decode', 'chord xN steady', 'llama xN steady', 'greedy = llama', 'stream0 = 1-stream'];
   const base = opts.streams[0];
   const out = [];
   const notes = [];
@@ -273,13 +277,16 @@ function throughputTable(rows, opts, loadAverage) {
         n,
         fmt(c?.aggTokS, 1),
         fmt(c?.decodeTokS, 1),
+        fmt(c?.steadyTokS, 1),
         fmt(l?.aggTokS, 1),
         fmt(l?.decodeTokS, 1),
+        fmt(l?.steadyTokS, 1),
         c && l ? times(c.aggTokS / l.aggTokS) : '-',
         c && l ? times(c.decodeTokS / l.decodeTokS) : '-',
-        c && c1 ? times(c.aggTokS / c1.aggTokS) : '-',
+        c && l ? times(c.steadyTokS / l.steadyTokS) : '-',
         c && c1 ? times(c.decodeTokS / c1.decodeTokS) : '-',
-        l && l1 ? times(l.decodeTokS / l1.decodeTokS) : '-',
+        c && c1 ? times(c.steadyTokS / c1.steadyTokS) : '-',
+        l && l1 ? times(l.steadyTokS / l1.steadyTokS) : '-',
         greedy,
         c && c1 ? `${samePrefix(c.ids[0], c1.ids[0])}/${opts.genTokens}` : '-',
       ]);
@@ -291,7 +298,8 @@ function throughputTable(rows, opts, loadAverage) {
       `throughput: N concurrent streams, each a distinct ${opts.promptTokens}-token prompt + ${opts.genTokens} greedy tokens (EOS ignored); ` +
         `threads ${opts.threads}; context ${opts.contextSize} per sequence; ${opts.repeat > 1 ? `medians of ${opts.repeat} runs` : '1 run'}; ` +
         `load average ${loadAverage.toFixed(2)} at the start`,
-      `tok/s: all = all tokens / time from the start of all streams (prefill included); decode = tokens after the last stream's first token / time from it to the last token`,
+      `tok/s: all = all tokens / time from the start of all streams (prefill included); decode = tokens after the last stream's first token / time from it to the last token; ` +
+        `steady = tokens while every stream decodes (after the last first token, up to the first stream's end) / that time`,
       `xN = against ${base} stream${base > 1 ? 's' : ''}; greedy = llama: shortest common prefix over the streams; page cache: ${pageCacheNote(rows)}`,
       renderTable(head, out),
       ...notes,
@@ -452,7 +460,7 @@ async function partPaged(models, opts, state, log) {
 }
 
 function pagedTable(rows, opts, loadAverage) {
-  const head = ['model', 'budget MiB', 'N', 'all tok/s', 'decode tok/s', 'all xN', 'decode xN', 'MiB read/tok', 'stall ms/tok', 'stream0 = 1-stream', 'peak RSS MiB'];
+  const head = ['model', 'budget MiB', 'N', 'all tok/s', 'decode tok/s', 'steady tok/s', 'all xN', 'decode xN', 'steady xN', 'MiB read/tok', 'stall ms/tok', 'stream0 = 1-stream', 'peak RSS MiB'];
   const base = opts.pagedStreams[0];
   const out = [];
   for (const row of rows) {
@@ -471,8 +479,10 @@ function pagedTable(rows, opts, loadAverage) {
         n,
         fmt(x?.aggTokS, 2),
         fmt(x?.decodeTokS, 2),
+        fmt(x?.steadyTokS, 2),
         x && r1 ? times(x.aggTokS / r1.aggTokS) : '-',
         x && r1 ? times(x.decodeTokS / r1.decodeTokS) : '-',
+        x && r1 ? times(x.steadyTokS / r1.steadyTokS) : '-',
         p?.bytesRead != null ? fmt(p.bytesRead / x.totalTokens / MB, 1) : '-',
         p?.stallMs != null ? fmt(p.stallMs / x.totalTokens, 1) : '-',
         x && r1 ? `${samePrefix(x.ids[0], r1.ids[0])}/${opts.genTokens}` : '-',

@@ -229,6 +229,9 @@ pub struct NativeStats {
     pub sequences: u32,
     /// Bytes their KV caches hold.
     pub kv_bytes: f64,
+    /// Forward passes that evaluated generations' tokens, and how many tokens they evaluated.
+    pub passes: f64,
+    pub pass_tokens: f64,
 }
 
 #[napi]
@@ -289,6 +292,8 @@ impl NativeModel {
         Ok(NativeStats {
             sequences: q.sequences as u32,
             kv_bytes: q.kv_bytes as f64,
+            passes: q.passes as f64,
+            pass_tokens: q.pass_tokens as f64,
             paged: s.paged,
             budget_bytes: s.budget_bytes as f64,
             resident_bytes: s.resident_bytes as f64,

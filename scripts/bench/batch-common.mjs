@@ -62,6 +62,10 @@ export function streamFigures(t0, streams) {
   const decodeTokens = streams.reduce((a, s) => a + s.times.filter((t) => t > lastFirst).length, 0);
   const wallS = (end - t0) / 1000;
   const decodeS = (end - lastFirst) / 1000;
+  // While every stream decodes: from the last first token to the first stream's end.
+  const firstLast = Math.min(...lasts);
+  const steadyTokens = streams.reduce((a, s) => a + s.times.filter((t) => t > lastFirst && t <= firstLast).length, 0);
+  const steadyS = (firstLast - lastFirst) / 1000;
   return {
     streams: streams.length,
     totalTokens,
@@ -72,6 +76,9 @@ export function streamFigures(t0, streams) {
     decodeTokens,
     decodeS,
     decodeTokS: decodeS > 0 && decodeTokens > 0 ? decodeTokens / decodeS : null,
+    steadyTokens,
+    steadyS,
+    steadyTokS: steadyS > 0 && steadyTokens > 0 ? steadyTokens / steadyS : null,
   };
 }
 

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::sampler::{Sampler, SamplerParams};
@@ -65,6 +66,10 @@ pub struct Generation {
     ended: Option<EndReason>,
     /// Whether it holds one of the scheduler's sequence slots.
     pub(crate) has_slot: bool,
+    /// When the generation was created, and when it produced its first token: the scheduler
+    /// paces a prompt only beside streams that were already producing tokens when it came.
+    pub(crate) created: Instant,
+    pub(crate) first_token_at: Option<Instant>,
 }
 
 /// What a step needs before sampling.
@@ -121,6 +126,8 @@ impl Generation {
             model,
             sequence,
             has_slot: false,
+            created: Instant::now(),
+            first_token_at: None,
         })
     }
 
@@ -189,6 +196,7 @@ impl Generation {
         }
         seq.push(&[id]);
         self.generated += 1;
+        self.first_token_at.get_or_insert_with(Instant::now);
         let released = self.stream.push(&self.model.tokenizer.token_bytes(id, false));
         if released.stopped {
             self.ended = Some(EndReason::Stop);

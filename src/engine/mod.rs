@@ -56,6 +56,9 @@ pub struct Counters {
     pub sequences: AtomicUsize,
     pub kv_bytes: std::sync::atomic::AtomicU64,
     pub generations: AtomicUsize,
+    /// Forward passes the scheduler ran, and the tokens they evaluated.
+    pub passes: std::sync::atomic::AtomicU64,
+    pub pass_tokens: std::sync::atomic::AtomicU64,
 }
 
 /// What `model.stats()` reports besides weight residency.
@@ -63,6 +66,10 @@ pub struct Counters {
 pub struct SequenceStats {
     pub sequences: usize,
     pub kv_bytes: u64,
+    /// Forward passes of the scheduler so far, and the tokens they evaluated (their ratio is
+    /// how many tokens a pass shared each weight read with).
+    pub passes: u64,
+    pub pass_tokens: u64,
 }
 
 impl Model {
@@ -97,6 +104,8 @@ impl Model {
         SequenceStats {
             sequences: self.counters.sequences.load(Ordering::Relaxed),
             kv_bytes: self.counters.kv_bytes.load(Ordering::Relaxed),
+            passes: self.counters.passes.load(Ordering::Relaxed),
+            pass_tokens: self.counters.pass_tokens.load(Ordering::Relaxed),
         }
     }
 

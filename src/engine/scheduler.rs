@@ -24,18 +24,21 @@ use super::generation::{lock, Generation, Prepared, Step};
 use super::sequence::Sequence;
 use super::Model;
 
-/// How much longer than a decode-only pass a pass that also evaluates prompt tokens may take.
-/// The running streams' inter-token time grows by this factor at most while a prompt arrives.
-const PREFILL_SLOWDOWN: f64 = 2.5;
+/// How much longer than a decode-only pass a pass that also evaluates prompt tokens may take:
+/// the running streams' inter-token time grows by about this factor while a prompt arrives.
+/// (Qwen2.5-1.5B, 3 streams and a 2000-token prompt, 2 threads: at 2.5 the gaps' median was
+/// 2.5x the steady gap and their p99 3.7x, the prompt evaluated at 34 tok/s.)
+const PREFILL_SLOWDOWN: f64 = 2.0;
 
 /// Prompt tokens per pass beside decoding streams before their cost has been measured.
 const FIRST_PREFILL_TOKENS: usize = 4;
 
 /// How long a pass waits for running generations that have not asked for their next token yet
-/// (their callers are between two tokens, a few µs to a ms in JS): joining this pass costs them
-/// far less than waiting for the next one, and streams that drift out of step would each pay a
-/// whole pass per token.
-const GATHER_WAIT: Duration = Duration::from_millis(2);
+/// (their callers are between two tokens): a tenth of a decode pass, within these bounds.
+/// Joining this pass costs them far less than waiting for the next one, and streams that drift
+/// out of step pay a whole pass per token (8 streams of Qwen2.5-0.5B with a fixed 2 ms wait: the
+/// JS thread took longer than that to ask for all 8 next tokens, and passes split in two).
+const GATHER_WAIT: [Duration; 2] = [Duration::from_millis(2), Duration::from_millis(20)];
 
 /// Called once with the answer to a step.
 pub type Reply = Box<dyn FnOnce(Result<Step>) + Send>;
@@ -131,7 +134,7 @@ fn run(model: &Weak<Model>, rx: &Receiver<Request>) {
         if active.is_empty() {
             continue;
         }
-        let deadline = Instant::now() + GATHER_WAIT;
+        let deadline = Instant::now() + pacing.gather_wait();
         while active.len() < model.scheduler().slots_held() {
             match rx.recv_deadline(deadline) {
                 Ok(Request::Step(job)) => waiting.push_back(job),
@@ -219,7 +222,19 @@ fn step(
     }
     let decoding = takes.iter().sum::<usize>();
     // Prompt tokens share what the pacing allows, oldest job first; the first always gets some.
-    let mut budget = pacing.prefill_budget(decoding.max(running.saturating_sub(prefills.len())));
+    // Pacing protects streams that were producing tokens when the oldest prompt arrived; streams
+    // that arrived with it (requests that came together) wait for it like llama.cpp's batch.
+    let oldest_prompt = prefills.iter().filter_map(|&i| generations[i].as_ref().map(|g| g.created)).min();
+    let protected = oldest_prompt.is_some_and(|arrived| {
+        generations.iter().zip(&takes).any(|(g, &take)| {
+            take == 1 && g.as_ref().and_then(|g| g.first_token_at).is_some_and(|first| first < arrived)
+        })
+    });
+    let mut budget = if protected {
+        pacing.prefill_budget(decoding.max(running.saturating_sub(prefills.len())))
+    } else {
+        CHUNK.saturating_sub(decoding).max(1)
+    };
     for &i in &prefills {
         let pending = seqs[i].as_ref().map_or(0, |s| s.pending().len());
         takes[i] = pending.min(budget);
@@ -248,6 +263,8 @@ fn step(
         });
         drop(inputs);
         pacing.record(decoding, prefilled, started.elapsed().as_secs_f64());
+        model.counters.passes.fetch_add(1, Ordering::Relaxed);
+        model.counters.pass_tokens.fetch_add((decoding + prefilled) as u64, Ordering::Relaxed);
         for (k, &i) in owners.iter().enumerate() {
             let (Some(g), Some(seq)) = (generations[i].as_mut(), seqs[i].as_mut()) else { continue };
             seq.recount();
@@ -302,6 +319,10 @@ impl Pacing {
         }
         let tokens = (PREFILL_SLOWDOWN - 1.0) * self.decode_pass / self.per_prompt_token;
         (tokens as usize).clamp(1, CHUNK.saturating_sub(decoding).max(1))
+    }
+
+    fn gather_wait(&self) -> Duration {
+        Duration::from_secs_f64(self.decode_pass / 10.0).clamp(GATHER_WAIT[0], GATHER_WAIT[1])
     }
 
     fn record(&mut self, decoding: usize, prompt_tokens: usize, seconds: f64) {
