@@ -565,7 +565,9 @@ fn generations_beyond_the_sequence_limit_wait_for_a_slot() {
 #[ignore]
 fn batch_probe() {
     let Some(path) = std::env::var_os("CHORD_PROBE_MODEL") else { return };
-    let model = load(Path::new(&path), LoadOptions { context_size: Some(512), ..LoadOptions::default() }).unwrap();
+    let threads = std::env::var("PROBE_THREADS").map_or(2, |v| v.parse().unwrap());
+    let opts = LoadOptions { context_size: Some(512), threads: Some(threads), ..LoadOptions::default() };
+    let model = Model::load(Path::new(&path), &opts, &AtomicBool::new(false), &mut |_, _| {}).unwrap();
     let never = AtomicBool::new(false);
     let mut buffers = ForwardBuffers::default();
     let counts: Vec<usize> = std::env::var("PROBE_SEQUENCES")
