@@ -6,7 +6,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildPromptIds, now, peakRssBytes, readConfig, runWorker } from './common.mjs';
+import { buildPromptIds, loadChord, now, peakRssBytes, readConfig, runWorker } from './common.mjs';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -16,15 +16,8 @@ const tokenId = (t) => (typeof t === 'object' && t !== null ? (t.token ?? t.id ?
 runWorker('chord-llm', async () => {
   const cfg = readConfig();
   if (cfg.mode === 'bandwidth') return measureBandwidth(cfg);
-  const modulePath = cfg.chordModule ? path.resolve(cfg.chordModule) : repoRoot;
   const tInit = now();
-  let chord;
-  try {
-    chord = createRequire(path.join(repoRoot, 'package.json'))(modulePath);
-  } catch (e) {
-    throw new Error(`chord-llm is not loadable from ${modulePath} (not built yet? run "npm run build"): ${e.message}`);
-  }
-  if (typeof chord.loadModel !== 'function') throw new Error(`${modulePath} does not export loadModel()`);
+  const chord = loadChord(cfg.chordModule);
   const initS = (now() - tInit) / 1000;
 
   const tLoad = now();
