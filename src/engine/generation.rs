@@ -2,7 +2,7 @@
 //! text released as whole UTF-8 characters.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
@@ -10,7 +10,7 @@ use crate::sampler::{Sampler, SamplerParams};
 use crate::text_stream::TextStream;
 
 use super::sequence::{ContextShift, Sequence, SequenceOptions};
-use super::Model;
+use super::{lock, Model};
 
 #[derive(Clone, Debug)]
 pub struct GenerateParams {
@@ -80,11 +80,6 @@ pub(crate) enum Prepared {
     Evaluate,
 }
 
-/// Locks a mutex, taking the data of a poisoned one (a panic elsewhere is reported there).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Generation {
     /// Appends `prompt` to `sequence` and prepares to generate after it. The sequence must not
     /// be in use by another generation.
@@ -138,10 +133,6 @@ impl Generation {
         }
         let sequence = Sequence::new(model.clone(), SequenceOptions::default())?;
         Generation::new(model, Arc::new(Mutex::new(sequence)), prompt, params)
-    }
-
-    pub fn model(&self) -> &Arc<Model> {
-        &self.model
     }
 
     pub(crate) fn sequence(&self) -> &Arc<Mutex<Sequence>> {

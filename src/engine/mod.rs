@@ -15,7 +15,7 @@ mod scheduler;
 mod sequence;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::model::config::ModelConfig;
@@ -48,6 +48,11 @@ pub struct Model {
     pub(crate) counters: Counters,
     /// Started by the first generation step.
     scheduler: OnceLock<Scheduler>,
+}
+
+/// Locks a mutex, taking the data of a poisoned one (a panic elsewhere is reported there).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Live sequences, their cache bytes, and generations in progress.
@@ -133,12 +138,12 @@ impl Model {
         cancel: &AtomicBool,
         on_logits: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<()> {
-        let mut buffers = self.spare_buffers.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+        let mut buffers = lock(&self.spare_buffers).take().unwrap_or_default();
         let cancelled = || cancel.load(Ordering::Relaxed);
         let mut input = [SeqInput { kv, tokens, logits_from }];
         let result =
             self.transformer().forward(&mut buffers, &mut input, CHUNK, &cancelled, &mut |_, i, l| on_logits(i, l));
-        *self.spare_buffers.lock().unwrap_or_else(|e| e.into_inner()) = Some(buffers);
+        *lock(&self.spare_buffers) = Some(buffers);
         result
     }
 

@@ -20,7 +20,8 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::error::{Error, Result};
 use crate::model::forward::{ForwardBuffers, SeqInput, CHUNK};
 
-use super::generation::{lock, Generation, Prepared, Step};
+use super::generation::{Generation, Prepared, Step};
+use super::lock;
 use super::sequence::Sequence;
 use super::Model;
 

@@ -1,7 +1,6 @@
 //! The engine's tests over tiny models written by `testutil`: paging, chunking, generation,
 //! perplexity, and sequences batched by the scheduler.
 
-use super::generation::lock;
 use super::perplexity::log_softmax_at;
 use super::*;
 use crate::model::forward::ForwardBuffers;
