@@ -14,8 +14,8 @@ use napi_derive::napi;
 
 use crate::bandwidth;
 use crate::engine::{
-    self, ContextShift, GenerateParams, Generation, KvType, LoadOptions, Model, Paging, Perplexity, PerplexityOptions,
-    Sequence, SequenceOptions, Step, StepJob,
+    self, lock, ContextShift, GenerateParams, Generation, KvType, LoadOptions, Model, Paging, Perplexity,
+    PerplexityOptions, Sequence, SequenceOptions, Step, StepJob,
 };
 use crate::error::{Error as EngineError, Result as EngineResult};
 use crate::pager::{EvictionPolicy, LoadMethod};
@@ -469,13 +469,12 @@ pub struct NativeSession {
 
 impl NativeSession {
     fn get(&self) -> napi::Result<Arc<Mutex<Sequence>>> {
-        let slot = self.sequence.lock().unwrap_or_else(|e| e.into_inner());
-        slot.clone().ok_or_else(|| js_error(EngineError::Disposed))
+        lock(&self.sequence).clone().ok_or_else(|| js_error(EngineError::Disposed))
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Sequence) -> EngineResult<T>) -> napi::Result<T> {
         let sequence = self.get()?;
-        guarded(|| f(&mut sequence.lock().unwrap_or_else(|e| e.into_inner())))
+        guarded(|| f(&mut lock(&sequence)))
     }
 }
 
@@ -522,7 +521,7 @@ impl NativeSession {
     /// Frees the session's KV cache (once a generation in flight, if any, has stopped).
     #[napi]
     pub fn dispose(&self) {
-        self.sequence.lock().unwrap_or_else(|e| e.into_inner()).take();
+        lock(&self.sequence).take();
     }
 }
 

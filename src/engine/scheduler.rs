@@ -112,6 +112,9 @@ fn run(model: &Weak<Model>, rx: &Receiver<Request>) {
     let mut active: Vec<StepJob> = Vec::new();
     let mut waiting: VecDeque<StepJob> = VecDeque::new();
     let mut buffers = ForwardBuffers::default();
+    // The logits of each sequence of a pass, kept from pass to pass: at 150k-token vocabularies
+    // a fresh vector per sequence and token is 600 KB mapped and faulted in every time.
+    let mut logits: Vec<Vec<f32>> = Vec::new();
     let mut pacing = Pacing::default();
     loop {
         // Block only when nothing can run.
@@ -146,7 +149,7 @@ fn run(model: &Weak<Model>, rx: &Receiver<Request>) {
         }
         drop_cancelled(&mut active);
         let running = model.scheduler().slots_held();
-        step(&model, &mut active, running, &mut buffers, &mut pacing);
+        step(&model, &mut active, running, &mut buffers, &mut logits, &mut pacing);
     }
     for job in active.into_iter().chain(waiting) {
         (job.reply)(Err(Error::Disposed));
@@ -199,6 +202,7 @@ fn step(
     active: &mut Vec<StepJob>,
     running: usize,
     buffers: &mut ForwardBuffers,
+    logits: &mut Vec<Vec<f32>>,
     pacing: &mut Pacing,
 ) {
     let mut generations: Vec<MutexGuard<Option<Generation>>> = active.iter().map(|j| lock(&j.generation)).collect();
@@ -257,10 +261,15 @@ fn step(
             owners.push(i);
             inputs.push(SeqInput { kv, tokens: &pending[..take], logits_from: if done { take - 1 } else { take } });
         }
-        let mut logits: Vec<Option<Vec<f32>>> = vec![None; inputs.len()];
+        if logits.len() < inputs.len() {
+            logits.resize_with(inputs.len(), Vec::new);
+        }
+        let mut got = vec![false; inputs.len()];
         let never = || false;
         let result = model.transformer().forward(buffers, &mut inputs, CHUNK, &never, &mut |s, _, l| {
-            logits[s] = Some(l.to_vec());
+            logits[s].clear();
+            logits[s].extend_from_slice(l);
+            got[s] = true;
         });
         drop(inputs);
         pacing.record(decoding, prefilled, started.elapsed().as_secs_f64());
@@ -269,10 +278,10 @@ fn step(
         for (k, &i) in owners.iter().enumerate() {
             let (Some(g), Some(seq)) = (generations[i].as_mut(), seqs[i].as_mut()) else { continue };
             seq.recount();
-            answers[i] = match (&result, &logits[k]) {
+            answers[i] = match (&result, got[k]) {
                 (Err(e), _) => Some(Err(e.duplicate())),
-                (Ok(()), Some(l)) => Some(Ok(g.sample(seq, l))),
-                (Ok(()), None) => None, // prompt not finished: stays active
+                (Ok(()), true) => Some(Ok(g.sample(seq, &logits[k]))),
+                (Ok(()), false) => None, // prompt not finished: stays active
             };
         }
     }
