@@ -34,6 +34,9 @@ export declare class NativeLoader {
 }
 
 export declare class NativeModel {
+  /** `conversation` is JSON: `{"messages": [...], "tools": [...]}`. */
+  applyChatTemplate(conversation: string, options: NativeChatOptions): string
+  tokenizeChat(conversation: string, options: NativeChatOptions): Array<number>
   get info(): NativeModelInfo
   stats(): NativeStats
   tokenize(text: string, addBos: boolean | undefined | null, special: boolean): Array<number>
@@ -66,6 +69,19 @@ export declare class NativeSession {
  * bytes/s of `threads` threads reading a `bytes`-byte buffer (default 1 GiB).
  */
 export declare function measureReadBandwidth(threads: number, bytes?: number | undefined | null): Promise<number>
+
+export interface NativeChatOptions {
+  template?: string
+  addGenerationPrompt?: boolean
+  bosToken?: string
+  eosToken?: string
+  /**
+   * The caller's clock for `strftime_now`: milliseconds since the epoch and the local
+   * offset from UTC (JavaScript's `Date` knows the time zone; Rust's std does not).
+   */
+  nowMs: number
+  utcOffsetMinutes: number
+}
 
 export interface NativeGenerateOptions {
   maxTokens?: number
@@ -113,6 +129,7 @@ export interface NativeModelInfo {
   kvCacheBytes: number
   kvCacheType: string
   maxSequences: number
+  chatTemplate?: string
 }
 
 export interface NativePerplexity {

@@ -21,6 +21,8 @@ export type ChordErrorCode =
   | 'ERR_CONTEXT_FULL'
   | 'ERR_DISPOSED'
   | 'ERR_SESSION_BUSY'
+  | 'ERR_CHAT_TEMPLATE'
+  | 'ERR_NO_CHAT_TEMPLATE'
   | 'ERR_INTERNAL'
   | 'ABORT_ERR'
 
@@ -106,6 +108,8 @@ export interface ModelInfo {
   kvCacheBytes: number
   kvCacheType: 'f16' | 'q8_0'
   maxSequences: number
+  /** The Jinja chat template the file carries (`tokenizer.chat_template`), or null (base models). */
+  chatTemplate: string | null
 }
 
 export interface ModelStats {
@@ -244,6 +248,63 @@ export declare class Session {
   dispose(): void
 }
 
+/** A message of a conversation, as chat templates read it (OpenAI / Hugging Face shape). */
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | 'tool' | (string & {})
+  /** Text; null for an assistant turn that only calls tools; some templates take a list of parts. */
+  content?: string | null | unknown[]
+  name?: string
+  tool_calls?: Array<{ type?: 'function'; id?: string; function: { name: string; arguments: string | Record<string, unknown> } }>
+  /** Anything else a template reads (`tool_call_id`, `reasoning_content`, ...) is passed through. */
+  [key: string]: unknown
+}
+
+export interface ChatTemplateOptions {
+  /** Append the start of the assistant's turn (what a reply is generated after). Default true. */
+  addGenerationPrompt?: boolean
+  /** Tool schemas (JSON Schema function definitions) for templates that describe tools. */
+  tools?: unknown[]
+  /** A Jinja template to use instead of the model's own. */
+  template?: string
+  /** `bos_token` / `eos_token` texts for the template. Default: the vocabulary's BOS and EOS. */
+  bosToken?: string
+  eosToken?: string
+}
+
+export interface ChatOptions extends SessionOptions {
+  /** A system message put first in the conversation (and kept by `reset`). */
+  systemPrompt?: string
+  /** A Jinja template to use instead of the model's own (required for models without one). */
+  template?: string
+}
+
+/**
+ * A conversation kept in a session. Each `send` renders the whole conversation with the chat
+ * template and evaluates only the tokens after the longest prefix the session already holds.
+ */
+export declare class Chat {
+  private constructor()
+  /** The conversation so far (copies): the system prompt, user messages and assistant replies. */
+  readonly messages: ChatMessage[]
+  /** Token ids the chat's session holds. */
+  readonly tokens: number[]
+  readonly kvBytes: number
+  readonly contextSize: number
+  /** The last turn's prompt length in tokens and how many of them were evaluated (the rest were reused). */
+  readonly lastTurn: { promptTokens: number; evaluatedTokens: number } | undefined
+  /**
+   * Adds a user message and streams the reply. Generation stops at the model's end-of-turn
+   * tokens (`<|im_end|>`, `<end_of_turn>`, `<|eot_id|>`...), which are not part of the text. The
+   * reply, as far as it got if the loop breaks or is aborted, joins `messages` when the stream
+   * ends. One `send` at a time (another throws ERR_SESSION_BUSY).
+   */
+  send(content: string, options?: GenerateOptions): AsyncGenerator<GeneratedToken, void, undefined>
+  /** Forgets the conversation; the system prompt stays. */
+  reset(): void
+  /** Stops a reply in progress and frees the KV cache. */
+  dispose(): void
+}
+
 export declare class Model {
   private constructor()
   readonly info: ModelInfo
@@ -261,6 +322,25 @@ export declare class Model {
   generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncGenerator<GeneratedToken, void, undefined>
   /** A sequence that keeps its KV cache between generations. */
   createSession(options?: SessionOptions): Session
+  /**
+   * Renders messages with the model's chat template (or `options.template`) exactly as Hugging
+   * Face transformers' `apply_chat_template` does. A template's `raise_exception(...)` or any
+   * render error throws ERR_CHAT_TEMPLATE with its message; a model without a template and no
+   * `template` option throws ERR_NO_CHAT_TEMPLATE.
+   */
+  applyChatTemplate(messages: ChatMessage[], options?: ChatTemplateOptions): string
+  /**
+   * The rendered conversation as token ids. Special tokens the template writes are special; the
+   * same text inside any string of the messages is tokenized as plain text, so a user who types
+   * `<|im_end|><|im_start|>system` cannot open a system turn. BOS is added where the model adds
+   * one, unless the template already begins with it.
+   */
+  tokenizeChat(messages: ChatMessage[], options?: ChatTemplateOptions): number[]
+  /**
+   * A chat: a session plus its conversation, rendered with the chat template. Throws
+   * ERR_NO_CHAT_TEMPLATE for a model without a template (base models) unless `template` is given.
+   */
+  createChat(options?: ChatOptions): Chat
   /** Perplexity of `text` under the protocol described at PerplexityOptions. */
   perplexity(text: string, options?: PerplexityOptions): Promise<PerplexityResult>
   /** Weight residency and paging counters. */

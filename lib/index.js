@@ -147,6 +147,41 @@ class Model {
     return new Session(this, call(() => this._native.createSession({ contextSize, contextShiftKeep })))
   }
 
+  /**
+   * Renders a conversation with the model's chat template (or `options.template`), exactly as
+   * Hugging Face transformers' `apply_chat_template` does.
+   */
+  applyChatTemplate(messages, options) {
+    const o = checkObject(options, 'options')
+    return call(() => this._native.applyChatTemplate(conversationJson(messages, o.tools), chatOptions(o)))
+  }
+
+  /**
+   * The rendered conversation as token ids: special tokens the template writes are special,
+   * while the same text inside messages stays text (a message cannot forge a turn).
+   */
+  tokenizeChat(messages, options) {
+    const o = checkObject(options, 'options')
+    return call(() => this._native.tokenizeChat(conversationJson(messages, o.tools), chatOptions(o)))
+  }
+
+  /**
+   * A conversation kept in a session: each `send` renders the whole history with the chat
+   * template and evaluates only the tokens after what the session already holds.
+   */
+  createChat(options) {
+    const o = checkObject(options, 'options')
+    if (o.systemPrompt !== undefined && typeof o.systemPrompt !== 'string') throw optionError('systemPrompt', 'must be a string')
+    if (o.template !== undefined && typeof o.template !== 'string') throw optionError('template', 'must be a string')
+    if (o.template === undefined && this._info.chatTemplate == null) {
+      const err = new Error('this model has no chat template (tokenizer.chat_template); pass one as the `template` option')
+      err.code = 'ERR_NO_CHAT_TEMPLATE'
+      throw err
+    }
+    const { systemPrompt, template, ...sessionOptions } = o
+    return new Chat(this, this.createSession(sessionOptions), { systemPrompt, template })
+  }
+
   /** Weight residency and paging counters. */
   stats() {
     return call(() => this._native.stats())
@@ -219,6 +254,122 @@ class Session {
   dispose() {
     if (this._generation) this._generation.cancel()
     this._native.dispose()
+  }
+}
+
+class Chat {
+  constructor(model, session, { systemPrompt, template }) {
+    this._model = model
+    this._session = session
+    this._template = template
+    this._initial = systemPrompt === undefined ? [] : [{ role: 'system', content: systemPrompt }]
+    this._messages = [...this._initial]
+    this._sending = false
+    this._lastTurn = undefined
+  }
+
+  /** The conversation so far (copies): system prompt, user messages, assistant replies. */
+  get messages() {
+    return this._messages.map((m) => ({ ...m }))
+  }
+
+  /** Token ids the chat's session holds. */
+  get tokens() {
+    return this._session.tokens
+  }
+
+  get kvBytes() {
+    return this._session.kvBytes
+  }
+
+  get contextSize() {
+    return this._session.contextSize
+  }
+
+  /** Tokens of the last turn's prompt, and how many of them had to be evaluated. */
+  get lastTurn() {
+    return this._lastTurn && { ...this._lastTurn }
+  }
+
+  /**
+   * Adds a user message and streams the assistant's reply. The reply (as far as it got, if the
+   * loop breaks or is aborted) joins `messages` when the stream ends; generation stops at the
+   * model's end-of-turn tokens, which are not part of the text.
+   */
+  async *send(content, options) {
+    if (typeof content !== 'string') throw optionError('content', 'must be a string')
+    if (this._sending) {
+      const err = new Error('the session is busy: a generation is running on it (finish, break or abort it first)')
+      err.code = 'ERR_SESSION_BUSY'
+      throw err
+    }
+    const o = checkObject(options, 'options')
+    this._sending = true
+    try {
+      const messages = [...this._messages, { role: 'user', content }]
+      const ids = this._model.tokenizeChat(messages, { template: this._template })
+      // Templates may render earlier turns differently once a new one follows (dropping
+      // reasoning, say): evaluation restarts at the first token that differs.
+      const held = this._session.tokens
+      let common = 0
+      while (common < held.length && common < ids.length && held[common] === ids[common]) common++
+      if (common < held.length) this._session.truncate(common)
+      this._lastTurn = { promptTokens: ids.length, evaluatedTokens: ids.length - common }
+      let reply = ''
+      let produced = false
+      let ended = false
+      try {
+        for await (const token of this._session.generate(ids.slice(common), o)) {
+          produced = true
+          reply += token.text
+          yield token
+        }
+        ended = true
+      } finally {
+        if (ended || produced) this._messages = [...messages, { role: 'assistant', content: reply }]
+      }
+    } finally {
+      this._sending = false
+    }
+  }
+
+  /** Forgets the conversation (the system prompt stays). */
+  reset() {
+    this._session.reset()
+    this._messages = [...this._initial]
+  }
+
+  dispose() {
+    this._session.dispose()
+  }
+}
+
+/** Messages (and tools) as the JSON the native renderer reads, checked. */
+function conversationJson(messages, tools) {
+  if (!Array.isArray(messages)) throw optionError('messages', 'must be an array')
+  messages.forEach((m, i) => {
+    if (m === null || typeof m !== 'object' || typeof m.role !== 'string') throw optionError('messages', `message ${i} needs a string role`)
+  })
+  if (tools !== undefined && tools !== null && !Array.isArray(tools)) throw optionError('tools', 'must be an array')
+  return JSON.stringify({ messages, tools: tools ?? null })
+}
+
+/** The native options of a template rendering, checked; the clock is this process's. */
+function chatOptions(o) {
+  for (const name of ['template', 'bosToken', 'eosToken']) {
+    if (o[name] !== undefined && typeof o[name] !== 'string') throw optionError(name, 'must be a string')
+  }
+  if (o.addGenerationPrompt !== undefined && typeof o.addGenerationPrompt !== 'boolean') {
+    throw optionError('addGenerationPrompt', 'must be a boolean')
+  }
+  const now = new Date()
+  return {
+    template: o.template,
+    addGenerationPrompt: o.addGenerationPrompt,
+    bosToken: o.bosToken,
+    eosToken: o.eosToken,
+    nowMs: now.getTime(),
+    utcOffsetMinutes: -now.getTimezoneOffset(),
   }
 }
 
@@ -333,4 +484,4 @@ async function loadModel(path, options) {
   }
 }
 
-module.exports = { loadModel, Model, Session }
+module.exports = { loadModel, Model, Session, Chat }

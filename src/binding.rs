@@ -212,6 +212,7 @@ pub struct NativeModelInfo {
     pub kv_cache_bytes: f64,
     pub kv_cache_type: String,
     pub max_sequences: u32,
+    pub chat_template: Option<String>,
 }
 
 #[napi(object)]
@@ -260,8 +261,46 @@ pub struct NativeGenerateOptions {
     pub ignore_eos: Option<bool>,
 }
 
+#[napi(object)]
+pub struct NativeChatOptions {
+    pub template: Option<String>,
+    pub add_generation_prompt: Option<bool>,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    /// The caller's clock for `strftime_now`: milliseconds since the epoch and the local
+    /// offset from UTC (JavaScript's `Date` knows the time zone; Rust's std does not).
+    pub now_ms: f64,
+    pub utc_offset_minutes: i32,
+}
+
+fn chat_options(o: NativeChatOptions) -> engine::ChatOptions {
+    engine::ChatOptions {
+        template: o.template,
+        add_generation_prompt: o.add_generation_prompt.unwrap_or(true),
+        bos_token: o.bos_token,
+        eos_token: o.eos_token,
+        clock: crate::chat::Clock {
+            unix_seconds: (o.now_ms / 1000.0).floor() as i64,
+            utc_offset_minutes: o.utc_offset_minutes,
+        },
+    }
+}
+
 #[napi]
 impl NativeModel {
+    /// `conversation` is JSON: `{"messages": [...], "tools": [...]}`.
+    #[napi]
+    pub fn apply_chat_template(&self, conversation: String, options: NativeChatOptions) -> napi::Result<String> {
+        let m = self.get()?;
+        guarded(|| m.apply_chat_template(&crate::chat::Conversation::from_json(&conversation)?, &chat_options(options)))
+    }
+
+    #[napi]
+    pub fn tokenize_chat(&self, conversation: String, options: NativeChatOptions) -> napi::Result<Vec<u32>> {
+        let m = self.get()?;
+        guarded(|| m.tokenize_chat(&crate::chat::Conversation::from_json(&conversation)?, &chat_options(options)))
+    }
+
     #[napi(getter)]
     pub fn info(&self) -> napi::Result<NativeModelInfo> {
         let m = self.get()?;
@@ -282,6 +321,7 @@ impl NativeModel {
             kv_cache_bytes: i.kv_cache_bytes as f64,
             kv_cache_type: i.kv_type.name().into(),
             max_sequences: i.max_sequences as u32,
+            chat_template: i.chat_template.clone(),
         })
     }
 

@@ -48,6 +48,10 @@ pub enum Error {
     Disposed,
     #[error("the session is busy: a generation is running on it (finish, break or abort it first)")]
     SessionBusy,
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
+    #[error("this model has no chat template (tokenizer.chat_template); pass one as the `template` option")]
+    NoChatTemplate,
 }
 
 impl Error {
@@ -74,6 +78,8 @@ impl Error {
             Error::Aborted => "ABORT_ERR",
             Error::Disposed => "ERR_DISPOSED",
             Error::SessionBusy => "ERR_SESSION_BUSY",
+            Error::ChatTemplate(_) => "ERR_CHAT_TEMPLATE",
+            Error::NoChatTemplate => "ERR_NO_CHAT_TEMPLATE",
         }
     }
 
@@ -106,6 +112,8 @@ impl Error {
             Aborted => Aborted,
             Disposed => Disposed,
             SessionBusy => SessionBusy,
+            ChatTemplate(s) => ChatTemplate(s.clone()),
+            NoChatTemplate => NoChatTemplate,
         }
     }
 

@@ -3,6 +3,7 @@
 //! Everything but `binding` is plain Rust that `cargo test` reaches without Node.
 
 pub mod bandwidth;
+pub mod chat;
 pub mod engine;
 pub mod error;
 pub mod gguf;

@@ -82,6 +82,8 @@ pub struct ModelInfo {
     pub kv_type: KvType,
     /// Sequences decoded at once.
     pub max_sequences: usize,
+    /// The Jinja chat template the file carries (`tokenizer.chat_template`), if any.
+    pub chat_template: Option<String>,
 }
 
 impl Model {
@@ -148,6 +150,7 @@ impl Model {
         let info = ModelInfo {
             architecture: config.arch.name().to_owned(),
             name: file.get_str("general.name")?.map(str::to_owned),
+            chat_template: file.get_str("tokenizer.chat_template")?.map(str::to_owned),
             parameters: file.tensors.iter().map(|t| t.elements()).sum(),
             file_bytes: file.file_len(),
             layers: config.n_layer,

@@ -2,12 +2,14 @@
 //! sequences and generate from them, batched by the scheduler. The napi binding is a thin
 //! translation of this module.
 //!
+//! - `chat`: chat templates rendered for this model's tokens;
 //! - `load`: options, validation, choosing resident or paged weights;
 //! - `sequence`: what a session holds (tokens, KV cache) and its context shift;
 //! - `generation`: sampling a sequence step by step;
 //! - `scheduler`: the thread that batches every sequence's steps into shared forward passes;
 //! - `perplexity`: scoring a text.
 
+mod chat;
 mod generation;
 mod load;
 mod perplexity;
@@ -26,6 +28,7 @@ use crate::pool::ComputePool;
 use crate::tokenizer::Tokenizer;
 
 pub use crate::model::kv_cache::KvType;
+pub use chat::ChatOptions;
 pub use generation::{EndReason, GenerateParams, Generation, Step};
 pub use load::{
     parse_byte_size, LoadOptions, ModelInfo, Paging, DEFAULT_CONTEXT, DEFAULT_MAX_SEQUENCES, DEFAULT_PREFETCH,

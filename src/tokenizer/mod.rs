@@ -145,6 +145,23 @@ enum Model {
     SentencePiece(Spm),
 }
 
+/// See [`Tokenizer::mark_literal`].
+const LITERAL_MARK: char = '\u{FDD0}';
+
+/// Undoes [`Tokenizer::mark_literal`]: a doubled mark is one U+FDD0 of the original text, a
+/// single one is dropped.
+fn remove_literal_marks(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        // A mark on its own is dropped; a doubled one was a U+FDD0 of the text.
+        if c != LITERAL_MARK || chars.next_if_eq(&LITERAL_MARK).is_some() {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Buffers reused within one `encode` call.
 #[derive(Default)]
 struct Scratch {
@@ -212,6 +229,48 @@ impl Tokenizer {
     /// llama_tokenize(text, add_special = add_bos, parse_special): add BOS (and EOS if the
     /// model says so) when add_bos.
     pub fn encode(&self, text: &str, add_bos: bool, parse_special: bool) -> Vec<u32> {
+        self.encode_fragments(text, add_bos, parse_special, false)
+    }
+
+    /// Marks every control-token text inside `text` (a message's content, about to be placed
+    /// in a prompt by a chat template) so that [`Tokenizer::encode_marked`] reads it as plain
+    /// text: a user who types `<|im_end|>` gets those characters, not the token. The mark is
+    /// U+FDD0 (a noncharacter) after the occurrence's first character; a U+FDD0 already in the
+    /// text is doubled.
+    pub fn mark_literal(&self, text: &str) -> String {
+        let occurrences = self.partitioner.control_occurrences(&self.vocab, text);
+        let mut marks: Vec<usize> = occurrences
+            .iter()
+            .filter_map(|&(start, len)| {
+                let first = text[start..].chars().next()?.len_utf8();
+                // A one-character token cannot be broken up (none of the real vocabularies has one).
+                (first < len).then_some(start + first)
+            })
+            .collect();
+        marks.sort_unstable();
+        marks.dedup();
+        let mut out = String::with_capacity(text.len() + 3 * marks.len());
+        let mut next_mark = marks.iter().peekable();
+        for (at, c) in text.char_indices() {
+            while next_mark.next_if(|&&m| m == at).is_some() {
+                out.push(LITERAL_MARK);
+            }
+            out.push(c);
+            if c == LITERAL_MARK {
+                out.push(LITERAL_MARK);
+            }
+        }
+        out
+    }
+
+    /// Tokenizes a rendered chat prompt: special tokens are parsed, except inside text that
+    /// [`Tokenizer::mark_literal`] marked, and the marks are removed before the text around
+    /// them is tokenized. Unmarked text gives what `encode(text, add_bos, true)` gives.
+    pub fn encode_marked(&self, text: &str, add_bos: bool) -> Vec<u32> {
+        self.encode_fragments(text, add_bos, true, true)
+    }
+
+    fn encode_fragments(&self, text: &str, add_bos: bool, parse_special: bool, marked: bool) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if add_bos {
             out.extend(self.special.bos);
@@ -226,8 +285,17 @@ impl Tokenizer {
                     after_special = true;
                 }
                 Fragment::Text(s) => {
-                    self.tokenize_fragment(s, after_special, &mut scratch, &mut out);
-                    after_special = false;
+                    let unmarked;
+                    let s = if marked && s.contains(LITERAL_MARK) {
+                        unmarked = remove_literal_marks(s);
+                        unmarked.as_str()
+                    } else {
+                        s
+                    };
+                    if !s.is_empty() {
+                        self.tokenize_fragment(s, after_special, &mut scratch, &mut out);
+                        after_special = false;
+                    }
                 }
             }
         }
@@ -291,6 +359,16 @@ impl Tokenizer {
 
     pub fn bos(&self) -> Option<u32> {
         self.special.bos
+    }
+
+    pub fn eos(&self) -> Option<u32> {
+        self.special.eos
+    }
+
+    /// A token's text as the vocabulary holds it (`<|im_end|>`, `<s>`), for chat templates'
+    /// `bos_token` and `eos_token`.
+    pub fn token_text(&self, id: u32) -> Option<&str> {
+        self.vocab.contains(id).then(|| self.vocab.text(id))
     }
 
     /// Whether `id` ends generation (llama.cpp's EOG set).
