@@ -83,7 +83,8 @@ class Model {
   /** @param {import('../index').NativeModel} handle */
   constructor(handle) {
     this._native = handle
-    this._info = call(() => handle.info)
+    const info = call(() => handle.info)
+    this._info = { ...info, chatTemplate: info.chatTemplate ?? null }
   }
 
   get info() {

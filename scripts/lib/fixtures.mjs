@@ -188,7 +188,7 @@ const CHATML_TEMPLATE =
   "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +
   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
-function tokenizerKv(tok) {
+function tokenizerKv(tok, chatTemplate = true) {
   return [
     ['tokenizer.ggml.model', gv.str('gpt2')],
     ['tokenizer.ggml.pre', gv.str('smollm')],
@@ -199,7 +199,7 @@ function tokenizerKv(tok) {
     ['tokenizer.ggml.eos_token_id', gv.u32(tok.eosId)],
     ['tokenizer.ggml.add_bos_token', gv.bool(false)],
     ['tokenizer.ggml.add_eos_token', gv.bool(false)],
-    ['tokenizer.chat_template', gv.str(CHATML_TEMPLATE)],
+    ...(chatTemplate ? [['tokenizer.chat_template', gv.str(CHATML_TEMPLATE)]] : []),
   ];
 }
 
@@ -250,7 +250,7 @@ export function tinyLlamaWeights({ untied = false, hp = TINY_LLAMA, seed = 1234 
   return w;
 }
 
-function llamaKv({ name, fileType, hp = TINY_LLAMA, arch = 'llama', extra = [] }) {
+function llamaKv({ name, fileType, hp = TINY_LLAMA, arch = 'llama', extra = [], chatTemplate = true }) {
   const tok = buildTokenizer();
   const a = arch;
   return [
@@ -269,7 +269,7 @@ function llamaKv({ name, fileType, hp = TINY_LLAMA, arch = 'llama', extra = [] }
     [`${a}.rope.freq_base`, gv.f32(hp.ropeFreqBase)],
     [`${a}.attention.layer_norm_rms_epsilon`, gv.f32(hp.rmsEps)],
     [`${a}.vocab_size`, gv.u32(tok.tokens.length)],
-    ...tokenizerKv(tok),
+    ...tokenizerKv(tok, chatTemplate),
   ];
 }
 
@@ -279,7 +279,7 @@ function llamaKv({ name, fileType, hp = TINY_LLAMA, arch = 'llama', extra = [] }
  */
 export function tinyLlamaSpec({
   type = 'F32', untied = false, version = 3, alignment, hp = TINY_LLAMA,
-  typeOf, edit, kvExtra = [], name,
+  typeOf, edit, kvExtra = [], name, chatTemplate = true,
 } = {}) {
   const weights = tinyLlamaWeights({ untied, hp });
   let tensors = weights.map((w) => ({
@@ -293,7 +293,7 @@ export function tinyLlamaSpec({
   if (alignment !== undefined) extra.push(['general.alignment', gv.u32(alignment)]);
   return {
     version,
-    kv: llamaKv({ name: name ?? `chord-llm tiny llama ${type}${untied ? ' untied' : ''}`, fileType: FILE_TYPE[type] ?? 0, hp, extra }),
+    kv: llamaKv({ name: name ?? `chord-llm tiny llama ${type}${untied ? ' untied' : ''}`, fileType: FILE_TYPE[type] ?? 0, hp, extra, chatTemplate }),
     tensors,
   };
 }
@@ -393,7 +393,7 @@ export const FIXTURES = {
   'tiny-llama-f16.gguf': TINY('F16', 'tiny llama, 2D weights F16, written as GGUF v2', { version: 2 }),
   'tiny-llama-bf16.gguf': TINY('BF16', 'tiny llama, 2D weights BF16, general.alignment = 64', { alignment: 64 }),
   'tiny-llama-q8_0.gguf': TINY('Q8_0', 'tiny llama, 2D weights Q8_0'),
-  'tiny-llama-q4_0.gguf': TINY('Q4_0', 'tiny llama, 2D weights Q4_0'),
+  'tiny-llama-q4_0.gguf': TINY('Q4_0', 'tiny llama, 2D weights Q4_0, no chat template', { chatTemplate: false }),
   'tiny-llama-q4_1-untied.gguf': TINY('Q4_1', 'tiny llama, 2D weights Q4_1, separate output.weight', { untied: true }),
   'all-types.gguf': valid(
     'not a model: every metadata value type incl. nested arrays (which ggml itself rejects), tensors of 1-4 dims in F32/F16/BF16/Q8_0/Q4_0/Q4_1/I8/I32, some streamed in chunks; GGUF v3',

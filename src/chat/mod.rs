@@ -62,6 +62,10 @@ impl Conversation {
         if tools.as_ref().is_some_and(|t| !t.is_array()) {
             return Err(Error::invalid_option("tools", "must be an array"));
         }
+        let messages = match messages {
+            serde_json::Value::Array(list) => serde_json::Value::Array(list.into_iter().map(alias_reasoning).collect()),
+            other => other,
+        };
         Ok(Conversation { messages, tools })
     }
 
@@ -82,6 +86,23 @@ impl Conversation {
         };
         strings(&self.messages) + self.tools.as_ref().map_or(0, strings)
     }
+}
+
+/// Names a message's reasoning goes under; templates read the first (`reasoning_content`),
+/// gpt-oss's reads `thinking`.
+const REASONING_FIELDS: [&str; 3] = ["reasoning_content", "thinking", "reasoning"];
+
+/// As transformers does before rendering: a message with reasoning under any of its names gets
+/// it as `thinking` (first, unless already there) and as `reasoning_content`.
+fn alias_reasoning(message: serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::Object(map) = message else { return message };
+    let reasoning = REASONING_FIELDS.iter().find_map(|k| map.get(*k).filter(|v| !v.is_null())).cloned();
+    let Some(reasoning) = reasoning else { return serde_json::Value::Object(map) };
+    let mut aliased = serde_json::Map::new();
+    aliased.insert("thinking".to_owned(), reasoning.clone());
+    aliased.extend(map);
+    aliased.insert("reasoning_content".to_owned(), reasoning);
+    serde_json::Value::Object(aliased)
 }
 
 fn map_json_strings(value: &serde_json::Value, f: &dyn Fn(&str) -> String) -> serde_json::Value {
@@ -212,11 +233,49 @@ fn template_error(e: minijinja::Error) -> Error {
     })
 }
 
+/// transformers' `{% generation %}...{% endgeneration %}` marks the assistant's text for training
+/// masks and renders its body unchanged. minijinja has no such tag, so each becomes the block tag
+/// `{% if true %}` / `{% endif %}`, which keeps the same whitespace control.
+fn without_generation_tags(source: &str) -> std::borrow::Cow<'_, str> {
+    if !source.contains("generation") {
+        return source.into();
+    }
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(at) = rest.find("{%") {
+        out.push_str(&rest[..at]);
+        let tag = &rest[at..];
+        let Some(end) = tag.find("%}") else { break };
+        let inner = &tag[2..end];
+        let (left, body) = match inner.chars().next() {
+            Some(c @ ('-' | '+')) => (c.to_string(), &inner[1..]),
+            _ => (String::new(), inner),
+        };
+        let (body, right) = match body.chars().last() {
+            Some(c @ ('-' | '+')) => (&body[..body.len() - 1], c.to_string()),
+            _ => (body, String::new()),
+        };
+        let replacement = match body.trim() {
+            "generation" => Some("if true"),
+            "endgeneration" => Some("endif"),
+            _ => None,
+        };
+        match replacement {
+            Some(r) => out.push_str(&format!("{{%{left} {r} {right}%}}")),
+            None => out.push_str(&tag[..end + 2]),
+        }
+        rest = &tag[end + 2..];
+    }
+    out.push_str(rest);
+    out.into()
+}
+
 /// Renders `template` over `conversation`.
 pub fn render(template: &str, conversation: &Conversation, context: &TemplateContext) -> Result<String> {
     let mut env = environment(context.clock);
     env.set_fuel(Some(BASE_FUEL + conversation.input_bytes()));
-    let compiled = env.template_from_str(template).map_err(template_error)?;
+    let source = without_generation_tags(template);
+    let compiled = env.template_from_str(&source).map_err(template_error)?;
     let tools = conversation.tools.as_ref().map_or(Value::from(()), template_value);
     let ctx = minijinja::context! {
         messages => template_value(&conversation.messages),

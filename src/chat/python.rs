@@ -276,11 +276,33 @@ fn push_string_repr(s: &str, out: &mut String) {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if !is_printable(c) => match c as u32 {
+                n @ 0..=0xff => out.push_str(&format!("\\x{n:02x}")),
+                n @ 0x100..=0xffff => out.push_str(&format!("\\u{n:04x}")),
+                n => out.push_str(&format!("\\U{n:08x}")),
+            },
             c => out.push(c),
         }
     }
     out.push(quote);
+}
+
+/// Python's `str.isprintable()` for one character: everything but the "Other" and
+/// "Separator" categories, except the ASCII space.
+fn is_printable(c: char) -> bool {
+    use unicode_general_category::{get_general_category, GeneralCategory as G};
+    c == ' '
+        || !matches!(
+            get_general_category(c),
+            G::Control
+                | G::Format
+                | G::Surrogate
+                | G::PrivateUse
+                | G::Unassigned
+                | G::LineSeparator
+                | G::ParagraphSeparator
+                | G::SpaceSeparator
+        )
 }
 
 #[cfg(test)]
@@ -337,8 +359,14 @@ mod tests {
     #[test]
     fn str_matches_python() {
         let mut out = String::new();
-        let v = Value::from(vec![Value::from("it's"), Value::from(()), Value::from(true), Value::from(2.0)]);
+        let v = Value::from(vec![
+            Value::from("it's"),
+            Value::from(()),
+            Value::from(true),
+            Value::from(2.0),
+            Value::from("a\u{200b}\u{a0}\u{1F600}\u{e0001}\t"),
+        ]);
         python_str(&v, &mut out);
-        assert_eq!(out, r#"["it's", None, True, 2.0]"#);
+        assert_eq!(out, r#"["it's", None, True, 2.0, 'a\u200b\xa0😀\U000e0001\t']"#);
     }
 }
