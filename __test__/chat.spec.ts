@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import test from 'ava'
 
 import { loadModel, type ChatMessage, type Model } from '../lib/index.js'
-import { resolveModel } from './helpers/agreement'
+import { registerChatTests } from './helpers/chat'
 import { fixtures } from './helpers/fixtures'
 
 interface Case {
@@ -97,3 +97,5 @@ test('strftime_now formats this process local time', (t) => {
   const pad = (n: number) => String(n).padStart(2, '0')
   t.is(out, `${now.getFullYear()}-${pad(now.getMonth() + 1)}-${pad(now.getDate())}`)
 })
+
+registerChatTests(test, { modelKey: 'smollm2', file: 'smollm2-135m-instruct-q4_1.gguf', fetch: true, systemPrompt: 'You are a helpful assistant.' })
