@@ -1,4 +1,4 @@
-// Streams a chat completion from SmolLM2-135M-Instruct, fetching the model first if needed.
+// Streams a chat reply from SmolLM2-135M-Instruct, fetching the model first if needed.
 //   npm run demo -- [prompt] [--model path.gguf] [--threads N] [--max-tokens N] [--memory-budget 64MB]
 'use strict'
 
@@ -42,13 +42,13 @@ async function main() {
       `${info.layers} layers, ${info.threads} threads${info.paged ? ', paged' : ''}) in ${((performance.now() - t0) / 1000).toFixed(2)} s\n\n`,
   )
 
-  // SmolLM2-Instruct speaks ChatML; special tokens in a string prompt are parsed.
-  const prompt = `<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n${args.prompt}<|im_end|>\n<|im_start|>assistant\n`
+  // The prompt is rendered with the model's own chat template (tokenizer.chat_template).
+  const chat = model.createChat({ systemPrompt: 'You are a helpful assistant.' })
   process.stdout.write(`> ${args.prompt}\n\n`)
 
   let n = 0
   let first
-  for await (const token of model.generate(prompt, { maxTokens: args.maxTokens, temperature: 0.7, seed: 1, repeatPenalty: 1.1 })) {
+  for await (const token of chat.send(args.prompt, { maxTokens: args.maxTokens, temperature: 0.7, seed: 1, repeatPenalty: 1.1 })) {
     first ??= performance.now()
     n++
     process.stdout.write(token.text)
@@ -63,6 +63,7 @@ async function main() {
           `${s.layerLoads} layer loads, ${s.layerHits} hits (${s.prefetchHits} prefetched), ${s.stallMs.toFixed(0)} ms stalled, ${mb(s.bytesRead)} read\n`
       : `weights resident: ${mb(s.residentBytes)}\n`,
   )
+  chat.dispose()
   await model.dispose()
 }
 
