@@ -81,6 +81,36 @@ test('a model without a chat template: ERR_NO_CHAT_TEMPLATE unless a template is
   chat.dispose()
 })
 
+test.serial('a template that re-renders earlier turns differently: evaluation restarts at the first difference', async (t) => {
+  // Drops assistant turns from the history (as reasoning templates drop earlier thinking).
+  const template =
+    "{% for m in messages if m.role != 'assistant' %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
+    '{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}'
+  const chat = tiny.createChat({ template })
+  const greedy = { maxTokens: 5, temperature: 0, ignoreEos: true }
+  const reply = async (content: string) => {
+    const out: number[] = []
+    for await (const tok of chat.send(content, greedy)) out.push(tok.id)
+    return out
+  }
+  const first = await reply('the quick')
+  const firstPrompt = tiny.tokenizeChat([{ role: 'user', content: 'the quick' }], { template })
+  t.deepEqual(chat.tokens, [...firstPrompt, ...first])
+  const second = await reply('brown fox')
+  const secondPrompt = tiny.tokenizeChat(chat.messages.filter((m) => m.role !== 'assistant'), { template })
+  // The first reply is no longer in the rendering: it was dropped, and the rest evaluated.
+  t.deepEqual(chat.tokens, [...secondPrompt, ...second])
+  const held = [...firstPrompt, ...first]
+  let common = 0
+  while (held[common] === secondPrompt[common]) common++
+  t.true(common < firstPrompt.length)
+  t.is(chat.lastTurn!.evaluatedTokens, secondPrompt.length - common)
+  const fresh: number[] = []
+  for await (const tok of tiny.generate(secondPrompt, greedy)) fresh.push(tok.id)
+  t.deepEqual(second, fresh)
+  chat.dispose()
+})
+
 test('bad messages and options are coded errors', (t) => {
   const template = '{{ messages | length }}'
   t.throws(() => tiny.applyChatTemplate('x' as never, { template }), { code: 'ERR_INVALID_OPTION' })
