@@ -46,11 +46,18 @@ export declare class NativeModel {
   /** A generation on a sequence of its own. */
   generate(prompt: Array<number>, options?: NativeGenerateOptions | undefined | null): NativeGeneration
   createSession(options?: NativeSessionOptions | undefined | null): NativeSession
-  /** Drops this handle's reference to the weights; they are freed when no generation uses them. */
+  /**
+   * Stops the model's generations (their next steps fail with ERR_DISPOSED) and drops this
+   * handle's reference to the weights; they are freed when no generation or session holds
+   * them any more (`lib/` disposes the model's sessions too).
+   */
   dispose(): void
 }
 
-/** A sequence that keeps its tokens and KV cache between generations. */
+/**
+ * A sequence that keeps its tokens and KV cache between generations (and the model they
+ * belong to).
+ */
 export declare class NativeSession {
   /** Tokens held: prompts and generated tokens. */
   get tokens(): Array<number>
@@ -63,6 +70,9 @@ export declare class NativeSession {
   /** Frees the session's KV cache (once a generation in flight, if any, has stopped). */
   dispose(): void
 }
+
+/** Internal, for lifecycle tests (not exported by `lib/`): models loaded and not yet freed. */
+export declare function liveModels(): number
 
 /**
  * Internal, for `npm run bench` (not exported by `lib/`): the best memory read bandwidth in

@@ -159,3 +159,45 @@ test.serial('a q8_0 KV cache is refused for heads that are not whole blocks', as
   await t.throwsAsync(() => loadModel(paths['tiny-llama-q8_0.gguf'], { kvCacheType: 'q8_0' }), { code: 'ERR_INVALID_OPTION' } as any)
   await t.throwsAsync(() => loadModel(paths['tiny-llama-q8_0.gguf'], { kvCacheType: 'q4' as any }), { code: 'ERR_INVALID_OPTION' } as any)
 })
+
+test.serial('dispose() stops running generations within one token and frees the model', async (t) => {
+  const native = require('../index.js') as { liveModels(): number }
+  const m = await loadModel(paths['tiny-llama-q8_0.gguf'], { threads: 2 })
+  const live = native.liveModels()
+  const session = m.createSession()
+  const chat = m.createChat()
+  const long = { maxTokens: 500, temperature: 0, ignoreEos: true }
+  const counts = [0, 0, 0]
+  let disposedAt = -1
+  const run = async (i: number, it: AsyncIterable<unknown>) => {
+    try {
+      for await (const _ of it) {
+        counts[i]++
+        if (i === 0 && counts[0] === 5) {
+          disposedAt = counts[0]
+          await m.dispose()
+        }
+      }
+      return 'ended'
+    } catch (err) {
+      return (err as { code?: string }).code
+    }
+  }
+  const codes = await Promise.all([
+    run(0, m.generate('the quick brown fox', long)),
+    run(1, session.generate('jumps over', long)),
+    run(2, chat.send('hello', long)),
+  ])
+  t.deepEqual(codes, ['ERR_DISPOSED', 'ERR_DISPOSED', 'ERR_DISPOSED'])
+  // The disposing loop asked for no more than the token already in flight.
+  t.true(counts[0] <= disposedAt + 1, `${counts[0]} tokens after dispose at ${disposedAt}`)
+  t.true(counts[1] < 50 && counts[2] < 50, JSON.stringify(counts))
+  // Nothing holds the model any more: it is freed without waiting for garbage collection.
+  for (let i = 0; i < 100 && native.liveModels() === live; i++) await new Promise((r) => setTimeout(r, 10))
+  t.is(native.liveModels(), live - 1)
+  t.throws(() => session.tokens, { code: 'ERR_DISPOSED' })
+  t.throws(() => m.createSession(), { code: 'ERR_DISPOSED' })
+  await t.throwsAsync(async () => {
+    for await (const _ of session.generate([1, 2])) void _
+  }, { code: 'ERR_DISPOSED' })
+})

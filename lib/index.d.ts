@@ -345,7 +345,11 @@ export declare class Model {
   perplexity(text: string, options?: PerplexityOptions): Promise<PerplexityResult>
   /** Weight residency and paging counters. */
   stats(): ModelStats
-  /** Releases the model; generations still running finish first. */
+  /**
+   * Releases the model: its running generations stop within one token (their loops throw
+   * ERR_DISPOSED), its sessions and chats are disposed, and the memory is freed once the
+   * generations have stopped. Later calls on the model or its sessions throw ERR_DISPOSED.
+   */
   dispose(): Promise<void>
 }
 

@@ -85,6 +85,9 @@ class Model {
     this._native = handle
     const info = call(() => handle.info)
     this._info = { ...info, chatTemplate: info.chatTemplate ?? null }
+    // Sessions to dispose with the model, held weakly: an abandoned session is still collected.
+    this._sessions = new Set()
+    this._forget = new FinalizationRegistry((ref) => this._sessions.delete(ref))
   }
 
   get info() {
@@ -145,7 +148,12 @@ class Model {
       if (o.contextShift === null || typeof o.contextShift !== 'object') throw optionError('contextShift', 'must be false or { keep: number }')
       contextShiftKeep = checkNumber(o.contextShift.keep ?? 0, 'contextShift.keep', { integer: true, min: 0, max: 2 ** 32 - 1 })
     }
-    return new Session(this, call(() => this._native.createSession({ contextSize, contextShiftKeep })))
+    const session = new Session(this, call(() => this._native.createSession({ contextSize, contextShiftKeep })))
+    const ref = new WeakRef(session)
+    this._sessions.add(ref)
+    this._forget.register(session, ref, session)
+    session._ref = ref
+    return session
   }
 
   /**
@@ -188,8 +196,14 @@ class Model {
     return call(() => this._native.stats())
   }
 
+  /**
+   * Stops the model's generations within one token (their loops throw ERR_DISPOSED), disposes
+   * its sessions and chats, and lets the memory go once the generations have stopped.
+   */
   async dispose() {
     this._native.dispose()
+    for (const ref of this._sessions) ref.deref()?.dispose()
+    this._sessions.clear()
   }
 }
 
@@ -255,6 +269,10 @@ class Session {
   dispose() {
     if (this._generation) this._generation.cancel()
     this._native.dispose()
+    if (this._ref) {
+      this._model._sessions.delete(this._ref)
+      this._model._forget.unregister(this)
+    }
   }
 }
 

@@ -7,7 +7,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -390,7 +390,7 @@ impl NativeModel {
     pub fn generate(&self, prompt: Vec<u32>, options: Option<NativeGenerateOptions>) -> napi::Result<NativeGeneration> {
         let model = self.get()?;
         let generation = guarded(|| Generation::one_shot(model.clone(), &prompt, generate_params(options)?))?;
-        Ok(NativeGeneration::new(model, generation))
+        Ok(NativeGeneration::new(&model, generation))
     }
 
     #[napi]
@@ -405,13 +405,17 @@ impl NativeModel {
             let opts = SequenceOptions { context_size: to_usize(o.context_size, "contextSize")?, context_shift };
             Sequence::new(model.clone(), opts)
         })?;
-        Ok(NativeSession { model, sequence: Mutex::new(Some(Arc::new(Mutex::new(sequence)))) })
+        Ok(NativeSession { sequence: Mutex::new(Some(Arc::new(Mutex::new(sequence)))) })
     }
 
-    /// Drops this handle's reference to the weights; they are freed when no generation uses them.
+    /// Stops the model's generations (their next steps fail with ERR_DISPOSED) and drops this
+    /// handle's reference to the weights; they are freed when no generation or session holds
+    /// them any more (`lib/` disposes the model's sessions too).
     #[napi]
     pub fn dispose(&self) {
-        self.model.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(model) = self.model.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            model.dispose();
+        }
     }
 }
 
@@ -499,10 +503,10 @@ pub struct NativeSessionOptions {
     pub context_shift_keep: Option<f64>,
 }
 
-/// A sequence that keeps its tokens and KV cache between generations.
+/// A sequence that keeps its tokens and KV cache between generations (and the model they
+/// belong to).
 #[napi]
 pub struct NativeSession {
-    model: Arc<Model>,
     /// None once disposed; a generation in flight keeps its own `Arc` until it ends.
     sequence: Mutex<Option<Arc<Mutex<Sequence>>>>,
 }
@@ -553,9 +557,9 @@ impl NativeSession {
     #[napi]
     pub fn generate(&self, prompt: Vec<u32>, options: Option<NativeGenerateOptions>) -> napi::Result<NativeGeneration> {
         let sequence = self.get()?;
-        let model = self.model.clone();
+        let model = lock(&sequence).model().clone();
         let generation = guarded(|| Generation::new(model.clone(), sequence, &prompt, generate_params(options)?))?;
-        Ok(NativeGeneration::new(model, generation))
+        Ok(NativeGeneration::new(&model, generation))
     }
 
     /// Frees the session's KV cache (once a generation in flight, if any, has stopped).
@@ -594,14 +598,20 @@ type StepResolver = Box<dyn FnOnce(Env) -> napi::Result<NativeStep> + Send>;
 /// asks for a token only when it wants one, which is the backpressure.
 #[napi]
 pub struct NativeGeneration {
-    model: Arc<Model>,
+    /// Weak: the generation's own state holds the model while it runs; once it has ended (or
+    /// the model was disposed) this handle, waiting for garbage collection, keeps nothing alive.
+    model: Weak<Model>,
     inner: Arc<Mutex<Option<Generation>>>,
     cancel: Arc<AtomicBool>,
 }
 
 impl NativeGeneration {
-    fn new(model: Arc<Model>, generation: Generation) -> Self {
-        NativeGeneration { model, inner: Arc::new(Mutex::new(Some(generation))), cancel: Arc::default() }
+    fn new(model: &Arc<Model>, generation: Generation) -> Self {
+        NativeGeneration {
+            model: Arc::downgrade(model),
+            inner: Arc::new(Mutex::new(Some(generation))),
+            cancel: Arc::default(),
+        }
     }
 }
 
@@ -610,12 +620,17 @@ impl NativeGeneration {
     #[napi(ts_return_type = "Promise<NativeStep>")]
     pub fn next<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
         let (deferred, promise) = env.create_deferred::<NativeStep, StepResolver>()?;
-        let reply = Box::new(move |result: EngineResult<Step>| match result {
+        let reply: engine::Reply = Box::new(move |result: EngineResult<Step>| match result {
             Ok(step) => deferred.resolve(Box::new(move |_| Ok(NativeStep::from(step)))),
             Err(e) => deferred.reject(js_error(e)),
         });
-        let job = StepJob { generation: self.inner.clone(), cancel: self.cancel.clone(), reply };
-        self.model.scheduler().submit(job);
+        match self.model.upgrade() {
+            Some(model) => {
+                let job = StepJob { generation: self.inner.clone(), cancel: self.cancel.clone(), reply };
+                model.scheduler().submit(job);
+            }
+            None => reply(Err(EngineError::Disposed)),
+        }
         Ok(promise)
     }
 
@@ -624,7 +639,9 @@ impl NativeGeneration {
     #[napi]
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::Relaxed);
-        self.model.scheduler().wake();
+        if let Some(model) = self.model.upgrade() {
+            model.scheduler().wake();
+        }
     }
 
     /// Frees the generation's state as soon as no step is running.
@@ -635,6 +652,13 @@ impl NativeGeneration {
             g.take();
         }
     }
+}
+
+/// Internal, for lifecycle tests (not exported by `lib/`): models loaded and not yet freed.
+#[cfg_attr(test, allow(dead_code))]
+#[napi]
+pub fn live_models() -> u32 {
+    engine::live_models() as u32
 }
 
 /// Internal, for `npm run bench` (not exported by `lib/`): the best memory read bandwidth in

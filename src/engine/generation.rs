@@ -89,6 +89,9 @@ impl Generation {
         prompt: &[u32],
         params: GenerateParams,
     ) -> Result<Self> {
+        if model.is_disposed() {
+            return Err(Error::Disposed);
+        }
         params.sampler.validate()?;
         model.check_tokens(prompt)?;
         {
@@ -143,6 +146,9 @@ impl Generation {
     /// evaluates the prompt. Once generation has ended (including by a stop string, reported
     /// with the token that completed it), calls return `Step::End` with empty text.
     pub fn next(&mut self, cancel: &AtomicBool) -> Result<Step> {
+        if self.model.is_disposed() {
+            return Err(Error::Disposed);
+        }
         let sequence = self.sequence.clone();
         let mut seq = lock(&sequence);
         if let Prepared::Done(step) = self.prepare(&mut seq) {

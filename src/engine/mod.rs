@@ -51,6 +51,21 @@ pub struct Model {
     pub(crate) counters: Counters,
     /// Started by the first generation step.
     scheduler: OnceLock<Scheduler>,
+    /// Set by `dispose`: generations stop at their next step with `Error::Disposed`.
+    disposed: AtomicBool,
+}
+
+/// Models alive in this process (loaded and not yet dropped), for tests of the lifecycle.
+static LIVE_MODELS: AtomicUsize = AtomicUsize::new(0);
+
+pub fn live_models() -> usize {
+    LIVE_MODELS.load(Ordering::Relaxed)
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        LIVE_MODELS.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Locks a mutex, taking the data of a poisoned one (a panic elsewhere is reported there).
@@ -88,6 +103,7 @@ impl Model {
         weights: Box<dyn WeightSource>,
         pool: ComputePool,
     ) -> Self {
+        LIVE_MODELS.fetch_add(1, Ordering::Relaxed);
         Model {
             config,
             tokenizer,
@@ -97,7 +113,22 @@ impl Model {
             spare_buffers: Mutex::new(None),
             counters: Counters::default(),
             scheduler: OnceLock::new(),
+            disposed: AtomicBool::new(false),
         }
+    }
+
+    /// Stops the model's generations: each fails at its next step (a pass in progress
+    /// finishes first) with `Error::Disposed` and drops its state, and no new one starts. The
+    /// memory is freed when the last handle to the model is dropped.
+    pub fn dispose(&self) {
+        self.disposed.store(true, Ordering::Relaxed);
+        if let Some(scheduler) = self.scheduler.get() {
+            scheduler.wake();
+        }
+    }
+
+    pub fn is_disposed(&self) -> bool {
+        self.disposed.load(Ordering::Relaxed)
     }
 
     pub fn threads(&self) -> usize {

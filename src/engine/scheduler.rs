@@ -132,8 +132,8 @@ fn run(model: &Weak<Model>, rx: &Receiver<Request>) {
             }
         }
         let Some(model) = model.upgrade() else { break };
-        drop_cancelled(&mut active);
-        drop_cancelled(&mut waiting);
+        drop_stopped(&model, &mut active);
+        drop_stopped(&model, &mut waiting);
         admit(&model, &mut waiting, &mut active);
         if active.is_empty() {
             continue;
@@ -147,7 +147,7 @@ fn run(model: &Weak<Model>, rx: &Receiver<Request>) {
             }
             admit(&model, &mut waiting, &mut active);
         }
-        drop_cancelled(&mut active);
+        drop_stopped(&model, &mut active);
         let running = model.scheduler().slots_held();
         step(&model, &mut active, running, &mut buffers, &mut logits, &mut pacing);
     }
@@ -156,18 +156,20 @@ fn run(model: &Weak<Model>, rx: &Receiver<Request>) {
     }
 }
 
-/// Answers cancelled jobs with `Aborted` and drops their generations.
-fn drop_cancelled<C>(jobs: &mut C)
+/// Answers the jobs of a disposed model with `Disposed` and cancelled ones with `Aborted`, and
+/// drops their generations.
+fn drop_stopped<C>(model: &Model, jobs: &mut C)
 where
     C: Default + Extend<StepJob> + IntoIterator<Item = StepJob>,
 {
-    let (cancelled, kept): (Vec<StepJob>, Vec<StepJob>) =
-        std::mem::take(jobs).into_iter().partition(|j| j.cancel.load(Ordering::Relaxed));
+    let disposed = model.is_disposed();
+    let (stopped, kept): (Vec<StepJob>, Vec<StepJob>) =
+        std::mem::take(jobs).into_iter().partition(|j| disposed || j.cancel.load(Ordering::Relaxed));
     jobs.extend(kept);
-    for job in cancelled {
+    for job in stopped {
         let generation = lock(&job.generation).take();
         drop(generation);
-        (job.reply)(Err(Error::Aborted));
+        (job.reply)(Err(if disposed { Error::Disposed } else { Error::Aborted }));
     }
 }
 

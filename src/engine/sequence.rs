@@ -41,6 +41,10 @@ pub struct Sequence {
 }
 
 impl Sequence {
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
     pub fn new(model: Arc<Model>, opts: SequenceOptions) -> Result<Self> {
         let context = match opts.context_size {
             None => model.info.context_size,
