@@ -266,3 +266,24 @@ test('paged with a budget of about two layers gives the same output as resident'
     t.is((e as any)?.code, 'ERR_INVALID_OPTION', JSON.stringify(options))
   }
 })
+
+test('the same kind of option mistake gets the same error class and code, wherever it is caught', async (t) => {
+  const drain = async (it: AsyncIterable<unknown>) => {
+    for await (const _ of it) void _
+  }
+  for (const temperature of [-1, Infinity, NaN]) {
+    const err = await t.throwsAsync(drain(model.generate('the', { maxTokens: 1, temperature })), { code: 'ERR_INVALID_OPTION' })
+    t.true(err instanceof TypeError, `temperature ${temperature}: ${err?.constructor.name}`)
+  }
+  // Checked in Rust only (the JS side does not know the vocabulary): the same class.
+  const bad = await t.throwsAsync(drain(model.generate([1, 1e6], { maxTokens: 1 })))
+  t.is((bad as { code?: string }).code, 'ERR_INVALID_TOKEN')
+  const shift = t.throws(() => model.createSession({ contextSize: model.info.contextLength + 1 }), { code: 'ERR_INVALID_OPTION' })
+  t.true(shift instanceof TypeError)
+  // Seeds are any safe integer.
+  const seeded = model.generate('the', { maxTokens: 3, seed: 2 ** 40 + 1 })
+  t.false((await seeded.next()).done)
+  await seeded.return(undefined)
+  await t.throwsAsync(drain(model.generate('the', { seed: 2 ** 53 })), { code: 'ERR_INVALID_OPTION', instanceOf: TypeError })
+  await t.throwsAsync(drain(model.generate('the', { seed: -1 })), { code: 'ERR_INVALID_OPTION', instanceOf: TypeError })
+})

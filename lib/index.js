@@ -7,12 +7,15 @@ const native = require('../index.js')
 
 const CODE_PREFIX = /^\[([A-Z_]+)\] ([\s\S]*)$/
 
-/** Turns a native `[CODE] message` error into an Error with `code` (AbortError for ABORT_ERR). */
+/**
+ * Turns a native `[CODE] message` error into an Error with `code` (AbortError for ABORT_ERR; a
+ * TypeError for ERR_INVALID_OPTION, like the options this file checks itself).
+ */
 function toJsError(err) {
   if (!(err instanceof Error)) return err
   const m = CODE_PREFIX.exec(err.message)
   if (!m) return err
-  const out = new Error(m[2])
+  const out = m[1] === 'ERR_INVALID_OPTION' ? new TypeError(m[2]) : new Error(m[2])
   out.code = m[1]
   if (m[1] === 'ABORT_ERR') out.name = 'AbortError'
   return out
@@ -52,11 +55,13 @@ function checkObject(value, name) {
   return value || {}
 }
 
-function checkNumber(value, name, { integer = false, min = -Infinity, max = Infinity } = {}) {
+/** A finite number (an integer if `integer`) in [min, max], or undefined. */
+function checkNumber(value, name, { integer = false, min = -Number.MAX_VALUE, max = Number.MAX_VALUE } = {}) {
   if (value === undefined) return undefined
-  if (typeof value !== 'number' || Number.isNaN(value) || (integer && !Number.isInteger(value)) || value < min || value > max) {
-    const what = integer ? 'an integer' : 'a number'
-    throw optionError(name, `must be ${what} in [${min}, ${max}], got ${String(value)}`)
+  if (typeof value !== 'number' || !Number.isFinite(value) || (integer && !Number.isInteger(value)) || value < min || value > max) {
+    const what = integer ? 'an integer' : 'a finite number'
+    const range = max === Number.MAX_VALUE ? `>= ${min}` : `in [${min}, ${max}]`
+    throw optionError(name, `must be ${what} ${range}, got ${String(value)}`)
   }
   return value
 }

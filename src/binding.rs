@@ -40,6 +40,9 @@ fn guarded<T>(f: impl FnOnce() -> EngineResult<T>) -> napi::Result<T> {
     }
 }
 
+/// JavaScript's `Number.MAX_SAFE_INTEGER`: the largest integer every number up to which is exact.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
 fn to_usize(v: Option<f64>, option: &'static str) -> EngineResult<Option<usize>> {
     match v {
         None => Ok(None),
@@ -431,7 +434,10 @@ fn generate_params(o: Option<NativeGenerateOptions>) -> EngineResult<GeneratePar
     let d = SamplerParams::default();
     let seed = match o.seed {
         None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_nanos() as u64),
-        Some(_) => to_usize(o.seed, "seed")?.unwrap_or(0) as u64,
+        Some(x) if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= MAX_SAFE_INTEGER => x as u64,
+        Some(x) => {
+            return Err(EngineError::invalid_option("seed", format!("must be an integer in [0, 2^53 - 1], got {x}")))
+        }
     };
     Ok(GenerateParams {
         max_tokens: to_usize(o.max_tokens, "maxTokens")?,
