@@ -6,6 +6,7 @@ pub mod bandwidth;
 pub mod chat;
 pub mod engine;
 pub mod error;
+pub mod fuzzing;
 pub mod gguf;
 pub mod mapping;
 pub mod model;
@@ -20,4 +21,5 @@ pub mod tokenizer;
 #[cfg(test)]
 mod testutil;
 
+#[cfg(feature = "node")]
 mod binding;

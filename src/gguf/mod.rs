@@ -66,105 +66,8 @@ impl GgufFile {
 
     pub fn parse(file: MappedFile) -> Result<Self> {
         let name = file.path().display().to_string();
-        let mut r = Reader { bytes: file.bytes(), pos: 0 };
-        if file.is_empty() {
-            return Err(Error::NotGguf(format!("{name} is empty")));
-        }
-        let magic = r.take(4).map_err(|_| Error::NotGguf(format!("{name} is too short to be a GGUF file")))?;
-        if magic != MAGIC {
-            return Err(Error::NotGguf(format!("{name} does not start with the GGUF magic")));
-        }
-        let version = r.u32().map_err(|_| Error::Truncated("file ends inside the header".into()))?;
-        if version != 2 && version != 3 {
-            if version.swap_bytes() == 2 || version.swap_bytes() == 3 {
-                return Err(Error::Malformed("big-endian GGUF files are not supported".into()));
-            }
-            return Err(Error::UnsupportedGgufVersion(version));
-        }
-        let tensor_count = r.u64()?;
-        let kv_count = r.u64()?;
-        // Each key/value pair takes at least 12 bytes and each tensor info 24; larger counts
-        // cannot be honest, and checking first keeps corrupt counts from allocating.
-        if kv_count > r.remaining() / 12 {
-            return Err(Error::Truncated(format!("the file ends before the {kv_count} metadata entries it declares")));
-        }
-        if tensor_count > r.remaining() / 24 {
-            return Err(Error::Truncated(format!("the file ends before the {tensor_count} tensor infos it declares")));
-        }
-
-        let mut metadata = Vec::with_capacity(kv_count as usize);
-        let mut key_index = HashMap::with_capacity(kv_count as usize);
-        for _ in 0..kv_count {
-            let key = r.string().map_err(|e| e.context("metadata key"))?;
-            let ty = r.value_type().map_err(|e| e.context(&format!("metadata key '{key}'")))?;
-            let value = r.value(ty, 0).map_err(|e| e.context(&format!("metadata key '{key}'")))?;
-            if key_index.insert(key.clone(), metadata.len()).is_some() {
-                return Err(Error::Malformed(format!("duplicate metadata key '{key}'")));
-            }
-            metadata.push((key, value));
-        }
-
-        let alignment = match metadata.get(key_index.get("general.alignment").copied().unwrap_or(usize::MAX)) {
-            None => DEFAULT_ALIGNMENT,
-            Some((_, v)) => match v.as_i128() {
-                Some(a) if a > 0 && (a as u64).is_power_of_two() && a <= 1 << 30 => a as u64,
-                _ => return Err(Error::Malformed(format!("general.alignment {v} is not a positive power of two"))),
-            },
-        };
-
-        let mut infos = Vec::with_capacity(tensor_count as usize);
-        for _ in 0..tensor_count {
-            infos.push(r.tensor_info().map_err(|e| e.context("tensor info"))?);
-        }
-        let data_offset =
-            align_up(r.pos as u64, alignment).ok_or_else(|| Error::Malformed("tensor data offset overflows".into()))?;
-
-        let file_len = file.len();
-        let mut tensors = Vec::with_capacity(infos.len());
-        let mut tensor_index = HashMap::with_capacity(infos.len());
-        for (name, n_dims, dims, type_id, rel_offset) in infos {
-            let ty = GgmlType::from_u32(type_id).ok_or_else(|| Error::UnsupportedTensorType {
-                tensor: name.clone(),
-                type_name: format!("type id {type_id}"),
-            })?;
-            let elements = dims
-                .iter()
-                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-                .ok_or_else(|| Error::Malformed(format!("tensor '{name}' has too many elements")))?;
-            let size = ty.bytes_for(elements).ok_or_else(|| {
-                Error::Malformed(format!(
-                    "tensor '{name}' of type {ty} has {elements} elements, not a whole number of {}-element blocks",
-                    ty.block_len()
-                ))
-            })?;
-            if dims[0] % ty.block_len() != 0 {
-                return Err(Error::Malformed(format!(
-                    "tensor '{name}' rows of {} elements are not a whole number of {ty} blocks",
-                    dims[0]
-                )));
-            }
-            if rel_offset % alignment != 0 {
-                return Err(Error::Malformed(format!(
-                    "tensor '{name}' offset {rel_offset} is not aligned to {alignment}"
-                )));
-            }
-            let offset = data_offset
-                .checked_add(rel_offset)
-                .ok_or_else(|| Error::Malformed(format!("tensor '{name}' offset overflows")))?;
-            let end =
-                offset.checked_add(size).ok_or_else(|| Error::Malformed(format!("tensor '{name}' size overflows")))?;
-            if end > file_len {
-                return Err(Error::Truncated(format!(
-                    "tensor '{name}' needs bytes {offset}..{end} but the file has {file_len}"
-                )));
-            }
-            if tensor_index.insert(name.clone(), tensors.len()).is_some() {
-                return Err(Error::Malformed(format!("duplicate tensor name '{name}'")));
-            }
-            tensors.push(TensorInfo { name, ty, dims, n_dims, offset, size });
-        }
-        check_no_overlap(&tensors)?;
-
+        let Parsed { version, metadata, key_index, tensors, tensor_index, alignment, data_offset } =
+            parse_bytes(file.bytes(), &name)?;
         Ok(GgufFile { file, version, metadata, key_index, tensors, tensor_index, alignment, data_offset })
     }
 
@@ -271,6 +174,127 @@ fn check_no_overlap(tensors: &[TensorInfo]) -> Result<()> {
 
 /// Raw tensor info as read, before validation against the file.
 type RawTensorInfo = (String, usize, [u64; 4], u32, u64);
+
+/// What `parse_bytes` reads: everything of a `GgufFile` but the file.
+struct Parsed {
+    version: u32,
+    metadata: Vec<(String, Value)>,
+    key_index: HashMap<String, usize>,
+    tensors: Vec<TensorInfo>,
+    tensor_index: HashMap<String, usize>,
+    alignment: u64,
+    data_offset: u64,
+}
+
+/// Validates GGUF bytes as `GgufFile::parse` does (header, metadata, tensor infos against the
+/// length), without a file: for the fuzzer and the corruption corpus. `Ok` gives the number of
+/// tensors.
+pub fn check_bytes(bytes: &[u8]) -> Result<usize> {
+    parse_bytes(bytes, "input").map(|p| p.tensors.len())
+}
+
+/// Reads the header, metadata and tensor infos of `bytes` (the whole file, named `name` in
+/// errors), checking every count, length and offset against it.
+fn parse_bytes(bytes: &[u8], name: &str) -> Result<Parsed> {
+    let mut r = Reader { bytes, pos: 0 };
+    if bytes.is_empty() {
+        return Err(Error::NotGguf(format!("{name} is empty")));
+    }
+    let magic = r.take(4).map_err(|_| Error::NotGguf(format!("{name} is too short to be a GGUF file")))?;
+    if magic != MAGIC {
+        return Err(Error::NotGguf(format!("{name} does not start with the GGUF magic")));
+    }
+    let version = r.u32().map_err(|_| Error::Truncated("file ends inside the header".into()))?;
+    if version != 2 && version != 3 {
+        if version.swap_bytes() == 2 || version.swap_bytes() == 3 {
+            return Err(Error::Malformed("big-endian GGUF files are not supported".into()));
+        }
+        return Err(Error::UnsupportedGgufVersion(version));
+    }
+    let tensor_count = r.u64()?;
+    let kv_count = r.u64()?;
+    // Each key/value pair takes at least 12 bytes and each tensor info 24; larger counts
+    // cannot be honest, and checking first keeps corrupt counts from allocating.
+    if kv_count > r.remaining() / 12 {
+        return Err(Error::Truncated(format!("the file ends before the {kv_count} metadata entries it declares")));
+    }
+    if tensor_count > r.remaining() / 24 {
+        return Err(Error::Truncated(format!("the file ends before the {tensor_count} tensor infos it declares")));
+    }
+
+    let mut metadata = Vec::with_capacity(kv_count as usize);
+    let mut key_index = HashMap::with_capacity(kv_count as usize);
+    for _ in 0..kv_count {
+        let key = r.string().map_err(|e| e.context("metadata key"))?;
+        let ty = r.value_type().map_err(|e| e.context(&format!("metadata key '{key}'")))?;
+        let value = r.value(ty, 0).map_err(|e| e.context(&format!("metadata key '{key}'")))?;
+        if key_index.insert(key.clone(), metadata.len()).is_some() {
+            return Err(Error::Malformed(format!("duplicate metadata key '{key}'")));
+        }
+        metadata.push((key, value));
+    }
+
+    let alignment = match metadata.get(key_index.get("general.alignment").copied().unwrap_or(usize::MAX)) {
+        None => DEFAULT_ALIGNMENT,
+        Some((_, v)) => match v.as_i128() {
+            Some(a) if a > 0 && (a as u64).is_power_of_two() && a <= 1 << 30 => a as u64,
+            _ => return Err(Error::Malformed(format!("general.alignment {v} is not a positive power of two"))),
+        },
+    };
+
+    let mut infos = Vec::with_capacity(tensor_count as usize);
+    for _ in 0..tensor_count {
+        infos.push(r.tensor_info().map_err(|e| e.context("tensor info"))?);
+    }
+    let data_offset =
+        align_up(r.pos as u64, alignment).ok_or_else(|| Error::Malformed("tensor data offset overflows".into()))?;
+
+    let file_len = bytes.len() as u64;
+    let mut tensors = Vec::with_capacity(infos.len());
+    let mut tensor_index = HashMap::with_capacity(infos.len());
+    for (name, n_dims, dims, type_id, rel_offset) in infos {
+        let ty = GgmlType::from_u32(type_id).ok_or_else(|| Error::UnsupportedTensorType {
+            tensor: name.clone(),
+            type_name: format!("type id {type_id}"),
+        })?;
+        let elements = dims
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| Error::Malformed(format!("tensor '{name}' has too many elements")))?;
+        let size = ty.bytes_for(elements).ok_or_else(|| {
+            Error::Malformed(format!(
+                "tensor '{name}' of type {ty} has {elements} elements, not a whole number of {}-element blocks",
+                ty.block_len()
+            ))
+        })?;
+        if dims[0] % ty.block_len() != 0 {
+            return Err(Error::Malformed(format!(
+                "tensor '{name}' rows of {} elements are not a whole number of {ty} blocks",
+                dims[0]
+            )));
+        }
+        if rel_offset % alignment != 0 {
+            return Err(Error::Malformed(format!("tensor '{name}' offset {rel_offset} is not aligned to {alignment}")));
+        }
+        let offset = data_offset
+            .checked_add(rel_offset)
+            .ok_or_else(|| Error::Malformed(format!("tensor '{name}' offset overflows")))?;
+        let end =
+            offset.checked_add(size).ok_or_else(|| Error::Malformed(format!("tensor '{name}' size overflows")))?;
+        if end > file_len {
+            return Err(Error::Truncated(format!(
+                "tensor '{name}' needs bytes {offset}..{end} but the file has {file_len}"
+            )));
+        }
+        if tensor_index.insert(name.clone(), tensors.len()).is_some() {
+            return Err(Error::Malformed(format!("duplicate tensor name '{name}'")));
+        }
+        tensors.push(TensorInfo { name, ty, dims, n_dims, offset, size });
+    }
+    check_no_overlap(&tensors)?;
+
+    Ok(Parsed { version, metadata, key_index, tensors, tensor_index, alignment, data_offset })
+}
 
 struct Reader<'a> {
     bytes: &'a [u8],

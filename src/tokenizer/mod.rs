@@ -20,7 +20,6 @@ mod spm;
 mod str_table;
 mod unicode;
 
-#[cfg(test)]
 pub(crate) use unicode::byte_to_char;
 mod vocab;
 
