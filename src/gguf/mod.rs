@@ -96,10 +96,15 @@ impl GgufFile {
             .map_err(|_| Error::Malformed(format!("metadata key '{key}' value {i} is out of range")))
     }
 
+    /// A float key: F32 (or F64), as llama.cpp requires. An integer here is refused rather than
+    /// converted: a writer that meant a float never stores one, and a damaged type byte would
+    /// turn the float's bits into a plausible-looking, wrong number.
     pub fn get_f32(&self, key: &str) -> Result<Option<f32>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(|f| Some(f as f32)).ok_or_else(|| wrong_type(key, "number", v)),
+            Some(Value::F32(f)) => Ok(Some(*f)),
+            Some(Value::F64(f)) => Ok(Some(*f as f32)),
+            Some(v) => Err(wrong_type(key, "f32", v)),
         }
     }
 
