@@ -43,6 +43,18 @@ fn guarded<T>(f: impl FnOnce() -> EngineResult<T>) -> napi::Result<T> {
 /// JavaScript's `Number.MAX_SAFE_INTEGER`: the largest integer every number up to which is exact.
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 
+/// Lets go of a reference to a model; the last one is dropped on a short-lived thread of its
+/// own. Freeing a model (unmapping its weights, joining its compute threads) takes milliseconds
+/// the event loop should not wait for, and what JavaScript releases often holds the last one.
+fn release_model(model: Arc<Model>) {
+    if Arc::strong_count(&model) > 1 {
+        return;
+    }
+    let spawned = std::thread::Builder::new().name("chord-release".into()).spawn(move || drop(model));
+    // Without a thread (resources exhausted), it is dropped here instead, which is only slower.
+    drop(spawned);
+}
+
 fn to_usize(v: Option<f64>, option: &'static str) -> EngineResult<Option<usize>> {
     match v {
         None => Ok(None),
@@ -244,6 +256,15 @@ pub struct NativeModel {
     model: Mutex<Option<Arc<Model>>>,
 }
 
+/// A handle collected without `dispose()` lets the model go off the JS thread too.
+impl Drop for NativeModel {
+    fn drop(&mut self) {
+        if let Some(model) = self.model.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            release_model(model);
+        }
+    }
+}
+
 impl NativeModel {
     fn get(&self) -> napi::Result<Arc<Model>> {
         self.model.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(|| js_error(EngineError::Disposed))
@@ -418,6 +439,7 @@ impl NativeModel {
     pub fn dispose(&self) {
         if let Some(model) = self.model.lock().unwrap_or_else(|e| e.into_inner()).take() {
             model.dispose();
+            release_model(model);
         }
     }
 }
@@ -517,6 +539,21 @@ pub struct NativeSession {
     sequence: Mutex<Option<Arc<Mutex<Sequence>>>>,
 }
 
+impl Drop for NativeSession {
+    fn drop(&mut self) {
+        if let Some(sequence) = self.sequence.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            release_sequence(sequence);
+        }
+    }
+}
+
+/// Frees a session's sequence now (its cache and count), and its model as `release_model` does.
+fn release_sequence(sequence: Arc<Mutex<Sequence>>) {
+    let model = lock(&sequence).model().clone();
+    drop(sequence);
+    release_model(model);
+}
+
 impl NativeSession {
     fn get(&self) -> napi::Result<Arc<Mutex<Sequence>>> {
         lock(&self.sequence).clone().ok_or_else(|| js_error(EngineError::Disposed))
@@ -571,7 +608,9 @@ impl NativeSession {
     /// Frees the session's KV cache (once a generation in flight, if any, has stopped).
     #[napi]
     pub fn dispose(&self) {
-        lock(&self.sequence).take();
+        if let Some(sequence) = lock(&self.sequence).take() {
+            release_sequence(sequence);
+        }
     }
 }
 
@@ -655,7 +694,11 @@ impl NativeGeneration {
     pub fn close(&self) {
         self.cancel();
         if let Ok(mut g) = self.inner.try_lock() {
-            g.take();
+            if let Some(generation) = g.take() {
+                let model = generation.model().clone();
+                drop(generation);
+                release_model(model);
+            }
         }
     }
 }

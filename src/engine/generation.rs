@@ -212,6 +212,10 @@ impl Generation {
         Step::End { text: self.stream.finish(), token, reason }
     }
 
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
     /// Why generation ended, once it has.
     pub fn ended(&self) -> Option<EndReason> {
         self.ended
