@@ -22,6 +22,19 @@ async function runChild(scenario: string, nodeArgs: string[] = []) {
   return { status: r.status, signal: r.signal, seconds, stderr: r.stderr, result: line ? JSON.parse(line) : undefined }
 }
 
+test('a model file truncated while loaded: coded errors, and the process lives on', async (t) => {
+  const r = await runChild('truncate')
+  t.is(r.status, 0, r.stderr)
+  const changed = ['ERR_MODEL_FILE_CHANGED', 'ERR_IO']
+  for (const [mode, result] of Object.entries(r.result as Record<string, { first: number; running: string; next: string }>)) {
+    t.is(result.first, 3, mode)
+    t.true(changed.includes(result.running), `${mode}: the running generation ended with ${result.running}`)
+    t.true(changed.includes(result.next), `${mode}: the next one ended with ${result.next}`)
+  }
+  t.is((r.result as { resident: { running: string } }).resident.running, 'ERR_MODEL_FILE_CHANGED')
+  t.log(JSON.stringify(r.result))
+})
+
 test('a model dropped without dispose() is freed by its finalizer', async (t) => {
   const r = await runChild('finalizer', ['--expose-gc'])
   t.is(r.status, 0, r.stderr)

@@ -48,6 +48,8 @@ pub enum Error {
     Disposed,
     #[error("the session is busy: a generation is running on it (finish, break or abort it first)")]
     SessionBusy,
+    #[error("the model file {0} was truncated or changed while loaded; load it again")]
+    ModelFileChanged(PathBuf),
     #[error("chat template: {0}")]
     ChatTemplate(String),
     #[error("this model has no chat template (tokenizer.chat_template); pass one as the `template` option")]
@@ -78,6 +80,7 @@ impl Error {
             Error::Aborted => "ABORT_ERR",
             Error::Disposed => "ERR_DISPOSED",
             Error::SessionBusy => "ERR_SESSION_BUSY",
+            Error::ModelFileChanged(_) => "ERR_MODEL_FILE_CHANGED",
             Error::ChatTemplate(_) => "ERR_CHAT_TEMPLATE",
             Error::NoChatTemplate => "ERR_NO_CHAT_TEMPLATE",
         }
@@ -112,6 +115,7 @@ impl Error {
             Aborted => Aborted,
             Disposed => Disposed,
             SessionBusy => SessionBusy,
+            ModelFileChanged(p) => ModelFileChanged(p.clone()),
             ChatTemplate(s) => ChatTemplate(s.clone()),
             NoChatTemplate => NoChatTemplate,
         }

@@ -19,7 +19,47 @@ async function tokens(it, stopAfter = Infinity) {
   return out
 }
 
+/** Generates until an error; returns its code (or 'ended'). */
+async function codeOf(it) {
+  try {
+    for await (const _ of { [Symbol.asyncIterator]: () => it }) void _
+    return 'ended'
+  } catch (err) {
+    return err.code ?? String(err)
+  }
+}
+
 const scenarios = {
+  // The model file truncated while loaded (resident, and paged both ways): the running
+  // generation and later ones fail with a coded error, and the process lives on.
+  async truncate() {
+    const fs = require('node:fs')
+    const os = require('node:os')
+    const path = require('node:path')
+    const results = {}
+    const modes = {
+      resident: { paging: 'never' },
+      pagedMmap: { paging: 'always', pagingMethod: 'mmap' },
+      pagedRead: { paging: 'always', pagingMethod: 'read' },
+    }
+    for (const [name, options] of Object.entries(modes)) {
+      const copy = path.join(os.tmpdir(), `chord-truncate-${process.pid}-${name}.gguf`)
+      fs.copyFileSync(modelPath, copy)
+      const probe = await loadModel(copy, { threads: 1 })
+      const budget = Math.ceil((probe.info.weightBytes / (probe.info.layers + 1)) * 1.5)
+      await probe.dispose()
+      const model = await loadModel(copy, { threads: 1, ...options, ...(options.paging === 'always' ? { memoryBudget: budget } : {}) })
+      const it = model.generate('the quick brown fox', greedy(200))[Symbol.asyncIterator]()
+      const first = [await it.next(), await it.next(), await it.next()].filter((r) => !r.done)
+      fs.truncateSync(copy, 4096)
+      const running = await codeOf(it)
+      const next = await codeOf(model.generate('jumps over', greedy(5)))
+      results[name] = { first: first.length, running, next }
+      await model.dispose()
+      fs.rmSync(copy)
+    }
+    return results
+  },
   // A model dropped without dispose() is freed by its finalizer.
   // (A session alive keeps its model alive: both go out of scope here.)
   async finalizer() {

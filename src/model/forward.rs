@@ -100,6 +100,9 @@ impl Transformer<'_> {
             }
             let mut caches: Vec<&mut KvCache> = seqs.iter_mut().map(|s| &mut *s.kv).collect();
             self.forward_batch(b, &mut buffers.scratch, &mut caches, cancelled)?;
+            // Weights read as zeros from a file cut short under its mapping: the caches and
+            // the logits would be garbage.
+            self.weights.check_file()?;
             for &(seq, i) in part {
                 caches[seq].set_len(starts[seq] + i + 1);
             }
@@ -204,6 +207,7 @@ impl Transformer<'_> {
             }
             ctx.rmsnorm(&mut b.xb[..g * e], &b.proj[..g * e], &h.output_norm);
             let products = ctx.matmul_untransposed(&b.xb[..g * e], g, &h.output);
+            self.weights.check_file()?;
             for (j, &(_, seq, i)) in group.iter().enumerate() {
                 for (l, p) in b.logits.iter_mut().zip(products.iter().skip(j).step_by(g)) {
                     *l = *p;

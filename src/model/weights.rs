@@ -165,6 +165,9 @@ pub trait WeightSource: Send + Sync {
     fn embed(&self, token: u32, out: &mut [f32]) -> Result<()>;
     /// No forward pass is coming soon (a generation stopped): drop work queued ahead of it.
     fn idle(&self) {}
+    /// `Err(ModelFileChanged)` once a read of the mapped file found it cut short: whatever was
+    /// computed from the mapping since is not the model's.
+    fn check_file(&self) -> Result<()>;
     fn stats(&self) -> WeightStats;
 }
 
@@ -322,6 +325,10 @@ impl WeightSource for MappedWeights {
         let embd = view(self.file.mapped().bytes(), &self.table.token_embd);
         quant::dequantize_row(embd.ty, embd.row(token as usize), out);
         Ok(())
+    }
+
+    fn check_file(&self) -> Result<()> {
+        self.file.mapped().check()
     }
 
     fn stats(&self) -> WeightStats {

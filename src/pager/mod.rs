@@ -447,6 +447,10 @@ impl WeightSource for PagedWeights {
         self.shared.epoch.fetch_add(1, Ordering::Relaxed);
     }
 
+    fn check_file(&self) -> Result<()> {
+        self.shared.file.mapped().check()
+    }
+
     fn stats(&self) -> WeightStats {
         let s = &self.shared;
         let cache = s.lock();

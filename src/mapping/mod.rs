@@ -11,11 +11,18 @@ use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 
+#[cfg(unix)]
+mod bus_guard;
+
 pub struct MappedFile {
     path: PathBuf,
     /// Kept open for positioned reads (the pager's copy mode), which report I/O errors as
     /// errors where a fault on the mapping could only kill the process.
     file: File,
+    /// Turns a read past the end of a file truncated under the mapping into zeros and a mark
+    /// (see `bus_guard`). Declared before `map`: unregistered before the unmapping.
+    #[cfg(unix)]
+    guard: Option<bus_guard::Guard>,
     /// None for an empty file, which cannot be mapped.
     map: Option<Mmap>,
 }
@@ -34,13 +41,40 @@ impl MappedFile {
         let map = if meta.len() == 0 {
             None
         } else {
-            // SAFETY: the mapping is read-only and private. Another process truncating or
-            // rewriting the model file while it is loaded is outside what we can guard against
-            // (as for every mmap-based loader, llama.cpp included); we never write to it.
+            // SAFETY: the mapping is read-only and private and we never write to it. Another
+            // process truncating the file while it is mapped makes reads past the new end fault:
+            // `bus_guard` turns those faults into zeros and a mark the engine checks (`faulted`).
+            // Rewriting it in place changes what the slices read, which is reported the same way
+            // only when it also shrinks the file.
             let map = unsafe { Mmap::map(&file) }.map_err(|source| Error::Io { path: path.to_owned(), source })?;
             Some(map)
         };
-        Ok(MappedFile { path: path.to_owned(), file, map })
+        #[cfg(unix)]
+        let guard = map.as_ref().and_then(|m| bus_guard::guard(m.as_ptr(), m.len()));
+        Ok(MappedFile {
+            path: path.to_owned(),
+            file,
+            #[cfg(unix)]
+            guard,
+            map,
+        })
+    }
+
+    /// Whether a read of the mapping found the file cut short since it was opened: what was
+    /// read there was zeros, not the model.
+    pub fn faulted(&self) -> bool {
+        #[cfg(unix)]
+        return self.guard.as_ref().is_some_and(bus_guard::Guard::faulted);
+        #[cfg(not(unix))]
+        false
+    }
+
+    /// `Err(ModelFileChanged)` once `faulted`.
+    pub fn check(&self) -> Result<()> {
+        if self.faulted() {
+            return Err(Error::ModelFileChanged(self.path.clone()));
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
