@@ -106,6 +106,8 @@ const scenarios = {
       }),
     )
     const done = await Promise.all(runs)
+    // Freed on a release thread of their own, just after dispose() returns.
+    for (let i = 0; i < 100 && native.liveModels() > 0; i++) await new Promise((r) => setTimeout(r, 10))
     return {
       codes: done.map((d) => d.code),
       same: done.map((d) => JSON.stringify(d.result) === JSON.stringify(expected)),
