@@ -245,7 +245,11 @@ fn without_generation_tags(source: &str) -> std::borrow::Cow<'_, str> {
     while let Some(at) = rest.find("{%") {
         out.push_str(&rest[..at]);
         let tag = &rest[at..];
-        let Some(end) = tag.find("%}") else { break };
+        // The closing `%}` after the opening `{%` (in `{%}` they overlap).
+        let Some(end) = tag[2..].find("%}").map(|e| e + 2) else {
+            rest = tag;
+            break;
+        };
         let inner = &tag[2..end];
         let (left, body) = match inner.chars().next() {
             Some(c @ ('-' | '+')) => (c.to_string(), &inner[1..]),

@@ -103,3 +103,12 @@ fn messages_are_checked() {
         assert!(e.to_string().contains(want), "{e}");
     }
 }
+
+#[test]
+fn generation_tags_become_blocks_and_odd_delimiters_pass_through() {
+    assert_eq!(without_generation_tags("a{%- generation -%}b{% endgeneration %}"), "a{%- if true -%}b{% endif %}");
+    // Found by the fuzzer: `{%}` once sliced the tag backwards; an unclosed tag was copied twice.
+    for source in ["{%}generation", "x{% generation", "generation{%", "{%%}generation{%-%}"] {
+        assert_eq!(without_generation_tags(source), source);
+    }
+}
