@@ -109,8 +109,10 @@ function run(target, seconds, jobs) {
       if (line) process.stdout.write(`  ${target}: ${line.trim().slice(0, 140)}\n`);
     });
     child.on('close', (code) => {
-      const logs = [log, ...fs.readdirSync(FUZZ).filter((f) => /^fuzz-\d+\.log$/.test(f)).map((f) => fs.readFileSync(path.join(FUZZ, f), 'utf8'))];
-      const execs = logs
+      // Each job's final stats are in its fuzz-<n>.log (and echoed to the output too, so the
+      // output is counted only without jobs).
+      const jobLogs = fs.readdirSync(FUZZ).filter((f) => /^fuzz-\d+\.log$/.test(f)).map((f) => fs.readFileSync(path.join(FUZZ, f), 'utf8'));
+      const execs = (jobs > 1 ? jobLogs : [log])
         .flatMap((text) => [...text.matchAll(/stat::number_of_executed_units:\s*(\d+)/g)])
         .reduce((a, m) => a + Number(m[1]), 0);
       const artifacts = fs.existsSync(path.join(FUZZ, 'artifacts', target)) ? fs.readdirSync(path.join(FUZZ, 'artifacts', target)) : [];

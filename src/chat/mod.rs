@@ -173,13 +173,23 @@ fn tojson(
         Some(v) => Some(v),
         None => kwargs.get::<Option<Value>>("indent")?,
     };
+    // What the remaining fuel pays for (one fuel is 64 bytes), checked before anything that size
+    // is allocated.
+    let max_len = state.fuel_levels().map_or(usize::MAX, |(_, remaining)| remaining.saturating_mul(64) as usize);
     let indent = match indent {
         None => None,
         Some(v) if v.is_none() => None,
         Some(v) if v.kind() == ValueKind::String => Some(v.as_str().unwrap_or_default().to_owned()),
         // Python turns an int (a bool is one) into that many spaces.
         Some(v) => {
-            Some(" ".repeat(if v.kind() == ValueKind::Bool { usize::from(v.is_true()) } else { usize::try_from(v)? }))
+            let n = if v.kind() == ValueKind::Bool { usize::from(v.is_true()) } else { usize::try_from(v)? };
+            if n > max_len {
+                return Err(minijinja::Error::new(
+                    ErrorKind::OutOfFuel,
+                    "tojson indent is larger than the template may produce",
+                ));
+            }
+            Some(" ".repeat(n))
         }
     };
     let separators = match kwargs.get::<Option<Value>>("separators")? {
@@ -199,7 +209,8 @@ fn tojson(
     let ensure_ascii = kwargs.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false);
     kwargs.assert_all_used()?;
     let mut out = String::new();
-    python::dumps(value, &JsonStyle::new(indent, separators, sort_keys, ensure_ascii), &mut out)?;
+    let style = JsonStyle { max_len, ..JsonStyle::new(indent, separators, sort_keys, ensure_ascii) };
+    python::dumps(value, &style, &mut out)?;
     // Serializing walks the whole value: charged like minijinja charges its own tojson.
     state.consume_fuel(out.len() as u64 / 4 + 1)?;
     Ok(Value::from(out))

@@ -18,6 +18,9 @@ pub(crate) struct JsonStyle {
     pub key_separator: String,
     pub sort_keys: bool,
     pub ensure_ascii: bool,
+    /// Bytes the output may reach (what the template's remaining fuel pays for): a huge
+    /// `indent` repeated on every line must fail, not allocate.
+    pub max_len: usize,
 }
 
 impl JsonStyle {
@@ -32,8 +35,12 @@ impl JsonStyle {
             let item = if indent.is_some() { "," } else { ", " };
             (item.to_owned(), ": ".to_owned())
         });
-        JsonStyle { indent, item_separator, key_separator, sort_keys, ensure_ascii }
+        JsonStyle { indent, item_separator, key_separator, sort_keys, ensure_ascii, max_len: usize::MAX }
     }
+}
+
+fn too_long() -> Error {
+    Error::new(ErrorKind::OutOfFuel, "tojson output is larger than the template may produce")
 }
 
 fn not_serializable(kind: &str) -> Error {
@@ -49,6 +56,9 @@ fn dump_at(value: &Value, style: &JsonStyle, level: usize, out: &mut String) -> 
     if level > MAX_DEPTH {
         return Err(Error::new(ErrorKind::InvalidOperation, "maximum recursion depth exceeded in tojson"));
     }
+    if out.len() > style.max_len {
+        return Err(too_long());
+    }
     match value.kind() {
         ValueKind::None => out.push_str("null"),
         ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
@@ -62,10 +72,10 @@ fn dump_at(value: &Value, style: &JsonStyle, level: usize, out: &mut String) -> 
             }
             out.push('[');
             for (i, item) in items.iter().enumerate() {
-                separate(style, level + 1, i == 0, out);
+                separate(style, level + 1, i == 0, out)?;
                 dump_at(item, style, level + 1, out)?;
             }
-            close(style, level, out);
+            close(style, level, out)?;
             out.push(']');
         }
         ValueKind::Map => {
@@ -83,12 +93,12 @@ fn dump_at(value: &Value, style: &JsonStyle, level: usize, out: &mut String) -> 
             }
             out.push('{');
             for (i, (key, item)) in entries.iter().enumerate() {
-                separate(style, level + 1, i == 0, out);
+                separate(style, level + 1, i == 0, out)?;
                 push_json_string(key, style.ensure_ascii, out);
                 out.push_str(&style.key_separator);
                 dump_at(item, style, level + 1, out)?;
             }
-            close(style, level, out);
+            close(style, level, out)?;
             out.push('}');
         }
         ValueKind::Undefined => return Err(not_serializable("Undefined")),
@@ -100,25 +110,26 @@ fn dump_at(value: &Value, style: &JsonStyle, level: usize, out: &mut String) -> 
 
 /// Before an item: the item separator (not before the first), then a newline and the
 /// indentation of `level` when indenting.
-fn separate(style: &JsonStyle, level: usize, first: bool, out: &mut String) {
+fn separate(style: &JsonStyle, level: usize, first: bool, out: &mut String) -> Result<(), Error> {
     if !first {
         out.push_str(&style.item_separator);
     }
-    if let Some(indent) = &style.indent {
-        out.push('\n');
-        for _ in 0..level {
-            out.push_str(indent);
-        }
-    }
+    close(style, level, out)
 }
 
-fn close(style: &JsonStyle, level: usize, out: &mut String) {
+/// A newline and the indentation of `level`, when indenting.
+fn close(style: &JsonStyle, level: usize, out: &mut String) -> Result<(), Error> {
     if let Some(indent) = &style.indent {
+        let grows = indent.len().saturating_mul(level).saturating_add(1);
+        if out.len().saturating_add(grows) > style.max_len {
+            return Err(too_long());
+        }
         out.push('\n');
         for _ in 0..level {
             out.push_str(indent);
         }
     }
+    Ok(())
 }
 
 /// A dict key as `json.dumps` writes it: strings as they are, numbers, booleans and None

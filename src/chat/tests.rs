@@ -79,6 +79,9 @@ fn hostile_templates_run_out_of_fuel() {
         "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
         // A huge repetition in one operation.
         "{{ 'x' * 10000000000 }}",
+        // A huge indentation (found by the fuzzer: it was allocated before any fuel was charged).
+        "{{ messages | tojson(indent=99999999999999) }}",
+        "{{ [[[[1, 2], [3]], [[4]]]] * 1000 | tojson(indent=1000000) }}",
         // Output that grows without bound.
         "{% for a in range(100000) %}{% for b in range(100000) %}xxxxxxxxxxxxxxxx{% endfor %}{% endfor %}",
     ];
