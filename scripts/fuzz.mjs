@@ -3,7 +3,7 @@
 // given time each, from seeds made out of the repo's own test data, and reports executions and
 // findings per target.
 //
-//   node scripts/fuzz.mjs [--seconds 600] [--jobs 1] [target ...]
+//   node scripts/fuzz.mjs [--seconds 600] [--jobs 1] [--sanitizer address|none] [target ...]
 //
 // Targets: gguf, tokenizer, chat_template, quant (see src/fuzzing.rs). Installs cargo-fuzz with
 // `cargo install` if it is missing. Inputs that crash, hang or run out of memory are left in
@@ -30,9 +30,10 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--seconds') args.seconds = Number(argv[++i]);
     else if (argv[i] === '--jobs') args.jobs = Number(argv[++i]);
+    else if (argv[i] === '--sanitizer') args.sanitizer = argv[++i];
     else if (ALL.includes(argv[i])) args.targets.push(argv[i]);
     else {
-      console.error(`usage: node scripts/fuzz.mjs [--seconds N] [--jobs N] [${ALL.join('|')} ...]`);
+      console.error(`usage: node scripts/fuzz.mjs [--seconds N] [--jobs N] [--sanitizer address|none] [${ALL.join('|')} ...]`);
       process.exit(2);
     }
   }
@@ -86,11 +87,11 @@ async function makeSeeds(target) {
   return dir;
 }
 
-function run(target, seconds, jobs) {
+function run(target, seconds, jobs, sanitizer) {
   for (const f of fs.readdirSync(FUZZ).filter((f) => /^fuzz-\d+\.log$/.test(f))) fs.rmSync(path.join(FUZZ, f));
   return new Promise((resolve) => {
     const args = [
-      '+nightly', 'fuzz', 'run', '--release', '--debug-assertions', `--sanitizer=${SANITIZER[target]}`, target, `corpus/${target}`, '--',
+      '+nightly', 'fuzz', 'run', '--release', '--debug-assertions', `--sanitizer=${sanitizer ?? SANITIZER[target]}`, target, `corpus/${target}`, '--',
       `-max_total_time=${seconds}`, `-max_len=${MAX_LEN[target]}`, '-rss_limit_mb=2048', '-malloc_limit_mb=1024',
       '-timeout=10', '-print_final_stats=1',
       // Several jobs log to fuzz-<n>.log each; one runs in the foreground.
@@ -128,7 +129,7 @@ for (const target of args.targets) {
   await makeSeeds(target);
   console.log(`fuzzing ${target} for ${args.seconds} s...`);
   const t0 = Date.now();
-  const r = await run(target, args.seconds, args.jobs);
+  const r = await run(target, args.seconds, args.jobs, args.sanitizer);
   r.seconds = (Date.now() - t0) / 1000;
   if (r.code !== 0 && r.artifacts.length === 0) console.log(r.tail);
   results.push(r);
