@@ -88,7 +88,7 @@ async function makeSeeds(target) {
 }
 
 function run(target, seconds, jobs, sanitizer) {
-  for (const f of fs.readdirSync(FUZZ).filter((f) => /^fuzz-\d+\.log$/.test(f))) fs.rmSync(path.join(FUZZ, f));
+  for (const f of fs.readdirSync(FUZZ).filter((f) => /^fuzz-\d+\.log$/.test(f))) fs.rmSync(path.join(FUZZ, f), { force: true });
   return new Promise((resolve) => {
     const args = [
       '+nightly', 'fuzz', 'run', '--release', '--debug-assertions', `--sanitizer=${sanitizer ?? SANITIZER[target]}`, target, `corpus/${target}`, '--',
