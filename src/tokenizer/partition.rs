@@ -90,28 +90,24 @@ impl Partitioner {
     /// Byte offsets in `text` where the text of a token that is only split out when special
     /// tokens are parsed (control or unknown) starts, and the token's length in bytes.
     pub fn control_occurrences(&self, vocab: &Vocab, text: &str) -> Vec<(usize, usize)> {
-        let bytes = text.as_bytes();
         let mut found = Vec::new();
-        for start in 0..bytes.len() {
-            let mut node = 0usize;
-            for &b in &bytes[start..] {
-                match self.trie[node].children.iter().find(|&&(c, _)| c == b) {
-                    Some(&(_, child)) => node = child as usize,
-                    None => break,
-                }
-                if let Some(index) = self.trie[node].token {
-                    let id = self.order[index as usize];
-                    if vocab.attr(id) & (attr::CONTROL | attr::UNKNOWN) != 0 {
-                        found.push((start, vocab.text(id).len()));
-                    }
-                }
+        self.each_match(text.as_bytes(), |start, index| {
+            let id = self.order[index];
+            if vocab.attr(id) & (attr::CONTROL | attr::UNKNOWN) != 0 {
+                found.push((start, vocab.text(id).len()));
             }
-        }
+        });
         found
     }
 
     fn occurring(&self, text: &[u8]) -> Vec<bool> {
         let mut occurs = vec![false; self.order.len()];
+        self.each_match(text, |_, index| occurs[index] = true);
+        occurs
+    }
+
+    /// Calls `found(start, index into order)` for every candidate text occurring in `text`.
+    fn each_match(&self, text: &[u8], mut found: impl FnMut(usize, usize)) {
         for start in 0..text.len() {
             let mut node = 0usize;
             for &b in &text[start..] {
@@ -120,11 +116,10 @@ impl Partitioner {
                     None => break,
                 }
                 if let Some(index) = self.trie[node].token {
-                    occurs[index as usize] = true;
+                    found(start, index as usize);
                 }
             }
         }
-        occurs
     }
 }
 
