@@ -71,6 +71,9 @@ export declare class NativeSession {
   dispose(): void
 }
 
+/** What `loadModel` with these options would report as `info`, without reading any weight. */
+export declare function inspectModel(path: string, options?: NativeLoadOptions | undefined | null): Promise<NativeModelInfo>
+
 /** Internal, for lifecycle tests (not exported by `lib/`): models loaded and not yet freed. */
 export declare function liveModels(): number
 
@@ -140,6 +143,7 @@ export interface NativeModelInfo {
   kvCacheType: string
   maxSequences: number
   chatTemplate?: string
+  minMemoryBudget: number
 }
 
 export interface NativePerplexity {

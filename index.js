@@ -839,5 +839,6 @@ module.exports.NativeGeneration = nativeBinding.NativeGeneration
 module.exports.NativeLoader = nativeBinding.NativeLoader
 module.exports.NativeModel = nativeBinding.NativeModel
 module.exports.NativeSession = nativeBinding.NativeSession
+module.exports.inspectModel = nativeBinding.inspectModel
 module.exports.liveModels = nativeBinding.liveModels
 module.exports.measureReadBandwidth = nativeBinding.measureReadBandwidth

@@ -7,6 +7,7 @@
 const path = require('node:path')
 const readline = require('node:readline')
 const { loadModel } = require('..')
+const { modelPath: defaultModel } = require('./model-path')
 
 function parseArgs(argv) {
   const args = { system: 'You are a helpful assistant.', maxTokens: 512 }
@@ -27,11 +28,7 @@ function parseArgs(argv) {
 
 async function main() {
   const args = parseArgs(process.argv.slice(2))
-  let modelPath = args.model
-  if (!modelPath) {
-    const { ensureModel } = await import(path.join(__dirname, '..', 'scripts', 'models.mjs'))
-    modelPath = await ensureModel('smollm2', { log: (m) => process.stderr.write(`${m}\n`) })
-  }
+  const modelPath = args.model ?? (await defaultModel([]))
   const model = await loadModel(modelPath, {
     threads: args.threads,
     memoryBudget: args.memoryBudget,

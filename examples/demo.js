@@ -4,6 +4,7 @@
 
 const path = require('node:path')
 const { loadModel } = require('..')
+const { modelPath: defaultModel } = require('./model-path')
 
 function parseArgs(argv) {
   const args = { prompt: 'Write a short story about a lighthouse keeper who finds a message in a bottle.', maxTokens: 200 }
@@ -23,11 +24,7 @@ function parseArgs(argv) {
 
 async function main() {
   const args = parseArgs(process.argv.slice(2))
-  let modelPath = args.model
-  if (!modelPath) {
-    const { ensureModel } = await import(path.join(__dirname, '..', 'scripts', 'models.mjs'))
-    modelPath = await ensureModel('smollm2', { log: (m) => process.stderr.write(`${m}\n`) })
-  }
+  const modelPath = args.model ?? (await defaultModel([]))
 
   const t0 = performance.now()
   const model = await loadModel(modelPath, {

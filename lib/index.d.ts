@@ -111,6 +111,8 @@ export interface ModelInfo {
   maxSequences: number
   /** The Jinja chat template the file carries (`tokenizer.chat_template`), or null (base models). */
   chatTemplate: string | null
+  /** The smallest `memoryBudget` (bytes) the model can be paged in: its largest layer or output head. */
+  minMemoryBudget: number
 }
 
 export interface ModelStats {
@@ -211,6 +213,17 @@ export interface GeneratedToken {
   text: string
 }
 
+/**
+ * Why a generation ended: the generator's return value (`for await` drops it; a loop calling
+ * `next()` sees it with `done: true`; undefined when the caller ended it with `return()`). `eog`: an end-of-generation token; `maxTokens`; `stop`:
+ * one of the stop strings; `contextFull`: no position left.
+ */
+export interface GenerationEnd {
+  reason: 'eog' | 'maxTokens' | 'stop' | 'contextFull'
+  /** Tokens generated (an ending end-of-generation token not counted). */
+  tokens: number
+}
+
 export interface SessionOptions {
   /** Positions the session holds (prompts + generated). Default: the model's `contextSize`. */
   contextSize?: number
@@ -240,7 +253,7 @@ export declare class Session {
    * is tokenized with BOS (where the model adds one) only when the session is empty. One
    * generation at a time per session (another one throws ERR_SESSION_BUSY).
    */
-  generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncGenerator<GeneratedToken, void, undefined>
+  generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncGenerator<GeneratedToken, GenerationEnd | undefined, undefined>
   /** Keeps the first `n` tokens: rewind for "regenerate" or an edited message. */
   truncate(n: number): void
   /** Forgets everything the session holds. */
@@ -299,7 +312,7 @@ export declare class Chat {
    * reply, as far as it got if the loop breaks or is aborted, joins `messages` when the stream
    * ends. One `send` at a time (another throws ERR_SESSION_BUSY).
    */
-  send(content: string, options?: GenerateOptions): AsyncGenerator<GeneratedToken, void, undefined>
+  send(content: string, options?: GenerateOptions): AsyncGenerator<GeneratedToken, GenerationEnd | undefined, undefined>
   /** Forgets the conversation; the system prompt stays. */
   reset(): void
   /** Stops a reply in progress and frees the KV cache. */
@@ -320,7 +333,7 @@ export declare class Model {
    * Generates from a prompt. A string is tokenized with the model's BOS rule and special tokens
    * parsed; an array is used as token ids.
    */
-  generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncGenerator<GeneratedToken, void, undefined>
+  generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncGenerator<GeneratedToken, GenerationEnd | undefined, undefined>
   /** A sequence that keeps its KV cache between generations. */
   createSession(options?: SessionOptions): Session
   /**
@@ -355,3 +368,24 @@ export declare class Model {
 }
 
 export declare function loadModel(path: string, options?: LoadOptions): Promise<Model>
+
+/**
+ * What `loadModel(path, options)` would report as `model.info`, from the file's metadata and
+ * tensor list alone: no weight is read. Throws the errors `loadModel` would for a bad file.
+ */
+export declare function inspectModel(path: string, options?: Omit<LoadOptions, 'onProgress' | 'signal'>): Promise<ModelInfo>
+
+export interface ServerOptions {
+  /** The model id clients name in requests and `GET /v1/models` lists. Default: the file's `general.name`. */
+  modelId?: string
+  /** Largest request body accepted, in bytes. Default 8 MB. */
+  maxBodyBytes?: number
+}
+
+/**
+ * An OpenAI-compatible HTTP server over `model` (an `http.Server`, not yet listening; call
+ * `listen(port, '127.0.0.1')`): `POST /v1/chat/completions`, `POST /v1/completions` (streamed
+ * as server-sent events with `stream: true`), `GET /v1/models`. Requests in flight at once are
+ * decoded together as concurrent sequences; a client that disconnects aborts its generation.
+ */
+export declare function createServer(model: Model, options?: ServerOptions): import('node:http').Server

@@ -138,7 +138,7 @@ class Model {
     const ids = typeof prompt === 'string' ? this.tokenize(prompt, { special: true }) : toTokenIds(prompt, 'prompt')
     const nativeOptions = generateOptions(o)
     if (o.signal && o.signal.aborted) throw abortError(o.signal)
-    yield* stream(call(() => this._native.generate(ids, nativeOptions)), o.signal)
+    return yield* stream(call(() => this._native.generate(ids, nativeOptions)), o.signal)
   }
 
   /**
@@ -252,7 +252,7 @@ class Session {
     const generation = call(() => this._native.generate(ids, nativeOptions))
     this._generation = generation
     try {
-      yield* stream(generation, o.signal)
+      return yield* stream(generation, o.signal)
     } finally {
       if (this._generation === generation) this._generation = undefined
     }
@@ -342,14 +342,21 @@ class Chat {
       let reply = ''
       let produced = false
       let ended = false
+      const tokens = this._session.generate(ids.slice(common), o)
       try {
-        for await (const token of this._session.generate(ids.slice(common), o)) {
+        // Iterated by hand to pass the generation's end (its `reason`) on as this one's.
+        for (;;) {
+          const item = await tokens.next()
+          if (item.done) {
+            ended = true
+            return item.value
+          }
           produced = true
-          reply += token.text
-          yield token
+          reply += item.value.text
+          yield item.value
         }
-        ended = true
       } finally {
+        await tokens.return(undefined)
         if (ended || produced) this._messages = [...messages, { role: 'assistant', content: reply }]
       }
     } finally {
@@ -425,6 +432,7 @@ function generateOptions(o) {
 async function* stream(generation, signal) {
   const onAbort = () => generation.cancel()
   if (signal) signal.addEventListener('abort', onAbort, { once: true })
+  let tokens = 0
   try {
     for (;;) {
       let step
@@ -438,8 +446,9 @@ async function* stream(generation, signal) {
       if (step.kind === 'end') {
         // Text held back while it could have begun a stop string or a UTF-8 character.
         if (step.text) yield { id: step.id ?? -1, text: step.text }
-        return
+        return { reason: step.reason, tokens }
       }
+      tokens++
       yield { id: step.id, text: step.text }
     }
   } finally {
@@ -448,15 +457,8 @@ async function* stream(generation, signal) {
   }
 }
 
-/**
- * Loads a GGUF model. The weights are memory-mapped and read in on a worker thread;
- * `onProgress` sees the bytes read so far, `signal` cancels the load.
- */
-async function loadModel(path, options) {
-  if (typeof path !== 'string' || path.length === 0) throw optionError('path', 'must be a non-empty string')
-  const o = checkObject(options, 'options')
-  const signal = checkSignal(o.signal)
-  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw optionError('onProgress', 'must be a function')
+/** The native options of a load, checked (shared by `loadModel` and `inspectModel`). */
+function nativeLoadOptions(o) {
   if (o.memoryBudget !== undefined && typeof o.memoryBudget !== 'string') {
     checkNumber(o.memoryBudget, 'memoryBudget', { integer: true, min: 1, max: Number.MAX_SAFE_INTEGER })
   }
@@ -469,7 +471,7 @@ async function loadModel(path, options) {
   for (const [name, allowed] of choices) {
     if (o[name] !== undefined && !allowed.includes(o[name])) throw optionError(name, `must be one of ${allowed.join(', ')}`)
   }
-  const nativeOptions = {
+  return {
     threads: checkNumber(o.threads, 'threads', { integer: true, min: 1, max: 1024 }),
     contextSize: checkNumber(o.contextSize, 'contextSize', { integer: true, min: 1, max: 2 ** 32 - 1 }),
     memoryBudget: o.memoryBudget === undefined ? undefined : String(o.memoryBudget),
@@ -480,6 +482,18 @@ async function loadModel(path, options) {
     maxSequences: checkNumber(o.maxSequences, 'maxSequences', { integer: true, min: 1, max: 256 }),
     kvCacheType: o.kvCacheType,
   }
+}
+
+/**
+ * Loads a GGUF model. The weights are memory-mapped and read in on a worker thread;
+ * `onProgress` sees the bytes read so far, `signal` cancels the load.
+ */
+async function loadModel(path, options) {
+  if (typeof path !== 'string' || path.length === 0) throw optionError('path', 'must be a non-empty string')
+  const o = checkObject(options, 'options')
+  const signal = checkSignal(o.signal)
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw optionError('onProgress', 'must be a function')
+  const nativeOptions = nativeLoadOptions(o)
   if (signal && signal.aborted) throw abortError(signal)
   const loader = new native.NativeLoader(path, nativeOptions)
   const onAbort = () => loader.cancel()
@@ -508,4 +522,15 @@ async function loadModel(path, options) {
   }
 }
 
-module.exports = { loadModel, Model, Session, Chat }
+/**
+ * What `loadModel(path, options)` would report as `model.info`, read from the file's metadata
+ * and tensor list without loading any weight (so as fast for a 40 GB model as for a small one).
+ */
+async function inspectModel(path, options) {
+  if (typeof path !== 'string' || path.length === 0) throw optionError('path', 'must be a non-empty string')
+  const o = checkObject(options, 'options')
+  const info = await callAsync(() => native.inspectModel(path, nativeLoadOptions(o)))
+  return { ...info, chatTemplate: info.chatTemplate ?? null }
+}
+
+module.exports = { loadModel, inspectModel, createServer: (...args) => require('./server').createServer(...args), Model, Session, Chat }

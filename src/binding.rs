@@ -131,6 +131,59 @@ impl NativeLoader {
     }
 }
 
+/// The engine's load options from the binding's (whose values `lib/index.js` has checked).
+fn load_options(options: Option<NativeLoadOptions>) -> EngineResult<LoadOptions> {
+    Ok(match options {
+        None => LoadOptions::default(),
+        Some(o) => LoadOptions {
+            threads: to_usize(o.threads, "threads")?,
+            context_size: to_usize(o.context_size, "contextSize")?,
+            memory_budget: o.memory_budget.as_deref().map(engine::parse_byte_size).transpose()?,
+            paging: match o.paging.as_deref() {
+                None | Some("auto") => Paging::Auto,
+                Some("always") => Paging::Always,
+                Some("never") => Paging::Never,
+                Some(other) => {
+                    return Err(EngineError::invalid_option(
+                        "paging",
+                        format!("'{other}' is not 'auto', 'always' or 'never'"),
+                    ))
+                }
+            },
+            prefetch_layers: to_usize(o.prefetch_layers, "prefetchLayers")?,
+            eviction_policy: match o.eviction_policy.as_deref() {
+                None | Some("fixed") => None,
+                Some("lru") => Some(EvictionPolicy::Lru),
+                Some(other) => {
+                    return Err(EngineError::invalid_option(
+                        "evictionPolicy",
+                        format!("'{other}' is not 'fixed' or 'lru'"),
+                    ))
+                }
+            },
+            max_sequences: to_usize(o.max_sequences, "maxSequences")?,
+            kv_type: match o.kv_cache_type.as_deref() {
+                None | Some("f16") => KvType::F16,
+                Some("q8_0") => KvType::Q8_0,
+                Some(other) => {
+                    return Err(EngineError::invalid_option("kvCacheType", format!("'{other}' is not 'f16' or 'q8_0'")))
+                }
+            },
+            paging_method: match o.paging_method.as_deref() {
+                None => None,
+                Some("read") => Some(LoadMethod::Read),
+                Some("mmap") => Some(LoadMethod::Map),
+                Some(other) => {
+                    return Err(EngineError::invalid_option(
+                        "pagingMethod",
+                        format!("'{other}' is not 'read' or 'mmap'"),
+                    ))
+                }
+            },
+        },
+    })
+}
+
 pub struct LoadTask {
     path: PathBuf,
     options: Option<NativeLoadOptions>,
@@ -146,58 +199,7 @@ impl Task for LoadTask {
         let options = self.options.take();
         let path = self.path.clone();
         guarded(|| {
-            let opts = match options {
-                None => LoadOptions::default(),
-                Some(o) => LoadOptions {
-                    threads: to_usize(o.threads, "threads")?,
-                    context_size: to_usize(o.context_size, "contextSize")?,
-                    memory_budget: o.memory_budget.as_deref().map(engine::parse_byte_size).transpose()?,
-                    paging: match o.paging.as_deref() {
-                        None | Some("auto") => Paging::Auto,
-                        Some("always") => Paging::Always,
-                        Some("never") => Paging::Never,
-                        Some(other) => {
-                            return Err(EngineError::invalid_option(
-                                "paging",
-                                format!("'{other}' is not 'auto', 'always' or 'never'"),
-                            ))
-                        }
-                    },
-                    prefetch_layers: to_usize(o.prefetch_layers, "prefetchLayers")?,
-                    eviction_policy: match o.eviction_policy.as_deref() {
-                        None | Some("fixed") => None,
-                        Some("lru") => Some(EvictionPolicy::Lru),
-                        Some(other) => {
-                            return Err(EngineError::invalid_option(
-                                "evictionPolicy",
-                                format!("'{other}' is not 'fixed' or 'lru'"),
-                            ))
-                        }
-                    },
-                    max_sequences: to_usize(o.max_sequences, "maxSequences")?,
-                    kv_type: match o.kv_cache_type.as_deref() {
-                        None | Some("f16") => KvType::F16,
-                        Some("q8_0") => KvType::Q8_0,
-                        Some(other) => {
-                            return Err(EngineError::invalid_option(
-                                "kvCacheType",
-                                format!("'{other}' is not 'f16' or 'q8_0'"),
-                            ))
-                        }
-                    },
-                    paging_method: match o.paging_method.as_deref() {
-                        None => None,
-                        Some("read") => Some(LoadMethod::Read),
-                        Some("mmap") => Some(LoadMethod::Map),
-                        Some(other) => {
-                            return Err(EngineError::invalid_option(
-                                "pagingMethod",
-                                format!("'{other}' is not 'read' or 'mmap'"),
-                            ))
-                        }
-                    },
-                },
-            };
+            let opts = load_options(options)?;
             Model::load(&path, &opts, &shared.cancel, &mut |loaded, total| {
                 shared.total.store(total, Ordering::Relaxed);
                 shared.loaded.store(loaded, Ordering::Relaxed);
@@ -228,6 +230,62 @@ pub struct NativeModelInfo {
     pub kv_cache_type: String,
     pub max_sequences: u32,
     pub chat_template: Option<String>,
+    pub min_memory_budget: f64,
+}
+
+impl NativeModelInfo {
+    fn new(i: &engine::ModelInfo, threads: usize) -> Self {
+        NativeModelInfo {
+            architecture: i.architecture.clone(),
+            name: i.name.clone(),
+            parameters: i.parameters as f64,
+            file_bytes: i.file_bytes as f64,
+            layers: i.layers as u32,
+            context_size: i.context_size as u32,
+            context_length: i.context_length as u32,
+            vocab_size: i.vocab_size as u32,
+            threads: threads as u32,
+            tensor_types: i.tensor_types.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            weight_bytes: i.weight_bytes as f64,
+            paged: i.paged,
+            kv_cache_bytes: i.kv_cache_bytes as f64,
+            kv_cache_type: i.kv_type.name().into(),
+            max_sequences: i.max_sequences as u32,
+            chat_template: i.chat_template.clone(),
+            min_memory_budget: i.min_budget_bytes as f64,
+        }
+    }
+}
+
+/// What `loadModel` with these options would report as `info`, without reading any weight.
+// napi-derive registers free functions only outside `cfg(test)`, so the test build sees them unused.
+#[cfg_attr(test, allow(dead_code))]
+#[napi(ts_return_type = "Promise<NativeModelInfo>")]
+pub fn inspect_model(path: String, options: Option<NativeLoadOptions>) -> AsyncTask<InspectTask> {
+    AsyncTask::new(InspectTask { path: path.into(), options })
+}
+
+#[cfg_attr(test, allow(dead_code))]
+pub struct InspectTask {
+    path: PathBuf,
+    options: Option<NativeLoadOptions>,
+}
+
+impl Task for InspectTask {
+    type Output = NativeModelInfo;
+    type JsValue = NativeModelInfo;
+
+    fn compute(&mut self) -> napi::Result<NativeModelInfo> {
+        let options = self.options.take();
+        guarded(|| {
+            let (info, threads) = Model::inspect(&self.path, &load_options(options)?)?;
+            Ok(NativeModelInfo::new(&info, threads))
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, info: NativeModelInfo) -> napi::Result<NativeModelInfo> {
+        Ok(info)
+    }
 }
 
 #[napi(object)]
@@ -328,25 +386,7 @@ impl NativeModel {
     #[napi(getter)]
     pub fn info(&self) -> napi::Result<NativeModelInfo> {
         let m = self.get()?;
-        let i = &m.info;
-        Ok(NativeModelInfo {
-            architecture: i.architecture.clone(),
-            name: i.name.clone(),
-            parameters: i.parameters as f64,
-            file_bytes: i.file_bytes as f64,
-            layers: i.layers as u32,
-            context_size: i.context_size as u32,
-            context_length: i.context_length as u32,
-            vocab_size: i.vocab_size as u32,
-            threads: m.threads() as u32,
-            tensor_types: i.tensor_types.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            weight_bytes: i.weight_bytes as f64,
-            paged: i.paged,
-            kv_cache_bytes: i.kv_cache_bytes as f64,
-            kv_cache_type: i.kv_type.name().into(),
-            max_sequences: i.max_sequences as u32,
-            chat_template: i.chat_template.clone(),
-        })
+        Ok(NativeModelInfo::new(&m.info, m.threads()))
     }
 
     #[napi]

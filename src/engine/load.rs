@@ -84,9 +84,30 @@ pub struct ModelInfo {
     pub max_sequences: usize,
     /// The Jinja chat template the file carries (`tokenizer.chat_template`), if any.
     pub chat_template: Option<String>,
+    /// The smallest `memory_budget` the model can be paged in: its largest layer or output head.
+    pub min_budget_bytes: u64,
+}
+
+/// What loading learns from the file before reading any weight.
+struct Opened {
+    file: Arc<GgufFile>,
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    table: TensorTable,
+    info: ModelInfo,
+    /// Compute threads: the option, or the default for how the weights are held.
+    threads: usize,
 }
 
 impl Model {
+    /// What `load` with these options would report, from the file's metadata and tensor list
+    /// alone: no weight is read, so it takes the same time for a 100 MB and a 40 GB model.
+    /// Also returns the compute threads `load` would start.
+    pub fn inspect(path: &Path, opts: &LoadOptions) -> Result<(ModelInfo, usize)> {
+        let opened = open(path, opts)?;
+        Ok((opened.info, opened.threads))
+    }
+
     /// Opens, validates and prefaults the model. `progress(loaded, total)` is called as weights
     /// are read in; setting `cancel` stops the load with `Error::Aborted`.
     pub fn load(
@@ -95,79 +116,8 @@ impl Model {
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Model> {
-        let max_sequences = match opts.max_sequences {
-            Some(0) => return Err(Error::invalid_option("maxSequences", "must be at least 1")),
-            Some(n) if n > 256 => return Err(Error::invalid_option("maxSequences", format!("{n} is more than 256"))),
-            n => n.unwrap_or(DEFAULT_MAX_SEQUENCES),
-        };
-        let threads = match opts.threads {
-            Some(0) => return Err(Error::invalid_option("threads", "must be at least 1")),
-            Some(n) if n > 1024 => return Err(Error::invalid_option("threads", format!("{n} is more than 1024"))),
-            n => n,
-        };
-        let mut file = GgufFile::open(path)?;
-        let mut config = ModelConfig::from_gguf(&file)?;
-        let embd =
-            file.tensor_info("token_embd.weight").ok_or_else(|| Error::MissingTensor("token_embd.weight".into()))?;
-        config.n_vocab = embd.dims[1] as usize;
-        let tokenizer = Tokenizer::new(vocab_spec(&mut file)?)?;
-        let file = Arc::new(file);
-        if tokenizer.vocab_size() != config.n_vocab {
-            return Err(Error::InvalidTokenizer(format!(
-                "the tokenizer has {} tokens but token_embd.weight has {} rows",
-                tokenizer.vocab_size(),
-                config.n_vocab
-            )));
-        }
-        let table = TensorTable::resolve(&file, &config)?;
-        if let Some(t) = &table.rope_freqs {
-            let mut factors = vec![0.0; config.rope_dim / 2];
-            crate::quant::dequantize_row(t.ty, file.view(t).data, &mut factors);
-            config.rope_freq_factors = Some(factors);
-        }
-        let context_size = match opts.context_size {
-            Some(0) => return Err(Error::invalid_option("contextSize", "must be at least 1")),
-            Some(n) if n > config.n_ctx_train => {
-                return Err(Error::invalid_option(
-                    "contextSize",
-                    format!("{n} is more than the {} positions the model was trained for", config.n_ctx_train),
-                ))
-            }
-            Some(n) => n,
-            None => config.n_ctx_train.min(DEFAULT_CONTEXT),
-        };
-
-        let weight_bytes = table.total_bytes();
-        let paged = match (opts.paging, opts.memory_budget) {
-            (Paging::Never, _) => false,
-            (Paging::Always, None) => {
-                return Err(Error::invalid_option("paging", "'always' needs a memoryBudget"));
-            }
-            (Paging::Always, Some(_)) => true,
-            (Paging::Auto, budget) => budget.is_some_and(|b| b < weight_bytes),
-        };
-
-        let info = ModelInfo {
-            architecture: config.arch.name().to_owned(),
-            name: file.get_str("general.name")?.map(str::to_owned),
-            chat_template: file.get_str("tokenizer.chat_template")?.map(str::to_owned),
-            parameters: file.tensors.iter().map(|t| t.elements()).sum(),
-            file_bytes: file.file_len(),
-            layers: config.n_layer,
-            context_size,
-            context_length: config.n_ctx_train,
-            vocab_size: config.n_vocab,
-            tensor_types: file.tensors.iter().fold(BTreeMap::new(), |mut m, t| {
-                *m.entry(t.ty.name().to_owned()).or_insert(0) += 1;
-                m
-            }),
-            weight_bytes,
-            paged,
-            kv_cache_bytes: opts.kv_type.bytes_per_position(&config) * context_size as u64,
-            kv_type: opts.kv_type,
-            max_sequences,
-        };
-        opts.kv_type.check(&config)?;
+        let Opened { file, config, tokenizer, table, info, threads } = open(path, opts)?;
+        let (paged, weight_bytes) = (info.paged, info.weight_bytes);
         let weights: Box<dyn WeightSource> = if paged {
             let options = PagerOptions {
                 budget_bytes: opts.memory_budget.unwrap_or(weight_bytes),
@@ -182,15 +132,93 @@ impl Model {
             file.mapped().prefault(start, len, cancel, |done| progress(done, len))?;
             Box::new(MappedWeights::new(file, table))
         };
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let streams = paged && opts.memory_budget.is_some_and(|b| b < weight_bytes);
-        // By default compute on every core, except one left to the prefetch thread when layers
-        // stream through memory every token: mapping them in is CPU work too, and sharing cores
-        // with it costs more than one compute thread gives (Qwen2.5-1.5B at half its weights,
-        // 2 cores: 12.9 tok/s with 2 compute threads, 15.2 with 1).
-        let threads = threads.unwrap_or(if streams { (cores - 1).max(1) } else { cores });
         Ok(Model::new(config, tokenizer, info, weights, ComputePool::new(threads)))
     }
+}
+
+/// Parses and validates the file and the options, up to (not including) reading weights.
+fn open(path: &Path, opts: &LoadOptions) -> Result<Opened> {
+    let max_sequences = match opts.max_sequences {
+        Some(0) => return Err(Error::invalid_option("maxSequences", "must be at least 1")),
+        Some(n) if n > 256 => return Err(Error::invalid_option("maxSequences", format!("{n} is more than 256"))),
+        n => n.unwrap_or(DEFAULT_MAX_SEQUENCES),
+    };
+    let threads = match opts.threads {
+        Some(0) => return Err(Error::invalid_option("threads", "must be at least 1")),
+        Some(n) if n > 1024 => return Err(Error::invalid_option("threads", format!("{n} is more than 1024"))),
+        n => n,
+    };
+    let mut file = GgufFile::open(path)?;
+    let mut config = ModelConfig::from_gguf(&file)?;
+    let embd = file.tensor_info("token_embd.weight").ok_or_else(|| Error::MissingTensor("token_embd.weight".into()))?;
+    config.n_vocab = embd.dims[1] as usize;
+    let tokenizer = Tokenizer::new(vocab_spec(&mut file)?)?;
+    let file = Arc::new(file);
+    if tokenizer.vocab_size() != config.n_vocab {
+        return Err(Error::InvalidTokenizer(format!(
+            "the tokenizer has {} tokens but token_embd.weight has {} rows",
+            tokenizer.vocab_size(),
+            config.n_vocab
+        )));
+    }
+    let table = TensorTable::resolve(&file, &config)?;
+    if let Some(t) = &table.rope_freqs {
+        let mut factors = vec![0.0; config.rope_dim / 2];
+        crate::quant::dequantize_row(t.ty, file.view(t).data, &mut factors);
+        config.rope_freq_factors = Some(factors);
+    }
+    let context_size = match opts.context_size {
+        Some(0) => return Err(Error::invalid_option("contextSize", "must be at least 1")),
+        Some(n) if n > config.n_ctx_train => {
+            return Err(Error::invalid_option(
+                "contextSize",
+                format!("{n} is more than the {} positions the model was trained for", config.n_ctx_train),
+            ))
+        }
+        Some(n) => n,
+        None => config.n_ctx_train.min(DEFAULT_CONTEXT),
+    };
+
+    let weight_bytes = table.total_bytes();
+    let paged = match (opts.paging, opts.memory_budget) {
+        (Paging::Never, _) => false,
+        (Paging::Always, None) => {
+            return Err(Error::invalid_option("paging", "'always' needs a memoryBudget"));
+        }
+        (Paging::Always, Some(_)) => true,
+        (Paging::Auto, budget) => budget.is_some_and(|b| b < weight_bytes),
+    };
+
+    let info = ModelInfo {
+        architecture: config.arch.name().to_owned(),
+        name: file.get_str("general.name")?.map(str::to_owned),
+        chat_template: file.get_str("tokenizer.chat_template")?.map(str::to_owned),
+        parameters: file.tensors.iter().map(|t| t.elements()).sum(),
+        file_bytes: file.file_len(),
+        layers: config.n_layer,
+        context_size,
+        context_length: config.n_ctx_train,
+        vocab_size: config.n_vocab,
+        tensor_types: file.tensors.iter().fold(BTreeMap::new(), |mut m, t| {
+            *m.entry(t.ty.name().to_owned()).or_insert(0) += 1;
+            m
+        }),
+        weight_bytes,
+        paged,
+        kv_cache_bytes: opts.kv_type.bytes_per_position(&config) * context_size as u64,
+        kv_type: opts.kv_type,
+        max_sequences,
+        min_budget_bytes: crate::pager::smallest_budget(&table),
+    };
+    opts.kv_type.check(&config)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let streams = paged && opts.memory_budget.is_some_and(|b| b < weight_bytes);
+    // By default compute on every core, except one left to the prefetch thread when layers
+    // stream through memory every token: mapping them in is CPU work too, and sharing cores
+    // with it costs more than one compute thread gives (Qwen2.5-1.5B at half its weights,
+    // 2 cores: 12.9 tok/s with 2 compute threads, 15.2 with 1).
+    let threads = threads.unwrap_or(if streams { (cores - 1).max(1) } else { cores });
+    Ok(Opened { file, config, tokenizer, table, info, threads })
 }
 
 /// Parses a byte size: a whole number of bytes ("1048576") or a number with a unit, decimal

@@ -53,6 +53,27 @@ fn paged_logits_are_bit_identical_to_resident_and_stay_in_budget() {
 }
 
 #[test]
+fn inspect_reports_what_load_does_and_the_smallest_budget_pages() {
+    let file = TempPath::new("inspect");
+    write_tiny_llama(file.path(), 3);
+    let opts = LoadOptions { threads: Some(2), context_size: Some(64), ..LoadOptions::default() };
+    let (info, threads) = Model::inspect(file.path(), &opts).unwrap();
+    let model = load(file.path(), opts).unwrap();
+    assert_eq!(format!("{info:?}"), format!("{:?}", model.info));
+    assert_eq!(threads, model.threads());
+    let min = info.min_budget_bytes;
+    assert!(min > 0 && min < info.weight_bytes);
+    let paged_at_min = load(file.path(), paged(min, LoadMethod::Read)).unwrap();
+    assert!(
+        paged_at_min.logits(&IDS, 0, &AtomicBool::new(false)).unwrap()
+            == model.logits(&IDS, 0, &AtomicBool::new(false)).unwrap()
+    );
+    let below =
+        load(file.path(), paged(min - 1, LoadMethod::Read)).err().expect("a budget below the largest unit fails");
+    assert_eq!(below.code(), "ERR_INVALID_OPTION");
+}
+
+#[test]
 fn auto_paging_only_when_the_weights_do_not_fit() {
     let file = TempPath::new("auto");
     write_tiny_llama(file.path(), 2);

@@ -126,6 +126,13 @@ fn pack(tensors: &[&TensorInfo]) -> (Vec<(u64, u64)>, Vec<TensorInfo>, u64) {
     (ranges, packed, at)
 }
 
+/// The smallest budget a model can be paged in: its largest unit, packed as the pager packs it.
+pub fn smallest_budget(table: &TensorTable) -> u64 {
+    let layers = table.layers.iter().map(|layer| pack(&layer.all().collect::<Vec<_>>()).2);
+    let head = pack(&table.head.all().collect::<Vec<_>>()).2;
+    layers.chain([head]).max().unwrap_or(0)
+}
+
 impl PagedWeights {
     /// Plans residency and loads the units that stay resident for good (reporting progress).
     pub fn new(
