@@ -124,6 +124,8 @@ export interface NativeLoadOptions {
   maxSequences?: number
   /** "f16" | "q8_0". */
   kvCacheType?: string
+  /** "auto" | "keep". */
+  pageCache?: string
 }
 
 export interface NativeModelInfo {

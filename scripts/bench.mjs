@@ -70,6 +70,8 @@ Options:
                       order: 4 KiB pages) or as-is. Both engines map the file; the folio size
                       changes resident decode speed by about 10% (TLB reach)
   --timeout S         per-process timeout in seconds (default 600)
+  --chord-page-cache M  chord-llm's pageCache load option: auto (default: a file held in 4 KiB
+                      pages is read again once at load, so that it maps in 2 MiB pages) or keep
   --chord-module P    load chord-llm from P instead of this repo (default: the repo, lib/index.js;
                       the bandwidth is always measured with this repo's addon)
   -h, --help          this help
@@ -109,6 +111,7 @@ function parseArgs(argv) {
       '--page-cache': (val, flag) => (o.pageCache = list(flag, val(), ['fresh', 'small', 'as-is'])[0]),
       '--timeout': (val, flag) => (o.timeout = int(flag, val(), 1)),
       '--chord-module': (val) => (o.chordModule = path.resolve(val())),
+      '--chord-page-cache': (val, flag) => (o.chordPageCache = list(flag, val(), ['auto', 'keep'])[0]),
     },
     (a) => o.models.push(a),
   );
@@ -195,6 +198,7 @@ async function benchModel(model, threads, bandwidth, opts, log) {
     promptIds: model.promptIds,
     warmup: opts.warmup,
     chordModule: opts.chordModule,
+    pageCache: opts.chordPageCache,
   };
   const runs = Object.fromEntries(opts.engines.map((e) => [e, []]));
   const skip = new Set();

@@ -79,6 +79,8 @@ pub struct NativeLoadOptions {
     pub max_sequences: Option<f64>,
     /// "f16" | "q8_0".
     pub kv_cache_type: Option<String>,
+    /// "auto" | "keep".
+    pub page_cache: Option<String>,
 }
 
 #[napi(object)]
@@ -167,6 +169,13 @@ fn load_options(options: Option<NativeLoadOptions>) -> EngineResult<LoadOptions>
                 Some("q8_0") => KvType::Q8_0,
                 Some(other) => {
                     return Err(EngineError::invalid_option("kvCacheType", format!("'{other}' is not 'f16' or 'q8_0'")))
+                }
+            },
+            keep_page_cache: match o.page_cache.as_deref() {
+                None | Some("auto") => false,
+                Some("keep") => true,
+                Some(other) => {
+                    return Err(EngineError::invalid_option("pageCache", format!("'{other}' is not 'auto' or 'keep'")))
                 }
             },
             paging_method: match o.paging_method.as_deref() {

@@ -39,6 +39,9 @@ pub struct LoadOptions {
     pub max_sequences: Option<usize>,
     /// How KV caches store keys and values.
     pub kv_type: KvType,
+    /// Leave the file's page cache as it is, even when it holds the file in 4 KiB pages (see
+    /// `MappedFile::mapped_in_small_pages`); by default the file is then read again once.
+    pub keep_page_cache: bool,
 }
 
 /// When weights are paged.
@@ -118,6 +121,16 @@ impl Model {
     ) -> Result<Model> {
         let Opened { file, config, tokenizer, table, info, threads } = open(path, opts)?;
         let (paged, weight_bytes) = (info.paged, info.weight_bytes);
+        let (start, len) = table.span();
+        // Weights mapped 4 KiB at a time decode up to 15% slower, and page in several times
+        // slower, than in 2 MiB pages: a file just downloaded or copied is read again once, and
+        // the progress covers that read too.
+        let reread = !opts.keep_page_cache && file.mapped().mapped_in_small_pages(start, len)?;
+        let reread_bytes = if reread { file.file_len() } else { 0 };
+        if reread {
+            file.mapped().reread_into_page_cache(cancel, |done| progress(done, reread_bytes + len))?;
+        }
+        let mut progress = |done: u64, total: u64| progress(reread_bytes + done, reread_bytes + total);
         let weights: Box<dyn WeightSource> = if paged {
             let options = PagerOptions {
                 budget_bytes: opts.memory_budget.unwrap_or(weight_bytes),
@@ -125,9 +138,8 @@ impl Model {
                 method: opts.paging_method.unwrap_or(LoadMethod::DEFAULT),
                 policy: opts.eviction_policy.unwrap_or(EvictionPolicy::FixedAndStream),
             };
-            Box::new(PagedWeights::new(file, table, options, cancel, progress)?)
+            Box::new(PagedWeights::new(file, table, options, cancel, &mut progress)?)
         } else {
-            let (start, len) = table.span();
             progress(0, len);
             file.mapped().prefault(start, len, cancel, |done| progress(done, len))?;
             Box::new(MappedWeights::new(file, table))
