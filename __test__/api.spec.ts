@@ -2,7 +2,7 @@
 // generation (streaming, stop strings, cancellation, backpressure) and error codes.
 import test from 'ava'
 
-import { loadModel, type Model } from '../lib/index.js'
+import { createServer, inspectModel, loadModel, type Model } from '../lib/index.js'
 import { fixtures } from './helpers/fixtures'
 
 let paths: Record<string, string>
@@ -286,4 +286,48 @@ test('the same kind of option mistake gets the same error class and code, wherev
   await seeded.return(undefined)
   await t.throwsAsync(drain(model.generate('the', { seed: 2 ** 53 })), { code: 'ERR_INVALID_OPTION', instanceOf: TypeError })
   await t.throwsAsync(drain(model.generate('the', { seed: -1 })), { code: 'ERR_INVALID_OPTION', instanceOf: TypeError })
+})
+
+test('inspectModel reports what loadModel does without loading, and fails as it fails', async (t) => {
+  const path = paths['tiny-llama-q8_0.gguf']
+  const options = { threads: 2, contextSize: 64, maxSequences: 3 }
+  const m = await loadModel(path, options)
+  t.deepEqual(await inspectModel(path, options), m.info)
+  await m.dispose()
+  t.true(model.info.minMemoryBudget > 0 && model.info.minMemoryBudget < model.info.weightBytes)
+  for (const bad of [{ threads: 0 }, { contextSize: 1e9 }, { paging: 'sometimes' }, { memoryBudget: 'lots' }]) {
+    await t.throwsAsync(() => inspectModel(path, bad as any), { code: 'ERR_INVALID_OPTION', instanceOf: TypeError }, JSON.stringify(bad))
+  }
+  await t.throwsAsync(() => inspectModel(''), { code: 'ERR_INVALID_OPTION', instanceOf: TypeError })
+  for (const name of ['bad-version-99.gguf', 'truncated-header.gguf', 'unsupported-arch-mamba.gguf']) {
+    const viaLoad = await t.throwsAsync(() => loadModel(paths[name]))
+    await t.throwsAsync(() => inspectModel(paths[name]), { code: (viaLoad as any).code }, name)
+  }
+})
+
+test("a generation's return value says why it ended and how many tokens it made", async (t) => {
+  const end = async (it: AsyncGenerator<unknown, unknown>) => {
+    for (;;) {
+      const item = await it.next()
+      if (item.done) return item.value
+    }
+  }
+  t.deepEqual(await end(model.generate('the', { maxTokens: 5, temperature: 0, ignoreEos: true })), { reason: 'maxTokens', tokens: 5 })
+  let text = ''
+  for await (const tok of model.generate('the', { maxTokens: 12, temperature: 0, ignoreEos: true })) text += tok.text
+  const stop = text.slice(4, 6)
+  const stopped = (await end(model.generate('the', { maxTokens: 12, temperature: 0, ignoreEos: true, stop: [stop] }))) as { reason: string }
+  t.is(stopped.reason, 'stop', JSON.stringify({ text, stop }))
+  const session = model.createSession({ contextSize: 8 })
+  // Eight positions hold the prompt and five tokens; the sixth is sampled from the eighth's
+  // logits and needs no position until something follows it.
+  t.deepEqual(await end(session.generate([1, 2, 3], { temperature: 0, ignoreEos: true })), { reason: 'contextFull', tokens: 6 })
+  session.dispose()
+})
+
+test('createServer checks its options', (t) => {
+  for (const bad of [{ modelId: '' }, { modelId: 3 }, { maxBodyBytes: 0 }, { maxBodyBytes: 1.5 }]) {
+    t.throws(() => createServer(model, bad as any), { code: 'ERR_INVALID_OPTION', instanceOf: TypeError }, JSON.stringify(bad))
+  }
+  t.throws(() => createServer(model, null as any), { code: 'ERR_INVALID_OPTION', instanceOf: TypeError })
 })

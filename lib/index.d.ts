@@ -80,6 +80,14 @@ export interface LoadOptions {
    * whole 32-value blocks.
    */
   kvCacheType?: 'f16' | 'q8_0'
+  /**
+   * `'auto'` (default): on Linux, when the page cache holds the file in 4 KiB pages (a file just
+   * downloaded or copied), its cached pages are dropped and it is read again sequentially, once,
+   * so that it maps in 2 MiB pages (decode up to 15% faster; paging several times faster). The
+   * read is part of the load's progress. Skipped when the file is over half the available memory.
+   * `'keep'`: use the page cache as it is.
+   */
+  pageCache?: 'auto' | 'keep'
   /** Called as the weights are read in (about every 50 ms while loading, and once at the end). */
   onProgress?: (progress: LoadProgress) => void
   /** Aborting rejects the load with an AbortError (code ABORT_ERR). */

@@ -4,6 +4,7 @@
 'use strict'
 
 const native = require('../index.js')
+const { createServer } = require('./server.js')
 
 const CODE_PREFIX = /^\[([A-Z_]+)\] ([\s\S]*)$/
 
@@ -88,8 +89,7 @@ class Model {
   /** @param {import('../index').NativeModel} handle */
   constructor(handle) {
     this._native = handle
-    const info = call(() => handle.info)
-    this._info = { ...info, chatTemplate: info.chatTemplate ?? null }
+    this._info = modelInfo(call(() => handle.info))
     // Sessions to dispose with the model, held weakly: an abandoned session is still collected.
     this._sessions = new Set()
     this._forget = new FinalizationRegistry((ref) => this._sessions.delete(ref))
@@ -457,6 +457,11 @@ async function* stream(generation, signal) {
   }
 }
 
+/** The native info as `ModelInfo` (napi leaves an absent chat template undefined). */
+function modelInfo(info) {
+  return { ...info, chatTemplate: info.chatTemplate ?? null }
+}
+
 /** The native options of a load, checked (shared by `loadModel` and `inspectModel`). */
 function nativeLoadOptions(o) {
   if (o.memoryBudget !== undefined && typeof o.memoryBudget !== 'string') {
@@ -467,6 +472,7 @@ function nativeLoadOptions(o) {
     ['pagingMethod', ['read', 'mmap']],
     ['evictionPolicy', ['fixed', 'lru']],
     ['kvCacheType', ['f16', 'q8_0']],
+    ['pageCache', ['auto', 'keep']],
   ]
   for (const [name, allowed] of choices) {
     if (o[name] !== undefined && !allowed.includes(o[name])) throw optionError(name, `must be one of ${allowed.join(', ')}`)
@@ -481,6 +487,7 @@ function nativeLoadOptions(o) {
     evictionPolicy: o.evictionPolicy,
     maxSequences: checkNumber(o.maxSequences, 'maxSequences', { integer: true, min: 1, max: 256 }),
     kvCacheType: o.kvCacheType,
+    pageCache: o.pageCache,
   }
 }
 
@@ -529,8 +536,7 @@ async function loadModel(path, options) {
 async function inspectModel(path, options) {
   if (typeof path !== 'string' || path.length === 0) throw optionError('path', 'must be a non-empty string')
   const o = checkObject(options, 'options')
-  const info = await callAsync(() => native.inspectModel(path, nativeLoadOptions(o)))
-  return { ...info, chatTemplate: info.chatTemplate ?? null }
+  return modelInfo(await callAsync(() => native.inspectModel(path, nativeLoadOptions(o))))
 }
 
-module.exports = { loadModel, inspectModel, createServer: (...args) => require('./server').createServer(...args), Model, Session, Chat }
+module.exports = { loadModel, inspectModel, createServer, Model, Session, Chat }

@@ -220,15 +220,9 @@ async function complete(ctx, req, res, request) {
   const usage = (end) => ({ prompt_tokens: request.prompt.length, completion_tokens: end.tokens, total_tokens: request.prompt.length + end.tokens })
   if (!request.stream) {
     let text = request.echo
-    let end
-    for (;;) {
-      const item = await tokens.next()
-      if (item.done) {
-        end = item.value
-        break
-      }
-      text += item.value.text
-    }
+    const end = await eachText(tokens, (t) => {
+      text += t
+    })
     const choice =
       request.kind === 'chat'
         ? { index: 0, message: { role: 'assistant', content: text, refusal: null }, logprobs: null, finish_reason: FINISH_REASONS[end.reason] }
@@ -245,15 +239,7 @@ async function complete(ctx, req, res, request) {
   try {
     if (request.kind === 'chat') await sendEvent(res, chunk({ role: 'assistant', content: '' }))
     if (request.echo) await sendEvent(res, chunk({ content: request.echo }))
-    let end
-    for (;;) {
-      const item = await tokens.next()
-      if (item.done) {
-        end = item.value
-        break
-      }
-      if (item.value.text) await sendEvent(res, chunk({ content: item.value.text }))
-    }
+    const end = await eachText(tokens, (t) => t && sendEvent(res, chunk({ content: t })))
     await sendEvent(res, chunk({}, FINISH_REASONS[end.reason]))
     if (request.includeUsage) await sendEvent(res, { ...head, object, choices: [], usage: usage(end) })
     res.end('data: [DONE]\n\n')
@@ -264,6 +250,15 @@ async function complete(ctx, req, res, request) {
     if (!res.destroyed) res.end(`data: ${JSON.stringify(body)}\n\n`)
   } finally {
     await tokens.return(undefined)
+  }
+}
+
+/** Passes each token's text to `onText` (awaited) and returns the generation's end. */
+async function eachText(tokens, onText) {
+  for (;;) {
+    const item = await tokens.next()
+    if (item.done) return item.value
+    await onText(item.value.text)
   }
 }
 
