@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UsageError, fileHugePagesMb, int, list, parseCli, preparePageCache, runChild } from './bench/common.mjs';
+import { UsageError, dropFilePages, fileHugePagesMb, int, list, parseCli, preparePageCache, runChild } from './bench/common.mjs';
 import { decodeReadBytes, readGgufTensors } from './bench/gguf-tensors.mjs';
 import { MODELS, modelPath } from './models.mjs';
 
@@ -33,8 +33,10 @@ const RSS_OVERHEAD_BYTES = 80 * 1048576;
 const HELP = `Usage: npm run bench -- [model.gguf | model key ...] [options]
 
 Benchmarks chord-llm and node-llama-cpp side by side on the same files and thread counts,
-each engine in its own child process: load seconds, prefill tok/s (one prompt evaluation in a
-fresh state), decode tok/s (greedy, EOS ignored, (tokens-1)/(t_last-t_first)), peak RSS (VmHWM).
+each engine in its own child process: load seconds, time to first token (TTFT: load + the first
+evaluation of the prompt, with the file in the page cache, and "cold" with its cached pages
+dropped first, read from disk), prefill tok/s (one prompt evaluation in a fresh state), decode
+tok/s (greedy, EOS ignored, (tokens-1)/(t_last-t_first)), peak RSS (VmHWM).
 The same prompt ids (a fixed text tokenized by node-llama-cpp, BOS added when the model wants it)
 are fed to both engines. One table per thread count, one row per model, medians of --repeat runs.
 Each table's first line gives the 1-minute load average at its start: other processes' CPU use
@@ -64,11 +66,16 @@ Options:
   --gen-tokens N      tokens to generate (default 128)
   --context-size N    context size for both engines (default 512, at least prompt+gen)
   --no-warmup         do not run one unmeasured prompt evaluation before the measured one
+  --no-cold           skip the cold-start run per engine (TTFT cold: the file's cached pages
+                      dropped, then load + prompt; about the file size / disk speed more per run)
   --page-cache MODE   how each model file is cached before its runs (Linux): fresh (default:
                       drop its pages, read it sequentially: large folios, the state after a
                       first read), small (drop them, read it 4 KiB at a time in scattered
                       order: 4 KiB pages) or as-is. Both engines map the file; the folio size
-                      changes resident decode speed by about 10% (TLB reach)
+                      changes resident decode speed by 20-30% (TLB reach). chord-llm's first load
+                      reads a file held in 4 KiB pages again (its pageCache: 'auto'), which leaves
+                      large folios for every later run of either engine: to measure both engines
+                      in the small state, add --chord-page-cache keep
   --timeout S         per-process timeout in seconds (default 600)
   --chord-page-cache M  chord-llm's pageCache load option: auto (default: a file held in 4 KiB
                       pages is read again once at load, so that it maps in 2 MiB pages) or keep
@@ -90,6 +97,7 @@ function parseArgs(argv) {
     genTokens: 128,
     contextSize: null,
     warmup: true,
+    cold: true,
     pageCache: 'fresh',
     timeout: 600,
     chordModule: null,
@@ -108,6 +116,7 @@ function parseArgs(argv) {
       '--gen-tokens': (val, flag) => (o.genTokens = int(flag, val(), 2)),
       '--context-size': (val, flag) => (o.contextSize = int(flag, val(), 16)),
       '--no-warmup': () => (o.warmup = false),
+      '--no-cold': () => (o.cold = false),
       '--page-cache': (val, flag) => (o.pageCache = list(flag, val(), ['fresh', 'small', 'as-is'])[0]),
       '--timeout': (val, flag) => (o.timeout = int(flag, val(), 1)),
       '--chord-module': (val) => (o.chordModule = path.resolve(val())),
@@ -159,7 +168,7 @@ function median(xs) {
   return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
-const METRICS = ['loadS', 'prefillTokS', 'decodeTokS', 'peakRssBytes', 'prefillS', 'decodeS', 'initS', 'kvCacheBytes'];
+const METRICS = ['loadS', 'ttftS', 'prefillTokS', 'decodeTokS', 'peakRssBytes', 'prefillS', 'decodeS', 'initS', 'kvCacheBytes'];
 
 function summarize(runs) {
   const ok = runs.filter((r) => r.ok);
@@ -214,6 +223,19 @@ async function benchModel(model, threads, bandwidth, opts, log) {
     }
   }
   const results = Object.fromEntries(Object.entries(runs).map(([e, rs]) => [e, summarize(rs)]));
+  // Time to first token from a cold start: the file's cached pages dropped, then one process
+  // loads it from disk and evaluates the prompt. The page cache is put back as it was prepared.
+  if (opts.cold && process.platform === 'linux') {
+    for (const e of opts.engines) {
+      if (!results[e].ok) continue;
+      log(`${model.label}, ${threads} threads, cold start: ${ENGINES[e].name} ...`);
+      dropFilePages(model.file);
+      const res = await runWorker(e, { ...cfg, warmup: false }, opts.timeout);
+      results[e].ttftColdS = res.ok ? res.ttftS : null;
+      if (!res.ok) log(`${ENGINES[e].name} cold start failed: ${String(res.error).split('\n')[0]}`);
+      preparePageCache(model.file, opts.pageCache);
+    }
+  }
   const boundTokS = bandwidth && model.decodeRead ? bandwidth / model.decodeRead.bytes : null;
   for (const r of Object.values(results)) if (r.ok && boundTokS) r.ofBound = r.decodeTokS / boundTokS;
   const kv = results.chord?.ok ? results.chord.kvCacheBytes : null;
@@ -234,6 +256,8 @@ const ratio = (a, b) => (a != null && b ? `${(a / b).toFixed(2)}x` : '-');
 function engineColumns(key) {
   const cols = [
     ['load s', (r) => fmt(r.loadS, 2)],
+    ['TTFT s', (r) => fmt(r.ttftS, 2)],
+    ['TTFT cold s', (r) => fmt(r.ttftColdS, 2)],
     ['prefill tok/s', (r) => fmt(r.prefillTokS, 1)],
     ['decode tok/s', (r) => fmt(r.decodeTokS, 1)],
     ['of bound', (r) => pct(r.ofBound)],
