@@ -2,6 +2,9 @@
 //!
 //! Everything but `binding` is plain Rust that `cargo test` reaches without Node.
 
+// Every unsafe block says why it is sound (a `// SAFETY:` comment), checked by clippy.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod bandwidth;
 pub mod chat;
 pub mod engine;

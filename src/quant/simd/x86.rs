@@ -140,9 +140,9 @@ macro_rules! kernel_entries {
                 let w = |r: usize| &weights[r * row_bytes..(r + 1) * row_bytes];
                 let mut r = 0;
                 while r + ROWS <= rows {
+                    let tile_rows = std::array::from_fn(|k| w(r + k));
                     // SAFETY: `available()` was true before this kernel was handed out.
-                    let dots =
-                        unsafe { $tile::<ROWS, P>(nb, std::array::from_fn(|k| w(r + k)), std::array::from_fn(act)) };
+                    let dots = unsafe { $tile::<ROWS, P>(nb, tile_rows, std::array::from_fn(act)) };
                     for (k, dots) in dots.iter().enumerate() {
                         out[(r + k) * n_tokens + t..][..P].copy_from_slice(dots);
                     }
