@@ -4,9 +4,9 @@
 //! in large folios, which a 2 MiB-aligned mapping maps with one page-table entry per 2 MiB. A
 //! file written just before (downloaded, copied) or read in small scattered pieces sits in
 //! 4 KiB folios, mapped page by page: the weights then stream through the TLB more slowly
-//! (Qwen2.5-1.5B, one thread: 18.2 against 21.2 tok/s) and the pager maps a layer 4 KiB at a
-//! time. Dropping the file's clean pages and reading it again sequentially puts it in large
-//! folios, once, for every later load.
+//! (Qwen2.5-1.5B, one thread, bench medians: 11.8 against 16.4 tok/s) and the pager maps a
+//! layer 4 KiB at a time. Dropping the file's clean pages and reading it again sequentially
+//! puts it in large folios, once, for every later load.
 
 use std::fs::File;
 use std::io;
