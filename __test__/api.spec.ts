@@ -326,8 +326,31 @@ test("a generation's return value says why it ended and how many tokens it made"
 })
 
 test('createServer checks its options', (t) => {
-  for (const bad of [{ modelId: '' }, { modelId: 3 }, { maxBodyBytes: 0 }, { maxBodyBytes: 1.5 }]) {
+  for (const bad of [{ modelId: '' }, { modelId: 3 }, { maxBodyBytes: 0 }, { maxBodyBytes: 1.5 }, { template: 1 }]) {
     t.throws(() => createServer(model, bad as any), { code: 'ERR_INVALID_OPTION', instanceOf: TypeError }, JSON.stringify(bad))
   }
   t.throws(() => createServer(model, null as any), { code: 'ERR_INVALID_OPTION', instanceOf: TypeError })
+})
+
+test('the server chats with a model that has no template only when given one', async (t) => {
+  const plain = await loadModel(paths['tiny-llama-q4_0.gguf'], { threads: 2 })
+  const ask = async (server: ReturnType<typeof createServer>) => {
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const { port } = server.address() as import('node:net').AddressInfo
+    const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+      method: 'POST',
+      body: JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3, temperature: 0 }),
+    })
+    const body = (await res.json()) as { choices?: unknown[]; error?: { message: string } }
+    await new Promise((resolve) => server.close(resolve))
+    return { status: res.status, body }
+  }
+  const without = await ask(createServer(plain, { modelId: 'tiny' }))
+  t.is(without.status, 400)
+  t.regex(without.body.error!.message, /no chat template/)
+  const template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}assistant:"
+  const given = await ask(createServer(plain, { modelId: 'tiny', template }))
+  t.is(given.status, 200, JSON.stringify(given.body))
+  t.is(given.body.choices!.length, 1)
+  await plain.dispose()
 })

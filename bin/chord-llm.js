@@ -27,7 +27,7 @@ options for every command that loads a model:
   --context-size N       positions per sequence (default: min(4096, trained context))
   --max-sequences N      sequences decoded together (default 8)
 generation: --max-tokens N, --temperature T, --top-k K, --top-p P, --min-p P, --seed S
-  --template FILE        a Jinja chat template for models that have none (chat, run --chat)
+  --template FILE        a Jinja chat template for models that have none (chat, run --chat, serve)
   --json                 print data as JSON (info, run, bench, perplexity)
   --quiet                no progress or timings on stderr`
 
@@ -373,7 +373,7 @@ async function serve(file, args) {
   const host = args.host ?? '127.0.0.1'
   const model = await load(file, args)
   const modelId = args['model-id'] ?? path.basename(file).replace(/\.gguf$/i, '')
-  const server = createServer(model, { modelId })
+  const server = createServer(model, { modelId, template: readTemplate(args) })
   await new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, host, resolve)

@@ -388,6 +388,8 @@ export interface ServerOptions {
   modelId?: string
   /** Largest request body accepted, in bytes. Default 8 MB. */
   maxBodyBytes?: number
+  /** A Jinja chat template to use instead of the model's own (chat with a model that has none). */
+  template?: string
 }
 
 /**

@@ -31,7 +31,8 @@ function invalid(param, message) {
 /**
  * An `http.Server` (not yet listening) answering OpenAI's API with `model`.
  * `options.modelId` is the id clients name in requests (default: the file's `general.name`);
- * `options.maxBodyBytes` caps a request body (default 8 MB).
+ * `options.maxBodyBytes` caps a request body (default 8 MB); `options.template` is a Jinja chat
+ * template to use instead of the model's own (needed for chat with a model that has none).
  */
 function createServer(model, options = {}) {
   if (options === null || typeof options !== 'object') throw typeError('options', 'must be an object')
@@ -39,7 +40,8 @@ function createServer(model, options = {}) {
   if (typeof modelId !== 'string' || modelId.length === 0) throw typeError('modelId', 'must be a non-empty string')
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) throw typeError('maxBodyBytes', 'must be a positive integer')
-  const ctx = { model, modelId, maxBodyBytes, created: Math.floor(Date.now() / 1000) }
+  if (options.template !== undefined && typeof options.template !== 'string') throw typeError('template', 'must be a string')
+  const ctx = { model, modelId, maxBodyBytes, template: options.template, created: Math.floor(Date.now() / 1000) }
   return http.createServer((req, res) => {
     route(ctx, req, res).catch((err) => sendError(res, err))
   })
@@ -168,7 +170,7 @@ function chatRequest(ctx, body) {
   const options = samplingOptions(body, undefined)
   let prompt
   try {
-    prompt = ctx.model.tokenizeChat(messages)
+    prompt = ctx.model.tokenizeChat(messages, { template: ctx.template })
   } catch (err) {
     if (err.code === 'ERR_CHAT_TEMPLATE' || err.code === 'ERR_NO_CHAT_TEMPLATE' || err.code === 'ERR_INVALID_OPTION') throw invalid('messages', err.message)
     throw err
