@@ -175,8 +175,12 @@ impl MappedFile {
             return Ok(());
         }
         self.release(0, self.len());
+        // Advice only: where the filesystem refuses it, reading again would change nothing, and
+        // the load goes on with the page cache as it is.
         #[cfg(target_os = "linux")]
-        page_cache::drop_cached(&self.file).map_err(|source| Error::Io { path: self.path.clone(), source })?;
+        if page_cache::drop_cached(&self.file).is_err() {
+            return Ok(());
+        }
         let mut buffer = vec![0u8; PREFAULT_CHUNK.min(self.len() as usize)];
         let mut done = 0u64;
         while done < self.len() {
