@@ -139,7 +139,7 @@ impl MappedFile {
     /// 2 MiB pages were possible, judged by mapping in up to 32 MiB of it: the state of a file
     /// just written or read in scattered pieces (see `page_cache`). False where it cannot be
     /// told (not Linux, a mapping not 2 MiB-aligned, a range shorter than the probe).
-    pub fn mapped_in_small_pages(&self, offset: u64, len: u64) -> Result<bool> {
+    pub fn mapped_in_small_pages(&self, offset: u64, len: u64) -> bool {
         #[cfg(target_os = "linux")]
         if let Some(map) = &self.map {
             let base = map.as_ptr() as usize;
@@ -149,19 +149,19 @@ impl MappedFile {
             let (start, end) = (offset as usize, (offset + len) as usize);
             let first = (start + (end - start) / 2).saturating_sub(PAGE_SIZE_PROBE / 2).next_multiple_of(HUGE_PAGE);
             if !base.is_multiple_of(HUGE_PAGE) || first < start || first + PAGE_SIZE_PROBE > end {
-                return Ok(false);
+                return false;
             }
             let before = page_cache::pmd_mapped_bytes(base).unwrap_or(0);
             // Touched page by page: an ordinary fault maps a large folio with one 2 MiB entry,
             // where MADV_POPULATE_READ (measured on Linux 6.18) maps it 4 KiB at a time.
             self.touch(first as u64, PAGE_SIZE_PROBE as u64);
-            let Some(after) = page_cache::pmd_mapped_bytes(base) else { return Ok(false) };
+            let Some(after) = page_cache::pmd_mapped_bytes(base) else { return false };
             self.release(first as u64, PAGE_SIZE_PROBE as u64);
             // Large folios map most of the probe in 2 MiB pages; small ones none of it.
-            return Ok(after.saturating_sub(before) < PAGE_SIZE_PROBE as u64 / 4);
+            return after.saturating_sub(before) < PAGE_SIZE_PROBE as u64 / 4;
         }
         let _ = (offset, len);
-        Ok(false)
+        false
     }
 
     /// Drops the file's pages from the page cache and reads it again sequentially, which puts
