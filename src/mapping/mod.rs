@@ -110,20 +110,26 @@ impl MappedFile {
         Some(&self.bytes()[start..end])
     }
 
+    /// `Err(Truncated)` unless `offset..offset+len` lies inside the file.
+    fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        match self.range(offset, len) {
+            Some(_) => Ok(()),
+            None => Err(Error::Truncated(format!("range {offset}+{len} is past the end of the file"))),
+        }
+    }
+
     /// Reads every page of `offset..offset+len` so that the first token does not pay for page
     /// faults (llama.cpp does the same with MAP_POPULATE). Calls `progress(done_bytes)` after each
     /// chunk and stops early with `Error::Aborted` when `cancel` is set.
     pub fn prefault(&self, offset: u64, len: u64, cancel: &AtomicBool, mut progress: impl FnMut(u64)) -> Result<()> {
-        let bytes = self
-            .range(offset, len)
-            .ok_or_else(|| Error::Truncated(format!("range {offset}+{len} is past the end of the file")))?;
+        self.check_range(offset, len)?;
         #[cfg(unix)]
         if let Some(map) = &self.map {
             // Advice only; failure just means the kernel reads ahead less eagerly.
             let _ = map.advise_range(memmap2::Advice::WillNeed, offset as usize, len as usize);
         }
         let mut done = 0u64;
-        while done < bytes.len() as u64 {
+        while done < len {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Error::Aborted);
             }
@@ -164,16 +170,20 @@ impl MappedFile {
         false
     }
 
+    /// Whether the whole file fits in half the memory available to the page cache: a larger one
+    /// read again would push most of the cache out, itself included. True where it cannot be told.
+    pub fn fits_page_cache(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        return page_cache::available_bytes().is_none_or(|free| self.len() <= free / 2);
+        #[cfg(not(target_os = "linux"))]
+        true
+    }
+
     /// Drops the file's pages from the page cache and reads it again sequentially, which puts
     /// it in large folios where the filesystem has them (see `page_cache`). Calls
     /// `progress(done_bytes)` as it reads; `cancel` stops it with `Error::Aborted`. Pages other
     /// processes have mapped stay as they are.
     pub fn reread_into_page_cache(&self, cancel: &AtomicBool, mut progress: impl FnMut(u64)) -> Result<()> {
-        #[cfg(target_os = "linux")]
-        if page_cache::available_bytes().is_some_and(|free| free / 2 < self.len()) {
-            // The file would push most of the page cache out, itself included: leave it be.
-            return Ok(());
-        }
         self.release(0, self.len());
         // Advice only: where the filesystem refuses it, reading again would change nothing, and
         // the load goes on with the page cache as it is.
@@ -207,9 +217,7 @@ impl MappedFile {
     /// Maps every page of the range into this process now, so the compute that follows does not
     /// fault (Linux 5.14+ MADV_POPULATE_READ; elsewhere, or on older kernels, by touching pages).
     pub fn populate(&self, offset: u64, len: u64) -> Result<()> {
-        if self.range(offset, len).is_none() {
-            return Err(Error::Truncated(format!("range {offset}+{len} is past the end of the file")));
-        }
+        self.check_range(offset, len)?;
         #[cfg(target_os = "linux")]
         if let Some(map) = &self.map {
             match map.advise_range(memmap2::Advice::PopulateRead, offset as usize, len as usize) {
