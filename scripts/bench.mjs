@@ -1,4 +1,5 @@
-// Side-by-side benchmark of chord-llm and node-llama-cpp (llama.cpp) on the same GGUF files and
+// Side-by-side benchmark of chord-llm and node-llama-cpp (llama.cpp; also llama.cpp compiled for
+// this CPU where scripts/build-native-llama has built it) on the same GGUF files and
 // thread counts: load time, prefill tok/s (128-token prompt), decode tok/s (128 greedy tokens,
 // EOS ignored) and peak RSS, each against a bound: decode against the memory-bandwidth bound
 // (read bandwidth measured in the same run / weight bytes one decode step reads), chord-llm's
@@ -11,6 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError, dropFilePages, fileHugePagesMb, int, list, parseCli, preparePageCache, runChild } from './bench/common.mjs';
 import { decodeReadBytes, readGgufTensors } from './bench/gguf-tensors.mjs';
+import { nativeLlamaPython } from './bench/native.mjs';
 import { MODELS, modelPath } from './models.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -18,6 +20,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const ENGINES = {
   chord: { name: 'chord-llm', worker: path.join(here, 'bench', 'chord-worker.mjs') },
   llama: { name: 'node-llama-cpp', worker: path.join(here, 'bench', 'llama-worker.mjs') },
+  // llama.cpp compiled for this CPU (scripts/build-native-llama); in the default run where built.
+  native: { name: 'llama.cpp native', worker: path.join(here, 'bench', 'native-worker.mjs') },
 };
 
 /** Synthetic models run by default when present in --synth-dir (written by scripts/synth.mjs). */
@@ -32,15 +36,19 @@ const RSS_OVERHEAD_BYTES = 80 * 1048576;
 
 const HELP = `Usage: npm run bench -- [model.gguf | model key ...] [options]
 
-Benchmarks chord-llm and node-llama-cpp side by side on the same files and thread counts,
-each engine in its own child process: load seconds, time to first token (TTFT: load + the first
+Benchmarks chord-llm and node-llama-cpp side by side on the same files and thread counts, and
+llama.cpp built for this CPU where scripts/build-native-llama has built it, each engine in its
+own child process: load seconds, time to first token (TTFT: load + the first
 evaluation of the prompt, with the file in the page cache, and "cold" with its cached pages
 dropped first, read from disk), prefill tok/s (one prompt evaluation in a fresh state), decode
 tok/s (greedy, EOS ignored, (tokens-1)/(t_last-t_first)), peak RSS (VmHWM).
 The same prompt ids (a fixed text tokenized by node-llama-cpp, BOS added when the model wants it)
-are fed to both engines. One table per thread count, one row per model, medians of --repeat runs.
+are fed to every engine. One table per thread count, one row per model, medians of --repeat runs.
 Each table's first line gives the 1-minute load average at its start: other processes' CPU use
 skews the figures, the most at a thread count equal to the number of cores.
+
+Ratios ("chord-llm / peer" columns): how many times faster chord-llm is, >1 where it is ahead:
+the peer's TTFT over chord-llm's, chord-llm's prefill and decode tok/s over the peer's.
 
 Bounds:
   decode bound  memory read bandwidth (measured just before each model's runs, that many
@@ -61,7 +69,9 @@ Options:
                       --out ${DEFAULT_SYNTH_DIR}/tinyllama.gguf (and --shape llama2-7b ... llama2-7b.gguf)
   --no-synth          the default run skips the synthetic models
   --json              print the results as JSON on stdout (the tables then go to stderr)
-  --engines LIST      comma-separated subset of: chord,llama (default chord,llama)
+  --engines LIST      comma-separated subset of: chord,llama,native (default chord,llama, and
+                      native where scripts/build-native-llama has built llama.cpp for this CPU:
+                      llama-cpp-python compiled with -DGGML_NATIVE=ON, fed the same prompt ids)
   --prompt-tokens N   prompt length (default 128)
   --gen-tokens N      tokens to generate (default 128)
   --context-size N    context size for both engines (default 512, at least prompt+gen)
@@ -92,7 +102,7 @@ function parseArgs(argv) {
     synthDir: DEFAULT_SYNTH_DIR,
     synth: true,
     json: false,
-    engines: ['chord', 'llama'],
+    engines: fs.existsSync(nativeLlamaPython()) ? ['chord', 'llama', 'native'] : ['chord', 'llama'],
     promptTokens: 128,
     genTokens: 128,
     contextSize: null,
@@ -269,9 +279,9 @@ function engineColumns(key) {
   return cols;
 }
 
-function sameGreedyTokens(results) {
+function sameGreedyTokens(results, peer) {
   const a = results.chord?.ok && results.chord.firstTokens;
-  const b = results.llama?.ok && results.llama.firstTokens;
+  const b = results[peer]?.ok && results[peer].firstTokens;
   if (!a || !b) return '-';
   const n = Math.min(a.length, b.length);
   let same = 0;
@@ -296,14 +306,16 @@ function table({ threads, loadAverage, rows }, opts) {
     const cols = engineColumns(key).map(([h, cell]) => [h, (row) => (row.results[key].ok ? cell(row.results[key], row) : 'n/a')]);
     groups.push({ title: ENGINES[key].name, cols });
   }
-  if (opts.engines.includes('chord') && opts.engines.includes('llama')) {
-    const both = (f) => (row) => (row.results.chord.ok && row.results.llama.ok ? f(row.results.chord, row.results.llama) : '-');
+  for (const peer of ['llama', 'native']) {
+    if (!opts.engines.includes('chord') || !opts.engines.includes(peer)) continue;
+    const both = (f) => (row) => (row.results.chord.ok && row.results[peer].ok ? f(row.results.chord, row.results[peer]) : '-');
     groups.push({
-      title: 'chord-llm / node-llama-cpp',
+      title: `chord-llm / ${ENGINES[peer].name}`,
       cols: [
+        ['TTFT', both((c, l) => ratio(l.ttftS, c.ttftS))],
         ['prefill', both((c, l) => ratio(c.prefillTokS, l.prefillTokS))],
         ['decode', both((c, l) => ratio(c.decodeTokS, l.decodeTokS))],
-        ['greedy same', (row) => sameGreedyTokens(row.results)],
+        ['greedy same', (row) => sameGreedyTokens(row.results, peer)],
       ],
     });
   }
