@@ -2,6 +2,8 @@
 # run by scripts/bench/native-worker.mjs with the venv's python. The same measurements as
 # llama-worker.mjs, through llama-cpp-python's Llama: load, prefill of the given prompt ids in a
 # fresh state, greedy decode with EOS ignored. Prints exactly one JSON line on stdout.
+# Peak RSS is the python process's: it includes llama-cpp-python's own logits array (n_batch x
+# n_vocab f32, 297 MiB for Qwen2.5's vocabulary at n_batch 512) on top of llama.cpp's memory.
 import json
 import sys
 import time
