@@ -51,10 +51,10 @@ def main():
     first_s = prefill()
     prefill_s = prefill() if cfg.get('warmup', True) else first_s
 
-    # Decode: greedy from the prompt (generate evaluates what the state does not hold yet, then
-    # samples and evaluates one token per step; it does not stop at EOS). Timed from the first
-    # token to the last, as the other workers do.
-    llm.reset()
+    # Decode: greedy from the prompt the prefill left in the state (generate finds it cached and
+    # samples the first token from the prefill's logits, as the other workers take it from their
+    # prefill; then it evaluates one token per step and does not stop at EOS). Timed from the
+    # first token to the last, as the other workers do.
     tokens = []
     t_first = t_last = None
     for tok in llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
