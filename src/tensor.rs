@@ -182,11 +182,24 @@ impl fmt::Display for GgmlType {
     }
 }
 
+/// How a matrix's rows are arranged in memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// As GGUF stores them: one row after another.
+    #[default]
+    Gguf,
+    /// Groups of eight rows, their blocks interleaved as the SIMD kernels read them
+    /// (`quant::interleave_rows8`): the same bytes per group of rows, in another order. Only the
+    /// kernels read such a matrix; rows cannot be taken out of it one by one.
+    Interleaved8,
+}
+
 /// Borrowed tensor data. `dims[0]` is the innermost (contiguous) dimension, as in GGUF:
 /// a weight matrix of `rows` outputs by `cols` inputs has `dims == [cols, rows]`.
 #[derive(Clone, Copy, Debug)]
 pub struct TensorView<'a> {
     pub ty: GgmlType,
+    pub layout: WeightLayout,
     pub dims: [u64; 4],
     pub n_dims: usize,
     pub data: &'a [u8],
@@ -207,8 +220,13 @@ impl<'a> TensorView<'a> {
         self.data.len() / self.rows().max(1)
     }
 
-    /// The raw bytes of row `i`.
+    /// The raw bytes of row `i` (of a matrix in the file's layout).
     pub fn row(&self, i: usize) -> &'a [u8] {
+        assert_eq!(
+            self.layout,
+            WeightLayout::Gguf,
+            "TensorView::row: rows of an interleaved matrix are not contiguous"
+        );
         let n = self.row_bytes();
         &self.data[i * n..(i + 1) * n]
     }

@@ -16,7 +16,7 @@ pub use value::{Value, ValueType};
 
 use crate::error::{Error, Result};
 use crate::mapping::MappedFile;
-use crate::tensor::{GgmlType, TensorView};
+use crate::tensor::{GgmlType, TensorView, WeightLayout};
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
@@ -31,9 +31,12 @@ pub struct TensorInfo {
     /// Innermost dimension first; unused trailing dimensions are 1.
     pub dims: [u64; 4],
     pub n_dims: usize,
-    /// Absolute offset of the data in the file.
+    /// Absolute offset of the data in the file (or, once copied, in the buffer holding it).
     pub offset: u64,
     pub size: u64,
+    /// How its rows are arranged where `offset` points: the file's layout unless the data was
+    /// copied and rearranged for the kernels.
+    pub layout: WeightLayout,
 }
 
 impl TensorInfo {
@@ -153,7 +156,7 @@ impl GgufFile {
 
     pub fn view(&self, info: &TensorInfo) -> TensorView<'_> {
         let data = self.file.range(info.offset, info.size).expect("tensor ranges are validated at parse time");
-        TensorView { ty: info.ty, dims: info.dims, n_dims: info.n_dims, data }
+        TensorView { ty: info.ty, layout: info.layout, dims: info.dims, n_dims: info.n_dims, data }
     }
 }
 
@@ -294,7 +297,7 @@ fn parse_bytes(bytes: &[u8], name: &str) -> Result<Parsed> {
         if tensor_index.insert(name.clone(), tensors.len()).is_some() {
             return Err(Error::Malformed(format!("duplicate tensor name '{name}'")));
         }
-        tensors.push(TensorInfo { name, ty, dims, n_dims, offset, size });
+        tensors.push(TensorInfo { name, ty, dims, n_dims, offset, size, layout: WeightLayout::Gguf });
     }
     check_no_overlap(&tensors)?;
 

@@ -13,7 +13,7 @@ use crate::model::ops::{
 use crate::model::state::{ConvertedRows, RopeTable};
 use crate::pool::ComputePool;
 use crate::quant;
-use crate::tensor::TensorView;
+use crate::tensor::{TensorView, WeightLayout};
 
 /// Buffers reused by every operation of a forward pass.
 #[derive(Default)]
@@ -158,7 +158,10 @@ fn multiply(pool: &ComputePool, w: &TensorView, acts: &[u8], n: usize, products:
     pool.for_each_chunk(&mut products[..rows * n], 8 * n, &|start, out| {
         let first_row = start / n;
         let bytes = &w.data[first_row * row_bytes..(first_row + out.len() / n) * row_bytes];
-        quant::dot_rows_batch(w.ty, cols, bytes, acts, n, out);
+        match w.layout {
+            WeightLayout::Gguf => quant::dot_rows_batch(w.ty, cols, bytes, acts, n, out),
+            WeightLayout::Interleaved8 => quant::dot_rows_batch_interleaved(w.ty, cols, bytes, acts, n, out),
+        }
     });
 }
 

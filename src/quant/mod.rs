@@ -16,6 +16,7 @@
 
 mod block;
 mod float;
+mod interleave;
 mod iquants;
 mod kquants;
 mod legacy;
@@ -26,6 +27,7 @@ mod tests;
 
 use crate::tensor::GgmlType;
 
+pub use interleave::interleave_rows8;
 pub use simd::{active_isa, Isa};
 
 use block::{QuantBlock, WeightBlock};
@@ -279,6 +281,56 @@ pub fn dot_rows_batch_with(
             *o = one[0];
         }
     }
+}
+
+/// Whether the active instruction set multiplies `ty` weights in the interleaved layout
+/// (`WeightLayout::Interleaved8`, [`interleave_rows8`]): where it does, a loader that copies
+/// weights may rearrange matrices of `ty` with a multiple of eight rows.
+pub fn has_interleaved_kernel(ty: GgmlType) -> bool {
+    active_isa().interleaved_kernel(ty).is_some()
+}
+
+/// [`dot_rows_batch`] for weights rearranged by [`interleave_rows8`]: the same results, bit for
+/// bit, as for the rows in the file's layout. `weights` holds whole groups of eight rows.
+///
+/// Panics where [`has_interleaved_kernel`] is false, and on the preconditions of
+/// [`dot_rows_batch`].
+pub fn dot_rows_batch_interleaved(
+    ty: GgmlType,
+    cols: usize,
+    weights: &[u8],
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    dot_rows_batch_interleaved_with(active_isa(), ty, cols, weights, acts, n_tokens, out)
+}
+
+/// [`dot_rows_batch_interleaved`] with the kernels of a given instruction set.
+pub fn dot_rows_batch_interleaved_with(
+    isa: Isa,
+    ty: GgmlType,
+    cols: usize,
+    weights: &[u8],
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    let Some(kernel) = isa.interleaved_kernel(ty) else {
+        panic!("quant: {} has no kernel for interleaved {ty} weights", isa.name())
+    };
+    let (act_bytes, row_bytes) = (act_row_bytes_with(isa, vec_dot_type(ty), cols), row_bytes(ty, cols));
+    assert_eq!(acts.len(), n_tokens * act_bytes, "quant::dot_rows_batch_interleaved: acts must hold {n_tokens} rows");
+    if n_tokens == 0 {
+        return;
+    }
+    let rows = out.len() / n_tokens;
+    assert!(
+        out.len() == rows * n_tokens && rows.is_multiple_of(interleave::GROUP_ROWS) && row_bytes > 0,
+        "quant::dot_rows_batch_interleaved: out must hold groups of eight rows x {n_tokens} values"
+    );
+    assert_eq!(weights.len(), rows * row_bytes, "quant::dot_rows_batch_interleaved: weights must hold {rows} rows");
+    kernel(cols, weights, acts, n_tokens, out)
 }
 
 /// One column of the table after a SIMD set's activation blocks: four bytes per block.

@@ -99,6 +99,21 @@ impl Isa {
         (self.set()?.row_kernels)(ty)
     }
 
+    /// The set's kernel for weight type `ty` in the interleaved layout
+    /// (`quant::interleave_rows8`), or None where it has none.
+    pub(super) fn interleaved_kernel(self, ty: GgmlType) -> Option<DotBatchFn> {
+        if !self.available() {
+            return None;
+        }
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::avx2::interleaved_kernel(ty),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86::avx512vnni::interleaved_kernel(ty),
+            _ => None,
+        }
+    }
+
     /// The set's f16 vector kernels (dot product with an f32 vector, `out += p * v`), or None
     /// (scalar code then).
     pub(super) fn f16_kernels(self) -> Option<(F16DotFn, F16AxpyFn)> {

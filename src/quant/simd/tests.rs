@@ -4,8 +4,8 @@
 
 use super::super::tests::Rng;
 use super::super::{
-    act_row_bytes_with, dequantize_row, dot_rows_batch_with, dot_rows_with, quantize_activations,
-    quantize_activations_with, vec_dot, vec_dot_type, Isa,
+    act_row_bytes_with, dequantize_row, dot_rows_batch_interleaved_with, dot_rows_batch_with, dot_rows_with,
+    interleave_rows8, quantize_activations, quantize_activations_with, vec_dot, vec_dot_type, Isa,
 };
 use crate::tensor::GgmlType::{self, *};
 
@@ -182,6 +182,47 @@ fn batched_products_equal_one_token_products_bit_for_bit() {
     }
 }
 
+/// Weights interleaved for the kernels (`interleave_rows8`) give every (row, token) exactly
+/// what the file's layout gives, for every instruction set with such a kernel, any token count
+/// (decode's one included) and rows of fewer and more blocks than a group has rows.
+#[test]
+fn interleaved_weights_give_the_file_layouts_products_bit_for_bit() {
+    let mut rng = Rng(7);
+    let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|isa| isa.interleaved_kernel(Q4_K).is_some()).collect();
+    if cfg!(target_arch = "x86_64") && Isa::Avx2.available() {
+        assert!(!isas.is_empty(), "an x86 set with AVX2 has an interleaved Q4_K kernel");
+    }
+    for (cols, rows) in [(256, 8), (3 * 256, 16), (9 * 256, 24)] {
+        let weights = random_blocks(Q4_K, rows * cols / 256, 1.0, &mut rng).0;
+        let mut interleaved = weights.clone();
+        interleave_rows8(Q4_K, cols, &mut interleaved, &mut Vec::new());
+        assert_ne!(interleaved, weights);
+        for n_tokens in 1..=25 {
+            let xs: Vec<Vec<f32>> = (0..n_tokens).map(|_| rng.vec(cols, 2.0)).collect();
+            for &isa in &isas {
+                let mut acts = Vec::new();
+                let mut one = Vec::new();
+                for x in &xs {
+                    quantize_activations_with(isa, Q8_K, x, &mut one);
+                    acts.extend_from_slice(&one);
+                }
+                let mut expected = vec![f32::NAN; rows * n_tokens];
+                dot_rows_batch_with(isa, Q4_K, cols, &weights, &acts, n_tokens, &mut expected);
+                let mut got = vec![f32::NAN; rows * n_tokens];
+                dot_rows_batch_interleaved_with(isa, Q4_K, cols, &interleaved, &acts, n_tokens, &mut got);
+                for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
+                    let (r, t) = (i / n_tokens, i % n_tokens);
+                    assert_eq!(
+                        g.to_bits(),
+                        e.to_bits(),
+                        "{isa:?} {cols} columns, {n_tokens} tokens: row {r} token {t}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// A SIMD kernel that read a wrong bit would still pass a loose check on random data if the
 /// bound were too wide: one changed quant must move the result by more than the bound.
 #[test]
@@ -309,6 +350,48 @@ fn kernel_throughput() {
                 "{ty:>5} {cols:>5} {:<11} batched: {:6.2} ns/block/token",
                 isa.name(),
                 best_batch / block_tokens * 1e9
+            );
+            if isa.interleaved_kernel(ty).is_none() {
+                continue;
+            }
+            // The same, on the weights interleaved as resident models hold them.
+            let mut interleaved = memmap2::MmapMut::map_anon(weights.len() + HUGE_PAGE).expect("anonymous memory");
+            #[cfg(target_os = "linux")]
+            let _ = interleaved.advise(memmap2::Advice::HugePage);
+            let aligned = (HUGE_PAGE - interleaved.as_ptr() as usize % HUGE_PAGE) % HUGE_PAGE;
+            let interleaved = &mut interleaved[aligned..aligned + weights.len() / (8 * row_bytes) * 8 * row_bytes];
+            interleaved.copy_from_slice(&weights[..interleaved.len()]);
+            interleave_rows8(ty, cols, interleaved, &mut Vec::new());
+            let interleaved = &*interleaved;
+            let time = |n: usize, rows: usize, repeats: usize, acts: &[u8], out: &mut [f32]| {
+                let mut best = f64::INFINITY;
+                for _ in 0..repeats {
+                    let t = Instant::now();
+                    for matrix in interleaved[..rows * row_bytes].chunks(MATRIX_ROWS * row_bytes) {
+                        let m = matrix.len() / row_bytes;
+                        super::super::dot_rows_batch_interleaved_with(
+                            isa,
+                            ty,
+                            cols,
+                            matrix,
+                            acts,
+                            n,
+                            &mut out[..m * n],
+                        );
+                    }
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                best
+            };
+            let one = time(1, interleaved.len() / row_bytes, 20, &act, &mut out);
+            let sub = sub_rows / 8 * 8;
+            let batch = time(n_tokens, sub, 5, &acts, &mut batch_out);
+            println!(
+                "{ty:>5} {cols:>5} {:<11} interleaved: {:6.2} GB/s  {:6.2} ns/block, batched: {:6.2} ns/block/token",
+                isa.name(),
+                interleaved.len() as f64 / one / 1e9,
+                one / (interleaved.len() / ty.block_bytes() as usize) as f64 * 1e9,
+                batch / (sub * cols / ty.block_len() as usize * n_tokens) as f64 * 1e9
             );
         }
     }

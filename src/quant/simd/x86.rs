@@ -470,9 +470,9 @@ macro_rules! x86_kernels {
             }
 
             /// Q4_K by groups of eight weight rows (a last smaller group repeats its last row in
-            /// the spare lanes), each against passes of tokens ([`q4_k_rows8`]).
+            /// the spare lanes), each against passes of tokens ([`q4_k_rows8_passes`]); a last
+            /// single token goes through the one-row kernel, which is faster on the file's layout.
             fn dot_batch_q4_k(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
-                const PASS: usize = super::Q4_K_TOKENS_PER_PASS;
                 let nb = cols / 256;
                 let row_bytes = nb * sizes::Q4_K;
                 let act_bytes = crate::quant::simd_act_row_bytes(GgmlType::Q8_K, sizes::Q8_K, nb);
@@ -485,45 +485,85 @@ macro_rules! x86_kernels {
                     });
                     let live = (rows - first).min(8);
                     let ahead = weights.as_ptr().wrapping_add((first + 8) * row_bytes);
-                    let mut store = |t: usize, lanes: &[f32; 8]| {
+                    let done = q4_k_rows8_passes::<false>(nb, w, ahead, act, n_tokens, |t, lanes| {
                         for (k, &v) in lanes[..live].iter().enumerate() {
                             out[(first + k) * n_tokens + t] = v;
                         }
-                    };
-                    let mut t = 0;
-                    while t + PASS <= n_tokens {
-                        // SAFETY: `available()` was true before this kernel was handed out.
-                        let dots = unsafe { q4_k_rows8::<PASS>(nb, w, ahead, std::array::from_fn(|k| act(t + k))) };
-                        for (k, lanes) in dots.iter().enumerate() {
-                            store(t + k, lanes);
-                        }
-                        t += PASS;
-                    }
-                    // Smaller passes for what is left (several sequences decoding a token each).
-                    if t + 4 <= n_tokens {
-                        // SAFETY: as above.
-                        let dots = unsafe { q4_k_rows8::<4>(nb, w, ahead, std::array::from_fn(|k| act(t + k))) };
-                        for (k, lanes) in dots.iter().enumerate() {
-                            store(t + k, lanes);
-                        }
-                        t += 4;
-                    }
-                    if t + 2 <= n_tokens {
-                        // SAFETY: as above.
-                        let dots = unsafe { q4_k_rows8::<2>(nb, w, ahead, std::array::from_fn(|k| act(t + k))) };
-                        for (k, lanes) in dots.iter().enumerate() {
-                            store(t + k, lanes);
-                        }
-                        t += 2;
-                    }
-                    for t in t..n_tokens {
+                    });
+                    for t in done..n_tokens {
                         for (k, w) in w[..live].iter().enumerate() {
-                            // SAFETY: as above.
+                            // SAFETY: `available()` was true before this kernel was handed out.
                             out[(first + k) * n_tokens + t] = unsafe { q4_k(nb, w, act(t)) };
                         }
                     }
                 }
             }
+
+            /// [`dot_batch_q4_k`] for groups of eight rows interleaved by
+            /// `quant::interleave_rows8`, with the same results. Every token, a single one
+            /// (decode) included, goes through [`q4_k_rows8`]: the interleaved layout has no
+            /// row of its own for the one-row kernel, and needs none (its quants come
+            /// transposed).
+            fn dot_batch_q4_k_interleaved(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
+                const PREFETCH_BLOCKS: usize = 4;
+                let nb = cols / 256;
+                let act_bytes = crate::quant::simd_act_row_bytes(GgmlType::Q8_K, sizes::Q8_K, nb);
+                let act = |t: usize| &acts[t * act_bytes..(t + 1) * act_bytes];
+                for (g, group) in weights.chunks_exact(8 * nb * sizes::Q4_K).enumerate() {
+                    let ahead = group.as_ptr().wrapping_add(PREFETCH_BLOCKS * 8 * sizes::Q4_K);
+                    let done = q4_k_rows8_passes::<true>(nb, [group; 8], ahead, act, n_tokens, |t, lanes| {
+                        for (r, &v) in lanes.iter().enumerate() {
+                            out[(8 * g + r) * n_tokens + t] = v;
+                        }
+                    });
+                    debug_assert_eq!(done, n_tokens);
+                }
+            }
+
+            /// Eight rows (as [`q4_k_rows8`] takes them) against tokens `0..n_tokens` in passes
+            /// of [`Q4_K_TOKENS_PER_PASS`], then 4 and 2 tokens, and for the interleaved layout
+            /// one: `store(t, lanes)` gets token t's products of the eight rows. Returns how
+            /// many tokens it took (all but a last single one on the file's layout).
+            #[inline(always)]
+            // Every pass tests `t + n <= n_tokens`, a pass of one included, so that they read alike.
+            #[allow(clippy::int_plus_one)]
+            fn q4_k_rows8_passes<'a, const INTERLEAVED: bool>(
+                nb: usize,
+                w: [&[u8]; 8],
+                ahead: *const u8,
+                act: impl Fn(usize) -> &'a [u8],
+                n_tokens: usize,
+                mut store: impl FnMut(usize, &[f32; 8]),
+            ) -> usize {
+                let mut t = 0;
+                macro_rules! passes_of {
+                    ($n:expr) => {
+                        while t + $n <= n_tokens {
+                            // SAFETY: `available()` was true before this kernel was handed out.
+                            let dots = unsafe { q4_k_rows8::<{ $n }, INTERLEAVED>(nb, w, ahead, std::array::from_fn(|k| act(t + k))) };
+                            for (k, lanes) in dots.iter().enumerate() {
+                                store(t + k, lanes);
+                            }
+                            t += $n;
+                        }
+                    };
+                }
+                passes_of!(super::Q4_K_TOKENS_PER_PASS);
+                // Smaller passes for what is left (several sequences decoding a token each).
+                passes_of!(4);
+                passes_of!(2);
+                if INTERLEAVED {
+                    passes_of!(1);
+                }
+                t
+            }
+
+            /// This instruction set's kernel for weight type `ty` in the interleaved layout
+            /// (`quant::interleave_rows8`), if it has one.
+            pub(crate) fn interleaved_kernel(ty: GgmlType) -> Option<DotBatchFn> {
+                (ty == GgmlType::Q4_K).then_some(dot_batch_q4_k_interleaved as DotBatchFn)
+            }
+
             kernel_entries!(dot_rows_q6_k, dot_batch_q6_k, q6_k, 256, sizes::Q6_K, sizes::Q8_K, GgmlType::Q8_K);
 
             // Each kernel takes a tile of R weight rows and N activation rows (1 x 1 in decode):
@@ -861,7 +901,7 @@ macro_rules! x86_kernels {
             /// group `2k`'s eight rows in bytes 0..8 and group `2k + 1`'s in bytes 8..16.
             #[inline]
             #[target_feature(enable = $features)]
-            fn q4_k_rows8_scales(b: [&[u8; sizes::Q4_K]; 8]) -> ([__m256; 2], [__m128i; 4], [__m128i; 4]) {
+            fn q4_k_rows8_scales(b: [&[u8; 20]; 8]) -> ([__m256; 2], [__m128i; 4], [__m128i; 4]) {
                 let v: [__m128i; 8] = std::array::from_fn(|r| q4_k_scales_mins_vec(b[r]));
                 // Per pair of rows, u16 lanes g: (row 2k, row 2k + 1) of group g, scales and mins.
                 let scales2: [__m128i; 4] = std::array::from_fn(|k| _mm_unpacklo_epi8(v[2 * k], v[2 * k + 1]));
@@ -889,7 +929,7 @@ macro_rules! x86_kernels {
             /// ~1 ns per block more in decode).
             #[inline]
             #[target_feature(enable = $features)]
-            fn q4_k_scales_mins_vec(wb: &[u8; sizes::Q4_K]) -> __m128i {
+            fn q4_k_scales_mins_vec<const M: usize>(wb: &[u8; M]) -> __m128i {
                 // Lanes (u32): the packed words w0, w1, w2 (and four bytes of quants).
                 let words = load16(wb, 4);
                 let low = _mm_and_si128(words, _mm_set1_epi32(0x3F3F_3F3F)); // [scales_lo, mins_lo, ..]
@@ -1014,24 +1054,43 @@ macro_rules! x86_kernels {
             /// transposed from the rows' blocks ([`transpose8`]) so that four bytes of eight rows
             /// meet four activations broadcast to every lane; each block's scales and mins, and
             /// its transposed quants, serve all N tokens.
+            ///
+            /// `INTERLEAVED`: `w[0]` is a group of eight rows in `quant::interleave_rows8`'s
+            /// layout (the other seven are not read), whose quants are already transposed and
+            /// whose blocks come in one stream; otherwise `w` are the eight rows as in the file.
             #[target_feature(enable = $features)]
-            fn q4_k_rows8<const N: usize>(nb: usize, w: [&[u8]; 8], ahead: *const u8, a: [&[u8]; N]) -> [[f32; 8]; N] {
+            fn q4_k_rows8<const N: usize, const INTERLEAVED: bool>(
+                nb: usize,
+                w: [&[u8]; 8],
+                ahead: *const u8,
+                a: [&[u8]; N],
+            ) -> [[f32; 8]; N] {
                 const AB: usize = sizes::Q8_K;
+                const GROUP: usize = 8 * sizes::Q4_K;
                 // Per token and group, [`q4_k`]'s accumulator lane for that group, of eight rows.
                 let mut acc = [[_mm256_setzero_ps(); 8]; N];
                 for i in 0..nb {
-                    let b: [&[u8; sizes::Q4_K]; 8] = std::array::from_fn(|r| block(w[r], i));
+                    // Block i of the eight rows: heads (d, dmin, scales) and quants.
+                    let rows: [&[u8; sizes::Q4_K]; 8] = std::array::from_fn(|r| block(w[if INTERLEAVED { 0 } else { r }], i));
+                    let interleaved: Option<&[u8; GROUP]> = INTERLEAVED.then(|| block(w[0], i));
+                    let heads: [&[u8; 20]; 8] = std::array::from_fn(|r| {
+                        let head = match interleaved {
+                            Some(group) => &group[16 * r..],
+                            None => &rows[r][..],
+                        };
+                        head[..20].try_into().expect("20 bytes")
+                    });
                     // Eight rows are eight short streams through memory, which the hardware
                     // prefetcher does not follow at full speed: while this group's block i is
                     // multiplied, the matching eighth of the next group (`ahead`, rows 8..16
                     // from here) is fetched, one sequential stream.
-                    let next = ahead.wrapping_add(i * 8 * sizes::Q4_K);
-                    for line in 0..8 * sizes::Q4_K / 64 {
+                    let next = ahead.wrapping_add(i * GROUP);
+                    for line in 0..GROUP / 64 {
                         // A prefetch does not fault, whatever the address.
                         _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line).cast());
                     }
                     let ab: [&[u8; AB]; N] = std::array::from_fn(|t| block(a[t], i));
-                    let ([d, dmin], scales, mins) = q4_k_rows8_scales(b);
+                    let ([d, dmin], scales, mins) = q4_k_rows8_scales(heads);
                     let scale_d: [[__m256; 2]; N] = std::array::from_fn(|t| {
                         let a_d = q8_k_d(ab[t]);
                         [_mm256_mul_ps(d, a_d), _mm256_mul_ps(dmin, a_d)]
@@ -1043,7 +1102,10 @@ macro_rules! x86_kernels {
                     for c in 0..4 {
                         // Lane r of quants[j]: bytes 32c + 4j..+4 of row r, low nibbles in group
                         // 2c, high nibbles in group 2c + 1.
-                        let quants = transpose8(std::array::from_fn(|r| load32(b[r], 16 + 32 * c)));
+                        let quants = match interleaved {
+                            Some(group) => std::array::from_fn(|j| load32(group, 128 + 256 * c + 32 * j)),
+                            None => transpose8(std::array::from_fn(|r| load32(rows[r], 16 + 32 * c))),
+                        };
                         // Per token, groups 2c and 2c + 1.
                         let mut dots = [[_mm256_setzero_si256(); 2]; N];
                         for (j, q) in quants.iter().enumerate() {
