@@ -126,6 +126,7 @@ export interface NativeLoadOptions {
   kvCacheType?: string
   /** "auto" | "keep". */
   pageCache?: string
+  useMmap?: boolean
 }
 
 export interface NativeModelInfo {
@@ -170,6 +171,8 @@ export interface NativeSessionOptions {
 
 export interface NativeStats {
   paged: boolean
+  /** Resident weights are a copy in the process's memory (`useMmap: false`). */
+  copied: boolean
   budgetBytes: number
   residentBytes: number
   peakResidentBytes: number

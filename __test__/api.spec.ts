@@ -68,6 +68,15 @@ test('logits returns one row per requested position and matches incremental eval
   t.true(Array.from(last).every(Number.isFinite))
 })
 
+test('useMmap: false copies the weights and gives the same logits', async (t) => {
+  const copy = await loadModel(paths['tiny-llama-q8_0.gguf'], { threads: 2, useMmap: false })
+  t.true(copy.stats().copied)
+  t.false(model.stats().copied)
+  const ids = model.tokenize('the weights are the same')
+  t.deepEqual(Array.from(await copy.logits(ids, { from: 0 })), Array.from(await model.logits(ids, { from: 0 })))
+  await copy.dispose()
+})
+
 test('greedy generation is deterministic and agrees with logits()', async (t) => {
   const prompt = model.tokenize('once upon a time')
   const a = await collect(model.generate(prompt, { maxTokens: 12, temperature: 0, ignoreEos: true }))
@@ -208,7 +217,7 @@ test('malformed and unsupported files reject with stable codes', async (t) => {
 
 test('invalid options are rejected with ERR_INVALID_OPTION', async (t) => {
   const path = paths['tiny-llama-q8_0.gguf']
-  for (const options of [{ threads: 0 }, { threads: 1.5 }, { contextSize: -1 }, { contextSize: 1e9 }, { onProgress: 3 }, { signal: {} }]) {
+  for (const options of [{ threads: 0 }, { threads: 1.5 }, { contextSize: -1 }, { contextSize: 1e9 }, { onProgress: 3 }, { signal: {} }, { useMmap: 'no' }]) {
     const err = await t.throwsAsync(() => loadModel(path, options as any))
     t.is((err as any)?.code, 'ERR_INVALID_OPTION', JSON.stringify(options))
   }

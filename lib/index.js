@@ -477,6 +477,7 @@ function nativeLoadOptions(o) {
   for (const [name, allowed] of choices) {
     if (o[name] !== undefined && !allowed.includes(o[name])) throw optionError(name, `must be one of ${allowed.join(', ')}`)
   }
+  if (o.useMmap !== undefined && typeof o.useMmap !== 'boolean') throw optionError('useMmap', 'must be a boolean')
   return {
     threads: checkNumber(o.threads, 'threads', { integer: true, min: 1, max: 1024 }),
     contextSize: checkNumber(o.contextSize, 'contextSize', { integer: true, min: 1, max: 2 ** 32 - 1 }),
@@ -488,6 +489,7 @@ function nativeLoadOptions(o) {
     maxSequences: checkNumber(o.maxSequences, 'maxSequences', { integer: true, min: 1, max: 256 }),
     kvCacheType: o.kvCacheType,
     pageCache: o.pageCache,
+    useMmap: o.useMmap,
   }
 }
 

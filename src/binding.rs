@@ -81,6 +81,7 @@ pub struct NativeLoadOptions {
     pub kv_cache_type: Option<String>,
     /// "auto" | "keep".
     pub page_cache: Option<String>,
+    pub use_mmap: Option<bool>,
 }
 
 #[napi(object)]
@@ -178,6 +179,7 @@ fn load_options(options: Option<NativeLoadOptions>) -> EngineResult<LoadOptions>
                     return Err(EngineError::invalid_option("pageCache", format!("'{other}' is not 'auto' or 'keep'")))
                 }
             },
+            copy_weights: o.use_mmap == Some(false),
             paging_method: match o.paging_method.as_deref() {
                 None => None,
                 Some("read") => Some(LoadMethod::Read),
@@ -300,6 +302,8 @@ impl Task for InspectTask {
 #[napi(object)]
 pub struct NativeStats {
     pub paged: bool,
+    /// Resident weights are a copy in the process's memory (`useMmap: false`).
+    pub copied: bool,
     pub budget_bytes: f64,
     pub resident_bytes: f64,
     pub peak_resident_bytes: f64,
@@ -408,6 +412,7 @@ impl NativeModel {
             passes: q.passes as f64,
             pass_tokens: q.pass_tokens as f64,
             paged: s.paged,
+            copied: s.copied,
             budget_bytes: s.budget_bytes as f64,
             resident_bytes: s.resident_bytes as f64,
             peak_resident_bytes: s.peak_resident_bytes as f64,

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, Value};
 use crate::model::config::ModelConfig;
 use crate::model::kv_cache::KvType;
-use crate::model::weights::{MappedWeights, TensorTable, WeightSource};
+use crate::model::weights::{ResidentWeights, TensorTable, WeightSource};
 use crate::pager::{EvictionPolicy, LoadMethod, PagedWeights, PagerOptions};
 use crate::pool::ComputePool;
 use crate::tokenizer::{Tokenizer, VocabSpec};
@@ -40,8 +40,12 @@ pub struct LoadOptions {
     /// How KV caches store keys and values.
     pub kv_type: KvType,
     /// Leave the file's page cache as it is, even when it holds the file in 4 KiB pages (see
-    /// `MappedFile::mapped_in_small_pages`); by default the file is then read again once.
+    /// `MappedFile::mapped_in_small_pages`); by default the file is then read again once. Only
+    /// where weights are read from the mapping (`use_mmap`, or paged).
     pub keep_page_cache: bool,
+    /// Copy resident weights into the process's memory (`ResidentWeights::copied`) instead of
+    /// serving them from the mapped file; paged weights always come from the file.
+    pub copy_weights: bool,
 }
 
 /// When weights are paged.
@@ -126,7 +130,14 @@ impl Model {
         // slower, than in 2 MiB pages: a file just downloaded or copied is read again once, and
         // the progress covers that read too.
         let mapped = file.mapped();
-        let reread = !opts.keep_page_cache && mapped.fits_page_cache() && mapped.mapped_in_small_pages(start, len);
+        // A copy reads the file once anyway, into pages of its own. It is not made where the
+        // file is over half the available memory: the kernel can evict mapped pages when
+        // memory runs short, but not a copy.
+        let copy = !paged && opts.copy_weights && mapped.fits_half_available_memory();
+        let reread = !copy
+            && !opts.keep_page_cache
+            && mapped.fits_half_available_memory()
+            && mapped.mapped_in_small_pages(start, len);
         let reread_bytes = if reread { file.file_len() } else { 0 };
         if reread {
             mapped.reread_into_page_cache(cancel, |done| progress(done, reread_bytes + len))?;
@@ -140,10 +151,13 @@ impl Model {
                 policy: opts.eviction_policy.unwrap_or(EvictionPolicy::FixedAndStream),
             };
             Box::new(PagedWeights::new(file, table, options, cancel, &mut progress)?)
+        } else if copy {
+            progress(0, len);
+            Box::new(ResidentWeights::copied(file, table, cancel, &mut progress)?)
         } else {
             progress(0, len);
             file.mapped().prefault(start, len, cancel, |done| progress(done, len))?;
-            Box::new(MappedWeights::new(file, table))
+            Box::new(ResidentWeights::mapped(file, table))
         };
         Ok(Model::new(config, tokenizer, info, weights, ComputePool::new(threads)))
     }

@@ -53,6 +53,34 @@ fn paged_logits_are_bit_identical_to_resident_and_stay_in_budget() {
 }
 
 #[test]
+fn copied_weights_give_the_mapped_weights_logits_bit_for_bit() {
+    let file = TempPath::new("copied");
+    let spec = TinyModel { mixed_types: true, biases: true, ..TinyModel::llama(3) };
+    write_tiny_model(file.path(), &spec);
+    let mapped = load(file.path(), LoadOptions::default()).unwrap();
+    let mut reported = (0, 0);
+    let copied = Model::load(
+        file.path(),
+        &LoadOptions { threads: Some(2), copy_weights: true, ..LoadOptions::default() },
+        &AtomicBool::new(false),
+        &mut |done, total| reported = (done, total),
+    )
+    .unwrap();
+    assert!(reported.0 > 0 && reported.0 == reported.1, "progress {reported:?}");
+    let logits = |m: &Model| m.logits(&IDS, 0, &AtomicBool::new(false)).unwrap();
+    assert!(logits(&copied) == logits(&mapped));
+    assert!(copied.weight_stats().copied && !mapped.weight_stats().copied);
+    assert_eq!(WeightStats { copied: false, ..copied.weight_stats() }, mapped.weight_stats());
+    let cancelled = Model::load(
+        file.path(),
+        &LoadOptions { copy_weights: true, ..LoadOptions::default() },
+        &AtomicBool::new(true),
+        &mut |_, _| {},
+    );
+    assert_eq!(cancelled.err().map(|e| e.code()), Some("ABORT_ERR"));
+}
+
+#[test]
 fn inspect_reports_what_load_does_and_the_smallest_budget_pages() {
     let file = TempPath::new("inspect");
     write_tiny_llama(file.path(), 3);

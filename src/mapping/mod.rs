@@ -29,7 +29,8 @@ pub struct MappedFile {
     map: Option<Mmap>,
 }
 
-/// Bytes touched per step when prefaulting; also the granularity of load progress reports.
+/// Bytes per step when prefaulting, reading or copying the file; also the granularity of load
+/// progress reports.
 const PREFAULT_CHUNK: usize = 8 << 20;
 const PAGE: usize = 4096;
 /// The size of the pages a large folio of the page cache can be mapped with.
@@ -128,17 +129,26 @@ impl MappedFile {
             // Advice only; failure just means the kernel reads ahead less eagerly.
             let _ = map.advise_range(memmap2::Advice::WillNeed, offset as usize, len as usize);
         }
-        let mut done = 0u64;
-        while done < len {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Error::Aborted);
-            }
-            let step = (PREFAULT_CHUNK as u64).min(len - done);
+        in_chunks(len, cancel, &mut progress, |done, step| {
             self.touch(offset + done, step);
-            done += step;
-            progress(done);
-        }
-        Ok(())
+            Ok(())
+        })
+    }
+
+    /// Fills `dst` with the file's bytes from `offset` by positioned reads, a chunk at a time:
+    /// calls `progress(done_bytes)` after each and stops with `Error::Aborted` when `cancel` is
+    /// set. The mapping is not touched, so the bytes read do not count in this process's
+    /// resident set twice.
+    pub fn copy_into(
+        &self,
+        offset: u64,
+        dst: &mut [u8],
+        cancel: &AtomicBool,
+        mut progress: impl FnMut(u64),
+    ) -> Result<()> {
+        in_chunks(dst.len() as u64, cancel, &mut progress, |done, step| {
+            self.read_at(offset + done, &mut dst[done as usize..(done + step) as usize])
+        })
     }
 
     /// Whether the file's cached pages in `offset..offset+len` are mapped 4 KiB at a time where
@@ -170,9 +180,10 @@ impl MappedFile {
         false
     }
 
-    /// Whether the whole file fits in half the memory available to the page cache: a larger one
-    /// read again would push most of the cache out, itself included. True where it cannot be told.
-    pub fn fits_page_cache(&self) -> bool {
+    /// Whether the whole file fits in half the memory available (MemAvailable): a larger one
+    /// read again would push most of the page cache out, itself included, and a copy of it
+    /// would leave too little for anything else. True where it cannot be told.
+    pub fn fits_half_available_memory(&self) -> bool {
         #[cfg(target_os = "linux")]
         return page_cache::available_bytes().is_none_or(|free| self.len() <= free / 2);
         #[cfg(not(target_os = "linux"))]
@@ -192,17 +203,7 @@ impl MappedFile {
             return Ok(());
         }
         let mut buffer = vec![0u8; PREFAULT_CHUNK.min(self.len() as usize)];
-        let mut done = 0u64;
-        while done < self.len() {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Error::Aborted);
-            }
-            let n = buffer.len().min((self.len() - done) as usize);
-            self.read_at(done, &mut buffer[..n])?;
-            done += n as u64;
-            progress(done);
-        }
-        Ok(())
+        in_chunks(self.len(), cancel, &mut progress, |done, step| self.read_at(done, &mut buffer[..step as usize]))
     }
 
     /// Fills `dst` with the file's bytes at `offset` using positioned reads.
@@ -261,6 +262,27 @@ impl MappedFile {
         #[cfg(not(unix))]
         let _ = (start, end);
     }
+}
+
+/// Calls `step(done, len)` for consecutive chunks of `0..total` of at most PREFAULT_CHUNK
+/// bytes, then `progress(done)`; `Error::Aborted` as soon as `cancel` is set.
+fn in_chunks(
+    total: u64,
+    cancel: &AtomicBool,
+    progress: &mut impl FnMut(u64),
+    mut step: impl FnMut(u64, u64) -> Result<()>,
+) -> Result<()> {
+    let mut done = 0u64;
+    while done < total {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Aborted);
+        }
+        let len = (PREFAULT_CHUNK as u64).min(total - done);
+        step(done, len)?;
+        done += len;
+        progress(done);
+    }
+    Ok(())
 }
 
 /// Positioned reads behind one interface per platform, with a portable fallback.

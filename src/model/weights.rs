@@ -3,13 +3,14 @@
 //!
 //! Tensor names (`blk.{i}.*`) are resolved and shape-checked once, in `TensorTable::resolve`.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::model::config::{Architecture, ModelConfig};
 use crate::quant;
-use crate::tensor::TensorView;
+use crate::tensor::{TensorView, WeightLayout};
 
 /// Defines, from one list of a block's tensors, `LayerWeights` (views of them), `LayerTensors`
 /// (their infos in the file) and the conversions between them, so that the list, and the order
@@ -175,6 +176,9 @@ pub trait WeightSource: Send + Sync {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WeightStats {
     pub paged: bool,
+    /// Resident weights are a copy in the process's memory (`ResidentWeights::copied`), not
+    /// the mapped file.
+    pub copied: bool,
     pub budget_bytes: u64,
     pub resident_bytes: u64,
     pub peak_resident_bytes: u64,
@@ -191,7 +195,13 @@ pub struct WeightStats {
 
 fn view<'b>(bytes: &'b [u8], t: &TensorInfo) -> TensorView<'b> {
     let start = t.offset as usize;
-    TensorView { ty: t.ty, dims: t.dims, n_dims: t.n_dims, data: &bytes[start..start + t.size as usize] }
+    TensorView {
+        ty: t.ty,
+        layout: t.layout,
+        dims: t.dims,
+        n_dims: t.n_dims,
+        data: &bytes[start..start + t.size as usize],
+    }
 }
 
 /// Tensor infos of the output head.
@@ -291,6 +301,23 @@ impl TensorTable {
             .sum()
     }
 
+    /// Every tensor entry (a tensor two entries share, such as a tied output, comes twice).
+    fn for_each_mut(&mut self, mut f: impl FnMut(&mut TensorInfo)) {
+        let globals = [&mut self.token_embd, &mut self.head.output_norm, &mut self.head.output];
+        globals
+            .into_iter()
+            .chain(&mut self.rope_freqs)
+            .chain(self.layers.iter_mut().flat_map(LayerTensors::all_mut))
+            .for_each(&mut f);
+    }
+
+    /// The weight matrices the forward pass multiplies by: every layer's and the output head's
+    /// (which may be token_embd itself).
+    fn matrices_mut(&mut self) -> impl Iterator<Item = &mut TensorInfo> {
+        let layers = self.layers.iter_mut().flat_map(LayerTensors::all_mut);
+        layers.chain([&mut self.head.output]).filter(|t| t.n_dims == 2)
+    }
+
     /// File range covered by the weights (for prefaulting): from the first tensor to the last.
     pub fn span(&self) -> (u64, u64) {
         let globals = self.head.all().chain([&self.token_embd]).chain(&self.rope_freqs);
@@ -300,39 +327,103 @@ impl TensorTable {
     }
 }
 
-/// Resident weights: views straight into the memory-mapped file, no copies.
-pub struct MappedWeights {
-    file: Arc<GgufFile>,
-    table: TensorTable,
+/// Where resident weights are read from.
+enum ResidentBytes {
+    /// Straight from the memory-mapped file, no copy.
+    Mapped,
+    /// A copy of the weights' span of the file in anonymous memory, with matrices rearranged
+    /// for the kernels.
+    Copied(memmap2::Mmap),
 }
 
-impl MappedWeights {
-    pub fn new(file: Arc<GgufFile>, table: TensorTable) -> Self {
-        MappedWeights { file, table }
+/// Resident weights: every tensor available at all times, from the mapped file or a copy.
+pub struct ResidentWeights {
+    file: Arc<GgufFile>,
+    /// Offsets are positions in `bytes()`.
+    table: TensorTable,
+    bytes: ResidentBytes,
+}
+
+impl ResidentWeights {
+    /// Weights served from the mapped file as it is.
+    pub fn mapped(file: Arc<GgufFile>, table: TensorTable) -> Self {
+        ResidentWeights { file, table, bytes: ResidentBytes::Mapped }
+    }
+
+    /// Weights copied into memory of the process's own (in 2 MiB pages where the OS gives
+    /// them, whatever state the file's page cache is in), and every matrix the active kernels
+    /// have an interleaved form for (`quant::interleave_rows8`: Q4_K on x86) rearranged so.
+    /// Measured on Qwen2.5-1.5B, 2 threads: 4 sequences decode about 8% faster; one sequence
+    /// no faster (its kernel, 1.1-1.45x faster alone, waits on memory either way). token_embd
+    /// stays as it is: embeddings are read a row at a time. `progress(done, total)` counts the
+    /// bytes copied; `cancel` stops with `Aborted`.
+    pub fn copied(
+        file: Arc<GgufFile>,
+        mut table: TensorTable,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Self> {
+        let (start, len) = table.span();
+        let anonymous = |source| Error::Io { path: "anonymous memory for the weights".into(), source };
+        let mut copy = memmap2::MmapMut::map_anon(len.max(1) as usize).map_err(anonymous)?;
+        #[cfg(target_os = "linux")]
+        // Advice only: without huge pages the copy works the same, with more TLB misses.
+        let _ = copy.advise(memmap2::Advice::HugePage);
+        file.mapped().copy_into(start, &mut copy[..len as usize], cancel, |done| progress(done, len))?;
+        table.for_each_mut(|t| t.offset -= start);
+        let embeddings = table.token_embd.offset;
+        let mut scratch = Vec::new();
+        let mut interleaved = std::collections::HashSet::new();
+        for t in table.matrices_mut() {
+            let rows = t.dims[1] as usize;
+            if t.offset == embeddings || !quant::has_interleaved_kernel(t.ty) || !rows.is_multiple_of(8) {
+                continue;
+            }
+            // A tensor that two entries share is rearranged once.
+            if interleaved.insert(t.offset) {
+                let at = t.offset as usize;
+                quant::interleave_rows8(t.ty, t.dims[0] as usize, &mut copy[at..at + t.size as usize], &mut scratch);
+            }
+            t.layout = WeightLayout::Interleaved8;
+        }
+        let copy = copy.make_read_only().map_err(anonymous)?;
+        Ok(ResidentWeights { file, table, bytes: ResidentBytes::Copied(copy) })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.bytes {
+            ResidentBytes::Mapped => self.file.mapped().bytes(),
+            ResidentBytes::Copied(copy) => copy,
+        }
     }
 }
 
-impl WeightSource for MappedWeights {
+impl WeightSource for ResidentWeights {
     fn layer(&self, index: usize) -> Result<LayerGuard<'_>> {
-        Ok(LayerGuard::new(GuardBytes::Borrowed(self.file.mapped().bytes()), &self.table.layers[index], None))
+        Ok(LayerGuard::new(GuardBytes::Borrowed(self.bytes()), &self.table.layers[index], None))
     }
 
     fn head(&self) -> Result<HeadGuard<'_>> {
-        Ok(HeadGuard::new(GuardBytes::Borrowed(self.file.mapped().bytes()), &self.table.head, None))
+        Ok(HeadGuard::new(GuardBytes::Borrowed(self.bytes()), &self.table.head, None))
     }
 
     fn embed(&self, token: u32, out: &mut [f32]) -> Result<()> {
-        let embd = view(self.file.mapped().bytes(), &self.table.token_embd);
+        let embd = view(self.bytes(), &self.table.token_embd);
         quant::dequantize_row(embd.ty, embd.row(token as usize), out);
         Ok(())
     }
 
     fn check_file(&self) -> Result<()> {
-        self.file.mapped().check()
+        match self.bytes {
+            ResidentBytes::Mapped => self.file.mapped().check(),
+            // Read whole before the first token: nothing is read from the file after.
+            ResidentBytes::Copied(_) => Ok(()),
+        }
     }
 
     fn stats(&self) -> WeightStats {
         let total = self.table.total_bytes();
-        WeightStats { resident_bytes: total, peak_resident_bytes: total, ..WeightStats::default() }
+        let copied = matches!(self.bytes, ResidentBytes::Copied(_));
+        WeightStats { copied, resident_bytes: total, peak_resident_bytes: total, ..WeightStats::default() }
     }
 }

@@ -463,6 +463,7 @@ impl WeightSource for PagedWeights {
         let cache = s.lock();
         WeightStats {
             paged: true,
+            copied: false,
             budget_bytes: s.options.budget_bytes,
             resident_bytes: cache.resident,
             peak_resident_bytes: cache.peak,
