@@ -258,15 +258,11 @@ pub fn dot_rows_batch_with(
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    let act_bytes = act_row_bytes_with(isa, vec_dot_type(ty), cols);
-    assert_eq!(acts.len(), n_tokens * act_bytes, "quant::dot_rows_batch: acts must hold {n_tokens} rows");
-    let row_bytes = row_bytes(ty, cols);
-    if n_tokens == 0 {
+    let Some(BatchShape { row_bytes, act_bytes, .. }) =
+        batch_shape("dot_rows_batch", isa, ty, cols, weights.len(), acts.len(), n_tokens, out.len())
+    else {
         return;
-    }
-    let rows = out.len() / n_tokens;
-    assert_eq!(out.len(), rows * n_tokens, "quant::dot_rows_batch: out must hold rows x {n_tokens} values");
-    assert_eq!(weights.len(), rows * row_bytes, "quant::dot_rows_batch: weights must hold exactly {rows} rows");
+    };
     if row_bytes == 0 {
         out.fill(0.0);
         return;
@@ -319,18 +315,46 @@ pub fn dot_rows_batch_interleaved_with(
     let Some(kernel) = isa.interleaved_kernel(ty) else {
         panic!("quant: {} has no kernel for interleaved {ty} weights", isa.name())
     };
-    let (act_bytes, row_bytes) = (act_row_bytes_with(isa, vec_dot_type(ty), cols), row_bytes(ty, cols));
-    assert_eq!(acts.len(), n_tokens * act_bytes, "quant::dot_rows_batch_interleaved: acts must hold {n_tokens} rows");
-    if n_tokens == 0 {
-        return;
-    }
-    let rows = out.len() / n_tokens;
+    let shape =
+        batch_shape("dot_rows_batch_interleaved", isa, ty, cols, weights.len(), acts.len(), n_tokens, out.len());
+    let Some(BatchShape { rows, row_bytes, .. }) = shape else { return };
     assert!(
-        out.len() == rows * n_tokens && rows.is_multiple_of(interleave::GROUP_ROWS) && row_bytes > 0,
-        "quant::dot_rows_batch_interleaved: out must hold groups of eight rows x {n_tokens} values"
+        rows.is_multiple_of(interleave::GROUP_ROWS) && row_bytes > 0,
+        "quant::dot_rows_batch_interleaved: {rows} rows are not whole groups of eight"
     );
-    assert_eq!(weights.len(), rows * row_bytes, "quant::dot_rows_batch_interleaved: weights must hold {rows} rows");
     kernel(cols, weights, acts, n_tokens, out)
+}
+
+/// What a batched product's buffers hold: rows of weights, and bytes per weight row and per
+/// activation row.
+struct BatchShape {
+    rows: usize,
+    row_bytes: usize,
+    act_bytes: usize,
+}
+
+/// The shape of a batched product (`quant::{caller}`) from its buffers' lengths, None when
+/// there is no token; panics where the lengths do not fit together.
+#[allow(clippy::too_many_arguments)]
+fn batch_shape(
+    caller: &str,
+    isa: Isa,
+    ty: GgmlType,
+    cols: usize,
+    weights: usize,
+    acts: usize,
+    n_tokens: usize,
+    out: usize,
+) -> Option<BatchShape> {
+    let (act_bytes, row_bytes) = (act_row_bytes_with(isa, vec_dot_type(ty), cols), row_bytes(ty, cols));
+    assert_eq!(acts, n_tokens * act_bytes, "quant::{caller}: acts must hold {n_tokens} rows");
+    if n_tokens == 0 {
+        return None;
+    }
+    let rows = out / n_tokens;
+    assert_eq!(out, rows * n_tokens, "quant::{caller}: out must hold rows x {n_tokens} values");
+    assert_eq!(weights, rows * row_bytes, "quant::{caller}: weights must hold exactly {rows} rows");
+    Some(BatchShape { rows, row_bytes, act_bytes })
 }
 
 /// One column of the table after a SIMD set's activation blocks: four bytes per block.

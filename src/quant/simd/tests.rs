@@ -157,12 +157,7 @@ fn batched_products_equal_one_token_products_bit_for_bit() {
             let xs: Vec<Vec<f32>> = (0..n_tokens).map(|_| rng.vec(cols, 2.0)).collect();
             for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
                 let act_bytes = act_row_bytes_with(isa, dot_ty, cols);
-                let mut acts = Vec::new();
-                let mut one = Vec::new();
-                for x in &xs {
-                    quantize_activations_with(isa, dot_ty, x, &mut one);
-                    acts.extend_from_slice(&one);
-                }
+                let acts = activation_rows(isa, dot_ty, &xs);
                 let mut batched = vec![f32::NAN; rows * n_tokens];
                 dot_rows_batch_with(isa, ty, cols, &weights, &acts, n_tokens, &mut batched);
                 for t in 0..n_tokens {
@@ -180,6 +175,17 @@ fn batched_products_equal_one_token_products_bit_for_bit() {
             }
         }
     }
+}
+
+/// The rows `xs` converted to `dot_ty` for `isa`'s kernels, one after another.
+fn activation_rows(isa: Isa, dot_ty: GgmlType, xs: &[Vec<f32>]) -> Vec<u8> {
+    let mut rows = Vec::new();
+    let mut one = Vec::new();
+    for x in xs {
+        quantize_activations_with(isa, dot_ty, x, &mut one);
+        rows.extend_from_slice(&one);
+    }
+    rows
 }
 
 /// Weights interleaved for the kernels (`interleave_rows8`) give every (row, token) exactly
@@ -200,12 +206,7 @@ fn interleaved_weights_give_the_file_layouts_products_bit_for_bit() {
         for n_tokens in 1..=25 {
             let xs: Vec<Vec<f32>> = (0..n_tokens).map(|_| rng.vec(cols, 2.0)).collect();
             for &isa in &isas {
-                let mut acts = Vec::new();
-                let mut one = Vec::new();
-                for x in &xs {
-                    quantize_activations_with(isa, Q8_K, x, &mut one);
-                    acts.extend_from_slice(&one);
-                }
+                let acts = activation_rows(isa, Q8_K, &xs);
                 let mut expected = vec![f32::NAN; rows * n_tokens];
                 dot_rows_batch_with(isa, Q4_K, cols, &weights, &acts, n_tokens, &mut expected);
                 let mut got = vec![f32::NAN; rows * n_tokens];
