@@ -97,6 +97,8 @@ Options:
   --no-warmup           no unmeasured short generation before each measurement
   --timeout S           per-process time limit in seconds (default 1800)
   --json                print the results as JSON on stdout (the tables then go to stderr)
+  --chord-use-mmap B    chord-llm's useMmap load option: true (default: weights read from the
+                        mapped file) or false (copied into the process's memory, Q4_K interleaved)
   --chord-module P      load chord-llm from P instead of this repo
   --no-api-check        run the throughput, latency and paged parts on a chord-llm build without
                         sessions (its concurrent generate() calls are then not batched); chat
@@ -163,6 +165,7 @@ function parseArgs(argv) {
       '--timeout': (val, flag) => (o.timeout = int(flag, val(), 1)),
       '--json': () => (o.json = true),
       '--chord-module': (val) => (o.chordModule = path.resolve(val())),
+      '--chord-use-mmap': (val, flag) => (o.useMmap = list(flag, val(), ['true', 'false'])[0] === 'true'),
       '--no-api-check': () => (o.noApiCheck = true),
     },
     (a) => o.models.push(a),
@@ -219,7 +222,7 @@ function modelState(opts, log) {
 }
 
 /** Fields every chord-llm worker config carries. */
-const chordBase = (opts, m) => ({ model: m.file, threads: opts.threads, warmup: opts.warmup, repeat: opts.repeat, chordModule: opts.chordModule, noApiCheck: opts.noApiCheck });
+const chordBase = (opts, m) => ({ model: m.file, threads: opts.threads, warmup: opts.warmup, repeat: opts.repeat, chordModule: opts.chordModule, noApiCheck: opts.noApiCheck, useMmap: opts.useMmap });
 
 const firstLine = (e) => String(e).split('\n')[0];
 

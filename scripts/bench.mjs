@@ -89,6 +89,8 @@ Options:
   --timeout S         per-process timeout in seconds (default 600)
   --chord-page-cache M  chord-llm's pageCache load option: auto (default: a file held in 4 KiB
                       pages is read again once at load, so that it maps in 2 MiB pages) or keep
+  --chord-use-mmap B  chord-llm's useMmap load option: true (default: weights read from the mapped
+                      file) or false (copied into the process's memory, Q4_K interleaved)
   --chord-module P    load chord-llm from P instead of this repo (default: the repo, lib/index.js;
                       the bandwidth is always measured with this repo's addon)
   -h, --help          this help
@@ -131,6 +133,7 @@ function parseArgs(argv) {
       '--timeout': (val, flag) => (o.timeout = int(flag, val(), 1)),
       '--chord-module': (val) => (o.chordModule = path.resolve(val())),
       '--chord-page-cache': (val, flag) => (o.chordPageCache = list(flag, val(), ['auto', 'keep'])[0]),
+      '--chord-use-mmap': (val, flag) => (o.chordUseMmap = list(flag, val(), ['true', 'false'])[0] === 'true'),
     },
     (a) => o.models.push(a),
   );
@@ -218,6 +221,7 @@ async function benchModel(model, threads, bandwidth, opts, log) {
     warmup: opts.warmup,
     chordModule: opts.chordModule,
     pageCache: opts.chordPageCache,
+    useMmap: opts.chordUseMmap,
   };
   const runs = Object.fromEntries(opts.engines.map((e) => [e, []]));
   const skip = new Set();

@@ -143,7 +143,7 @@ async function loadChordModel(options) {
     throw new Error(NO_SESSIONS);
   }
   const tLoad = now();
-  const model = await chord.loadModel(cfg.model, { threads: cfg.threads, ...options });
+  const model = await chord.loadModel(cfg.model, { threads: cfg.threads, useMmap: cfg.useMmap, ...options });
   const loadS = (now() - tLoad) / 1000;
   if (needSessions && typeof model.createSession !== 'function') {
     await model.dispose();

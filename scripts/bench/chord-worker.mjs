@@ -21,7 +21,7 @@ runWorker('chord-llm', async () => {
   const initS = (now() - tInit) / 1000;
 
   const tLoad = now();
-  const model = await chord.loadModel(cfg.model, { threads: cfg.threads, contextSize: cfg.contextSize, pageCache: cfg.pageCache });
+  const model = await chord.loadModel(cfg.model, { threads: cfg.threads, contextSize: cfg.contextSize, pageCache: cfg.pageCache, useMmap: cfg.useMmap });
   const loadS = (now() - tLoad) / 1000;
 
   try {
