@@ -41,7 +41,7 @@ pub struct LoadOptions {
     pub kv_type: KvType,
     /// Leave the file's page cache as it is, even when it holds the file in 4 KiB pages (see
     /// `MappedFile::mapped_in_small_pages`); by default the file is then read again once. Only
-    /// where weights are read from the mapping (`use_mmap`, or paged).
+    /// where weights are read from the mapping (without `copy_weights`, or paged).
     pub keep_page_cache: bool,
     /// Copy resident weights into the process's memory (`ResidentWeights::copied`) instead of
     /// serving them from the mapped file; paged weights always come from the file.
