@@ -35,8 +35,8 @@ use iquants::{BlockIq4Nl, BlockIq4Xs};
 use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 
+/// The scalar reference's several-rows kernel (the SIMD sets' are `simd::RowsKernel`).
 pub(crate) type DotRowsFn = fn(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]);
-pub(crate) type DotBatchFn = fn(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]);
 
 /// What the public functions dispatch to for one weight type: the counterpart of ggml's
 /// `type_traits` / `type_traits_cpu` entries. Function pointers keep dispatch to one `match`
@@ -226,9 +226,10 @@ pub fn dot_rows_with(isa: Isa, ty: GgmlType, cols: usize, weights: &[u8], act: &
     }
     let act_bytes = act_row_bytes_with(isa, k.dot_type, cols);
     assert!(act.len() >= act_bytes, "quant::dot_rows: activations hold {} bytes, need {act_bytes}", act.len());
-    match isa.kernels(ty).map(|(rows, _)| rows).or(k.dot_rows) {
-        Some(dot_rows) => dot_rows(cols, weights, act, out),
-        None => {
+    match (isa.kernels(ty), k.dot_rows) {
+        (Some((simd, _)), _) => simd.call(cols, weights, act, out),
+        (None, Some(dot_rows)) => dot_rows(cols, weights, act, out),
+        (None, None) => {
             for (o, row) in out.iter_mut().zip(weights.chunks_exact(row_bytes)) {
                 *o = (k.vec_dot)(cols, row, act);
             }
@@ -268,7 +269,7 @@ pub fn dot_rows_batch_with(
         return;
     }
     if let Some((_, batch)) = isa.kernels(ty) {
-        return batch(cols, weights, acts, n_tokens, out);
+        return batch.call(cols, weights, acts, n_tokens, out);
     }
     let mut one = [0.0f32; 1];
     for (w, o) in weights.chunks_exact(row_bytes).zip(out.chunks_exact_mut(n_tokens)) {
@@ -322,7 +323,7 @@ pub fn dot_rows_batch_interleaved_with(
         rows.is_multiple_of(interleave::GROUP_ROWS) && row_bytes > 0,
         "quant::dot_rows_batch_interleaved: {rows} rows are not whole groups of eight"
     );
-    kernel(cols, weights, acts, n_tokens, out)
+    kernel.call(cols, weights, acts, n_tokens, out)
 }
 
 /// What a batched product's buffers hold: rows of weights, and bytes per weight row and per
@@ -554,7 +555,7 @@ pub fn dot_f16_f32(a: &[u8], b: &[f32]) -> f32 {
 pub fn dot_f16_f32_rows(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]) {
     assert_f16_rows_fit(rows, row_bytes, at, 2 * b.len(), out.len());
     match active_isa().f16_kernels() {
-        Some((dot, _)) => dot(rows, row_bytes, at, b, out),
+        Some((dot, _)) => dot.call(rows, row_bytes, at, b, out),
         None => {
             for (t, o) in out.iter_mut().enumerate() {
                 let a = &rows[t * row_bytes + at..][..2 * b.len()];
@@ -581,7 +582,7 @@ pub fn axpy_f16(out: &mut [f32], p: f32, v: &[u8]) {
 pub fn axpy_f16_rows(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
     assert_f16_rows_fit(rows, row_bytes, at, 2 * out.len(), p.len());
     match active_isa().f16_kernels() {
-        Some((_, axpy)) => axpy(out, p, rows, row_bytes, at),
+        Some((_, axpy)) => axpy.call(out, p, rows, row_bytes, at),
         None => {
             for (t, &p) in p.iter().enumerate() {
                 let v = &rows[t * row_bytes + at..][..2 * out.len()];

@@ -38,24 +38,24 @@ mod sizes {
 /// The two entry points of a one-row kernel `$kernel(nb, weight row, activation row) -> f32`:
 /// `$rows` for decode (`quant::dot_rows`), `$batch` for prefill (`quant::dot_rows_batch`).
 macro_rules! kernel_entries {
-    ($rows:ident, $batch:ident, $kernel:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_ty:expr) => {
+    ($features:literal; $rows:ident, $batch:ident, $kernel:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_ty:expr) => {
+        #[target_feature(enable = $features)]
         fn $rows(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
             let nb = cols / $block_len;
             let act = &act[..nb * $a_bytes];
             for (o, w) in out.iter_mut().zip(weights.chunks_exact(nb * $w_bytes)) {
-                // SAFETY: `available()` was true before this kernel was handed out.
-                *o = unsafe { $kernel(nb, w, act) };
+                *o = $kernel(nb, w, act);
             }
         }
 
+        #[target_feature(enable = $features)]
         fn $batch(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
             let nb = cols / $block_len;
             let act_bytes = crate::quant::simd_act_row_bytes($a_ty, $a_bytes, nb);
             for (o, w) in out.chunks_exact_mut(n_tokens).zip(weights.chunks_exact(nb * $w_bytes)) {
                 for (t, o) in o.iter_mut().enumerate() {
                     let act = &acts[t * act_bytes..][..nb * $a_bytes];
-                    // SAFETY: as above.
-                    *o = unsafe { $kernel(nb, w, act) };
+                    *o = $kernel(nb, w, act);
                 }
             }
         }
@@ -70,14 +70,14 @@ macro_rules! arm_kernels {
         pub(crate) mod $isa {
             use super::sizes;
             use crate::quant::block::F16Le;
-            use crate::quant::simd::KernelSet;
-            use crate::quant::{DotBatchFn, DotRowsFn};
+            use crate::quant::simd::{BatchKernel, KernelSet, RowsKernel};
             use crate::tensor::GgmlType;
             use core::arch::asm;
             use core::arch::aarch64::*;
 
             /// This instruction set's kernels, for `Isa` to hand out once `available()` holds.
-            pub(crate) static SET: KernelSet = KernelSet { row_kernels: kernels, dot_f16_f32, axpy_f16 };
+            pub(crate) static SET: KernelSet =
+                KernelSet { row_kernels: kernels, interleaved_kernel: None, dot_f16_f32, axpy_f16 };
 
             /// Whether the running CPU has every feature these kernels are compiled for.
             pub(crate) fn available() -> bool {
@@ -90,7 +90,7 @@ macro_rules! arm_kernels {
 
             /// This instruction set's kernels for weight type `ty` (one row at a time, batched),
             /// if it has them.
-            pub(crate) fn kernels(ty: GgmlType) -> Option<(DotRowsFn, DotBatchFn)> {
+            fn kernels(ty: GgmlType) -> Option<(RowsKernel, BatchKernel)> {
                 Some(match ty {
                     GgmlType::Q4_0 => (dot_rows_q4_0, dot_batch_q4_0),
                     GgmlType::Q4_1 => (dot_rows_q4_1, dot_batch_q4_1),
@@ -103,13 +103,13 @@ macro_rules! arm_kernels {
                 })
             }
 
-            kernel_entries!(dot_rows_q4_0, dot_batch_q4_0, q4_0, 32, sizes::Q4_0, sizes::Q8_0, GgmlType::Q8_0);
-            kernel_entries!(dot_rows_q4_1, dot_batch_q4_1, q4_1, 32, sizes::Q4_1, sizes::Q8_1, GgmlType::Q8_1);
-            kernel_entries!(dot_rows_q5_0, dot_batch_q5_0, q5_0, 32, sizes::Q5_0, sizes::Q8_0, GgmlType::Q8_0);
-            kernel_entries!(dot_rows_q5_1, dot_batch_q5_1, q5_1, 32, sizes::Q5_1, sizes::Q8_1, GgmlType::Q8_1);
-            kernel_entries!(dot_rows_q8_0, dot_batch_q8_0, q8_0, 32, sizes::Q8_0, sizes::Q8_0, GgmlType::Q8_0);
-            kernel_entries!(dot_rows_q4_k, dot_batch_q4_k, q4_k, 256, sizes::Q4_K, sizes::Q8_K, GgmlType::Q8_K);
-            kernel_entries!(dot_rows_q6_k, dot_batch_q6_k, q6_k, 256, sizes::Q6_K, sizes::Q8_K, GgmlType::Q8_K);
+            kernel_entries!($features; dot_rows_q4_0, dot_batch_q4_0, q4_0, 32, sizes::Q4_0, sizes::Q8_0, GgmlType::Q8_0);
+            kernel_entries!($features; dot_rows_q4_1, dot_batch_q4_1, q4_1, 32, sizes::Q4_1, sizes::Q8_1, GgmlType::Q8_1);
+            kernel_entries!($features; dot_rows_q5_0, dot_batch_q5_0, q5_0, 32, sizes::Q5_0, sizes::Q8_0, GgmlType::Q8_0);
+            kernel_entries!($features; dot_rows_q5_1, dot_batch_q5_1, q5_1, 32, sizes::Q5_1, sizes::Q8_1, GgmlType::Q8_1);
+            kernel_entries!($features; dot_rows_q8_0, dot_batch_q8_0, q8_0, 32, sizes::Q8_0, sizes::Q8_0, GgmlType::Q8_0);
+            kernel_entries!($features; dot_rows_q4_k, dot_batch_q4_k, q4_k, 256, sizes::Q4_K, sizes::Q8_K, GgmlType::Q8_K);
+            kernel_entries!($features; dot_rows_q6_k, dot_batch_q6_k, q6_k, 256, sizes::Q6_K, sizes::Q8_K, GgmlType::Q8_K);
 
             /// Per i32 lane: `acc + the sum of four products a[i] * b[i]` (signed bytes); which
             /// four products a lane gets differs between the sets, the sum of all lanes does not.
@@ -366,13 +366,8 @@ macro_rules! arm_kernels {
             /// `out[t] = sum(a_t[i] * b[i])` for the f16 vectors `a_t` (little-endian bytes,
             /// `2 * b.len()` of them) at byte `at` of each `row_bytes` row of `rows`, four lanes
             /// at a time with four accumulators, the tail one by one.
-            pub(crate) fn dot_f16_f32(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]) {
-                // SAFETY: `available()` was true before this kernel was handed out.
-                unsafe { dot_f16_f32_impl(rows, row_bytes, at, b, out) }
-            }
-
             #[target_feature(enable = $features)]
-            fn dot_f16_f32_impl(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]) {
+            fn dot_f16_f32(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]) {
                 let n = b.len();
                 for (t, o) in out.iter_mut().enumerate() {
                     let a = &rows[t * row_bytes + at..][..2 * n];
@@ -400,13 +395,8 @@ macro_rules! arm_kernels {
             /// `out[i] += p[t] * v_t[i]` for every row t, in order, for f16 vectors `v_t`
             /// (little-endian bytes, `2 * out.len()` of them) at byte `at` of each `row_bytes`
             /// row of `rows`.
-            pub(crate) fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
-                // SAFETY: `available()` was true before this kernel was handed out.
-                unsafe { axpy_f16_impl(out, p, rows, row_bytes, at) }
-            }
-
             #[target_feature(enable = $features)]
-            fn axpy_f16_impl(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
+            fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
                 let n = out.len();
                 let done = n - n % 4;
                 for (t, &p) in p.iter().enumerate() {

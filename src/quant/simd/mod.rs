@@ -14,7 +14,6 @@ mod arm;
 #[cfg(test)]
 mod tests;
 
-use super::{DotBatchFn, DotRowsFn};
 use crate::tensor::GgmlType;
 use std::sync::OnceLock;
 
@@ -74,6 +73,9 @@ impl Isa {
     }
 
     /// This set's kernels, or None for the scalar set and for a set the CPU lacks.
+    ///
+    /// The one place that decides a set's `#[target_feature]` kernels may run: everything
+    /// reaches them through [`Checked`] values made from what this returns.
     fn set(self) -> Option<&'static KernelSet> {
         if !self.available() {
             return None;
@@ -95,47 +97,76 @@ impl Isa {
 
     /// The set's kernels for weight type `ty`, one row at a time and batched, or None where it
     /// has none (the scalar kernels are used then).
-    pub(super) fn kernels(self, ty: GgmlType) -> Option<(DotRowsFn, DotBatchFn)> {
-        (self.set()?.row_kernels)(ty)
+    pub(super) fn kernels(self, ty: GgmlType) -> Option<(Checked<RowsKernel>, Checked<BatchKernel>)> {
+        let (rows, batch) = (self.set()?.row_kernels)(ty)?;
+        Some((Checked(rows), Checked(batch)))
     }
 
     /// The set's kernel for weight type `ty` in the interleaved layout
     /// (`quant::interleave_rows8`), or None where it has none.
-    pub(super) fn interleaved_kernel(self, ty: GgmlType) -> Option<DotBatchFn> {
-        if !self.available() {
-            return None;
-        }
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::avx2::interleaved_kernel(ty),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::avx512vnni::interleaved_kernel(ty),
-            // The NEON sets have none (yet): their one-row kernels read the file's layout.
-            _ => {
-                let _ = ty;
-                None
-            }
-        }
+    pub(super) fn interleaved_kernel(self, ty: GgmlType) -> Option<Checked<BatchKernel>> {
+        self.set()?.interleaved_kernel.and_then(|kernel| kernel(ty)).map(Checked)
     }
 
     /// The set's f16 vector kernels (dot product with an f32 vector, `out += p * v`), or None
     /// (scalar code then).
-    pub(super) fn f16_kernels(self) -> Option<(F16DotFn, F16AxpyFn)> {
-        self.set().map(|s| (s.dot_f16_f32, s.axpy_f16))
+    pub(super) fn f16_kernels(self) -> Option<(Checked<F16DotKernel>, Checked<F16AxpyKernel>)> {
+        self.set().map(|s| (Checked(s.dot_f16_f32), Checked(s.axpy_f16)))
     }
 }
 
+/// `out[r] = row r . act` for `out.len()` consecutive weight rows (see `quant::dot_rows`).
+pub(crate) type RowsKernel = unsafe fn(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]);
+/// `out[r * n_tokens + t] = row r . act t` (see `quant::dot_rows_batch`).
+pub(crate) type BatchKernel = unsafe fn(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]);
 /// `out[t] = row t . b` for f16 vectors at byte `at` of rows of `row_bytes` (see `quant::dot_f16_f32_rows`).
-pub(super) type F16DotFn = fn(&[u8], usize, usize, &[f32], &mut [f32]);
+pub(crate) type F16DotKernel = unsafe fn(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]);
 /// `out += p[t] * row t` for f16 vectors at byte `at` of rows of `row_bytes` (see `quant::axpy_f16_rows`).
-pub(super) type F16AxpyFn = fn(&mut [f32], &[f32], &[u8], usize, usize);
+pub(crate) type F16AxpyKernel = unsafe fn(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize);
 
-/// What one SIMD instruction set provides.
+/// What one SIMD instruction set provides: its `#[target_feature]` functions, unsafe to call
+/// unless the CPU has the set, so only [`Isa::set`] hands them out (wrapped in [`Checked`]).
 pub(crate) struct KernelSet {
     /// Row kernels (one row at a time, batched) for a weight type, if the set has them.
-    pub row_kernels: fn(GgmlType) -> Option<(DotRowsFn, DotBatchFn)>,
-    pub dot_f16_f32: F16DotFn,
-    pub axpy_f16: F16AxpyFn,
+    pub row_kernels: fn(GgmlType) -> Option<(RowsKernel, BatchKernel)>,
+    /// The batched kernel for a weight type in the interleaved layout, if the set has any.
+    pub interleaved_kernel: Option<fn(GgmlType) -> Option<BatchKernel>>,
+    pub dot_f16_f32: F16DotKernel,
+    pub axpy_f16: F16AxpyKernel,
+}
+
+/// A kernel of an instruction set the running CPU has. Its field is private to this module and
+/// only [`Isa`]'s methods fill it, from [`Isa::set`], which checks `available()` first: that is
+/// the whole case for calling the kernels' `#[target_feature]` code, made once here.
+#[derive(Clone, Copy)]
+pub(crate) struct Checked<K>(K);
+
+impl Checked<RowsKernel> {
+    pub(crate) fn call(self, cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
+        // SAFETY: a `Checked` kernel's set is available on this CPU (see `Checked`).
+        unsafe { (self.0)(cols, weights, act, out) }
+    }
+}
+
+impl Checked<BatchKernel> {
+    pub(crate) fn call(self, cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
+        // SAFETY: a `Checked` kernel's set is available on this CPU (see `Checked`).
+        unsafe { (self.0)(cols, weights, acts, n_tokens, out) }
+    }
+}
+
+impl Checked<F16DotKernel> {
+    pub(crate) fn call(self, rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]) {
+        // SAFETY: a `Checked` kernel's set is available on this CPU (see `Checked`).
+        unsafe { (self.0)(rows, row_bytes, at, b, out) }
+    }
+}
+
+impl Checked<F16AxpyKernel> {
+    pub(crate) fn call(self, out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
+        // SAFETY: a `Checked` kernel's set is available on this CPU (see `Checked`).
+        unsafe { (self.0)(out, p, rows, row_bytes, at) }
+    }
 }
 
 /// The instruction set row products use in this process.

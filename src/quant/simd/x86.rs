@@ -58,16 +58,17 @@ const Q4_K_TOKENS_PER_PASS: usize = 8;
 /// plus what `quant::SimdTable` or the Q8_K pairs add (`quant::act_row_bytes_with`).
 macro_rules! kernel_entries {
     // `$kernel::<N>`: one weight row against N activation rows.
-    ($rows:ident, $batch:ident, $kernel:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_ty:expr) => {
+    ($features:literal; $rows:ident, $batch:ident, $kernel:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_ty:expr) => {
+        #[target_feature(enable = $features)]
         fn $rows(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
             let nb = cols / $block_len;
             let act = &act[..crate::quant::simd_act_row_bytes($a_ty, $a_bytes, nb)];
             for (o, w) in out.iter_mut().zip(weights.chunks_exact(nb * $w_bytes)) {
-                // SAFETY: `available()` was true before this kernel was handed out.
-                [*o] = unsafe { $kernel::<1>(nb, w, [act]) };
+                [*o] = $kernel::<1>(nb, w, [act]);
             }
         }
 
+        #[target_feature(enable = $features)]
         fn $batch(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
             const PASS: usize = super::TOKENS_PER_PASS;
             let nb = cols / $block_len;
@@ -79,8 +80,7 @@ macro_rules! kernel_entries {
             let mut t = 0;
             while t + PASS <= n_tokens {
                 for (o, w) in out.chunks_exact_mut(n_tokens).zip(weights.chunks_exact(nb * $w_bytes)) {
-                    // SAFETY: as above.
-                    let dots = unsafe { $kernel::<PASS>(nb, w, std::array::from_fn(|k| act(t + k))) };
+                    let dots = $kernel::<PASS>(nb, w, std::array::from_fn(|k| act(t + k)));
                     o[t..t + PASS].copy_from_slice(&dots);
                 }
                 t += PASS;
@@ -91,8 +91,7 @@ macro_rules! kernel_entries {
                 ($n:literal) => {
                     if t + $n <= n_tokens {
                         for (o, w) in out.chunks_exact_mut(n_tokens).zip(weights.chunks_exact(nb * $w_bytes)) {
-                            // SAFETY: as above.
-                            let dots = unsafe { $kernel::<$n>(nb, w, std::array::from_fn(|k| act(t + k))) };
+                            let dots = $kernel::<$n>(nb, w, std::array::from_fn(|k| act(t + k)));
                             o[t..t + $n].copy_from_slice(&dots);
                         }
                         t += $n;
@@ -103,8 +102,7 @@ macro_rules! kernel_entries {
             small_pass!(2);
             for (o, w) in out.chunks_exact_mut(n_tokens).zip(weights.chunks_exact(nb * $w_bytes)) {
                 for (t, o) in o.iter_mut().enumerate().skip(t) {
-                    // SAFETY: as above.
-                    [*o] = unsafe { $kernel::<1>(nb, w, [act(t)]) };
+                    [*o] = $kernel::<1>(nb, w, [act(t)]);
                 }
             }
         }
@@ -112,18 +110,20 @@ macro_rules! kernel_entries {
     // Kernels by tiles: `$tile::<R, N>` multiplies R weight rows with N activation rows; decode
     // takes tiles of one by one, prefill larger ones, where each activation block loaded serves
     // R rows. Every result is bit-identical to the one-by-one tile's.
-    ($rows:ident, $batch:ident, tile $tile:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_ty:expr) => {
+    ($features:literal; $rows:ident, $batch:ident, tile $tile:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_ty:expr) => {
+        #[target_feature(enable = $features)]
         fn $rows(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
             let nb = cols / $block_len;
             let act = &act[..crate::quant::simd_act_row_bytes($a_ty, $a_bytes, nb)];
             for (o, w) in out.iter_mut().zip(weights.chunks_exact(nb * $w_bytes)) {
-                // SAFETY: `available()` was true before this kernel was handed out.
-                *o = unsafe { $tile::<1, 1>(nb, [w], [act]) }[0][0];
+                *o = $tile::<1, 1>(nb, [w], [act])[0][0];
             }
         }
 
+        #[target_feature(enable = $features)]
         fn $batch(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
             /// Tokens `t..t + P` against every row: tiles of ROWS_PER_TILE rows, then single rows.
+            #[target_feature(enable = $features)]
             fn pass<const P: usize>(
                 nb: usize,
                 weights: &[u8],
@@ -141,16 +141,14 @@ macro_rules! kernel_entries {
                 let mut r = 0;
                 while r + ROWS <= rows {
                     let tile_rows = std::array::from_fn(|k| w(r + k));
-                    // SAFETY: `available()` was true before this kernel was handed out.
-                    let dots = unsafe { $tile::<ROWS, P>(nb, tile_rows, std::array::from_fn(act)) };
+                    let dots = $tile::<ROWS, P>(nb, tile_rows, std::array::from_fn(act));
                     for (k, dots) in dots.iter().enumerate() {
                         out[(r + k) * n_tokens + t..][..P].copy_from_slice(dots);
                     }
                     r += ROWS;
                 }
                 for r in r..rows {
-                    // SAFETY: as above.
-                    let [dots] = unsafe { $tile::<1, P>(nb, [w(r)], std::array::from_fn(act)) };
+                    let [dots] = $tile::<1, P>(nb, [w(r)], std::array::from_fn(act));
                     out[r * n_tokens + t..][..P].copy_from_slice(&dots);
                 }
             }
@@ -180,8 +178,7 @@ macro_rules! kernel_entries {
             }
             for t in t..n_tokens {
                 for (r, w) in weights.chunks_exact(row_bytes).enumerate() {
-                    // SAFETY: as above.
-                    out[r * n_tokens + t] = unsafe { $tile::<1, 1>(nb, [w], [act(t)]) }[0][0];
+                    out[r * n_tokens + t] = $tile::<1, 1>(nb, [w], [act(t)])[0][0];
                 }
             }
         }
@@ -253,11 +250,11 @@ macro_rules! x86_kernels {
         pub(crate) mod $isa {
             use super::sizes;
             use crate::quant::block::F16Le;
-            use crate::quant::simd::KernelSet;
-            use crate::quant::{DotBatchFn, DotRowsFn};
+            use crate::quant::simd::{BatchKernel, KernelSet, RowsKernel};
 
             /// This instruction set's kernels, for `Isa` to hand out once `available()` holds.
-            pub(crate) static SET: KernelSet = KernelSet { row_kernels: kernels, dot_f16_f32, axpy_f16 };
+            pub(crate) static SET: KernelSet =
+                KernelSet { row_kernels: kernels, interleaved_kernel: Some(interleaved_kernel), dot_f16_f32, axpy_f16 };
             use crate::tensor::GgmlType;
             use core::arch::x86_64::*;
 
@@ -266,13 +263,8 @@ macro_rules! x86_kernels {
             /// keys against one query head), eight lanes at a time with FMA, four accumulators,
             /// the tail one by one. One call for all rows keeps the dispatch and the query's
             /// loads out of the per-row work.
-            pub(crate) fn dot_f16_f32(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]) {
-                // SAFETY: `available()` was true before this kernel was handed out.
-                unsafe { dot_f16_f32_impl(rows, row_bytes, at, b, out) }
-            }
-
             #[target_feature(enable = $features)]
-            fn dot_f16_f32_impl(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]) {
+            fn dot_f16_f32(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]) {
                 let n = b.len();
                 let f32s = |i: usize| -> __m256 {
                     let v: &[f32; 8] = b[i..i + 8].try_into().expect("8 values");
@@ -308,13 +300,8 @@ macro_rules! x86_kernels {
             /// `out[i] += p[t] * v_t[i]` for every row t, in order, for f16 vectors `v_t`
             /// (little-endian bytes, `2 * out.len()` of them) at byte `at` of each `row_bytes`
             /// row of `rows` (attention's weighted sum of values for one head).
-            pub(crate) fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
-                // SAFETY: `available()` was true before this kernel was handed out.
-                unsafe { axpy_f16_impl(out, p, rows, row_bytes, at) }
-            }
-
             #[target_feature(enable = $features)]
-            fn axpy_f16_impl(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
+            fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
                 let n = out.len();
                 let done = n - n % 8;
                 for (t, &p) in p.iter().enumerate() {
@@ -337,7 +324,7 @@ macro_rules! x86_kernels {
 
             /// This instruction set's kernels for weight type `ty` (one row at a time, batched),
             /// if it has them.
-            pub(crate) fn kernels(ty: GgmlType) -> Option<(DotRowsFn, DotBatchFn)> {
+            fn kernels(ty: GgmlType) -> Option<(RowsKernel, BatchKernel)> {
                 Some(match ty {
                     GgmlType::Q4_0 => (dot_rows_q4_0, dot_batch_q4_0),
                     GgmlType::Q4_1 => (dot_rows_q4_1, dot_batch_q4_1),
@@ -455,23 +442,24 @@ macro_rules! x86_kernels {
             #[target_feature(enable = $features)]
             fn q4_k_pair_unscale($qu: __m256i) -> __m256i $q4_k_pair_unscale
 
-            kernel_entries!(dot_rows_q8_0, dot_batch_q8_0, tile q8_0, 32, sizes::Q8_0, sizes::Q8_0, GgmlType::Q8_0);
-            kernel_entries!(dot_rows_q4_0, dot_batch_q4_0, tile q4_0, 32, sizes::Q4_0, sizes::Q8_0, GgmlType::Q8_0);
-            kernel_entries!(dot_rows_q4_1, dot_batch_q4_1, tile q4_1, 32, sizes::Q4_1, sizes::Q8_1, GgmlType::Q8_1);
-            kernel_entries!(dot_rows_q5_0, dot_batch_q5_0, tile q5_0, 32, sizes::Q5_0, sizes::Q8_0, GgmlType::Q8_0);
-            kernel_entries!(dot_rows_q5_1, dot_batch_q5_1, tile q5_1, 32, sizes::Q5_1, sizes::Q8_1, GgmlType::Q8_1);
+            kernel_entries!($features; dot_rows_q8_0, dot_batch_q8_0, tile q8_0, 32, sizes::Q8_0, sizes::Q8_0, GgmlType::Q8_0);
+            kernel_entries!($features; dot_rows_q4_0, dot_batch_q4_0, tile q4_0, 32, sizes::Q4_0, sizes::Q8_0, GgmlType::Q8_0);
+            kernel_entries!($features; dot_rows_q4_1, dot_batch_q4_1, tile q4_1, 32, sizes::Q4_1, sizes::Q8_1, GgmlType::Q8_1);
+            kernel_entries!($features; dot_rows_q5_0, dot_batch_q5_0, tile q5_0, 32, sizes::Q5_0, sizes::Q8_0, GgmlType::Q8_0);
+            kernel_entries!($features; dot_rows_q5_1, dot_batch_q5_1, tile q5_1, 32, sizes::Q5_1, sizes::Q8_1, GgmlType::Q8_1);
 
+            #[target_feature(enable = $features)]
             fn dot_rows_q4_k(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
                 let nb = cols / 256;
                 for (o, w) in out.iter_mut().zip(weights.chunks_exact(nb * sizes::Q4_K)) {
-                    // SAFETY: `available()` was true before this kernel was handed out.
-                    *o = unsafe { q4_k(nb, w, act) };
+                    *o = q4_k(nb, w, act);
                 }
             }
 
             /// Q4_K by groups of eight weight rows (a last smaller group repeats its last row in
             /// the spare lanes), each against passes of tokens ([`q4_k_rows8_passes`]); a last
             /// single token goes through the one-row kernel, which is faster on the file's layout.
+            #[target_feature(enable = $features)]
             fn dot_batch_q4_k(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
                 let nb = cols / 256;
                 let row_bytes = nb * sizes::Q4_K;
@@ -492,8 +480,7 @@ macro_rules! x86_kernels {
                     });
                     for t in done..n_tokens {
                         for (k, w) in w[..live].iter().enumerate() {
-                            // SAFETY: `available()` was true before this kernel was handed out.
-                            out[(first + k) * n_tokens + t] = unsafe { q4_k(nb, w, act(t)) };
+                            out[(first + k) * n_tokens + t] = q4_k(nb, w, act(t));
                         }
                     }
                 }
@@ -504,6 +491,7 @@ macro_rules! x86_kernels {
             /// (decode) included, goes through [`q4_k_rows8`]: the interleaved layout has no
             /// row of its own for the one-row kernel, and needs none (its quants come
             /// transposed).
+            #[target_feature(enable = $features)]
             fn dot_batch_q4_k_interleaved(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
                 const PREFETCH_BLOCKS: usize = 4;
                 let nb = cols / 256;
@@ -524,7 +512,8 @@ macro_rules! x86_kernels {
             /// of [`Q4_K_TOKENS_PER_PASS`], then 4 and 2 tokens, and for the interleaved layout
             /// one: `store(t, lanes)` gets token t's products of the eight rows. Returns how
             /// many tokens it took (all but a last single one on the file's layout).
-            #[inline(always)]
+            #[inline]
+            #[target_feature(enable = $features)]
             // Every pass tests `t + n <= n_tokens`, a pass of one included, so that they read alike.
             #[allow(clippy::int_plus_one)]
             fn q4_k_rows8_passes<'a, const INTERLEAVED: bool>(
@@ -539,8 +528,7 @@ macro_rules! x86_kernels {
                 macro_rules! passes_of {
                     ($n:expr) => {
                         while t + $n <= n_tokens {
-                            // SAFETY: `available()` was true before this kernel was handed out.
-                            let dots = unsafe { q4_k_rows8::<{ $n }, INTERLEAVED>(nb, w, ahead, std::array::from_fn(|k| act(t + k))) };
+                            let dots = q4_k_rows8::<{ $n }, INTERLEAVED>(nb, w, ahead, std::array::from_fn(|k| act(t + k)));
                             for (k, lanes) in dots.iter().enumerate() {
                                 store(t + k, lanes);
                             }
@@ -560,11 +548,11 @@ macro_rules! x86_kernels {
 
             /// This instruction set's kernel for weight type `ty` in the interleaved layout
             /// (`quant::interleave_rows8`), if it has one.
-            pub(crate) fn interleaved_kernel(ty: GgmlType) -> Option<DotBatchFn> {
-                (ty == GgmlType::Q4_K).then_some(dot_batch_q4_k_interleaved as DotBatchFn)
+            fn interleaved_kernel(ty: GgmlType) -> Option<BatchKernel> {
+                (ty == GgmlType::Q4_K).then_some(dot_batch_q4_k_interleaved as BatchKernel)
             }
 
-            kernel_entries!(dot_rows_q6_k, dot_batch_q6_k, q6_k, 256, sizes::Q6_K, sizes::Q8_K, GgmlType::Q8_K);
+            kernel_entries!($features; dot_rows_q6_k, dot_batch_q6_k, q6_k, 256, sizes::Q6_K, sizes::Q8_K, GgmlType::Q8_K);
 
             // Each kernel takes a tile of R weight rows and N activation rows (1 x 1 in decode):
             // a weight block is decoded once and meets the N activation blocks while it is in
