@@ -397,6 +397,14 @@ macro_rules! x86_kernels {
                 F16Le([b[at], b[at + 1]]).to_f32()
             }
 
+            /// Blocks `i..i + COUNT` of `data` as fixed-size arrays, behind one bounds check (a
+            /// check per block, with its compare and branch, was a third of a decode kernel's
+            /// instructions).
+            #[inline(always)]
+            fn blocks<const N: usize, const COUNT: usize>(data: &[u8], i: usize) -> &[[u8; N]; COUNT] {
+                data.as_chunks::<N>().0[i..i + COUNT].try_into().expect("COUNT blocks")
+            }
+
             /// Block `i` of `data` as a fixed-size array.
             #[inline(always)]
             fn block<const N: usize>(data: &[u8], i: usize) -> &[u8; N] {
@@ -408,7 +416,11 @@ macro_rules! x86_kernels {
             #[inline]
             #[target_feature(enable = $features)]
             fn nibbles32(qs: __m128i) -> __m256i {
-                let both = _mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs);
+                // The 16 bytes in both halves (a broadcast load, where `qs` was just loaded),
+                // the upper half shifted down a nibble: one shift where splitting and inserting
+                // took two instructions, one of them on the single port lane crossings use.
+                let both = _mm256_broadcastsi128_si256(qs);
+                let both = _mm256_srlv_epi64(both, _mm256_set_epi64x(4, 4, 0, 0));
                 _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
             }
 
@@ -560,53 +572,44 @@ macro_rules! x86_kernels {
             // own accumulator and the same f32 operations in the same order whatever the tile,
             // so batched and one-token results are bit-identical.
 
-            /// The f16 at byte `at` of blocks `i..i + 8` of a row of `B`-byte blocks, as eight
-            /// f32 by one F16C conversion. The eight bit patterns are packed into two 64-bit
-            /// integers in general registers (idle while the vector units work) and moved in
-            /// together: a gather measured ~0.45 ns per block on Zen 4, a third of a decode
-            /// kernel's time. (Converting each block's scale where it is used needs its bits in a
-            /// vector register, which LLVM does with `vpinsrw` into whatever register it picks;
-            /// when that was an accumulator, every block waited for the previous block's sum.)
+            /// The f16 at byte `at` of blocks `i..i + count` of a row of `B`-byte blocks
+            /// (`count <= 8`, a constant in callers), as eight f32 (0 past `count`) by one F16C
+            /// conversion. The bit patterns are packed into two 64-bit integers in general
+            /// registers (idle while the vector units work) and moved in together: a gather
+            /// measured ~0.45 ns per block on Zen 4, a third of a decode kernel's time.
+            /// (Converting each block's scale where it is used needs its bits in a vector
+            /// register, which LLVM does with `vpinsrw` into whatever register it picks; when that
+            /// was an accumulator, every block waited for the previous block's sum. A partial
+            /// group written to memory a value at a time and loaded as a vector stalls on the
+            /// failed store forwarding, every row.)
             #[inline]
             #[target_feature(enable = $features)]
-            fn f16x8_at<const B: usize>(row: &[u8], i: usize, at: usize) -> __m256 {
-                let group: &[u8] = &row[i * B..(i + 8) * B];
-                let bits = |k: usize| u16::from_le_bytes([group[k * B + at], group[k * B + at + 1]]) as u64;
+            fn f16x8_of<const B: usize>(row: &[u8], i: usize, count: usize, at: usize) -> __m256 {
+                let group: &[u8] = &row[i * B..(i + count) * B];
+                let bits = |k: usize| {
+                    if k < count { u16::from_le_bytes([group[k * B + at], group[k * B + at + 1]]) as u64 } else { 0 }
+                };
                 let lo = bits(0) | bits(1) << 16 | bits(2) << 32 | bits(3) << 48;
                 let hi = bits(4) | bits(5) << 16 | bits(6) << 32 | bits(7) << 48;
                 _mm256_cvtph_ps(_mm_set_epi64x(hi as i64, lo as i64))
             }
 
-            /// [`f16x8_at`] for blocks `i..i + count` (`count <= 8`, a constant in callers); lanes
-            /// past `count` are 0. A partial group goes through a copy in memory, still one
-            /// conversion for all its blocks.
-            #[inline]
-            #[target_feature(enable = $features)]
-            fn f16x8_of<const B: usize>(row: &[u8], i: usize, count: usize, at: usize) -> __m256 {
-                if count == 8 {
-                    return f16x8_at::<B>(row, i, at);
-                }
-                let mut bits = [0u16; 8];
-                for (k, b) in bits.iter_mut().enumerate().take(count) {
-                    let blk = block::<B>(row, i + k);
-                    *b = u16::from_le_bytes([blk[at], blk[at + 1]]);
-                }
-                // SAFETY: `bits` is 16 readable bytes; loadu has no alignment requirement.
-                _mm256_cvtph_ps(unsafe { _mm_loadu_si128(bits.as_ptr().cast()) })
-            }
-
             /// `count` (at most 8, a constant in callers) four-byte entries at byte `at` of an
             /// activation row's table, as eight lanes (0 past `count`). Replaces a gather (and
-            /// a conversion) per activation row and group of blocks.
+            /// a conversion) per activation row and group of blocks. A partial group is a masked
+            /// load (see [`f16x8_of`] on going through memory).
             #[inline]
             #[target_feature(enable = $features)]
             fn table8_of(row: &[u8], at: usize, count: usize) -> __m256i {
                 if count == 8 {
                     return load32::<32>(row[at..at + 32].try_into().expect("8 entries"), 0);
                 }
-                let mut bytes = [0u8; 32];
-                bytes[..4 * count].copy_from_slice(&row[at..at + 4 * count]);
-                load32(&bytes, 0)
+                let entries = &row[at..at + 4 * count];
+                let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(count as i32), lanes);
+                // SAFETY: the mask enables lanes 0..count only, whose 4 * count bytes `entries`
+                // holds (masked-off lanes are neither read nor faulted on); no alignment needed.
+                unsafe { _mm256_maskload_epi32(entries.as_ptr().cast(), mask) }
             }
 
             /// [`table8_of`] of an f32 column.
@@ -812,13 +815,15 @@ macro_rules! x86_kernels {
                 acc: &mut [[__m256; N]; R],
             ) {
                 let q: [[__m256i; 8]; R] = std::array::from_fn(|r| {
-                    std::array::from_fn(|k| if k < COUNT { quants(block::<WB>(w[r], i + k)) } else { _mm256_setzero_si256() })
+                    let w = blocks::<WB, COUNT>(w[r], i);
+                    std::array::from_fn(|k| if k < COUNT { quants(&w[k]) } else { _mm256_setzero_si256() })
                 });
                 let scales: [[__m256; 2]; R] = std::array::from_fn(|r| weight_scales::<WB, AB, COUNT>(w[r], i));
                 if R == 1 && N == 1 {
+                    let ab = blocks::<AB, COUNT>(a[0], i);
                     let dots = lane_sums(std::array::from_fn(|k| {
                         if k < COUNT {
-                            weights_dot::<Q8>(_mm256_setzero_si256(), q[0][k], load32(block::<AB>(a[0], i + k), AB - 32))
+                            weights_dot::<Q8>(_mm256_setzero_si256(), q[0][k], load32(&ab[k], AB - 32))
                         } else {
                             _mm256_setzero_si256()
                         }
