@@ -4,6 +4,10 @@
 //! against them on random blocks (`quant::tests`). The best set the CPU supports is picked once,
 //! on first use; `CHORD_LLM_SIMD=scalar|avx2|avx512vnni|neon|neondot` overrides it (for measurements and
 //! tests; a set the CPU lacks falls back to the detected one with a warning on stderr).
+//!
+//! A set's kernels are `#[target_feature]` functions, undefined behaviour to run on a CPU
+//! without the set. They leave this module only as [`Checked`] values, which only [`Isa`]
+//! makes, after checking `available()`: the one argument for their safety, made here once.
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
