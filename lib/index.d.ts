@@ -85,7 +85,8 @@ export interface LoadOptions {
    * downloaded or copied), its cached pages are dropped and it is read again sequentially, once,
    * so that it maps in 2 MiB pages (Qwen2.5-1.5B: decode 20-30% faster, paging 2.5-3x faster). The
    * read is part of the load's progress. Skipped when the file is over half the available memory.
-   * `'keep'`: use the page cache as it is.
+   * Not done for `useMmap: false`, whose copy reads the file anyway. `'keep'`: use the page
+   * cache as it is.
    */
   pageCache?: 'auto' | 'keep'
   /**
