@@ -133,11 +133,9 @@ impl Model {
         // A copy reads the file once anyway, into pages of its own. It is not made where the
         // file is over half the available memory: the kernel can evict mapped pages when
         // memory runs short, but not a copy.
-        let copy = !paged && opts.copy_weights && mapped.fits_half_available_memory();
-        let reread = !copy
-            && !opts.keep_page_cache
-            && mapped.fits_half_available_memory()
-            && mapped.mapped_in_small_pages(start, len);
+        let fits_memory = mapped.fits_half_available_memory();
+        let copy = !paged && opts.copy_weights && fits_memory;
+        let reread = !copy && !opts.keep_page_cache && fits_memory && mapped.mapped_in_small_pages(start, len);
         let reread_bytes = if reread { file.file_len() } else { 0 };
         if reread {
             mapped.reread_into_page_cache(cancel, |done| progress(done, reread_bytes + len))?;

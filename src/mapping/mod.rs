@@ -264,6 +264,27 @@ impl MappedFile {
     }
 }
 
+/// Anonymous memory of `len` bytes (one at least: an empty mapping is an error) to copy weights
+/// into, in 2 MiB pages where the OS gives them; `what` names it in errors. Its own mapping,
+/// so that dropping it gives the memory back at once (heap allocations of tens of MB can stay
+/// in malloc's arenas, counting in the resident set).
+pub fn weights_buffer(len: u64, what: &str) -> Result<memmap2::MmapMut> {
+    let buffer = memmap2::MmapMut::map_anon(len.max(1) as usize).map_err(|source| anonymous_error(what, source))?;
+    #[cfg(target_os = "linux")]
+    // Advice only: without huge pages the copy works the same, with more TLB misses.
+    let _ = buffer.advise(memmap2::Advice::HugePage);
+    Ok(buffer)
+}
+
+/// A filled [`weights_buffer`], made read-only.
+pub fn seal_weights_buffer(buffer: memmap2::MmapMut, what: &str) -> Result<Mmap> {
+    buffer.make_read_only().map_err(|source| anonymous_error(what, source))
+}
+
+fn anonymous_error(what: &str, source: std::io::Error) -> Error {
+    Error::Io { path: what.into(), source }
+}
+
 /// Calls `step(done, len)` for consecutive chunks of `0..total` of at most PREFAULT_CHUNK
 /// bytes, then `progress(done)`; `Error::Aborted` as soon as `cancel` is set.
 fn in_chunks(

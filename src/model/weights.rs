@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
+use crate::mapping;
 use crate::model::config::{Architecture, ModelConfig};
 use crate::quant;
 use crate::tensor::{TensorView, WeightLayout};
@@ -364,11 +365,8 @@ impl ResidentWeights {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
         let (start, len) = table.span();
-        let anonymous = |source| Error::Io { path: "anonymous memory for the weights".into(), source };
-        let mut copy = memmap2::MmapMut::map_anon(len.max(1) as usize).map_err(anonymous)?;
-        #[cfg(target_os = "linux")]
-        // Advice only: without huge pages the copy works the same, with more TLB misses.
-        let _ = copy.advise(memmap2::Advice::HugePage);
+        const WHAT: &str = "anonymous memory for the weights";
+        let mut copy = mapping::weights_buffer(len, WHAT)?;
         file.mapped().copy_into(start, &mut copy[..len as usize], cancel, |done| progress(done, len))?;
         table.for_each_mut(|t| t.offset -= start);
         let embeddings = table.token_embd.offset;
@@ -386,7 +384,7 @@ impl ResidentWeights {
             }
             t.layout = WeightLayout::Interleaved8;
         }
-        let copy = copy.make_read_only().map_err(anonymous)?;
+        let copy = mapping::seal_weights_buffer(copy, WHAT)?;
         Ok(ResidentWeights { file, table, bytes: ResidentBytes::Copied(copy) })
     }
 

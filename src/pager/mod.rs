@@ -20,6 +20,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
+use crate::mapping;
 use crate::model::weights::{
     GuardBytes, HeadGuard, HeadTensors, LayerGuard, LayerTensors, TensorTable, WeightSource, WeightStats,
 };
@@ -393,19 +394,14 @@ impl Shared {
                 Ok(None)
             }
             LoadMethod::Read => {
-                let mut buf = memmap2::MmapMut::map_anon(u.bytes.max(1) as usize)
-                    .map_err(|source| Error::Io { path: "anonymous memory for a layer".into(), source })?;
-                #[cfg(target_os = "linux")]
-                let _ = buf.advise(memmap2::Advice::HugePage);
+                const WHAT: &str = "anonymous memory for a layer";
+                let mut buf = mapping::weights_buffer(u.bytes, WHAT)?;
                 let mut at = 0usize;
                 for &(offset, len) in &u.ranges {
                     file.read_at(offset, &mut buf[at..at + len as usize])?;
                     at = (at + len as usize).div_ceil(64) * 64;
                 }
-                Ok(Some(Arc::new(
-                    buf.make_read_only()
-                        .map_err(|source| Error::Io { path: "anonymous memory for a layer".into(), source })?,
-                )))
+                Ok(Some(Arc::new(mapping::seal_weights_buffer(buf, WHAT)?)))
             }
         }
     }
