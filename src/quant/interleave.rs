@@ -5,11 +5,7 @@
 //! arithmetic are those of the file's layout, so results are bit-identical.
 //!
 //! Q4_K, per block index `i` of a group (8 x 144 = 1152 bytes, the rows' block `i` each):
-//! - bytes `2 r..2 r + 2`: row `r`'s `d`; bytes `16 + 2 r..+ 2`: its `dmin` (eight f16 each,
-//!   converted by one instruction);
-//! - byte `32 + 8 k + r`: byte `k` (0..12) of row `r`'s packed scales and mins, so that one
-//!   32-byte load holds a packed byte of every row for four `k`, and the 6-bit fields of all
-//!   eight rows unpack together, already one group's eight rows per eight bytes;
+//! - bytes `16 r..16 r + 16`: row `r`'s `d`, `dmin` and 12 bytes of packed scales and mins;
 //! - bytes `128 + 256 c + 32 j + 4 r..+ 4`: row `r`'s quant bytes `32 c + 4 j..+ 4` (`c` in 0..4,
 //!   `j` in 0..8), which is what the file layout's kernel gets by transposing eight 32-byte loads.
 
@@ -29,15 +25,12 @@ pub fn has_layout(ty: GgmlType) -> bool {
 
 /// Where byte `k` of row `r`'s block lands among the interleaved bytes of that block index.
 fn q4_k_position(r: usize, k: usize) -> usize {
-    match k {
-        0..2 => 2 * r + k,
-        2..4 => 16 + 2 * r + (k - 2),
-        4..Q4_K_HEAD => 32 + GROUP_ROWS * (k - 4) + r,
-        _ => {
-            let q = k - Q4_K_HEAD;
-            let (c, j) = (q / 32, q % 32 / 4);
-            GROUP_ROWS * Q4_K_HEAD + 256 * c + 32 * j + 4 * r + q % 4
-        }
+    if k < Q4_K_HEAD {
+        Q4_K_HEAD * r + k
+    } else {
+        let q = k - Q4_K_HEAD;
+        let (c, j) = (q / 32, q % 32 / 4);
+        GROUP_ROWS * Q4_K_HEAD + 256 * c + 32 * j + 4 * r + q % 4
     }
 }
 
@@ -58,14 +51,8 @@ pub fn interleave_rows8(ty: GgmlType, cols: usize, rows: &mut [u8], scratch: &mu
             for i in 0..nb {
                 let block = &scratch[r * row_bytes + i * Q4_K_BYTES..][..Q4_K_BYTES];
                 let out = &mut group[i * GROUP_ROWS * Q4_K_BYTES..][..GROUP_ROWS * Q4_K_BYTES];
-                // The head byte by byte, the quants four bytes at a time (runs of four stay
-                // together): what `q4_k_position` says, without its arithmetic per byte.
-                out[2 * r..2 * r + 2].copy_from_slice(&block[0..2]);
-                out[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&block[2..4]);
-                for (k, &b) in block[4..Q4_K_HEAD].iter().enumerate() {
-                    out[32 + GROUP_ROWS * k + r] = b;
-                }
-                for k in (Q4_K_HEAD..Q4_K_BYTES).step_by(4) {
+                // Four bytes at a time: every run of four stays together.
+                for k in (0..Q4_K_BYTES).step_by(4) {
                     let at = q4_k_position(r, k);
                     out[at..at + 4].copy_from_slice(&block[k..k + 4]);
                 }
@@ -78,8 +65,7 @@ pub fn interleave_rows8(ty: GgmlType, cols: usize, rows: &mut [u8], scratch: &mu
 mod tests {
     use super::*;
 
-    /// The layout is a permutation of each block index's bytes that keeps the quants' runs of
-    /// four together.
+    /// The layout is a permutation of each block index's bytes that keeps runs of four together.
     #[test]
     fn q4_k_positions_are_a_permutation_of_four_byte_runs() {
         let mut seen = [false; GROUP_ROWS * Q4_K_BYTES];
@@ -88,7 +74,7 @@ mod tests {
                 let at = q4_k_position(r, k);
                 assert!(!seen[at], "byte {k} of row {r} lands where another did");
                 seen[at] = true;
-                if k >= Q4_K_HEAD && k % 4 != 0 {
+                if k % 4 != 0 {
                     assert_eq!(at, q4_k_position(r, k - 1) + 1);
                 }
             }

@@ -914,45 +914,6 @@ macro_rules! x86_kernels {
                 (d_dmin, by_group(scales2), by_group(mins2))
             }
 
-            /// [`q4_k_rows8_scales`] for a block index of eight rows in the interleaved layout
-            /// (`quant::interleave_rows8`), whose packed scale bytes come transposed (byte `k` of
-            /// the eight rows side by side): each 6-bit field is unpacked for all eight rows by
-            /// one or two vector operations, as [`q4_k_scales_mins_vec`] unpacks one row's.
-            #[inline]
-            #[target_feature(enable = $features)]
-            fn q4_k_rows8_scales_interleaved(group: &[u8; 8 * sizes::Q4_K]) -> ([__m256; 2], [__m128i; 4], [__m128i; 4]) {
-                let d_dmin = [_mm256_cvtph_ps(load16(group, 0)), _mm256_cvtph_ps(load16(group, 16))];
-                // Packed bytes 0..4, 4..8 and 8..12 of the eight rows, eight bytes per k.
-                let [p0, p1, p2] = [load32(group, 32), load32(group, 64), load32(group, 96)];
-                let low6 = _mm256_set1_epi8(0x3F);
-                let low4 = _mm256_set1_epi8(0x0F);
-                let top2 = _mm256_set1_epi8(0x30);
-                // Groups 0..4 (scales from bytes 0..4, mins from 4..8), then 4..8 (a nibble of
-                // bytes 8..12 and the top two bits of bytes 0..4 or 4..8). Shifting 16-bit lanes
-                // moves bits across bytes only where the masks clear them.
-                let scales = [
-                    _mm256_and_si256(p0, low6),
-                    _mm256_or_si256(_mm256_and_si256(p2, low4), _mm256_and_si256(_mm256_srli_epi16::<2>(p0), top2)),
-                ];
-                let mins = [
-                    _mm256_and_si256(p1, low6),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(p2), low4),
-                        _mm256_and_si256(_mm256_srli_epi16::<2>(p1), top2),
-                    ),
-                ];
-                // Register c: groups 2c and 2c + 1, as `q4_k_rows8_scales` gives them.
-                let by_pairs = |v: [__m256i; 2]| -> [__m128i; 4] {
-                    [
-                        _mm256_castsi256_si128(v[0]),
-                        _mm256_extracti128_si256::<1>(v[0]),
-                        _mm256_castsi256_si128(v[1]),
-                        _mm256_extracti128_si256::<1>(v[1]),
-                    ]
-                };
-                (d_dmin, by_pairs(scales), by_pairs(mins))
-            }
-
             /// The eight 6-bit scales (bytes 0..8) and mins (bytes 8..16) of a Q4_K block, from
             /// its 12 packed bytes: the first four of each are the low 6 bits of bytes 0..4 and
             /// 4..8; the last four take their low nibble from bytes 8..12 and their top 2 bits
@@ -1113,6 +1074,13 @@ macro_rules! x86_kernels {
                     // Block i of the eight rows: heads (d, dmin, scales) and quants.
                     let rows: [&[u8; sizes::Q4_K]; 8] = std::array::from_fn(|r| block(w[if INTERLEAVED { 0 } else { r }], i));
                     let interleaved: Option<&[u8; GROUP]> = INTERLEAVED.then(|| block(w[0], i));
+                    let heads: [&[u8; 20]; 8] = std::array::from_fn(|r| {
+                        let head = match interleaved {
+                            Some(group) => &group[16 * r..],
+                            None => &rows[r][..],
+                        };
+                        head[..20].try_into().expect("20 bytes")
+                    });
                     // Eight rows are eight short streams through memory, which the hardware
                     // prefetcher does not follow at full speed: while this group's block i is
                     // multiplied, the matching eighth of the next group (`ahead`, rows 8..16
@@ -1126,10 +1094,7 @@ macro_rules! x86_kernels {
                         _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(64 * line).cast());
                     }
                     let ab: [&[u8; AB]; N] = std::array::from_fn(|t| block(a[t], i));
-                    let ([d, dmin], scales, mins) = match interleaved {
-                        Some(group) => q4_k_rows8_scales_interleaved(group),
-                        None => q4_k_rows8_scales(rows.map(|row| row[..20].try_into().expect("20 bytes"))),
-                    };
+                    let ([d, dmin], scales, mins) = q4_k_rows8_scales(heads);
                     // Per token, `sum_g sc[g] * (q_g . a_g)` of each row.
                     let mut sumi = [_mm256_setzero_si256(); N];
                     for c in 0..4 {
