@@ -21,12 +21,12 @@
 //! prefill and decode results are bit-identical.
 //!
 //! Q4_K's prefill takes eight weight rows at a time with rows in the lanes ([`q4_k_rows8`]):
-//! each block's scales and transposed quants then serve eight tokens. Q4_K sums a block's scaled
-//! groups as exact integers, as ggml does, and a row's lane takes the same two f32 multiply-adds
-//! per block as decode's one-row kernel ([`q4_k`]) does in scalar registers.
+//! each block's scales and transposed quants then serve eight tokens, and each group's products
+//! are scaled and added exactly as decode's one-row kernel ([`q4_k`]) does in that group's lane,
+//! with one accumulator per group, summed at the end in [`hsum`]'s order.
 //!
 //! Integer sums are exact, as in the scalar kernels; the f32 accumulation order differs (eight
-//! lanes summed at the end, or Q4_K's per-block sums), so results agree with the scalar reference to f32 rounding, not bit
+//! lanes summed at the end), so results agree with the scalar reference to f32 rounding, not bit
 //! for bit. Within one instruction set they are deterministic, which keeps paged and resident
 //! logits identical. Every block is read through a fixed-size array reference, so each vector load
 //! is checked against the block's length where the offset is a constant.
@@ -950,12 +950,12 @@ macro_rules! x86_kernels {
 
             /// A Q4_K block's scales ready to use: per 32-value group (group `2j` the low nibbles
             /// of quant bytes `32j..32j + 32`, group `2j + 1` the high) its scale and min as i32
-            /// lanes, and `d` and `dmin`.
+            /// lanes, and `d` and `dmin` in every lane.
             struct Q4K {
                 scales: __m256i,
                 mins: __m256i,
-                d: f32,
-                dmin: f32,
+                d: __m256,
+                dmin: __m256,
             }
 
             #[inline]
@@ -967,30 +967,27 @@ macro_rules! x86_kernels {
                 Q4K {
                     scales: _mm256_cvtepu8_epi32(packed),
                     mins: _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(packed, packed)),
-                    d: _mm_cvtss_f32(d),
-                    dmin: _mm_cvtss_f32(_mm_movehdup_ps(d)),
+                    d: _mm256_broadcastss_ps(d),
+                    dmin: _mm256_broadcastss_ps(_mm_movehdup_ps(d)),
                 }
             }
 
-            /// The sums of the lanes of `a` and of `b`, as integers (exact: no order to keep).
+            /// Adds one block's `d * a.d * scale[g] * dots[g] - dmin * a.d * min[g] * sums[g]`
+            /// to `acc`, lane `g` for group `g`, from the integer dot products of its groups
+            /// (`dots`), the activations' `d` and their group sums ([`q8_k_group_sums`]). The products with the 6-bit scales and mins are exact integers, scaled by
+            /// `d * a.d` and `dmin * a.d` as ggml scales its integer sums.
             #[inline]
             #[target_feature(enable = $features)]
-            fn hsum_i32_pair(a: __m256i, b: __m256i) -> (i32, i32) {
-                let s = _mm256_hadd_epi32(a, b);
-                let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
-                let s = _mm_hadd_epi32(s, s);
-                (_mm_cvtsi128_si32(s), _mm_extract_epi32::<1>(s))
+            fn q4_k_finish(w: &Q4K, dots: __m256i, a_d: __m256, group_sums: __m256i, acc: &mut __m256) {
+                let main = _mm256_cvtepi32_ps(_mm256_mullo_epi32(dots, w.scales));
+                let mins = _mm256_cvtepi32_ps(_mm256_mullo_epi32(group_sums, w.mins));
+                *acc = _mm256_fmadd_ps(_mm256_mul_ps(w.d, a_d), main, *acc);
+                *acc = _mm256_fnmadd_ps(_mm256_mul_ps(w.dmin, a_d), mins, *acc);
             }
 
             /// `d * a.d * sum_g sc[g] * (q_g . a_g) - dmin * a.d * sum_g m[g] * (a_g's sum)`
-            /// over the eight 32-value groups `g` of each block, for one activation row, as ggml
-            /// computes it: both sums over a block's groups are exact integers (`sumi`, `summ`),
-            /// and each block adds `d * a.d * sumi` to one f32 sum and `dmin * a.d * summ` to
-            /// another, by one fused multiply-add each; the row's value is their difference.
-            /// [`q4_k_rows8`] does the same f32 operations per row, so batches of rows and
-            /// tokens give these results bit for bit.
-            ///
-            /// Each 32 bytes of quants (groups 2c and 2c + 1, low and high nibbles) are split so
+            /// over the eight 32-value groups `g` of each block, for one activation row. Each
+            /// 32 bytes of quants (groups 2c and 2c + 1, low and high nibbles) are split so
             /// that even lanes take group 2c's nibbles and odd lanes group 2c + 1's, against the
             /// activation row's paired quants (`quant::append_q8_k_pairs`): one accumulator per
             /// two groups, and four vectors to reduce per block ([`pair_lane_sums`]).
@@ -999,7 +996,7 @@ macro_rules! x86_kernels {
                 const AB: usize = sizes::Q8_K;
                 const PB: usize = crate::quant::Q8_K_PAIRS_BYTES;
                 let pairs = &a[nb * AB..];
-                let (mut main, mut min) = (0.0f32, 0.0f32);
+                let mut acc = _mm256_setzero_ps();
                 for i in 0..nb {
                     let wb = block::<{ sizes::Q4_K }>(w, i);
                     let ab = block::<AB>(a, i);
@@ -1010,15 +1007,9 @@ macro_rules! x86_kernels {
                         let [own, partner] = nibble_pairs(bytes);
                         dot_u8_i8(dot_u8_i8(_mm256_setzero_si256(), own, load32(pb, 64 * c)), partner, load32(pb, 64 * c + 32))
                     }));
-                    let (sumi, summ) = hsum_i32_pair(
-                        _mm256_mullo_epi32(dots, wq.scales),
-                        _mm256_mullo_epi32(q8_k_group_sums(ab), wq.mins),
-                    );
-                    let a_d = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
-                    main = (wq.d * a_d).mul_add(sumi as f32, main);
-                    min = (wq.dmin * a_d).mul_add(summ as f32, min);
+                    q4_k_finish(&wq, dots, q8_k_d(ab), q8_k_group_sums(ab), &mut acc);
                 }
-                main - min
+                hsum(acc)
             }
 
             /// Per lane pair, both halves of 32 bytes of Q4_K quants: `own` has lane `l`'s low
@@ -1050,11 +1041,12 @@ macro_rules! x86_kernels {
             }
 
             /// [`q4_k`] for eight weight rows at once (lane `r`: row `r`) and N activation rows,
-            /// bit-identical to it: lane `r` of `acc[t]` takes, block after block, the same exact
-            /// integer sums and the same fused multiply-adds as [`q4_k`] for row `r` and token `t`.
-            /// The quants are transposed from the rows' blocks ([`transpose8`]) so that four bytes
-            /// of eight rows meet four activations broadcast to every lane; each block's scales
-            /// and mins, and its transposed quants, serve all N tokens.
+            /// bit-identical to it: lane `r` of `acc[t][g]` takes, block after block, the same
+            /// products and the same fused multiply-adds as lane `g` of [`q4_k`]'s accumulator for
+            /// row `r` and token `t`, and the eight are summed in [`hsum`]'s order. The quants are
+            /// transposed from the rows' blocks ([`transpose8`]) so that four bytes of eight rows
+            /// meet four activations broadcast to every lane; each block's scales and mins, and
+            /// its transposed quants, serve all N tokens.
             ///
             /// `INTERLEAVED`: `w[0]` is a group of eight rows in `quant::interleave_rows8`'s
             /// layout (the other seven are not read), whose quants are already transposed and
@@ -1068,8 +1060,8 @@ macro_rules! x86_kernels {
             ) -> [[f32; 8]; N] {
                 const AB: usize = sizes::Q8_K;
                 const GROUP: usize = 8 * sizes::Q4_K;
-                // Per token, [`q4_k`]'s two f32 sums (`main`, `min`) of eight rows.
-                let mut acc = [[_mm256_setzero_ps(); 2]; N];
+                // Per token and group, [`q4_k`]'s accumulator lane for that group, of eight rows.
+                let mut acc = [[_mm256_setzero_ps(); 8]; N];
                 for i in 0..nb {
                     // Block i of the eight rows: heads (d, dmin, scales) and quants.
                     let rows: [&[u8; sizes::Q4_K]; 8] = std::array::from_fn(|r| block(w[if INTERLEAVED { 0 } else { r }], i));
@@ -1095,8 +1087,14 @@ macro_rules! x86_kernels {
                     }
                     let ab: [&[u8; AB]; N] = std::array::from_fn(|t| block(a[t], i));
                     let ([d, dmin], scales, mins) = q4_k_rows8_scales(heads);
-                    // Per token, `sum_g sc[g] * (q_g . a_g)` of each row.
-                    let mut sumi = [_mm256_setzero_si256(); N];
+                    let scale_d: [[__m256; 2]; N] = std::array::from_fn(|t| {
+                        let a_d = q8_k_d(ab[t]);
+                        [_mm256_mul_ps(d, a_d), _mm256_mul_ps(dmin, a_d)]
+                    });
+                    // Block i's group sums as f32: their products with the 6-bit mins stay below
+                    // 2^24, exact in f32 as in i32.
+                    let group_sums: [[f32; 8]; N] =
+                        std::array::from_fn(|t| f32_lanes(_mm256_cvtepi32_ps(q8_k_group_sums(ab[t]))));
                     for c in 0..4 {
                         // Lane r of quants[j]: bytes 32c + 4j..+4 of row r, low nibbles in group
                         // 2c, high nibbles in group 2c + 1.
@@ -1115,29 +1113,28 @@ macro_rules! x86_kernels {
                             }
                         }
                         let sc = [_mm256_cvtepu8_epi32(scales[c]), _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(scales[c], scales[c]))];
-                        for (sum, [d0, d1]) in sumi.iter_mut().zip(dots) {
-                            let scaled = _mm256_add_epi32(_mm256_mullo_epi32(d0, sc[0]), _mm256_mullo_epi32(d1, sc[1]));
-                            *sum = _mm256_add_epi32(*sum, scaled);
+                        let m = [
+                            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mins[c])),
+                            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(mins[c], mins[c]))),
+                        ];
+                        for t in 0..N {
+                            for h in 0..2 {
+                                let g = 2 * c + h;
+                                // As [`q4_k_finish`] does for lane g.
+                                let main = _mm256_cvtepi32_ps(_mm256_mullo_epi32(dots[t][h], sc[h]));
+                                let min = _mm256_mul_ps(_mm256_set1_ps(group_sums[t][g]), m[h]);
+                                acc[t][g] = _mm256_fmadd_ps(scale_d[t][0], main, acc[t][g]);
+                                acc[t][g] = _mm256_fnmadd_ps(scale_d[t][1], min, acc[t][g]);
+                            }
                         }
-                    }
-                    // Per row, the i16 pairs (min[2c], min[2c + 1]), against each token's pair of
-                    // group sums (Q8_K's, below 2^15) broadcast: `sum_g m[g] * (a_g's sum)`.
-                    let min_pairs: [__m256i; 4] =
-                        std::array::from_fn(|c| _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins[c], _mm_unpackhi_epi64(mins[c], mins[c]))));
-                    for (t, [main, min]) in acc.iter_mut().enumerate() {
-                        // u32 lanes 0, 1, 4, 5: the i16 pairs of group sums (0, 1), (2, 3), (4, 5), (6, 7).
-                        let sums = q8_k_group_sums(ab[t]);
-                        let sum_pairs = _mm256_packs_epi32(sums, sums);
-                        let mut summ = _mm256_setzero_si256();
-                        for (c, lane) in [0, 1, 4, 5].into_iter().enumerate() {
-                            summ = madd_i16(summ, min_pairs[c], _mm256_permutevar8x32_epi32(sum_pairs, _mm256_set1_epi32(lane)));
-                        }
-                        let a_d = q8_k_d(ab[t]);
-                        *main = _mm256_fmadd_ps(_mm256_mul_ps(d, a_d), _mm256_cvtepi32_ps(sumi[t]), *main);
-                        *min = _mm256_fmadd_ps(_mm256_mul_ps(dmin, a_d), _mm256_cvtepi32_ps(summ), *min);
                     }
                 }
-                acc.map(|[main, min]| f32_lanes(_mm256_sub_ps(main, min)))
+                // The groups summed in the order of [`hsum`] over [`q4_k`]'s lanes.
+                std::array::from_fn(|t| {
+                    let v = acc[t];
+                    let pairs: [__m256; 4] = std::array::from_fn(|k| _mm256_add_ps(v[k], v[k + 4]));
+                    f32_lanes(_mm256_add_ps(_mm256_add_ps(pairs[0], pairs[2]), _mm256_add_ps(pairs[1], pairs[3])))
+                })
             }
 
             /// `d * a.d * sum_g sc[g] * ((q_g - 32) . a_g)` over the 16-value groups `g`. The
