@@ -19,6 +19,9 @@
 //                         their first token early have finished
 //               Also chord/node-llama-cpp ratios, each engine's N-stream / 1-stream scaling, and
 //               whether the greedy tokens agree (with node-llama-cpp's; stream 0 with 1 stream).
+//               Where scripts/build-native-llama has built llama.cpp for this CPU, it runs too
+//               (llama-cpp-python's batch API, one context of N sequences, the prompts in one
+//               batch, then one batch of N tokens per step): steady figures and scaling.
 //   latency     chord-llm: 3 streams decode (128-token prompts, greedy); once they are steady a
 //               2000-token prompt arrives on a 4th stream. Every inter-token gap of the 3 streams
 //               that overlaps the 4th's prefill (from its start to its first token) is recorded:
@@ -43,7 +46,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError, fileHugePagesMb, int, killCurrentChild, list, parseCli, preparePageCache, runChild } from './bench/common.mjs';
 import { cutPrompt, fmt, renderTable, samePrefix, streamPrompt, times } from './bench/batch-common.mjs';
+import { nativeLlamaPython } from './bench/native.mjs';
 import { MODELS, modelPath } from './models.mjs';
+
+/** Throughput engines: --engines keys, their names, and each one's worker mode. */
+const ENGINE_NAMES = { chord: 'chord-llm', llama: 'node-llama-cpp', native: 'llama.cpp native' };
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const WORKER = path.join(here, 'bench', 'batch-worker.mjs');
@@ -76,7 +83,8 @@ Options:
   --only LIST           parts, comma-separated: ${PARTS.join(',')}
   --threads N           compute threads of both engines (default 2)
   --repeat R            measurements per configuration in the same process, medians (default 1)
-  --engines LIST        throughput engines: chord,llama (default both)
+  --engines LIST        throughput engines: chord,llama,native (default chord,llama, and native
+                        where scripts/build-native-llama has built llama.cpp for this CPU)
   --streams LIST        throughput stream counts (default 1,2,4,8)
   --prompt-tokens N     tokens per stream prompt (default 128)
   --gen-tokens N        greedy tokens per stream, throughput and paged (default 128)
@@ -115,7 +123,7 @@ function parseArgs(argv) {
     only: PARTS,
     threads: 2,
     repeat: 1,
-    engines: ['chord', 'llama'],
+    engines: fs.existsSync(nativeLlamaPython()) ? ['chord', 'llama', 'native'] : ['chord', 'llama'],
     streams: [1, 2, 4, 8],
     promptTokens: 128,
     genTokens: 128,
@@ -145,7 +153,7 @@ function parseArgs(argv) {
       '--only': (val, flag) => (o.only = list(flag, val(), PARTS)),
       '--threads, -t': (val, flag) => (o.threads = int(flag, val(), 1)),
       '--repeat': (val, flag) => (o.repeat = int(flag, val(), 1)),
-      '--engines': (val, flag) => (o.engines = list(flag, val(), ['chord', 'llama'])),
+      '--engines': (val, flag) => (o.engines = list(flag, val(), Object.keys(ENGINE_NAMES))),
       '--streams': (val, flag) => (o.streams = ints(flag, val())),
       '--prompt-tokens': (val, flag) => (o.promptTokens = int(flag, val(), 9)),
       '--gen-tokens': (val, flag) => (o.genTokens = int(flag, val(), 2)),
@@ -244,11 +252,12 @@ async function partThroughput(models, opts, state, log) {
     const cfg = { prompts, streams: opts.streams, promptTokens: opts.promptTokens, genTokens: opts.genTokens, contextSize: opts.contextSize };
     const res = {};
     for (const e of opts.engines) {
-      log(`throughput: ${m.label}, ${e === 'chord' ? 'chord-llm' : 'node-llama-cpp'}, streams ${opts.streams.join(',')} ...`);
+      log(`throughput: ${m.label}, ${ENGINE_NAMES[e]}, streams ${opts.streams.join(',')} ...`);
+      const peer = { ...cfg, mode: `${e}-throughput`, model: m.file, threads: opts.threads, warmup: opts.warmup, repeat: opts.repeat };
       res[e] =
         e === 'chord'
           ? await runChild(WORKER, { ...chordBase(opts, m), ...cfg, mode: 'chord-throughput', load: {} }, { timeoutS: opts.timeout })
-          : await runChild(WORKER, { ...cfg, mode: 'llama-throughput', model: m.file, threads: opts.threads, warmup: opts.warmup, repeat: opts.repeat }, { timeoutS: opts.timeout, engine: 'node-llama-cpp' });
+          : await runChild(WORKER, peer, { timeoutS: opts.timeout, engine: ENGINE_NAMES[e] });
       if (!res[e].ok) log(`${m.label}: ${res[e].engine} failed: ${firstLine(res[e].error)}`);
     }
     rows.push({ label: m.label, file: m.file, pageCache: st.pageCache, tokenizer: st.tokenizer, ...res });
@@ -260,7 +269,9 @@ async function partThroughput(models, opts, state, log) {
 const atN = (r, n) => (r?.ok ? r.results.find((x) => x.streams === n) : null);
 
 function throughputTable(rows, opts, loadAverage) {
+  const native = opts.engines.includes('native');
   const head = ['model', 'N', 'chord all', 'chord decode', 'chord steady', 'llama all', 'llama decode', 'llama steady', 'c/l all', 'c/l decode', 'c/l steady', 'chord xN decode', 'chord xN steady', 'llama xN steady', 'greedy = llama', 'stream0 = 1-stream'];
+  if (native) head.push('native steady', 'c/n steady', 'native xN steady');
   const base = opts.streams[0];
   const out = [];
   const notes = [];
@@ -270,6 +281,8 @@ function throughputTable(rows, opts, loadAverage) {
       const l = atN(row.llama, n);
       const c1 = atN(row.chord, base);
       const l1 = atN(row.llama, base);
+      const nat = atN(row.native, n);
+      const nat1 = atN(row.native, base);
       let greedy = '-';
       if (c && l) {
         const same = c.ids.map((ids, i) => samePrefix(ids, l.ids[i]));
@@ -292,6 +305,9 @@ function throughputTable(rows, opts, loadAverage) {
         l && l1 ? times(l.steadyTokS / l1.steadyTokS) : '-',
         greedy,
         c && c1 ? `${samePrefix(c.ids[0], c1.ids[0])}/${opts.genTokens}` : '-',
+        ...(native
+          ? [fmt(nat?.steadyTokS, 1), c && nat ? times(c.steadyTokS / nat.steadyTokS) : '-', nat && nat1 ? times(nat.steadyTokS / nat1.steadyTokS) : '-']
+          : []),
       ]);
     }
     for (const e of opts.engines) if (row[e] && !row[e].ok) notes.push(`${row.label}: ${row[e].engine} unavailable: ${row[e].error}`);
@@ -303,7 +319,8 @@ function throughputTable(rows, opts, loadAverage) {
         `load average ${loadAverage.toFixed(2)} at the start`,
       `tok/s: all = all tokens / time from the start of all streams (prefill included); decode = tokens after the last stream's first token / time from it to the last token; ` +
         `steady = tokens while every stream decodes (after the last first token, up to the first stream's end) / that time`,
-      `xN = against ${base} stream${base > 1 ? 's' : ''}; greedy = llama: shortest common prefix over the streams; page cache: ${pageCacheNote(rows)}`,
+      `xN = against ${base} stream${base > 1 ? 's' : ''}; greedy = llama: shortest common prefix over the streams; page cache: ${pageCacheNote(rows)}` +
+        (native ? '; native = llama.cpp built for this CPU (c/n = chord / native)' : ''),
       renderTable(head, out),
       ...notes,
     ].join('\n') + '\n'
@@ -554,7 +571,7 @@ async function main() {
     const [run, table] = RUN[part];
     const rows = await run(models, opts, state, log);
     write(table(rows, opts, loadAverage) + '\n');
-    parts[part] = { loadAverage, rows: rows.map((row) => ({ ...row, chord: stripIds(row.chord), llama: stripIds(row.llama) })) };
+    parts[part] = { loadAverage, rows: rows.map((row) => ({ ...row, chord: stripIds(row.chord), llama: stripIds(row.llama), native: stripIds(row.native) })) };
     anyOk ||= rows.some((row) => row.chord?.ok || row.llama?.ok);
   }
   if (opts.json) {

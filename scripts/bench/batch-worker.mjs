@@ -5,6 +5,8 @@
 //                       chord-llm ('chord')
 //   "llama-throughput"  node-llama-cpp: for each N in cfg.streams, one context of N sequences,
 //                       N prompts evaluated concurrently, genTokens greedy tokens each
+//   "native-throughput" llama.cpp built for this CPU (scripts/build-native-llama): the same as
+//                       llama-throughput through llama.cpp's batch API (native_batch_worker.py)
 //   "chord-throughput"  chord-llm: the same with N concurrent model.generate() calls (also the
 //                       paged part, with cfg.load carrying memoryBudget and paging)
 //   "chord-info"        chord-llm loaded resident: model.info
@@ -12,9 +14,13 @@
 //   "chord-chat"        a multi-turn conversation in one session against from-scratch evaluation
 // Prints exactly one JSON line on stdout (see common.mjs runWorker).
 
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { loadChord, now, peakRssBytes, readConfig, runWorker } from './common.mjs';
 import { CORPUS_FILE, median, medianRuns, percentile, samePrefix, streamFigures } from './batch-common.mjs';
+import { nativeLlamaDir, nativeLlamaPython } from './native.mjs';
 
 
 /** A generated item may be a bare id or an object carrying one. */
@@ -22,12 +28,19 @@ const tokenId = (t) => (typeof t === 'object' && t !== null ? (t.id ?? t.token ?
 
 const cfg = readConfig();
 
-runWorker(cfg.mode.startsWith('llama') || (cfg.mode === 'tokenize' && cfg.engine === 'llama') ? 'node-llama-cpp' : 'chord-llm', async () => {
+const workerEngine = () => {
+  if (cfg.mode.startsWith('native')) return 'llama.cpp native';
+  return cfg.mode.startsWith('llama') || (cfg.mode === 'tokenize' && cfg.engine === 'llama') ? 'node-llama-cpp' : 'chord-llm';
+};
+
+runWorker(workerEngine(), async () => {
   switch (cfg.mode) {
     case 'tokenize':
       return cfg.engine === 'llama' ? llamaTokenize() : chordTokenize();
     case 'llama-throughput':
       return llamaThroughput();
+    case 'native-throughput':
+      return nativeThroughput();
     case 'chord-info':
       return chordInfo();
     case 'chord-throughput':
@@ -127,6 +140,27 @@ async function llamaThroughput() {
     await llama.dispose();
   }
   return { loadS, results, peakRssBytes: peakRssBytes() };
+}
+
+// ---------------------------------------------------------------------------------------------
+// llama.cpp built for this CPU
+
+/** native_batch_worker.py's token times turned into the figures the other engines give. */
+function nativeThroughput() {
+  const python = nativeLlamaPython();
+  if (!fs.existsSync(python)) throw new Error(`no native llama.cpp build in ${nativeLlamaDir()} (run scripts/build-native-llama)`);
+  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'native_batch_worker.py');
+  const r = spawnSync(python, [script, JSON.stringify(cfg)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 << 20 });
+  const line = (r.stdout || '').split('\n').reverse().find((l) => l.trim().startsWith('{'));
+  const res = line ? JSON.parse(line) : null;
+  if (!res) throw new Error(`native worker exited with code ${r.status}: ${(r.stderr || '').trim().split('\n').slice(-4).join('\n')}`);
+  if (!res.ok) throw new Error(res.error);
+  const results = res.results.map(({ runs, ...rest }) => {
+    for (const run of runs) checkStreams(run.streams, cfg.genTokens);
+    return { ...medianRuns(runs.map((run) => withIds(streamFigures(run.t0, run.streams), run.streams))), ...rest };
+  });
+  // The python process's peak RSS is not this one's; it is not reported.
+  return { loadS: res.loadS, results };
 }
 
 // ---------------------------------------------------------------------------------------------
