@@ -45,7 +45,8 @@ Options:
                                          prefetch+1 consecutive units take (what streaming
                                          with full prefetch needs)
                          256MB, 2GiB, 123456789   a size (MB = 10^6 B, MiB = 2^20 B) or bytes
-  --methods LIST       paging methods, comma-separated: read,mmap (default read)
+  --methods LIST       paging methods, comma-separated: read,mmap (default: the engine's own
+                       default, mmap on Linux, read elsewhere)
   --policies LIST      eviction policies: fixed,lru (default fixed)
                        (every budget runs with every method and policy)
   --prefetch N         prefetchLayers (default: the engine's, 2)
@@ -92,7 +93,8 @@ function parseArgs(argv) {
     promptTokens: 16,
     contextSize: null,
     budgets: ['half', 'quarter', 'minpf', 'min'],
-    methods: ['read'],
+    // What a user gets without choosing (lib/index.d.ts, pagingMethod).
+    methods: process.platform === 'linux' ? ['mmap'] : ['read'],
     policies: ['fixed'],
     prefetch: null,
     repeat: 1,
