@@ -258,7 +258,10 @@ mod tests {
                     sink.fetch_add(i, Ordering::Relaxed);
                 });
             }
-            println!("round {round}: {:.0} ns per job of two tasks, two threads", start.elapsed().as_nanos() as f64 / jobs as f64);
+            println!(
+                "round {round}: {:.0} ns per job of two tasks, two threads",
+                start.elapsed().as_nanos() as f64 / jobs as f64
+            );
         }
     }
 }
