@@ -14,13 +14,10 @@
 //   "chord-chat"        a multi-turn conversation in one session against from-scratch evaluation
 // Prints exactly one JSON line on stdout (see common.mjs runWorker).
 
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadChord, now, peakRssBytes, readConfig, runWorker } from './common.mjs';
 import { CORPUS_FILE, median, medianRuns, percentile, samePrefix, streamFigures } from './batch-common.mjs';
-import { nativeLlamaDir, nativeLlamaPython } from './native.mjs';
+import { runNativeScript } from './native.mjs';
 
 
 /** A generated item may be a bare id or an object carrying one. */
@@ -147,14 +144,7 @@ async function llamaThroughput() {
 
 /** native_batch_worker.py's token times turned into the figures the other engines give. */
 function nativeThroughput() {
-  const python = nativeLlamaPython();
-  if (!fs.existsSync(python)) throw new Error(`no native llama.cpp build in ${nativeLlamaDir()} (run scripts/build-native-llama)`);
-  const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'native_batch_worker.py');
-  const r = spawnSync(python, [script, JSON.stringify(cfg)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 << 20 });
-  const line = (r.stdout || '').split('\n').reverse().find((l) => l.trim().startsWith('{'));
-  const res = line ? JSON.parse(line) : null;
-  if (!res) throw new Error(`native worker exited with code ${r.status}: ${(r.stderr || '').trim().split('\n').slice(-4).join('\n')}`);
-  if (!res.ok) throw new Error(res.error);
+  const res = runNativeScript('native_batch_worker.py', cfg);
   const results = res.results.map(({ runs, ...rest }) => {
     for (const run of runs) checkStreams(run.streams, cfg.genTokens);
     return { ...medianRuns(runs.map((run) => withIds(streamFigures(run.t0, run.streams), run.streams))), ...rest };
