@@ -49,7 +49,7 @@ import { cutPrompt, fmt, renderTable, samePrefix, streamPrompt, times } from './
 import { nativeLlamaPython } from './bench/native.mjs';
 import { MODELS, modelPath } from './models.mjs';
 
-/** Throughput engines: --engines keys, their names, and each one's worker mode. */
+/** Throughput engines: --engines keys and their names (a peer's worker mode is `${key}-throughput`). */
 const ENGINE_NAMES = { chord: 'chord-llm', llama: 'node-llama-cpp', native: 'llama.cpp native' };
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -253,11 +253,14 @@ async function partThroughput(models, opts, state, log) {
     const res = {};
     for (const e of opts.engines) {
       log(`throughput: ${m.label}, ${ENGINE_NAMES[e]}, streams ${opts.streams.join(',')} ...`);
-      const peer = { ...cfg, mode: `${e}-throughput`, model: m.file, threads: opts.threads, warmup: opts.warmup, repeat: opts.repeat };
       res[e] =
         e === 'chord'
           ? await runChild(WORKER, { ...chordBase(opts, m), ...cfg, mode: 'chord-throughput', load: {} }, { timeoutS: opts.timeout })
-          : await runChild(WORKER, peer, { timeoutS: opts.timeout, engine: ENGINE_NAMES[e] });
+          : await runChild(
+              WORKER,
+              { ...cfg, mode: `${e}-throughput`, model: m.file, threads: opts.threads, warmup: opts.warmup, repeat: opts.repeat },
+              { timeoutS: opts.timeout, engine: ENGINE_NAMES[e] },
+            );
       if (!res[e].ok) log(`${m.label}: ${res[e].engine} failed: ${firstLine(res[e].error)}`);
     }
     rows.push({ label: m.label, file: m.file, pageCache: st.pageCache, tokenizer: st.tokenizer, ...res });
