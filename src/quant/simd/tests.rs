@@ -398,6 +398,30 @@ fn kernel_throughput() {
     }
 }
 
+/// The rows form of attention's value sum, whose outputs are summed in registers over all rows
+/// in passes of up to 64, is bit for bit the one-row form applied row by row (in order), for
+/// head sizes that take every pass width and the scalar tail, values strided inside rows.
+#[test]
+fn f16_axpy_rows_equal_one_row_at_a_time() {
+    use super::super::{axpy_f16, axpy_f16_rows};
+    let mut rng = Rng(29);
+    for n in [8usize, 24, 64, 72, 100, 128, 136, 200, 256] {
+        let (rows, at) = (40, 6);
+        let row_bytes = 2 * n + 10;
+        let mut bytes = Vec::new();
+        quantize_activations(GgmlType::F16, &rng.vec(rows * row_bytes / 2, 30.0), &mut bytes);
+        let p = rng.vec(rows, 1.0);
+        let base = rng.vec(n, 1.0);
+        let mut together = base.clone();
+        axpy_f16_rows(&mut together, &p, &bytes, row_bytes, at);
+        let mut one_by_one = base.clone();
+        for (t, &p) in p.iter().enumerate() {
+            axpy_f16(&mut one_by_one, p, &bytes[t * row_bytes + at..][..2 * n]);
+        }
+        assert!(together.iter().zip(&one_by_one).all(|(a, b)| a.to_bits() == b.to_bits()), "n={n}");
+    }
+}
+
 /// Attention's f16 kernels against exact products summed in f64, for lengths that exercise the
 /// 32-, 8- and 1-value steps.
 #[test]
@@ -410,7 +434,7 @@ fn f16_dot_and_axpy_agree_with_scalar() {
         let values = bytes.chunks_exact(2).map(|h| half::f16::from_le_bytes([h[0], h[1]]).to_f64()).collect();
         (bytes, values)
     };
-    for n in [0usize, 1, 7, 8, 9, 31, 32, 33, 64, 100, 128] {
+    for n in [0usize, 1, 7, 8, 9, 31, 32, 33, 64, 72, 100, 128, 136, 200, 256] {
         let (a, av) = f16s(&mut rng, n, 3.0);
         let q = rng.vec(n, 300.0);
         let exact: f64 = av.iter().zip(&q).map(|(x, &y)| x * y as f64).sum();

@@ -190,6 +190,9 @@ macro_rules! kernel_entries {
 /// where activation rows outgrow L1.
 const ROWS_PER_TILE: usize = 4;
 
+/// How many rows ahead attention's f16 kernels prefetch the cached keys and values.
+const F16_ROWS_AHEAD: usize = 16;
+
 /// Activation rows a prefill tile multiplies at once (see [`kernel_entries`]): passes of the
 /// first count, then one of the second if enough tokens remain, then one by one. Each weight
 /// group decoded (and transposed) serves this many tokens; 16 measured ~6% faster prefill than
@@ -272,6 +275,7 @@ macro_rules! x86_kernels {
                     unsafe { _mm256_loadu_ps(v.as_ptr()) }
                 };
                 for (t, o) in out.iter_mut().enumerate() {
+                    prefetch_f16_rows_ahead(rows, row_bytes, at + t * row_bytes, 2 * n);
                     let a = &rows[t * row_bytes + at..][..2 * n];
                     let f16s = |i: usize| -> __m256 {
                         let bytes: &[u8; 16] = a[2 * i..2 * i + 16].try_into().expect("16 bytes");
@@ -300,24 +304,80 @@ macro_rules! x86_kernels {
             /// `out[i] += p[t] * v_t[i]` for every row t, in order, for f16 vectors `v_t`
             /// (little-endian bytes, `2 * out.len()` of them) at byte `at` of each `row_bytes`
             /// row of `rows` (attention's weighted sum of values for one head).
+            ///
+            /// Up to 64 outputs are summed in registers over every row (a pass), not loaded and
+            /// stored per row: through memory each row waited on the previous row's store, and
+            /// the value rows (from DRAM: the weights stream through the cache between one
+            /// token's layer and the next's) were fetched a few rows at a time.
             #[target_feature(enable = $features)]
             fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
                 let n = out.len();
                 let done = n - n % 8;
+                let mut start = 0;
+                while start < done {
+                    // Registers for this pass: 8, or the largest power of two that fits.
+                    let regs = match (done - start) / 8 {
+                        8.. => 8,
+                        4..=7 => 4,
+                        2..=3 => 2,
+                        _ => 1,
+                    };
+                    let (out, at) = (&mut out[start..start + 8 * regs], at + 2 * start);
+                    match regs {
+                        8 => axpy_f16_pass::<8>(out, p, rows, row_bytes, at),
+                        4 => axpy_f16_pass::<4>(out, p, rows, row_bytes, at),
+                        2 => axpy_f16_pass::<2>(out, p, rows, row_bytes, at),
+                        _ => axpy_f16_pass::<1>(out, p, rows, row_bytes, at),
+                    }
+                    start += 8 * regs;
+                }
                 for (t, &p) in p.iter().enumerate() {
                     let v = &rows[t * row_bytes + at..][..2 * n];
-                    let pv = _mm256_set1_ps(p);
-                    for (k, o) in out.chunks_exact_mut(8).enumerate() {
-                        let bytes: &[u8; 16] = v[16 * k..16 * k + 16].try_into().expect("16 bytes");
-                        let o: &mut [f32; 8] = o.try_into().expect("8 values");
-                        // SAFETY: `o` is 8 f32 (32 bytes); unaligned load and store.
-                        unsafe {
-                            let sum = _mm256_fmadd_ps(pv, _mm256_cvtph_ps(load16(bytes, 0)), _mm256_loadu_ps(o.as_ptr()));
-                            _mm256_storeu_ps(o.as_mut_ptr(), sum);
-                        }
-                    }
                     for (j, o) in out.iter_mut().enumerate().skip(done) {
                         *o += p * F16Le([v[2 * j], v[2 * j + 1]]).to_f32();
+                    }
+                }
+            }
+
+            /// [`axpy_f16`] of `8 * W` outputs, in `W` registers.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn axpy_f16_pass<const W: usize>(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
+                let out: &mut [f32] = &mut out[..8 * W];
+                let mut acc: [__m256; W] = std::array::from_fn(|k| {
+                    let o: &[f32; 8] = out[8 * k..8 * k + 8].try_into().expect("8 values");
+                    // SAFETY: `o` is 8 f32 (32 bytes); loadu has no alignment requirement.
+                    unsafe { _mm256_loadu_ps(o.as_ptr()) }
+                });
+                for (t, &p) in p.iter().enumerate() {
+                    prefetch_f16_rows_ahead(rows, row_bytes, at + t * row_bytes, 16 * W);
+                    let v = &rows[t * row_bytes + at..][..16 * W];
+                    let pv = _mm256_set1_ps(p);
+                    for (k, acc) in acc.iter_mut().enumerate() {
+                        let bytes: &[u8; 16] = v[16 * k..16 * k + 16].try_into().expect("16 bytes");
+                        *acc = _mm256_fmadd_ps(pv, _mm256_cvtph_ps(load16(bytes, 0)), *acc);
+                    }
+                }
+                for (k, acc) in acc.iter().enumerate() {
+                    let o: &mut [f32; 8] = (&mut out[8 * k..8 * k + 8]).try_into().expect("8 values");
+                    // SAFETY: `o` is 8 f32 (32 bytes); storeu has no alignment requirement.
+                    unsafe { _mm256_storeu_ps(o.as_mut_ptr(), *acc) };
+                }
+            }
+
+            /// Asks for the `len` bytes at `at` of the row [`super::F16_ROWS_AHEAD`] rows after the one
+            /// at `at`, into the cache. Attention walks a head's cached rows (a fraction of each
+            /// row, at a stride) after the weights have streamed through the cache, so every
+            /// row is a DRAM miss the stride prefetcher does not run far enough ahead for.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn prefetch_f16_rows_ahead(rows: &[u8], row_bytes: usize, at: usize, len: usize) {
+                let ahead = at + super::F16_ROWS_AHEAD * row_bytes;
+                if ahead + len <= rows.len() {
+                    for line in (0..len).step_by(64) {
+                        // SAFETY: the address is inside `rows` (checked above); a prefetch
+                        // neither faults nor changes memory.
+                        unsafe { _mm_prefetch::<_MM_HINT_T0>(rows.as_ptr().add(ahead + line).cast()) };
                     }
                 }
             }
