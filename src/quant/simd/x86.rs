@@ -248,7 +248,8 @@ macro_rules! x86_kernels {
         q8_0_dot($acc3:ident, $wq:ident, $aq:ident) $q8_0_dot:block,
         q8_0_offset = $q8_0_offset:literal,
         q4_k_pair_nibbles($qn:ident) $q4_k_pair_nibbles:block,
-        q4_k_pair_unscale($qu:ident) $q4_k_pair_unscale:block
+        q4_k_pair_unscale($qu:ident) $q4_k_pair_unscale:block,
+        group_words<$gb:ident, $gj:ident>($gw:ident) $group_words:block
     ) => {
         pub(crate) mod $isa {
             use super::sizes;
@@ -514,6 +515,13 @@ macro_rules! x86_kernels {
             #[target_feature(enable = $features)]
             fn q4_k_pair_unscale($qu: __m256i) -> __m256i $q4_k_pair_unscale
 
+            /// The words at bytes `0..2 * J` of each of the eight `B`-byte blocks of `group`
+            /// (word `j` of block `k` in word lane `8 * j + k`), where this instruction set
+            /// moves them with a vector permute (a block's scales: see [`weight_scales`]).
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn group_words<const $gb: usize, const $gj: usize>($gw: &[u8]) -> Option<__m256i> $group_words
+
             kernel_entries!($features; dot_rows_q8_0, dot_batch_q8_0, tile q8_0, 32, sizes::Q8_0, sizes::Q8_0, GgmlType::Q8_0);
             kernel_entries!($features; dot_rows_q4_0, dot_batch_q4_0, tile q4_0, 32, sizes::Q4_0, sizes::Q8_0, GgmlType::Q8_0);
             kernel_entries!($features; dot_rows_q4_1, dot_batch_q4_1, tile q4_1, 32, sizes::Q4_1, sizes::Q8_1, GgmlType::Q8_1);
@@ -736,6 +744,15 @@ macro_rules! x86_kernels {
             #[inline]
             #[target_feature(enable = $features)]
             fn weight_scales<const WB: usize, const AB: usize, const COUNT: usize>(w: &[u8], i: usize) -> [__m256; 2] {
+                if COUNT == 8 {
+                    let group = &w[i * WB..(i + 8) * WB];
+                    let words = if AB == sizes::Q8_1 { group_words::<WB, 2>(group) } else { group_words::<WB, 1>(group) };
+                    if let Some(words) = words {
+                        let f32s = |half: __m128i| _mm256_cvtph_ps(half);
+                        let m_w = if AB == sizes::Q8_1 { f32s(_mm256_extracti128_si256::<1>(words)) } else { _mm256_setzero_ps() };
+                        return [f32s(_mm256_castsi256_si128(words)), m_w];
+                    }
+                }
                 match AB == sizes::Q8_1 {
                     true if COUNT == 8 => f16_pairs_x8_at::<WB>(w, i),
                     true => [f16x8_of::<WB>(w, i, COUNT, 0), f16x8_of::<WB>(w, i, COUNT, 2)],
@@ -1284,7 +1301,9 @@ x86_kernels!(
     q4_k_pair_nibbles(bytes) {
         _mm256_and_si256(_mm256_srlv_epi32(bytes, _mm256_set_epi32(4, 0, 4, 0, 4, 0, 4, 0)), _mm256_set1_epi8(0x0F))
     },
-    q4_k_pair_unscale(sums) { sums }
+    q4_k_pair_unscale(sums) { sums },
+    // No word permute: the scales go through general registers ([`f16x8_of`]).
+    group_words<B, J>(_group) { None }
 );
 
 x86_kernels!(
@@ -1303,5 +1322,33 @@ x86_kernels!(
     q4_k_pair_nibbles(bytes) {
         _mm256_and_si256(bytes, _mm256_set1_epi64x(0xF0F0_F0F0_0F0F_0F0Fu64 as i64))
     },
-    q4_k_pair_unscale(sums) { _mm256_srav_epi32(sums, _mm256_set_epi32(4, 0, 4, 0, 4, 0, 4, 0)) }
+    q4_k_pair_unscale(sums) { _mm256_srav_epi32(sums, _mm256_set_epi32(4, 0, 4, 0, 4, 0, 4, 0)) },
+    // Two 128-byte windows of the group, one per four blocks (the second ending at the group's
+    // end), each a `vpermt2w` of two 64-byte loads; the halves' lanes are then blended. Moving
+    // the 8 or 16 words through general registers was a quarter of a decode kernel's time.
+    group_words<B, J>(group) {
+        let group: &[u8] = &group[..8 * B];
+        let load64 = |at: usize| {
+            let bytes: &[u8; 64] = group[at..at + 64].try_into().expect("64 bytes");
+            // SAFETY: `bytes` is 64 bytes; loadu has no alignment requirement.
+            unsafe { _mm512_loadu_si512(bytes.as_ptr().cast()) }
+        };
+        // The window of blocks `4h..4h + 4`: its words span 3B + 2J <= 128 bytes (B <= 34).
+        let window = |h: usize| (4 * h * B).min(8 * B - 128);
+        let (first, second) = (window(0), window(1));
+        let index = |h: usize| -> __m512i {
+            let mut words = [0i16; 32];
+            for j in 0..J {
+                for k in 4 * h..4 * h + 4 {
+                    words[8 * j + k] = ((k * B + 2 * j - [first, second][h]) / 2) as i16;
+                }
+            }
+            // SAFETY: `words` is 32 i16 (64 bytes); loadu has no alignment requirement.
+            unsafe { _mm512_loadu_si512(words.as_ptr().cast()) }
+        };
+        let low = _mm512_permutex2var_epi16(load64(first), index(0), load64(first + 64));
+        let high = _mm512_permutex2var_epi16(load64(second), index(1), load64(second + 64));
+        // Lanes of blocks 4..8: 0xF0 in each group of eight word lanes.
+        Some(_mm512_castsi512_si256(_mm512_mask_blend_epi16(0xF0F0, low, high)))
+    }
 );
