@@ -243,7 +243,7 @@ macro_rules! x86_kernels {
         $isa:ident, $features:literal,
         dot_u8_i8($acc:ident, $u:ident, $s:ident) $dot_u8_i8:block,
         madd_i16($acc2:ident, $a:ident, $b:ident) $madd_i16:block,
-        add_bit4($q:ident, $bits:ident) $add_bit4:block,
+        quants5($raw:ident, $bits:ident) $quants5:block,
         q8_0_weights($w8:ident) $q8_0_weights:block,
         q8_0_dot($acc3:ident, $wq:ident, $aq:ident) $q8_0_dot:block,
         q8_0_offset = $q8_0_offset:literal,
@@ -477,19 +477,25 @@ macro_rules! x86_kernels {
             #[inline]
             #[target_feature(enable = $features)]
             fn nibbles32(qs: __m128i) -> __m256i {
+                _mm256_and_si256(nibbles32_unmasked(qs), _mm256_set1_epi8(0x0F))
+            }
+
+            /// [`nibbles32`] before the upper four bits of each byte are cleared.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn nibbles32_unmasked(qs: __m128i) -> __m256i {
                 // The 16 bytes in both halves (a broadcast load, where `qs` was just loaded),
                 // the upper half shifted down a nibble: one shift where splitting and inserting
                 // took two instructions, one of them on the single port lane crossings use.
                 let both = _mm256_broadcastsi128_si256(qs);
-                let both = _mm256_srlv_epi64(both, _mm256_set_epi64x(4, 4, 0, 0));
-                _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+                _mm256_srlv_epi64(both, _mm256_set_epi64x(4, 4, 0, 0))
             }
 
-            /// `q` (bytes 0..16) with 16 added to byte `j` where bit `j` of `bits` is set: the
-            /// fifth bit of Q5_0/Q5_1 quants.
+            /// Q5_0/Q5_1's 32 quants: the nibbles of `raw` ([`nibbles32_unmasked`]), with 16
+            /// added to byte `j` where bit `j` of `bits` (the fifth bits) is set.
             #[inline]
             #[target_feature(enable = $features)]
-            fn add_bit4($q: __m256i, $bits: u32) -> __m256i $add_bit4
+            fn quants5($raw: __m256i, $bits: u32) -> __m256i $quants5
 
             /// 32 Q8_0 weights (signed bytes) as [`q8_0_dot`] takes them.
             #[inline]
@@ -1006,7 +1012,7 @@ macro_rules! x86_kernels {
             fn q5_0<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
                 unsigned_blocks::<{ sizes::Q5_0 }, { sizes::Q8_0 }, R, N, 16, false>(nb, w, a, |wb| {
                     let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
-                    add_bit4(nibbles32(load16(wb, 6)), qh)
+                    quants5(nibbles32_unmasked(load16(wb, 6)), qh)
                 })
             }
 
@@ -1019,7 +1025,7 @@ macro_rules! x86_kernels {
             fn q5_1<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
                 unsigned_blocks::<{ sizes::Q5_1 }, { sizes::Q8_1 }, R, N, 0, false>(nb, w, a, |wb| {
                     let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
-                    add_bit4(nibbles32(load16(wb, 8)), qh)
+                    quants5(nibbles32_unmasked(load16(wb, 8)), qh)
                 })
             }
 
@@ -1334,7 +1340,8 @@ x86_kernels!(
     avx2, "avx2,fma,f16c",
     dot_u8_i8(acc, u, s) { _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))) },
     madd_i16(acc, a, b) { _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)) },
-    add_bit4(q, bits) {
+    quants5(raw, bits) {
+        let q = _mm256_and_si256(raw, _mm256_set1_epi8(0x0F));
         // Byte j receives byte j / 8 of `bits`, then all bits but bit j % 8 are set: 0xFF where
         // bit j is set.
         let spread = _mm256_shuffle_epi8(
@@ -1367,8 +1374,13 @@ x86_kernels!(
     avx512vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
     dot_u8_i8(acc, u, s) { _mm256_dpbusd_epi32(acc, u, s) },
     madd_i16(acc, a, b) { _mm256_dpwssd_epi32(acc, a, b) },
-    // `bits` is the mask of one masked byte add.
-    add_bit4(q, bits) { _mm256_mask_add_epi8(q, bits, q, _mm256_set1_epi8(0x10)) },
+    // `bits` is the mask of a zero-masked move of 0x10 bytes; one `vpternlogd` then takes
+    // (raw & 0x0F) | fifth. (A masked byte add on the nibbles compiles to an `and`, an `or` and
+    // a masked move: one operation more per block.)
+    quants5(raw, bits) {
+        let fifth = _mm256_maskz_mov_epi8(bits, _mm256_set1_epi8(0x10));
+        _mm256_ternarylogic_epi32::<0xEA>(raw, _mm256_set1_epi8(0x0F), fifth)
+    },
     // `vpdpbusd` has no 16-bit intermediate to saturate, so the weights go in offset to
     // unsigned (w + 128) and 128 * sum(a) comes off per block.
     q8_0_weights(w) { _mm256_xor_si256(w, _mm256_set1_epi8(-128)) },
