@@ -831,7 +831,10 @@ macro_rules! x86_kernels {
                 acc: &mut __m256,
             ) {
                 // Column 0: each block's d; column 1: Q8_0's quant sums, Q8_1's s.
-                let [d_a, second] = [0, 1].map(|c| &a[crate::quant::simd_column_at(act_type::<AB>(), nb, c) + 4 * i..]);
+                // (Not a closure over the columns: closures do not inherit the target features,
+                // and one here was called, not inlined, and took prefill's time fourfold.)
+                let d_a = &a[crate::quant::simd_column_at(act_type::<AB>(), nb, 0) + 4 * i..];
+                let second = &a[crate::quant::simd_column_at(act_type::<AB>(), nb, 1) + 4 * i..];
                 finish_lanes::<AB, COUNT, OFFSET>(scales, d_a, second, dots, acc);
             }
 
@@ -951,8 +954,8 @@ macro_rules! x86_kernels {
                 quants: &impl Fn(&[u8; WB]) -> __m256i,
             ) -> f32 {
                 let whole = nb - nb % 8;
-                let column = |c: usize| &a[crate::quant::simd_column_at(act_type::<AB>(), nb, c)..][..4 * nb];
-                let (d_a, second) = (column(0), column(1));
+                let d_a = &a[crate::quant::simd_column_at(act_type::<AB>(), nb, 0)..][..4 * nb];
+                let second = &a[crate::quant::simd_column_at(act_type::<AB>(), nb, 1)..][..4 * nb];
                 let mut acc = _mm256_setzero_ps();
                 let groups = w[..whole * WB].chunks_exact(8 * WB).zip(a[..whole * AB].chunks_exact(8 * AB));
                 for ((w, a), (d_a, second)) in groups.zip(d_a.chunks_exact(32).zip(second.chunks_exact(32))) {
