@@ -754,9 +754,9 @@ macro_rules! x86_kernels {
                     let group = &w[i * WB..(i + 8) * WB];
                     let words = if AB == sizes::Q8_1 { group_words::<WB, 2>(group) } else { group_words::<WB, 1>(group) };
                     if let Some(words) = words {
-                        let f32s = |half: __m128i| _mm256_cvtph_ps(half);
-                        let m_w = if AB == sizes::Q8_1 { f32s(_mm256_extracti128_si256::<1>(words)) } else { _mm256_setzero_ps() };
-                        return [f32s(_mm256_castsi256_si128(words)), m_w];
+                        let d_w = _mm256_cvtph_ps(_mm256_castsi256_si128(words));
+                        let m_w = if AB == sizes::Q8_1 { _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(words)) } else { _mm256_setzero_ps() };
+                        return [d_w, m_w];
                     }
                 }
                 match AB == sizes::Q8_1 {
