@@ -110,14 +110,13 @@ macro_rules! kernel_entries {
     // Kernels by tiles: `$tile::<R, N>` multiplies R weight rows with N activation rows; decode
     // takes tiles of one by one, prefill larger ones, where each activation block loaded serves
     // R rows. Every result is bit-identical to the one-by-one tile's.
-    ($features:literal; $rows:ident, $batch:ident, tile $tile:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_ty:expr) => {
+    // `$one_by_one` is the one-by-one tile over every row, in one function.
+    ($features:literal; $rows:ident, $batch:ident, tile $tile:ident, $one_by_one:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_ty:expr) => {
         #[target_feature(enable = $features)]
         fn $rows(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
             let nb = cols / $block_len;
             let act = &act[..crate::quant::simd_act_row_bytes($a_ty, $a_bytes, nb)];
-            for (o, w) in out.iter_mut().zip(weights.chunks_exact(nb * $w_bytes)) {
-                *o = $tile::<1, 1>(nb, [w], [act])[0][0];
-            }
+            $one_by_one(nb, weights, act, out);
         }
 
         #[target_feature(enable = $features)]
@@ -234,6 +233,26 @@ macro_rules! with_count {
                 $body
             }
             _ => {}
+        }
+    };
+}
+
+/// A 32-value format's kernels ([`unsigned_blocks`] with `|$w| $quants` decoding a block):
+/// `$tile::<R, N>` and `$one_by_one`, the one-by-one tile over every row of a matrix. The row
+/// loop is inside the one function: called per row, the tile's prologue, constants and epilogue
+/// were a fifth of a narrow row's instructions (576 columns: 18 blocks).
+macro_rules! unsigned_format {
+    ($features:literal; $tile:ident, $one_by_one:ident, $wb:expr, $ab:expr, $offset:expr, $q8:literal, |$w:ident| $quants:expr) => {
+        #[target_feature(enable = $features)]
+        fn $tile<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
+            unsigned_blocks::<{ $wb }, { $ab }, R, N, { $offset }, $q8>(nb, w, a, |$w: &[u8; $wb]| $quants)
+        }
+
+        #[target_feature(enable = $features)]
+        fn $one_by_one(nb: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
+            for (o, w) in out.iter_mut().zip(weights.chunks_exact(nb * $wb)) {
+                *o = one_row::<{ $wb }, { $ab }, { $offset }, $q8>(nb, w, act, &|$w: &[u8; $wb]| $quants);
+            }
         }
     };
 }
@@ -528,11 +547,11 @@ macro_rules! x86_kernels {
             #[target_feature(enable = $features)]
             fn group_words<const $gb: usize, const $gj: usize>($gw: &[u8]) -> Option<__m256i> $group_words
 
-            kernel_entries!($features; dot_rows_q8_0, dot_batch_q8_0, tile q8_0, 32, sizes::Q8_0, sizes::Q8_0, GgmlType::Q8_0);
-            kernel_entries!($features; dot_rows_q4_0, dot_batch_q4_0, tile q4_0, 32, sizes::Q4_0, sizes::Q8_0, GgmlType::Q8_0);
-            kernel_entries!($features; dot_rows_q4_1, dot_batch_q4_1, tile q4_1, 32, sizes::Q4_1, sizes::Q8_1, GgmlType::Q8_1);
-            kernel_entries!($features; dot_rows_q5_0, dot_batch_q5_0, tile q5_0, 32, sizes::Q5_0, sizes::Q8_0, GgmlType::Q8_0);
-            kernel_entries!($features; dot_rows_q5_1, dot_batch_q5_1, tile q5_1, 32, sizes::Q5_1, sizes::Q8_1, GgmlType::Q8_1);
+            kernel_entries!($features; dot_rows_q8_0, dot_batch_q8_0, tile q8_0, q8_0_rows, 32, sizes::Q8_0, sizes::Q8_0, GgmlType::Q8_0);
+            kernel_entries!($features; dot_rows_q4_0, dot_batch_q4_0, tile q4_0, q4_0_rows, 32, sizes::Q4_0, sizes::Q8_0, GgmlType::Q8_0);
+            kernel_entries!($features; dot_rows_q4_1, dot_batch_q4_1, tile q4_1, q4_1_rows, 32, sizes::Q4_1, sizes::Q8_1, GgmlType::Q8_1);
+            kernel_entries!($features; dot_rows_q5_0, dot_batch_q5_0, tile q5_0, q5_0_rows, 32, sizes::Q5_0, sizes::Q8_0, GgmlType::Q8_0);
+            kernel_entries!($features; dot_rows_q5_1, dot_batch_q5_1, tile q5_1, q5_1_rows, 32, sizes::Q5_1, sizes::Q8_1, GgmlType::Q8_1);
 
             #[target_feature(enable = $features)]
             fn dot_rows_q4_k(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
@@ -997,40 +1016,19 @@ macro_rules! x86_kernels {
                 if Q8 { q8_0_dot(acc, w, a) } else { dot_u8_i8(acc, w, a) }
             }
 
-            /// Q8_0 weights are signed bytes of the full range; each instruction set multiplies
-            /// them its own way ([`q8_0_dot`], with [`Q8_0_OFFSET`] taken off as a weight offset).
-            #[target_feature(enable = $features)]
-            fn q8_0<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
-                unsigned_blocks::<{ sizes::Q8_0 }, { sizes::Q8_0 }, R, N, Q8_0_OFFSET, true>(nb, w, a, |wb| {
-                    q8_0_weights(load32(wb, 2))
-                })
-            }
-
-            #[target_feature(enable = $features)]
-            fn q4_0<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
-                unsigned_blocks::<{ sizes::Q4_0 }, { sizes::Q8_0 }, R, N, 8, false>(nb, w, a, |wb| nibbles32(load16(wb, 2)))
-            }
-
-            #[target_feature(enable = $features)]
-            fn q5_0<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
-                unsigned_blocks::<{ sizes::Q5_0 }, { sizes::Q8_0 }, R, N, 16, false>(nb, w, a, |wb| {
-                    let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
-                    quants5(nibbles32_unmasked(load16(wb, 6)), qh)
-                })
-            }
-
-            #[target_feature(enable = $features)]
-            fn q4_1<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
-                unsigned_blocks::<{ sizes::Q4_1 }, { sizes::Q8_1 }, R, N, 0, false>(nb, w, a, |wb| nibbles32(load16(wb, 4)))
-            }
-
-            #[target_feature(enable = $features)]
-            fn q5_1<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
-                unsigned_blocks::<{ sizes::Q5_1 }, { sizes::Q8_1 }, R, N, 0, false>(nb, w, a, |wb| {
-                    let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
-                    quants5(nibbles32_unmasked(load16(wb, 8)), qh)
-                })
-            }
+            // Q8_0 weights are signed bytes of the full range; each instruction set multiplies
+            // them its own way ([`q8_0_dot`], with [`Q8_0_OFFSET`] taken off as a weight offset).
+            unsigned_format!($features; q8_0, q8_0_rows, sizes::Q8_0, sizes::Q8_0, Q8_0_OFFSET, true, |wb| q8_0_weights(load32(wb, 2)));
+            unsigned_format!($features; q4_0, q4_0_rows, sizes::Q4_0, sizes::Q8_0, 8, false, |wb| nibbles32(load16(wb, 2)));
+            unsigned_format!($features; q5_0, q5_0_rows, sizes::Q5_0, sizes::Q8_0, 16, false, |wb| {
+                let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+                quants5(nibbles32_unmasked(load16(wb, 6)), qh)
+            });
+            unsigned_format!($features; q4_1, q4_1_rows, sizes::Q4_1, sizes::Q8_1, 0, false, |wb| nibbles32(load16(wb, 4)));
+            unsigned_format!($features; q5_1, q5_1_rows, sizes::Q5_1, sizes::Q8_1, 0, false, |wb| {
+                let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
+                quants5(nibbles32_unmasked(load16(wb, 8)), qh)
+            });
 
             /// Eight rows' Q4_K blocks ready to multiply with rows in i32 lanes: `d` and `dmin` as
             /// f32 lanes, and the 6-bit scales and mins transposed so that register `k` holds
