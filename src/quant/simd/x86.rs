@@ -5,9 +5,10 @@
 //! with AVX-512 VNNI, which differ only in a few integer primitives: the u8 x i8 four-product sum
 //! (`vpmaddubsw` + `vpmaddwd` with ones on AVX2, one `vpdpbusd` with VNNI), the i16 x i16 pair
 //! sum accumulated into i32 (`vpmaddwd` + `vpaddd`, or one `vpdpwssd`), Q5's fifth bits
-//! added to 32 quants (bits spread to bytes by a shuffle, an or and a compare, or one masked
-//! byte add) and the Q8_0 weights' product (their sign moved onto the activations, or the
-//! weights offset to unsigned). The VNNI variant keeps
+//! added to 32 quants (bits spread to bytes by a shuffle, an or and a compare, or a zero-masked
+//! move joined to the nibbles by one `vpternlogd`), the Q8_0 weights' product (their sign moved
+//! onto the activations, or the weights offset to unsigned) and the gathering of eight blocks'
+//! f16 scales (through general registers, or a word permute). The VNNI variant keeps
 //! 256-bit vectors (EVEX-encoded through AVX-512VL): decode is bound by memory bandwidth, not by
 //! vector width, and 256-bit operations avoid the frequency penalty some CPUs apply to 512-bit ones.
 //!
