@@ -117,7 +117,7 @@ macro_rules! kernel_entries {
         fn $rows(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
             let nb = cols / $block_len;
             let act = &act[..crate::quant::simd_act_row_bytes($a_ty, $a_bytes, nb)];
-            $one_by_one(nb, weights, act, out);
+            $one_by_one(nb, weights, act, out, 1);
         }
 
         #[target_feature(enable = $features)]
@@ -153,7 +153,6 @@ macro_rules! kernel_entries {
                 }
             }
             let nb = cols / $block_len;
-            let row_bytes = nb * $w_bytes;
             let act_bytes = crate::quant::simd_act_row_bytes($a_ty, $a_bytes, nb);
             let act = |t: usize| &acts[t * act_bytes..(t + 1) * act_bytes];
             let [wide, narrow] = super::TILE_TOKENS;
@@ -177,9 +176,7 @@ macro_rules! kernel_entries {
                 t += 2;
             }
             for t in t..n_tokens {
-                for (r, w) in weights.chunks_exact(row_bytes).enumerate() {
-                    out[r * n_tokens + t] = $tile::<1, 1>(nb, [w], [act(t)])[0][0];
-                }
+                $one_by_one(nb, weights, act(t), &mut out[t..], n_tokens);
             }
         }
     };
@@ -239,9 +236,10 @@ macro_rules! with_count {
 }
 
 /// A 32-value format's kernels ([`unsigned_blocks`] with `|$w| $quants` decoding a block):
-/// `$tile::<R, N>` and `$one_by_one`, the one-by-one tile over every row of a matrix. The row
-/// loop is inside the one function: called per row, the tile's prologue, constants and epilogue
-/// were a fifth of a narrow row's instructions (576 columns: 18 blocks).
+/// `$tile::<R, N>` and `$one_by_one`, the one-by-one tile over every row of a matrix, which
+/// decode takes (through `dot_rows` and as a batch of one token). The row loop is inside the one
+/// function: called per row, the tile's prologue, constants and epilogue were a fifth of a
+/// narrow row's instructions (576 columns: 18 blocks).
 macro_rules! unsigned_format {
     ($features:literal; $tile:ident, $one_by_one:ident, $wb:expr, $ab:expr, $offset:expr, $q8:literal, |$w:ident| $quants:expr) => {
         #[target_feature(enable = $features)]
@@ -249,9 +247,10 @@ macro_rules! unsigned_format {
             unsigned_blocks::<{ $wb }, { $ab }, R, N, { $offset }, $q8>(nb, w, a, |$w: &[u8; $wb]| $quants)
         }
 
+        /// Row `r`'s result goes to `out[r * stride]` (a batch's leftover token: its column).
         #[target_feature(enable = $features)]
-        fn $one_by_one(nb: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
-            for (o, w) in out.iter_mut().zip(weights.chunks_exact(nb * $wb)) {
+        fn $one_by_one(nb: usize, weights: &[u8], act: &[u8], out: &mut [f32], stride: usize) {
+            for (o, w) in out.iter_mut().step_by(stride).zip(weights.chunks_exact(nb * $wb)) {
                 *o = one_row::<{ $wb }, { $ab }, { $offset }, $q8>(nb, w, act, &|$w: &[u8; $wb]| $quants);
             }
         }
