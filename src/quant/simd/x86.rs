@@ -8,7 +8,7 @@
 //! added to 32 quants (bits spread to bytes by a shuffle, an or and a compare, or a zero-masked
 //! move joined to the nibbles by one `vpternlogd`), the Q8_0 weights' product (their sign moved
 //! onto the activations, or the weights offset to unsigned), Q4_K's group sums (in i16 lanes,
-//! widened once per block by a `vpmaddwd` with the scales, or in i32 lanes) and the gathering of
+//! widened once by a `vpmaddwd` with the scales, or in i32 lanes) and the gathering of
 //! eight blocks' f16 scales (through general registers, or a word permute). The VNNI variant keeps
 //! 256-bit vectors (EVEX-encoded through AVX-512VL): decode is bound by memory bandwidth, not by
 //! vector width, and 256-bit operations avoid the frequency penalty some CPUs apply to 512-bit ones.
@@ -268,9 +268,11 @@ macro_rules! x86_kernels {
         q8_0_dot($acc3:ident, $wq:ident, $aq:ident) $q8_0_dot:block,
         q8_0_offset = $q8_0_offset:literal,
         q4_k_pair_nibbles($qn:ident) $q4_k_pair_nibbles:block,
-        q4_k_pair_dot($po:ident, $pp:ident, $pa:ident, $pb:ident) $q4_k_pair_dot:block,
-        q4_k_pair_add($px:ident, $py:ident) $q4_k_pair_add:block,
-        q4_k_scaled_sums($qu:ident, $qs:ident) $q4_k_scaled_sums:block,
+        q4_k_pair_unscale($qu:ident) $q4_k_pair_unscale:block,
+        nibble_dot($nacc:ident, $nu:ident, $ns:ident) $nibble_dot:block,
+        nibble_add($nx:ident, $ny:ident) $nibble_add:block,
+        nibble_scales($np:ident) $nibble_scales:block,
+        nibble_scale($nsums:ident, $nsc:ident) $nibble_scale:block,
         group_words<$gb:ident, $gj:ident>($gw:ident) $group_words:block
     ) => {
         pub(crate) mod $isa {
@@ -538,24 +540,35 @@ macro_rules! x86_kernels {
             #[target_feature(enable = $features)]
             fn q4_k_pair_nibbles($qn: __m256i) -> __m256i $q4_k_pair_nibbles
 
-            /// The products of [`nibble_pairs`]' two vectors with the activations' paired
-            /// quants, summed per 32-bit lane (each lane one group) in whatever integer lanes
-            /// this instruction set accumulates in.
+            /// Undoes whatever scale [`q4_k_pair_nibbles`] left on odd lanes' sums.
             #[inline]
             #[target_feature(enable = $features)]
-            fn q4_k_pair_dot($po: __m256i, $pp: __m256i, $pa: __m256i, $pb: __m256i) -> __m256i $q4_k_pair_dot
+            fn q4_k_pair_unscale($qu: __m256i) -> __m256i $q4_k_pair_unscale
 
-            /// Adds two of [`q4_k_pair_dot`]'s sums.
+            /// Q4_K's integer sums, per 32-bit lane (one group of one row): `acc` plus the
+            /// four products of nibbles `u` and activations `s`, in whatever integer lanes this
+            /// instruction set accumulates nibble products in. A lane takes at most 32 products
+            /// (8 four-product steps) before [`nibble_scale`].
             #[inline]
             #[target_feature(enable = $features)]
-            fn q4_k_pair_add($px: __m256i, $py: __m256i) -> __m256i $q4_k_pair_add
+            fn nibble_dot($nacc: __m256i, $nu: __m256i, $ns: __m256i) -> __m256i $nibble_dot
 
-            /// Per 32-bit lane `g`, group `g`'s dot product (its sums from [`q4_k_pair_dot`],
-            /// with whatever scale [`q4_k_pair_nibbles`] left on odd lanes undone) times the
-            /// group's 6-bit scale, byte `g` of `packed`: an exact i32.
+            /// Adds two of [`nibble_dot`]'s sums.
             #[inline]
             #[target_feature(enable = $features)]
-            fn q4_k_scaled_sums($qu: __m256i, $qs: __m128i) -> __m256i $q4_k_scaled_sums
+            fn nibble_add($nx: __m256i, $ny: __m256i) -> __m256i $nibble_add
+
+            /// Eight 6-bit scales (bytes 0..8 of `packed`, scale `l` for 32-bit lane `l`) as
+            /// [`nibble_scale`] takes them.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn nibble_scales($np: __m128i) -> __m256i $nibble_scales
+
+            /// Per 32-bit lane, [`nibble_dot`]'s sum times the lane's scale
+            /// ([`nibble_scales`]): an exact i32.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn nibble_scale($nsums: __m256i, $nsc: __m256i) -> __m256i $nibble_scale
 
             /// The words at bytes `0..2 * J` of each of the eight `B`-byte blocks of `group`
             /// (word `j` of block `k` in word lane `8 * j + k`), where this instruction set
@@ -1132,7 +1145,7 @@ macro_rules! x86_kernels {
 
             /// Adds one block's `d * a.d * scale[g] * dots[g] - dmin * a.d * min[g] * sums[g]`
             /// to `acc`, lane `g` for group `g`, from its groups' integer dot products times
-            /// their scales (`scaled_dots`, [`q4_k_scaled_sums`]), the activations' `d` and their
+            /// their scales (`scaled_dots`, [`nibble_scale`]), the activations' `d` and their
             /// group sums ([`q8_k_group_sums`]). The products with the 6-bit scales and mins are
             /// exact integers, scaled by `d * a.d` and `dmin * a.d` as ggml scales its integer sums.
             #[inline]
@@ -1164,9 +1177,9 @@ macro_rules! x86_kernels {
                     let dots = pair_lane_sums(std::array::from_fn(|c| {
                         let bytes = load32(wb, 16 + 32 * c);
                         let [own, partner] = nibble_pairs(bytes);
-                        q4_k_pair_dot(own, partner, load32(pb, 64 * c), load32(pb, 64 * c + 32))
+                        nibble_dot(nibble_dot(_mm256_setzero_si256(), own, load32(pb, 64 * c)), partner, load32(pb, 64 * c + 32))
                     }));
-                    let scaled = q4_k_scaled_sums(dots, wq.scales);
+                    let scaled = nibble_scale(q4_k_pair_unscale(dots), nibble_scales(wq.scales));
                     q4_k_finish(&wq, scaled, q8_k_d(ab), q8_k_group_sums(ab), &mut acc);
                 }
                 hsum(acc)
@@ -1183,9 +1196,9 @@ macro_rules! x86_kernels {
                 [q4_k_pair_nibbles(bytes), q4_k_pair_nibbles(swapped)]
             }
 
-            /// Per block, the eight group sums from [`q4_k`]'s four vectors of
-            /// [`q4_k_pair_dot`] sums (even lanes of `v[c]`: group 2c, odd lanes: group 2c + 1),
-            /// lane `g` for group `g`, in [`q4_k_pair_dot`]'s integer lanes.
+            /// Per block, the eight group sums from [`q4_k`]'s four vectors of [`nibble_dot`]
+            /// sums (even lanes of `v[c]`: group 2c, odd lanes: group 2c + 1), lane `g` for
+            /// group `g`, still in [`nibble_dot`]'s integer lanes.
             #[inline]
             #[target_feature(enable = $features)]
             fn pair_lane_sums(v: [__m256i; 4]) -> __m256i {
@@ -1196,11 +1209,11 @@ macro_rules! x86_kernels {
                 fn quad(a: __m256i, b: __m256i) -> __m256i {
                     let kept = _mm256_blend_epi32::<0xCC>(a, b);
                     let moved = _mm256_shuffle_epi32::<0x4E>(_mm256_blend_epi32::<0x33>(a, b));
-                    q4_k_pair_add(kept, moved)
+                    nibble_add(kept, moved)
                 }
                 let low = quad(v[0], v[1]);
                 let high = quad(v[2], v[3]);
-                q4_k_pair_add(_mm256_blend_epi32::<0xF0>(low, high), _mm256_permute2x128_si256::<0x21>(low, high))
+                nibble_add(_mm256_blend_epi32::<0xF0>(low, high), _mm256_permute2x128_si256::<0x21>(low, high))
             }
 
             /// [`q4_k`] for eight weight rows at once (lane `r`: row `r`) and N activation rows,
@@ -1271,11 +1284,11 @@ macro_rules! x86_kernels {
                             let [low, high] = low_high_nibbles(*q);
                             for (t, [d0, d1]) in dots.iter_mut().enumerate() {
                                 let at = 4 + 64 * c + 4 * j;
-                                *d0 = dot_u8_i8(*d0, low, broadcast4(ab[t], at));
-                                *d1 = dot_u8_i8(*d1, high, broadcast4(ab[t], at + 32));
+                                *d0 = nibble_dot(*d0, low, broadcast4(ab[t], at));
+                                *d1 = nibble_dot(*d1, high, broadcast4(ab[t], at + 32));
                             }
                         }
-                        let sc = [_mm256_cvtepu8_epi32(scales[c]), _mm256_cvtepu8_epi32(_mm_unpackhi_epi64(scales[c], scales[c]))];
+                        let sc = [nibble_scales(scales[c]), nibble_scales(_mm_unpackhi_epi64(scales[c], scales[c]))];
                         let m = [
                             _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mins[c])),
                             _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(mins[c], mins[c]))),
@@ -1284,7 +1297,7 @@ macro_rules! x86_kernels {
                             for h in 0..2 {
                                 let g = 2 * c + h;
                                 // As [`q4_k_finish`] does for lane g.
-                                let main = _mm256_cvtepi32_ps(_mm256_mullo_epi32(dots[t][h], sc[h]));
+                                let main = _mm256_cvtepi32_ps(nibble_scale(dots[t][h], sc[h]));
                                 let min = _mm256_mul_ps(_mm256_set1_ps(group_sums[t][g]), m[h]);
                                 acc[t][g] = _mm256_fmadd_ps(scale_d[t][0], main, acc[t][g]);
                                 acc[t][g] = _mm256_fnmadd_ps(scale_d[t][1], min, acc[t][g]);
@@ -1388,18 +1401,16 @@ x86_kernels!(
     q4_k_pair_nibbles(bytes) {
         _mm256_and_si256(_mm256_srlv_epi32(bytes, _mm256_set_epi32(4, 0, 4, 0, 4, 0, 4, 0)), _mm256_set1_epi8(0x0F))
     },
-    // Sums in i16 lanes, each 32-bit lane's two halves its group's: at most 16 products of a
-    // nibble (<= 15) and an activation (|a| <= 127, Q8_K's range) each, 30480 < 2^15, so
-    // nothing saturates or wraps. Widening once per block, by the scales, replaces a widening
-    // per vector and a 32-bit multiply.
-    q4_k_pair_dot(own, partner, a_own, a_partner) {
-        _mm256_add_epi16(_mm256_maddubs_epi16(own, a_own), _mm256_maddubs_epi16(partner, a_partner))
-    },
-    q4_k_pair_add(x, y) { _mm256_add_epi16(x, y) },
-    q4_k_scaled_sums(sums, packed) {
-        // Scale g in both halves of lane g: `vpmaddwd` adds the halves' products.
-        _mm256_madd_epi16(sums, _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(packed, packed)))
-    },
+    q4_k_pair_unscale(sums) { sums },
+    // Sums in i16 lanes, each 32-bit lane's two halves its own: at most 16 products of a nibble
+    // (<= 15) and an activation (|a| <= 127, Q8_K's range) each, 30480 < 2^15, so nothing
+    // saturates or wraps. Widening once, by the scales, replaces a widening per step and a
+    // 32-bit multiply.
+    nibble_dot(acc, u, s) { _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, s)) },
+    nibble_add(x, y) { _mm256_add_epi16(x, y) },
+    // Scale l in both halves of lane l: `vpmaddwd` adds the halves' products.
+    nibble_scales(packed) { _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(packed, packed)) },
+    nibble_scale(sums, scales) { _mm256_madd_epi16(sums, scales) },
     // No word permute: the scales go through general registers ([`f16x8_of`]), whose
     // integer ports the kernels leave idle. (Moving them with vector inserts and a shuffle
     // measured slower on Zen 3: Q5_0 1.5 -> 4.6 ns per block, Q4_0 and Q8_0 10% slower; the
@@ -1428,14 +1439,11 @@ x86_kernels!(
     q4_k_pair_nibbles(bytes) {
         _mm256_and_si256(bytes, _mm256_set1_epi64x(0xF0F0_F0F0_0F0F_0F0Fu64 as i64))
     },
-    q4_k_pair_dot(own, partner, a_own, a_partner) {
-        _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), own, a_own), partner, a_partner)
-    },
-    q4_k_pair_add(x, y) { _mm256_add_epi32(x, y) },
-    q4_k_scaled_sums(sums, packed) {
-        let unscaled = _mm256_srav_epi32(sums, _mm256_set_epi32(4, 0, 4, 0, 4, 0, 4, 0));
-        _mm256_mullo_epi32(unscaled, _mm256_cvtepu8_epi32(packed))
-    },
+    q4_k_pair_unscale(sums) { _mm256_srav_epi32(sums, _mm256_set_epi32(4, 0, 4, 0, 4, 0, 4, 0)) },
+    nibble_dot(acc, u, s) { _mm256_dpbusd_epi32(acc, u, s) },
+    nibble_add(x, y) { _mm256_add_epi32(x, y) },
+    nibble_scales(packed) { _mm256_cvtepu8_epi32(packed) },
+    nibble_scale(sums, scales) { _mm256_mullo_epi32(sums, scales) },
     // Two 128-byte windows of the group, one per four blocks (the second ending at the group's
     // end), each a `vpermt2w` of two 64-byte loads; the halves' lanes are then blended. Moving
     // the 8 or 16 words through general registers was a quarter of a decode kernel's time.
