@@ -269,10 +269,12 @@ macro_rules! x86_kernels {
         q8_0_offset = $q8_0_offset:literal,
         q4_k_pair_nibbles($qn:ident) $q4_k_pair_nibbles:block,
         q4_k_pair_unscale($qu:ident) $q4_k_pair_unscale:block,
-        nibble_dot($nacc:ident, $nu:ident, $ns:ident) $nibble_dot:block,
-        nibble_add($nx:ident, $ny:ident) $nibble_add:block,
-        nibble_scales($np:ident) $nibble_scales:block,
-        nibble_scale($nsums:ident, $nsc:ident) $nibble_scale:block,
+        narrow_dot($nacc:ident, $nu:ident, $ns:ident) $narrow_dot:block,
+        narrow_add($nx:ident, $ny:ident) $narrow_add:block,
+        narrow_scales($np:ident) $narrow_scales:block,
+        narrow_scale($nsums:ident, $nsc:ident) $narrow_scale:block,
+        narrow_widen($nw:ident) $narrow_widen:block,
+        narrow_i16 = $narrow_i16:literal,
         group_words<$gb:ident, $gj:ident>($gw:ident) $group_words:block
     ) => {
         pub(crate) mod $isa {
@@ -545,30 +547,40 @@ macro_rules! x86_kernels {
             #[target_feature(enable = $features)]
             fn q4_k_pair_unscale($qu: __m256i) -> __m256i $q4_k_pair_unscale
 
-            /// Q4_K's integer sums, per 32-bit lane (one group of one row): `acc` plus the
-            /// four products of nibbles `u` and activations `s`, in whatever integer lanes this
-            /// instruction set accumulates nibble products in. A lane takes at most 32 products
-            /// (8 four-product steps) before [`nibble_scale`].
+            /// Integer sums of narrow quants' products, per 32-bit lane: `acc` plus the four
+            /// products of unsigned quants `u` (4-bit; or 5-bit, see [`NARROW_I16`]) and
+            /// activations `s` (|s| <= 127), in whatever integer lanes this instruction set
+            /// accumulates them in. A lane takes at most 32 products of 4-bit quants (8 steps)
+            /// before [`narrow_scale`] or [`narrow_widen`].
             #[inline]
             #[target_feature(enable = $features)]
-            fn nibble_dot($nacc: __m256i, $nu: __m256i, $ns: __m256i) -> __m256i $nibble_dot
+            fn narrow_dot($nacc: __m256i, $nu: __m256i, $ns: __m256i) -> __m256i $narrow_dot
 
-            /// Adds two of [`nibble_dot`]'s sums.
+            /// Adds two of [`narrow_dot`]'s sums.
             #[inline]
             #[target_feature(enable = $features)]
-            fn nibble_add($nx: __m256i, $ny: __m256i) -> __m256i $nibble_add
+            fn narrow_add($nx: __m256i, $ny: __m256i) -> __m256i $narrow_add
 
             /// Eight 6-bit scales (bytes 0..8 of `packed`, scale `l` for 32-bit lane `l`) as
-            /// [`nibble_scale`] takes them.
+            /// [`narrow_scale`] takes them.
             #[inline]
             #[target_feature(enable = $features)]
-            fn nibble_scales($np: __m128i) -> __m256i $nibble_scales
+            fn narrow_scales($np: __m128i) -> __m256i $narrow_scales
 
-            /// Per 32-bit lane, [`nibble_dot`]'s sum times the lane's scale
-            /// ([`nibble_scales`]): an exact i32.
+            /// Per 32-bit lane, [`narrow_dot`]'s sum times the lane's scale
+            /// ([`narrow_scales`]): an exact i32.
             #[inline]
             #[target_feature(enable = $features)]
-            fn nibble_scale($nsums: __m256i, $nsc: __m256i) -> __m256i $nibble_scale
+            fn narrow_scale($nsums: __m256i, $nsc: __m256i) -> __m256i $narrow_scale
+
+            /// Per 32-bit lane, [`narrow_dot`]'s sum as an i32.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn narrow_widen($nw: __m256i) -> __m256i $narrow_widen
+
+            /// Whether [`narrow_dot`] sums in i16 lanes: then a lane takes at most 16 products
+            /// of 5-bit quants (4 steps) before it is widened.
+            const NARROW_I16: bool = $narrow_i16;
 
             /// The words at bytes `0..2 * J` of each of the eight `B`-byte blocks of `group`
             /// (word `j` of block `k` in word lane `8 * j + k`), where this instruction set
@@ -980,10 +992,7 @@ macro_rules! x86_kernels {
                     let group: &[u8; 256] = a[t][at..at + 256].try_into().expect("an interleaved group");
                     let act: [__m256i; 8] = std::array::from_fn(|j| load32(group, 32 * j));
                     for r in 0..R {
-                        let mut dots = _mm256_setzero_si256();
-                        for j in 0..8 {
-                            dots = weights_dot::<Q8>(dots, q[r][j], act[j]);
-                        }
+                        let dots = tile_dots::<WB, Q8>(&q[r], &act);
                         finish_group::<AB, COUNT, OFFSET>(nb, i, scales[r], a[t], dots, &mut acc[r][t]);
                     }
                 }
@@ -1036,6 +1045,33 @@ macro_rules! x86_kernels {
                     }
                 }));
                 finish_lanes::<AB, COUNT, OFFSET>(weight_scales::<WB, AB, COUNT>(w, 0), d_a, second, dots, acc);
+            }
+
+            /// Per i32 lane, the sum of [`weights_dot`] over eight pairs of vectors `q[j]` and
+            /// `a[j]` (a prefill tile's eight transposed blocks against eight interleaved
+            /// activation vectors). Narrow quants add in [`narrow_dot`]'s lanes, widened once
+            /// (4-bit) or twice (5-bit, where its lanes are i16): a third fewer operations on
+            /// AVX2 than widening every step.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn tile_dots<const WB: usize, const Q8: bool>(q: &[__m256i; 8], a: &[__m256i; 8]) -> __m256i {
+                let mut dots = _mm256_setzero_si256();
+                if Q8 {
+                    for j in 0..8 {
+                        dots = q8_0_dot(dots, q[j], a[j]);
+                    }
+                    return dots;
+                }
+                let five_bit = WB == sizes::Q5_0 || WB == sizes::Q5_1;
+                let run = if NARROW_I16 && five_bit { 4 } else { 8 };
+                for start in (0..8).step_by(run) {
+                    let mut sums = _mm256_setzero_si256();
+                    for j in start..start + run {
+                        sums = narrow_dot(sums, q[j], a[j]);
+                    }
+                    dots = _mm256_add_epi32(dots, narrow_widen(sums));
+                }
+                dots
             }
 
             /// Per i32 lane: `acc +` the four-product sums of 32 weights (unsigned 4- or 5-bit
@@ -1145,7 +1181,7 @@ macro_rules! x86_kernels {
 
             /// Adds one block's `d * a.d * scale[g] * dots[g] - dmin * a.d * min[g] * sums[g]`
             /// to `acc`, lane `g` for group `g`, from its groups' integer dot products times
-            /// their scales (`scaled_dots`, [`nibble_scale`]), the activations' `d` and their
+            /// their scales (`scaled_dots`, [`narrow_scale`]), the activations' `d` and their
             /// group sums ([`q8_k_group_sums`]). The products with the 6-bit scales and mins are
             /// exact integers, scaled by `d * a.d` and `dmin * a.d` as ggml scales its integer sums.
             #[inline]
@@ -1177,9 +1213,9 @@ macro_rules! x86_kernels {
                     let dots = pair_lane_sums(std::array::from_fn(|c| {
                         let bytes = load32(wb, 16 + 32 * c);
                         let [own, partner] = nibble_pairs(bytes);
-                        nibble_dot(nibble_dot(_mm256_setzero_si256(), own, load32(pb, 64 * c)), partner, load32(pb, 64 * c + 32))
+                        narrow_dot(narrow_dot(_mm256_setzero_si256(), own, load32(pb, 64 * c)), partner, load32(pb, 64 * c + 32))
                     }));
-                    let scaled = nibble_scale(q4_k_pair_unscale(dots), nibble_scales(wq.scales));
+                    let scaled = narrow_scale(q4_k_pair_unscale(dots), narrow_scales(wq.scales));
                     q4_k_finish(&wq, scaled, q8_k_d(ab), q8_k_group_sums(ab), &mut acc);
                 }
                 hsum(acc)
@@ -1196,9 +1232,9 @@ macro_rules! x86_kernels {
                 [q4_k_pair_nibbles(bytes), q4_k_pair_nibbles(swapped)]
             }
 
-            /// Per block, the eight group sums from [`q4_k`]'s four vectors of [`nibble_dot`]
+            /// Per block, the eight group sums from [`q4_k`]'s four vectors of [`narrow_dot`]
             /// sums (even lanes of `v[c]`: group 2c, odd lanes: group 2c + 1), lane `g` for
-            /// group `g`, still in [`nibble_dot`]'s integer lanes.
+            /// group `g`, still in [`narrow_dot`]'s integer lanes.
             #[inline]
             #[target_feature(enable = $features)]
             fn pair_lane_sums(v: [__m256i; 4]) -> __m256i {
@@ -1209,11 +1245,11 @@ macro_rules! x86_kernels {
                 fn quad(a: __m256i, b: __m256i) -> __m256i {
                     let kept = _mm256_blend_epi32::<0xCC>(a, b);
                     let moved = _mm256_shuffle_epi32::<0x4E>(_mm256_blend_epi32::<0x33>(a, b));
-                    nibble_add(kept, moved)
+                    narrow_add(kept, moved)
                 }
                 let low = quad(v[0], v[1]);
                 let high = quad(v[2], v[3]);
-                nibble_add(_mm256_blend_epi32::<0xF0>(low, high), _mm256_permute2x128_si256::<0x21>(low, high))
+                narrow_add(_mm256_blend_epi32::<0xF0>(low, high), _mm256_permute2x128_si256::<0x21>(low, high))
             }
 
             /// [`q4_k`] for eight weight rows at once (lane `r`: row `r`) and N activation rows,
@@ -1284,11 +1320,11 @@ macro_rules! x86_kernels {
                             let [low, high] = low_high_nibbles(*q);
                             for (t, [d0, d1]) in dots.iter_mut().enumerate() {
                                 let at = 4 + 64 * c + 4 * j;
-                                *d0 = nibble_dot(*d0, low, broadcast4(ab[t], at));
-                                *d1 = nibble_dot(*d1, high, broadcast4(ab[t], at + 32));
+                                *d0 = narrow_dot(*d0, low, broadcast4(ab[t], at));
+                                *d1 = narrow_dot(*d1, high, broadcast4(ab[t], at + 32));
                             }
                         }
-                        let sc = [nibble_scales(scales[c]), nibble_scales(_mm_unpackhi_epi64(scales[c], scales[c]))];
+                        let sc = [narrow_scales(scales[c]), narrow_scales(_mm_unpackhi_epi64(scales[c], scales[c]))];
                         let m = [
                             _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mins[c])),
                             _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(mins[c], mins[c]))),
@@ -1297,7 +1333,7 @@ macro_rules! x86_kernels {
                             for h in 0..2 {
                                 let g = 2 * c + h;
                                 // As [`q4_k_finish`] does for lane g.
-                                let main = _mm256_cvtepi32_ps(nibble_scale(dots[t][h], sc[h]));
+                                let main = _mm256_cvtepi32_ps(narrow_scale(dots[t][h], sc[h]));
                                 let min = _mm256_mul_ps(_mm256_set1_ps(group_sums[t][g]), m[h]);
                                 acc[t][g] = _mm256_fmadd_ps(scale_d[t][0], main, acc[t][g]);
                                 acc[t][g] = _mm256_fnmadd_ps(scale_d[t][1], min, acc[t][g]);
@@ -1406,11 +1442,13 @@ x86_kernels!(
     // (<= 15) and an activation (|a| <= 127, Q8_K's range) each, 30480 < 2^15, so nothing
     // saturates or wraps. Widening once, by the scales, replaces a widening per step and a
     // 32-bit multiply.
-    nibble_dot(acc, u, s) { _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, s)) },
-    nibble_add(x, y) { _mm256_add_epi16(x, y) },
+    narrow_dot(acc, u, s) { _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, s)) },
+    narrow_add(x, y) { _mm256_add_epi16(x, y) },
     // Scale l in both halves of lane l: `vpmaddwd` adds the halves' products.
-    nibble_scales(packed) { _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(packed, packed)) },
-    nibble_scale(sums, scales) { _mm256_madd_epi16(sums, scales) },
+    narrow_scales(packed) { _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(packed, packed)) },
+    narrow_scale(sums, scales) { _mm256_madd_epi16(sums, scales) },
+    narrow_widen(sums) { _mm256_madd_epi16(sums, _mm256_set1_epi16(1)) },
+    narrow_i16 = true,
     // No word permute: the scales go through general registers ([`f16x8_of`]), whose
     // integer ports the kernels leave idle. (Moving them with vector inserts and a shuffle
     // measured slower on Zen 3: Q5_0 1.5 -> 4.6 ns per block, Q4_0 and Q8_0 10% slower; the
@@ -1440,10 +1478,12 @@ x86_kernels!(
         _mm256_and_si256(bytes, _mm256_set1_epi64x(0xF0F0_F0F0_0F0F_0F0Fu64 as i64))
     },
     q4_k_pair_unscale(sums) { _mm256_srav_epi32(sums, _mm256_set_epi32(4, 0, 4, 0, 4, 0, 4, 0)) },
-    nibble_dot(acc, u, s) { _mm256_dpbusd_epi32(acc, u, s) },
-    nibble_add(x, y) { _mm256_add_epi32(x, y) },
-    nibble_scales(packed) { _mm256_cvtepu8_epi32(packed) },
-    nibble_scale(sums, scales) { _mm256_mullo_epi32(sums, scales) },
+    narrow_dot(acc, u, s) { _mm256_dpbusd_epi32(acc, u, s) },
+    narrow_add(x, y) { _mm256_add_epi32(x, y) },
+    narrow_scales(packed) { _mm256_cvtepu8_epi32(packed) },
+    narrow_scale(sums, scales) { _mm256_mullo_epi32(sums, scales) },
+    narrow_widen(sums) { sums },
+    narrow_i16 = false,
     // Two 128-byte windows of the group, one per four blocks (the second ending at the group's
     // end), each a `vpermt2w` of two 64-byte loads; the halves' lanes are then blended. Moving
     // the 8 or 16 words through general registers was a quarter of a decode kernel's time.
