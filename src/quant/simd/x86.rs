@@ -1385,6 +1385,18 @@ macro_rules! x86_kernels {
                 })
             }
 
+            /// Dword `k` (0..4) of each 128-bit half of `v`, in all four lanes of that half.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn broadcast_dword(v: __m256i, k: usize) -> __m256i {
+                match k {
+                    0 => _mm256_shuffle_epi32::<0x00>(v),
+                    1 => _mm256_shuffle_epi32::<0x55>(v),
+                    2 => _mm256_shuffle_epi32::<0xAA>(v),
+                    _ => _mm256_shuffle_epi32::<0xFF>(v),
+                }
+            }
+
             /// `d * a.d * sum_g sc[g] * ((q_g - 32) . a_g)` over the 16-value groups `g`. The
             /// quants are multiplied unsigned (0..64) and the offset taken off once per block as
             /// `32 * sum_g sc[g] * (a_g's sum)`, from Q8_K's `bsums`.
@@ -1405,6 +1417,10 @@ macro_rules! x86_kernels {
                         scales,
                         _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15),
                     ));
+                    // Each scale doubled to 32 bits (lanes 0..4 of each half), so that one dword
+                    // shuffle broadcasts it: a word broadcast from `by_parity` itself compiled to
+                    // two shuffles (`vpshuflw`/`vpshufhw` and `vpshufd`) per quarter.
+                    let doubled = [_mm256_unpacklo_epi16(by_parity, by_parity), _mm256_unpackhi_epi16(by_parity, by_parity)];
                     let mut sum: [__m256i; N] = std::array::from_fn(|t| {
                         let offset = _mm256_madd_epi16(scales16, load32(ab[t], 4 + 256));
                         _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(offset))
@@ -1424,8 +1440,7 @@ macro_rules! x86_kernels {
                         for (k, (low, high)) in quarters.into_iter().enumerate() {
                             let q = _mm256_or_si256(low, _mm256_and_si256(high, bits45));
                             // Groups 8 * half + 2k and the next one cover this quarter's two halves.
-                            let lane = (4 * half + k) as i16;
-                            let sc = _mm256_shuffle_epi8(by_parity, _mm256_set1_epi16((2 * lane + 1) << 8 | 2 * lane));
+                            let sc = broadcast_dword(doubled[half], k);
                             for t in 0..N {
                                 let p = _mm256_maddubs_epi16(q, load32(ab[t], 4 + 128 * half + 32 * k));
                                 sum[t] = madd_i16(sum[t], p, sc);
