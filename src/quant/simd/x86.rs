@@ -549,7 +549,7 @@ macro_rules! x86_kernels {
 
             /// Integer sums of narrow quants' products, per 32-bit lane: `acc` plus the four
             /// products of unsigned quants `u` (4-bit; or 5-bit, see [`NARROW_I16`]) and
-            /// activations `s` (|s| <= 127), in whatever integer lanes this instruction set
+            /// activations `s` (|s| <= 128), in whatever integer lanes this instruction set
             /// accumulates them in. A lane takes at most 32 products of 4-bit quants (8 steps)
             /// before [`narrow_scale`] or [`narrow_widen`].
             #[inline]
@@ -777,7 +777,7 @@ macro_rules! x86_kernels {
 
             /// [`lane_sums`] of eight blocks' [`narrow_dot`] sums in i16 lanes (each two
             /// products of a quant of at most 5 bits), for [`NARROW_I16`]: two levels of
-            /// `vphaddw` (eight products per lane, at most 8 * 31 * 127 = 31496 < 2^15), one
+            /// `vphaddw` (eight products per lane, at most 8 * 31 * 128 = 31744 < 2^15), one
             /// widening, and the halves added as there: seven fewer operations per eight blocks
             /// than widening each block.
             #[inline]
@@ -1490,8 +1490,9 @@ x86_kernels!(
     },
     q4_k_pair_unscale(sums) { sums },
     // Sums in i16 lanes, each 32-bit lane's two halves its own: at most 16 products of a nibble
-    // (<= 15) and an activation (|a| <= 127, Q8_K's range) each, 30480 < 2^15, so nothing
-    // saturates or wraps. Widening once, by the scales, replaces a widening per step and a
+    // (<= 15) and an activation each, 16 * 15 * 128 = 30720 < 2^15 (5-bit quants: at most 8,
+    // 31744), so nothing saturates or wraps. Our quantizers give activations in [-127, 127];
+    // the bound holds for -128 too, whatever a non-finite input quantizes to. Widening once, by the scales, replaces a widening per step and a
     // 32-bit multiply.
     narrow_dot(acc, u, s) { _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, s)) },
     narrow_add(x, y) { _mm256_add_epi16(x, y) },
