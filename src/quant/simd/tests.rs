@@ -177,6 +177,75 @@ fn batched_products_equal_one_token_products_bit_for_bit() {
     }
 }
 
+/// Every quant at its largest magnitude against activations all +1 or all -1: the kernels'
+/// narrow integer sums (i16 lanes on AVX2, see `x86.rs`) meet their bound in every lane, so a
+/// sum that saturated or wrapped would miss the scalar reference by far. Decode and batched
+/// products (one row at a time and eight interleaved rows), whole and partial groups of blocks.
+#[test]
+fn products_at_the_narrow_sums_bound_agree_with_the_scalar_reference() {
+    for ty in SIMD_TYPES {
+        let l = layout(ty);
+        let mut block = vec![0xFFu8; l.bytes];
+        match ty {
+            Q8_0 => block[2..].fill(0x7F),
+            // Scales of 127 (0xFF is -1 as an i8).
+            Q6_K => block[192..208].fill(0x7F),
+            _ => {}
+        }
+        for &at in l.f16s {
+            block[at..at + 2].copy_from_slice(&half::f16::from_f32(1.0).to_le_bytes());
+        }
+        let blocks_per_row = if ty.block_len() == 32 { [16, 13] } else { [2, 3] };
+        for nb in blocks_per_row {
+            let (rows, cols) = (8, nb * ty.block_len() as usize);
+            let weights = block.repeat(rows * nb);
+            let n_tokens = 10;
+            let xs: Vec<Vec<f32>> = (0..n_tokens).map(|t| vec![if t % 2 == 0 { 1.0 } else { -1.0 }; cols]).collect();
+            let dot_ty = vec_dot_type(ty);
+            for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+                let act_bytes = act_row_bytes_with(isa, dot_ty, cols);
+                let acts = activation_rows(isa, dot_ty, &xs);
+                let mut batched = vec![f32::NAN; rows * n_tokens];
+                dot_rows_batch_with(isa, ty, cols, &weights, &acts, n_tokens, &mut batched);
+                let mut interleaved_rows = weights.clone();
+                let interleaved = isa.interleaved_kernel(ty).is_some();
+                if interleaved {
+                    interleave_rows8(ty, cols, &mut interleaved_rows, &mut Vec::new());
+                }
+                let mut from_interleaved = vec![f32::NAN; rows * n_tokens];
+                if interleaved {
+                    dot_rows_batch_interleaved_with(
+                        isa,
+                        ty,
+                        cols,
+                        &interleaved_rows,
+                        &acts,
+                        n_tokens,
+                        &mut from_interleaved,
+                    );
+                }
+                for t in 0..n_tokens {
+                    let act = &acts[t * act_bytes..(t + 1) * act_bytes];
+                    let want = vec_dot(ty, cols, &weights[..weights.len() / rows], act);
+                    let mut single = vec![f32::NAN; rows];
+                    dot_rows_with(isa, ty, cols, &weights, act, &mut single);
+                    for r in 0..rows {
+                        let what = format!("{isa:?} {ty} {nb} blocks, token {t}, row {r}");
+                        let mut got = vec![single[r], batched[r * n_tokens + t]];
+                        if interleaved {
+                            got.push(from_interleaved[r * n_tokens + t]);
+                        }
+                        for g in got {
+                            // Every term has the same sign: only roundings separate them.
+                            assert!((g - want).abs() <= 1e-5 * want.abs(), "{what}: {g} vs scalar {want}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The rows `xs` converted to `dot_ty` for `isa`'s kernels, one after another.
 fn activation_rows(isa: Isa, dot_ty: GgmlType, xs: &[Vec<f32>]) -> Vec<u8> {
     let mut rows = Vec::new();
