@@ -7,11 +7,12 @@
 //! sum accumulated into i32 (`vpmaddwd` + `vpaddd`, or one `vpdpwssd`), Q5's fifth bits
 //! added to 32 quants (bits spread to bytes by a shuffle, an or and a compare, or a zero-masked
 //! move joined to the nibbles by one `vpternlogd`), the Q8_0 weights' product (their sign moved
-//! onto the activations, or the weights offset to unsigned), Q4_K's group sums (in i16 lanes,
-//! widened once by a `vpmaddwd` with the scales, or in i32 lanes) and the gathering of
-//! eight blocks' f16 scales (through general registers, or a word permute). The VNNI variant keeps
-//! 256-bit vectors (EVEX-encoded through AVX-512VL): decode is bound by memory bandwidth, not by
-//! vector width, and 256-bit operations avoid the frequency penalty some CPUs apply to 512-bit ones.
+//! onto the activations, or the weights offset to unsigned), the sums of 4- and 5-bit quants'
+//! products (`narrow_dot`: in i16 lanes, widened once per run, Q4_K's by a `vpmaddwd` with its
+//! scales; or in i32 lanes) and the gathering of eight blocks' f16 scales (through general
+//! registers, or a word permute). The VNNI variant keeps 256-bit vectors (EVEX-encoded through
+//! AVX-512VL): decode is bound by memory bandwidth, not by vector width, and 256-bit operations
+//! avoid the frequency penalty some CPUs apply to 512-bit ones.
 //!
 //! Every kernel works on tiles of weight rows by activation rows: decode on one by one, prefill on
 //! ROWS_PER_TILE by TILE_TOKENS (Q6_K: one row by TOKENS_PER_PASS). A tile takes each 32-value
@@ -1492,8 +1493,8 @@ x86_kernels!(
     // Sums in i16 lanes, each 32-bit lane's two halves its own: at most 16 products of a nibble
     // (<= 15) and an activation each, 16 * 15 * 128 = 30720 < 2^15 (5-bit quants: at most 8,
     // 31744), so nothing saturates or wraps. Our quantizers give activations in [-127, 127];
-    // the bound holds for -128 too, whatever a non-finite input quantizes to. Widening once, by the scales, replaces a widening per step and a
-    // 32-bit multiply.
+    // the bound holds for -128 too, whatever a non-finite input quantizes to. Widening once
+    // (Q4_K: by the scales) replaces a widening per step (and Q4_K's 32-bit multiply).
     narrow_dot(acc, u, s) { _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, s)) },
     narrow_add(x, y) { _mm256_add_epi16(x, y) },
     // Scale l in both halves of lane l: `vpmaddwd` adds the halves' products.
@@ -1501,10 +1502,10 @@ x86_kernels!(
     narrow_scale(sums, scales) { _mm256_madd_epi16(sums, scales) },
     narrow_widen(sums) { _mm256_madd_epi16(sums, _mm256_set1_epi16(1)) },
     narrow_i16 = true,
-    // No word permute: the scales go through general registers ([`f16x8_of`]), whose
-    // integer ports the kernels leave idle. (Moving them with vector inserts and a shuffle
-    // measured slower on Zen 3: Q5_0 1.5 -> 4.6 ns per block, Q4_0 and Q8_0 10% slower; the
-    // vector ports are what these kernels are bound by.)
+    // No word permute: the scales go through general registers ([`f16x8_of`]), on integer
+    // ports the kernels leave idle. (Moving them with vector inserts and a shuffle measured
+    // slower on Zen 3: Q4_0 and Q8_0 by 10%, Q5_0 from 1.5 to 4.6 ns per block, where the
+    // compiler then spilled vectors in the loop.)
     group_words<B, J>(_group) { None }
 );
 
