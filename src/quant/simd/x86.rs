@@ -765,10 +765,15 @@ macro_rules! x86_kernels {
                 // half's four lanes; the two halves are then added.
                 let low = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
                 let high = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-                _mm256_add_epi32(
-                    _mm256_permute2x128_si256::<0x20>(low, high),
-                    _mm256_permute2x128_si256::<0x31>(low, high),
-                )
+                add_halves(low, high)
+            }
+
+            /// `[low's half 0 + low's half 1, high's half 0 + high's half 1]`, i32 lanes: the last
+            /// level of [`lane_sums`] and [`narrow_lane_sums`].
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn add_halves(low: __m256i, high: __m256i) -> __m256i {
+                _mm256_add_epi32(_mm256_permute2x128_si256::<0x20>(low, high), _mm256_permute2x128_si256::<0x31>(low, high))
             }
 
             /// Whether blocks of `WB` bytes hold 5-bit quants (Q5_0, Q5_1).
@@ -788,11 +793,7 @@ macro_rules! x86_kernels {
                 // half, as in [`lane_sums`] after its first two levels.
                 let low = _mm256_hadd_epi16(_mm256_hadd_epi16(v[0], v[1]), _mm256_hadd_epi16(v[2], v[3]));
                 let high = _mm256_hadd_epi16(_mm256_hadd_epi16(v[4], v[5]), _mm256_hadd_epi16(v[6], v[7]));
-                let (low, high) = (narrow_widen(low), narrow_widen(high));
-                _mm256_add_epi32(
-                    _mm256_permute2x128_si256::<0x20>(low, high),
-                    _mm256_permute2x128_si256::<0x31>(low, high),
-                )
+                add_halves(narrow_widen(low), narrow_widen(high))
             }
 
             /// The 8 x 8 transpose of four-byte lanes: lane `l` of result `j` is lane `j` of
@@ -1065,23 +1066,15 @@ macro_rules! x86_kernels {
                 // Not for 5-bit quants: their loop on AVX2 has no registers to spare, and the
                 // shorter reduction made the compiler spill three vectors per group and read
                 // them back (Zen 3: 1.5 -> 3.0 ns per block).
-                let dots = if NARROW_I16 && !Q8 && !is_five_bit::<WB>() {
-                    narrow_lane_sums(std::array::from_fn(|k| {
-                        if k < COUNT {
-                            narrow_dot(_mm256_setzero_si256(), quants(&wb[k]), load32(&ab[k], AB - 32))
-                        } else {
-                            _mm256_setzero_si256()
-                        }
-                    }))
-                } else {
-                    lane_sums(std::array::from_fn(|k| {
-                        if k < COUNT {
-                            weights_dot::<Q8>(_mm256_setzero_si256(), quants(&wb[k]), load32(&ab[k], AB - 32))
-                        } else {
-                            _mm256_setzero_si256()
-                        }
-                    }))
-                };
+                let narrow = NARROW_I16 && !Q8 && !is_five_bit::<WB>();
+                let blocks: [__m256i; 8] = std::array::from_fn(|k| {
+                    if k >= COUNT {
+                        return _mm256_setzero_si256();
+                    }
+                    let (q, a) = (quants(&wb[k]), load32(&ab[k], AB - 32));
+                    if narrow { narrow_dot(_mm256_setzero_si256(), q, a) } else { weights_dot::<Q8>(_mm256_setzero_si256(), q, a) }
+                });
+                let dots = if narrow { narrow_lane_sums(blocks) } else { lane_sums(blocks) };
                 finish_lanes::<AB, COUNT, OFFSET>(weight_scales::<WB, AB, COUNT>(w, 0), d_a, second, dots, acc);
             }
 
