@@ -332,7 +332,7 @@ fn dequantize_act(ty: GgmlType, src: &[u8], out: &mut [f32]) {
 /// Row dot product throughput per weight type and instruction set, one thread, over 64 MiB of
 /// weights (so they stream from memory, as in decode). A measurement, not a check:
 /// `cargo test --release kernel_throughput -- --ignored --nocapture`. `KERNEL_TYPES=Q4_K,Q6_K`
-/// picks formats; `KERNEL_MIB=4` shrinks the weights to fit in cache (the kernels' compute alone).
+/// picks formats, `KERNEL_COLS` widths; `KERNEL_MIB=4` shrinks the weights to fit in cache (the kernels' compute alone).
 ///
 /// The weights sit as a model's do in decode: page-aligned, in transparent huge pages where
 /// the kernel gives them (a cached GGUF file is mapped with 2 MiB pages once its page cache
@@ -349,7 +349,12 @@ fn kernel_throughput() {
     // 32 values): short rows with a partial group at the end.
     let only: Option<Vec<String>> =
         std::env::var("KERNEL_TYPES").ok().map(|v| v.split(',').map(String::from).collect());
-    for (cols, ty) in [4096, 1536, 640].into_iter().flat_map(|c| [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K].map(|t| (c, t))) {
+    // `KERNEL_COLS=576,896` picks other widths (SmolLM2's, Qwen2.5-0.5B's).
+    let widths: Vec<usize> = std::env::var("KERNEL_COLS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|c| c.parse().ok()).collect())
+        .unwrap_or_else(|| vec![4096, 1536, 640]);
+    for (cols, ty) in widths.into_iter().flat_map(|c| [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K].map(|t| (c, t))) {
         if cols % ty.block_len() as usize != 0
             || only.as_ref().is_some_and(|o| !o.iter().any(|n| *n == format!("{ty}")))
         {
