@@ -197,6 +197,10 @@ const ROWS_PER_TILE: usize = 4;
 /// address runs into the next rows, which the kernel reads next.
 const DECODE_PREFETCH_BYTES: usize = 4096;
 
+/// Up to how many activation rows (sequences decoding together) a product prefetches as decode
+/// does; prefill's tiles of 8 and 16 tokens spend long enough per block without.
+const SEQUENCES_PREFETCHED: usize = 4;
+
 /// How many rows ahead attention's f16 kernels prefetch the cached keys and values.
 const F16_ROWS_AHEAD: usize = 16;
 
@@ -1003,6 +1007,10 @@ macro_rules! x86_kernels {
                 }
                 let mut acc = [[_mm256_setzero_ps(); N]; R];
                 for i in (0..whole).step_by(8) {
+                    // Sequences decoding together (a few tokens) wait on DRAM as one does.
+                    if N <= super::SEQUENCES_PREFETCHED {
+                        w.iter().for_each(|w| prefetch_ahead(w[i * WB..].as_ptr(), 8 * WB));
+                    }
                     unsigned_group::<WB, AB, R, N, 8, OFFSET, Q8>(nb, w, a, i, &quants, &mut acc);
                 }
                 with_count!(nb - whole, C => unsigned_group::<WB, AB, R, N, C, OFFSET, Q8>(nb, w, a, whole, &quants, &mut acc));
@@ -1425,8 +1433,9 @@ macro_rules! x86_kernels {
                 let bits45 = _mm256_set1_epi8(0x30);
                 for i in 0..nb {
                     let wb = block::<{ sizes::Q6_K }>(w, i);
-                    // Decode only: a batch's tokens give the hardware prefetcher time enough.
-                    if N == 1 {
+                    // Decode only (one sequence or a few together): a prefill's tokens give the
+                    // hardware prefetcher time enough.
+                    if N <= super::SEQUENCES_PREFETCHED {
                         prefetch_ahead(wb.as_ptr(), sizes::Q6_K);
                     }
                     let ab: [&[u8; sizes::Q8_K]; N] = std::array::from_fn(|t| block(a[t], i));
