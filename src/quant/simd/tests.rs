@@ -354,7 +354,7 @@ fn kernel_throughput() {
         .ok()
         .map(|v| v.split(',').filter_map(|c| c.parse().ok()).collect())
         .unwrap_or_else(|| vec![4096, 1536, 640]);
-    for (cols, ty) in widths.into_iter().flat_map(|c| [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K].map(|t| (c, t))) {
+    for (cols, ty) in widths.into_iter().flat_map(|c| [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K].map(|t| (c, t))) {
         if cols % ty.block_len() as usize != 0
             || only.as_ref().is_some_and(|o| !o.iter().any(|n| *n == format!("{ty}")))
         {
