@@ -66,9 +66,12 @@ macro_rules! kernel_entries {
         fn $rows(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
             let nb = cols / $block_len;
             let act = &act[..crate::quant::simd_act_row_bytes($a_ty, $a_bytes, nb)];
+            let mut pending = None;
             for (o, w) in out.iter_mut().zip(weights.chunks_exact(nb * $w_bytes)) {
-                [*o] = $kernel::<1>(nb, w, [act]);
+                let [acc] = $kernel::<1>(nb, w, [act]);
+                sum_later(&mut pending, Some((o, acc)));
             }
+            sum_later(&mut pending, None);
         }
 
         #[target_feature(enable = $features)]
@@ -84,7 +87,9 @@ macro_rules! kernel_entries {
             while t + PASS <= n_tokens {
                 for (o, w) in out.chunks_exact_mut(n_tokens).zip(weights.chunks_exact(nb * $w_bytes)) {
                     let dots = $kernel::<PASS>(nb, w, std::array::from_fn(|k| act(t + k)));
-                    o[t..t + PASS].copy_from_slice(&dots);
+                    for (o, acc) in o[t..t + PASS].iter_mut().zip(dots) {
+                        *o = hsum(acc);
+                    }
                 }
                 t += PASS;
             }
@@ -95,7 +100,9 @@ macro_rules! kernel_entries {
                     if t + $n <= n_tokens {
                         for (o, w) in out.chunks_exact_mut(n_tokens).zip(weights.chunks_exact(nb * $w_bytes)) {
                             let dots = $kernel::<$n>(nb, w, std::array::from_fn(|k| act(t + k)));
-                            o[t..t + $n].copy_from_slice(&dots);
+                            for (o, acc) in o[t..t + $n].iter_mut().zip(dots) {
+                                *o = hsum(acc);
+                            }
                         }
                         t += $n;
                     }
@@ -105,7 +112,8 @@ macro_rules! kernel_entries {
             small_pass!(2);
             for (o, w) in out.chunks_exact_mut(n_tokens).zip(weights.chunks_exact(nb * $w_bytes)) {
                 for (t, o) in o.iter_mut().enumerate().skip(t) {
-                    [*o] = $kernel::<1>(nb, w, [act(t)]);
+                    let [acc] = $kernel::<1>(nb, w, [act(t)]);
+                    *o = hsum(acc);
                 }
             }
         }
@@ -264,9 +272,12 @@ macro_rules! unsigned_format {
         /// Row `r`'s result goes to `out[r * stride]` (a batch's leftover token: its column).
         #[target_feature(enable = $features)]
         fn $one_by_one(nb: usize, weights: &[u8], act: &[u8], out: &mut [f32], stride: usize) {
+            let mut pending = None;
             for (o, w) in out.iter_mut().step_by(stride).zip(weights.chunks_exact(nb * $wb)) {
-                *o = one_row::<{ $wb }, { $ab }, { $offset }, $q8>(nb, w, act, &|$w: &[u8; $wb]| $quants);
+                let acc = one_row::<{ $wb }, { $ab }, { $offset }, $q8>(nb, w, act, &|$w: &[u8; $wb]| $quants);
+                sum_later(&mut pending, Some((o, acc)));
             }
+            sum_later(&mut pending, None);
         }
     };
 }
@@ -483,6 +494,20 @@ macro_rules! x86_kernels {
                 _mm_cvtss_f32(s)
             }
 
+            /// Stores the horizontal sum of the row before, `pending`, which `next` replaces (None
+            /// after the last row). Decode kernels leave each row's sum until the next row's
+            /// products are issued: in program order it then follows work that does not depend
+            /// on it, instead of holding up retirement behind the row's last multiply-adds. On
+            /// Zen 3, in cache, ns per block: Q4_1 at 576 columns 1.51 -> 1.24, Q5_0 2.02 -> 1.72,
+            /// Q8_0 1.48 -> 1.28, Q4_K at 1536 8.25 -> 7.44, Q6_K 10.85 -> 9.93.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn sum_later<'o>(pending: &mut Option<(&'o mut f32, __m256)>, next: Option<(&'o mut f32, __m256)>) {
+                if let Some((o, acc)) = std::mem::replace(pending, next) {
+                    *o = hsum(acc);
+                }
+            }
+
             /// 32 bytes of a block starting at `at`.
             #[inline]
             #[target_feature(enable = $features)]
@@ -624,9 +649,11 @@ macro_rules! x86_kernels {
             #[target_feature(enable = $features)]
             fn dot_rows_q4_k(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
                 let nb = cols / 256;
+                let mut pending = None;
                 for (o, w) in out.iter_mut().zip(weights.chunks_exact(nb * sizes::Q4_K)) {
-                    *o = q4_k(nb, w, act);
+                    sum_later(&mut pending, Some((o, q4_k(nb, w, act))));
                 }
+                sum_later(&mut pending, None);
             }
 
             /// Q4_K by groups of eight weight rows (a last smaller group repeats its last row in
@@ -652,9 +679,12 @@ macro_rules! x86_kernels {
                         }
                     });
                     for t in done..n_tokens {
-                        for (k, w) in w[..live].iter().enumerate() {
-                            out[(first + k) * n_tokens + t] = q4_k(nb, w, act(t));
+                        let mut pending = None;
+                        let column = out[first * n_tokens + t..].iter_mut().step_by(n_tokens);
+                        for (o, w) in column.zip(&w[..live]) {
+                            sum_later(&mut pending, Some((o, q4_k(nb, w, act(t)))));
                         }
+                        sum_later(&mut pending, None);
                     }
                 }
             }
@@ -1004,7 +1034,7 @@ macro_rules! x86_kernels {
             ) -> [[f32; N]; R] {
                 let whole = nb - nb % 8;
                 if R == 1 && N == 1 {
-                    let sum = one_row::<WB, AB, OFFSET, Q8>(nb, w[0], a[0], &quants);
+                    let sum = hsum(one_row::<WB, AB, OFFSET, Q8>(nb, w[0], a[0], &quants));
                     return [[sum; N]; R];
                 }
                 let mut acc = [[_mm256_setzero_ps(); N]; R];
@@ -1060,7 +1090,8 @@ macro_rules! x86_kernels {
             /// multiplied on its own, eight blocks' sums finished together ([`lane_sums`]). The
             /// groups are walked as zipped fixed-size chunks of the weights, the activations and
             /// the activation table's two columns, so no access inside a group is bounds-checked
-            /// (the checks were a fifth of the loop's instructions).
+            /// (the checks were a fifth of the loop's instructions). Returns the row's eight
+            /// lanes, whose [`hsum`] is the product (see [`sum_later`]).
             #[inline]
             #[target_feature(enable = $features)]
             fn one_row<const WB: usize, const AB: usize, const OFFSET: i32, const Q8: bool>(
@@ -1068,7 +1099,7 @@ macro_rules! x86_kernels {
                 w: &[u8],
                 a: &[u8],
                 quants: &impl Fn(&[u8; WB]) -> __m256i,
-            ) -> f32 {
+            ) -> __m256 {
                 let whole = nb - nb % 8;
                 let d_a = &a[crate::quant::simd_column_at(act_type::<AB>(), nb, 0)..][..4 * nb];
                 let second = &a[crate::quant::simd_column_at(act_type::<AB>(), nb, 1)..][..4 * nb];
@@ -1081,7 +1112,7 @@ macro_rules! x86_kernels {
                 let (w, a) = (&w[whole * WB..nb * WB], &a[whole * AB..nb * AB]);
                 let (d_a, second) = (&d_a[4 * whole..], &second[4 * whole..]);
                 with_count!(nb - whole, C => one_row_group::<WB, AB, C, OFFSET, Q8>(w, a, d_a, second, quants, &mut acc));
-                hsum(acc)
+                acc
             }
 
             /// `COUNT` blocks of [`one_row`], from the start of each slice.
@@ -1261,9 +1292,10 @@ macro_rules! x86_kernels {
             /// 32 bytes of quants (groups 2c and 2c + 1, low and high nibbles) are split so
             /// that even lanes take group 2c's nibbles and odd lanes group 2c + 1's, against the
             /// activation row's paired quants (`quant::append_q8_k_pairs`): one accumulator per
-            /// two groups, and four vectors to reduce per block ([`pair_lane_sums`]).
+            /// two groups, and four vectors to reduce per block ([`pair_lane_sums`]). Returns the
+            /// eight lanes whose [`hsum`] is the product (see [`sum_later`]).
             #[target_feature(enable = $features)]
-            fn q4_k(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+            fn q4_k(nb: usize, w: &[u8], a: &[u8]) -> __m256 {
                 const AB: usize = sizes::Q8_K;
                 const PB: usize = crate::quant::Q8_K_PAIRS_BYTES;
                 let pairs = &a[nb * AB..];
@@ -1282,7 +1314,7 @@ macro_rules! x86_kernels {
                     let scaled = narrow_scale(q4_k_pair_unscale(dots), narrow_scales(wq.scales));
                     q4_k_finish(&wq, scaled, q8_k_d(ab), q8_k_group_sums(ab), &mut acc);
                 }
-                hsum(acc)
+                acc
             }
 
             /// Per lane pair, both halves of 32 bytes of Q4_K quants: `own` has lane `l`'s low
@@ -1423,9 +1455,10 @@ macro_rules! x86_kernels {
 
             /// `d * a.d * sum_g sc[g] * ((q_g - 32) . a_g)` over the 16-value groups `g`. The
             /// quants are multiplied unsigned (0..64) and the offset taken off once per block as
-            /// `32 * sum_g sc[g] * (a_g's sum)`, from Q8_K's `bsums`.
+            /// `32 * sum_g sc[g] * (a_g's sum)`, from Q8_K's `bsums`. Returns, per activation row,
+            /// the eight lanes whose [`hsum`] is the product (see [`sum_later`]).
             #[target_feature(enable = $features)]
-            fn q6_k<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+            fn q6_k<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [__m256; N] {
                 let mut acc = [_mm256_setzero_ps(); N];
                 let low4 = _mm256_set1_epi8(0x0F);
                 let bits45 = _mm256_set1_epi8(0x30);
@@ -1482,7 +1515,7 @@ macro_rules! x86_kernels {
                         acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d_w * a_d), _mm256_cvtepi32_ps(sum[t]), acc[t]);
                     }
                 }
-                acc.map(|v| hsum(v))
+                acc
             }
         }
     };
