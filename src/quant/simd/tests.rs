@@ -528,3 +528,47 @@ fn f16_dot_and_axpy_agree_with_scalar() {
         }
     }
 }
+
+/// Attention's f16 kernels over a cache of `ATTN_POSITIONS` (default 512) positions, ns per
+/// position and head: the scores of every query head against its key head, then the values'
+/// weighted sum. A measurement, not a check:
+/// `cargo test --release attention_kernel_throughput -- --ignored --nocapture`.
+/// Shapes: (head size, query heads, key/value heads) of SmolLM2, Qwen2.5-0.5B and Gemma-3-270M.
+#[test]
+#[ignore]
+fn attention_kernel_throughput() {
+    use super::super::{axpy_f16_rows, dot_f16_f32_rows};
+    use std::time::Instant;
+    let positions: usize = std::env::var("ATTN_POSITIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(512);
+    let mut rng = Rng(31);
+    for (hd, n_head, n_kv) in [(64usize, 9usize, 3usize), (64, 14, 2), (256, 4, 1)] {
+        let row_bytes = 2 * hd * n_kv;
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
+        quantize_activations(GgmlType::F16, &rng.vec(positions * hd * n_kv, 1.0), &mut keys);
+        quantize_activations(GgmlType::F16, &rng.vec(positions * hd * n_kv, 1.0), &mut values);
+        let q = rng.vec(hd * n_head, 1.0);
+        let (mut scores, mut out) = (vec![0.0f32; positions], vec![0.0f32; hd]);
+        let (mut best_dot, mut best_axpy) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..20 {
+            let (mut dot, mut axpy) = (0.0, 0.0);
+            for h in 0..n_head {
+                let at = (h / (n_head / n_kv)) * 2 * hd;
+                let t = Instant::now();
+                dot_f16_f32_rows(&keys, row_bytes, at, &q[h * hd..][..hd], &mut scores);
+                dot += t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                axpy_f16_rows(&mut out, &scores, &values, row_bytes, at);
+                axpy += t.elapsed().as_secs_f64();
+            }
+            best_dot = best_dot.min(dot);
+            best_axpy = best_axpy.min(axpy);
+        }
+        let per = (positions * n_head) as f64 / 1e9;
+        println!(
+            "head size {hd:>3}, {n_head:>2} heads on {n_kv}: scores {:5.2} ns, values {:5.2} ns per position and head (checksum {:.3e})",
+            best_dot / per,
+            best_axpy / per,
+            out.iter().map(|&v| v as f64).sum::<f64>()
+        );
+    }
+}
