@@ -8,7 +8,7 @@
 use crate::model::config::ModelConfig;
 use crate::model::kv_cache::KvCache;
 use crate::model::ops::{
-    add_in_place, apply_rope, attend_head, dequantize, gated_activation, rmsnorm, rmsnorm_in_place, AttentionScratch,
+    add_in_place, apply_rope, attend_heads, dequantize, gated_activation, rmsnorm, rmsnorm_in_place, AttentionScratch,
 };
 use crate::model::state::{ConvertedRows, RopeTable};
 use crate::pool::ComputePool;
@@ -119,7 +119,8 @@ impl Compute<'_> {
 
     /// Attention of every token of the batch: token t (at `slots[t]`) attends to the positions
     /// of its own sequence's cache up to its own, within the sliding window when the layer has
-    /// one. (token, head) pairs are split over the pool.
+    /// one. (token, head) pairs are split over the pool; within a task, consecutive heads of a
+    /// token that share a key/value head are computed together.
     pub fn attention(
         &self,
         q: &[f32],
@@ -130,19 +131,24 @@ impl Compute<'_> {
         out: &mut [f32],
     ) {
         let c = self.c;
-        let (hd, qd) = (c.head_dim, c.q_dim());
+        let (hd, qd, group) = (c.head_dim, c.q_dim(), c.n_head / c.n_head_kv);
         let longest = slots.iter().map(|s| s.pos + 1).max().unwrap_or(0);
         self.pool.for_each_chunk(out, hd, &|start, heads_out| {
             let mut scratch = AttentionScratch::new(longest);
-            for (j, head_out) in heads_out.chunks_exact_mut(hd).enumerate() {
-                let i = start / hd + j;
+            let (mut i, mut rest) = (start / hd, heads_out);
+            while !rest.is_empty() {
                 let (t, h) = (i / c.n_head, i % c.n_head);
+                // Heads h.. of token t up to the end of h's group (or of the task).
+                let run = (group - h % group).min(rest.len() / hd);
+                let (run_out, tail) = std::mem::take(&mut rest).split_at_mut(run * hd);
+                rest = tail;
                 let Slot { seq, pos } = slots[t];
                 let kv = caches[seq];
                 let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
                 let (keys, values) = (kv.keys(layer, first, pos + 1), kv.values(layer, first, pos + 1));
-                let q = &q[t * qd + h * hd..][..hd];
-                attend_head(c, h, q, kv.ty(), keys, values, kv.row_bytes(), &mut scratch, head_out);
+                let q = &q[t * qd + h * hd..][..run * hd];
+                attend_heads(c, h, q, kv.ty(), keys, values, kv.row_bytes(), &mut scratch, run_out);
+                i += run;
             }
         });
     }

@@ -106,8 +106,9 @@ fn gelu_f16(x: half::f16) -> u16 {
     half::f16::from_f32(y).to_bits()
 }
 
-/// Per-task buffers of `attend_head`, for up to `len` positions.
+/// Per-task buffers of `attend_heads`, for up to `len` positions.
 pub(crate) struct AttentionScratch {
+    /// One run of `len` scores per head of a call.
     scores: Vec<f32>,
     /// The query head in the dot-product format of quantized keys.
     q_converted: Vec<u8>,
@@ -121,8 +122,11 @@ impl AttentionScratch {
     }
 }
 
-/// Attention of query head `h` (`q`, head_dim values) over the cached `keys`/`values` (one row
-/// of `row_bytes` per position, in `kv_type`) into `out` (head_dim).
+/// Attention of the query heads `first..first + q.len() / head_dim` (`q`, head_dim values per
+/// head), which must share one key/value head, over the cached `keys`/`values` (one row of
+/// `row_bytes` per position, in `kv_type`) into `out` (head_dim per head). Each head's result
+/// is the same whatever heads go with it; together, an f16 cache's keys are converted once for
+/// all of them.
 ///
 /// With an f16 cache, q stays f32 in the products with the keys, and the probabilities f32, as
 /// in llama.cpp's flash attention over a batch (its tiled path: keys and values widened to f32).
@@ -132,9 +136,9 @@ impl AttentionScratch {
 /// dequantized to f32, as llama.cpp's flash attention does for quantized caches.
 /// The one place attention is computed, for single tokens and batches alike.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn attend_head(
+pub(crate) fn attend_heads(
     c: &ModelConfig,
-    h: usize,
+    first: usize,
     q: &[f32],
     kv_type: KvType,
     keys: &[u8],
@@ -144,35 +148,51 @@ pub(crate) fn attend_head(
     out: &mut [f32],
 ) {
     let hd = c.head_dim;
+    let heads = q.len() / hd;
     let head_bytes = kv_type.bytes(hd);
     let group = c.n_head / c.n_head_kv;
-    let kv_at = (h / group) * head_bytes;
+    assert!(
+        heads == 0 || first / group == (first + heads - 1) / group,
+        "attend_heads: heads of different key/value heads"
+    );
+    let kv_at = (first / group) * head_bytes;
     let len = keys.len() / row_bytes;
-    let scores = &mut scratch.scores[..len];
+    if len == 0 {
+        out.fill(0.0);
+        return;
+    }
+    if scratch.scores.len() < heads * len {
+        scratch.scores.resize(heads * len, 0.0);
+    }
+    let scores = &mut scratch.scores[..heads * len];
     match kv_type {
-        KvType::F16 => quant::dot_f16_f32_rows(keys, row_bytes, kv_at, q, scores),
+        KvType::F16 => quant::dot_f16_f32_heads(keys, row_bytes, kv_at, q, hd, scores),
         KvType::Q8_0 => {
-            quant::quantize_activations(GgmlType::Q8_0, q, &mut scratch.q_converted);
-            for (t, s) in scores.iter_mut().enumerate() {
-                let key = &keys[t * row_bytes + kv_at..][..head_bytes];
-                *s = quant::vec_dot(GgmlType::Q8_0, hd, key, &scratch.q_converted);
+            for (q, scores) in q.chunks_exact(hd).zip(scores.chunks_exact_mut(len)) {
+                quant::quantize_activations(GgmlType::Q8_0, q, &mut scratch.q_converted);
+                for (t, s) in scores.iter_mut().enumerate() {
+                    let key = &keys[t * row_bytes + kv_at..][..head_bytes];
+                    *s = quant::vec_dot(GgmlType::Q8_0, hd, key, &scratch.q_converted);
+                }
             }
         }
     }
-    scores.iter_mut().for_each(|s| *s *= c.kq_scale);
-    softmax(scores);
-    out.fill(0.0);
-    match kv_type {
-        KvType::F16 => quant::axpy_f16_rows(out, scores, values, row_bytes, kv_at),
-        KvType::Q8_0 => {
-            scratch.value.resize(hd, 0.0);
-            for (t, &p) in scores.iter().enumerate() {
-                quant::dequantize_row(
-                    GgmlType::Q8_0,
-                    &values[t * row_bytes + kv_at..][..head_bytes],
-                    &mut scratch.value,
-                );
-                out.iter_mut().zip(&scratch.value).for_each(|(o, &v)| *o += p * v);
+    for (scores, out) in scores.chunks_exact_mut(len).zip(out.chunks_exact_mut(hd)) {
+        scores.iter_mut().for_each(|s| *s *= c.kq_scale);
+        softmax(scores);
+        out.fill(0.0);
+        match kv_type {
+            KvType::F16 => quant::axpy_f16_rows(out, scores, values, row_bytes, kv_at),
+            KvType::Q8_0 => {
+                scratch.value.resize(hd, 0.0);
+                for (t, &p) in scores.iter().enumerate() {
+                    quant::dequantize_row(
+                        GgmlType::Q8_0,
+                        &values[t * row_bytes + kv_at..][..head_bytes],
+                        &mut scratch.value,
+                    );
+                    out.iter_mut().zip(&scratch.value).for_each(|(o, &v)| *o += p * v);
+                }
             }
         }
     }

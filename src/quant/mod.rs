@@ -553,17 +553,38 @@ pub fn dot_f16_f32(a: &[u8], b: &[f32]) -> f32 {
 /// each `row_bytes` row of `rows` (attention: one query head against every cached key), each
 /// bit-identical to [`dot_f16_f32`] of that vector alone.
 pub fn dot_f16_f32_rows(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]) {
-    assert_f16_rows_fit(rows, row_bytes, at, 2 * b.len(), out.len());
+    dot_f16_f32_heads(rows, row_bytes, at, b, b.len(), out)
+}
+
+/// [`dot_f16_f32_rows`] for several query vectors of `n` values, one after another in `b`,
+/// against the same rows: `out[h * len + t]` is vector h's product with row t (`len` rows;
+/// `out` holds `b.len() / n` runs of `len`). Each is bit-identical to its
+/// [`dot_f16_f32_rows`] alone; the kernels convert each row once for all the vectors
+/// (attention's query heads that share a key head).
+pub fn dot_f16_f32_heads(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n: usize, out: &mut [f32]) {
+    if n == 0 {
+        // Empty vectors: every product is an empty sum.
+        assert!(b.is_empty(), "quant::dot_f16_f32_heads: queries of length 0 hold values");
+        out.fill(0.0);
+        return;
+    }
+    let heads = b.len() / n;
+    assert_eq!(heads * n, b.len(), "quant::dot_f16_f32_heads: queries not a whole number of vectors");
+    let len = out.len().checked_div(heads).unwrap_or(0);
+    assert_eq!(heads * len, out.len(), "quant::dot_f16_f32_heads: output not one run per vector");
+    assert_f16_rows_fit(rows, row_bytes, at, 2 * n, len);
     match active_isa().f16_kernels() {
-        Some((dot, _)) => dot.call(rows, row_bytes, at, b, out),
+        Some((dot, _)) => dot.call(rows, row_bytes, at, b, n, out),
         None => {
-            for (t, o) in out.iter_mut().enumerate() {
-                let a = &rows[t * row_bytes + at..][..2 * b.len()];
-                *o = a
-                    .chunks_exact(2)
-                    .zip(b)
-                    .map(|(h, &v)| float::f16_to_f32(u16::from_le_bytes([h[0], h[1]])) * v)
-                    .sum();
+            for (b, out) in b.chunks_exact(n).zip(out.chunks_exact_mut(len.max(1))) {
+                for (t, o) in out.iter_mut().enumerate() {
+                    let a = &rows[t * row_bytes + at..][..2 * n];
+                    *o = a
+                        .chunks_exact(2)
+                        .zip(b)
+                        .map(|(h, &v)| float::f16_to_f32(u16::from_le_bytes([h[0], h[1]])) * v)
+                        .sum();
+                }
             }
         }
     }

@@ -363,32 +363,36 @@ macro_rules! arm_kernels {
                 unsafe { vld1q_f32(v.as_ptr()) }
             }
 
-            /// `out[t] = sum(a_t[i] * b[i])` for the f16 vectors `a_t` (little-endian bytes,
-            /// `2 * b.len()` of them) at byte `at` of each `row_bytes` row of `rows`, four lanes
-            /// at a time with four accumulators, the tail one by one.
+            /// `out[h * len + t] = sum(a_t[i] * b_h[i])` for the f16 vectors `a_t` (little-endian
+            /// bytes, `2 * n` of them) at byte `at` of each `row_bytes` row of `rows` and the
+            /// query vectors `b_h` of `n` values in `b`, head after head, four lanes at a time
+            /// with four accumulators, the tail one by one.
             #[target_feature(enable = $features)]
-            fn dot_f16_f32(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]) {
-                let n = b.len();
-                for (t, o) in out.iter_mut().enumerate() {
-                    let a = &rows[t * row_bytes + at..][..2 * n];
-                    let mut acc = [vdupq_n_f32(0.0); 4];
-                    let mut i = 0;
-                    while i + 16 <= n {
-                        for (k, acc) in acc.iter_mut().enumerate() {
-                            let j = i + 4 * k;
-                            *acc = vfmaq_f32(*acc, f16x4(&a[2 * j..]), f32x4(b, j));
+            fn dot_f16_f32(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n: usize, out: &mut [f32]) {
+                let heads = b.len() / n.max(1);
+                let len = out.len().checked_div(heads).unwrap_or(0);
+                for (b, out) in b.chunks_exact(n.max(1)).zip(out.chunks_exact_mut(len.max(1))) {
+                    for (t, o) in out.iter_mut().enumerate() {
+                        let a = &rows[t * row_bytes + at..][..2 * n];
+                        let mut acc = [vdupq_n_f32(0.0); 4];
+                        let mut i = 0;
+                        while i + 16 <= n {
+                            for (k, acc) in acc.iter_mut().enumerate() {
+                                let j = i + 4 * k;
+                                *acc = vfmaq_f32(*acc, f16x4(&a[2 * j..]), f32x4(b, j));
+                            }
+                            i += 16;
                         }
-                        i += 16;
+                        while i + 4 <= n {
+                            acc[0] = vfmaq_f32(acc[0], f16x4(&a[2 * i..]), f32x4(b, i));
+                            i += 4;
+                        }
+                        let mut sum = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
+                        for j in i..n {
+                            sum += F16Le([a[2 * j], a[2 * j + 1]]).to_f32() * b[j];
+                        }
+                        *o = sum;
                     }
-                    while i + 4 <= n {
-                        acc[0] = vfmaq_f32(acc[0], f16x4(&a[2 * i..]), f32x4(b, i));
-                        i += 4;
-                    }
-                    let mut sum = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
-                    for j in i..n {
-                        sum += F16Le([a[2 * j], a[2 * j + 1]]).to_f32() * b[j];
-                    }
-                    *o = sum;
                 }
             }
 

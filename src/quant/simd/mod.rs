@@ -123,8 +123,10 @@ impl Isa {
 pub(crate) type RowsKernel = unsafe fn(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]);
 /// `out[r * n_tokens + t] = row r . act t` (see `quant::dot_rows_batch`).
 pub(crate) type BatchKernel = unsafe fn(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]);
-/// `out[t] = row t . b` for f16 vectors at byte `at` of rows of `row_bytes` (see `quant::dot_f16_f32_rows`).
-pub(crate) type F16DotKernel = unsafe fn(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]);
+/// `out[h * len + t] = row t . b_h` for f16 vectors at byte `at` of rows of `row_bytes` and the
+/// query vectors `b_h` of `n` values in `b` (see `quant::dot_f16_f32_heads`).
+pub(crate) type F16DotKernel =
+    unsafe fn(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n: usize, out: &mut [f32]);
 /// `out += p[t] * row t` for f16 vectors at byte `at` of rows of `row_bytes` (see `quant::axpy_f16_rows`).
 pub(crate) type F16AxpyKernel = unsafe fn(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize);
 
@@ -160,9 +162,9 @@ impl Checked<BatchKernel> {
 }
 
 impl Checked<F16DotKernel> {
-    pub(crate) fn call(self, rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]) {
+    pub(crate) fn call(self, rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n: usize, out: &mut [f32]) {
         // SAFETY: a `Checked` kernel's set is available on this CPU (see `Checked`).
-        unsafe { (self.0)(rows, row_bytes, at, b, out) }
+        unsafe { (self.0)(rows, row_bytes, at, b, n, out) }
     }
 }
 

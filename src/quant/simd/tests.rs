@@ -496,6 +496,32 @@ fn f16_axpy_rows_equal_one_row_at_a_time() {
     }
 }
 
+/// Several query heads against the same keys (converted once for all of them) give each head
+/// bit for bit its own products alone, for head counts that take every pass width and head
+/// sizes that take the 32-, 8- and 1-value steps.
+#[test]
+fn f16_dot_heads_equal_one_head_at_a_time() {
+    use super::super::{dot_f16_f32_heads, dot_f16_f32_rows};
+    let mut rng = Rng(37);
+    for n in [8usize, 24, 64, 72, 100, 128, 256] {
+        for heads in 1..=7 {
+            let (rows, at) = (30, 4);
+            let row_bytes = 2 * n + 12;
+            let mut bytes = Vec::new();
+            quantize_activations(GgmlType::F16, &rng.vec(rows * row_bytes / 2, 3.0), &mut bytes);
+            let q = rng.vec(heads * n, 2.0);
+            let mut together = vec![f32::NAN; heads * rows];
+            dot_f16_f32_heads(&bytes, row_bytes, at, &q, n, &mut together);
+            for h in 0..heads {
+                let mut alone = vec![f32::NAN; rows];
+                dot_f16_f32_rows(&bytes, row_bytes, at, &q[h * n..][..n], &mut alone);
+                let same = together[h * rows..][..rows].iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "n={n} heads={heads} head {h}");
+            }
+        }
+    }
+}
+
 /// Attention's f16 kernels against exact products summed in f64, for lengths that exercise the
 /// 32-, 8- and 1-value steps.
 #[test]
@@ -537,7 +563,7 @@ fn f16_dot_and_axpy_agree_with_scalar() {
 #[test]
 #[ignore]
 fn attention_kernel_throughput() {
-    use super::super::{axpy_f16_rows, dot_f16_f32_rows};
+    use super::super::{axpy_f16_rows, dot_f16_f32_heads};
     use std::time::Instant;
     let positions: usize = std::env::var("ATTN_POSITIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(512);
     let mut rng = Rng(31);
@@ -547,17 +573,20 @@ fn attention_kernel_throughput() {
         quantize_activations(GgmlType::F16, &rng.vec(positions * hd * n_kv, 1.0), &mut keys);
         quantize_activations(GgmlType::F16, &rng.vec(positions * hd * n_kv, 1.0), &mut values);
         let q = rng.vec(hd * n_head, 1.0);
-        let (mut scores, mut out) = (vec![0.0f32; positions], vec![0.0f32; hd]);
+        let group = n_head / n_kv;
+        let (mut scores, mut out) = (vec![0.0f32; group * positions], vec![0.0f32; hd]);
         let (mut best_dot, mut best_axpy) = (f64::INFINITY, f64::INFINITY);
         for _ in 0..20 {
             let (mut dot, mut axpy) = (0.0, 0.0);
-            for h in 0..n_head {
-                let at = (h / (n_head / n_kv)) * 2 * hd;
+            for kv in 0..n_kv {
+                let at = kv * 2 * hd;
                 let t = Instant::now();
-                dot_f16_f32_rows(&keys, row_bytes, at, &q[h * hd..][..hd], &mut scores);
+                dot_f16_f32_heads(&keys, row_bytes, at, &q[kv * group * hd..][..group * hd], hd, &mut scores);
                 dot += t.elapsed().as_secs_f64();
                 let t = Instant::now();
-                axpy_f16_rows(&mut out, &scores, &values, row_bytes, at);
+                for scores in scores.chunks_exact(positions) {
+                    axpy_f16_rows(&mut out, scores, &values, row_bytes, at);
+                }
                 axpy += t.elapsed().as_secs_f64();
             }
             best_dot = best_dot.min(dot);

@@ -209,6 +209,10 @@ const DECODE_PREFETCH_BYTES: usize = 4096;
 /// does; prefill's tiles of 8 and 16 tokens spend long enough per block without.
 const SEQUENCES_PREFETCHED: usize = 4;
 
+/// Query heads attention's f16 score kernel multiplies with each key it converts (heads that
+/// share a key/value head).
+const HEADS_PER_PASS: usize = 3;
+
 /// How many rows ahead attention's f16 kernels prefetch the cached keys and values.
 const F16_ROWS_AHEAD: usize = 16;
 
@@ -312,43 +316,72 @@ macro_rules! x86_kernels {
             use crate::tensor::GgmlType;
             use core::arch::x86_64::*;
 
-            /// `out[t] = sum(a_t[i] * b[i])` for the f16 vectors `a_t` (little-endian bytes,
-            /// `2 * b.len()` of them) at byte `at` of each `row_bytes` row of `rows` (attention's
-            /// keys against one query head), eight lanes at a time with FMA, four accumulators,
-            /// the tail one by one. One call for all rows keeps the dispatch and the query's
-            /// loads out of the per-row work.
+            /// `out[h * len + t] = sum(a_t[i] * b_h[i])` for the f16 vectors `a_t` (little-endian
+            /// bytes, `2 * n` of them) at byte `at` of each of the `len = out.len() / heads`
+            /// rows of `row_bytes` of `rows`, and the `heads = b.len() / n` query vectors `b_h`
+            /// of `n` values in `b` (attention's keys against the query heads that share them).
+            /// Eight lanes at a time with FMA, four accumulators per head, the tail one by one;
+            /// each head's sums are the same whatever heads go with it. Heads go in passes of
+            /// up to [`super::HEADS_PER_PASS`], each converting a key once for all of them.
             #[target_feature(enable = $features)]
-            fn dot_f16_f32(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out: &mut [f32]) {
-                let n = b.len();
-                let f32s = |i: usize| -> __m256 {
-                    let v: &[f32; 8] = b[i..i + 8].try_into().expect("8 values");
+            fn dot_f16_f32(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n: usize, out: &mut [f32]) {
+                let heads = b.len() / n.max(1);
+                let len = out.len().checked_div(heads).unwrap_or(0);
+                let mut h = 0;
+                while h < heads {
+                    let (b, out) = (&b[h * n..], &mut out[h * len..]);
+                    match heads - h {
+                        1 => dot_f16_pass::<1>(rows, row_bytes, at, b, n, out, len),
+                        2 => dot_f16_pass::<2>(rows, row_bytes, at, b, n, out, len),
+                        _ => dot_f16_pass::<{ super::HEADS_PER_PASS }>(rows, row_bytes, at, b, n, out, len),
+                    }
+                    h += (heads - h).min(super::HEADS_PER_PASS);
+                }
+            }
+
+            /// [`dot_f16_f32`] of `P` heads: `b` starts with their query vectors, `out` with
+            /// their `len` scores each.
+            #[inline]
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            fn dot_f16_pass<const P: usize>(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n: usize, out: &mut [f32], len: usize) {
+                let f32s = |h: usize, i: usize| -> __m256 {
+                    let v: &[f32; 8] = b[h * n + i..h * n + i + 8].try_into().expect("8 values");
                     // SAFETY: `v` is 8 f32; loadu has no alignment requirement.
                     unsafe { _mm256_loadu_ps(v.as_ptr()) }
                 };
-                for (t, o) in out.iter_mut().enumerate() {
+                for t in 0..len {
                     prefetch_f16_rows_ahead(rows, row_bytes, at + t * row_bytes, 2 * n);
                     let a = &rows[t * row_bytes + at..][..2 * n];
                     let f16s = |i: usize| -> __m256 {
                         let bytes: &[u8; 16] = a[2 * i..2 * i + 16].try_into().expect("16 bytes");
                         _mm256_cvtph_ps(load16(bytes, 0))
                     };
-                    let mut acc = [_mm256_setzero_ps(); 4];
+                    let mut acc = [[_mm256_setzero_ps(); 4]; P];
                     let mut i = 0;
                     while i + 32 <= n {
-                        for (k, acc) in acc.iter_mut().enumerate() {
-                            *acc = _mm256_fmadd_ps(f16s(i + 8 * k), f32s(i + 8 * k), *acc);
+                        let keys: [__m256; 4] = std::array::from_fn(|k| f16s(i + 8 * k));
+                        for (h, acc) in acc.iter_mut().enumerate() {
+                            for (k, acc) in acc.iter_mut().enumerate() {
+                                *acc = _mm256_fmadd_ps(keys[k], f32s(h, i + 8 * k), *acc);
+                            }
                         }
                         i += 32;
                     }
                     while i + 8 <= n {
-                        acc[0] = _mm256_fmadd_ps(f16s(i), f32s(i), acc[0]);
+                        let key = f16s(i);
+                        for (h, acc) in acc.iter_mut().enumerate() {
+                            acc[0] = _mm256_fmadd_ps(key, f32s(h, i), acc[0]);
+                        }
                         i += 8;
                     }
-                    let mut sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
-                    for j in i..n {
-                        sum += F16Le([a[2 * j], a[2 * j + 1]]).to_f32() * b[j];
+                    for (h, acc) in acc.iter().enumerate() {
+                        let mut sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+                        for j in i..n {
+                            sum += F16Le([a[2 * j], a[2 * j + 1]]).to_f32() * b[h * n + j];
+                        }
+                        out[h * len + t] = sum;
                     }
-                    *o = sum;
                 }
             }
 
