@@ -135,8 +135,13 @@ impl ComputePool {
     }
 
     /// Splits `out` into about `4 * threads` chunks of whole `granule`s and calls
-    /// `task(first_index, chunk)` for each, in parallel.
+    /// `task(first_index, chunk)` for each, in parallel. One thread takes `out` as one chunk:
+    /// a task then sees all of it (attention's heads that share keys, a kernel's row groups).
     pub fn for_each_chunk<T: Send>(&self, out: &mut [T], granule: usize, task: &(dyn Fn(usize, &mut [T]) + Sync)) {
+        if self.workers.is_empty() {
+            task(0, out);
+            return;
+        }
         let granule = granule.max(1);
         let units = out.len().div_ceil(granule);
         let per_chunk = units.div_ceil(self.threads() * 4).max(1) * granule;
