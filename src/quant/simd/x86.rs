@@ -1560,15 +1560,17 @@ x86_kernels!(
     madd_i16(acc, a, b) { _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)) },
     quants5(raw, bits) {
         let q = _mm256_and_si256(raw, _mm256_set1_epi8(0x0F));
-        // Byte j receives byte j / 8 of `bits`, then all bits but bit j % 8 are set: 0xFF where
-        // bit j is set.
+        // Byte j receives byte j / 8 of `bits`, masked to bit j % 8: 0 where bit j is clear,
+        // positive (or -128 for bit 7) where set. `vpsignb` then gives 0x10 or 0 (0x10 at
+        // bytes testing bit 7 is stored negated, which the sign of -128 turns back): one
+        // operation fewer than comparing and masking.
         let spread = _mm256_shuffle_epi8(
             _mm256_set1_epi32(bits as i32),
             _mm256_set_epi64x(0x0303_0303_0303_0303, 0x0202_0202_0202_0202, 0x0101_0101_0101_0101, 0),
         );
-        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-        _mm256_or_si256(q, _mm256_and_si256(set, _mm256_set1_epi8(0x10)))
+        let bit = _mm256_and_si256(spread, _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64));
+        let sixteen = _mm256_set1_epi64x(0xF010_1010_1010_1010u64 as i64);
+        _mm256_or_si256(q, _mm256_sign_epi8(sixteen, bit))
     },
     // `vpmaddubsw` adds two products in 16 bits, which (w + 128) * a could overflow, so the
     // sign of each weight moves onto its activation instead. Activations are never -128 (our
