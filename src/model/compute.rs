@@ -134,7 +134,7 @@ impl Compute<'_> {
         let (hd, qd, group) = (c.head_dim, c.q_dim(), c.n_head / c.n_head_kv);
         let longest = slots.iter().map(|s| s.pos + 1).max().unwrap_or(0);
         self.pool.for_each_chunk(out, hd, &|start, heads_out| {
-            let mut scratch = AttentionScratch::new(longest);
+            let mut scratch = AttentionScratch::new(group * longest);
             let (mut i, mut rest) = (start / hd, heads_out);
             while !rest.is_empty() {
                 let (t, h) = (i / c.n_head, i % c.n_head);

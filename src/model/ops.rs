@@ -106,7 +106,7 @@ fn gelu_f16(x: half::f16) -> u16 {
     half::f16::from_f32(y).to_bits()
 }
 
-/// Per-task buffers of `attend_heads`, for up to `len` positions.
+/// Per-task buffers of `attend_heads`, for up to `len` scores (positions times heads).
 pub(crate) struct AttentionScratch {
     /// One run of `len` scores per head of a call.
     scores: Vec<f32>,
