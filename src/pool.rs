@@ -139,7 +139,9 @@ impl ComputePool {
     /// a task then sees all of it (attention's heads that share keys, a kernel's row groups).
     pub fn for_each_chunk<T: Send>(&self, out: &mut [T], granule: usize, task: &(dyn Fn(usize, &mut [T]) + Sync)) {
         if self.workers.is_empty() {
-            task(0, out);
+            if !out.is_empty() {
+                task(0, out);
+            }
             return;
         }
         let granule = granule.max(1);
