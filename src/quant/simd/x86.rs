@@ -330,12 +330,13 @@ macro_rules! x86_kernels {
                 let mut h = 0;
                 while h < heads {
                     let (b, out) = (&b[h * n..], &mut out[h * len..]);
-                    match heads - h {
+                    let pass = (heads - h).min(super::HEADS_PER_PASS);
+                    match pass {
                         1 => dot_f16_pass::<1>(rows, row_bytes, at, b, n, out, len),
                         2 => dot_f16_pass::<2>(rows, row_bytes, at, b, n, out, len),
                         _ => dot_f16_pass::<{ super::HEADS_PER_PASS }>(rows, row_bytes, at, b, n, out, len),
                     }
-                    h += (heads - h).min(super::HEADS_PER_PASS);
+                    h += pass;
                 }
             }
 
