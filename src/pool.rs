@@ -138,21 +138,38 @@ impl ComputePool {
     /// `task(first_index, chunk)` for each, in parallel. One thread takes `out` as one chunk:
     /// a task then sees all of it (attention's heads that share keys, a kernel's row groups).
     pub fn for_each_chunk<T: Send>(&self, out: &mut [T], granule: usize, task: &(dyn Fn(usize, &mut [T]) + Sync)) {
+        self.for_each_chunk_of_parts(&mut [out], granule, &|_, start, chunk| task(start, chunk));
+    }
+
+    /// `for_each_chunk` over several outputs as one job (one wake of the workers, one wait for
+    /// the last task, instead of one per output): about `4 * threads` chunks in all, each within
+    /// one part, and `task(part, first_index_in_part, chunk)` for each.
+    pub fn for_each_chunk_of_parts<T: Send>(
+        &self,
+        parts: &mut [&mut [T]],
+        granule: usize,
+        task: &(dyn Fn(usize, usize, &mut [T]) + Sync),
+    ) {
         if self.workers.is_empty() {
-            if !out.is_empty() {
-                task(0, out);
+            for (p, part) in parts.iter_mut().enumerate().filter(|(_, part)| !part.is_empty()) {
+                task(p, 0, part);
             }
             return;
         }
         let granule = granule.max(1);
-        let units = out.len().div_ceil(granule);
+        let units: usize = parts.iter().map(|part| part.len().div_ceil(granule)).sum();
         let per_chunk = units.div_ceil(self.threads() * 4).max(1) * granule;
-        let chunks: Vec<Mutex<(usize, &mut [T])>> =
-            out.chunks_mut(per_chunk).enumerate().map(|(i, c)| Mutex::new((i * per_chunk, c))).collect();
+        let chunks: Vec<Mutex<(usize, usize, &mut [T])>> = parts
+            .iter_mut()
+            .enumerate()
+            .flat_map(|(p, part)| {
+                part.chunks_mut(per_chunk).enumerate().map(move |(i, c)| Mutex::new((p, i * per_chunk, c)))
+            })
+            .collect();
         self.run(chunks.len(), &|i| {
             let mut guard = chunks[i].lock().unwrap_or_else(|e| e.into_inner());
-            let (start, ref mut chunk) = *guard;
-            task(start, chunk);
+            let (part, start, ref mut chunk) = *guard;
+            task(part, start, chunk);
         });
     }
 }
@@ -236,6 +253,23 @@ mod tests {
             }
         });
         assert!(out.iter().enumerate().all(|(i, &v)| v == i as f32));
+    }
+
+    #[test]
+    fn chunks_of_parts_stay_within_their_part() {
+        for threads in [1, 2, 3] {
+            let pool = ComputePool::new(threads);
+            let (mut a, mut b, mut c) = (vec![0u32; 64], vec![0u32; 0], vec![0u32; 20]);
+            pool.for_each_chunk_of_parts(&mut [&mut a, &mut b, &mut c], 8, &|part, start, chunk| {
+                assert_eq!(start % 8, 0);
+                assert!(!chunk.is_empty());
+                for (j, v) in chunk.iter_mut().enumerate() {
+                    *v += (part * 1000 + start + j) as u32 + 1;
+                }
+            });
+            assert!(a.iter().enumerate().all(|(i, &v)| v == i as u32 + 1), "threads {threads}");
+            assert!(c.iter().enumerate().all(|(i, &v)| v == (2000 + i) as u32 + 1), "threads {threads}");
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::tensor::{TensorView, WeightLayout};
 pub struct Scratch {
     /// The current input converted to each dot-product format its matrices need.
     pub acts: ConvertedRows,
-    /// One matrix product's output before transposition: (rows, tokens).
+    /// The products of one `matmul`, matrix after matrix, each before transposition: (rows, tokens).
     pub products: Vec<f32>,
     /// A norm's weights or a bias, dequantized: (n_embd) at most.
     pub small: Vec<f32>,
@@ -97,14 +97,32 @@ impl Compute<'_> {
     }
 
     /// `out = x · Wᵀ` for each (W, out) of `jobs`, all reading the same input `x` (n, cols): x is
-    /// converted once per dot-product format however many matrices read it (q/k/v, gate/up).
-    /// Outputs are (n, rows of W).
+    /// converted once per dot-product format however many matrices read it, and the products
+    /// of every matrix are one job of the pool (q/k/v, gate/up). Outputs are (n, rows of W).
     pub fn matmul(&mut self, x: &[f32], n: usize, jobs: &mut [(&TensorView, &mut [f32])]) {
         self.s.acts.reset();
-        for (w, out) in jobs.iter_mut() {
-            let rows = self.s.acts.get(self.pool, quant::vec_dot_type(w.ty), x, w.cols());
-            multiply(self.pool, w, rows, n, &mut self.s.products);
-            transpose(self.pool, &self.s.products, w.rows(), n, out);
+        for (w, _) in jobs.iter() {
+            self.s.acts.convert(self.pool, quant::vec_dot_type(w.ty), x, w.cols());
+        }
+        let weights: Vec<&TensorView> = jobs.iter().map(|(w, _)| *w).collect();
+        if n == 1 {
+            // A single token's products are its output rows: no transposition.
+            let mut outs: Vec<&mut [f32]> = jobs.iter_mut().map(|(w, out)| &mut out[..w.rows()]).collect();
+            multiply(self.pool, &weights, &self.s.acts, 1, &mut outs);
+            return;
+        }
+        let total = weights.iter().map(|w| w.rows() * n).sum();
+        self.s.products.resize(total, 0.0);
+        let mut products = Vec::with_capacity(jobs.len());
+        let mut rest = &mut self.s.products[..total];
+        for w in &weights {
+            let (p, tail) = std::mem::take(&mut rest).split_at_mut(w.rows() * n);
+            products.push(p);
+            rest = tail;
+        }
+        multiply(self.pool, &weights, &self.s.acts, n, &mut products);
+        for ((w, out), p) in jobs.iter_mut().zip(products) {
+            transpose(self.pool, p, w.rows(), n, out);
         }
     }
 
@@ -112,9 +130,10 @@ impl Compute<'_> {
     /// output head reads them token by token).
     pub fn matmul_untransposed(&mut self, x: &[f32], n: usize, w: &TensorView) -> &[f32] {
         self.s.acts.reset();
-        let rows = self.s.acts.get(self.pool, quant::vec_dot_type(w.ty), x, w.cols());
-        multiply(self.pool, w, rows, n, &mut self.s.products);
-        &self.s.products
+        self.s.acts.convert(self.pool, quant::vec_dot_type(w.ty), x, w.cols());
+        self.s.products.resize(w.rows() * n, 0.0);
+        multiply(self.pool, &[w], &self.s.acts, n, &mut [&mut self.s.products[..w.rows() * n]]);
+        &self.s.products[..w.rows() * n]
     }
 
     /// Attention of every token of the batch: token t (at `slots[t]`) attends to the positions
@@ -154,14 +173,16 @@ impl Compute<'_> {
     }
 }
 
-/// products (rows, n) = dot products of every row of `w` with every activation row of `acts`,
-/// rows split over the pool.
-fn multiply(pool: &ComputePool, w: &TensorView, acts: &[u8], n: usize, products: &mut Vec<f32>) {
-    let (rows, cols, row_bytes) = (w.rows(), w.cols(), w.row_bytes());
-    products.resize(rows * n, 0.0);
+/// products[i] (rows of weights[i], n) = dot products of every row of `weights[i]` with every
+/// activation row of `acts` (converted to each matrix's format), rows of all matrices split over
+/// the pool as one job.
+fn multiply(pool: &ComputePool, weights: &[&TensorView], acts: &ConvertedRows, n: usize, products: &mut [&mut [f32]]) {
     // Whole rows per task (the kernel's output is row-major), eight at a time so kernels that
     // work on several rows at once (tiles of four, Q4_K's groups of eight) get full ones.
-    pool.for_each_chunk(&mut products[..rows * n], 8 * n, &|start, out| {
+    pool.for_each_chunk_of_parts(products, 8 * n, &|part, start, out| {
+        let w = weights[part];
+        let (cols, row_bytes) = (w.cols(), w.row_bytes());
+        let acts = acts.converted(quant::vec_dot_type(w.ty));
         let first_row = start / n;
         let bytes = &w.data[first_row * row_bytes..(first_row + out.len() / n) * row_bytes];
         match w.layout {

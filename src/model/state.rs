@@ -82,30 +82,38 @@ impl ConvertedRows {
     /// `x` (rows of `cols` values) in `dot_ty` format, one `act_row_bytes` row per input row,
     /// converted on first request since the last `reset`.
     pub fn get(&mut self, pool: &ComputePool, dot_ty: GgmlType, x: &[f32], cols: usize) -> &[u8] {
-        let at = match self.current.iter().position(|(ty, _)| *ty == dot_ty) {
-            Some(at) => at,
-            None => {
-                let mut buf = self.spare.pop().unwrap_or_default();
-                let row_bytes = quant::act_row_bytes(dot_ty, cols);
-                // Every byte is written below: only growth needs filling, not the old contents.
-                buf.resize(x.len() / cols * row_bytes, 0);
-                if x.len() == cols {
-                    quant::quantize_activations(dot_ty, x, &mut self.row);
-                    buf.copy_from_slice(&self.row);
-                } else {
-                    pool.for_each_chunk(&mut buf, row_bytes, &|start, out| {
-                        let mut row = Vec::with_capacity(row_bytes);
-                        let first = start / row_bytes;
-                        for (i, o) in out.chunks_exact_mut(row_bytes).enumerate() {
-                            quant::quantize_activations(dot_ty, &x[(first + i) * cols..][..cols], &mut row);
-                            o.copy_from_slice(&row);
-                        }
-                    });
+        self.convert(pool, dot_ty, x, cols);
+        self.converted(dot_ty)
+    }
+
+    /// Converts `x` to `dot_ty` unless the current input already is.
+    pub fn convert(&mut self, pool: &ComputePool, dot_ty: GgmlType, x: &[f32], cols: usize) {
+        if self.current.iter().any(|(ty, _)| *ty == dot_ty) {
+            return;
+        }
+        let mut buf = self.spare.pop().unwrap_or_default();
+        let row_bytes = quant::act_row_bytes(dot_ty, cols);
+        // Every byte is written below: only growth needs filling, not the old contents.
+        buf.resize(x.len() / cols * row_bytes, 0);
+        if x.len() == cols {
+            quant::quantize_activations(dot_ty, x, &mut self.row);
+            buf.copy_from_slice(&self.row);
+        } else {
+            pool.for_each_chunk(&mut buf, row_bytes, &|start, out| {
+                let mut row = Vec::with_capacity(row_bytes);
+                let first = start / row_bytes;
+                for (i, o) in out.chunks_exact_mut(row_bytes).enumerate() {
+                    quant::quantize_activations(dot_ty, &x[(first + i) * cols..][..cols], &mut row);
+                    o.copy_from_slice(&row);
                 }
-                self.current.push((dot_ty, buf));
-                self.current.len() - 1
-            }
-        };
-        &self.current[at].1
+            });
+        }
+        self.current.push((dot_ty, buf));
+    }
+
+    /// The current input in `dot_ty` format; panics unless `convert` made it.
+    pub fn converted(&self, dot_ty: GgmlType) -> &[u8] {
+        let (_, buf) = self.current.iter().find(|(ty, _)| *ty == dot_ty).expect("activations converted before use");
+        buf
     }
 }
