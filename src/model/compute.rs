@@ -93,7 +93,9 @@ impl Compute<'_> {
     /// token's row is split).
     pub fn gated_activation(&self, gate: &mut [f32], up: &[f32]) {
         let act = self.c.activation;
-        self.pool.for_each_chunk(gate, 1024, &|start, g| gated_activation(act, g, &up[start..start + g.len()]));
+        // Granules of 256: one token's row (1536 values for SmolLM2) then splits evenly over two
+        // threads, where granules of 1024 split it 2:1.
+        self.pool.for_each_chunk(gate, 256, &|start, g| gated_activation(act, g, &up[start..start + g.len()]));
     }
 
     /// `out = x · Wᵀ` for each (W, out) of `jobs`, all reading the same input `x` (n, cols): x is

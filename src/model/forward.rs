@@ -209,6 +209,10 @@ impl Transformer<'_> {
             let products = ctx.matmul_untransposed(&b.xb[..g * e], g, &h.output);
             self.weights.check_file()?;
             for (j, &(_, seq, i)) in group.iter().enumerate() {
+                if g == 1 && c.final_logit_softcap.is_none() {
+                    on_logits(seq, i, products); // one token's products are its logits
+                    continue;
+                }
                 for (l, p) in b.logits.iter_mut().zip(products.iter().skip(j).step_by(g)) {
                     *l = *p;
                 }

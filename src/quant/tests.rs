@@ -205,6 +205,34 @@ fn f16_to_f32_is_exact_for_every_bit_pattern() {
 }
 
 #[test]
+fn f16_activation_rows_round_each_value_as_alone() {
+    // The row conversion goes through `half`'s slice conversion (F16C where present); each value
+    // must round as the one-value conversion does, ties, subnormals and overflow included.
+    let mut x = Rng(7).vec(200, 3.0);
+    x.extend([
+        0.0,
+        -0.0,
+        65504.0,
+        65520.0,
+        1e6,
+        -1e6,
+        6.0e-8,
+        2.9e-8,
+        3.0e-8,
+        -6.1e-5,
+        f32::INFINITY,
+        1.0 + 1.0 / 2048.0,
+    ]);
+    x.extend((0..77).map(|i| f32::from_bits(0x3f80_0000 + (i << 12)))); // halfway and beyond, at 1.0
+    let mut out = Vec::new();
+    quantize_activations(F16, &x, &mut out);
+    assert_eq!(out.len(), 2 * x.len());
+    for (v, h) in x.iter().zip(out.chunks_exact(2)) {
+        assert_eq!(u16::from_le_bytes([h[0], h[1]]), half::f16::from_f32(*v).to_bits(), "{v:e}");
+    }
+}
+
+#[test]
 fn bf16_rounding_matches_ggml() {
     let cases: [(u32, u16); 10] = [
         (0x3F80_0000, 0x3F80), // 1.0
