@@ -70,7 +70,6 @@ pub struct ConvertedRows {
     /// (format, rows converted to it back to back) for the current input.
     current: Vec<(GgmlType, Vec<u8>)>,
     spare: Vec<Vec<u8>>,
-    row: Vec<u8>,
 }
 
 impl ConvertedRows {
@@ -92,13 +91,12 @@ impl ConvertedRows {
             return;
         }
         let mut buf = self.spare.pop().unwrap_or_default();
-        let row_bytes = quant::act_row_bytes(dot_ty, cols);
-        // Every byte is written below: only growth needs filling, not the old contents.
-        buf.resize(x.len() / cols * row_bytes, 0);
         if x.len() == cols {
-            quant::quantize_activations(dot_ty, x, &mut self.row);
-            buf.copy_from_slice(&self.row);
+            quant::quantize_activations(dot_ty, x, &mut buf);
         } else {
+            let row_bytes = quant::act_row_bytes(dot_ty, cols);
+            // Every byte is written below: only growth needs filling, not the old contents.
+            buf.resize(x.len() / cols * row_bytes, 0);
             pool.for_each_chunk(&mut buf, row_bytes, &|start, out| {
                 let mut row = Vec::with_capacity(row_bytes);
                 let first = start / row_bytes;

@@ -125,7 +125,7 @@ pub(crate) trait WeightBlock: QuantBlock {
 }
 
 /// Number of whole blocks in `n` values; panics when `n` is not a multiple of `B::LEN`.
-fn blocks_in<B: QuantBlock>(n: usize) -> usize {
+pub(crate) fn blocks_in<B: QuantBlock>(n: usize) -> usize {
     assert!(n.is_multiple_of(B::LEN), "quant: {n} values is not a whole number of {} blocks of {}", B::TYPE, B::LEN);
     n / B::LEN
 }

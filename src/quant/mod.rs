@@ -29,6 +29,7 @@ use crate::tensor::GgmlType;
 
 pub use interleave::interleave_rows8;
 pub use simd::{active_isa, Isa};
+use simd::{Checked, Q8Quantizer};
 
 use block::{QuantBlock, WeightBlock};
 use iquants::{BlockIq4Nl, BlockIq4Xs};
@@ -165,13 +166,19 @@ pub fn quantize_activations(dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
 pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
     match dot_ty {
         GgmlType::Q8_0 if isa != Isa::Scalar => {
-            let quantize = if isa.is_arm() { BlockQ8_0::quantize_like_arm } else { BlockQ8_0::quantize_like_simd };
-            block::quantize_with(x, out, quantize);
+            match isa.q8_quantizer() {
+                Some(quantize) => quantize_q8_with::<BlockQ8_0>(quantize, x, false, out),
+                None if isa.is_arm() => block::quantize_with(x, out, BlockQ8_0::quantize_like_arm),
+                None => block::quantize_with(x, out, BlockQ8_0::quantize_like_simd),
+            }
             SimdTable::Q8_0.append(out);
         }
         GgmlType::Q8_1 if isa != Isa::Scalar => {
-            let quantize = if isa.is_arm() { BlockQ8_1::quantize_like_arm } else { BlockQ8_1::quantize_like_simd };
-            block::quantize_with(x, out, quantize);
+            match isa.q8_quantizer() {
+                Some(quantize) => quantize_q8_with::<BlockQ8_1>(quantize, x, true, out),
+                None if isa.is_arm() => block::quantize_with(x, out, BlockQ8_1::quantize_like_arm),
+                None => block::quantize_with(x, out, BlockQ8_1::quantize_like_simd),
+            }
             SimdTable::Q8_1.append(out);
         }
         GgmlType::Q8_K if isa != Isa::Scalar => {
@@ -186,6 +193,15 @@ pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mu
         GgmlType::Q8_K => block::quantize::<BlockQ8K>(x, out),
         _ => panic!("quant: {dot_ty} is not an activation format"),
     }
+}
+
+/// `x` in blocks of `B` (Q8_0, or Q8_1 `with_sum`) by a SIMD set's quantizer, replacing the
+/// contents of `out`.
+fn quantize_q8_with<B: QuantBlock>(quantize: Checked<Q8Quantizer>, x: &[f32], with_sum: bool, out: &mut Vec<u8>) {
+    let blocks = block::blocks_in::<B>(x.len());
+    out.clear();
+    out.resize(blocks * B::BYTES, 0);
+    quantize.call(x, with_sum, out);
 }
 
 /// Dot product of one weight row of type `ty` (`n` elements, raw GGUF bytes) with activations
@@ -412,29 +428,30 @@ impl SimdTable {
     /// Appends the table and the interleaved quants of the blocks `out` holds.
     fn append(&self, out: &mut Vec<u8>) {
         let nb = out.len() / self.block_bytes;
-        let quants_of = |b: usize| b * self.block_bytes + self.quants_at;
-        out.reserve(self.bytes_after(nb));
-        for &column in self.columns {
-            for b in 0..nb {
-                let bytes = match column {
+        let blocks_end = nb * self.block_bytes;
+        // Zeros stand for the quants of the blocks a last group of eight lacks.
+        out.resize(blocks_end + self.bytes_after(nb), 0);
+        let (blocks, after) = out.split_at_mut(blocks_end);
+        let (table, interleaved) = after.split_at_mut(self.column_at(nb, self.columns.len()) - blocks_end);
+        let blocks: &[u8] = blocks;
+        for (&column, entries) in self.columns.iter().zip(table.chunks_exact_mut(4 * nb)) {
+            for (block, entry) in blocks.chunks_exact(self.block_bytes).zip(entries.chunks_exact_mut(4)) {
+                let value = match column {
                     TableColumn::F16AsF32(at) => {
-                        let at = b * self.block_bytes + at;
-                        float::f16_to_f32(u16::from_le_bytes([out[at], out[at + 1]])).to_le_bytes()
+                        float::f16_to_f32(u16::from_le_bytes([block[at], block[at + 1]])).to_le_bytes()
                     }
                     TableColumn::QuantSum => {
-                        out[quants_of(b)..quants_of(b) + 32].iter().map(|&q| q as i8 as i32).sum::<i32>().to_le_bytes()
+                        block[self.quants_at..][..32].iter().map(|&q| q as i8 as i32).sum::<i32>().to_le_bytes()
                     }
                 };
-                out.extend_from_slice(&bytes);
+                entry.copy_from_slice(&value);
             }
         }
-        for group in 0..nb.div_ceil(8) {
-            for j in 0..8 {
-                for l in 0..8 {
-                    let b = 8 * group + l;
-                    let at = quants_of(b) + 4 * j;
-                    let quads = if b < nb { <[u8; 4]>::try_from(&out[at..at + 4]).expect("4 bytes") } else { [0; 4] };
-                    out.extend_from_slice(&quads);
+        // Group g's 256 bytes: for each four quants j of a block, those of its eight blocks.
+        for (group, dst) in blocks.chunks(8 * self.block_bytes).zip(interleaved.chunks_exact_mut(256)) {
+            for (l, block) in group.chunks_exact(self.block_bytes).enumerate() {
+                for (j, quad) in block[self.quants_at..][..32].chunks_exact(4).enumerate() {
+                    dst[32 * j + 4 * l..][..4].copy_from_slice(quad);
                 }
             }
         }

@@ -112,6 +112,11 @@ impl Isa {
         self.set()?.interleaved_kernel.and_then(|kernel| kernel(ty)).map(Checked)
     }
 
+    /// The set's quantizer of f32 activations to Q8_0 or Q8_1 blocks, or None (scalar code then).
+    pub(super) fn q8_quantizer(self) -> Option<Checked<Q8Quantizer>> {
+        self.set()?.quantize_q8.map(Checked)
+    }
+
     /// The set's f16 vector kernels (dot product with an f32 vector, `out += p * v`), or None
     /// (scalar code then).
     pub(super) fn f16_kernels(self) -> Option<(Checked<F16DotKernel>, Checked<F16AxpyKernel>)> {
@@ -130,6 +135,10 @@ pub(crate) type F16DotKernel =
 /// `out += p[t] * row t` for f16 vectors at byte `at` of rows of `row_bytes` (see `quant::axpy_f16_rows`).
 pub(crate) type F16AxpyKernel = unsafe fn(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize);
 
+/// Q8_0 blocks (`with_sum` false) or Q8_1 blocks of `x` into `out`, as the scalar
+/// `BlockQ8_0/Q8_1::quantize_like_simd` make them (see `quant::quantize_activations_with`).
+pub(crate) type Q8Quantizer = unsafe fn(x: &[f32], with_sum: bool, out: &mut [u8]);
+
 /// What one SIMD instruction set provides: its `#[target_feature]` functions, unsafe to call
 /// unless the CPU has the set, so only [`Isa::set`] hands them out (wrapped in [`Checked`]).
 pub(crate) struct KernelSet {
@@ -139,6 +148,7 @@ pub(crate) struct KernelSet {
     pub interleaved_kernel: Option<fn(GgmlType) -> Option<BatchKernel>>,
     pub dot_f16_f32: F16DotKernel,
     pub axpy_f16: F16AxpyKernel,
+    pub quantize_q8: Option<Q8Quantizer>,
 }
 
 /// A kernel of an instruction set the running CPU has. Its field is private to this module and
@@ -165,6 +175,13 @@ impl Checked<F16DotKernel> {
     pub(crate) fn call(self, rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n: usize, out: &mut [f32]) {
         // SAFETY: a `Checked` kernel's set is available on this CPU (see `Checked`).
         unsafe { (self.0)(rows, row_bytes, at, b, n, out) }
+    }
+}
+
+impl Checked<Q8Quantizer> {
+    pub(crate) fn call(self, x: &[f32], with_sum: bool, out: &mut [u8]) {
+        // SAFETY: a `Checked` kernel's set is available on this CPU (see `Checked`).
+        unsafe { (self.0)(x, with_sum, out) }
     }
 }
 

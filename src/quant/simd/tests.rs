@@ -522,6 +522,35 @@ fn f16_dot_heads_equal_one_head_at_a_time() {
     }
 }
 
+/// The SIMD sets' Q8_0/Q8_1 activation quantizers against the scalar blocks they stand in for
+/// (`quantize_like_simd` on x86), byte for byte: random rows over 40 orders of magnitude, an
+/// all-zero block, and blocks whose scaled values fall exactly halfway between two quants.
+#[test]
+fn q8_activation_quantizers_equal_the_scalar_blocks() {
+    use super::super::block::quantize_with;
+    use super::super::legacy::{BlockQ8_0, BlockQ8_1};
+    let mut rng = Rng(23);
+    let mut rows: Vec<Vec<f32>> = [1e-20f32, 1e-3, 1.0, 37.0, 1e20].iter().map(|&s| rng.vec(32 * 7, s)).collect();
+    rows.push(vec![0.0; 64]);
+    // amax 127 makes the inverse scale 1: every value below is a tie but ±127.
+    rows.push((0..64).map(|i| if i % 32 == 5 { 127.0 } else { (i % 32) as f32 - 15.5 }).collect());
+    rows.push((0..32).map(|i| -(i as f32) - 0.5).chain([-127.0]).chain((1..32).map(|i| i as f32 + 0.5)).collect());
+    for isa in Isa::ALL.into_iter().filter(|isa| !isa.is_arm() && isa.q8_quantizer().is_some()) {
+        for (r, x) in rows.iter().enumerate() {
+            for (ty, bytes) in [(Q8_0, 34), (Q8_1, 36)] {
+                let mut want = Vec::new();
+                match ty {
+                    Q8_0 => quantize_with(x, &mut want, BlockQ8_0::quantize_like_simd),
+                    _ => quantize_with(x, &mut want, BlockQ8_1::quantize_like_simd),
+                }
+                let mut got = vec![0xAB; 3];
+                quantize_activations_with(isa, ty, x, &mut got);
+                assert_eq!(&got[..x.len() / 32 * bytes], &want[..], "{isa:?} {ty} row {r}");
+            }
+        }
+    }
+}
+
 /// Attention's f16 kernels against exact products summed in f64, for lengths that exercise the
 /// 32-, 8- and 1-value steps.
 #[test]

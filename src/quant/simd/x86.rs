@@ -312,7 +312,13 @@ macro_rules! x86_kernels {
 
             /// This instruction set's kernels, for `Isa` to hand out once `available()` holds.
             pub(crate) static SET: KernelSet =
-                KernelSet { row_kernels: kernels, interleaved_kernel: Some(interleaved_kernel), dot_f16_f32, axpy_f16 };
+                KernelSet {
+                row_kernels: kernels,
+                interleaved_kernel: Some(interleaved_kernel),
+                dot_f16_f32,
+                axpy_f16,
+                quantize_q8: Some(quantize_q8),
+            };
             use crate::tensor::GgmlType;
             use core::arch::x86_64::*;
 
@@ -448,6 +454,58 @@ macro_rules! x86_kernels {
                     // SAFETY: `o` is 8 f32 (32 bytes); storeu has no alignment requirement.
                     unsafe { _mm256_storeu_ps(o.as_mut_ptr(), *acc) };
                 }
+            }
+
+            /// Q8_0 blocks (`with_sum` false: `d`, then 32 quants) or Q8_1 blocks (`d`, `s`, then
+            /// the quants) of `x` into `out`, value for value as the scalar
+            /// `BlockQ8_0/Q8_1::quantize_like_simd` make them: the largest magnitude by `max` (in
+            /// any order the same), the same scalar `127 / amax` and `amax / 127`, products
+            /// rounded to nearest even, and `s` from the exact integer sum of the quants.
+            #[target_feature(enable = $features)]
+            fn quantize_q8(x: &[f32], with_sum: bool, out: &mut [u8]) {
+                let quants_at = if with_sum { 4 } else { 2 };
+                let magnitude = _mm256_set1_ps(f32::from_bits(0x7FFF_FFFF));
+                for (xs, block) in x.chunks_exact(32).zip(out.chunks_exact_mut(quants_at + 32)) {
+                    let xs: &[f32; 32] = xs.try_into().expect("32 values");
+                    let v: [__m256; 4] = core::array::from_fn(|i| {
+                        // SAFETY: values 8i..8i + 8 lie inside the 32 of `xs`; loadu has no
+                        // alignment requirement.
+                        unsafe { _mm256_loadu_ps(xs.as_ptr().add(8 * i)) }
+                    });
+                    let abs = |v: __m256| _mm256_and_ps(v, magnitude);
+                    let m = _mm256_max_ps(_mm256_max_ps(abs(v[0]), abs(v[1])), _mm256_max_ps(abs(v[2]), abs(v[3])));
+                    let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+                    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+                    let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+                    let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+                    let q: [__m256i; 4] = core::array::from_fn(|i| {
+                        let scaled = _mm256_mul_ps(v[i], id);
+                        _mm256_cvtps_epi32(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(scaled))
+                    });
+                    // Packing works within 128-bit halves: the dwords come out as values 0-3,
+                    // 8-11, 16-19, 24-27, 4-7, 12-15, 20-23, 28-31, put back in order.
+                    let bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+                    let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+                    let quants: &mut [u8; 32] = (&mut block[quants_at..]).try_into().expect("32 quants");
+                    // SAFETY: `quants` is 32 bytes; storeu has no alignment requirement.
+                    unsafe { _mm256_storeu_si256(quants.as_mut_ptr().cast(), bytes) };
+                    let d = amax / 127.0;
+                    block[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
+                    if with_sum {
+                        let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+                        let sum = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256::<1>(sum));
+                        let sum = _mm_add_epi32(sum, _mm_shuffle_epi32::<0b01_00_11_10>(sum));
+                        let sum = _mm_cvtsi128_si32(_mm_add_epi32(sum, _mm_shuffle_epi32::<0b10_11_00_01>(sum)));
+                        block[2..4].copy_from_slice(&f16_bits(sum as f32 * d).to_le_bytes());
+                    }
+                }
+            }
+
+            /// `x` rounded to f16 (to nearest even, as `half`'s conversion).
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn f16_bits(x: f32) -> u16 {
+                _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x))) as u16
             }
 
             /// Asks for the `len` bytes at `at` of the row [`super::F16_ROWS_AHEAD`] rows after the one
