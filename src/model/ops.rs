@@ -76,7 +76,7 @@ pub(crate) fn apply_rope(c: &ModelConfig, x: &mut [f32], table: &RopeTable) {
 /// gate = act(gate) * up.
 pub(crate) fn gated_activation(act: Activation, gate: &mut [f32], up: &[f32]) {
     match act {
-        Activation::Silu => gate.iter_mut().zip(up).for_each(|(g, &u)| *g = *g / (1.0 + (-*g).exp()) * u),
+        Activation::Silu => quant::silu_mul(gate, up),
         Activation::Gelu => gate.iter_mut().zip(up).for_each(|(g, &u)| *g = gelu_like_ggml(*g) * u),
     }
 }

@@ -77,7 +77,7 @@ macro_rules! arm_kernels {
 
             /// This instruction set's kernels, for `Isa` to hand out once `available()` holds.
             pub(crate) static SET: KernelSet =
-                KernelSet { row_kernels: kernels, interleaved_kernel: None, dot_f16_f32, axpy_f16, quantize_q8: None };
+                KernelSet { row_kernels: kernels, interleaved_kernel: None, dot_f16_f32, axpy_f16, quantize_q8: None, silu_mul: None };
 
             /// Whether the running CPU has every feature these kernels are compiled for.
             pub(crate) fn available() -> bool {

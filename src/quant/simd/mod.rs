@@ -117,6 +117,11 @@ impl Isa {
         self.set()?.quantize_q8.map(Checked)
     }
 
+    /// The set's `gate = silu(gate) * up` kernel, or None (scalar code then).
+    pub(super) fn silu_mul_kernel(self) -> Option<Checked<SiluMulKernel>> {
+        self.set()?.silu_mul.map(Checked)
+    }
+
     /// The set's f16 vector kernels (dot product with an f32 vector, `out += p * v`), or None
     /// (scalar code then).
     pub(super) fn f16_kernels(self) -> Option<(Checked<F16DotKernel>, Checked<F16AxpyKernel>)> {
@@ -139,6 +144,9 @@ pub(crate) type F16AxpyKernel = unsafe fn(out: &mut [f32], p: &[f32], rows: &[u8
 /// `BlockQ8_0/Q8_1::quantize_like_simd` make them (see `quant::quantize_activations_with`).
 pub(crate) type Q8Quantizer = unsafe fn(x: &[f32], with_sum: bool, out: &mut [u8]);
 
+/// `gate[i] = silu(gate[i]) * up[i]` (see `quant::silu_mul`).
+pub(crate) type SiluMulKernel = unsafe fn(gate: &mut [f32], up: &[f32]);
+
 /// What one SIMD instruction set provides: its `#[target_feature]` functions, unsafe to call
 /// unless the CPU has the set, so only [`Isa::set`] hands them out (wrapped in [`Checked`]).
 pub(crate) struct KernelSet {
@@ -149,6 +157,7 @@ pub(crate) struct KernelSet {
     pub dot_f16_f32: F16DotKernel,
     pub axpy_f16: F16AxpyKernel,
     pub quantize_q8: Option<Q8Quantizer>,
+    pub silu_mul: Option<SiluMulKernel>,
 }
 
 /// A kernel of an instruction set the running CPU has. Its field is private to this module and
@@ -185,10 +194,74 @@ impl Checked<Q8Quantizer> {
     }
 }
 
+impl Checked<SiluMulKernel> {
+    pub(crate) fn call(self, gate: &mut [f32], up: &[f32]) {
+        // SAFETY: a `Checked` kernel's set is available on this CPU (see `Checked`).
+        unsafe { (self.0)(gate, up) }
+    }
+}
+
 impl Checked<F16AxpyKernel> {
     pub(crate) fn call(self, out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
         // SAFETY: a `Checked` kernel's set is available on this CPU (see `Checked`).
         unsafe { (self.0)(out, p, rows, row_bytes, at) }
+    }
+}
+
+/// `0x1.<frac>p<exp>` as an f32: the hexadecimal constants of ggml's vector `exp` (six hex
+/// digits after the point, all exactly representable in f32).
+const fn hex_f32(frac: u32, exp: i32) -> f32 {
+    let mut v = 1.0 + frac as f64 / 16_777_216.0;
+    let mut e = exp;
+    while e > 0 {
+        v *= 2.0;
+        e -= 1;
+    }
+    while e < 0 {
+        v /= 2.0;
+        e += 1;
+    }
+    v as f32
+}
+
+/// The constants of the vector `exp` that ggml's x86 and NEON builds use in SiLU (from Arm's
+/// optimized routines): `exp(x) = 2^n (1 + p(b))` with `n = round(x log2 e)`, `b = x - n ln 2`
+/// (ln 2 split in a high and a low part) and `p(b) = C0 b + (C1 + C2 b) b^2 + (C3 + C4 b) b^4`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) mod vexp {
+    use super::hex_f32;
+    /// 1.5 * 2^23: adding it rounds an f32 below 2^22 to an integer, left in the low mantissa bits.
+    pub const SHIFT: f32 = 12_582_912.0;
+    pub const LOG2E: f32 = hex_f32(0x715476, 0);
+    pub const LN2_HI: f32 = hex_f32(0x62e400, -1);
+    pub const LN2_LO: f32 = hex_f32(0x7f7d1c, -20);
+    pub const C0: f32 = hex_f32(0xffffec, -1);
+    pub const C1: f32 = hex_f32(0xfffdb6, -2);
+    pub const C2: f32 = hex_f32(0x555e66, -3);
+    pub const C3: f32 = hex_f32(0x573e2e, -5);
+    pub const C4: f32 = hex_f32(0x0e4020, -7);
+
+    /// One lane of the vector `exp`, operation for operation (fused where it fuses): the x86
+    /// kernels' tail, and the reference their tests compare with bit for bit.
+    pub fn exp_lane(x: f32) -> f32 {
+        let z = x.mul_add(LOG2E, SHIFT);
+        let n = z - SHIFT;
+        let b = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
+        let e = z.to_bits() << 23;
+        let k = f32::from_bits(e.wrapping_add(1.0f32.to_bits()));
+        let u = b * b;
+        let p = C4.mul_add(b, C3).mul_add(u, C2.mul_add(b, C1)).mul_add(u, C0 * b);
+        if n.abs() <= 126.0 {
+            return p.mul_add(k, k);
+        }
+        let bias: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+        let s1 = f32::from_bits(bias.wrapping_add(0x7f00_0000));
+        let s2 = f32::from_bits(e.wrapping_sub(bias));
+        if n.abs() > 192.0 {
+            s1 * s1
+        } else {
+            s2.mul_add(p, s2) * s1
+        }
     }
 }
 

@@ -318,6 +318,7 @@ macro_rules! x86_kernels {
                 dot_f16_f32,
                 axpy_f16,
                 quantize_q8: Some(quantize_q8),
+                silu_mul: Some(silu_mul),
             };
             use crate::tensor::GgmlType;
             use core::arch::x86_64::*;
@@ -499,6 +500,64 @@ macro_rules! x86_kernels {
                         block[2..4].copy_from_slice(&f16_bits(sum as f32 * d).to_le_bytes());
                     }
                 }
+            }
+
+            /// `gate[i] = silu(gate[i]) * up[i]` as ggml's x86 builds compute SwiGLU: eight
+            /// values at a time as `x / (1 + exp(-x)) * up` with the vector [`exp`]. The last
+            /// `len % 8` take the same `exp` one lane at a time (ggml's take `expf`), so that
+            /// every value's result is the same wherever a split of the work puts it.
+            #[target_feature(enable = $features)]
+            fn silu_mul(gate: &mut [f32], up: &[f32]) {
+                let body = gate.len() / 8 * 8;
+                let (one, zero) = (_mm256_set1_ps(1.0), _mm256_setzero_ps());
+                for (g, u) in gate[..body].chunks_exact_mut(8).zip(up[..body].chunks_exact(8)) {
+                    let (g, u): (&mut [f32; 8], &[f32; 8]) = (g.try_into().expect("8"), u.try_into().expect("8"));
+                    // SAFETY: `g` and `u` are 8 f32 each; loadu has no alignment requirement.
+                    let (x, up) = unsafe { (_mm256_loadu_ps(g.as_ptr()), _mm256_loadu_ps(u.as_ptr())) };
+                    let silu = _mm256_div_ps(x, _mm256_add_ps(one, exp(_mm256_sub_ps(zero, x))));
+                    // SAFETY: as above; storeu has no alignment requirement.
+                    unsafe { _mm256_storeu_ps(g.as_mut_ptr(), _mm256_mul_ps(silu, up)) };
+                }
+                for (g, &u) in gate[body..].iter_mut().zip(&up[body..]) {
+                    *g = *g / (1.0 + crate::quant::simd::vexp::exp_lane(-*g)) * u;
+                }
+            }
+
+            /// `e^x` per lane, as ggml's vector `expf` (see `simd::vexp`): within 1.5 ulp,
+            /// infinite above 88.38, zero below -103.97. Where `|n| > 126`, `2^n` alone would
+            /// overflow or flush, so the scale is applied in two factors.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn exp(x: __m256) -> __m256 {
+                use crate::quant::simd::vexp::*;
+                let set = _mm256_set1_ps;
+                let z = _mm256_fmadd_ps(x, set(LOG2E), set(SHIFT));
+                let n = _mm256_sub_ps(z, set(SHIFT));
+                let b = _mm256_fnmadd_ps(n, set(LN2_LO), _mm256_fnmadd_ps(n, set(LN2_HI), x));
+                // n in the exponent field: 2^n once 1.0's bits are added.
+                let e = _mm256_slli_epi32::<23>(_mm256_castps_si256(z));
+                let k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(set(1.0))));
+                let abs_n = _mm256_andnot_ps(set(-0.0), n);
+                let scaled_twice = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, set(126.0));
+                let u = _mm256_mul_ps(b, b);
+                let p = _mm256_fmadd_ps(
+                    _mm256_fmadd_ps(_mm256_fmadd_ps(set(C4), b, set(C3)), u, _mm256_fmadd_ps(set(C2), b, set(C1))),
+                    u,
+                    _mm256_mul_ps(set(C0), b),
+                );
+                if _mm256_movemask_ps(scaled_twice) == 0 {
+                    return _mm256_fmadd_ps(p, k, k);
+                }
+                let bias = _mm256_and_si256(
+                    _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps())),
+                    _mm256_set1_epi32(0x8200_0000u32 as i32),
+                );
+                let s1 = _mm256_castsi256_ps(_mm256_add_epi32(bias, _mm256_set1_epi32(0x7f00_0000)));
+                let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, bias));
+                let out_of_range = _mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, set(192.0));
+                let two_step = _mm256_mul_ps(_mm256_fmadd_ps(s2, p, s2), s1);
+                let in_range = _mm256_blendv_ps(_mm256_fmadd_ps(k, p, k), two_step, scaled_twice);
+                _mm256_blendv_ps(in_range, _mm256_mul_ps(s1, s1), out_of_range)
             }
 
             /// `x` rounded to f16 (to nearest even, as `half`'s conversion).
