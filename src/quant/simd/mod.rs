@@ -224,7 +224,7 @@ const fn hex_f32(frac: u32, exp: i32) -> f32 {
     v as f32
 }
 
-/// The constants of the vector `exp` that ggml's x86 and NEON builds use in SiLU (from Arm's
+/// The constants of the vector `exp` that ggml's AVX2 and NEON builds use in SiLU (from Arm's
 /// optimized routines): `exp(x) = 2^n (1 + p(b))` with `n = round(x log2 e)`, `b = x - n ln 2`
 /// (ln 2 split in a high and a low part) and `p(b) = C0 b + (C1 + C2 b) b^2 + (C3 + C4 b) b^4`.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]

@@ -502,7 +502,7 @@ macro_rules! x86_kernels {
                 }
             }
 
-            /// `gate[i] = silu(gate[i]) * up[i]` as ggml's x86 builds compute SwiGLU: eight
+            /// `gate[i] = silu(gate[i]) * up[i]` as ggml's AVX2 builds compute SwiGLU: eight
             /// values at a time as `x / (1 + exp(-x)) * up` with the vector [`exp`]. The last
             /// `len % 8` take the same `exp` one lane at a time (ggml's take `expf`), so that
             /// every value's result is the same wherever a split of the work puts it.
