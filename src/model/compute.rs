@@ -89,8 +89,8 @@ impl Compute<'_> {
         });
     }
 
-    /// gate = act(gate) * up, element-wise (so any split gives the same values: even one
-    /// token's row is split).
+    /// gate = act(gate) * up, element-wise: each value's result is the same however the work
+    /// is split (a wide row of one token is).
     pub fn gated_activation(&self, gate: &mut [f32], up: &[f32]) {
         let act = self.c.activation;
         // Granules of 2048: one token's row of SmolLM2 (1536 values, about 1.3 µs of SiLU) is

@@ -78,14 +78,8 @@ impl ConvertedRows {
         self.spare.extend(self.current.drain(..).map(|(_, buf)| buf));
     }
 
-    /// `x` (rows of `cols` values) in `dot_ty` format, one `act_row_bytes` row per input row,
-    /// converted on first request since the last `reset`.
-    pub fn get(&mut self, pool: &ComputePool, dot_ty: GgmlType, x: &[f32], cols: usize) -> &[u8] {
-        self.convert(pool, dot_ty, x, cols);
-        self.converted(dot_ty)
-    }
-
-    /// Converts `x` to `dot_ty` unless the current input already is.
+    /// Converts `x` (rows of `cols` values) to `dot_ty`, one `act_row_bytes` row per input row,
+    /// unless the current input already is.
     pub fn convert(&mut self, pool: &ComputePool, dot_ty: GgmlType, x: &[f32], cols: usize) {
         if self.current.iter().any(|(ty, _)| *ty == dot_ty) {
             return;
