@@ -29,9 +29,8 @@ use crate::tensor::GgmlType;
 
 pub use interleave::interleave_rows8;
 pub use simd::{active_isa, Isa};
-use simd::{Checked, Q8Quantizer};
 
-use block::{QuantBlock, WeightBlock};
+use block::{ActBlock, QuantBlock, WeightBlock};
 use iquants::{BlockIq4Nl, BlockIq4Xs};
 use kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
@@ -166,20 +165,10 @@ pub fn quantize_activations(dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
 pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
     match dot_ty {
         GgmlType::Q8_0 if isa != Isa::Scalar => {
-            match isa.q8_quantizer() {
-                Some(quantize) => quantize_q8_with::<BlockQ8_0>(quantize, x, false, out),
-                None if isa.is_arm() => block::quantize_with(x, out, BlockQ8_0::quantize_like_arm),
-                None => block::quantize_with(x, out, BlockQ8_0::quantize_like_simd),
-            }
-            SimdTable::Q8_0.append(out);
+            quantize_q8_simd(isa, x, out, BlockQ8_0::quantize_like_arm, BlockQ8_0::quantize_like_simd)
         }
         GgmlType::Q8_1 if isa != Isa::Scalar => {
-            match isa.q8_quantizer() {
-                Some(quantize) => quantize_q8_with::<BlockQ8_1>(quantize, x, true, out),
-                None if isa.is_arm() => block::quantize_with(x, out, BlockQ8_1::quantize_like_arm),
-                None => block::quantize_with(x, out, BlockQ8_1::quantize_like_simd),
-            }
-            SimdTable::Q8_1.append(out);
+            quantize_q8_simd(isa, x, out, BlockQ8_1::quantize_like_arm, BlockQ8_1::quantize_like_simd)
         }
         GgmlType::Q8_K if isa != Isa::Scalar => {
             block::quantize::<BlockQ8K>(x, out);
@@ -195,13 +184,26 @@ pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mu
     }
 }
 
-/// `x` in blocks of `B` (Q8_0, or Q8_1 `with_sum`) by a SIMD set's quantizer, replacing the
-/// contents of `out`.
-fn quantize_q8_with<B: QuantBlock>(quantize: Checked<Q8Quantizer>, x: &[f32], with_sum: bool, out: &mut Vec<u8>) {
-    let blocks = block::blocks_in::<B>(x.len());
-    out.clear();
-    out.resize(blocks * B::BYTES, 0);
-    quantize.call(x, with_sum, out);
+/// `x` as a SIMD set's row of `B` (Q8_0 or Q8_1) blocks followed by their [`SimdTable`],
+/// replacing the contents of `out`: the blocks by the set's quantizer where it has one, else as
+/// `like_arm` or `like_simd` (the scalar versions of ggml's NEON and x86 rounding) make them.
+fn quantize_q8_simd<B: ActBlock>(
+    isa: Isa,
+    x: &[f32],
+    out: &mut Vec<u8>,
+    like_arm: fn(&[f32]) -> B,
+    like_simd: fn(&[f32]) -> B,
+) {
+    match isa.q8_quantizer() {
+        Some(quantize) => {
+            let blocks = block::blocks_in::<B>(x.len());
+            out.clear();
+            out.resize(blocks * B::BYTES, 0);
+            quantize.call(x, B::TYPE == GgmlType::Q8_1, out);
+        }
+        None => block::quantize_with(x, out, if isa.is_arm() { like_arm } else { like_simd }),
+    }
+    simd_table(B::TYPE).append(out);
 }
 
 /// Dot product of one weight row of type `ty` (`n` elements, raw GGUF bytes) with activations
@@ -471,7 +473,6 @@ impl SimdTable {
 }
 
 /// The table of a SIMD set's activation rows of `dot_ty`; panics for a format without one.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const fn simd_table(dot_ty: GgmlType) -> &'static SimdTable {
     match SimdTable::of(dot_ty) {
         Some(table) => table,
