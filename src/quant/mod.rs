@@ -633,9 +633,9 @@ pub fn axpy_f16_rows(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, 
     }
 }
 
-/// `gate[i] = silu(gate[i]) * up[i]`, i.e. `gate / (1 + e^-gate) * up` (SwiGLU). The x86 SIMD
-/// sets compute `e^-gate` as ggml's AVX2 builds do, with a vector polynomial within 1.5 ulp of
-/// `expf` (`simd::vexp`); the other sets with the C library's `expf`.
+/// `gate[i] = silu(gate[i]) * up[i]`, i.e. `gate / (1 + e^-gate) * up` (SwiGLU). The SIMD sets
+/// (x86 and NEON) compute `e^-gate` as ggml's AVX2 and NEON builds do, with a vector polynomial
+/// within 1.5 ulp of `expf` (`simd::vexp`); the scalar set with the C library's `expf`.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "quant::silu_mul: gate and up differ in length");
     match active_isa().silu_mul_kernel() {

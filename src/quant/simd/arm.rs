@@ -11,8 +11,8 @@
 //! scale-weighted integer sum). Batched products (prefill) call the same kernel for every
 //! (row, token), so they are bit-identical to decode's. Activation rows are the SIMD sets'
 //! (`quant::act_row_bytes_with`); what follows their blocks (the x86 kernels' tables and paired
-//! quants) is not read here. Q8_0 and Q8_1 are quantized as ggml's NEON quantizers round
-//! (`BlockQ8_0::quantize_like_arm`).
+//! quants) is not read here. Q8_0 and Q8_1 activations are quantized here as ggml's NEON
+//! quantizers round (`BlockQ8_0::quantize_like_arm`), and SwiGLU takes ggml's NEON vector `exp`.
 //!
 //! `sdot` and the half-to-single conversion `fcvtl` are written as inline assembly: Rust 1.95
 //! has no stable intrinsics for them (`vdotq_s32` and the `float16x4_t` ones are unstable).
@@ -70,14 +70,21 @@ macro_rules! arm_kernels {
         pub(crate) mod $isa {
             use super::sizes;
             use crate::quant::block::F16Le;
-            use crate::quant::simd::{BatchKernel, KernelSet, RowsKernel};
+            use crate::quant::simd::{vexp, BatchKernel, KernelSet, RowsKernel};
             use crate::tensor::GgmlType;
             use core::arch::asm;
             use core::arch::aarch64::*;
 
             /// This instruction set's kernels, for `Isa` to hand out once `available()` holds.
             pub(crate) static SET: KernelSet =
-                KernelSet { row_kernels: kernels, interleaved_kernel: None, dot_f16_f32, axpy_f16, quantize_q8: None, silu_mul: None };
+                KernelSet {
+                row_kernels: kernels,
+                interleaved_kernel: None,
+                dot_f16_f32,
+                axpy_f16,
+                quantize_q8: Some(quantize_q8),
+                silu_mul: Some(silu_mul),
+            };
 
             /// Whether the running CPU has every feature these kernels are compiled for.
             pub(crate) fn available() -> bool {
@@ -417,6 +424,95 @@ macro_rules! arm_kernels {
                         *o += p * F16Le([v[2 * j], v[2 * j + 1]]).to_f32();
                     }
                 }
+            }
+
+            /// Q8_0 blocks (`with_sum` false: `d`, then 32 quants) or Q8_1 blocks (`d`, `s`, then
+            /// the quants) of `x` into `out`, value for value as ggml's NEON quantizers and the
+            /// scalar `BlockQ8_0/Q8_1::quantize_like_arm` make them: the largest magnitude by
+            /// `max` (in any order the same), the scalar `d = amax / 127` and `id = 1 / d`,
+            /// products rounded to nearest even (`fcvtns`), and `s` from the exact integer sum.
+            #[target_feature(enable = $features)]
+            fn quantize_q8(x: &[f32], with_sum: bool, out: &mut [u8]) {
+                let quants_at = if with_sum { 4 } else { 2 };
+                for (xs, block) in x.chunks_exact(32).zip(out.chunks_exact_mut(quants_at + 32)) {
+                    let xs: &[f32; 32] = xs.try_into().expect("32 values");
+                    let v: [float32x4_t; 8] = core::array::from_fn(|i| {
+                        // SAFETY: values 4i..4i + 4 lie inside the 32 of `xs`.
+                        unsafe { vld1q_f32(xs.as_ptr().add(4 * i)) }
+                    });
+                    let max_of = |a: usize, b: usize| vmaxq_f32(vabsq_f32(v[a]), vabsq_f32(v[b]));
+                    let m = vmaxq_f32(vmaxq_f32(max_of(0, 1), max_of(2, 3)), vmaxq_f32(max_of(4, 5), max_of(6, 7)));
+                    let amax = vmaxvq_f32(m);
+                    let d = amax / 127.0;
+                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                    let q: [int32x4_t; 8] = core::array::from_fn(|i| vcvtnq_s32_f32(vmulq_n_f32(v[i], id)));
+                    // |q| <= 127: the narrowing saturates nothing.
+                    let halves: [int8x8_t; 4] =
+                        core::array::from_fn(|i| vqmovn_s16(vcombine_s16(vqmovn_s32(q[2 * i]), vqmovn_s32(q[2 * i + 1]))));
+                    let quants: &mut [u8; 32] = (&mut block[quants_at..]).try_into().expect("32 quants");
+                    // SAFETY: `quants` is 32 writable bytes, two stores of 16.
+                    unsafe {
+                        vst1q_s8(quants.as_mut_ptr().cast(), vcombine_s8(halves[0], halves[1]));
+                        vst1q_s8(quants.as_mut_ptr().add(16).cast(), vcombine_s8(halves[2], halves[3]));
+                    }
+                    block[..2].copy_from_slice(&F16Le::from_f32(d).0);
+                    if with_sum {
+                        let sum = vaddq_s32(vaddq_s32(vaddq_s32(q[0], q[1]), vaddq_s32(q[2], q[3])), vaddq_s32(vaddq_s32(q[4], q[5]), vaddq_s32(q[6], q[7])));
+                        block[2..4].copy_from_slice(&F16Le::from_f32(vaddvq_s32(sum) as f32 * d).0);
+                    }
+                }
+            }
+
+            /// `gate[i] = silu(gate[i]) * up[i]` as ggml's NEON builds compute SwiGLU: four
+            /// values at a time as `x / (1 + exp(-x)) * up` with the vector [`exp`]. The last
+            /// `len % 4` take the same `exp` one lane at a time (ggml's take `expf`), so that
+            /// every value's result is the same wherever a split of the work puts it.
+            #[target_feature(enable = $features)]
+            fn silu_mul(gate: &mut [f32], up: &[f32]) {
+                let body = gate.len() / 4 * 4;
+                for (g, u) in gate[..body].chunks_exact_mut(4).zip(up[..body].chunks_exact(4)) {
+                    let (g, u): (&mut [f32; 4], &[f32; 4]) = (g.try_into().expect("4"), u.try_into().expect("4"));
+                    // SAFETY: `g` and `u` are 4 f32 each.
+                    let (x, up) = unsafe { (vld1q_f32(g.as_ptr()), vld1q_f32(u.as_ptr())) };
+                    let silu = vdivq_f32(x, vaddq_f32(vdupq_n_f32(1.0), exp(vnegq_f32(x))));
+                    // SAFETY: as above.
+                    unsafe { vst1q_f32(g.as_mut_ptr(), vmulq_f32(silu, up)) };
+                }
+                for (g, &u) in gate[body..].iter_mut().zip(&up[body..]) {
+                    *g = *g / (1.0 + vexp::exp_lane(-*g)) * u;
+                }
+            }
+
+            /// `e^x` per lane, as ggml's vector `expf` (see `simd::vexp`): within 1.5 ulp,
+            /// infinite above 88.38, zero below -103.97. Where `|n| > 126`, `2^n` alone would
+            /// overflow or flush, so the scale is applied in two factors.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn exp(x: float32x4_t) -> float32x4_t {
+                use vexp::*;
+                let set = vdupq_n_f32;
+                let z = vfmaq_f32(set(SHIFT), x, set(LOG2E));
+                let n = vsubq_f32(z, set(SHIFT));
+                let b = vfmsq_f32(vfmsq_f32(x, n, set(LN2_HI)), n, set(LN2_LO));
+                // n in the exponent field: 2^n once 1.0's bits are added.
+                let e = vshlq_n_u32::<23>(vreinterpretq_u32_f32(z));
+                let k = vreinterpretq_f32_u32(vaddq_u32(e, vreinterpretq_u32_f32(set(1.0))));
+                let scaled_twice = vcagtq_f32(n, set(126.0));
+                let u = vmulq_f32(b, b);
+                let p = vfmaq_f32(
+                    vmulq_f32(set(C0), b),
+                    vfmaq_f32(vfmaq_f32(set(C1), set(C2), b), vfmaq_f32(set(C3), set(C4), b), u),
+                    u,
+                );
+                if vmaxvq_u32(scaled_twice) == 0 {
+                    return vfmaq_f32(k, p, k);
+                }
+                let bias = vandq_u32(vclezq_f32(n), vdupq_n_u32(0x8200_0000));
+                let s1 = vreinterpretq_f32_u32(vaddq_u32(bias, vdupq_n_u32(0x7f00_0000)));
+                let s2 = vreinterpretq_f32_u32(vsubq_u32(e, bias));
+                let two_step = vmulq_f32(vfmaq_f32(s2, s2, p), s1);
+                let in_range = vbslq_f32(scaled_twice, two_step, vfmaq_f32(k, k, p));
+                vbslq_f32(vcagtq_f32(n, set(192.0)), vmulq_f32(s1, s1), in_range)
             }
         }
     };

@@ -227,7 +227,7 @@ const fn hex_f32(frac: u32, exp: i32) -> f32 {
 /// The constants of the vector `exp` that ggml's AVX2 and NEON builds use in SiLU (from Arm's
 /// optimized routines): `exp(x) = 2^n (1 + p(b))` with `n = round(x log2 e)`, `b = x - n ln 2`
 /// (ln 2 split in a high and a low part) and `p(b) = C0 b + (C1 + C2 b) b^2 + (C3 + C4 b) b^4`.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64")), allow(dead_code))]
 pub(crate) mod vexp {
     use super::hex_f32;
     /// 1.5 * 2^23: adding it rounds an f32 below 2^22 to an integer, left in the low mantissa bits.
@@ -241,7 +241,7 @@ pub(crate) mod vexp {
     pub const C3: f32 = hex_f32(0x573e2e, -5);
     pub const C4: f32 = hex_f32(0x0e4020, -7);
 
-    /// One lane of the vector `exp`, operation for operation (fused where it fuses): the x86
+    /// One lane of the vector `exp`, operation for operation (fused where it fuses): the SIMD
     /// kernels' tail, and the reference their tests compare with bit for bit.
     pub fn exp_lane(x: f32) -> f32 {
         let z = x.mul_add(LOG2E, SHIFT);

@@ -523,7 +523,7 @@ fn f16_dot_heads_equal_one_head_at_a_time() {
 }
 
 /// The SIMD sets' Q8_0/Q8_1 activation quantizers against the scalar blocks they stand in for
-/// (`quantize_like_simd` on x86), byte for byte: random rows over 40 orders of magnitude, an
+/// (`quantize_like_simd` on x86, `quantize_like_arm` on aarch64), byte for byte: random rows over 40 orders of magnitude, an
 /// all-zero block, and blocks whose scaled values fall exactly halfway between two quants.
 #[test]
 fn q8_activation_quantizers_equal_the_scalar_blocks() {
@@ -535,13 +535,15 @@ fn q8_activation_quantizers_equal_the_scalar_blocks() {
     // amax 127 makes the inverse scale 1: every value below is a tie but ±127.
     rows.push((0..64).map(|i| if i % 32 == 5 { 127.0 } else { (i % 32) as f32 - 15.5 }).collect());
     rows.push((0..32).map(|i| -(i as f32) - 0.5).chain([-127.0]).chain((1..32).map(|i| i as f32 + 0.5)).collect());
-    for isa in Isa::ALL.into_iter().filter(|isa| !isa.is_arm() && isa.q8_quantizer().is_some()) {
+    for isa in Isa::ALL.into_iter().filter(|isa| isa.q8_quantizer().is_some()) {
         for (r, x) in rows.iter().enumerate() {
             for (ty, bytes) in [(Q8_0, 34), (Q8_1, 36)] {
                 let mut want = Vec::new();
-                match ty {
-                    Q8_0 => quantize_with(x, &mut want, BlockQ8_0::quantize_like_simd),
-                    _ => quantize_with(x, &mut want, BlockQ8_1::quantize_like_simd),
+                match (ty, isa.is_arm()) {
+                    (Q8_0, false) => quantize_with(x, &mut want, BlockQ8_0::quantize_like_simd),
+                    (Q8_0, true) => quantize_with(x, &mut want, BlockQ8_0::quantize_like_arm),
+                    (_, false) => quantize_with(x, &mut want, BlockQ8_1::quantize_like_simd),
+                    (_, true) => quantize_with(x, &mut want, BlockQ8_1::quantize_like_arm),
                 }
                 let mut got = vec![0xAB; 3];
                 quantize_activations_with(isa, ty, x, &mut got);
@@ -551,7 +553,7 @@ fn q8_activation_quantizers_equal_the_scalar_blocks() {
     }
 }
 
-/// The x86 SwiGLU kernel against its lane-by-lane reference, bit for bit, over lengths with
+/// The SIMD SwiGLU kernels (x86 and NEON) against their lane-by-lane reference, bit for bit, over lengths with
 /// and without a tail and inputs through both of `exp`'s scaling paths, out to where it
 /// overflows or flushes; and the reference's `exp` within 2 ulp of the C library's.
 #[test]
