@@ -624,7 +624,8 @@ fn f16_dot_and_axpy_agree_with_scalar() {
 
 /// Attention's f16 kernels over a cache of `ATTN_POSITIONS` (default 512) positions, ns per
 /// position and head: the scores of every query head against its key head, then the values'
-/// weighted sum. A measurement, not a check:
+/// weighted sum. With `ATTN_COLD=1` a 64 MiB read before each key/value head evicts the cache
+/// from every level, as a decode step's weights do. A measurement, not a check:
 /// `cargo test --release attention_kernel_throughput -- --ignored --nocapture`.
 /// Shapes: (head size, query heads, key/value heads) of SmolLM2, Qwen2.5-0.5B and Gemma-3-270M.
 #[test]
@@ -643,10 +644,16 @@ fn attention_kernel_throughput() {
         let group = n_head / n_kv;
         let (mut scores, mut out) = (vec![0.0f32; group * positions], vec![0.0f32; hd]);
         let (mut best_dot, mut best_axpy) = (f64::INFINITY, f64::INFINITY);
+        let evict = std::env::var("ATTN_COLD").is_ok_and(|v| v == "1").then(|| vec![1u8; 64 << 20]);
         for _ in 0..20 {
             let (mut dot, mut axpy) = (0.0, 0.0);
             for kv in 0..n_kv {
                 let at = kv * 2 * hd;
+                if let Some(evict) = &evict {
+                    evict.chunks(64).for_each(|line| {
+                        std::hint::black_box(line[0]);
+                    });
+                }
                 let t = Instant::now();
                 dot_f16_f32_heads(&keys, row_bytes, at, &q[kv * group * hd..][..group * hd], hd, &mut scores);
                 dot += t.elapsed().as_secs_f64();
