@@ -607,23 +607,26 @@ fn generations_beyond_the_sequence_limit_wait_for_a_slot() {
     assert_eq!(rx.recv().unwrap(), (1, Err("ABORT_ERR")));
 }
 
-/// Time of one forward pass decoding one token for each of 1, 2, 4 and 8 sequences, on a real
+/// Time of one forward pass decoding one token for each of 1, 2, 4 and 8 sequences
+/// (`PROBE_SEQUENCES`), each after `PROBE_POSITIONS` (default 64) cached positions, on a real
 /// model: `CHORD_PROBE_MODEL=file.gguf cargo test --release batch_probe -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn batch_probe() {
     let Some(path) = std::env::var_os("CHORD_PROBE_MODEL") else { return };
     let threads = std::env::var("PROBE_THREADS").map_or(2, |v| v.parse().unwrap());
-    let opts = LoadOptions { context_size: Some(512), threads: Some(threads), ..LoadOptions::default() };
+    let positions: usize = std::env::var("PROBE_POSITIONS").map_or(64, |v| v.parse().unwrap());
+    let context = (positions + 1).next_power_of_two().max(512);
+    let opts = LoadOptions { context_size: Some(context), threads: Some(threads), ..LoadOptions::default() };
     let model = Model::load(Path::new(&path), &opts, &AtomicBool::new(false), &mut |_, _| {}).unwrap();
     let never = AtomicBool::new(false);
     let mut buffers = ForwardBuffers::default();
     let counts: Vec<usize> = std::env::var("PROBE_SEQUENCES")
         .map_or(vec![1, 2, 4, 8], |v| v.split(',').map(|n| n.parse().unwrap()).collect());
     for n in counts {
-        let mut caches: Vec<KvCache> = (0..n).map(|_| model.new_cache(512).unwrap()).collect();
+        let mut caches: Vec<KvCache> = (0..n).map(|_| model.new_cache(context).unwrap()).collect();
         for (s, kv) in caches.iter_mut().enumerate() {
-            let ids: Vec<u32> = (0..64).map(|i| 100 + (i * 7 + s as u32 * 13) % 1000).collect();
+            let ids: Vec<u32> = (0..positions as u32).map(|i| 100 + (i * 7 + s as u32 * 13) % 1000).collect();
             model.evaluate(kv, &ids, 64, &never, &mut |_, _| {}).unwrap();
         }
         let token = [42u32];
@@ -634,7 +637,7 @@ fn batch_probe() {
                 caches.iter_mut().map(|kv| SeqInput { kv, tokens: &token, logits_from: 0 }).collect();
             model.transformer().forward(&mut buffers, &mut inputs, 64, &|| false, &mut |_, _, _| {}).unwrap();
             times.push(start.elapsed().as_secs_f64() * 1e3);
-            caches.iter_mut().for_each(|kv| kv.truncate(64));
+            caches.iter_mut().for_each(|kv| kv.truncate(positions));
         }
         times.sort_by(f64::total_cmp);
         println!("{n} sequences: {:.1} ms per pass (median of 16), {:.1} tok/s", times[8], n as f64 * 1e3 / times[8]);
