@@ -91,7 +91,7 @@ fn abs_max(x: &[f32; QK]) -> f32 {
 /// Q8 scale and its inverse for a block whose largest magnitude is `amax`: the scale maps
 /// `amax` to 127, and an all-zero block gets inverse 0 so it quantizes to zeros, not NaN.
 #[inline(always)]
-fn q8_scale(amax: f32) -> (f32, f32) {
+pub(crate) fn q8_scale(amax: f32) -> (f32, f32) {
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     (d, id)

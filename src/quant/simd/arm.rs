@@ -442,9 +442,7 @@ macro_rules! arm_kernels {
                     });
                     let max_of = |a: usize, b: usize| vmaxq_f32(vabsq_f32(v[a]), vabsq_f32(v[b]));
                     let m = vmaxq_f32(vmaxq_f32(max_of(0, 1), max_of(2, 3)), vmaxq_f32(max_of(4, 5), max_of(6, 7)));
-                    let amax = vmaxvq_f32(m);
-                    let d = amax / 127.0;
-                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                    let (d, id) = crate::quant::legacy::q8_scale(vmaxvq_f32(m));
                     let q: [int32x4_t; 8] = core::array::from_fn(|i| vcvtnq_s32_f32(vmulq_n_f32(v[i], id)));
                     // |q| <= 127: the narrowing saturates nothing.
                     let halves: [int8x8_t; 4] =
@@ -479,7 +477,7 @@ macro_rules! arm_kernels {
                     unsafe { vst1q_f32(g.as_mut_ptr(), vmulq_f32(silu, up)) };
                 }
                 for (g, &u) in gate[body..].iter_mut().zip(&up[body..]) {
-                    *g = *g / (1.0 + vexp::exp_lane(-*g)) * u;
+                    *g = vexp::silu_mul_lane(*g, u);
                 }
             }
 

@@ -241,6 +241,12 @@ pub(crate) mod vexp {
     pub const C3: f32 = hex_f32(0x573e2e, -5);
     pub const C4: f32 = hex_f32(0x0e4020, -7);
 
+    /// One lane of the SIMD SwiGLU kernels, `g / (1 + exp(-g)) * u` with [`exp_lane`]: their
+    /// tail, and the reference their tests compare with bit for bit.
+    pub fn silu_mul_lane(g: f32, u: f32) -> f32 {
+        g / (1.0 + exp_lane(-g)) * u
+    }
+
     /// One lane of the vector `exp`, operation for operation (fused where it fuses): the SIMD
     /// kernels' tail, and the reference their tests compare with bit for bit.
     pub fn exp_lane(x: f32) -> f32 {

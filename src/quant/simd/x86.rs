@@ -519,7 +519,7 @@ macro_rules! x86_kernels {
                     unsafe { _mm256_storeu_ps(g.as_mut_ptr(), _mm256_mul_ps(silu, up)) };
                 }
                 for (g, &u) in gate[body..].iter_mut().zip(&up[body..]) {
-                    *g = *g / (1.0 + crate::quant::simd::vexp::exp_lane(-*g)) * u;
+                    *g = crate::quant::simd::vexp::silu_mul_lane(*g, u);
                 }
             }
 
