@@ -167,9 +167,11 @@ impl Compute<'_> {
                 let Slot { seq, pos } = slots[t];
                 let kv = caches[seq];
                 let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-                let (keys, values) = (kv.keys(layer, first, pos + 1), kv.values(layer, first, pos + 1));
+                let kv_head = h / group;
+                let keys = kv.keys(layer, kv_head, first, pos + 1);
+                let values = kv.values(layer, kv_head, first, pos + 1);
                 let q = &q[t * qd + h * hd..][..run * hd];
-                attend_heads(c, h, q, kv.ty(), keys, values, kv.row_bytes(), &mut scratch, run_out);
+                attend_heads(c, q, kv.ty(), keys, values, &mut scratch, run_out);
                 i += run;
             }
         });

@@ -122,11 +122,10 @@ impl AttentionScratch {
     }
 }
 
-/// Attention of the query heads `first..first + q.len() / head_dim` (`q`, head_dim values per
-/// head), which must share one key/value head, over the cached `keys`/`values` (one row of
-/// `row_bytes` per position, in `kv_type`) into `out` (head_dim per head). Each head's result
-/// is the same whatever heads go with it; together, an f16 cache's keys are converted once for
-/// all of them.
+/// Attention of query heads (`q`, head_dim values per head) that share one key/value head, over
+/// that head's cached `keys`/`values` (one row of head_dim values per position, in `kv_type`)
+/// into `out` (head_dim per head). Each head's result is the same whatever heads go with it;
+/// together, an f16 cache's keys are converted once for all of them.
 ///
 /// With an f16 cache, q stays f32 in the products with the keys, and the probabilities f32, as
 /// in llama.cpp's flash attention over a batch (its tiled path: keys and values widened to f32).
@@ -135,28 +134,19 @@ impl AttentionScratch {
 /// cache, q is quantized to Q8_0 for the products with the keys and each value row is
 /// dequantized to f32, as llama.cpp's flash attention does for quantized caches.
 /// The one place attention is computed, for single tokens and batches alike.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn attend_heads(
     c: &ModelConfig,
-    first: usize,
     q: &[f32],
     kv_type: KvType,
     keys: &[u8],
     values: &[u8],
-    row_bytes: usize,
     scratch: &mut AttentionScratch,
     out: &mut [f32],
 ) {
     let hd = c.head_dim;
     let heads = q.len() / hd;
     let head_bytes = kv_type.bytes(hd);
-    let group = c.n_head / c.n_head_kv;
-    assert!(
-        heads == 0 || first / group == (first + heads - 1) / group,
-        "attend_heads: heads of different key/value heads"
-    );
-    let kv_at = (first / group) * head_bytes;
-    let len = keys.len() / row_bytes;
+    let len = keys.len() / head_bytes;
     if len == 0 {
         out.fill(0.0);
         return;
@@ -166,12 +156,11 @@ pub(crate) fn attend_heads(
     }
     let scores = &mut scratch.scores[..heads * len];
     match kv_type {
-        KvType::F16 => quant::dot_f16_f32_heads(keys, row_bytes, kv_at, q, hd, scores),
+        KvType::F16 => quant::dot_f16_f32_heads(keys, head_bytes, 0, q, hd, scores),
         KvType::Q8_0 => {
             for (q, scores) in q.chunks_exact(hd).zip(scores.chunks_exact_mut(len)) {
                 quant::quantize_activations(GgmlType::Q8_0, q, &mut scratch.q_converted);
-                for (t, s) in scores.iter_mut().enumerate() {
-                    let key = &keys[t * row_bytes + kv_at..][..head_bytes];
+                for (key, s) in keys.chunks_exact(head_bytes).zip(scores.iter_mut()) {
                     *s = quant::vec_dot(GgmlType::Q8_0, hd, key, &scratch.q_converted);
                 }
             }
@@ -182,15 +171,11 @@ pub(crate) fn attend_heads(
         softmax(scores);
         out.fill(0.0);
         match kv_type {
-            KvType::F16 => quant::axpy_f16_rows(out, scores, values, row_bytes, kv_at),
+            KvType::F16 => quant::axpy_f16_rows(out, scores, values, head_bytes, 0),
             KvType::Q8_0 => {
                 scratch.value.resize(hd, 0.0);
-                for (t, &p) in scores.iter().enumerate() {
-                    quant::dequantize_row(
-                        GgmlType::Q8_0,
-                        &values[t * row_bytes + kv_at..][..head_bytes],
-                        &mut scratch.value,
-                    );
+                for (value, &p) in values.chunks_exact(head_bytes).zip(scores.iter()) {
+                    quant::dequantize_row(GgmlType::Q8_0, value, &mut scratch.value);
                     out.iter_mut().zip(&scratch.value).for_each(|(o, &v)| *o += p * v);
                 }
             }

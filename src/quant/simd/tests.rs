@@ -625,8 +625,9 @@ fn f16_dot_and_axpy_agree_with_scalar() {
 
 /// Attention's f16 kernels over a cache of `ATTN_POSITIONS` (default 512) positions, ns per
 /// position and head: the scores of every query head against its key head, then the values'
-/// weighted sum. With `ATTN_COLD=1` a 64 MiB read before each key/value head evicts the cache
-/// from every level, as a decode step's weights do. A measurement, not a check:
+/// weighted sum, over a cache laid out as `KvCache`'s (each key/value head's rows contiguous).
+/// With `ATTN_COLD=1` a 64 MiB read before each key/value head evicts the cache from every
+/// level, as a decode step's weights do. A measurement, not a check:
 /// `cargo test --release attention_kernel_throughput -- --ignored --nocapture`.
 /// Shapes: (head size, query heads, key/value heads) of SmolLM2, Qwen2.5-0.5B and Gemma-3-270M.
 #[test]
@@ -637,7 +638,7 @@ fn attention_kernel_throughput() {
     let positions: usize = std::env::var("ATTN_POSITIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(512);
     let mut rng = Rng(31);
     for (hd, n_head, n_kv) in [(64usize, 9usize, 3usize), (64, 14, 2), (256, 4, 1)] {
-        let row_bytes = 2 * hd * n_kv;
+        let row_bytes = 2 * hd;
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         quantize_activations(GgmlType::F16, &rng.vec(positions * hd * n_kv, 1.0), &mut keys);
         quantize_activations(GgmlType::F16, &rng.vec(positions * hd * n_kv, 1.0), &mut values);
@@ -649,7 +650,7 @@ fn attention_kernel_throughput() {
         for _ in 0..20 {
             let (mut dot, mut axpy) = (0.0, 0.0);
             for kv in 0..n_kv {
-                let at = kv * 2 * hd;
+                let at = kv * positions * row_bytes;
                 if let Some(evict) = &evict {
                     evict.chunks(64).for_each(|line| {
                         std::hint::black_box(line[0]);

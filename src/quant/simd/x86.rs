@@ -568,9 +568,9 @@ macro_rules! x86_kernels {
             }
 
             /// Asks for the `len` bytes at `at` of the row [`super::F16_ROWS_AHEAD`] rows after the one
-            /// at `at`, into the cache. Attention walks a head's cached rows (a fraction of each
-            /// row, at a stride) after the weights have streamed through the cache, so every
-            /// row is a DRAM miss the stride prefetcher does not run far enough ahead for.
+            /// at `at`, into the cache. Attention walks a head's cached rows after the weights have
+            /// streamed through the cache, so every row is a DRAM miss the hardware prefetcher
+            /// does not run far enough ahead for.
             #[inline]
             #[target_feature(enable = $features)]
             fn prefetch_f16_rows_ahead(rows: &[u8], row_bytes: usize, at: usize, len: usize) {
