@@ -125,7 +125,7 @@ impl AttentionScratch {
 /// Attention of query heads (`q`, head_dim values per head) that share one key/value head, over
 /// that head's cached `keys`/`values` (one row of head_dim values per position, in `kv_type`)
 /// into `out` (head_dim per head). Each head's result is the same whatever heads go with it;
-/// together, an f16 cache's keys are converted once for all of them.
+/// together, an f16 cache's keys and values are converted once for all of them.
 ///
 /// With an f16 cache, q stays f32 in the products with the keys, and the probabilities f32, as
 /// in llama.cpp's flash attention over a batch (its tiled path: keys and values widened to f32).
@@ -166,15 +166,17 @@ pub(crate) fn attend_heads(
             }
         }
     }
-    for (scores, out) in scores.chunks_exact_mut(len).zip(out.chunks_exact_mut(hd)) {
+    for scores in scores.chunks_exact_mut(len) {
         scores.iter_mut().for_each(|s| *s *= c.kq_scale);
         softmax(scores);
-        out.fill(0.0);
-        match kv_type {
-            KvType::F16 => quant::axpy_f16_rows(out, scores, values, head_bytes, 0),
-            KvType::Q8_0 => {
-                scratch.value.resize(hd, 0.0);
-                for (value, &p) in values.chunks_exact(head_bytes).zip(scores.iter()) {
+    }
+    out.fill(0.0);
+    match kv_type {
+        KvType::F16 => quant::axpy_f16_heads(out, scores, values, head_bytes, 0, hd),
+        KvType::Q8_0 => {
+            scratch.value.resize(hd, 0.0);
+            for (scores, out) in scores.chunks_exact(len).zip(out.chunks_exact_mut(hd)) {
+                for (value, &p) in values.chunks_exact(head_bytes).zip(scores) {
                     quant::dequantize_row(GgmlType::Q8_0, value, &mut scratch.value);
                     out.iter_mut().zip(&scratch.value).for_each(|(o, &v)| *o += p * v);
                 }

@@ -619,14 +619,32 @@ pub fn axpy_f16(out: &mut [f32], p: f32, v: &[u8]) {
 /// row t of `rows` (rows of `row_bytes`), for every t in order (attention: one head's weighted
 /// sum of every cached value).
 pub fn axpy_f16_rows(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
-    assert_f16_rows_fit(rows, row_bytes, at, 2 * out.len(), p.len());
+    axpy_f16_heads(out, p, rows, row_bytes, at, out.len())
+}
+
+/// [`axpy_f16_rows`] for several heads against the same rows: `out` holds one run of `n`
+/// outputs per head, `p` one run of weights per head. Each head's outputs are bit-identical to
+/// its [`axpy_f16_rows`] alone; the kernels convert each row once for all the heads (attention's
+/// query heads that share a value head).
+pub fn axpy_f16_heads(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize, n: usize) {
+    if n == 0 {
+        assert!(out.is_empty(), "quant::axpy_f16_heads: outputs of length 0 hold values");
+        return;
+    }
+    let heads = out.len() / n;
+    assert_eq!(heads * n, out.len(), "quant::axpy_f16_heads: outputs not a whole number of heads");
+    let len = p.len().checked_div(heads).unwrap_or(0);
+    assert_eq!(heads * len, p.len(), "quant::axpy_f16_heads: weights not one run per head");
+    assert_f16_rows_fit(rows, row_bytes, at, 2 * n, len);
     match active_isa().f16_kernels() {
-        Some((_, axpy)) => axpy.call(out, p, rows, row_bytes, at),
+        Some((_, axpy)) => axpy.call(out, p, rows, row_bytes, at, n),
         None => {
-            for (t, &p) in p.iter().enumerate() {
-                let v = &rows[t * row_bytes + at..][..2 * out.len()];
-                for (o, h) in out.iter_mut().zip(v.chunks_exact(2)) {
-                    *o += p * float::f16_to_f32(u16::from_le_bytes([h[0], h[1]]));
+            for (out, p) in out.chunks_exact_mut(n).zip(p.chunks_exact(len.max(1))) {
+                for (t, &p) in p.iter().enumerate() {
+                    let v = &rows[t * row_bytes + at..][..2 * n];
+                    for (o, h) in out.iter_mut().zip(v.chunks_exact(2)) {
+                        *o += p * float::f16_to_f32(u16::from_le_bytes([h[0], h[1]]));
+                    }
                 }
             }
         }

@@ -403,11 +403,22 @@ macro_rules! arm_kernels {
                 }
             }
 
-            /// `out[i] += p[t] * v_t[i]` for every row t, in order, for f16 vectors `v_t`
-            /// (little-endian bytes, `2 * out.len()` of them) at byte `at` of each `row_bytes`
-            /// row of `rows`.
+            /// For each head h of `out` (runs of `n` outputs) and its weights in `p` (runs of
+            /// `len`): `out_h[i] += p_h[t] * v_t[i]` for every row t, in order, for the f16
+            /// vectors `v_t` (little-endian bytes, `2 * n` of them) at byte `at` of each
+            /// `row_bytes` row of `rows`. One head at a time.
             #[target_feature(enable = $features)]
-            fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
+            fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize, n: usize) {
+                let len = p.len().checked_div(out.len() / n.max(1)).unwrap_or(0);
+                for (out, p) in out.chunks_exact_mut(n.max(1)).zip(p.chunks_exact(len.max(1))) {
+                    axpy_f16_head(out, p, rows, row_bytes, at);
+                }
+            }
+
+            /// [`axpy_f16`] of one head.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn axpy_f16_head(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
                 let n = out.len();
                 let done = n - n % 4;
                 for (t, &p) in p.iter().enumerate() {

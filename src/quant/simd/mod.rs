@@ -137,8 +137,10 @@ pub(crate) type BatchKernel = unsafe fn(cols: usize, weights: &[u8], acts: &[u8]
 /// query vectors `b_h` of `n` values in `b` (see `quant::dot_f16_f32_heads`).
 pub(crate) type F16DotKernel =
     unsafe fn(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n: usize, out: &mut [f32]);
-/// `out += p[t] * row t` for f16 vectors at byte `at` of rows of `row_bytes` (see `quant::axpy_f16_rows`).
-pub(crate) type F16AxpyKernel = unsafe fn(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize);
+/// `out_h += p_h[t] * row t` for each head h's `n` outputs and weights, for f16 vectors at byte
+/// `at` of rows of `row_bytes` (see `quant::axpy_f16_heads`).
+pub(crate) type F16AxpyKernel =
+    unsafe fn(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize, n: usize);
 
 /// Q8_0 blocks (`with_sum` false) or Q8_1 blocks of `x` into `out`, as the scalar
 /// `BlockQ8_0/Q8_1::quantize_like_simd` make them (see `quant::quantize_activations_with`).
@@ -202,9 +204,9 @@ impl Checked<SiluMulKernel> {
 }
 
 impl Checked<F16AxpyKernel> {
-    pub(crate) fn call(self, out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
+    pub(crate) fn call(self, out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize, n: usize) {
         // SAFETY: a `Checked` kernel's set is available on this CPU (see `Checked`).
-        unsafe { (self.0)(out, p, rows, row_bytes, at) }
+        unsafe { (self.0)(out, p, rows, row_bytes, at, n) }
     }
 }
 

@@ -393,67 +393,119 @@ macro_rules! x86_kernels {
                 }
             }
 
-            /// `out[i] += p[t] * v_t[i]` for every row t, in order, for f16 vectors `v_t`
-            /// (little-endian bytes, `2 * out.len()` of them) at byte `at` of each `row_bytes`
-            /// row of `rows` (attention's weighted sum of values for one head).
+            /// For each head h of `out` (runs of `n` outputs, one per head) and its weights in `p`
+            /// (runs of `len`, one per head): `out_h[i] += p_h[t] * v_t[i]` for every row t, in
+            /// order, for the f16 vectors `v_t` (little-endian bytes, `2 * n` of them) at byte
+            /// `at` of each `row_bytes` row of `rows` (attention's weighted sums of values, for
+            /// the query heads that share a key/value head).
             ///
-            /// Up to 64 outputs are summed in registers over every row (a pass), not loaded and
-            /// stored per row: through memory each row waited on the previous row's store, and
-            /// the value rows (from DRAM: the weights stream through the cache between one
-            /// token's layer and the next's) were fetched a few rows at a time.
+            /// Outputs are summed in registers over every row (a pass), not loaded and stored per
+            /// row: through memory each row waited on the previous row's store, and the value
+            /// rows (from DRAM: the weights stream through the cache between one token's layer
+            /// and the next's) were fetched a few rows at a time. Heads go in passes of up to
+            /// [`super::HEADS_PER_PASS`], each converting a row once for all of them; each
+            /// head's sums are the same whatever heads go with it.
             #[target_feature(enable = $features)]
-            fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
-                let n = out.len();
+            fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize, n: usize) {
+                let heads = out.len() / n.max(1);
+                let len = p.len().checked_div(heads).unwrap_or(0);
+                let mut h = 0;
+                while h < heads {
+                    let pass = (heads - h).min(super::HEADS_PER_PASS);
+                    let (out, p) = (&mut out[h * n..(h + pass) * n], &p[h * len..(h + pass) * len]);
+                    match pass {
+                        1 => axpy_f16_heads::<1>(out, p, rows, row_bytes, at, n),
+                        2 => axpy_f16_heads::<2>(out, p, rows, row_bytes, at, n),
+                        _ => axpy_f16_heads::<{ super::HEADS_PER_PASS }>(out, p, rows, row_bytes, at, n),
+                    }
+                    h += pass;
+                }
+            }
+
+            /// [`axpy_f16`] of `P` heads: 8 outputs per register, up to 8 registers per pass
+            /// over the rows, the last partial 8 one by one.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn axpy_f16_heads<const P: usize>(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize, n: usize) {
                 let done = n - n % 8;
+                // Accumulators per head: 8 alone, 4 each for two or three heads (12 of the 16
+                // registers, with a value and the heads' weights).
+                let most = if P == 1 { 8 } else { 4 };
                 let mut start = 0;
                 while start < done {
-                    // Registers for this pass: 8, or the largest power of two that fits.
-                    let regs = match (done - start) / 8 {
+                    // Registers per head for this pass: the most, or the largest power of two
+                    // that fits.
+                    let regs = match ((done - start) / 8).min(most) {
                         8.. => 8,
                         4..=7 => 4,
                         2..=3 => 2,
                         _ => 1,
                     };
-                    let (out, at) = (&mut out[start..start + 8 * regs], at + 2 * start);
+                    let at = at + 2 * start;
                     match regs {
-                        8 => axpy_f16_pass::<8>(out, p, rows, row_bytes, at),
-                        4 => axpy_f16_pass::<4>(out, p, rows, row_bytes, at),
-                        2 => axpy_f16_pass::<2>(out, p, rows, row_bytes, at),
-                        _ => axpy_f16_pass::<1>(out, p, rows, row_bytes, at),
+                        8 => axpy_f16_pass::<P, 8>(out, n, start, p, rows, row_bytes, at),
+                        4 => axpy_f16_pass::<P, 4>(out, n, start, p, rows, row_bytes, at),
+                        2 => axpy_f16_pass::<P, 2>(out, n, start, p, rows, row_bytes, at),
+                        _ => axpy_f16_pass::<P, 1>(out, n, start, p, rows, row_bytes, at),
                     }
                     start += 8 * regs;
                 }
-                for (t, &p) in p.iter().enumerate() {
-                    let v = &rows[t * row_bytes + at..][..2 * n];
-                    for (j, o) in out.iter_mut().enumerate().skip(done) {
-                        *o += p * F16Le([v[2 * j], v[2 * j + 1]]).to_f32();
+                let len = p.len() / P;
+                if done == n {
+                    return;
+                }
+                for (out, p) in out.chunks_exact_mut(n).zip(p.chunks_exact(len.max(1))) {
+                    for (t, &p) in p.iter().enumerate() {
+                        let v = &rows[t * row_bytes + at..][..2 * n];
+                        for (j, o) in out.iter_mut().enumerate().skip(done) {
+                            *o += p * F16Le([v[2 * j], v[2 * j + 1]]).to_f32();
+                        }
                     }
                 }
             }
 
-            /// [`axpy_f16`] of `8 * W` outputs, in `W` registers.
+            /// [`axpy_f16`] of outputs `start..start + 8 * W` of each of `P` heads, in `P * W`
+            /// registers; `at` is where those outputs' values start in a row.
             #[inline]
             #[target_feature(enable = $features)]
-            fn axpy_f16_pass<const W: usize>(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize) {
-                let out: &mut [f32] = &mut out[..8 * W];
-                let mut acc: [__m256; W] = std::array::from_fn(|k| {
-                    let o: &[f32; 8] = out[8 * k..8 * k + 8].try_into().expect("8 values");
-                    // SAFETY: `o` is 8 f32 (32 bytes); loadu has no alignment requirement.
-                    unsafe { _mm256_loadu_ps(o.as_ptr()) }
+            #[allow(clippy::too_many_arguments)]
+            fn axpy_f16_pass<const P: usize, const W: usize>(
+                out: &mut [f32],
+                n: usize,
+                start: usize,
+                p: &[f32],
+                rows: &[u8],
+                row_bytes: usize,
+                at: usize,
+            ) {
+                let len = p.len() / P;
+                let weights: [&[f32]; P] = std::array::from_fn(|h| &p[h * len..][..len]);
+                let slot = |h: usize, k: usize| h * n + start + 8 * k;
+                let mut acc: [[__m256; W]; P] = std::array::from_fn(|h| {
+                    std::array::from_fn(|k| {
+                        let o: &[f32; 8] = out[slot(h, k)..slot(h, k) + 8].try_into().expect("8 values");
+                        // SAFETY: `o` is 8 f32 (32 bytes); loadu has no alignment requirement.
+                        unsafe { _mm256_loadu_ps(o.as_ptr()) }
+                    })
                 });
-                for (t, &p) in p.iter().enumerate() {
+                for t in 0..len {
                     prefetch_f16_rows_ahead(rows, row_bytes, at + t * row_bytes, 16 * W);
                     let v = &rows[t * row_bytes + at..][..16 * W];
-                    let pv = _mm256_set1_ps(p);
-                    for (k, acc) in acc.iter_mut().enumerate() {
+                    let pv: [__m256; P] = std::array::from_fn(|h| _mm256_set1_ps(weights[h][t]));
+                    for k in 0..W {
                         let bytes: &[u8; 16] = v[16 * k..16 * k + 16].try_into().expect("16 bytes");
-                        *acc = _mm256_fmadd_ps(pv, _mm256_cvtph_ps(load16(bytes, 0)), *acc);
+                        let value = _mm256_cvtph_ps(load16(bytes, 0));
+                        for (acc, pv) in acc.iter_mut().zip(&pv) {
+                            acc[k] = _mm256_fmadd_ps(*pv, value, acc[k]);
+                        }
                     }
                 }
-                for (k, acc) in acc.iter().enumerate() {
-                    let o: &mut [f32; 8] = (&mut out[8 * k..8 * k + 8]).try_into().expect("8 values");
-                    // SAFETY: `o` is 8 f32 (32 bytes); storeu has no alignment requirement.
-                    unsafe { _mm256_storeu_ps(o.as_mut_ptr(), *acc) };
+                for (h, acc) in acc.iter().enumerate() {
+                    for (k, acc) in acc.iter().enumerate() {
+                        let o: &mut [f32; 8] = (&mut out[slot(h, k)..slot(h, k) + 8]).try_into().expect("8 values");
+                        // SAFETY: `o` is 8 f32 (32 bytes); storeu has no alignment requirement.
+                        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), *acc) };
+                    }
                 }
             }
 
