@@ -65,6 +65,13 @@ impl KvType {
     }
 }
 
+/// Which of a cache's two mappings.
+#[derive(Clone, Copy)]
+enum Half {
+    Keys,
+    Values,
+}
+
 /// Keys and values of positions 0..len of one sequence.
 ///
 /// Both are stored head-major: per layer and key/value head, one contiguous run of rows, one
@@ -171,19 +178,20 @@ impl KvCache {
     pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         let ty = self.ty.ggml_type();
         quant::quantize_activations(ty, k, &mut self.scratch);
-        self.scatter_keys(layer, pos);
+        self.scatter(Half::Keys, layer, pos);
         quant::quantize_activations(ty, v, &mut self.scratch);
-        for head in 0..self.kv_heads {
-            let (at, n) = (self.offset(layer, head, pos), self.head_bytes);
-            self.values[at..at + n].copy_from_slice(&self.scratch[head * n..][..n]);
-        }
+        self.scatter(Half::Values, layer, pos);
     }
 
-    /// Writes the converted row in `scratch` as position `pos`'s keys of every head of `layer`.
-    fn scatter_keys(&mut self, layer: usize, pos: usize) {
-        for head in 0..self.kv_heads {
-            let (at, n) = (self.offset(layer, head, pos), self.head_bytes);
-            self.keys[at..at + n].copy_from_slice(&self.scratch[head * n..][..n]);
+    /// Writes the converted row in `scratch` as position `pos` of every head of `layer`.
+    fn scatter(&mut self, half: Half, layer: usize, pos: usize) {
+        let (first, head_stride, n) = (self.offset(layer, 0, pos), self.context * self.head_bytes, self.head_bytes);
+        let dst = match half {
+            Half::Keys => &mut self.keys,
+            Half::Values => &mut self.values,
+        };
+        for (head, src) in self.scratch.chunks_exact(n).take(self.kv_heads).enumerate() {
+            dst[first + head * head_stride..][..n].copy_from_slice(src);
         }
     }
 
@@ -239,7 +247,7 @@ impl KvCache {
                 }
                 apply_rope(c, &mut row, table);
                 quant::quantize_activations(ty, &row, &mut self.scratch);
-                self.scatter_keys(layer, pos);
+                self.scatter(Half::Keys, layer, pos);
             }
         }
     }
