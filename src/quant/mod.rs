@@ -586,11 +586,7 @@ pub fn dot_f16_f32_heads(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n:
         out.fill(0.0);
         return;
     }
-    let heads = b.len() / n;
-    assert_eq!(heads * n, b.len(), "quant::dot_f16_f32_heads: queries not a whole number of vectors");
-    let len = out.len().checked_div(heads).unwrap_or(0);
-    assert_eq!(heads * len, out.len(), "quant::dot_f16_f32_heads: output not one run per vector");
-    assert_f16_rows_fit(rows, row_bytes, at, 2 * n, len);
+    let len = f16_heads_rows("dot_f16_f32_heads", rows, row_bytes, at, n, b.len(), out.len());
     match active_isa().f16_kernels() {
         Some((dot, _)) => dot.call(rows, row_bytes, at, b, n, out),
         None => {
@@ -631,11 +627,7 @@ pub fn axpy_f16_heads(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize,
         assert!(out.is_empty(), "quant::axpy_f16_heads: outputs of length 0 hold values");
         return;
     }
-    let heads = out.len() / n;
-    assert_eq!(heads * n, out.len(), "quant::axpy_f16_heads: outputs not a whole number of heads");
-    let len = p.len().checked_div(heads).unwrap_or(0);
-    assert_eq!(heads * len, p.len(), "quant::axpy_f16_heads: weights not one run per head");
-    assert_f16_rows_fit(rows, row_bytes, at, 2 * n, len);
+    let len = f16_heads_rows("axpy_f16_heads", rows, row_bytes, at, n, out.len(), p.len());
     match active_isa().f16_kernels() {
         Some((_, axpy)) => axpy.call(out, p, rows, row_bytes, at, n),
         None => {
@@ -664,6 +656,26 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
 
 /// Checks, once for every instruction set's kernels, that `n_rows` rows of `row_bytes` hold
 /// `len` bytes at byte `at` of each.
+/// How many rows an f16 kernel call over several heads covers, after checking that `vectors`
+/// values are whole heads of `n` (n > 0), that `runs` values are one run per head (a score or a
+/// weight per row), and that those rows of `2 * n` bytes at `at` fit in `rows`.
+fn f16_heads_rows(
+    call: &str,
+    rows: &[u8],
+    row_bytes: usize,
+    at: usize,
+    n: usize,
+    vectors: usize,
+    runs: usize,
+) -> usize {
+    let heads = vectors / n;
+    assert_eq!(heads * n, vectors, "quant::{call}: vectors not a whole number of heads of {n}");
+    let len = runs.checked_div(heads).unwrap_or(0);
+    assert_eq!(heads * len, runs, "quant::{call}: not one run of values per head");
+    assert_f16_rows_fit(rows, row_bytes, at, 2 * n, len);
+    len
+}
+
 fn assert_f16_rows_fit(rows: &[u8], row_bytes: usize, at: usize, len: usize, n_rows: usize) {
     assert!(n_rows == 0 || (n_rows - 1) * row_bytes + at + len <= rows.len(), "f16 rows too short");
 }

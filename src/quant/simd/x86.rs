@@ -422,8 +422,9 @@ macro_rules! x86_kernels {
                 }
             }
 
-            /// [`axpy_f16`] of `P` heads: 8 outputs per register, up to 8 registers per pass
-            /// over the rows, the last partial 8 one by one.
+            /// [`axpy_f16`] of `P` heads: 8 outputs per register, passes over the rows with up
+            /// to 8 registers for one head and 4 per head for more, the last partial 8 one by
+            /// one.
             #[inline]
             #[target_feature(enable = $features)]
             fn axpy_f16_heads<const P: usize>(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize, n: usize) {
@@ -450,10 +451,10 @@ macro_rules! x86_kernels {
                     }
                     start += 8 * regs;
                 }
-                let len = p.len() / P;
                 if done == n {
                     return;
                 }
+                let len = p.len() / P;
                 for (out, p) in out.chunks_exact_mut(n).zip(p.chunks_exact(len.max(1))) {
                     for (t, &p) in p.iter().enumerate() {
                         let v = &rows[t * row_bytes + at..][..2 * n];
