@@ -155,7 +155,11 @@ impl Compute<'_> {
         let c = self.c;
         let (hd, qd, group) = (c.head_dim, c.q_dim(), c.n_head / c.n_head_kv);
         let longest = slots.iter().map(|s| s.pos + 1).max().unwrap_or(0);
-        self.pool.for_each_chunk(out, hd, &|start, heads_out| {
+        // Keys and values read, counted per query head: the work, for the chunk count.
+        let position_bytes = caches.first().map_or(0, |kv| 2 * kv.head_bytes()) * c.n_head;
+        let positions: usize = slots.iter().map(|s| (s.pos + 1).min(window.unwrap_or(usize::MAX))).sum();
+        let per_thread = self.pool.chunks_per_thread(positions * position_bytes);
+        self.pool.for_each_chunk_by(out, hd, per_thread, &|start, heads_out| {
             let mut scratch = AttentionScratch::new(group * longest);
             let (mut i, mut rest) = (start / hd, heads_out);
             while !rest.is_empty() {
@@ -184,7 +188,9 @@ impl Compute<'_> {
 fn multiply(pool: &ComputePool, weights: &[&TensorView], acts: &ConvertedRows, n: usize, products: &mut [&mut [f32]]) {
     // Whole rows per task (the kernel's output is row-major), eight at a time so kernels that
     // work on several rows at once (tiles of four, Q4_K's groups of eight) get full ones.
-    pool.for_each_chunk_of_parts(products, 8 * n, &|part, start, out| {
+    let bytes: usize = weights.iter().map(|w| w.rows() * w.row_bytes()).sum::<usize>() * n;
+    let per_thread = pool.chunks_per_thread(bytes);
+    pool.for_each_chunk_of_parts(products, 8 * n, per_thread, &|part, start, out| {
         let w = weights[part];
         let (cols, row_bytes) = (w.cols(), w.row_bytes());
         let acts = acts.converted(quant::vec_dot_type(w.ty));
