@@ -103,10 +103,12 @@ impl ComputePool {
     /// How many chunks per thread a job that reads `bytes` (weights times tokens, cached keys and
     /// values) is split into: `MAX_CHUNKS_PER_THREAD`, fewer where chunks would read less than
     /// `MIN_CHUNK_BYTES`. Each chunk costs a task taken and a new stream of reads the prefetchers
-    /// have not seen, and a small model decodes through ~150 jobs of 0.2-1 MB per token: SmolLM2 at
-    /// 2 threads, 192 cached positions, 6 alternating runs, median step 3.95 ms with four chunks per
-    /// thread, 3.85 with a 256 KiB minimum, 3.71 with 1 MiB (and with one chunk per thread for every
-    /// job); Gemma-3-270M 8.9 -> 8.5 ms, Qwen2.5-0.5B 14.6 -> 14.2, Qwen2.5-1.5B unchanged.
+    /// have not seen, and a small model decodes through ~150 jobs of 0.2-1 MB per token. Decode
+    /// step at 2 threads, 192 cached positions, alternating runs, median of their medians:
+    /// SmolLM2 3.95 ms with a 64 KiB minimum, 3.85 with 256 KiB, 3.80 with 1 MiB, 3.72 with one
+    /// chunk per thread for every job (6 runs each); four chunks per thread for every job against
+    /// 1 MiB (4 runs each): Gemma-3-270M 8.9 -> 8.5 ms, Qwen2.5-0.5B 14.6 -> 14.2, Qwen2.5-1.5B
+    /// unchanged (~35.9). The largest jobs keep four, for a late or descheduled thread.
     pub fn chunks_per_thread(&self, bytes: usize) -> usize {
         (bytes / (self.threads() * MIN_CHUNK_BYTES)).clamp(1, MAX_CHUNKS_PER_THREAD)
     }
