@@ -169,7 +169,7 @@ impl ComputePool {
     /// chunk: a task then sees all of it (attention's heads that share keys, a kernel's row
     /// groups).
     pub fn for_each_chunk<T: Send>(&self, out: &mut [T], granule: usize, task: &(dyn Fn(usize, &mut [T]) + Sync)) {
-        self.for_each_chunk_of_parts(&mut [out], granule, MAX_CHUNKS_PER_THREAD, &|_, start, chunk| task(start, chunk));
+        self.for_each_chunk_by(out, granule, MAX_CHUNKS_PER_THREAD, task);
     }
 
     /// `for_each_chunk` in about `per_thread * threads` chunks (see [`Self::chunks_per_thread`]).
@@ -221,7 +221,8 @@ impl ComputePool {
 /// descheduled, leaves part of its share to the others.
 const MAX_CHUNKS_PER_THREAD: usize = 4;
 
-/// Bytes a chunk of a product or of attention reads at least (see [`chunks_per_thread`]).
+/// Bytes a chunk of a product or of attention reads at least (see
+/// [`ComputePool::chunks_per_thread`]).
 const MIN_CHUNK_BYTES: usize = 1 << 20;
 
 fn take_tasks(s: &Shared, job: Job) {

@@ -654,8 +654,6 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// Checks, once for every instruction set's kernels, that `n_rows` rows of `row_bytes` hold
-/// `len` bytes at byte `at` of each.
 /// How many rows an f16 kernel call over several heads covers, after checking that `vectors`
 /// values are whole heads of `n` (n > 0), that `runs` values are one run per head (a score or a
 /// weight per row), and that those rows of `2 * n` bytes at `at` fit in `rows`.
@@ -676,6 +674,8 @@ fn f16_heads_rows(
     len
 }
 
+/// Checks, once for every instruction set's kernels, that `n_rows` rows of `row_bytes` hold
+/// `len` bytes at byte `at` of each.
 fn assert_f16_rows_fit(rows: &[u8], row_bytes: usize, at: usize, len: usize, n_rows: usize) {
     assert!(n_rows == 0 || (n_rows - 1) * row_bytes + at + len <= rows.len(), "f16 rows too short");
 }

@@ -472,6 +472,19 @@ fn kernel_throughput() {
     }
 }
 
+/// `rows` rows of `row_bytes` bytes of random f16 values within ±`spread` (the f16 kernels'
+/// strided rows).
+fn random_f16_rows(rng: &mut Rng, rows: usize, row_bytes: usize, spread: f32) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    quantize_activations(GgmlType::F16, &rng.vec(rows * row_bytes / 2, spread), &mut bytes);
+    bytes
+}
+
+/// Whether `a` and `b` hold the same values bit for bit.
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
+}
+
 /// The rows form of attention's value sum, whose outputs are summed in registers over all rows
 /// in passes of up to 64, is bit for bit the one-row form applied row by row (in order), for
 /// head sizes that take every pass width and the scalar tail, values strided inside rows.
@@ -482,8 +495,7 @@ fn f16_axpy_rows_equal_one_row_at_a_time() {
     for n in [8usize, 24, 64, 72, 100, 128, 136, 200, 256] {
         let (rows, at) = (40, 6);
         let row_bytes = 2 * n + 10;
-        let mut bytes = Vec::new();
-        quantize_activations(GgmlType::F16, &rng.vec(rows * row_bytes / 2, 30.0), &mut bytes);
+        let bytes = random_f16_rows(&mut rng, rows, row_bytes, 30.0);
         let p = rng.vec(rows, 1.0);
         let base = rng.vec(n, 1.0);
         let mut together = base.clone();
@@ -492,7 +504,7 @@ fn f16_axpy_rows_equal_one_row_at_a_time() {
         for (t, &p) in p.iter().enumerate() {
             axpy_f16(&mut one_by_one, p, &bytes[t * row_bytes + at..][..2 * n]);
         }
-        assert!(together.iter().zip(&one_by_one).all(|(a, b)| a.to_bits() == b.to_bits()), "n={n}");
+        assert!(same_bits(&together, &one_by_one), "n={n}");
     }
 }
 
@@ -507,8 +519,7 @@ fn f16_axpy_heads_equal_one_head_at_a_time() {
         for heads in 1..=7 {
             let (rows, at) = (30, 4);
             let row_bytes = 2 * n + 12;
-            let mut bytes = Vec::new();
-            quantize_activations(GgmlType::F16, &rng.vec(rows * row_bytes / 2, 30.0), &mut bytes);
+            let bytes = random_f16_rows(&mut rng, rows, row_bytes, 30.0);
             let p = rng.vec(heads * rows, 1.0);
             let base = rng.vec(heads * n, 1.0);
             let mut together = base.clone();
@@ -516,8 +527,7 @@ fn f16_axpy_heads_equal_one_head_at_a_time() {
             for h in 0..heads {
                 let mut alone = base[h * n..][..n].to_vec();
                 axpy_f16_rows(&mut alone, &p[h * rows..][..rows], &bytes, row_bytes, at);
-                let same = together[h * n..][..n].iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "n={n} heads={heads} head {h}");
+                assert!(same_bits(&together[h * n..][..n], &alone), "n={n} heads={heads} head {h}");
             }
         }
     }
@@ -534,16 +544,14 @@ fn f16_dot_heads_equal_one_head_at_a_time() {
         for heads in 1..=7 {
             let (rows, at) = (30, 4);
             let row_bytes = 2 * n + 12;
-            let mut bytes = Vec::new();
-            quantize_activations(GgmlType::F16, &rng.vec(rows * row_bytes / 2, 3.0), &mut bytes);
+            let bytes = random_f16_rows(&mut rng, rows, row_bytes, 3.0);
             let q = rng.vec(heads * n, 2.0);
             let mut together = vec![f32::NAN; heads * rows];
             dot_f16_f32_heads(&bytes, row_bytes, at, &q, n, &mut together);
             for h in 0..heads {
                 let mut alone = vec![f32::NAN; rows];
                 dot_f16_f32_rows(&bytes, row_bytes, at, &q[h * n..][..n], &mut alone);
-                let same = together[h * rows..][..rows].iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "n={n} heads={heads} head {h}");
+                assert!(same_bits(&together[h * rows..][..rows], &alone), "n={n} heads={heads} head {h}");
             }
         }
     }
