@@ -83,7 +83,7 @@ fn simd_kernels_agree_with_the_scalar_reference() {
         let block_len = ty.block_len() as usize;
         let dot_ty = vec_dot_type(ty);
         let act_scales: &[f32] = if dot_ty == Q8_K { &[1e-20, 1.0, 1e20] } else { &[1e-3, 1.0, 1e4] };
-        for n_blocks in [1usize, 2, 3, 5, 7, 8, 9, 16, 23] {
+        for n_blocks in [1usize, 2, 3, 4, 5, 7, 8, 9, 10, 12, 16, 23] {
             let cols = n_blocks * block_len;
             for &w_scale in &[6e-8f32, 1e-3, 1.0, 6e4] {
                 let rows = 5;
@@ -133,13 +133,15 @@ fn simd_kernels_agree_with_the_scalar_reference() {
 /// Batched products (prefill) must give each token exactly what a one-token product (decode)
 /// gives, for every instruction set, any token count (full passes of several tokens and the
 /// remainder), row counts with whole tiles of rows and a remainder, rows ending in a partial
-/// group of blocks, and formats with and without a SIMD kernel.
+/// group of blocks (of 5; of 2 and of 4, which decode multiplies 4 and 2 rows at a time, with
+/// a row left over), and formats with and without a SIMD kernel.
 #[test]
 fn batched_products_equal_one_token_products_bit_for_bit() {
     let mut rng = Rng(99);
     let shapes = SIMD_TYPES.into_iter().chain([GgmlType::Q5_K, GgmlType::F16]).flat_map(|ty| {
-        let partial_group = if ty.block_len() == 32 { Some((ty, 13 * 32)) } else { None };
-        [(ty, 2 * 256)].into_iter().chain(partial_group)
+        let partial_groups =
+            if ty.block_len() == 32 { vec![(ty, 13 * 32), (ty, 18 * 32), (ty, 12 * 32)] } else { vec![] };
+        [(ty, 2 * 256)].into_iter().chain(partial_groups)
     });
     for (ty, cols) in shapes {
         let rows = 9;

@@ -334,6 +334,7 @@ macro_rules! x86_kernels {
             fn dot_f16_f32(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n: usize, out: &mut [f32]) {
                 let heads = b.len() / n.max(1);
                 let len = out.len().checked_div(heads).unwrap_or(0);
+                prefetch_f16_first_rows(rows, row_bytes, at, 2 * n, len);
                 let mut h = 0;
                 while h < heads {
                     let (b, out) = (&b[h * n..], &mut out[h * len..]);
@@ -349,46 +350,67 @@ macro_rules! x86_kernels {
 
             /// [`dot_f16_f32`] of `P` heads: `b` starts with their query vectors, `out` with
             /// their `len` scores each.
+            ///
+            /// Each (row, head) sums in four accumulators, added pairwise; rows go in blocks of
+            /// eight whose eight sums per head are finished together by [`hsum8`], which adds
+            /// in [`hsum`]'s order (a row alone, or a block's last few, gets `hsum` itself, with
+            /// the same bits). One horizontal sum per row and head had been half the kernel's
+            /// time: a chain of shuffles and adds at the end of every row.
             #[inline]
             #[target_feature(enable = $features)]
             #[allow(clippy::too_many_arguments)]
             fn dot_f16_pass<const P: usize>(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n: usize, out: &mut [f32], len: usize) {
-                let f32s = |h: usize, i: usize| -> __m256 {
-                    let v: &[f32; 8] = b[h * n + i..h * n + i + 8].try_into().expect("8 values");
+                let (whole, eights) = (n - n % 32, n - n % 8);
+                let queries: [&[f32]; P] = std::array::from_fn(|h| &b[h * n..][..n]);
+                let f32x8 = |v: &[f32]| -> __m256 {
+                    let v: &[f32; 8] = v[..8].try_into().expect("8 values");
                     // SAFETY: `v` is 8 f32; loadu has no alignment requirement.
                     unsafe { _mm256_loadu_ps(v.as_ptr()) }
                 };
-                for t in 0..len {
-                    prefetch_f16_rows_ahead(rows, row_bytes, at + t * row_bytes, 2 * n);
-                    let a = &rows[t * row_bytes + at..][..2 * n];
-                    let f16s = |i: usize| -> __m256 {
-                        let bytes: &[u8; 16] = a[2 * i..2 * i + 16].try_into().expect("16 bytes");
-                        _mm256_cvtph_ps(load16(bytes, 0))
-                    };
-                    let mut acc = [[_mm256_setzero_ps(); 4]; P];
-                    let mut i = 0;
-                    while i + 32 <= n {
-                        let keys: [__m256; 4] = std::array::from_fn(|k| f16s(i + 8 * k));
-                        for (h, acc) in acc.iter_mut().enumerate() {
-                            for (k, acc) in acc.iter_mut().enumerate() {
-                                *acc = _mm256_fmadd_ps(keys[k], f32s(h, i + 8 * k), *acc);
+                let f16x8 = |v: &[u8]| -> __m256 { _mm256_cvtph_ps(load16::<16>(v[..16].try_into().expect("16 bytes"), 0)) };
+                let mut sums = [[_mm256_setzero_ps(); 8]; P];
+                for first in (0..len).step_by(8) {
+                    let count = (len - first).min(8);
+                    for k in 0..count {
+                        let t = first + k;
+                        prefetch_f16_rows_ahead(rows, row_bytes, at + t * row_bytes, 2 * n);
+                        let key = &rows[t * row_bytes + at..][..2 * n];
+                        let mut acc = [[_mm256_setzero_ps(); 4]; P];
+                        for (i, key) in key[..2 * whole].chunks_exact(64).enumerate() {
+                            let keys: [__m256; 4] = std::array::from_fn(|j| f16x8(&key[16 * j..]));
+                            for (acc, q) in acc.iter_mut().zip(&queries) {
+                                let q = &q[32 * i..32 * i + 32];
+                                for (j, acc) in acc.iter_mut().enumerate() {
+                                    *acc = _mm256_fmadd_ps(keys[j], f32x8(&q[8 * j..]), *acc);
+                                }
                             }
                         }
-                        i += 32;
-                    }
-                    while i + 8 <= n {
-                        let key = f16s(i);
-                        for (h, acc) in acc.iter_mut().enumerate() {
-                            acc[0] = _mm256_fmadd_ps(key, f32s(h, i), acc[0]);
+                        for i in (whole..eights).step_by(8) {
+                            let key = f16x8(&key[2 * i..]);
+                            for (acc, q) in acc.iter_mut().zip(&queries) {
+                                acc[0] = _mm256_fmadd_ps(key, f32x8(&q[i..]), acc[0]);
+                            }
                         }
-                        i += 8;
-                    }
-                    for (h, acc) in acc.iter().enumerate() {
-                        let mut sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
-                        for j in i..n {
-                            sum += F16Le([a[2 * j], a[2 * j + 1]]).to_f32() * b[h * n + j];
+                        for (sums, acc) in sums.iter_mut().zip(&acc) {
+                            sums[k] = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
                         }
-                        out[h * len + t] = sum;
+                    }
+                    for (h, sums) in sums.iter().enumerate() {
+                        let out = &mut out[h * len + first..][..count];
+                        if count == 8 {
+                            let o: &mut [f32; 8] = out.try_into().expect("8 scores");
+                            // SAFETY: `o` is 8 f32 (32 bytes); storeu has no alignment requirement.
+                            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), hsum8(sums)) };
+                        } else {
+                            out.iter_mut().zip(sums).for_each(|(o, &s)| *o = hsum(s));
+                        }
+                        // The last `n % 8` products one by one, after the vector sum.
+                        for (k, o) in out.iter_mut().enumerate() {
+                            let key = &rows[(first + k) * row_bytes + at..][..2 * n];
+                            for j in eights..n {
+                                *o += F16Le([key[2 * j], key[2 * j + 1]]).to_f32() * queries[h][j];
+                            }
+                        }
                     }
                 }
             }
@@ -409,6 +431,7 @@ macro_rules! x86_kernels {
             fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize, n: usize) {
                 let heads = out.len() / n.max(1);
                 let len = p.len().checked_div(heads).unwrap_or(0);
+                prefetch_f16_first_rows(rows, row_bytes, at, 2 * n, len);
                 let mut h = 0;
                 while h < heads {
                     let pass = (heads - h).min(super::HEADS_PER_PASS);
@@ -633,6 +656,21 @@ macro_rules! x86_kernels {
                 }
             }
 
+            /// Asks at once for the `len` bytes at `at` of the first [`super::F16_ROWS_AHEAD`] of
+            /// `count` rows, which the kernels' prefetches from row 0 on do not cover: a cached
+            /// key or value head is read from DRAM (the weights stream through the caches
+            /// between a layer's attention and the next token's), and its first rows, missed
+            /// one after another, had cost a memory latency each.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn prefetch_f16_first_rows(rows: &[u8], row_bytes: usize, at: usize, len: usize, count: usize) {
+                for t in 0..count.min(super::F16_ROWS_AHEAD) {
+                    if at + t * row_bytes + len <= rows.len() {
+                        prefetch_lines(rows[at + t * row_bytes..].as_ptr(), len);
+                    }
+                }
+            }
+
             /// Asks for the `len` weight bytes [`super::DECODE_PREFETCH_BYTES`] after `at`.
             #[inline]
             #[target_feature(enable = $features)]
@@ -688,6 +726,24 @@ macro_rules! x86_kernels {
             #[inline]
             #[target_feature(enable = $features)]
             fn madd_i16($acc2: __m256i, $a: __m256i, $b: __m256i) -> __m256i $madd_i16
+
+            /// Lane `k`: [`hsum`] of `v[k]`, bit for bit (the same additions in the same order,
+            /// eight rows at a time: the halves added, then lanes 0 + 2 and 1 + 3, then those two).
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn hsum8(v: &[__m256; 8]) -> __m256 {
+                // Halves: lanes 0..4 of vector k's four sums, lanes 4..8 of vector k + 4's.
+                let halves: [__m256; 4] = std::array::from_fn(|k| {
+                    let (a, b) = (v[k], v[k + 4]);
+                    _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(a, b), _mm256_permute2f128_ps::<0x31>(a, b))
+                });
+                // Per 128-bit half, [x0 + x2, y0 + y2, x1 + x3, y1 + y3] of vectors x, y.
+                let pair = |x: __m256, y: __m256| _mm256_add_ps(_mm256_unpacklo_ps(x, y), _mm256_unpackhi_ps(x, y));
+                let (p01, p23) = (pair(halves[0], halves[1]), pair(halves[2], halves[3]));
+                let even = _mm256_shuffle_ps::<0b01_00_01_00>(p01, p23);
+                let odd = _mm256_shuffle_ps::<0b11_10_11_10>(p01, p23);
+                _mm256_add_ps(even, odd)
+            }
 
             #[inline]
             #[target_feature(enable = $features)]
