@@ -536,11 +536,12 @@ fn f16_axpy_heads_equal_one_head_at_a_time() {
 }
 
 /// Several query heads against the same keys (converted once for all of them) give each head
-/// bit for bit its own products alone, for head counts that take every pass width and head
-/// sizes that take the 32-, 8- and 1-value steps.
+/// bit for bit its own products alone, and each product that of its key alone (rows in blocks
+/// of eight, whose sums are finished together, and a partial block), for head counts that take
+/// every pass width and head sizes that take the 32-, 8- and 1-value steps.
 #[test]
 fn f16_dot_heads_equal_one_head_at_a_time() {
-    use super::super::{dot_f16_f32_heads, dot_f16_f32_rows};
+    use super::super::{dot_f16_f32, dot_f16_f32_heads, dot_f16_f32_rows};
     let mut rng = Rng(37);
     for n in [8usize, 24, 64, 72, 100, 128, 256] {
         for heads in 1..=7 {
@@ -554,6 +555,9 @@ fn f16_dot_heads_equal_one_head_at_a_time() {
                 let mut alone = vec![f32::NAN; rows];
                 dot_f16_f32_rows(&bytes, row_bytes, at, &q[h * n..][..n], &mut alone);
                 assert!(same_bits(&together[h * rows..][..rows], &alone), "n={n} heads={heads} head {h}");
+                let one_key: Vec<f32> =
+                    (0..rows).map(|t| dot_f16_f32(&bytes[t * row_bytes + at..][..2 * n], &q[h * n..][..n])).collect();
+                assert!(same_bits(&alone, &one_key), "n={n} heads={heads} head {h}: rows one at a time");
             }
         }
     }
