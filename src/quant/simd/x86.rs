@@ -354,8 +354,9 @@ macro_rules! x86_kernels {
             /// Each (row, head) sums in four accumulators, added pairwise; rows go in blocks of
             /// eight whose eight sums per head are finished together by [`hsum8`], which adds
             /// in [`hsum`]'s order (a row alone, or a block's last few, gets `hsum` itself, with
-            /// the same bits). One horizontal sum per row and head had been half the kernel's
-            /// time: a chain of shuffles and adds at the end of every row.
+            /// the same bits). A horizontal sum per row and head was a chain of shuffles and
+            /// adds at the end of every row (Zen 3, in cache, head size 256: 19.0 ns per
+            /// position and head before, 13.8 after; head size 64 gained less).
             #[inline]
             #[target_feature(enable = $features)]
             #[allow(clippy::too_many_arguments)]
