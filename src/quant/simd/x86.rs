@@ -405,11 +405,14 @@ macro_rules! x86_kernels {
                         } else {
                             out.iter_mut().zip(sums).for_each(|(o, &s)| *o = hsum(s));
                         }
-                        // The last `n % 8` products one by one, after the vector sum.
-                        for (k, o) in out.iter_mut().enumerate() {
-                            let key = &rows[(first + k) * row_bytes + at..][..2 * n];
-                            for j in eights..n {
-                                *o += F16Le([key[2 * j], key[2 * j + 1]]).to_f32() * queries[h][j];
+                        // The last `n % 8` products one by one, after the vector sum (rows
+                        // sliced again only where there are some).
+                        if eights < n {
+                            for (k, o) in out.iter_mut().enumerate() {
+                                let key = &rows[(first + k) * row_bytes + at..][..2 * n];
+                                for j in eights..n {
+                                    *o += F16Le([key[2 * j], key[2 * j + 1]]).to_f32() * queries[h][j];
+                                }
                             }
                         }
                     }
