@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { fmt, median, renderTable } from './bench/batch-common.mjs';
 import { UsageError, int, killCurrentChild, list, parseCli, preparePageCache, runChild } from './bench/common.mjs';
 import { MODELS, modelPath } from './models.mjs';
 
@@ -64,14 +65,6 @@ function resolveModels(names) {
   });
 }
 
-const median = (xs) => {
-  const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
-  if (!v.length) return NaN;
-  const m = v.length >> 1;
-  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
-};
-const fmt = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
-
 async function benchOne(model, threads, opts, log) {
   const cfg = {
     mode: 'bench',
@@ -101,16 +94,14 @@ async function benchOne(model, threads, opts, log) {
   }
   const decode = (s) => median(runs[s].map((r) => r.decodeTokS));
   const load = (s) => median(runs[s].map((r) => r.loadS));
-  const sorted = [...ratios].sort((a, b) => a - b);
   return {
     model: model.label,
     threads,
     smallTokS: decode('small'),
     freshTokS: decode('fresh'),
     ratio: median(ratios),
-    ratioMin: sorted[0],
-    ratioMax: sorted[sorted.length - 1],
-    ratios,
+    ratioMin: Math.min(...ratios),
+    ratioMax: Math.max(...ratios),
     smallLoadS: load('small'),
     freshLoadS: load('fresh'),
   };
@@ -120,21 +111,16 @@ function report(rows, opts) {
   const head = ['model', 'threads', 'small tok/s', 'fresh tok/s', 'small/fresh (median)', 'range', 'within 5%', 'load s small / fresh'];
   const body = rows.map((r) => [
     r.model,
-    String(r.threads),
-    fmt(r.smallTokS),
-    fmt(r.freshTokS),
+    r.threads,
+    fmt(r.smallTokS, 1),
+    fmt(r.freshTokS, 1),
     fmt(r.ratio, 3),
     `${fmt(r.ratioMin, 3)}-${fmt(r.ratioMax, 3)}`,
-    Math.abs(r.ratio - 1) <= 0.05 ? 'yes' : 'NO',
+    r.ratio != null && Math.abs(r.ratio - 1) <= 0.05 ? 'yes' : 'NO',
     `${fmt(r.smallLoadS, 2)} / ${fmt(r.freshLoadS, 2)}`,
   ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  const line = (cells) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
-  const out = [line(head), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)];
-  out.push(
-    `${opts.rounds} rounds, states alternating (small first in odd rounds); decode = tokens 2..${opts.genTokens}, medians; chord-llm pageCache '${opts.chordPageCache}'`,
-  );
-  return out.join('\n');
+  const note = `${opts.rounds} rounds, states alternating (small first in odd rounds); decode = tokens 2..${opts.genTokens}, medians; chord-llm pageCache '${opts.chordPageCache}'`;
+  return `${renderTable(head, body)}\n${note}`;
 }
 
 async function main() {

@@ -1,4 +1,5 @@
-// Helpers shared by scripts/bench-batch.mjs and scripts/bench/batch-worker.mjs: the prompt ids
+// Helpers shared by scripts/bench-batch.mjs and scripts/bench/batch-worker.mjs (the statistics
+// and the table also by scripts/bench-folios.mjs): the prompt ids
 // cut from the perplexity corpus, the statistics (median, nearest-rank percentile), the
 // aggregate-throughput figures of a set of concurrent streams, and a plain text table.
 
