@@ -1092,11 +1092,20 @@ macro_rules! x86_kernels {
             #[inline]
             #[target_feature(enable = $features)]
             fn lane_sums(v: [__m256i; 8]) -> __m256i {
-                // Per 128-bit half, lanes hold [v0, v1, v2, v3] (and [v4..v7]) summed over the
-                // half's four lanes; the two halves are then added.
-                let low = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-                let high = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+                let [low, high] = half_sums(v);
                 add_halves(low, high)
+            }
+
+            /// The first two levels of [`lane_sums`]: per 128-bit half, the lanes of the first
+            /// result hold [v0, v1, v2, v3] summed over that half's four lanes, the second's
+            /// [v4..v7].
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn half_sums(v: [__m256i; 8]) -> [__m256i; 2] {
+                [
+                    _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3])),
+                    _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7])),
+                ]
             }
 
             /// `[low's half 0 + low's half 1, high's half 0 + high's half 1]`, i32 lanes: the last
@@ -1119,8 +1128,7 @@ macro_rules! x86_kernels {
             #[inline]
             #[target_feature(enable = $features)]
             fn lane_sums_high16(v: [__m256i; 8]) -> __m256i {
-                let low = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-                let high = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+                let [low, high] = half_sums(v);
                 let low_nibbles = _mm256_permute2x128_si256::<0x20>(low, high);
                 let high_nibbles16 = _mm256_permute2x128_si256::<0x31>(low, high);
                 _mm256_add_epi32(low_nibbles, _mm256_srai_epi32::<4>(high_nibbles16))
