@@ -168,7 +168,7 @@ pub(crate) fn attend_heads(
     }
     for scores in scores.chunks_exact_mut(len) {
         scores.iter_mut().for_each(|s| *s *= c.kq_scale);
-        softmax(scores);
+        quant::softmax(scores);
     }
     out.fill(0.0);
     match kv_type {
@@ -183,17 +183,6 @@ pub(crate) fn attend_heads(
             }
         }
     }
-}
-
-fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    x.iter_mut().for_each(|v| *v *= inv);
 }
 
 pub(crate) fn add_in_place(x: &mut [f32], y: &[f32]) {

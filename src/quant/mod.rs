@@ -654,6 +654,29 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// `x = softmax(x)` in place: `e^(x - max(x))` with the C library's `expf` (as llama.cpp's flash
+/// attention takes it), added in f64 in order, times `1 / sum` rounded to f32 once. The x86 sets
+/// compute the same with glibc's algorithm eight values at a time (`simd::expf`): bit-identical
+/// where the C library is glibc.
+pub fn softmax(x: &mut [f32]) {
+    match active_isa().softmax_kernel() {
+        Some(kernel) => kernel.call(x),
+        None => softmax_scalar(x),
+    }
+}
+
+/// [`softmax`] as the scalar set computes it, one `expf` at a time.
+pub(crate) fn softmax_scalar(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
 /// How many rows an f16 kernel call over several heads covers, after checking that `vectors`
 /// values are whole heads of `n` (n > 0), that `runs` values are one run per head (a score or a
 /// weight per row), and that those rows of `2 * n` bytes at `at` fit in `rows`.

@@ -84,6 +84,7 @@ macro_rules! arm_kernels {
                 axpy_f16,
                 quantize_q8: Some(quantize_q8),
                 silu_mul: Some(silu_mul),
+                softmax: None,
             };
 
             /// Whether the running CPU has every feature these kernels are compiled for.

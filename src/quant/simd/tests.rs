@@ -631,6 +631,68 @@ fn silu_mul_equals_its_lane_reference() {
     assert!(got.iter().all(|&v| (v - 0.731_058_6).abs() < 1e-6), "{got:?}");
 }
 
+/// `simd::expf::lane` against the C library's `expf` bit for bit (glibc on x86-64, where the
+/// softmax kernels use it), over every 4099th f32 of [-104, 88] and the edges;
+/// `expf_lane_equals_libm_everywhere` (ignored, ~1 min) checks every f32 there.
+#[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+#[test]
+fn expf_lane_equals_libm() {
+    assert_eq!(expf_mismatches(4099), 0);
+    for x in [0.0f32, -0.0, -1e-30, -87.5, -88.0, -103.9, super::expf::UNDERFLOW, -103.98, -200.0, f32::NEG_INFINITY] {
+        assert_eq!(super::expf::lane(x).to_bits(), x.exp().to_bits(), "expf({x})");
+    }
+    assert!(super::expf::lane(f32::NAN).is_nan());
+}
+
+#[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+#[test]
+#[ignore = "every f32 in [-104, 88]: about a minute"]
+fn expf_lane_equals_libm_everywhere() {
+    assert_eq!(expf_mismatches(1), 0);
+}
+
+/// How many f32 in [-104, 88], every `step`th bit pattern, `simd::expf::lane` and libm differ on.
+#[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+fn expf_mismatches(step: u32) -> usize {
+    let negatives = (0x8000_0000u32..=(-104.0f32).to_bits()).step_by(step as usize);
+    let positives = (0..=88.0f32.to_bits()).step_by(step as usize);
+    negatives
+        .chain(positives)
+        .map(f32::from_bits)
+        .filter(|&x| super::expf::lane(x).to_bits() != x.exp().to_bits())
+        .count()
+}
+
+/// The SIMD softmax kernels against the scalar softmax (libm `expf`) bit for bit, where the C
+/// library is glibc: lengths with and without a tail, scores spread wide enough that some
+/// fall below `expf`'s underflow (the kernels' per-lane path), and a NaN.
+#[cfg(all(target_arch = "x86_64", target_env = "gnu"))]
+#[test]
+fn softmax_kernels_equal_the_scalar_softmax() {
+    let sets: Vec<Isa> = Isa::ALL.into_iter().filter(|isa| isa.softmax_kernel().is_some()).collect();
+    assert!(!sets.is_empty(), "no SIMD softmax to test");
+    let mut rng = Rng(43);
+    for (len, scale) in [(1, 3.0), (7, 3.0), (8, 20.0), (13, 10.0), (64, 60.0), (192, 8.0), (203, 150.0), (1000, 2.0)] {
+        let x = rng.vec(len, scale);
+        let mut want = x.clone();
+        super::super::softmax_scalar(&mut want);
+        for isa in &sets {
+            let mut got = x.clone();
+            isa.softmax_kernel().unwrap().call(&mut got);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.to_bits(), w.to_bits(), "{isa:?} len {len} [{i}]: {g} vs {w}");
+            }
+        }
+    }
+    let mut with_nan = vec![0.5f32; 16];
+    with_nan[3] = f32::NAN;
+    for isa in &sets {
+        let mut got = with_nan.clone();
+        isa.softmax_kernel().unwrap().call(&mut got);
+        assert!(got.iter().all(|v| v.is_nan()), "{isa:?}: {got:?}");
+    }
+}
+
 /// Attention's f16 kernels against exact products summed in f64, for lengths that exercise the
 /// 32-, 8- and 1-value steps.
 #[test]

@@ -319,6 +319,7 @@ macro_rules! x86_kernels {
                 axpy_f16,
                 quantize_q8: Some(quantize_q8),
                 silu_mul: Some(silu_mul),
+                softmax: Some(softmax),
             };
             use crate::tensor::GgmlType;
             use core::arch::x86_64::*;
@@ -601,6 +602,73 @@ macro_rules! x86_kernels {
                 for (g, &u) in gate[body..].iter_mut().zip(&up[body..]) {
                     *g = crate::quant::simd::vexp::silu_mul_lane(*g, u);
                 }
+            }
+
+            /// Softmax of `x` in place with the arithmetic of the scalar one (`quant::softmax`):
+            /// `e^(x - max)` as glibc's `expf` gives it (`simd::expf`), eight values at a time,
+            /// added to an f64 sum one by one in order, then every value times `1 / sum` rounded
+            /// to f32. (libm's `expf` one value at a time had been two fifths of attention.)
+            #[target_feature(enable = $features)]
+            fn softmax(x: &mut [f32]) {
+                let body = x.len() / 8 * 8;
+                let mut lanes_max = _mm256_set1_ps(f32::NEG_INFINITY);
+                for c in x[..body].chunks_exact(8) {
+                    // SAFETY: `c` is 8 f32; loadu has no alignment requirement.
+                    lanes_max = _mm256_max_ps(lanes_max, unsafe { _mm256_loadu_ps(c.as_ptr()) });
+                }
+                // The maximum is exact, so its order does not matter; a NaN fails every
+                // comparison of the vector path and goes through `lane`.
+                let max = f32_lanes(lanes_max).into_iter().chain(x[body..].iter().copied()).fold(f32::NEG_INFINITY, f32::max);
+                let table = crate::quant::simd::expf::table();
+                let mut sum = 0.0f64;
+                for c in x[..body].chunks_exact_mut(8) {
+                    let c: &mut [f32; 8] = c.try_into().expect("8");
+                    // SAFETY: `c` is 8 f32; loadu has no alignment requirement.
+                    let v = _mm256_sub_ps(unsafe { _mm256_loadu_ps(c.as_ptr()) }, _mm256_set1_ps(max));
+                    let in_range = _mm256_cmp_ps::<_CMP_GE_OQ>(v, _mm256_set1_ps(crate::quant::simd::expf::UNDERFLOW));
+                    if _mm256_movemask_ps(in_range) == 0xFF {
+                        let e = _mm256_set_m128(
+                            expf4(_mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)), table),
+                            expf4(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), table),
+                        );
+                        // SAFETY: as above; storeu has no alignment requirement.
+                        unsafe { _mm256_storeu_ps(c.as_mut_ptr(), e) };
+                    } else {
+                        let lanes = f32_lanes(v);
+                        c.iter_mut().zip(lanes).for_each(|(o, v)| *o = crate::quant::simd::expf::lane(v));
+                    }
+                    for &e in c.iter() {
+                        sum += e as f64;
+                    }
+                }
+                for v in &mut x[body..] {
+                    *v = crate::quant::simd::expf::lane(*v - max);
+                    sum += *v as f64;
+                }
+                let inv = (1.0 / sum) as f32;
+                x.iter_mut().for_each(|v| *v *= inv);
+            }
+
+            /// `simd::expf::lane` of four values in [`UNDERFLOW`, 0] widened to f64.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn expf4(xd: __m256d, table: &[u64; 32]) -> __m128 {
+                use crate::quant::simd::expf::{C, INV_LN2_N, SHIFT};
+                let set = _mm256_set1_pd;
+                let z = _mm256_mul_pd(set(INV_LN2_N), xd);
+                let kd = _mm256_add_pd(z, set(SHIFT));
+                let ki = _mm256_castpd_si256(kd);
+                let r = _mm256_fmsub_pd(set(INV_LN2_N), xd, _mm256_sub_pd(kd, set(SHIFT)));
+                let index = _mm256_and_si256(ki, _mm256_set1_epi64x(31));
+                // SAFETY: every index is in 0..32, an entry of the 32-entry table.
+                let t = unsafe { _mm256_i64gather_epi64::<8>(table.as_ptr().cast(), index) };
+                let s = _mm256_castsi256_pd(_mm256_add_epi64(t, _mm256_slli_epi64::<47>(ki)));
+                let y = _mm256_fmadd_pd(
+                    _mm256_fmadd_pd(set(C[0]), r, set(C[1])),
+                    _mm256_mul_pd(r, r),
+                    _mm256_fmadd_pd(set(C[2]), r, set(1.0)),
+                );
+                _mm256_cvtpd_ps(_mm256_mul_pd(y, s))
             }
 
             /// `e^x` per lane, as ggml's vector `expf` (see `simd::vexp`): within 1.5 ulp,
