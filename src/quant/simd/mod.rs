@@ -291,13 +291,12 @@ pub(crate) mod vexp {
 
 /// `e^x` for f32 as glibc's `expf` computes it (the algorithm of Arm's optimized routines,
 /// glibc 2.27 on): `x N / ln 2 = k + r` in f64, `2^(k/N)` from a table of `N = 32` entries and
-/// `2^(r/N)` from a cubic, rounded to f32 once. Its error is under 0.502 ulp, so nearly every
-/// result is the correctly rounded one and the rest fall the same way whatever the contraction
-/// of its operations: on x86-64 glibc 2.36 it equals the C library's `expf` for every f32 in
-/// [-104, 88] (checked exhaustively, see the tests). Attention's softmax takes it eight values at
-/// a time ([`expf::lane`] is the reference), so its probabilities stay those of libm `expf`
-/// one score at a time, which llama.cpp's flash attention uses: Gemma-3's logits move by up to
-/// 2 when those probabilities move by a few ulp.
+/// `2^(r/N)` from a cubic, rounded to f32 once (error under 0.502 ulp). With its operations
+/// fused as glibc's x86-64 FMA build fuses them, it equals the C library's `expf` on x86-64
+/// glibc 2.36 for every f32 in [-104, 88] (checked exhaustively, see the tests). Attention's
+/// softmax takes it eight values at a time ([`expf::lane`] is the reference), so its
+/// probabilities stay those of libm `expf` one score at a time, which llama.cpp's flash
+/// attention uses: Gemma-3's logits move by up to 2 when those probabilities move by a few ulp.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) mod expf {
     use std::sync::OnceLock;
@@ -312,10 +311,11 @@ pub(crate) mod expf {
         f64::from_bits(0x3F2E_BFCE_50FA_C4F3),
         f64::from_bits(0x3F96_2E42_FF0C_52D6),
     ];
-    /// Below this, `e^x` rounds to 0 in f32 (glibc returns 0 there, with underflow).
+    /// `-0x1.9fe368p6`: below it `e^x` rounds to 0 in f32 (glibc returns 0 there, with underflow).
     pub const UNDERFLOW: f32 = -103.972_08;
 
-    /// `2^(i/N)`'s bits less `i << 47`, so that adding `k << 47` gives `2^(k/N)`'s.
+    /// `2^(i/N)`'s bits less `i << 47`, so that adding `k << 47` gives `2^(k/N)`'s (from libm's
+    /// `exp2`; the exhaustive test would see an entry unlike glibc's table).
     pub fn table() -> &'static [u64; 32] {
         static TABLE: OnceLock<[u64; 32]> = OnceLock::new();
         TABLE.get_or_init(|| {
@@ -323,7 +323,8 @@ pub(crate) mod expf {
         })
     }
 
-    /// One value, operation for operation as the vector kernels: for `x` in [`UNDERFLOW`], 0]; 0 below, NaN for NaN.
+    /// One value, operation for operation as the vector kernels: for `x` from [`UNDERFLOW`] to
+    /// 0; 0 below, NaN for NaN.
     pub fn lane(x: f32) -> f32 {
         if x.is_nan() {
             return x + x;
