@@ -1516,6 +1516,7 @@ macro_rules! x86_kernels {
                     if narrow {
                         narrow_dot(_mm256_setzero_si256(), quants(&wb[k]), a)
                     } else if high16 {
+                        // Q4_0's and Q4_1's 16 quant bytes end the block (after d, and m).
                         dot_u8_i8(_mm256_setzero_si256(), nibbles32_high16(load16(&wb[k], WB - 16)), a)
                     } else {
                         weights_dot::<Q8>(_mm256_setzero_si256(), quants(&wb[k]), a)
