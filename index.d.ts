@@ -21,7 +21,12 @@ export declare class NativeGeneration {
    * with ABORT_ERR (also while waiting for a sequence slot).
    */
   cancel(): void
-  /** Frees the generation's state as soon as no step is running. */
+  /**
+   * Frees the generation's state, and its session for the next generation. A step computed
+   * ahead that the caller did not take is taken back (its token leaves the session); a pass
+   * computing it is stopped within a layer, one shared with other sequences' steps is
+   * waited for.
+   */
   close(): void
 }
 

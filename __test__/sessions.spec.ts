@@ -55,6 +55,21 @@ test.serial('a session keeps its history; only new tokens are evaluated and the 
   t.throws(() => s.tokens, { code: 'ERR_DISPOSED' } as any)
 })
 
+test.serial('a reply broken off keeps exactly the tokens seen, and the session is free at once', async (t) => {
+  const s = model.createSession()
+  const prompt = model.tokenize('the quick brown fox')
+  const whole = await ids(model.generate(prompt, greedy(8)))
+  for (const seen of [1, 3]) {
+    // The engine computes the next step before it is asked for; breaking off takes it back.
+    const got = await ids(s.generate(prompt, greedy(20)), seen)
+    t.deepEqual(s.tokens, [...prompt, ...got])
+    const rest = await ids(s.generate([], greedy(8 - seen)))
+    t.deepEqual([...got, ...rest], whole)
+    s.reset()
+  }
+  s.dispose()
+})
+
 test.serial('a string prompt gets BOS only when the session is empty', async (t) => {
   const m = await loadModel(paths['tiny-llama-q8_0.gguf'], { threads: 1 })
   const s = m.createSession()

@@ -693,8 +693,9 @@ impl From<Step> for NativeStep {
 type StepResolver = Box<dyn FnOnce(Env) -> napi::Result<NativeStep> + Send>;
 
 /// A generation driven one token per `next()` call: each call queues a step with the model's
-/// scheduler, which batches it with other sequences' steps and resolves the promise. The JS side
-/// asks for a token only when it wants one, which is the backpressure.
+/// scheduler, which batches it with other sequences' steps and resolves the promise. The
+/// scheduler computes at most one step before it is asked for (its look-ahead), which is the
+/// backpressure.
 #[napi]
 pub struct NativeGeneration {
     /// Weak: the generation's own state holds the model while it runs; once it has ended (or
@@ -743,16 +744,18 @@ impl NativeGeneration {
         }
     }
 
-    /// Frees the generation's state as soon as no step is running.
+    /// Frees the generation's state, and its session for the next generation. A step computed
+    /// ahead that the caller did not take is taken back (its token leaves the session); a pass
+    /// computing it is stopped within a layer, one shared with other sequences' steps is
+    /// waited for.
     #[napi]
     pub fn close(&self) {
         self.cancel();
-        if let Ok(mut g) = self.inner.try_lock() {
-            if let Some(generation) = g.take() {
-                let model = generation.model().clone();
-                drop(generation);
-                release_model(model);
-            }
+        let generation = engine::lock(&self.inner).take();
+        if let Some(generation) = generation {
+            let model = generation.model().clone();
+            drop(generation);
+            release_model(model);
         }
     }
 }

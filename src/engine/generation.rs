@@ -70,6 +70,10 @@ pub struct Generation {
     /// paces a prompt only beside streams that were already producing tokens when it came.
     pub(crate) created: Instant,
     pub(crate) first_token_at: Option<Instant>,
+    /// The next step, computed by the scheduler while the caller was taking the last one (see
+    /// `scheduler`'s look-ahead). A token here is already pushed to the sequence: dropping the
+    /// generation before the caller takes it takes the token back.
+    pub(crate) ahead: Option<Result<Step>>,
 }
 
 /// What a step needs before sampling.
@@ -126,6 +130,7 @@ impl Generation {
             has_slot: false,
             created: Instant::now(),
             first_token_at: None,
+            ahead: None,
         })
     }
 
@@ -185,6 +190,16 @@ impl Generation {
         Prepared::Evaluate
     }
 
+    /// Whether the next step may be computed before the caller asks for it: it would decode the
+    /// one token sampled last, with no context shift (which would change what the sequence
+    /// holds even if the token is taken back) and no end to report.
+    pub(crate) fn may_look_ahead(&self, seq: &Sequence) -> bool {
+        self.ended.is_none()
+            && self.params.max_tokens != Some(self.generated)
+            && seq.pending().len() == 1
+            && seq.tokens().len() <= seq.context()
+    }
+
     /// Samples the next token from the logits of the sequence's last token.
     pub(crate) fn sample(&mut self, seq: &mut Sequence, logits: &[f32]) -> Step {
         let id = self.sampler.sample(logits, seq.tokens());
@@ -234,7 +249,12 @@ impl Drop for Generation {
     /// Frees the sequence for the next generation and its slot for another sequence; the last
     /// generation to stop cancels the prefetching done for it.
     fn drop(&mut self) {
-        lock(&self.sequence).busy = false;
+        let mut seq = lock(&self.sequence);
+        if let Some(Ok(Step::Token { .. })) = self.ahead {
+            seq.take_back_last();
+        }
+        seq.busy = false;
+        drop(seq);
         if self.has_slot {
             self.model.scheduler().release_slot();
         }

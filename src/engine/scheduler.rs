@@ -9,6 +9,14 @@
 //! Steps are answered through a callback (the binding resolves a JS promise with it), so waiting
 //! for a token holds no thread. At most `max_sequences` generations hold a slot; more wait, in
 //! order of arrival, until one ends, unless they are cancelled first.
+//!
+//! Look-ahead: once a caller has a token, the scheduler computes that generation's next step
+//! without waiting to be asked (at most one step ahead, so a caller that stops asking holds
+//! back the generation after one token). The caller's next request is then answered at once:
+//! the time a token takes to reach JS and the next request to come back (a third of a
+//! millisecond) overlaps the pass instead of adding to it. Closing the generation before it
+//! takes that step takes its token back from the sequence, and stops a pass computing only
+//! look-aheads within a layer.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,6 +58,20 @@ pub struct StepJob {
     pub generation: Arc<Mutex<Option<Generation>>>,
     pub cancel: Arc<AtomicBool>,
     pub reply: Reply,
+}
+
+/// A step the scheduler runs: a caller's request, or a look-ahead (`reply` None: the answer is
+/// kept in `Generation::ahead` for the caller's next request).
+struct Job {
+    generation: Arc<Mutex<Option<Generation>>>,
+    cancel: Arc<AtomicBool>,
+    reply: Option<Reply>,
+}
+
+impl Job {
+    fn look_ahead(generation: Arc<Mutex<Option<Generation>>>, cancel: Arc<AtomicBool>) -> Job {
+        Job { generation, cancel, reply: None }
+    }
 }
 
 enum Request {
@@ -109,8 +131,10 @@ impl Scheduler {
 }
 
 fn run(model: &Weak<Model>, rx: &Receiver<Request>) {
-    let mut active: Vec<StepJob> = Vec::new();
-    let mut waiting: VecDeque<StepJob> = VecDeque::new();
+    let mut active: Vec<Job> = Vec::new();
+    let mut waiting: VecDeque<Job> = VecDeque::new();
+    // Generations whose next step is computed and waits for its caller.
+    let mut parked: Vec<Arc<Mutex<Option<Generation>>>> = Vec::new();
     let mut buffers = ForwardBuffers::default();
     // The logits of each sequence of a pass, kept from pass to pass: at 150k-token vocabularies
     // a fresh vector per sequence and token is 600 KB mapped and faulted in every time.
@@ -128,7 +152,7 @@ fn run(model: &Weak<Model>, rx: &Receiver<Request>) {
         };
         for request in first.into_iter().chain(rx.try_iter()) {
             if let Request::Step(job) = request {
-                waiting.push_back(job);
+                receive(job, &mut active, &mut waiting);
             }
         }
         let Some(model) = model.upgrade() else { break };
@@ -138,43 +162,80 @@ fn run(model: &Weak<Model>, rx: &Receiver<Request>) {
         if active.is_empty() {
             continue;
         }
+        // Wait briefly for running generations whose callers are between two tokens, but not
+        // for those whose next step is already computed.
+        parked.retain(|g| lock(g).as_ref().is_some_and(|g| g.ahead.is_some()));
         let deadline = Instant::now() + pacing.gather_wait();
-        while active.len() < model.scheduler().slots_held() {
+        while active.len() < model.scheduler().slots_held().saturating_sub(parked.len()) {
             match rx.recv_deadline(deadline) {
-                Ok(Request::Step(job)) => waiting.push_back(job),
+                Ok(Request::Step(job)) => receive(job, &mut active, &mut waiting),
                 Ok(Request::Wake) => {}
                 Err(_) => break,
             }
             admit(&model, &mut waiting, &mut active);
+            parked.retain(|g| lock(g).as_ref().is_some_and(|g| g.ahead.is_some()));
         }
         drop_stopped(&model, &mut active);
         let running = model.scheduler().slots_held();
-        step(&model, &mut active, running, &mut buffers, &mut logits, &mut pacing);
+        step(&model, &mut active, &mut parked, running, &mut buffers, &mut logits, &mut pacing);
     }
     for job in active.into_iter().chain(waiting) {
-        (job.reply)(Err(Error::Disposed));
+        if let Some(reply) = job.reply {
+            reply(Err(Error::Disposed));
+        }
     }
+}
+
+/// Takes a caller's request: answered at once from a look-ahead that has finished, given to one
+/// that is still to run, or queued.
+fn receive(job: StepJob, active: &mut Vec<Job>, waiting: &mut VecDeque<Job>) {
+    let StepJob { generation, cancel, reply } = job;
+    if !cancel.load(Ordering::Relaxed) {
+        let mut slot = lock(&generation);
+        // (A cancelled generation or a disposed model is answered by `drop_stopped` instead.)
+        let ahead = slot.as_mut().filter(|g| !g.model().is_disposed()).and_then(|g| g.ahead.take());
+        if let Some(answer) = ahead {
+            let look_ahead = matches!(answer, Ok(Step::Token { .. }))
+                && slot.as_ref().is_some_and(|g| g.may_look_ahead(&lock(g.sequence())));
+            // As in `step`: a caller that sees the end sees the sequence freed.
+            let finished = if matches!(answer, Err(_) | Ok(Step::End { .. })) { slot.take() } else { None };
+            drop(slot);
+            drop(finished);
+            reply(answer);
+            if look_ahead {
+                active.push(Job::look_ahead(generation, cancel));
+            }
+            return;
+        }
+    }
+    if let Some(ahead) = active.iter_mut().find(|j| j.reply.is_none() && Arc::ptr_eq(&j.generation, &generation)) {
+        ahead.reply = Some(reply);
+        return;
+    }
+    waiting.push_back(Job { generation, cancel, reply: Some(reply) });
 }
 
 /// Answers the jobs of a disposed model with `Disposed` and cancelled ones with `Aborted`, and
 /// drops their generations.
 fn drop_stopped<C>(model: &Model, jobs: &mut C)
 where
-    C: Default + Extend<StepJob> + IntoIterator<Item = StepJob>,
+    C: Default + Extend<Job> + IntoIterator<Item = Job>,
 {
     let disposed = model.is_disposed();
-    let (stopped, kept): (Vec<StepJob>, Vec<StepJob>) =
+    let (stopped, kept): (Vec<Job>, Vec<Job>) =
         std::mem::take(jobs).into_iter().partition(|j| disposed || j.cancel.load(Ordering::Relaxed));
     jobs.extend(kept);
     for job in stopped {
         let generation = lock(&job.generation).take();
         drop(generation);
-        (job.reply)(Err(if disposed { Error::Disposed } else { Error::Aborted }));
+        if let Some(reply) = job.reply {
+            reply(Err(if disposed { Error::Disposed } else { Error::Aborted }));
+        }
     }
 }
 
 /// Moves waiting jobs whose generation holds or can take a slot into `active`, in order.
-fn admit(model: &Arc<Model>, waiting: &mut VecDeque<StepJob>, active: &mut Vec<StepJob>) {
+fn admit(model: &Arc<Model>, waiting: &mut VecDeque<Job>, active: &mut Vec<Job>) {
     let mut still = VecDeque::new();
     for job in waiting.drain(..) {
         let admitted = match lock(&job.generation).as_mut() {
@@ -195,13 +256,24 @@ fn admit(model: &Arc<Model>, waiting: &mut VecDeque<StepJob>, active: &mut Vec<S
     *waiting = still;
 }
 
+/// What a pass did for one job.
+enum Outcome {
+    /// Its prompt is not finished: it stays active.
+    Running,
+    /// Its answer, for the caller; with whether to look ahead to the next step.
+    Answer(Result<Step>, bool),
+    /// A look-ahead's answer, kept in the generation.
+    Parked,
+}
+
 /// One forward pass over every active job that needs one, and the answers of those whose
 /// token is ready.
 /// `running` counts every generation holding a slot, including those between two tokens: the
 /// pacing keeps room for them.
 fn step(
     model: &Arc<Model>,
-    active: &mut Vec<StepJob>,
+    active: &mut Vec<Job>,
+    parked: &mut Vec<Arc<Mutex<Option<Generation>>>>,
     running: usize,
     buffers: &mut ForwardBuffers,
     logits: &mut Vec<Vec<f32>>,
@@ -249,6 +321,7 @@ fn step(
     }
     let prefilled = takes.iter().sum::<usize>() - decoding;
 
+    let mut look_ahead = vec![false; active.len()];
     if takes.iter().any(|&t| t > 0) {
         let started = Instant::now();
         let mut owners = Vec::new();
@@ -266,9 +339,16 @@ fn step(
         if logits.len() < inputs.len() {
             logits.resize_with(inputs.len(), Vec::new);
         }
+        // A pass of look-aheads alone stops once all of them are cancelled (their generations
+        // closed): closing waits for it.
+        let only_look_aheads: Vec<&AtomicBool> = if owners.iter().all(|&i| active[i].reply.is_none()) {
+            owners.iter().map(|&i| &*active[i].cancel).collect()
+        } else {
+            Vec::new()
+        };
+        let cancelled = || !only_look_aheads.is_empty() && only_look_aheads.iter().all(|c| c.load(Ordering::Relaxed));
         let mut got = vec![false; inputs.len()];
-        let never = || false;
-        let result = model.transformer().forward(buffers, &mut inputs, CHUNK, &never, &mut |s, _, l| {
+        let result = model.transformer().forward(buffers, &mut inputs, CHUNK, &cancelled, &mut |s, _, l| {
             logits[s].clear();
             logits[s].extend_from_slice(l);
             got[s] = true;
@@ -285,29 +365,51 @@ fn step(
                 (Ok(()), true) => Some(Ok(g.sample(seq, &logits[k]))),
                 (Ok(()), false) => None, // prompt not finished: stays active
             };
+            look_ahead[i] = active[i].reply.is_some()
+                && !active[i].cancel.load(Ordering::Relaxed)
+                && matches!(answers[i], Some(Ok(Step::Token { .. })))
+                && g.may_look_ahead(seq);
         }
     }
 
     // Answer, and drop the generations that are over (their sequences unlocked first: dropping
-    // a generation locks its sequence).
+    // a generation locks its sequence). A look-ahead's answer, even an end, stays with its
+    // generation until the caller asks for it or closes the generation.
     drop(seqs);
     let mut finished = Vec::new();
+    let mut outcomes = Vec::with_capacity(active.len());
     for (i, g) in generations.iter_mut().enumerate() {
-        if let Some(answer) = answers[i].take() {
-            if matches!(answer, Err(_) | Ok(Step::End { .. })) {
-                finished.push(g.take());
+        outcomes.push(match answers[i].take() {
+            None => Outcome::Running,
+            Some(answer) if active[i].reply.is_none() => {
+                if let Some(g) = g.as_mut() {
+                    g.ahead = Some(answer);
+                }
+                Outcome::Parked
             }
-            answers[i] = Some(answer);
-        }
+            Some(answer) => {
+                if matches!(answer, Err(_) | Ok(Step::End { .. })) {
+                    finished.push(g.take());
+                }
+                Outcome::Answer(answer, look_ahead[i])
+            }
+        });
     }
     drop(generations);
     drop(sequences);
     drop(finished); // before answering: a caller that sees the end sees the sequence freed
-    let jobs = std::mem::take(active);
-    for (job, answer) in jobs.into_iter().zip(answers) {
-        match answer {
-            Some(answer) => (job.reply)(answer),
-            None => active.push(job),
+    for (mut job, outcome) in std::mem::take(active).into_iter().zip(outcomes) {
+        match outcome {
+            Outcome::Running => active.push(job),
+            Outcome::Parked => parked.push(job.generation),
+            Outcome::Answer(answer, look_ahead) => {
+                if let Some(reply) = job.reply.take() {
+                    reply(answer);
+                }
+                if look_ahead {
+                    active.push(Job::look_ahead(job.generation, job.cancel));
+                }
+            }
         }
     }
 }

@@ -97,6 +97,13 @@ impl Sequence {
         self.tokens.extend_from_slice(tokens);
     }
 
+    /// Takes back the last token pushed, which was not evaluated (a generation's look-ahead
+    /// token its caller never took).
+    pub(crate) fn take_back_last(&mut self) {
+        debug_assert!(self.kv.len() < self.tokens.len(), "the last token is not evaluated");
+        self.tokens.pop();
+    }
+
     /// Keeps the first `n` tokens (and their cache positions).
     pub fn truncate(&mut self, n: usize) {
         self.tokens.truncate(n);

@@ -463,6 +463,49 @@ fn batched_generations_match_each_run_alone_and_abort_leaves_the_others_unchange
     assert_eq!((stats.sequences, stats.kv_bytes), (0, 0));
 }
 
+/// Waits (at most 10 s) until the scheduler has computed the generation's next step unasked.
+fn wait_for_look_ahead(slot: &Mutex<Option<Generation>>) {
+    let started = std::time::Instant::now();
+    while lock(slot).as_ref().is_none_or(|g| g.ahead.is_none()) {
+        assert!(started.elapsed().as_secs() < 10, "no look-ahead");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_step_computed_ahead_answers_the_next_request_and_is_taken_back_on_close() {
+    let (_file, model) = tiny("look_ahead", spec("llama"), LoadOptions::default());
+    let p = prompt(6);
+    let (expected, _) = run_alone(Generation::one_shot(model.clone(), &p, greedy(8)).unwrap());
+    let s = session(&model, SequenceOptions::default());
+    let slot = Arc::new(Mutex::new(Some(Generation::new(model.clone(), s.clone(), &p, greedy(8)).unwrap())));
+    let cancel: Arc<AtomicBool> = Arc::default();
+    let ask = || {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let reply: Reply = Box::new(move |r| tx.send(r).unwrap());
+        model.scheduler().submit(StepJob { generation: slot.clone(), cancel: cancel.clone(), reply });
+        match rx.recv_timeout(std::time::Duration::from_secs(10)).expect("an answer").unwrap() {
+            Step::Token { id, .. } => id,
+            end => panic!("{end:?}"),
+        }
+    };
+    let mut ids: Vec<u32> = (0..3).map(|_| ask()).collect();
+    // The fourth token is sampled (and the third evaluated) before it is asked for...
+    wait_for_look_ahead(&slot);
+    assert_eq!(lock(&s).tokens().len(), p.len() + 4);
+    // ...answers the request, and the fifth is computed next.
+    ids.push(ask());
+    wait_for_look_ahead(&slot);
+    assert_eq!(ids, expected[..4]);
+    // Closing takes the fifth back and frees the session at once.
+    cancel.store(true, Ordering::Relaxed);
+    let closed = lock(&slot).take();
+    drop(closed);
+    assert_eq!(lock(&s).tokens(), [&p[..], &ids].concat());
+    let (rest, _) = run_alone(Generation::new(model.clone(), s.clone(), &[], greedy(4)).unwrap());
+    assert_eq!([ids, rest].concat(), expected);
+}
+
 #[test]
 fn a_session_keeps_its_history_and_evaluates_only_what_is_new() {
     let (_file, model) = tiny("session", spec("llama"), LoadOptions::default());
