@@ -51,10 +51,12 @@ Ratios ("chord-llm / peer" columns): how many times faster chord-llm is, >1 wher
 the peer's TTFT over chord-llm's, chord-llm's prefill and decode tok/s over the peer's.
 
 Bounds:
-  decode bound  memory read bandwidth (measured just before each model's runs, that many
-                threads reading a 1 GiB buffer; the "read GB/s" column) / weight bytes one decode step reads (all
-                layer tensors, output norm, output matrix or the tied token_embd, one embedding
-                row); "of bound" is decode tok/s as a fraction of it
+  decode bound  memory read bandwidth (that many threads reading a 1 GiB buffer, the best of 8
+                passes, measured before each round of a model's runs; the "read GB/s" column is
+                the median of the rounds, as the decode figures are, "read range" their lowest
+                and highest) / weight bytes one decode step reads (all layer tensors, output
+                norm, output matrix or the tied token_embd, one embedding row); "of bound" is
+                decode tok/s as a fraction of it
   RSS bound     file size + chord-llm's KV cache at this context size + 80 MB; chord-llm's
                 peak RSS gets "ok" or "OVER"
 
@@ -174,6 +176,12 @@ function runWorker(engineKey, cfg, timeoutS) {
   return runChild(worker, cfg, { timeoutS, engine: name });
 }
 
+/** "lowest-highest" GB/s of the bandwidth measurements, or '-'. */
+function bandwidthRange(bytesPerS) {
+  if (!bytesPerS?.length) return '-';
+  return `${fmt(Math.min(...bytesPerS) / 1e9, 1)}-${fmt(Math.max(...bytesPerS) / 1e9, 1)}`;
+}
+
 function median(xs) {
   const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
   if (!v.length) return null;
@@ -205,11 +213,24 @@ function weightBytesPerToken(file, log) {
   }
 }
 
+/**
+ * Read bandwidth in bytes/s with `threads` threads (this repo's addon, in a worker), or null
+ * with the reason logged.
+ */
+async function measureBandwidth(threads, opts, log) {
+  log(`measuring the memory read bandwidth with ${threads} thread(s) ...`);
+  const bw = await runWorker('chord', { mode: 'bandwidth', threads }, opts.timeout);
+  if (!bw.ok) log(`bandwidth not measured: ${String(bw.error).split('\n')[0]}`);
+  return bw.ok ? bw.bytesPerS : null;
+}
+
 /** Runs every engine `repeat` times on one model at one thread count; adds the bounds. */
-async function benchModel(model, threads, bandwidth, opts, log) {
-  // `bandwidth`: bytes/s measured just before this model's runs. On a shared host it moves by
-  // a third between minutes; measured once per table it could be far from what the model's
-  // decode saw.
+async function benchModel(model, threads, opts, log) {
+  // The bandwidth is measured before each round of runs and its median taken, as the decode
+  // figures are medians of the rounds: on a shared host it moves by a third between minutes
+  // (2 threads on a Zen 4 host: 33-56 GB/s), and one measurement, the best of its passes, could
+  // be far from what the model's decode saw.
+  const bandwidths = [];
   const cfg = {
     mode: 'bench',
     model: model.file,
@@ -226,6 +247,8 @@ async function benchModel(model, threads, bandwidth, opts, log) {
   const runs = Object.fromEntries(opts.engines.map((e) => [e, []]));
   const skip = new Set();
   for (let r = 0; r < opts.repeat; r++) {
+    const bw = await measureBandwidth(threads, opts, log);
+    if (bw != null) bandwidths.push(bw);
     for (const e of opts.engines) {
       if (skip.has(e)) continue;
       log(`${model.label}, ${threads} threads, run ${r + 1}/${opts.repeat}: ${ENGINES[e].name} ...`);
@@ -250,12 +273,14 @@ async function benchModel(model, threads, bandwidth, opts, log) {
       preparePageCache(model.file, opts.pageCache);
     }
   }
+  const bandwidth = bandwidths.length ? median(bandwidths) : null;
+  if (!bandwidth) log(`${model.label}: no bandwidth measured, no decode bound`);
   const boundTokS = bandwidth && model.decodeRead ? bandwidth / model.decodeRead.bytes : null;
   for (const r of Object.values(results)) if (r.ok && boundTokS) r.ofBound = r.decodeTokS / boundTokS;
   const kv = results.chord?.ok ? results.chord.kvCacheBytes : null;
   const rssBoundBytes = kv != null ? model.fileBytes + kv + RSS_OVERHEAD_BYTES : null;
   if (results.chord?.ok && rssBoundBytes != null) results.chord.rssWithinBound = results.chord.peakRssBytes <= rssBoundBytes;
-  return { ...model, threads, bandwidthBytesPerS: bandwidth, boundTokS, rssBoundBytes, results, runs };
+  return { ...model, threads, bandwidthBytesPerS: bandwidth, bandwidthsBytesPerS: bandwidths, boundTokS, rssBoundBytes, results, runs };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -302,6 +327,7 @@ function table({ threads, loadAverage, rows }, opts) {
         ['model', (row) => row.label],
         ['MiB/token', (row) => fmt(row.decodeRead?.bytes / MB, 1)],
         ['read GB/s', (row) => fmt(row.bandwidthBytesPerS / 1e9, 1)],
+        ['read range', (row) => bandwidthRange(row.bandwidthsBytesPerS)],
         ['bound tok/s', (row) => fmt(row.boundTokS, 1)],
       ],
     },
@@ -345,7 +371,7 @@ function table({ threads, loadAverage, rows }, opts) {
     })
     .join(gap);
   const out = [
-    `threads ${threads}: memory read bandwidth measured before each model; prompt ${opts.promptTokens} tok, generate ${opts.genTokens} tok, ` +
+    `threads ${threads}: memory read bandwidth measured before each round of runs (median; range of the rounds); prompt ${opts.promptTokens} tok, generate ${opts.genTokens} tok, ` +
       `context ${opts.contextSize}; ${opts.repeat > 1 ? `medians of ${opts.repeat} runs` : '1 run'}; ` +
       `load average ${loadAverage.toFixed(2)} at the start`,
     titles.trimEnd(),
@@ -406,12 +432,7 @@ async function main() {
   for (const threads of opts.threads) {
     const loadAverage = os.loadavg()[0];
     const rows = [];
-    for (const m of models) {
-      log(`measuring the memory read bandwidth with ${threads} thread(s) ...`);
-      const bw = await runWorker('chord', { mode: 'bandwidth', threads }, opts.timeout);
-      if (!bw.ok) log(`bandwidth not measured, no decode bound: ${String(bw.error).split('\n')[0]}`);
-      rows.push(await benchModel(m, threads, bw.ok ? bw.bytesPerS : null, opts, log));
-    }
+    for (const m of models) rows.push(await benchModel(m, threads, opts, log));
     const t = { threads, loadAverage, rows };
     tables.push(t);
     write(table(t, opts) + '\n');
