@@ -11,8 +11,9 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 
 /**
  * A generation driven one token per `next()` call: each call queues a step with the model's
- * scheduler, which batches it with other sequences' steps and resolves the promise. The JS side
- * asks for a token only when it wants one, which is the backpressure.
+ * scheduler, which batches it with other sequences' steps and resolves the promise. The
+ * scheduler computes at most one step before it is asked for (its look-ahead), which is the
+ * backpressure.
  */
 export declare class NativeGeneration {
   next(): Promise<NativeStep>

@@ -133,8 +133,6 @@ impl Scheduler {
 fn run(model: &Weak<Model>, rx: &Receiver<Request>) {
     let mut active: Vec<Job> = Vec::new();
     let mut waiting: VecDeque<Job> = VecDeque::new();
-    // Generations whose next step is computed and waits for its caller.
-    let mut parked: Vec<Arc<Mutex<Option<Generation>>>> = Vec::new();
     let mut buffers = ForwardBuffers::default();
     // The logits of each sequence of a pass, kept from pass to pass: at 150k-token vocabularies
     // a fresh vector per sequence and token is 600 KB mapped and faulted in every time.
@@ -162,22 +160,22 @@ fn run(model: &Weak<Model>, rx: &Receiver<Request>) {
         if active.is_empty() {
             continue;
         }
-        // Wait briefly for running generations whose callers are between two tokens, but not
-        // for those whose next step is already computed.
-        parked.retain(|g| lock(g).as_ref().is_some_and(|g| g.ahead.is_some()));
+        // Wait briefly for running generations whose callers are between two tokens. Those whose
+        // next step is computed ahead are waited for too: their request, answered at once,
+        // brings the step after it into this pass (otherwise streams whose requests arrive a
+        // little apart would each take a pass of their own).
         let deadline = Instant::now() + pacing.gather_wait();
-        while active.len() < model.scheduler().slots_held().saturating_sub(parked.len()) {
+        while active.len() < model.scheduler().slots_held() {
             match rx.recv_deadline(deadline) {
                 Ok(Request::Step(job)) => receive(job, &mut active, &mut waiting),
                 Ok(Request::Wake) => {}
                 Err(_) => break,
             }
             admit(&model, &mut waiting, &mut active);
-            parked.retain(|g| lock(g).as_ref().is_some_and(|g| g.ahead.is_some()));
         }
         drop_stopped(&model, &mut active);
         let running = model.scheduler().slots_held();
-        step(&model, &mut active, &mut parked, running, &mut buffers, &mut logits, &mut pacing);
+        step(&model, &mut active, running, &mut buffers, &mut logits, &mut pacing);
     }
     for job in active.into_iter().chain(waiting) {
         if let Some(reply) = job.reply {
@@ -273,7 +271,6 @@ enum Outcome {
 fn step(
     model: &Arc<Model>,
     active: &mut Vec<Job>,
-    parked: &mut Vec<Arc<Mutex<Option<Generation>>>>,
     running: usize,
     buffers: &mut ForwardBuffers,
     logits: &mut Vec<Vec<f32>>,
@@ -401,7 +398,7 @@ fn step(
     for (mut job, outcome) in std::mem::take(active).into_iter().zip(outcomes) {
         match outcome {
             Outcome::Running => active.push(job),
-            Outcome::Parked => parked.push(job.generation),
+            Outcome::Parked => {}
             Outcome::Answer(answer, look_ahead) => {
                 if let Some(reply) = job.reply.take() {
                     reply(answer);
