@@ -127,8 +127,9 @@ impl Model {
         let (paged, weight_bytes) = (info.paged, info.weight_bytes);
         let (start, len) = table.span();
         // Weights mapped 4 KiB at a time decode 20-30% slower, and page in 2.5-3x
-        // slower, than in 2 MiB pages: a file just downloaded or copied is read again once, and
-        // the progress covers that read too.
+        // slower, than in 2 MiB pages: a file cached in small folios (read in scattered pieces,
+        // or partly paged out and faulted back in) is read again once, and the progress covers
+        // that read too.
         let mapped = file.mapped();
         // A copy reads the file once anyway, into pages of its own. It is not made where the
         // file is over half the available memory: the kernel can evict mapped pages when

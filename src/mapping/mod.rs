@@ -35,8 +35,9 @@ const PREFAULT_CHUNK: usize = 8 << 20;
 const PAGE: usize = 4096;
 /// The size of the pages a large folio of the page cache can be mapped with.
 const HUGE_PAGE: usize = 2 << 20;
-/// Bytes mapped in to tell how the page cache holds the file (see `mapped_in_small_pages`).
-const PAGE_SIZE_PROBE: usize = 32 << 20;
+/// 2 MiB pages mapped in, spread over the weights, to tell how the page cache holds the file
+/// (see `mapped_in_small_pages`).
+const PROBE_PAGES: usize = 16;
 
 impl MappedFile {
     pub fn open(path: &Path) -> Result<Self> {
@@ -152,29 +153,37 @@ impl MappedFile {
     }
 
     /// Whether the file's cached pages in `offset..offset+len` are mapped 4 KiB at a time where
-    /// 2 MiB pages were possible, judged by mapping in up to 32 MiB of it: the state of a file
-    /// just written or read in scattered pieces (see `page_cache`). False where it cannot be
-    /// told (not Linux, a mapping not 2 MiB-aligned, a range shorter than the probe).
+    /// 2 MiB pages were possible, judged by mapping in `PROBE_PAGES` 2 MiB pages spread over it:
+    /// the state of a file just written or read in scattered pieces (see `page_cache`), or of one
+    /// partly paged out and faulted in again. False where it cannot be told (not Linux, a
+    /// mapping not 2 MiB-aligned, a range shorter than 32 probe pages).
     pub fn mapped_in_small_pages(&self, offset: u64, len: u64) -> bool {
         #[cfg(target_os = "linux")]
         if let Some(map) = &self.map {
             let base = map.as_ptr() as usize;
-            // The probe: whole 2 MiB pages from the middle of the range. The file's first
-            // megabytes are cached in small folios whatever the rest is in (read by the header
-            // parser, or while readahead's window was still growing).
+            // The file's first megabytes are cached in small folios whatever the rest is in
+            // (read by the header parser, or while readahead's window was still growing), and
+            // its last ones may be (readahead ends at the end of the file): probed between.
             let (start, end) = (offset as usize, (offset + len) as usize);
-            let first = (start + (end - start) / 2).saturating_sub(PAGE_SIZE_PROBE / 2).next_multiple_of(HUGE_PAGE);
-            if !base.is_multiple_of(HUGE_PAGE) || first < start || first + PAGE_SIZE_PROBE > end {
+            let first = (start + 4 * HUGE_PAGE).next_multiple_of(HUGE_PAGE);
+            let last = end.saturating_sub(3 * HUGE_PAGE) / HUGE_PAGE * HUGE_PAGE;
+            if !base.is_multiple_of(HUGE_PAGE) || last < first + 2 * PROBE_PAGES * HUGE_PAGE {
                 return false;
             }
+            let pages: Vec<usize> = (0..PROBE_PAGES)
+                .map(|i| first + (i * (last - first) / (PROBE_PAGES - 1)) / HUGE_PAGE * HUGE_PAGE)
+                .collect();
             let before = page_cache::pmd_mapped_bytes(base).unwrap_or(0);
             // Touched page by page: an ordinary fault maps a large folio with one 2 MiB entry,
             // where MADV_POPULATE_READ (measured on Linux 6.18) maps it 4 KiB at a time.
-            self.touch(first as u64, PAGE_SIZE_PROBE as u64);
+            pages.iter().for_each(|&page| self.touch(page as u64, HUGE_PAGE as u64));
             let Some(after) = page_cache::pmd_mapped_bytes(base) else { return false };
-            self.release(first as u64, PAGE_SIZE_PROBE as u64);
-            // Large folios map most of the probe in 2 MiB pages; small ones none of it.
-            return after.saturating_sub(before) < PAGE_SIZE_PROBE as u64 / 4;
+            pages.iter().for_each(|&page| self.release(page as u64, HUGE_PAGE as u64));
+            // A file read sequentially maps nearly every probe page in one entry. (A host that
+            // pages out what was not read for a minute, as DAMON's reclaim does, had left
+            // Qwen2.5-0.5B 41% mapped so, decoding 13% slower: one probe in the middle of the
+            // file had found it whole.)
+            return after.saturating_sub(before) < (PROBE_PAGES * HUGE_PAGE * 3 / 4) as u64;
         }
         let _ = (offset, len);
         false
@@ -190,10 +199,10 @@ impl MappedFile {
         true
     }
 
-    /// Drops the file's pages from the page cache and reads it again sequentially, which puts
-    /// it in large folios where the filesystem has them (see `page_cache`). Calls
-    /// `progress(done_bytes)` as it reads; `cancel` stops it with `Error::Aborted`. Pages other
-    /// processes have mapped stay as they are.
+    /// Drops the file's pages from the page cache and reads it again, which puts it in large
+    /// folios where the filesystem has them (see `page_cache`). Calls `progress(done_bytes)` as
+    /// it reads; `cancel` stops it with `Error::Aborted`. Pages other processes have mapped stay
+    /// as they are.
     pub fn reread_into_page_cache(&self, cancel: &AtomicBool, mut progress: impl FnMut(u64)) -> Result<()> {
         self.release(0, self.len());
         // Advice only: where the filesystem refuses it, reading again would change nothing, and
@@ -201,6 +210,21 @@ impl MappedFile {
         #[cfg(target_os = "linux")]
         if page_cache::drop_cached(&self.file).is_err() {
             return Ok(());
+        }
+        // Faults in a mapping advised MADV_HUGEPAGE read the file in 2 MiB folios from its first
+        // byte; `read` grows its folios over the first 40 MiB (SmolLM2's weights: 55% then
+        // mapped in 2 MiB pages instead of all, decoding 3-6% slower). The advice stays: later
+        // faults on pages the kernel dropped read them back the same way.
+        #[cfg(target_os = "linux")]
+        if let Some(map) = &self.map {
+            if map.advise(memmap2::Advice::HugePage).is_ok() {
+                let read = in_chunks(self.len(), cancel, &mut progress, |done, step| {
+                    self.touch(done, step);
+                    Ok(())
+                });
+                self.release(0, self.len());
+                return read;
+            }
         }
         let mut buffer = vec![0u8; PREFAULT_CHUNK.min(self.len() as usize)];
         in_chunks(self.len(), cancel, &mut progress, |done, step| self.read_at(done, &mut buffer[..step as usize]))
@@ -343,6 +367,56 @@ mod os {
 #[cfg(test)]
 mod tests {
     use super::MappedFile;
+
+    /// The page cache states `mapped_in_small_pages` tells apart, on this host's kernel and temp
+    /// directory's filesystem (they need large folios and 2 MiB file mappings, hence ignored):
+    /// the file read in 4 KiB pieces in scattered order (small folios), the same read again by
+    /// `reread_into_page_cache` (2 MiB folios), and then every other 8 MiB dropped and faulted
+    /// back in (half small). `cargo test --release page_cache_states -- --ignored`.
+    #[test]
+    #[ignore]
+    #[cfg(target_os = "linux")]
+    fn page_cache_states_are_told_apart_and_a_reread_maps_2_mib_pages() {
+        use std::os::unix::io::AsRawFd;
+        let path = crate::testutil::TempPath::new("page-cache");
+        let len = 96u64 << 20;
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let mut written = std::fs::File::create(path.path()).expect("create the file");
+        std::io::Write::write_all(&mut written, &bytes).expect("write the file");
+        // Written back, or dropping its pages would leave the dirty ones.
+        written.sync_all().expect("sync the file");
+        drop((written, bytes));
+        let file = MappedFile::open(path.path()).expect("open the file");
+        let drop_range = |at: u64, n: u64| {
+            // SAFETY: posix_fadvise only reads its integer arguments; the file is open.
+            let rc =
+                unsafe { libc::posix_fadvise(file.file.as_raw_fd(), at as i64, n as i64, libc::POSIX_FADV_DONTNEED) };
+            assert_eq!(rc, 0, "fadvise");
+        };
+        drop_range(0, len);
+        let pages = len / 4096;
+        let mut page = [0u8; 4096];
+        // Every page once, in the order of a full-period LCG (odd increment, multiplier 1 mod 4).
+        let mut at = 0u64;
+        for _ in 0..pages {
+            at = (at * 1_103_515_245 + 12_345) % pages;
+            file.read_at(at * 4096, &mut page).expect("read a page");
+        }
+        assert!(file.mapped_in_small_pages(0, len), "read in scattered 4 KiB pieces");
+        let never = std::sync::atomic::AtomicBool::new(false);
+        file.reread_into_page_cache(&never, |_| {}).expect("reread");
+        assert!(!file.mapped_in_small_pages(0, len), "read again");
+        // Faulted back through another mapping: this one's MADV_HUGEPAGE would read 2 MiB
+        // folios (as another process would not).
+        let other = MappedFile::open(path.path()).expect("open the file again");
+        let chunk = 8u64 << 20;
+        for at in (0..len).step_by(2 * chunk as usize) {
+            drop_range(at, chunk);
+            other.touch(at, chunk);
+        }
+        other.release(0, len);
+        assert!(file.mapped_in_small_pages(0, len), "half dropped and faulted back");
+    }
 
     /// How fast one thread can bring a file's pages in and give them back, the two ways the
     /// pager loads a unit: populate + release of the mapped range (no copy), and positioned
