@@ -13,8 +13,8 @@
 //! Look-ahead: once a caller has a token, the scheduler computes that generation's next step
 //! without waiting to be asked (at most one step ahead, so a caller that stops asking holds
 //! back the generation after one token). The caller's next request is then answered at once:
-//! the time a token takes to reach JS and the next request to come back (a third of a
-//! millisecond) overlaps the pass instead of adding to it. Closing the generation before it
+//! the time a token takes to reach JS and the next request to come back (0.1-0.35 ms on the
+//! hosts measured) overlaps the pass instead of adding to it. Closing the generation before it
 //! takes that step takes its token back from the sequence, and stops a pass computing only
 //! look-aheads within a layer.
 
