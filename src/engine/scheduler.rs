@@ -196,7 +196,7 @@ fn receive(job: StepJob, active: &mut Vec<Job>, waiting: &mut VecDeque<Job>) {
             let look_ahead = matches!(answer, Ok(Step::Token { .. }))
                 && slot.as_ref().is_some_and(|g| g.may_look_ahead(&lock(g.sequence())));
             // As in `step`: a caller that sees the end sees the sequence freed.
-            let finished = if matches!(answer, Err(_) | Ok(Step::End { .. })) { slot.take() } else { None };
+            let finished = if ends_generation(&answer) { slot.take() } else { None };
             drop(slot);
             drop(finished);
             reply(answer);
@@ -252,6 +252,12 @@ fn admit(model: &Arc<Model>, waiting: &mut VecDeque<Job>, active: &mut Vec<Job>)
         }
     }
     *waiting = still;
+}
+
+/// Whether an answer is the generation's last: an end or an error. The generation is then
+/// dropped before the caller sees the answer, so that its sequence is free by then.
+fn ends_generation(answer: &Result<Step>) -> bool {
+    matches!(answer, Err(_) | Ok(Step::End { .. }))
 }
 
 /// What a pass did for one job.
@@ -385,7 +391,7 @@ fn step(
                 Outcome::Parked
             }
             Some(answer) => {
-                if matches!(answer, Err(_) | Ok(Step::End { .. })) {
+                if ends_generation(&answer) {
                     finished.push(g.take());
                 }
                 Outcome::Answer(answer, look_ahead[i])
