@@ -1,12 +1,15 @@
 //! How the kernel holds the model file in its page cache, and a way to change it (Linux).
 //!
 //! A file read sequentially (or by a first mapping, through readahead) sits in the page cache
-//! in large folios, which a 2 MiB-aligned mapping maps with one page-table entry per 2 MiB. A
-//! file written just before (downloaded, copied) or read in small scattered pieces sits in
-//! 4 KiB folios, mapped page by page: the weights then stream through the TLB more slowly
-//! (Qwen2.5-1.5B, one thread, bench medians: 11.8 against 16.4 tok/s) and the pager maps a
-//! layer 4 KiB at a time. Dropping the file's clean pages and reading it again sequentially
-//! puts it in large folios, once, for every later load.
+//! in large folios, which a 2 MiB-aligned mapping maps with one page-table entry per 2 MiB
+//! (all but its first 40 MiB, where readahead's folios are still growing). A file read in
+//! small scattered pieces, partly paged out and faulted back in, or, depending on the writer
+//! and the kernel, written just before (downloaded, copied; a plain `write` on Linux 6.18 and
+//! ext4 leaves large folios) sits in 4 KiB folios, mapped page by page: the weights then stream
+//! through the TLB more slowly (Qwen2.5-1.5B, one thread, bench medians: 11.8 against 16.4
+//! tok/s) and the pager maps a layer 4 KiB at a time. Dropping the file's clean pages and
+//! faulting it in again through a mapping advised `MADV_HUGEPAGE` puts all of it in large
+//! folios, once, for every later load (`MappedFile::reread_into_page_cache`).
 
 use std::fs::File;
 use std::io;
