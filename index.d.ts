@@ -177,7 +177,7 @@ export interface NativeSessionOptions {
 
 export interface NativeStats {
   paged: boolean
-  /** Resident weights are a copy in the process's memory (`useMmap: false`). */
+  /** Resident weights are a copy in the process's memory (see `useMmap`). */
   copied: boolean
   budgetBytes: number
   residentBytes: number

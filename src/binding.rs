@@ -179,7 +179,7 @@ fn load_options(options: Option<NativeLoadOptions>) -> EngineResult<LoadOptions>
                     return Err(EngineError::invalid_option("pageCache", format!("'{other}' is not 'auto' or 'keep'")))
                 }
             },
-            copy_weights: o.use_mmap == Some(false),
+            copy_weights: o.use_mmap.map(|mapped| !mapped),
             paging_method: match o.paging_method.as_deref() {
                 None => None,
                 Some("read") => Some(LoadMethod::Read),
@@ -302,7 +302,7 @@ impl Task for InspectTask {
 #[napi(object)]
 pub struct NativeStats {
     pub paged: bool,
-    /// Resident weights are a copy in the process's memory (`useMmap: false`).
+    /// Resident weights are a copy in the process's memory (see `useMmap`).
     pub copied: bool,
     pub budget_bytes: f64,
     pub resident_bytes: f64,

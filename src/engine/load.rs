@@ -41,11 +41,12 @@ pub struct LoadOptions {
     pub kv_type: KvType,
     /// Leave the file's page cache as it is, even when it holds the file in 4 KiB pages (see
     /// `MappedFile::mapped_in_small_pages`); by default the file is then read again once. Only
-    /// where weights are read from the mapping (without `copy_weights`, or paged).
+    /// where weights are read from the mapping (not copied, or paged).
     pub keep_page_cache: bool,
     /// Copy resident weights into the process's memory (`ResidentWeights::copied`) instead of
-    /// serving them from the mapped file; paged weights always come from the file.
-    pub copy_weights: bool,
+    /// serving them from the mapped file; paged weights always come from the file. None: copy
+    /// where that decodes faster (`TensorTable::copy_speeds_decode`).
+    pub copy_weights: Option<bool>,
 }
 
 /// When weights are paged.
@@ -135,7 +136,7 @@ impl Model {
         // file is over half the available memory: the kernel can evict mapped pages when
         // memory runs short, but not a copy.
         let fits_memory = mapped.fits_half_available_memory();
-        let copy = !paged && opts.copy_weights && fits_memory;
+        let copy = !paged && fits_memory && opts.copy_weights.unwrap_or_else(|| table.copy_speeds_decode());
         let reread = !copy && !opts.keep_page_cache && fits_memory && mapped.mapped_in_small_pages(start, len);
         let reread_bytes = if reread { file.file_len() } else { 0 };
         if reread {

@@ -61,7 +61,7 @@ fn copied_weights_give_the_mapped_weights_logits_bit_for_bit() {
     let mut reported = (0, 0);
     let copied = Model::load(
         file.path(),
-        &LoadOptions { threads: Some(2), copy_weights: true, ..LoadOptions::default() },
+        &LoadOptions { threads: Some(2), copy_weights: Some(true), ..LoadOptions::default() },
         &AtomicBool::new(false),
         &mut |done, total| reported = (done, total),
     )
@@ -73,7 +73,7 @@ fn copied_weights_give_the_mapped_weights_logits_bit_for_bit() {
     assert_eq!(WeightStats { copied: false, ..copied.weight_stats() }, mapped.weight_stats());
     let cancelled = Model::load(
         file.path(),
-        &LoadOptions { copy_weights: true, ..LoadOptions::default() },
+        &LoadOptions { copy_weights: Some(true), ..LoadOptions::default() },
         &AtomicBool::new(true),
         &mut |_, _| {},
     );
@@ -662,7 +662,12 @@ fn batch_probe() {
     let threads = std::env::var("PROBE_THREADS").map_or(2, |v| v.parse().unwrap());
     let positions: usize = std::env::var("PROBE_POSITIONS").map_or(64, |v| v.parse().unwrap());
     let context = (positions + 1).next_power_of_two().max(512);
-    let opts = LoadOptions { context_size: Some(context), threads: Some(threads), ..LoadOptions::default() };
+    let opts = LoadOptions {
+        context_size: Some(context),
+        threads: Some(threads),
+        copy_weights: std::env::var("PROBE_COPY").ok().map(|v| v == "1"),
+        ..LoadOptions::default()
+    };
     let model = Model::load(Path::new(&path), &opts, &AtomicBool::new(false), &mut |_, _| {}).unwrap();
     let never = AtomicBool::new(false);
     let mut buffers = ForwardBuffers::default();

@@ -1,13 +1,28 @@
-//! Weight layouts the SIMD kernels read faster than the file's (`WeightLayout::Interleaved8`):
-//! the blocks of eight rows interleaved, so that a kernel taking eight rows at once reads one
-//! sequential stream, finds the rows' scales side by side and their quants already transposed.
-//! Rearranging is a permutation of the bytes of each group of eight rows: the bytes and the
-//! arithmetic are those of the file's layout, so results are bit-identical.
+//! Weight layouts the SIMD kernels read faster than the file's (`WeightLayout::Interleaved8`),
+//! where the scales of eight blocks lie side by side and their quants come already transposed
+//! (lane `l` of a vector: block `l`'s), as the kernels would otherwise rearrange them:
+//! - Q4_K: the blocks of eight rows interleaved, for a kernel taking eight rows at once, which
+//!   then reads one sequential stream;
+//! - Q4_0, Q4_1, Q5_0 and Q5_1: each row's whole groups of eight blocks on their own (rows stay
+//!   whole and in order; a row's last `nb % 8` blocks stay as they are), so that one row's
+//!   product finishes eight blocks in the lanes of one accumulator instead of summing each
+//!   block's lanes.
+//!
+//! Rearranging is a permutation of the bytes of each group: the bytes and the arithmetic are
+//! those of the file's layout, so results are bit-identical.
 //!
 //! Q4_K, per block index `i` of a group (8 x 144 = 1152 bytes, the rows' block `i` each):
 //! - bytes `16 r..16 r + 16`: row `r`'s `d`, `dmin` and 12 bytes of packed scales and mins;
 //! - bytes `128 + 256 c + 32 j + 4 r..+ 4`: row `r`'s quant bytes `32 c + 4 j..+ 4` (`c` in 0..4,
 //!   `j` in 0..8), which is what the file layout's kernel gets by transposing eight 32-byte loads.
+//!
+//! The 32-value formats, per group of eight blocks of a row (8 x 18, 20, 22 or 24 bytes):
+//! - bytes `2 l..2 l + 2`: block `l`'s `d`; for Q4_1 and Q5_1 then bytes `16 + 2 l..`: its `m`;
+//! - for Q5_0 and Q5_1 then eight 32-bit words of fifth bits, word `j` with block `l`'s bits
+//!   `4 j..4 j + 4` at bits `4 l..4 l + 4` (the bytes of quant vector `j` below);
+//! - then 128 bytes, `32 c + 4 l..+ 4`: block `l`'s quant bytes `4 c..4 c + 4` (`c` in 0..4),
+//!   whose low nibbles are its quants `4 c..` (vector `j = c`) and high nibbles its quants
+//!   `16 + 4 c..` (vector `j = 4 + c`).
 
 use crate::tensor::GgmlType;
 
@@ -20,8 +35,14 @@ const Q4_K_HEAD: usize = 16;
 
 /// Whether `ty` has an interleaved layout.
 pub fn has_layout(ty: GgmlType) -> bool {
-    ty == GgmlType::Q4_K
+    use GgmlType::*;
+    matches!(ty, Q4_K | Q4_0 | Q4_1 | Q5_0 | Q5_1)
 }
+
+/// Blocks per group of a row in the Q4_0 and Q4_1 layout.
+const GROUP_BLOCKS: usize = 8;
+/// Quant bytes (low nibbles) of a 32-value block, which end it.
+const NIBBLE_BYTES: usize = 16;
 
 /// Where byte `k` of row `r`'s block lands among the interleaved bytes of that block index.
 fn q4_k_position(r: usize, k: usize) -> usize {
@@ -44,6 +65,18 @@ pub fn interleave_rows8(ty: GgmlType, cols: usize, rows: &mut [u8], scratch: &mu
     let group_bytes = GROUP_ROWS * row_bytes;
     assert!(group_bytes > 0 && rows.len().is_multiple_of(group_bytes), "quant: not whole groups of eight rows");
     let nb = cols / ty.block_len() as usize;
+    if ty != GgmlType::Q4_K {
+        let block_bytes = ty.block_bytes() as usize;
+        for row in rows.chunks_exact_mut(row_bytes) {
+            let whole = nb - nb % GROUP_BLOCKS;
+            for group in row[..whole * block_bytes].chunks_exact_mut(GROUP_BLOCKS * block_bytes) {
+                scratch.clear();
+                scratch.extend_from_slice(group);
+                interleave_blocks8(ty, scratch, group);
+            }
+        }
+        return;
+    }
     for group in rows.chunks_exact_mut(group_bytes) {
         scratch.clear();
         scratch.extend_from_slice(group);
@@ -57,6 +90,41 @@ pub fn interleave_rows8(ty: GgmlType, cols: usize, rows: &mut [u8], scratch: &mu
                     out[at..at + 4].copy_from_slice(&block[k..k + 4]);
                 }
             }
+        }
+    }
+}
+
+/// One group of eight 32-value blocks (`ty`'s) from `blocks` into `out` in the layout of the
+/// module docs.
+fn interleave_blocks8(ty: GgmlType, blocks: &[u8], out: &mut [u8]) {
+    use GgmlType::*;
+    let block_bytes = ty.block_bytes() as usize;
+    // The f16 fields that start a block: `d`, and Q4_1's and Q5_1's `m`.
+    let fields = if matches!(ty, Q4_1 | Q5_1) { 2 } else { 1 };
+    let five_bit = matches!(ty, Q5_0 | Q5_1);
+    let quants_at = 2 * GROUP_BLOCKS * fields + if five_bit { 32 } else { 0 };
+    let mut words = [0u32; GROUP_BLOCKS];
+    for (l, block) in blocks.chunks_exact(block_bytes).enumerate() {
+        for f in 0..fields {
+            let at = 2 * GROUP_BLOCKS * f + 2 * l;
+            out[at..at + 2].copy_from_slice(&block[2 * f..2 * f + 2]);
+        }
+        if five_bit {
+            let qh = u32::from_le_bytes(block[2 * fields..2 * fields + 4].try_into().expect("4 bytes"));
+            for (j, word) in words.iter_mut().enumerate() {
+                *word |= (qh >> (4 * j) & 0xF) << (4 * l);
+            }
+        }
+        let quants = &block[block_bytes - NIBBLE_BYTES..];
+        for c in 0..NIBBLE_BYTES / 4 {
+            let at = quants_at + 32 * c + 4 * l;
+            out[at..at + 4].copy_from_slice(&quants[4 * c..4 * c + 4]);
+        }
+    }
+    if five_bit {
+        let at = 2 * GROUP_BLOCKS * fields;
+        for (j, word) in words.iter().enumerate() {
+            out[at + 4 * j..at + 4 * j + 4].copy_from_slice(&word.to_le_bytes());
         }
     }
 }

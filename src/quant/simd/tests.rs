@@ -260,35 +260,42 @@ fn activation_rows(isa: Isa, dot_ty: GgmlType, xs: &[Vec<f32>]) -> Vec<u8> {
 }
 
 /// Weights interleaved for the kernels (`interleave_rows8`) give every (row, token) exactly
-/// what the file's layout gives, for every instruction set with such a kernel, any token count
-/// (decode's one included) and rows of fewer and more blocks than a group has rows.
+/// what the file's layout gives, for every type and instruction set with such a kernel, any
+/// token count (decode's one included) and rows of fewer and more blocks than a group has
+/// (whole groups and a last partial one).
 #[test]
 fn interleaved_weights_give_the_file_layouts_products_bit_for_bit() {
     let mut rng = Rng(7);
-    let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|isa| isa.interleaved_kernel(Q4_K).is_some()).collect();
-    if cfg!(target_arch = "x86_64") && Isa::Avx2.available() {
-        assert!(!isas.is_empty(), "an x86 set with AVX2 has an interleaved Q4_K kernel");
-    }
-    for (cols, rows) in [(256, 8), (3 * 256, 16), (9 * 256, 24)] {
-        let weights = random_blocks(Q4_K, rows * cols / 256, 1.0, &mut rng).0;
-        let mut interleaved = weights.clone();
-        interleave_rows8(Q4_K, cols, &mut interleaved, &mut Vec::new());
-        assert_ne!(interleaved, weights);
-        for n_tokens in 1..=25 {
-            let xs: Vec<Vec<f32>> = (0..n_tokens).map(|_| rng.vec(cols, 2.0)).collect();
-            for &isa in &isas {
-                let acts = activation_rows(isa, Q8_K, &xs);
-                let mut expected = vec![f32::NAN; rows * n_tokens];
-                dot_rows_batch_with(isa, Q4_K, cols, &weights, &acts, n_tokens, &mut expected);
-                let mut got = vec![f32::NAN; rows * n_tokens];
-                dot_rows_batch_interleaved_with(isa, Q4_K, cols, &interleaved, &acts, n_tokens, &mut got);
-                for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
-                    let (r, t) = (i / n_tokens, i % n_tokens);
-                    assert_eq!(
-                        g.to_bits(),
-                        e.to_bits(),
-                        "{isa:?} {cols} columns, {n_tokens} tokens: row {r} token {t}"
-                    );
+    for ty in [Q4_K, Q4_0, Q4_1, Q5_0, Q5_1] {
+        let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|isa| isa.interleaved_kernel(ty).is_some()).collect();
+        if cfg!(target_arch = "x86_64") && Isa::Avx2.available() {
+            assert!(!isas.is_empty(), "an x86 set with AVX2 has an interleaved {ty} kernel");
+        }
+        let block_len = ty.block_len() as usize;
+        let shapes = if ty == Q4_K { [(1, 8), (3, 16), (9, 24)] } else { [(5, 8), (8, 16), (29, 24)] };
+        for (nb, rows) in shapes {
+            let cols = nb * block_len;
+            let weights = random_blocks(ty, rows * nb, 1.0, &mut rng).0;
+            let mut interleaved = weights.clone();
+            interleave_rows8(ty, cols, &mut interleaved, &mut Vec::new());
+            // Q4_K interleaves rows; the 32-value formats leave a row of fewer blocks than a group.
+            assert_eq!(interleaved != weights, ty == Q4_K || nb >= 8, "{ty}: {nb} blocks per row rearranged or not");
+            for n_tokens in 1..=25 {
+                let xs: Vec<Vec<f32>> = (0..n_tokens).map(|_| rng.vec(cols, 2.0)).collect();
+                for &isa in &isas {
+                    let acts = activation_rows(isa, vec_dot_type(ty), &xs);
+                    let mut expected = vec![f32::NAN; rows * n_tokens];
+                    dot_rows_batch_with(isa, ty, cols, &weights, &acts, n_tokens, &mut expected);
+                    let mut got = vec![f32::NAN; rows * n_tokens];
+                    dot_rows_batch_interleaved_with(isa, ty, cols, &interleaved, &acts, n_tokens, &mut got);
+                    for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
+                        let (r, t) = (i / n_tokens, i % n_tokens);
+                        assert_eq!(
+                            g.to_bits(),
+                            e.to_bits(),
+                            "{isa:?} {ty} {cols} columns, {n_tokens} tokens: row {r} token {t}"
+                        );
+                    }
                 }
             }
         }

@@ -130,6 +130,10 @@ macro_rules! kernel_entries {
             $one_by_one(nb, weights, act, out, 1);
         }
 
+        kernel_entries!($features; $batch, tile $tile, $one_by_one, $block_len, $w_bytes, $a_bytes, $a_ty);
+    };
+    // The batch entry alone (weights in an interleaved layout, which decode reaches through it).
+    ($features:literal; $batch:ident, tile $tile:ident, $one_by_one:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_ty:expr) => {
         #[target_feature(enable = $features)]
         fn $batch(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
             /// Tokens `t..t + P` against every row: tiles of ROWS_PER_TILE rows, then single rows.
@@ -267,6 +271,24 @@ macro_rules! with_count {
 /// function: called per row, the tile's prologue, constants and epilogue were a fifth of a
 /// narrow row's instructions (576 columns: 18 blocks).
 macro_rules! unsigned_format {
+    // 32-value weights (not Q8_0) in the interleaved layout ([`unsigned_interleaved`]).
+    ($features:literal; interleaved $tile:ident, $one_by_one:ident, $wb:expr, $ab:expr, $offset:expr, |$w:ident| $quants:expr) => {
+        #[target_feature(enable = $features)]
+        fn $tile<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
+            unsigned_interleaved::<{ $wb }, { $ab }, R, N, { $offset }>(nb, w, a, |$w: &[u8; $wb]| $quants)
+        }
+
+        /// Row `r`'s result goes to `out[r * stride]` (a batch's leftover token: its column).
+        #[target_feature(enable = $features)]
+        fn $one_by_one(nb: usize, weights: &[u8], act: &[u8], out: &mut [f32], stride: usize) {
+            let mut pending = None;
+            for (o, w) in out.iter_mut().step_by(stride).zip(weights.chunks_exact(nb * $wb)) {
+                let acc = one_row_interleaved::<{ $wb }, { $ab }, { $offset }>(nb, w, act, &|$w: &[u8; $wb]| $quants);
+                sum_later(&mut pending, Some((o, acc)));
+            }
+            sum_later(&mut pending, None);
+        }
+    };
     ($features:literal; $tile:ident, $one_by_one:ident, $wb:expr, $ab:expr, $offset:expr, $q8:literal, |$w:ident| $quants:expr) => {
         #[target_feature(enable = $features)]
         fn $tile<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
@@ -1096,8 +1118,20 @@ macro_rules! x86_kernels {
             /// This instruction set's kernel for weight type `ty` in the interleaved layout
             /// (`quant::interleave_rows8`), if it has one.
             fn interleaved_kernel(ty: GgmlType) -> Option<BatchKernel> {
-                (ty == GgmlType::Q4_K).then_some(dot_batch_q4_k_interleaved as BatchKernel)
+                match ty {
+                    GgmlType::Q4_K => Some(dot_batch_q4_k_interleaved as BatchKernel),
+                    GgmlType::Q4_0 => Some(dot_batch_q4_0_interleaved as BatchKernel),
+                    GgmlType::Q4_1 => Some(dot_batch_q4_1_interleaved as BatchKernel),
+                    GgmlType::Q5_0 => Some(dot_batch_q5_0_interleaved as BatchKernel),
+                    GgmlType::Q5_1 => Some(dot_batch_q5_1_interleaved as BatchKernel),
+                    _ => None,
+                }
             }
+
+            kernel_entries!($features; dot_batch_q4_0_interleaved, tile q4_0_interleaved, q4_0_interleaved_rows, 32, sizes::Q4_0, sizes::Q8_0, GgmlType::Q8_0);
+            kernel_entries!($features; dot_batch_q4_1_interleaved, tile q4_1_interleaved, q4_1_interleaved_rows, 32, sizes::Q4_1, sizes::Q8_1, GgmlType::Q8_1);
+            kernel_entries!($features; dot_batch_q5_0_interleaved, tile q5_0_interleaved, q5_0_interleaved_rows, 32, sizes::Q5_0, sizes::Q8_0, GgmlType::Q8_0);
+            kernel_entries!($features; dot_batch_q5_1_interleaved, tile q5_1_interleaved, q5_1_interleaved_rows, 32, sizes::Q5_1, sizes::Q8_1, GgmlType::Q8_1);
 
             kernel_entries!($features; dot_rows_q6_k, dot_batch_q6_k, q6_k, 256, sizes::Q6_K, sizes::Q8_K, GgmlType::Q8_K);
 
@@ -1450,7 +1484,31 @@ macro_rules! x86_kernels {
                     std::array::from_fn(|k| if k < COUNT { quants(&w[k]) } else { _mm256_setzero_si256() })
                 });
                 let scales: [[__m256; 2]; R] = std::array::from_fn(|r| weight_scales::<WB, AB, COUNT, false>(w[r], i));
-                let q = q.map(|q| transpose8(q));
+                tile_group::<WB, AB, R, N, COUNT, OFFSET, Q8>(nb, a, i, &q.map(|q| transpose8(q)), &scales, acc);
+            }
+
+            /// The products of R weight rows' blocks `i..i + COUNT`, whose quants `q[r]` come
+            /// transposed ([`transpose8`]) and scales as [`weight_scales`] gives them, with N
+            /// activation rows' interleaved quants, added to `acc`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            fn tile_group<
+                const WB: usize,
+                const AB: usize,
+                const R: usize,
+                const N: usize,
+                const COUNT: usize,
+                const OFFSET: i32,
+                const Q8: bool,
+            >(
+                nb: usize,
+                a: [&[u8]; N],
+                i: usize,
+                q: &[[__m256i; 8]; R],
+                scales: &[[__m256; 2]; R],
+                acc: &mut [[__m256; N]; R],
+            ) {
                 let at = crate::quant::simd_interleaved_at(act_type::<AB>(), nb) + 32 * i;
                 for t in 0..N {
                     let group: &[u8; 256] = a[t][at..at + 256].try_into().expect("an interleaved group");
@@ -1532,6 +1590,126 @@ macro_rules! x86_kernels {
                 finish_lanes::<AB, COUNT, OFFSET>(weight_scales::<WB, AB, COUNT, true>(w, 0), d_a, second, dots, acc);
             }
 
+            /// [`unsigned_blocks`] for 32-value weights (not Q8_0) in the interleaved layout
+            /// (`quant::interleave_rows8`): a whole group's quants come transposed, with no
+            /// [`transpose8`], and its scales side by side; a row's last `nb % 8` blocks, in the
+            /// file's layout, go as there. Bit-identical to the file layout's products: the same
+            /// integer sums, finished alike.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn unsigned_interleaved<const WB: usize, const AB: usize, const R: usize, const N: usize, const OFFSET: i32>(
+                nb: usize,
+                w: [&[u8]; R],
+                a: [&[u8]; N],
+                quants: impl Fn(&[u8; WB]) -> __m256i,
+            ) -> [[f32; N]; R] {
+                let whole = nb - nb % 8;
+                if R == 1 && N == 1 {
+                    let sum = hsum(one_row_interleaved::<WB, AB, OFFSET>(nb, w[0], a[0], &quants));
+                    return [[sum; N]; R];
+                }
+                let mut acc = [[_mm256_setzero_ps(); N]; R];
+                for i in (0..whole).step_by(8) {
+                    let groups: [&[u8]; R] = std::array::from_fn(|r| &w[r][i * WB..(i + 8) * WB]);
+                    if N <= super::SEQUENCES_PREFETCHED {
+                        groups.iter().for_each(|g| prefetch_ahead(g.as_ptr(), 8 * WB));
+                    }
+                    let q = groups.map(|g| interleaved_quants::<WB>(g));
+                    let scales = groups.map(|g| interleaved_scales::<AB>(g));
+                    tile_group::<WB, AB, R, N, 8, OFFSET, false>(nb, a, i, &q, &scales, &mut acc);
+                }
+                with_count!(nb - whole, C => unsigned_group::<WB, AB, R, N, C, OFFSET, false>(nb, w, a, whole, &quants, &mut acc));
+                acc.map(|row| row.map(|v| hsum(v)))
+            }
+
+            /// [`one_row`] for 32-value weights (not Q8_0) in the interleaved layout: each whole group's
+            /// eight dot products land in the lanes of one vector with no horizontal sums, against
+            /// the activation row's interleaved quants.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn one_row_interleaved<const WB: usize, const AB: usize, const OFFSET: i32>(
+                nb: usize,
+                w: &[u8],
+                a: &[u8],
+                quants: &impl Fn(&[u8; WB]) -> __m256i,
+            ) -> __m256 {
+                let whole = nb - nb % 8;
+                let d_a = &a[crate::quant::simd_column_at(act_type::<AB>(), nb, 0)..][..4 * nb];
+                let second = &a[crate::quant::simd_column_at(act_type::<AB>(), nb, 1)..][..4 * nb];
+                let interleaved = &a[crate::quant::simd_interleaved_at(act_type::<AB>(), nb)..][..32 * whole];
+                let mut acc = _mm256_setzero_ps();
+                let groups = w[..whole * WB].chunks_exact(8 * WB).zip(interleaved.as_chunks::<256>().0);
+                for ((group, act), (d_a, second)) in groups.zip(d_a.chunks_exact(32).zip(second.chunks_exact(32))) {
+                    prefetch_ahead(group.as_ptr(), 8 * WB);
+                    let dots = if !NARROW_I16 && is_four_bit::<WB>() {
+                        interleaved_dots_high16(group, act)
+                    } else {
+                        let act: [__m256i; 8] = std::array::from_fn(|j| load32(act, 32 * j));
+                        tile_dots::<WB, false>(&interleaved_quants::<WB>(group), &act)
+                    };
+                    finish_lanes::<AB, 8, OFFSET>(interleaved_scales::<AB>(group), d_a, second, dots, &mut acc);
+                }
+                let (w, a) = (&w[whole * WB..nb * WB], &a[whole * AB..nb * AB]);
+                let (d_a, second) = (&d_a[4 * whole..], &second[4 * whole..]);
+                with_count!(nb - whole, C => one_row_group::<WB, AB, C, OFFSET, false>(w, a, d_a, second, quants, &mut acc));
+                acc
+            }
+
+            /// The 128 quant bytes that end an interleaved group.
+            #[inline(always)]
+            fn interleaved_nibbles(group: &[u8]) -> &[u8; 128] {
+                group[group.len() - 128..].try_into().expect("a group's 128 quant bytes")
+            }
+
+            /// An interleaved group's quants as [`transpose8`] leaves a file group's: vector `j`
+            /// holds quants `4 j..4 j + 4` of block `l` in lane `l` (low nibbles for `j < 4`),
+            /// with 5-bit formats' fifth bits from the word of fifth bits made for that vector.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn interleaved_quants<const WB: usize>(group: &[u8]) -> [__m256i; 8] {
+                let nibbles = interleaved_nibbles(group);
+                // The fifth bits' words follow the f16 fields: `d` (16 bytes), Q5_1's `m`.
+                let bits_at = if WB == sizes::Q5_1 { 32 } else { 16 };
+                std::array::from_fn(|j| {
+                    let v = load32(nibbles, 32 * (j % 4));
+                    let v = if j < 4 { v } else { _mm256_srli_epi16::<4>(v) };
+                    if is_five_bit::<WB>() {
+                        let at = bits_at + 4 * j;
+                        quants5(v, u32::from_le_bytes(group[at..at + 4].try_into().expect("4 bytes")))
+                    } else {
+                        _mm256_and_si256(v, _mm256_set1_epi8(0x0F))
+                    }
+                })
+            }
+
+            /// The eight blocks' integer dot products of an interleaved group with the
+            /// activations' interleaved quants `act`, for sets whose [`dot_u8_i8`] sums in 32
+            /// bits: the high nibbles multiply in place (16 times their value, no shift per
+            /// vector) and their sums are divided by 16 once, exactly, as in
+            /// [`lane_sums_high16`].
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn interleaved_dots_high16(group: &[u8], act: &[u8; 256]) -> __m256i {
+                let nibbles = interleaved_nibbles(group);
+                let (low4, high4) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0xF0u8 as i8));
+                let (mut low, mut high) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                for c in 0..4 {
+                    let v = load32(nibbles, 32 * c);
+                    low = dot_u8_i8(low, _mm256_and_si256(v, low4), load32(act, 32 * c));
+                    high = dot_u8_i8(high, _mm256_and_si256(v, high4), load32(act, 128 + 32 * c));
+                }
+                _mm256_add_epi32(low, _mm256_srai_epi32::<4>(high))
+            }
+
+            /// An interleaved group's `d` (and against Q8_1 activations `m`) as f32 lanes, as
+            /// [`weight_scales`] gives a file group's.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn interleaved_scales<const AB: usize>(group: &[u8]) -> [__m256; 2] {
+                let f16s = |at: usize| _mm256_cvtph_ps(load16::<16>(group[at..at + 16].try_into().expect("eight f16"), 0));
+                [f16s(0), if AB == sizes::Q8_1 { f16s(16) } else { _mm256_setzero_ps() }]
+            }
+
             /// Per i32 lane, the sum of [`weights_dot`] over eight pairs of vectors `q[j]` and
             /// `a[j]` (a prefill tile's eight transposed blocks against eight interleaved
             /// activation vectors). Narrow quants add in [`narrow_dot`]'s lanes, widened once
@@ -1575,7 +1753,17 @@ macro_rules! x86_kernels {
                 quants5(nibbles32_unmasked(load16(wb, 6)), qh)
             });
             unsigned_format!($features; q4_1, q4_1_rows, sizes::Q4_1, sizes::Q8_1, 0, false, |wb| nibbles32(load16(wb, 4)));
+            unsigned_format!($features; interleaved q4_0_interleaved, q4_0_interleaved_rows, sizes::Q4_0, sizes::Q8_0, 8, |wb| nibbles32(load16(wb, 2)));
+            unsigned_format!($features; interleaved q4_1_interleaved, q4_1_interleaved_rows, sizes::Q4_1, sizes::Q8_1, 0, |wb| nibbles32(load16(wb, 4)));
             unsigned_format!($features; q5_1, q5_1_rows, sizes::Q5_1, sizes::Q8_1, 0, false, |wb| {
+                let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
+                quants5(nibbles32_unmasked(load16(wb, 8)), qh)
+            });
+            unsigned_format!($features; interleaved q5_0_interleaved, q5_0_interleaved_rows, sizes::Q5_0, sizes::Q8_0, 16, |wb| {
+                let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+                quants5(nibbles32_unmasked(load16(wb, 6)), qh)
+            });
+            unsigned_format!($features; interleaved q5_1_interleaved, q5_1_interleaved_rows, sizes::Q5_1, sizes::Q8_1, 0, |wb| {
                 let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
                 quants5(nibbles32_unmasked(load16(wb, 8)), qh)
             });
