@@ -168,4 +168,38 @@ mod tests {
             }
         }
     }
+
+    /// Q5_1 has every part of the 32-value layout: `d`, `m`, fifth bits and nibbles. Each
+    /// whole group's fields land where the module docs say; a row's last blocks stay put.
+    #[test]
+    fn a_q5_1_group_holds_its_blocks_fields_as_documented() {
+        let (nb, rows) = (10, 8);
+        let block_bytes = 24;
+        let original: Vec<u8> = (0..rows * nb * block_bytes).map(|i| (i * 37 % 253) as u8).collect();
+        let mut data = original.clone();
+        interleave_rows8(GgmlType::Q5_1, nb * 32, &mut data, &mut Vec::new());
+        for r in 0..rows {
+            let (row, got) = (&original[r * nb * block_bytes..][..nb * block_bytes], &data[r * nb * block_bytes..]);
+            for l in 0..GROUP_BLOCKS {
+                let block = &row[l * block_bytes..][..block_bytes];
+                assert_eq!(got[2 * l..2 * l + 2], block[0..2], "row {r} block {l}: d");
+                assert_eq!(got[16 + 2 * l..16 + 2 * l + 2], block[2..4], "row {r} block {l}: m");
+                let qh = u32::from_le_bytes(block[4..8].try_into().unwrap());
+                for bit in 0..32 {
+                    let (j, b) = (bit / 4, bit % 4);
+                    let word = u32::from_le_bytes(got[32 + 4 * j..32 + 4 * j + 4].try_into().unwrap());
+                    assert_eq!(word >> (4 * l + b) & 1, qh >> bit & 1, "row {r} block {l}: fifth bit {bit}");
+                }
+                for k in 0..16 {
+                    assert_eq!(
+                        got[64 + 32 * (k / 4) + 4 * l + k % 4],
+                        block[8 + k],
+                        "row {r} block {l}: quant byte {k}"
+                    );
+                }
+            }
+            let tail = GROUP_BLOCKS * block_bytes;
+            assert_eq!(got[tail..nb * block_bytes], row[tail..], "row {r}: the last blocks");
+        }
+    }
 }

@@ -371,7 +371,13 @@ fn kernel_throughput() {
         }
         let row_bytes = cols / ty.block_len() as usize * ty.block_bytes() as usize;
         let mib: usize = std::env::var("KERNEL_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
-        let rows = (mib << 20) / row_bytes;
+        // `KERNEL_LAYOUT=interleaved`: the weights rearranged (`interleave_rows8`), decode through
+        // the interleaved kernels of the sets that have one.
+        let interleaved = std::env::var("KERNEL_LAYOUT").is_ok_and(|v| v == "interleaved");
+        if interleaved && !super::super::interleave::has_layout(ty) {
+            continue;
+        }
+        let rows = (mib << 20) / row_bytes / 8 * 8;
         // Random bytes are valid blocks, except f16 scales that decode to NaN/inf: keep those
         // bytes small. Which bytes are scales does not matter for speed.
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -386,10 +392,16 @@ fn kernel_throughput() {
             state ^= state << 17;
             *b = (state >> 56) as u8 & 0x3F;
         }
+        if interleaved {
+            interleave_rows8(ty, cols, weights, &mut Vec::new());
+        }
         let weights = &*weights;
         let x: Vec<f32> = (0..cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
         let mut out = vec![0.0f32; MATRIX_ROWS];
         for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+            if interleaved && isa.interleaved_kernel(ty).is_none() {
+                continue;
+            }
             let mut act = Vec::new();
             super::super::quantize_activations_with(isa, super::super::vec_dot_type(ty), &x, &mut act);
             let mut best = f64::INFINITY;
@@ -397,7 +409,11 @@ fn kernel_throughput() {
                 let t = Instant::now();
                 for matrix in weights.chunks(MATRIX_ROWS * row_bytes) {
                     let n = matrix.len() / row_bytes;
-                    super::super::dot_rows_with(isa, ty, cols, matrix, &act, &mut out[..n]);
+                    if interleaved {
+                        dot_rows_batch_interleaved_with(isa, ty, cols, matrix, &act, 1, &mut out[..n]);
+                    } else {
+                        super::super::dot_rows_with(isa, ty, cols, matrix, &act, &mut out[..n]);
+                    }
                 }
                 best = best.min(t.elapsed().as_secs_f64());
             }
@@ -409,6 +425,9 @@ fn kernel_throughput() {
                 best / blocks * 1e9,
                 out.iter().map(|&v| v as f64).sum::<f64>()
             );
+            if interleaved {
+                continue;
+            }
             // Batched: KERNEL_TOKENS tokens (default 8: one prefill tile; 2 or 4: a pass of that
             // many sequences decoding together) over the first 1/16 of the rows.
             let n_tokens: usize = std::env::var("KERNEL_TOKENS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
