@@ -152,7 +152,6 @@ impl Model {
             };
             Box::new(PagedWeights::new(file, table, options, cancel, &mut progress)?)
         } else if copy {
-            progress(0, len);
             Box::new(ResidentWeights::copied(file, table, cancel, &mut progress)?)
         } else {
             progress(0, len);
