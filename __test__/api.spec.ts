@@ -77,6 +77,18 @@ test('useMmap: false copies the weights and gives the same logits', async (t) =>
   await copy.dispose()
 })
 
+test('by default a model with Q4_0 matrices is copied on x86, and mapped with useMmap: true, with the same logits', async (t) => {
+  const byDefault = await loadModel(paths['tiny-llama-q4_0.gguf'], { threads: 2 })
+  const mapped = await loadModel(paths['tiny-llama-q4_0.gguf'], { threads: 2, useMmap: true })
+  // The x86 kernels read Q4_0 faster rearranged; elsewhere there is nothing to gain from a copy.
+  t.is(byDefault.stats().copied, process.arch === 'x64')
+  t.false(mapped.stats().copied)
+  const ids = byDefault.tokenize('the weights are the same')
+  t.deepEqual(Array.from(await byDefault.logits(ids, { from: 0 })), Array.from(await mapped.logits(ids, { from: 0 })))
+  await byDefault.dispose()
+  await mapped.dispose()
+})
+
 test('greedy generation is deterministic and agrees with logits()', async (t) => {
   const prompt = model.tokenize('once upon a time')
   const a = await collect(model.generate(prompt, { maxTokens: 12, temperature: 0, ignoreEos: true }))
