@@ -94,10 +94,11 @@ export interface LoadOptions {
    * `true`: a resident model's weights are read straight from the memory-mapped file.
    * `false`: they are copied into the process's own memory at load, as llama.cpp's `use_mmap`
    * false does: in 2 MiB pages whatever state the page cache is in, and with the matrices the x86
-   * kernels have a faster layout for rearranged, with the same results bit for bit. Rearranged
-   * Q4_0, Q4_1, Q5_0 and Q5_1 matrices decode one sequence faster (SmolLM2: about 6% over a plain
-   * copy, 12% over the mapping); rearranged Q4_K matrices multiply several sequences' tokens
-   * (`maxSequences`) about 8% faster. Default: a copy where a matrix other than the token
+   * kernels have a faster layout for rearranged, and the tensors in the order the forward pass
+   * reads them, with the same results bit for bit. Rearranged Q4_0, Q4_1, Q5_0 and Q5_1 matrices
+   * decode one sequence faster (their kernels keep up with memory; SmolLM2 at one thread streams
+   * 6-9% more tokens a second than from the mapping); rearranged Q4_K matrices multiply several
+   * sequences' tokens (`maxSequences`) about 8% faster. Default: a copy where a matrix other than the token
    * embeddings is in one of those 32-value formats, the mapping otherwise. The copy is a read of
    * the whole file during the load (part of `onProgress`), plus the OS providing that much fresh
    * memory; it is not shared with the page cache or other processes, and it is not made (the file
