@@ -319,15 +319,25 @@ impl TensorTable {
         layers.chain([&mut self.head.output]).filter(|t| t.n_dims == 2)
     }
 
+    /// [`Self::matrices_mut`], read-only.
+    fn matrices(&self) -> impl Iterator<Item = &TensorInfo> {
+        let layers = self.layers.iter().flat_map(LayerTensors::all);
+        layers.chain([&self.head.output]).filter(|t| t.n_dims == 2)
+    }
+
+    /// Whether a copy of the weights rearranges matrix `t` for the active kernels
+    /// (`quant::interleave_rows8`): not token_embd (at `embeddings`), whose rows embeddings read
+    /// one at a time, and only whole groups of eight rows.
+    fn rearranged_in_copy(t: &TensorInfo, embeddings: u64) -> bool {
+        t.offset != embeddings && quant::has_interleaved_kernel(t.ty) && t.dims[1].is_multiple_of(8)
+    }
+
     /// Whether a copy of the weights decodes one sequence faster than the mapped file: some
     /// matrix other than token_embd is of a type whose rearranged layout does
     /// (`quant::rearranging_speeds_decode`). What `copy_weights`' default weighs.
     pub fn copy_speeds_decode(&self) -> bool {
-        let layers = self.layers.iter().flat_map(LayerTensors::all);
-        let mut matrices = layers.chain([&self.head.output]).filter(|t| t.n_dims == 2);
-        matrices.any(|t| {
-            t.offset != self.token_embd.offset && quant::rearranging_speeds_decode(t.ty) && t.dims[1].is_multiple_of(8)
-        })
+        let embeddings = self.token_embd.offset;
+        self.matrices().any(|t| Self::rearranged_in_copy(t, embeddings) && quant::rearranging_speeds_decode(t.ty))
     }
 
     /// Where a copy of the weights puts each tensor: `(file offset, offset in the copy, bytes)`
@@ -414,8 +424,7 @@ impl ResidentWeights {
         let mut scratch = Vec::new();
         let mut interleaved = std::collections::HashSet::new();
         for t in table.matrices_mut() {
-            let rows = t.dims[1] as usize;
-            if t.offset == embeddings || !quant::has_interleaved_kernel(t.ty) || !rows.is_multiple_of(8) {
+            if !TensorTable::rearranged_in_copy(t, embeddings) {
                 continue;
             }
             // A tensor that two entries share is rearranged once.
