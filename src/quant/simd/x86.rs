@@ -271,6 +271,11 @@ macro_rules! with_count {
 /// function: called per row, the tile's prologue, constants and epilogue were a fifth of a
 /// narrow row's instructions (576 columns: 18 blocks).
 macro_rules! unsigned_format {
+    // A format with an interleaved layout too: both kernels from the one block decoder.
+    ($features:literal; $tile:ident, $one_by_one:ident, interleaved $i_tile:ident, $i_one_by_one:ident, $wb:expr, $ab:expr, $offset:expr, |$w:ident| $quants:expr) => {
+        unsigned_format!($features; $tile, $one_by_one, $wb, $ab, $offset, false, |$w| $quants);
+        unsigned_format!($features; interleaved $i_tile, $i_one_by_one, $wb, $ab, $offset, |$w| $quants);
+    };
     // 32-value weights (not Q8_0) in the interleaved layout ([`unsigned_interleaved`]).
     ($features:literal; interleaved $tile:ident, $one_by_one:ident, $wb:expr, $ab:expr, $offset:expr, |$w:ident| $quants:expr) => {
         #[target_feature(enable = $features)]
@@ -1747,23 +1752,13 @@ macro_rules! x86_kernels {
             // Q8_0 weights are signed bytes of the full range; each instruction set multiplies
             // them its own way ([`q8_0_dot`], with [`Q8_0_OFFSET`] taken off as a weight offset).
             unsigned_format!($features; q8_0, q8_0_rows, sizes::Q8_0, sizes::Q8_0, Q8_0_OFFSET, true, |wb| q8_0_weights(load32(wb, 2)));
-            unsigned_format!($features; q4_0, q4_0_rows, sizes::Q4_0, sizes::Q8_0, 8, false, |wb| nibbles32(load16(wb, 2)));
-            unsigned_format!($features; q5_0, q5_0_rows, sizes::Q5_0, sizes::Q8_0, 16, false, |wb| {
+            unsigned_format!($features; q4_0, q4_0_rows, interleaved q4_0_interleaved, q4_0_interleaved_rows, sizes::Q4_0, sizes::Q8_0, 8, |wb| nibbles32(load16(wb, 2)));
+            unsigned_format!($features; q5_0, q5_0_rows, interleaved q5_0_interleaved, q5_0_interleaved_rows, sizes::Q5_0, sizes::Q8_0, 16, |wb| {
                 let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
                 quants5(nibbles32_unmasked(load16(wb, 6)), qh)
             });
-            unsigned_format!($features; q4_1, q4_1_rows, sizes::Q4_1, sizes::Q8_1, 0, false, |wb| nibbles32(load16(wb, 4)));
-            unsigned_format!($features; interleaved q4_0_interleaved, q4_0_interleaved_rows, sizes::Q4_0, sizes::Q8_0, 8, |wb| nibbles32(load16(wb, 2)));
-            unsigned_format!($features; interleaved q4_1_interleaved, q4_1_interleaved_rows, sizes::Q4_1, sizes::Q8_1, 0, |wb| nibbles32(load16(wb, 4)));
-            unsigned_format!($features; q5_1, q5_1_rows, sizes::Q5_1, sizes::Q8_1, 0, false, |wb| {
-                let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
-                quants5(nibbles32_unmasked(load16(wb, 8)), qh)
-            });
-            unsigned_format!($features; interleaved q5_0_interleaved, q5_0_interleaved_rows, sizes::Q5_0, sizes::Q8_0, 16, |wb| {
-                let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
-                quants5(nibbles32_unmasked(load16(wb, 6)), qh)
-            });
-            unsigned_format!($features; interleaved q5_1_interleaved, q5_1_interleaved_rows, sizes::Q5_1, sizes::Q8_1, 0, |wb| {
+            unsigned_format!($features; q4_1, q4_1_rows, interleaved q4_1_interleaved, q4_1_interleaved_rows, sizes::Q4_1, sizes::Q8_1, 0, |wb| nibbles32(load16(wb, 4)));
+            unsigned_format!($features; q5_1, q5_1_rows, interleaved q5_1_interleaved, q5_1_interleaved_rows, sizes::Q5_1, sizes::Q8_1, 0, |wb| {
                 let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
                 quants5(nibbles32_unmasked(load16(wb, 8)), qh)
             });
