@@ -177,8 +177,13 @@ export interface NativeSessionOptions {
 
 export interface NativeStats {
   paged: boolean
-  /** Resident weights are a copy in the process's memory (see `useMmap`). */
+  /**
+   * Resident weights, all or the rearranged matrices, are a copy in the process's memory
+   * (see `useMmap`).
+   */
   copied: boolean
+  /** Bytes of that copy. */
+  copiedBytes: number
   budgetBytes: number
   residentBytes: number
   peakResidentBytes: number

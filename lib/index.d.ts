@@ -86,24 +86,28 @@ export interface LoadOptions {
    * dropped and it is read again, once, through a `MADV_HUGEPAGE` mapping, so that it maps in
    * 2 MiB pages (Qwen2.5-1.5B: decode 20-30% faster, paging 2.5-3x faster). The
    * read is part of the load's progress. Skipped when the file is over half the available memory.
-   * Not done for `useMmap: false`, whose copy reads the file anyway. `'keep'`: use the page
-   * cache as it is.
+   * Not done for `useMmap: false`, whose copy reads the whole file anyway. `'keep'`: use the
+   * page cache as it is.
    */
   pageCache?: 'auto' | 'keep'
   /**
    * `true`: a resident model's weights are read straight from the memory-mapped file.
-   * `false`: they are copied into the process's own memory at load, as llama.cpp's `use_mmap`
-   * false does: in 2 MiB pages whatever state the page cache is in, and with the matrices the x86
-   * kernels have a faster layout for rearranged, and the tensors in the order the forward pass
-   * reads them, with the same results bit for bit. Rearranged Q4_0, Q4_1, Q5_0 and Q5_1 matrices
-   * decode one sequence faster (their kernels keep up with memory; SmolLM2 at one thread streams
-   * 6-9% more tokens a second than from the mapping); rearranged Q4_K matrices multiply several
-   * sequences' tokens (`maxSequences`) about 8% faster. Default: a copy where a matrix other than the token
-   * embeddings is in one of those 32-value formats, the mapping otherwise. The copy is a read of
-   * the whole file during the load (part of `onProgress`), plus the OS providing that much fresh
-   * memory; it is not shared with the page cache or other processes, and it is not made (the file
-   * is mapped) when the file is over half the available memory. `stats().copied` tells which.
-   * Paged models always read from the file.
+   * `false`: they are all copied into the process's own memory at load, as llama.cpp's
+   * `use_mmap` false does: in 2 MiB pages whatever state the page cache is in, with the matrices
+   * the x86 kernels have a faster layout for rearranged, and the tensors in the order the forward
+   * pass reads them, with the same results bit for bit. Rearranged Q4_0, Q4_1, Q5_0 and Q5_1
+   * matrices decode one sequence faster (their kernels keep up with memory; SmolLM2 at one
+   * thread streams 6-9% more tokens a second than from the mapping); rearranged Q4_K matrices
+   * multiply several sequences' tokens (`maxSequences`) about 8% faster.
+   *
+   * Default: where a matrix is in one of those 32-value formats, only the rearranged matrices (a
+   * tied output head among them) and the small vectors (norms, biases) are copied, and the other
+   * matrices are mapped: the same decode speed as the whole copy for a fraction of its load time
+   * (Qwen2.5-0.5B copies 203 of its 485 MB). Otherwise everything is mapped. A copy is read
+   * during the load (part of `onProgress`), and the OS provides that much fresh memory; it is not
+   * shared with the page cache or other processes, and it is not made (the file is mapped) when
+   * the file is over half the available memory. `stats().copied` and `stats().copiedBytes` tell
+   * which. Paged models always read from the file.
    */
   useMmap?: boolean
   /** Called as the weights are read in (about every 50 ms while loading, and once at the end). */
@@ -143,8 +147,10 @@ export interface ModelInfo {
 
 export interface ModelStats {
   paged: boolean
-  /** The weights are a copy in the process's memory (see `useMmap`), not the mapped file. */
+  /** The weights, all or the rearranged matrices (see `useMmap`), are a copy in the process's memory. */
   copied: boolean
+  /** Bytes of that copy: 0 where every weight is read from the mapped file. */
+  copiedBytes: number
   budgetBytes: number
   /** Weight bytes resident now (resident mode: all of them). */
   residentBytes: number

@@ -302,8 +302,11 @@ impl Task for InspectTask {
 #[napi(object)]
 pub struct NativeStats {
     pub paged: bool,
-    /// Resident weights are a copy in the process's memory (see `useMmap`).
+    /// Resident weights, all or the rearranged matrices, are a copy in the process's memory
+    /// (see `useMmap`).
     pub copied: bool,
+    /// Bytes of that copy.
+    pub copied_bytes: f64,
     pub budget_bytes: f64,
     pub resident_bytes: f64,
     pub peak_resident_bytes: f64,
@@ -413,6 +416,7 @@ impl NativeModel {
             pass_tokens: q.pass_tokens as f64,
             paged: s.paged,
             copied: s.copied,
+            copied_bytes: s.copied_bytes as f64,
             budget_bytes: s.budget_bytes as f64,
             resident_bytes: s.resident_bytes as f64,
             peak_resident_bytes: s.peak_resident_bytes as f64,

@@ -52,11 +52,22 @@ pub struct TinyModel {
     /// One attention head of 32 values instead of 4 heads of 8 over 2 KV heads (a Q8_0 KV
     /// cache needs heads of whole 32-value blocks).
     pub wide_heads: bool,
+    /// attn_output, ffn_down and token_embd in Q4_0, and no output.weight (the output head is
+    /// token_embd): matrices a copy rearranges for the x86 kernels, a tied head among them.
+    pub q4_0: bool,
 }
 
 impl TinyModel {
     pub fn llama(layers: usize) -> Self {
-        TinyModel { arch: "llama", layers, context: 64, mixed_types: false, biases: false, wide_heads: false }
+        TinyModel {
+            arch: "llama",
+            layers,
+            context: 64,
+            mixed_types: false,
+            biases: false,
+            wide_heads: false,
+            q4_0: false,
+        }
     }
 }
 
@@ -133,7 +144,8 @@ pub fn write_tiny_model(path: &Path, spec: &TinyModel) {
     };
     let ty = |mixed: GgmlType| if spec.mixed_types { mixed } else { GgmlType::F32 };
     let n = |dims: &[usize]| dims.iter().product::<usize>();
-    add("token_embd.weight".into(), &[d, vocab], GgmlType::F32, weights(1, n(&[d, vocab]), 0.5));
+    let q4_0 = |other: GgmlType| if spec.q4_0 { GgmlType::Q4_0 } else { other };
+    add("token_embd.weight".into(), &[d, vocab], q4_0(GgmlType::F32), weights(1, n(&[d, vocab]), 0.5));
     for l in 0..layers {
         let seed = 100 + l as u64 * 20;
         let norm = |seed| weights(seed, d, 0.2).into_iter().map(|w| 1.0 + w).collect::<Vec<_>>();
@@ -142,11 +154,11 @@ pub fn write_tiny_model(path: &Path, spec: &TinyModel) {
         add(name("attn_q.weight"), &[d, d], ty(GgmlType::Q8_0), weights(seed + 1, d * d, 0.3));
         add(name("attn_k.weight"), &[d, kv], ty(GgmlType::F16), weights(seed + 2, d * kv, 0.3));
         add(name("attn_v.weight"), &[d, kv], ty(GgmlType::Q8_0), weights(seed + 3, d * kv, 0.3));
-        add(name("attn_output.weight"), &[d, d], GgmlType::F32, weights(seed + 4, d * d, 0.3));
+        add(name("attn_output.weight"), &[d, d], q4_0(GgmlType::F32), weights(seed + 4, d * d, 0.3));
         add(name("ffn_norm.weight"), &[d], GgmlType::F32, norm(seed + 5));
         add(name("ffn_gate.weight"), &[d, ff], ty(GgmlType::Q8_0), weights(seed + 6, d * ff, 0.3));
         add(name("ffn_up.weight"), &[d, ff], ty(GgmlType::BF16), weights(seed + 7, d * ff, 0.3));
-        add(name("ffn_down.weight"), &[ff, d], ty(GgmlType::Q8_0), weights(seed + 8, d * ff, 0.3));
+        add(name("ffn_down.weight"), &[ff, d], q4_0(ty(GgmlType::Q8_0)), weights(seed + 8, d * ff, 0.3));
         if spec.biases {
             add(name("attn_q.bias"), &[d], GgmlType::F32, weights(seed + 9, d, 0.2));
             add(name("attn_k.bias"), &[kv], GgmlType::F32, weights(seed + 10, kv, 0.2));
@@ -162,7 +174,9 @@ pub fn write_tiny_model(path: &Path, spec: &TinyModel) {
         }
     }
     add("output_norm.weight".into(), &[d], GgmlType::F32, vec![1.0; d]);
-    add("output.weight".into(), &[d, vocab], ty(GgmlType::Q8_0), weights(2, n(&[d, vocab]), 0.5));
+    if !spec.q4_0 {
+        add("output.weight".into(), &[d, vocab], ty(GgmlType::Q8_0), weights(2, n(&[d, vocab]), 0.5));
+    }
 
     let mut out = Vec::new();
     out.extend_from_slice(b"GGUF");
@@ -196,16 +210,29 @@ fn type_id(ty: GgmlType) -> u32 {
     match ty {
         GgmlType::F32 => 0,
         GgmlType::F16 => 1,
+        GgmlType::Q4_0 => 2,
         GgmlType::Q8_0 => 8,
         GgmlType::BF16 => 30,
         other => panic!("testutil: {other} is not written"),
     }
 }
 
-/// Tensor bytes of `data` in `ty`: these formats are both weight and activation formats, so
-/// the activation conversion writes them.
+/// Tensor bytes of `data` in `ty`: F32, F16, BF16 and Q8_0 are also activation formats, so
+/// the activation conversion writes them; Q4_0 is rounded here.
 fn encode(ty: GgmlType, data: &[f32]) -> Vec<u8> {
     let mut out = Vec::new();
-    crate::quant::quantize_activations(ty, data, &mut out);
+    if ty != GgmlType::Q4_0 {
+        crate::quant::quantize_activations(ty, data, &mut out);
+        return out;
+    }
+    for block in data.chunks_exact(32) {
+        // ggml's rounding: the value of largest magnitude maps to -8.
+        let max = block.iter().fold(0.0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
+        let d = max / -8.0;
+        let inv = if d == 0.0 { 0.0 } else { 1.0 / d };
+        let q = |x: f32| ((x * inv + 8.5) as i32).clamp(0, 15) as u8;
+        out.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        out.extend((0..16).map(|j| q(block[j]) | q(block[j + 16]) << 4));
+    }
     out
 }

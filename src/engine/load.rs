@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, Value};
 use crate::model::config::ModelConfig;
 use crate::model::kv_cache::KvType;
-use crate::model::weights::{ResidentWeights, TensorTable, WeightSource};
+use crate::model::weights::{CopyScope, ResidentWeights, TensorTable, WeightSource};
 use crate::pager::{EvictionPolicy, LoadMethod, PagedWeights, PagerOptions};
 use crate::pool::ComputePool;
 use crate::tokenizer::{Tokenizer, VocabSpec};
@@ -43,9 +43,11 @@ pub struct LoadOptions {
     /// `MappedFile::mapped_in_small_pages`); by default the file is then read again once. Only
     /// where weights are read from the mapping (not copied, or paged).
     pub keep_page_cache: bool,
-    /// Copy resident weights into the process's memory (`ResidentWeights::copied`) instead of
-    /// serving them from the mapped file; paged weights always come from the file. None: copy
-    /// where that decodes faster (`TensorTable::copy_speeds_decode`).
+    /// `Some(true)`: copy all resident weights into the process's memory
+    /// (`ResidentWeights::copied`); `Some(false)`: serve them from the mapped file. None: copy
+    /// the matrices the kernels have a faster layout for (`CopyScope::Rearranged`) where that
+    /// decodes faster (`TensorTable::copy_speeds_decode`), the rest mapped. Paged weights
+    /// always come from the file.
     pub copy_weights: Option<bool>,
 }
 
@@ -136,8 +138,15 @@ impl Model {
         // file is over half the available memory: the kernel can evict mapped pages when
         // memory runs short, but not a copy.
         let fits_memory = mapped.fits_half_available_memory();
-        let copy = !paged && fits_memory && opts.copy_weights.unwrap_or_else(|| table.copy_speeds_decode());
-        let reread = !copy && !opts.keep_page_cache && fits_memory && mapped.mapped_in_small_pages(start, len);
+        let copy = match opts.copy_weights {
+            _ if paged || !fits_memory => None,
+            Some(all) => all.then_some(CopyScope::All),
+            None => table.copy_speeds_decode().then_some(CopyScope::Rearranged),
+        };
+        let reread = copy != Some(CopyScope::All)
+            && !opts.keep_page_cache
+            && fits_memory
+            && mapped.mapped_in_small_pages(start, len);
         let reread_bytes = if reread { file.file_len() } else { 0 };
         if reread {
             mapped.reread_into_page_cache(cancel, |done| progress(done, reread_bytes + len))?;
@@ -151,12 +160,26 @@ impl Model {
                 policy: opts.eviction_policy.unwrap_or(EvictionPolicy::FixedAndStream),
             };
             Box::new(PagedWeights::new(file, table, options, cancel, &mut progress)?)
-        } else if copy {
-            Box::new(ResidentWeights::copied(file, table, cancel, &mut progress)?)
         } else {
-            progress(0, len);
-            file.mapped().prefault(start, len, cancel, |done| progress(done, len))?;
-            Box::new(ResidentWeights::mapped(file, table))
+            // The tensors read from the mapping are faulted in first, then any copy is made:
+            // progress counts both.
+            let ranges = table.mapped_ranges(copy);
+            let mapped_bytes: u64 = ranges.iter().map(|&(_, n)| n).sum();
+            let copy_bytes = copy.map_or(0, |scope| table.copy_bytes(scope));
+            let total = mapped_bytes + copy_bytes;
+            progress(0, total);
+            let mut done = 0;
+            for (offset, n) in ranges {
+                file.mapped().prefault(offset, n, cancel, |part| progress(done + part, total))?;
+                done += n;
+            }
+            match copy {
+                Some(scope) => {
+                    let mut progress = |part: u64, _| progress(mapped_bytes + part, total);
+                    Box::new(ResidentWeights::copied(file, table, scope, cancel, &mut progress)?)
+                }
+                None => Box::new(ResidentWeights::mapped(file, table)),
+            }
         };
         Ok(Model::new(config, tokenizer, info, weights, ComputePool::new(threads)))
     }

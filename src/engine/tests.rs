@@ -70,7 +70,7 @@ fn copied_weights_give_the_mapped_weights_logits_bit_for_bit() {
     let logits = |m: &Model| m.logits(&IDS, 0, &AtomicBool::new(false)).unwrap();
     assert!(logits(&copied) == logits(&mapped));
     assert!(copied.weight_stats().copied && !mapped.weight_stats().copied);
-    assert_eq!(WeightStats { copied: false, ..copied.weight_stats() }, mapped.weight_stats());
+    assert_eq!(WeightStats { copied: false, copied_bytes: 0, ..copied.weight_stats() }, mapped.weight_stats());
     let cancelled = Model::load(
         file.path(),
         &LoadOptions { copy_weights: Some(true), ..LoadOptions::default() },
@@ -78,6 +78,38 @@ fn copied_weights_give_the_mapped_weights_logits_bit_for_bit() {
         &mut |_, _| {},
     );
     assert_eq!(cancelled.err().map(|e| e.code()), Some("ABORT_ERR"));
+}
+
+#[test]
+fn the_default_copies_the_rearranged_matrices_a_tied_head_among_them_and_the_vectors() {
+    let file = TempPath::new("partly-copied");
+    let spec = TinyModel { mixed_types: true, biases: true, q4_0: true, ..TinyModel::llama(3) };
+    write_tiny_model(file.path(), &spec);
+    let with = |copy_weights| {
+        let mut reported = (0, 0);
+        let opts = LoadOptions { threads: Some(2), copy_weights, ..LoadOptions::default() };
+        let model = Model::load(file.path(), &opts, &AtomicBool::new(false), &mut |d, t| reported = (d, t)).unwrap();
+        assert!(reported.0 > 0 && reported.0 == reported.1, "{copy_weights:?}: progress {reported:?}");
+        model
+    };
+    let (mapped, all, default) = (with(Some(false)), with(Some(true)), with(None));
+    let logits = |m: &Model| m.logits(&IDS, 0, &AtomicBool::new(false)).unwrap();
+    assert!(logits(&all) == logits(&mapped) && logits(&default) == logits(&mapped));
+    let (mapped, all, default) = (mapped.weight_stats(), all.weight_stats(), default.weight_stats());
+    assert!(!mapped.copied && mapped.copied_bytes == 0);
+    assert!(all.copied && all.copied_bytes >= all.resident_bytes);
+    // Per layer attn_output (32 rows of one block) and ffn_down (32 rows of two), the tied head
+    // (256 rows of one block), and the vectors: per layer two norms of 32 f32, biases of 32,
+    // 16, 16 and 32, and output_norm; each at a multiple of 64 bytes.
+    let q4_0_bytes = |rows: u64, blocks: u64| (rows * blocks * 18).next_multiple_of(64);
+    let vectors = 3 * (128 + 128 + 128 + 64 + 64 + 128) + 128;
+    let copied = 3 * (q4_0_bytes(32, 1) + q4_0_bytes(32, 2)) + q4_0_bytes(256, 1) + vectors;
+    if crate::quant::has_interleaved_kernel(crate::tensor::GgmlType::Q4_0) {
+        assert!(default.copied);
+        assert_eq!(default.copied_bytes, copied);
+    } else {
+        assert!(!default.copied && default.copied_bytes == 0);
+    }
 }
 
 #[test]
@@ -275,7 +307,7 @@ fn any_chunking_and_starting_position_give_the_same_logits() {
 
 #[test]
 fn paged_batched_logits_are_bit_identical_to_resident_token_by_token() {
-    let spec = TinyModel { arch: "qwen2", context: 200, layers: 6, mixed_types: true, biases: true, wide_heads: false };
+    let spec = TinyModel { arch: "qwen2", context: 200, mixed_types: true, biases: true, ..TinyModel::llama(6) };
     let file = TempPath::new("batch-paged");
     write_tiny_model(file.path(), &spec);
     let resident = load(file.path(), LoadOptions::default()).unwrap();
@@ -297,8 +329,7 @@ fn paged_batched_logits_are_bit_identical_to_resident_token_by_token() {
 
 #[test]
 fn generation_after_a_batched_prompt_matches_token_by_token_decoding() {
-    let spec =
-        TinyModel { arch: "gemma3", context: 200, layers: 3, mixed_types: true, biases: false, wide_heads: false };
+    let spec = TinyModel { arch: "gemma3", context: 200, mixed_types: true, ..TinyModel::llama(3) };
     let file = TempPath::new("batch-gen");
     write_tiny_model(file.path(), &spec);
     let model = Arc::new(load(file.path(), LoadOptions::default()).unwrap());
@@ -400,7 +431,7 @@ fn tiny(name: &str, spec: TinyModel, opts: LoadOptions) -> (TempPath, Arc<Model>
 }
 
 fn spec(arch: &'static str) -> TinyModel {
-    TinyModel { arch, context: 200, layers: 3, mixed_types: true, biases: arch == "qwen2", wide_heads: false }
+    TinyModel { arch, context: 200, layers: 3, mixed_types: true, biases: arch == "qwen2", ..TinyModel::llama(3) }
 }
 
 #[test]

@@ -31,12 +31,16 @@ pub struct TensorInfo {
     /// Innermost dimension first; unused trailing dimensions are 1.
     pub dims: [u64; 4],
     pub n_dims: usize,
-    /// Absolute offset of the data in the file (or, once copied, in the buffer holding it).
+    /// Absolute offset of the data in the file, or in the copy holding it where `copied`.
     pub offset: u64,
     pub size: u64,
     /// How its rows are arranged where `offset` points: the file's layout unless the data was
     /// copied and rearranged for the kernels.
     pub layout: WeightLayout,
+    /// The data was copied at load into the process's own memory (`ResidentWeights`), and
+    /// `offset` is its place there; otherwise it is read from the file (or from a buffer the
+    /// pager filled from it).
+    pub copied: bool,
 }
 
 impl TensorInfo {
@@ -297,7 +301,7 @@ fn parse_bytes(bytes: &[u8], name: &str) -> Result<Parsed> {
         if tensor_index.insert(name.clone(), tensors.len()).is_some() {
             return Err(Error::Malformed(format!("duplicate tensor name '{name}'")));
         }
-        tensors.push(TensorInfo { name, ty, dims, n_dims, offset, size, layout: WeightLayout::Gguf });
+        tensors.push(TensorInfo { name, ty, dims, n_dims, offset, size, layout: WeightLayout::Gguf, copied: false });
     }
     check_no_overlap(&tensors)?;
 

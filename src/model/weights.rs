@@ -37,11 +37,12 @@ macro_rules! layer_tensors {
         }
 
         impl LayerTensors {
-            /// Views of every tensor, with offsets taken as positions in `bytes`.
-            pub fn view<'b>(&self, bytes: &'b [u8]) -> LayerWeights<'b> {
+            /// Views of every tensor, with offsets taken as positions in `bytes`, or in `copy`
+            /// for the tensors copied at load.
+            pub fn view<'b>(&self, bytes: &'b [u8], copy: &'b [u8]) -> LayerWeights<'b> {
                 LayerWeights {
-                    $($req: view(bytes, &self.$req),)*
-                    $($opt: self.$opt.as_ref().map(|t| view(bytes, t)),)*
+                    $($req: view(bytes, copy, &self.$req),)*
+                    $($opt: self.$opt.as_ref().map(|t| view(bytes, copy, t)),)*
                 }
             }
 
@@ -125,6 +126,7 @@ impl GuardBytes<'_> {
 /// `weights()` borrows from the guard, so no view can outlive what keeps its bytes alive.
 pub struct LayerGuard<'a> {
     bytes: GuardBytes<'a>,
+    copy: &'a [u8],
     tensors: &'a LayerTensors,
     _pin: Option<Box<dyn Send + 'a>>,
 }
@@ -132,29 +134,43 @@ pub struct LayerGuard<'a> {
 impl<'a> LayerGuard<'a> {
     /// `tensors` offsets are positions in `bytes`; `pin` is dropped with the guard.
     pub fn new(bytes: GuardBytes<'a>, tensors: &'a LayerTensors, pin: Option<Box<dyn Send + 'a>>) -> Self {
-        LayerGuard { bytes, tensors, _pin: pin }
+        LayerGuard { bytes, copy: &[], tensors, _pin: pin }
+    }
+
+    /// The copy the offsets of tensors marked `copied` are positions in.
+    fn with_copy(self, copy: &'a [u8]) -> Self {
+        LayerGuard { copy, ..self }
     }
 
     pub fn weights(&self) -> LayerWeights<'_> {
-        self.tensors.view(self.bytes.as_slice())
+        self.tensors.view(self.bytes.as_slice(), self.copy)
     }
 }
 
 /// The output head's weights, kept valid while the guard lives.
 pub struct HeadGuard<'a> {
     bytes: GuardBytes<'a>,
+    copy: &'a [u8],
     tensors: &'a HeadTensors,
     _pin: Option<Box<dyn Send + 'a>>,
 }
 
 impl<'a> HeadGuard<'a> {
     pub fn new(bytes: GuardBytes<'a>, tensors: &'a HeadTensors, pin: Option<Box<dyn Send + 'a>>) -> Self {
-        HeadGuard { bytes, tensors, _pin: pin }
+        HeadGuard { bytes, copy: &[], tensors, _pin: pin }
+    }
+
+    /// As [`LayerGuard::with_copy`].
+    fn with_copy(self, copy: &'a [u8]) -> Self {
+        HeadGuard { copy, ..self }
     }
 
     pub fn weights(&self) -> HeadWeights<'_> {
-        let b = self.bytes.as_slice();
-        HeadWeights { output_norm: view(b, &self.tensors.output_norm), output: view(b, &self.tensors.output) }
+        let (b, copy) = (self.bytes.as_slice(), self.copy);
+        HeadWeights {
+            output_norm: view(b, copy, &self.tensors.output_norm),
+            output: view(b, copy, &self.tensors.output),
+        }
     }
 }
 
@@ -177,9 +193,11 @@ pub trait WeightSource: Send + Sync {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WeightStats {
     pub paged: bool,
-    /// Resident weights are a copy in the process's memory (`ResidentWeights::copied`), not
-    /// the mapped file.
+    /// Resident weights, all or some (`CopyScope`), are a copy in the process's memory
+    /// (`ResidentWeights::copied`), not the mapped file.
     pub copied: bool,
+    /// Bytes of that copy.
+    pub copied_bytes: u64,
     pub budget_bytes: u64,
     pub resident_bytes: u64,
     pub peak_resident_bytes: u64,
@@ -194,7 +212,9 @@ pub struct WeightStats {
     pub bytes_read: u64,
 }
 
-fn view<'b>(bytes: &'b [u8], t: &TensorInfo) -> TensorView<'b> {
+/// `t`'s data: at its offset in `copy` where it was copied at load, in `bytes` otherwise.
+fn view<'b>(bytes: &'b [u8], copy: &'b [u8], t: &TensorInfo) -> TensorView<'b> {
+    let bytes = if t.copied { copy } else { bytes };
     let start = t.offset as usize;
     TensorView {
         ty: t.ty,
@@ -314,50 +334,85 @@ impl TensorTable {
 
     /// The weight matrices the forward pass multiplies by: every layer's and the output head's
     /// (which may be token_embd itself).
-    fn matrices_mut(&mut self) -> impl Iterator<Item = &mut TensorInfo> {
-        let layers = self.layers.iter_mut().flat_map(LayerTensors::all_mut);
-        layers.chain([&mut self.head.output]).filter(|t| t.n_dims == 2)
-    }
-
-    /// [`Self::matrices_mut`], read-only.
     fn matrices(&self) -> impl Iterator<Item = &TensorInfo> {
         let layers = self.layers.iter().flat_map(LayerTensors::all);
         layers.chain([&self.head.output]).filter(|t| t.n_dims == 2)
     }
 
-    /// Whether a copy of the weights rearranges matrix `t` for the active kernels
-    /// (`quant::interleave_rows8`): not token_embd (at `embeddings`), whose rows embeddings read
-    /// one at a time, and only whole groups of eight rows.
-    fn rearranged_in_copy(t: &TensorInfo, embeddings: u64) -> bool {
-        t.offset != embeddings && quant::has_interleaved_kernel(t.ty) && t.dims[1].is_multiple_of(8)
+    /// File offsets of the matrices a copy of `scope` rearranges for the active kernels
+    /// (`quant::interleave_rows8`): those with a kernel for that layout and whole groups of
+    /// eight rows. A copy of everything leaves token_embd (a tied output head with it) as it is,
+    /// as embeddings read its rows one at a time; a copy of the rearranged matrices holds a tied
+    /// output head apart from token_embd, which stays in the file.
+    fn rearranged_offsets(&self, scope: CopyScope) -> std::collections::HashSet<u64> {
+        let embeddings = self.token_embd.offset;
+        let rearranged = |t: &&TensorInfo| {
+            quant::has_interleaved_kernel(t.ty)
+                && t.dims[1].is_multiple_of(8)
+                && (scope == CopyScope::Rearranged || t.offset != embeddings)
+        };
+        self.matrices().filter(rearranged).map(|t| t.offset).collect()
     }
 
-    /// Whether a copy of the weights decodes one sequence faster than the mapped file: some
-    /// matrix other than token_embd is of a type whose rearranged layout does
+    /// Whether the default copy (`CopyScope::Rearranged`) decodes one sequence faster than the
+    /// mapped file: some matrix is of a type whose rearranged layout does
     /// (`quant::rearranging_speeds_decode`). What `copy_weights`' default weighs.
     pub fn copy_speeds_decode(&self) -> bool {
-        let embeddings = self.token_embd.offset;
-        self.matrices().any(|t| Self::rearranged_in_copy(t, embeddings) && quant::rearranging_speeds_decode(t.ty))
+        let rearranged = self.rearranged_offsets(CopyScope::Rearranged);
+        self.matrices().any(|t| rearranged.contains(&t.offset) && quant::rearranging_speeds_decode(t.ty))
     }
 
-    /// Where a copy of the weights puts each tensor: `(file offset, offset in the copy, bytes)`
-    /// in the order the forward pass reads them (layer by layer, each as `LayerTensors::all`
-    /// lists it, then the output head, then token_embd and rope_freqs), each at a multiple of 64
-    /// bytes, a tensor two entries share once; and the copy's length. In that order the decode
-    /// kernels' prefetches past a matrix's end, and the hardware's, run into the matrix read
-    /// next instead of whatever the file put after it.
-    fn use_order_places(&self) -> (Vec<(u64, u64, u64)>, u64) {
+    /// Where a copy of `scope` puts each tensor it holds: `(file offset, offset in the copy,
+    /// bytes)` in the order the forward pass reads them (layer by layer, each as
+    /// `LayerTensors::all` lists it, then the output head, then token_embd and rope_freqs),
+    /// each at a multiple of 64 bytes, a tensor two entries share once; and the copy's length.
+    /// In that order the decode kernels' prefetches past a matrix's end, and the hardware's,
+    /// run into the matrix read next instead of whatever the file put after it.
+    fn copy_places(&self, scope: CopyScope) -> (Vec<(u64, u64, u64)>, u64) {
         let layers = self.layers.iter().flat_map(LayerTensors::all);
         let globals = self.head.all().chain([&self.token_embd]).chain(&self.rope_freqs);
+        let rearranged = self.rearranged_offsets(scope);
+        let held = |t: &&TensorInfo| scope == CopyScope::All || t.n_dims == 1 || rearranged.contains(&t.offset);
         let (mut places, mut end) = (Vec::new(), 0u64);
         let mut seen = std::collections::HashSet::new();
-        for t in layers.chain(globals) {
+        for t in layers.chain(globals).filter(held) {
             if seen.insert(t.offset) {
                 places.push((t.offset, end, t.size));
                 end = (end + t.size).next_multiple_of(64);
             }
         }
         (places, end)
+    }
+
+    /// Bytes of the tensors a copy of `scope` holds.
+    pub fn copy_bytes(&self, scope: CopyScope) -> u64 {
+        self.copy_places(scope).0.iter().map(|&(_, _, size)| size).sum()
+    }
+
+    /// File ranges the forward pass reads the tensors not in a copy of `scope` from (all of
+    /// them for none), in file order, adjacent ones merged: what a load prefaults. token_embd
+    /// is left out where a copy holds the output head, as only its rows are read then.
+    pub fn mapped_ranges(&self, scope: Option<CopyScope>) -> Vec<(u64, u64)> {
+        let held = scope.map(|s| self.copy_places(s).0.into_iter().map(|(from, _, _)| from).collect());
+        let held: std::collections::HashSet<u64> = held.unwrap_or_default();
+        let embeddings_read_whole = !held.contains(&self.head.output.offset);
+        let layers = self.layers.iter().flat_map(LayerTensors::all);
+        let globals = self.head.all().chain(embeddings_read_whole.then_some(&self.token_embd)).chain(&self.rope_freqs);
+        let mut ranges: Vec<(u64, u64)> = layers
+            .chain(globals)
+            .filter(|t| !held.contains(&t.offset))
+            .map(|t| (t.offset, t.offset + t.size))
+            .collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (start, end) in ranges {
+            match merged.last_mut() {
+                // GGUF pads tensors to its alignment (32 bytes by default): a gap that small joins.
+                Some(last) if start <= last.1 + 4096 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        merged.into_iter().map(|(start, end)| (start, end - start)).collect()
     }
 
     /// File range covered by the weights (for prefaulting): from the first tensor to the last.
@@ -369,109 +424,132 @@ impl TensorTable {
     }
 }
 
-/// Where resident weights are read from.
-enum ResidentBytes {
-    /// Straight from the memory-mapped file, no copy.
-    Mapped,
-    /// A copy of the weights' span of the file in anonymous memory, with matrices rearranged
-    /// for the kernels.
-    Copied(memmap2::Mmap),
+/// What a copy of resident weights holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyScope {
+    /// Every tensor: nothing is read from the file after the load.
+    All,
+    /// Only the matrices the active kernels have a rearranged layout for, a tied output head
+    /// included, and the vectors (norms, biases); the other matrices are read from the mapped
+    /// file. The vectors come along because they are small and scattered over the file: read
+    /// from it, each would map the 2 MiB around it, much of it copied matrices, and count
+    /// twice in the process's resident memory.
+    Rearranged,
 }
 
-/// Resident weights: every tensor available at all times, from the mapped file or a copy.
+/// Resident weights: every tensor available at all times, from the mapped file, from a copy,
+/// or some from each (`TensorInfo::copied` says which).
 pub struct ResidentWeights {
     file: Arc<GgufFile>,
-    /// Offsets are positions in `bytes()`.
+    /// Offsets are positions in the file, or in `copy` for tensors marked `copied`.
     table: TensorTable,
-    bytes: ResidentBytes,
+    /// The copied tensors, in anonymous memory, matrices rearranged for the kernels.
+    copy: Option<memmap2::Mmap>,
+    /// Whether any tensor is read from the file.
+    reads_file: bool,
 }
 
 impl ResidentWeights {
     /// Weights served from the mapped file as it is.
     pub fn mapped(file: Arc<GgufFile>, table: TensorTable) -> Self {
-        ResidentWeights { file, table, bytes: ResidentBytes::Mapped }
+        ResidentWeights { file, table, copy: None, reads_file: true }
     }
 
-    /// Weights copied into memory of the process's own (in 2 MiB pages where the OS gives
-    /// them, whatever state the file's page cache is in), in the order the forward pass reads
-    /// them (`TensorTable::use_order_places`), and every matrix the active kernels
-    /// have an interleaved form for (`quant::interleave_rows8`: Q4_0, Q4_1, Q5_0, Q5_1 and Q4_K
-    /// on x86) rearranged so. Measured on Zen 4, one thread: SmolLM2 (Q4_1) decodes at 4.6 ms
-    /// per token against 4.9 from a copy not rearranged. Q4_K on Qwen2.5-1.5B, 2 threads: 4
-    /// sequences decode about 8% faster; one sequence no faster (its kernel, 1.1-1.45x faster
-    /// alone, waits on memory either way). token_embd stays as it is: embeddings are read a row
-    /// at a time. `progress(done, total)` counts the tensors' bytes copied; `cancel` stops with
-    /// `Aborted`.
+    /// Weights copied (all, or per `scope` the ones rearranged) into memory of the process's
+    /// own (in 2 MiB pages where the OS gives them, whatever state the file's page cache is
+    /// in), in the order the forward pass reads them (`TensorTable::copy_places`), and every
+    /// matrix the active kernels have an interleaved form for (`quant::interleave_rows8`:
+    /// Q4_0, Q4_1, Q5_0, Q5_1 and Q4_K on x86) rearranged so. Measured on Zen 4, one thread:
+    /// SmolLM2 (Q4_1) decodes at 4.6 ms per token against 4.9 from a copy not rearranged. Q4_K
+    /// on Qwen2.5-1.5B, 2 threads: 4 sequences decode about 8% faster; one sequence no faster
+    /// (its kernel, 1.1-1.45x faster alone, waits on memory either way). `progress(done,
+    /// total)` counts the tensors' bytes copied; `cancel` stops with `Aborted`.
     pub fn copied(
         file: Arc<GgufFile>,
         mut table: TensorTable,
+        scope: CopyScope,
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
         const WHAT: &str = "anonymous memory for the weights";
-        let (places, len) = table.use_order_places();
+        let (places, len) = table.copy_places(scope);
+        let rearranged = table.rearranged_offsets(scope);
         let mut copy = mapping::weights_buffer(len, WHAT)?;
         let (mut done, total) = (0, places.iter().map(|&(_, _, size)| size).sum());
         progress(0, total);
+        let mut scratch = Vec::new();
         for &(from, to, size) in &places {
             let dst = &mut copy[to as usize..(to + size) as usize];
             file.mapped().copy_into(from, dst, cancel, |part| progress(done + part, total))?;
+            if rearranged.contains(&from) {
+                let t = table.matrices().find(|t| t.offset == from).expect("a rearranged offset is a matrix's");
+                quant::interleave_rows8(t.ty, t.dims[0] as usize, dst, &mut scratch);
+            }
             done += size;
         }
         let moved: std::collections::HashMap<u64, u64> = places.iter().map(|&(from, to, _)| (from, to)).collect();
-        table.for_each_mut(|t| t.offset = moved[&t.offset]);
-        let embeddings = table.token_embd.offset;
-        let mut scratch = Vec::new();
-        let mut interleaved = std::collections::HashSet::new();
-        for t in table.matrices_mut() {
-            if !TensorTable::rearranged_in_copy(t, embeddings) {
-                continue;
+        let relocate = |t: &mut TensorInfo| {
+            if let Some(&to) = moved.get(&t.offset) {
+                if rearranged.contains(&t.offset) {
+                    t.layout = WeightLayout::Interleaved8;
+                }
+                t.offset = to;
+                t.copied = true;
             }
-            // A tensor that two entries share is rearranged once.
-            if interleaved.insert(t.offset) {
-                let at = t.offset as usize;
-                quant::interleave_rows8(t.ty, t.dims[0] as usize, &mut copy[at..at + t.size as usize], &mut scratch);
-            }
-            t.layout = WeightLayout::Interleaved8;
+        };
+        let token_embd = table.token_embd.clone();
+        table.for_each_mut(relocate);
+        if scope == CopyScope::Rearranged {
+            // It stays in the file, where a tied output head, copied, had the same offset.
+            table.token_embd = token_embd;
         }
         let copy = mapping::seal_weights_buffer(copy, WHAT)?;
-        Ok(ResidentWeights { file, table, bytes: ResidentBytes::Copied(copy) })
+        Ok(ResidentWeights { file, table, copy: Some(copy), reads_file: scope != CopyScope::All })
     }
 
-    fn bytes(&self) -> &[u8] {
-        match &self.bytes {
-            ResidentBytes::Mapped => self.file.mapped().bytes(),
-            ResidentBytes::Copied(copy) => copy,
-        }
+    fn file_bytes(&self) -> &[u8] {
+        self.file.mapped().bytes()
+    }
+
+    fn copy_bytes(&self) -> &[u8] {
+        self.copy.as_deref().unwrap_or_default()
     }
 }
 
 impl WeightSource for ResidentWeights {
     fn layer(&self, index: usize) -> Result<LayerGuard<'_>> {
-        Ok(LayerGuard::new(GuardBytes::Borrowed(self.bytes()), &self.table.layers[index], None))
+        let tensors = &self.table.layers[index];
+        Ok(LayerGuard::new(GuardBytes::Borrowed(self.file_bytes()), tensors, None).with_copy(self.copy_bytes()))
     }
 
     fn head(&self) -> Result<HeadGuard<'_>> {
-        Ok(HeadGuard::new(GuardBytes::Borrowed(self.bytes()), &self.table.head, None))
+        let tensors = &self.table.head;
+        Ok(HeadGuard::new(GuardBytes::Borrowed(self.file_bytes()), tensors, None).with_copy(self.copy_bytes()))
     }
 
     fn embed(&self, token: u32, out: &mut [f32]) -> Result<()> {
-        let embd = view(self.bytes(), &self.table.token_embd);
+        let embd = view(self.file_bytes(), self.copy_bytes(), &self.table.token_embd);
         quant::dequantize_row(embd.ty, embd.row(token as usize), out);
         Ok(())
     }
 
     fn check_file(&self) -> Result<()> {
-        match self.bytes {
-            ResidentBytes::Mapped => self.file.mapped().check(),
-            // Read whole before the first token: nothing is read from the file after.
-            ResidentBytes::Copied(_) => Ok(()),
+        // A copy was read whole before the first token.
+        if self.reads_file {
+            self.file.mapped().check()
+        } else {
+            Ok(())
         }
     }
 
     fn stats(&self) -> WeightStats {
         let total = self.table.total_bytes();
-        let copied = matches!(self.bytes, ResidentBytes::Copied(_));
-        WeightStats { copied, resident_bytes: total, peak_resident_bytes: total, ..WeightStats::default() }
+        WeightStats {
+            copied: self.copy.is_some(),
+            copied_bytes: self.copy.as_ref().map_or(0, |c| c.len() as u64),
+            resident_bytes: total,
+            peak_resident_bytes: total,
+            ..WeightStats::default()
+        }
     }
 }

@@ -460,6 +460,7 @@ impl WeightSource for PagedWeights {
         WeightStats {
             paged: true,
             copied: false,
+            copied_bytes: 0,
             budget_bytes: s.options.budget_bytes,
             resident_bytes: cache.resident,
             peak_resident_bytes: cache.peak,
