@@ -101,9 +101,9 @@ export interface LoadOptions {
    * multiply several sequences' tokens (`maxSequences`) about 8% faster.
    *
    * Default: where a matrix is in one of those 32-value formats, only the rearranged matrices (a
-   * tied output head among them) and the small vectors (norms, biases) are copied, and the other
-   * matrices are mapped: the same decode speed as the whole copy for a fraction of its load time
-   * (Qwen2.5-0.5B copies 203 of its 485 MB). Otherwise everything is mapped. A copy is read
+   * tied output head among them) and the tensors under 2 MiB but the token embeddings are
+   * copied, and the other matrices are mapped: about the decode speed of the whole copy for a
+   * fraction of its load time (Qwen2.5-0.5B copies 204 of its 485 MB). Otherwise everything is mapped. A copy is read
    * during the load (part of `onProgress`), and the OS provides that much fresh memory; it is not
    * shared with the page cache or other processes, and it is not made (the file is mapped) when
    * the file is over half the available memory. `stats().copied` and `stats().copiedBytes` tell

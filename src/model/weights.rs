@@ -372,7 +372,13 @@ impl TensorTable {
         let layers = self.layers.iter().flat_map(LayerTensors::all);
         let globals = self.head.all().chain([&self.token_embd]).chain(&self.rope_freqs);
         let rearranged = self.rearranged_offsets(scope);
-        let held = |t: &&TensorInfo| scope == CopyScope::All || t.n_dims == 1 || rearranged.contains(&t.offset);
+        let embeddings = self.token_embd.offset;
+        let held = |t: &&TensorInfo| match scope {
+            CopyScope::All => true,
+            CopyScope::Rearranged => {
+                rearranged.contains(&t.offset) || (t.size < SMALL_TENSOR_BYTES && t.offset != embeddings)
+            }
+        };
         let (mut places, mut end) = (Vec::new(), 0u64);
         let mut seen = std::collections::HashSet::new();
         for t in layers.chain(globals).filter(held) {
@@ -430,12 +436,16 @@ pub enum CopyScope {
     /// Every tensor: nothing is read from the file after the load.
     All,
     /// Only the matrices the active kernels have a rearranged layout for, a tied output head
-    /// included, and the vectors (norms, biases); the other matrices are read from the mapped
-    /// file. The vectors come along because they are small and scattered over the file: read
-    /// from it, each would map the 2 MiB around it, much of it copied matrices, and count
-    /// twice in the process's resident memory.
+    /// included, and the tensors under `SMALL_TENSOR_BYTES` but token_embd; the other matrices
+    /// are read from the mapped file.
     Rearranged,
 }
+
+/// Tensors below this size (norms, biases, small matrices) are copied with the rearranged
+/// matrices: they lie scattered among them in the file, and read from the file each would map
+/// the 2 MiB page around it, mostly bytes the copy holds, which would then count twice in the
+/// process's resident memory (Qwen2.5-0.5B: about 30 MB more).
+const SMALL_TENSOR_BYTES: u64 = 2 << 20;
 
 /// Resident weights: every tensor available at all times, from the mapped file, from a copy,
 /// or some from each (`TensorInfo::copied` says which).
@@ -551,5 +561,46 @@ impl WeightSource for ResidentWeights {
             peak_resident_bytes: total,
             ..WeightStats::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{write_tiny_model, TempPath, TinyModel};
+
+    /// The tiny Q4_0 model's table, with its layer-0 ffn_gate (Q8_0) taken as 4 MiB: a matrix
+    /// without a rearranged layout and too large to copy along.
+    fn table_with_a_large_q8_0_matrix() -> TensorTable {
+        let file = TempPath::new("copy-scope");
+        write_tiny_model(file.path(), &TinyModel { mixed_types: true, q4_0: true, ..TinyModel::llama(2) });
+        let g = GgufFile::open(file.path()).unwrap();
+        let mut table = TensorTable::resolve(&g, &ModelConfig::from_gguf(&g).unwrap()).unwrap();
+        table.layers[0].w_gate.size = 4 << 20;
+        table
+    }
+
+    #[test]
+    fn the_rearranged_copy_leaves_large_other_matrices_and_token_embd_in_the_file() {
+        let table = table_with_a_large_q8_0_matrix();
+        if !quant::has_interleaved_kernel(crate::tensor::GgmlType::Q4_0) {
+            return;
+        }
+        let (embd, large) = (table.token_embd.offset, table.layers[0].w_gate.offset);
+        let held: Vec<u64> = table.copy_places(CopyScope::Rearranged).0.iter().map(|&(from, _, _)| from).collect();
+        // The tied head is token_embd's tensor: copied (once), as the head.
+        assert!(held.contains(&table.head.output.offset) && table.head.output.offset == embd);
+        assert!(!held.contains(&large));
+        let everything_else = table.layers.iter().flat_map(LayerTensors::all).filter(|t| t.offset != large);
+        assert!(everything_else.chain([&table.head.output_norm]).all(|t| held.contains(&t.offset)));
+        let rearranged = table.rearranged_offsets(CopyScope::Rearranged);
+        assert!(rearranged.contains(&embd) && rearranged.contains(&table.layers[1].w_down.offset));
+        // Only the large matrix is read from the mapping; token_embd's rows are looked up.
+        assert_eq!(table.mapped_ranges(Some(CopyScope::Rearranged)), vec![(large, 4 << 20)]);
+        assert!(table.mapped_ranges(Some(CopyScope::All)).is_empty());
+        // The whole copy leaves token_embd, the tied head with it, as the file has it.
+        assert!(!table.rearranged_offsets(CopyScope::All).contains(&embd));
+        // And holds the large matrix, which the rearranged copy alone leaves out.
+        assert_eq!(table.copy_places(CopyScope::All).0.len(), held.len() + 1);
     }
 }
