@@ -413,7 +413,8 @@ impl TensorTable {
         let mut merged: Vec<(u64, u64)> = Vec::new();
         for (start, end) in ranges {
             match merged.last_mut() {
-                // GGUF pads tensors to its alignment (32 bytes by default): a gap that small joins.
+                // Tensors are padded to the file's alignment (32 bytes by default): gaps under a
+                // page join.
                 Some(last) if start <= last.1 + 4096 => last.1 = last.1.max(end),
                 _ => merged.push((start, end)),
             }
@@ -421,7 +422,8 @@ impl TensorTable {
         merged.into_iter().map(|(start, end)| (start, end - start)).collect()
     }
 
-    /// File range covered by the weights (for prefaulting): from the first tensor to the last.
+    /// File range covered by the weights, from the first tensor to the last: where a load
+    /// probes how the page cache holds them.
     pub fn span(&self) -> (u64, u64) {
         let globals = self.head.all().chain([&self.token_embd]).chain(&self.rope_freqs);
         let all = self.layers.iter().flat_map(LayerTensors::all).chain(globals);
