@@ -94,20 +94,21 @@ export interface LoadOptions {
    * `true`: a resident model's weights are read straight from the memory-mapped file.
    * `false`: they are all copied into the process's own memory at load, as llama.cpp's
    * `use_mmap` false does: in 2 MiB pages whatever state the page cache is in, with the matrices
-   * the x86 kernels have a faster layout for rearranged, and the tensors in the order the forward
-   * pass reads them, with the same results bit for bit. Rearranged Q4_0, Q4_1, Q5_0 and Q5_1
-   * matrices decode one sequence faster (their kernels keep up with memory; SmolLM2 at one
-   * thread streams 6-9% more tokens a second than from the mapping); rearranged Q4_K matrices
-   * multiply several sequences' tokens (`maxSequences`) about 8% faster.
+   * the x86 kernels have a faster layout for rearranged (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K), and the
+   * tensors in the order the forward pass reads them, with the same results bit for bit.
+   * Rearranged matrices decode faster, one sequence at one thread included (Qwen2.5-1.5B: 11%;
+   * SmolLM2: 6-9% more tokens a second than from the mapping).
    *
-   * Default: where a matrix is in one of those 32-value formats, only the rearranged matrices (a
-   * tied output head among them) and the tensors under 2 MiB but the token embeddings are
-   * copied, and the other matrices are mapped: about the decode speed of the whole copy for a
-   * fraction of its load time (Qwen2.5-0.5B copies 204 of its 485 MB). Otherwise everything is mapped. A copy is read
-   * during the load (part of `onProgress`), and the OS provides that much fresh memory; it is not
-   * shared with the page cache or other processes, and it is not made (the file is mapped) when
-   * the file is over half the available memory. `stats().copied` and `stats().copiedBytes` tell
-   * which. Paged models always read from the file.
+   * Default, on x86: the rearranged matrices (a tied output head among them) and every other
+   * tensor under 32 MiB but the token embeddings are copied, and the larger ones are mapped
+   * (Qwen2.5-1.5B copies 789 MB of its 1117 MB file, Qwen2.5-0.5B 247 of 491). On ARM everything is
+   * mapped. A copy is read during the load (part of `onProgress`), and the OS provides that
+   * much fresh memory: about 0.1 s per 500 MB where memory is already backed, several seconds
+   * per GB on a VM whose host backs guest memory only when touched (pass `true` where a fast
+   * load matters more). It is not shared with the page cache or other processes, and it is
+   * not made (the file is mapped) when the file is over half the available memory.
+   * `stats().copied` and `stats().copiedBytes` tell which. Paged models always read from the
+   * file.
    */
   useMmap?: boolean
   /** Called as the weights are read in (about every 50 ms while loading, and once at the end). */

@@ -305,15 +305,6 @@ pub fn has_interleaved_kernel(ty: GgmlType) -> bool {
     active_isa().interleaved_kernel(ty).is_some()
 }
 
-/// Whether weights of `ty` rearranged by [`interleave_rows8`] decode one sequence faster than in
-/// the file's layout: the 32-value formats (not Q8_0), whose one-row products in the file's layout
-/// spend about as many operations summing each block's lanes and gathering its scales as on the
-/// block itself. Q4_K's rearranged layout speeds up only several sequences decoded together.
-pub fn rearranging_speeds_decode(ty: GgmlType) -> bool {
-    use GgmlType::*;
-    matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1) && has_interleaved_kernel(ty)
-}
-
 /// [`dot_rows_batch`] for weights rearranged by [`interleave_rows8`]: the same results, bit for
 /// bit, as for the rows in the file's layout. `weights` holds whole groups of eight rows.
 ///
