@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, Value};
 use crate::model::config::ModelConfig;
 use crate::model::kv_cache::KvType;
-use crate::model::weights::{CopyScope, ResidentWeights, TensorTable, WeightSource};
+use crate::model::weights::{CopyPlan, CopyScope, ResidentWeights, TensorTable, WeightSource};
 use crate::pager::{EvictionPolicy, LoadMethod, PagedWeights, PagerOptions};
 use crate::pool::ComputePool;
 use crate::tokenizer::{Tokenizer, VocabSpec};
@@ -163,20 +163,20 @@ impl Model {
         } else {
             // The tensors read from the mapping are faulted in first, then any copy is made:
             // progress counts both.
-            let ranges = table.mapped_ranges(copy);
+            let plan = copy.map(|scope| table.copy_plan(scope));
+            let ranges = table.mapped_ranges(plan.as_ref());
             let mapped_bytes: u64 = ranges.iter().map(|&(_, n)| n).sum();
-            let copy_bytes = copy.map_or(0, |scope| table.copy_bytes(scope));
-            let total = mapped_bytes + copy_bytes;
+            let total = mapped_bytes + plan.as_ref().map_or(0, CopyPlan::bytes);
             progress(0, total);
             let mut done = 0;
             for (offset, n) in ranges {
                 file.mapped().prefault(offset, n, cancel, |part| progress(done + part, total))?;
                 done += n;
             }
-            match copy {
-                Some(scope) => {
+            match plan {
+                Some(plan) => {
                     let mut progress = |part: u64, _| progress(mapped_bytes + part, total);
-                    Box::new(ResidentWeights::copied(file, table, scope, cancel, &mut progress)?)
+                    Box::new(ResidentWeights::copied(file, table, &plan, cancel, &mut progress)?)
                 }
                 None => Box::new(ResidentWeights::mapped(file, table)),
             }

@@ -157,8 +157,9 @@ impl MappedFile {
     /// Whether the file's cached pages in `offset..offset+len` are mapped 4 KiB at a time where
     /// 2 MiB pages were possible, judged by mapping in `PROBE_PAGES` 2 MiB pages spread over it:
     /// the state of a file read in scattered pieces, partly paged out and faulted in again, or
-    /// (depending on the writer and the kernel) just written (see `page_cache`). False where it cannot be told (not Linux, a
-    /// mapping not 2 MiB-aligned, a range shorter than 32 probe pages).
+    /// (depending on the writer and the kernel) just written (see `page_cache`). False where it
+    /// cannot be told (not Linux, a mapping not 2 MiB-aligned, a range shorter than 32 probe
+    /// pages).
     pub fn mapped_in_small_pages(&self, offset: u64, len: u64) -> bool {
         #[cfg(target_os = "linux")]
         if let Some(map) = &self.map {

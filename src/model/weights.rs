@@ -11,7 +11,7 @@ use crate::gguf::{GgufFile, TensorInfo};
 use crate::mapping;
 use crate::model::config::{Architecture, ModelConfig};
 use crate::quant;
-use crate::tensor::{TensorView, WeightLayout};
+use crate::tensor::{GgmlType, TensorView, WeightLayout};
 
 /// Defines, from one list of a block's tensors, `LayerWeights` (views of them), `LayerTensors`
 /// (their infos in the file) and the conversions between them, so that the list, and the order
@@ -359,18 +359,19 @@ impl TensorTable {
     /// thread included (Zen 4, AVX-512 VNNI, decode step at 128 positions, alternating runs):
     /// Qwen2.5-1.5B (Q4_K) 40.8-41.4 ms against 45.7-46.8 mapped, and 45.1-46.6 from a copy
     /// with Q4_K left in the file's layout. Through `generate`, one thread: SmolLM2 (Q4_1)
-    /// 6-9% more tokens a second, Qwen2.5-0.5B (mostly Q5_0) 5-8%. What `copy_weights`' default weighs.
+    /// 6-9% more tokens a second, Qwen2.5-0.5B (mostly Q5_0) 5-8%. What `copy_weights`'
+    /// default weighs.
     pub fn copy_speeds_decode(&self) -> bool {
         !self.rearranged_offsets(CopyScope::Rearranged).is_empty()
     }
 
-    /// Where a copy of `scope` puts each tensor it holds: `(file offset, offset in the copy,
-    /// bytes)` in the order the forward pass reads them (layer by layer, each as
-    /// `LayerTensors::all` lists it, then the output head, then token_embd and rope_freqs),
-    /// each at a multiple of 64 bytes, a tensor two entries share once; and the copy's length.
-    /// In that order the decode kernels' prefetches past a matrix's end, and the hardware's,
-    /// run into the matrix read next instead of whatever the file put after it.
-    fn copy_places(&self, scope: CopyScope) -> (Vec<(u64, u64, u64)>, u64) {
+    /// What a copy of `scope` holds, where, and which of it is rearranged: each tensor placed
+    /// in the order the forward pass reads them (layer by layer, each as `LayerTensors::all`
+    /// lists it, then the output head, then token_embd and rope_freqs), at a multiple of 64
+    /// bytes, a tensor two entries share once. In that order the decode kernels' prefetches
+    /// past a matrix's end, and the hardware's, run into the matrix read next instead of
+    /// whatever the file put after it.
+    pub fn copy_plan(&self, scope: CopyScope) -> CopyPlan {
         let layers = self.layers.iter().flat_map(LayerTensors::all);
         let globals = self.head.all().chain([&self.token_embd]).chain(&self.rope_freqs);
         let rearranged = self.rearranged_offsets(scope);
@@ -385,24 +386,19 @@ impl TensorTable {
         let mut seen = std::collections::HashSet::new();
         for t in layers.chain(globals).filter(held) {
             if seen.insert(t.offset) {
-                places.push((t.offset, end, t.size));
+                let rearrange = rearranged.contains(&t.offset).then_some((t.ty, t.dims[0] as usize));
+                places.push(CopyPlace { from: t.offset, to: end, size: t.size, rearrange });
                 end = (end + t.size).next_multiple_of(64);
             }
         }
-        (places, end)
+        CopyPlan { scope, places, len: end }
     }
 
-    /// Bytes of the tensors a copy of `scope` holds.
-    pub fn copy_bytes(&self, scope: CopyScope) -> u64 {
-        self.copy_places(scope).0.iter().map(|&(_, _, size)| size).sum()
-    }
-
-    /// File ranges the forward pass reads the tensors not in a copy of `scope` from (all of
-    /// them for none), in file order, adjacent ones merged: what a load prefaults. token_embd
-    /// is left out where a copy holds the output head, as only its rows are read then.
-    pub fn mapped_ranges(&self, scope: Option<CopyScope>) -> Vec<(u64, u64)> {
-        let held = scope.map(|s| self.copy_places(s).0.into_iter().map(|(from, _, _)| from).collect());
-        let held: std::collections::HashSet<u64> = held.unwrap_or_default();
+    /// File ranges the forward pass reads the tensors not in `copy` from (all of them without
+    /// one), in file order, adjacent ones merged: what a load prefaults. token_embd is left out
+    /// where the copy holds the output head, as only its rows are read then.
+    pub fn mapped_ranges(&self, copy: Option<&CopyPlan>) -> Vec<(u64, u64)> {
+        let held: std::collections::HashSet<u64> = copy.iter().flat_map(|c| &c.places).map(|p| p.from).collect();
         let embeddings_read_whole = !held.contains(&self.head.output.offset);
         let layers = self.layers.iter().flat_map(LayerTensors::all);
         let globals = self.head.all().chain(embeddings_read_whole.then_some(&self.token_embd)).chain(&self.rope_freqs);
@@ -431,6 +427,31 @@ impl TensorTable {
         let all = self.layers.iter().flat_map(LayerTensors::all).chain(globals);
         let (lo, hi) = all.fold((u64::MAX, 0), |(lo, hi), t| (lo.min(t.offset), hi.max(t.offset + t.size)));
         (lo, hi.saturating_sub(lo))
+    }
+}
+
+/// A copy of resident weights laid out (`TensorTable::copy_plan`): its places, and its length.
+pub struct CopyPlan {
+    scope: CopyScope,
+    places: Vec<CopyPlace>,
+    len: u64,
+}
+
+/// One tensor's place in a copy.
+struct CopyPlace {
+    /// Offset in the file.
+    from: u64,
+    /// Offset in the copy.
+    to: u64,
+    size: u64,
+    /// The type and row length to rearrange it by (`quant::interleave_rows8`), if it is.
+    rearrange: Option<(GgmlType, usize)>,
+}
+
+impl CopyPlan {
+    /// Bytes of the tensors the copy holds.
+    pub fn bytes(&self) -> u64 {
+        self.places.iter().map(|p| p.size).sum()
     }
 }
 
@@ -471,9 +492,9 @@ impl ResidentWeights {
         ResidentWeights { file, table, copy: None, reads_file: true }
     }
 
-    /// Weights copied (all, or per `scope` the ones rearranged) into memory of the process's
-    /// own (in 2 MiB pages where the OS gives them, whatever state the file's page cache is
-    /// in), in the order the forward pass reads them (`TensorTable::copy_places`), and every
+    /// Weights copied as `plan` lays them out (all, or per its scope the ones rearranged) into
+    /// memory of the process's own (in 2 MiB pages where the OS gives them, whatever state the
+    /// file's page cache is in), in the order the forward pass reads them, and every
     /// matrix the active kernels have an interleaved form for (`quant::interleave_rows8`:
     /// Q4_0, Q4_1, Q5_0, Q5_1 and Q4_K on x86) rearranged so. Measured on Zen 4, one thread:
     /// SmolLM2 (Q4_1) decodes at 4.6 ms per token against 4.9 from a copy not rearranged, and
@@ -482,44 +503,41 @@ impl ResidentWeights {
     pub fn copied(
         file: Arc<GgufFile>,
         mut table: TensorTable,
-        scope: CopyScope,
+        plan: &CopyPlan,
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
         const WHAT: &str = "anonymous memory for the weights";
-        let (places, len) = table.copy_places(scope);
-        let rearranged = table.rearranged_offsets(scope);
-        let mut copy = mapping::weights_buffer(len, WHAT)?;
-        let (mut done, total) = (0, places.iter().map(|&(_, _, size)| size).sum());
+        let mut copy = mapping::weights_buffer(plan.len, WHAT)?;
+        let (mut done, total) = (0, plan.bytes());
         progress(0, total);
         let mut scratch = Vec::new();
-        for &(from, to, size) in &places {
-            let dst = &mut copy[to as usize..(to + size) as usize];
-            file.mapped().copy_into(from, dst, cancel, |part| progress(done + part, total))?;
-            if rearranged.contains(&from) {
-                let t = table.matrices().find(|t| t.offset == from).expect("a rearranged offset is a matrix's");
-                quant::interleave_rows8(t.ty, t.dims[0] as usize, dst, &mut scratch);
+        for p in &plan.places {
+            let dst = &mut copy[p.to as usize..(p.to + p.size) as usize];
+            file.mapped().copy_into(p.from, dst, cancel, |part| progress(done + part, total))?;
+            if let Some((ty, cols)) = p.rearrange {
+                quant::interleave_rows8(ty, cols, dst, &mut scratch);
             }
-            done += size;
+            done += p.size;
         }
-        let moved: std::collections::HashMap<u64, u64> = places.iter().map(|&(from, to, _)| (from, to)).collect();
+        let moved: std::collections::HashMap<u64, &CopyPlace> = plan.places.iter().map(|p| (p.from, p)).collect();
         let relocate = |t: &mut TensorInfo| {
-            if let Some(&to) = moved.get(&t.offset) {
-                if rearranged.contains(&t.offset) {
+            if let Some(p) = moved.get(&t.offset) {
+                if p.rearrange.is_some() {
                     t.layout = WeightLayout::Interleaved8;
                 }
-                t.offset = to;
+                t.offset = p.to;
                 t.copied = true;
             }
         };
         let token_embd = table.token_embd.clone();
         table.for_each_mut(relocate);
-        if scope == CopyScope::Rearranged {
+        if plan.scope == CopyScope::Rearranged {
             // It stays in the file, where a tied output head, copied, had the same offset.
             table.token_embd = token_embd;
         }
         let copy = mapping::seal_weights_buffer(copy, WHAT)?;
-        Ok(ResidentWeights { file, table, copy: Some(copy), reads_file: scope != CopyScope::All })
+        Ok(ResidentWeights { file, table, copy: Some(copy), reads_file: plan.scope != CopyScope::All })
     }
 
     fn file_bytes(&self) -> &[u8] {
@@ -592,20 +610,22 @@ mod tests {
             return;
         }
         let (embd, large) = (table.token_embd.offset, table.layers[0].w_gate.offset);
-        let held: Vec<u64> = table.copy_places(CopyScope::Rearranged).0.iter().map(|&(from, _, _)| from).collect();
+        let plan = table.copy_plan(CopyScope::Rearranged);
+        let held: Vec<u64> = plan.places.iter().map(|p| p.from).collect();
         // The tied head is token_embd's tensor: copied (once), as the head.
         assert!(held.contains(&table.head.output.offset) && table.head.output.offset == embd);
         assert!(!held.contains(&large));
         let everything_else = table.layers.iter().flat_map(LayerTensors::all).filter(|t| t.offset != large);
         assert!(everything_else.chain([&table.head.output_norm]).all(|t| held.contains(&t.offset)));
-        let rearranged = table.rearranged_offsets(CopyScope::Rearranged);
+        let rearranged: Vec<u64> = plan.places.iter().filter(|p| p.rearrange.is_some()).map(|p| p.from).collect();
         assert!(rearranged.contains(&embd) && rearranged.contains(&table.layers[1].w_down.offset));
         // Only the large matrix is read from the mapping; token_embd's rows are looked up.
-        assert_eq!(table.mapped_ranges(Some(CopyScope::Rearranged)), vec![(large, 64 << 20)]);
-        assert!(table.mapped_ranges(Some(CopyScope::All)).is_empty());
+        assert_eq!(table.mapped_ranges(Some(&plan)), vec![(large, 64 << 20)]);
+        let all = table.copy_plan(CopyScope::All);
+        assert!(table.mapped_ranges(Some(&all)).is_empty());
         // The whole copy leaves token_embd, the tied head with it, as the file has it.
-        assert!(!table.rearranged_offsets(CopyScope::All).contains(&embd));
+        assert!(all.places.iter().any(|p| p.from == embd && p.rearrange.is_none()));
         // And holds the large matrix, which the rearranged copy alone leaves out.
-        assert_eq!(table.copy_places(CopyScope::All).0.len(), held.len() + 1);
+        assert_eq!(all.places.len(), held.len() + 1);
     }
 }
