@@ -182,8 +182,10 @@ export interface NativeStats {
    * (see `useMmap`).
    */
   copied: boolean
-  /** Bytes of that copy. */
+  /** Bytes of that copy made so far. */
   copiedBytes: number
+  /** The copy is being made, on a thread of its own, after the load (see `useMmap`). */
+  copying: boolean
   budgetBytes: number
   residentBytes: number
   peakResidentBytes: number

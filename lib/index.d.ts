@@ -99,15 +99,20 @@ export interface LoadOptions {
    * Rearranged matrices decode faster, one sequence at one thread included (Qwen2.5-1.5B: 11%;
    * SmolLM2: 6-9% more tokens a second than from the mapping).
    *
-   * Default, on x86: the rearranged matrices (a tied output head among them) and every other
-   * tensor under 32 MiB but the token embeddings are copied, and the larger ones are mapped
-   * (Qwen2.5-1.5B copies 789 MB of its 1117 MB file, Qwen2.5-0.5B 247 of 491). On ARM everything is
-   * mapped. A copy is read during the load (part of `onProgress`), and the OS provides that
-   * much fresh memory: about 0.1 s per 500 MB where memory is already backed, several seconds
-   * per GB on a VM whose host backs guest memory only when touched (pass `true` where a fast
-   * load matters more). It is not shared with the page cache or other processes, and it is
-   * not made (the file is mapped) when the file is over half the available memory.
-   * `stats().copied` and `stats().copiedBytes` tell which. Paged models always read from the
+   * Default, on x86: the model loads mapped, as with `true`, and a thread then copies the
+   * rearranged matrices (a tied output head among them) and every other tensor under 32 MiB but
+   * the token embeddings; each layer is read from the copy once the copy has reached it, and
+   * the file's pages the copy replaces are given back. The larger tensors stay mapped
+   * (Qwen2.5-1.5B copies 789 MB of its 1117 MB file, Qwen2.5-0.5B 247 of 491). On ARM
+   * everything is mapped. The copy takes the OS providing that much fresh memory: about 0.1 s
+   * per 500 MB where memory is already backed, several seconds per GB on a VM whose host backs
+   * guest memory only when touched. Where the compute threads take every core, it waits for the
+   * gaps between forward passes, so it never slows them: tokens decode at the mapped speed until
+   * the model has been idle long enough for the copy. With fewer threads than cores it runs
+   * beside them. `false` copies everything during the load instead (part of `onProgress`). A
+   * copy is not shared with the page cache or other processes, and it is not made (the file is
+   * mapped) when the file is over half the available memory. `stats().copied`,
+   * `stats().copying` and `stats().copiedBytes` tell which. Paged models always read from the
    * file.
    */
   useMmap?: boolean
@@ -150,8 +155,10 @@ export interface ModelStats {
   paged: boolean
   /** The weights, all or the rearranged matrices (see `useMmap`), are a copy in the process's memory. */
   copied: boolean
-  /** Bytes of that copy: 0 where every weight is read from the mapped file. */
+  /** Bytes of that copy made so far: 0 where every weight is read from the mapped file. */
   copiedBytes: number
+  /** The default copy is being made, on a thread of its own after the load (see `useMmap`). */
+  copying: boolean
   budgetBytes: number
   /** Weight bytes resident now (resident mode: all of them). */
   residentBytes: number

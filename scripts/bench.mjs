@@ -41,7 +41,10 @@ llama.cpp built for this CPU where scripts/build-native-llama has built it, each
 own child process: load seconds, time to first token (TTFT: load + the first
 evaluation of the prompt, with the file in the page cache, and "cold" with its cached pages
 dropped first, read from disk), prefill tok/s (one prompt evaluation in a fresh state), decode
-tok/s (greedy, EOS ignored, (tokens-1)/(t_last-t_first)), peak RSS (VmHWM).
+tok/s (greedy, EOS ignored, (tokens-1)/(t_last-t_first)), peak RSS (VmHWM). chord-llm's
+prefill and decode are measured once its default copy of the weights, made on a thread of its
+own after the load (see useMmap), is made: "copy wait s" is how long that took after the first
+evaluation, with nothing else running.
 The same prompt ids (a fixed text tokenized by node-llama-cpp, BOS added when the model wants it)
 are fed to every engine. One table per thread count, one row per model, medians of --repeat runs.
 Each table's first line gives the 1-minute load average at its start: other processes' CPU use
@@ -189,7 +192,7 @@ function median(xs) {
   return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
-const METRICS = ['loadS', 'ttftS', 'prefillTokS', 'decodeTokS', 'peakRssBytes', 'prefillS', 'decodeS', 'initS', 'kvCacheBytes'];
+const METRICS = ['loadS', 'ttftS', 'copyWaitS', 'prefillTokS', 'decodeTokS', 'peakRssBytes', 'prefillS', 'decodeS', 'initS', 'kvCacheBytes'];
 
 function summarize(runs) {
   const ok = runs.filter((r) => r.ok);
@@ -303,6 +306,7 @@ function engineColumns(key) {
     ['peak RSS MB', (r) => fmt(r.peakRssBytes / MB, 0)],
   ];
   if (key === 'chord') {
+    cols.splice(3, 0, ['copy wait s', (r) => fmt(r.copyWaitS, 2)]);
     cols.push(['RSS bound MB', (r, row) => (row.rssBoundBytes == null ? '-' : `${fmt(row.rssBoundBytes / MB, 0)} ${r.rssWithinBound ? 'ok' : 'OVER'}`)]);
   }
   return cols;

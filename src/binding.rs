@@ -305,8 +305,10 @@ pub struct NativeStats {
     /// Resident weights, all or the rearranged matrices, are a copy in the process's memory
     /// (see `useMmap`).
     pub copied: bool,
-    /// Bytes of that copy.
+    /// Bytes of that copy made so far.
     pub copied_bytes: f64,
+    /// The copy is being made, on a thread of its own, after the load (see `useMmap`).
+    pub copying: bool,
     pub budget_bytes: f64,
     pub resident_bytes: f64,
     pub peak_resident_bytes: f64,
@@ -417,6 +419,7 @@ impl NativeModel {
             paged: s.paged,
             copied: s.copied,
             copied_bytes: s.copied_bytes as f64,
+            copying: s.copying,
             budget_bytes: s.budget_bytes as f64,
             resident_bytes: s.resident_bytes as f64,
             peak_resident_bytes: s.peak_resident_bytes as f64,

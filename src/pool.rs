@@ -294,6 +294,17 @@ impl Drop for ComputePool {
     }
 }
 
+/// Makes the calling thread run only on CPU time the compute threads leave: on Linux the
+/// lowest priority (nice 19) for this thread alone; elsewhere nothing changes.
+pub fn yield_cpu_to_compute() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only reads its arguments; on Linux, `who` 0 with PRIO_PROCESS names
+    // the calling thread. A failure leaves the priority as it was, which is only slower.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

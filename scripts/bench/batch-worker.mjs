@@ -15,7 +15,7 @@
 // Prints exactly one JSON line on stdout (see common.mjs runWorker).
 
 import fs from 'node:fs';
-import { loadChord, now, peakRssBytes, readConfig, runWorker } from './common.mjs';
+import { loadChord, now, peakRssBytes, readConfig, runWorker, waitForWeightsCopy } from './common.mjs';
 import { CORPUS_FILE, median, medianRuns, percentile, samePrefix, streamFigures } from './batch-common.mjs';
 import { runNativeScript } from './native.mjs';
 
@@ -169,6 +169,7 @@ async function loadChordModel(options) {
   const tLoad = now();
   const model = await chord.loadModel(cfg.model, { threads: cfg.threads, useMmap: cfg.useMmap, ...options });
   const loadS = (now() - tLoad) / 1000;
+  await waitForWeightsCopy(model);
   if (needSessions && typeof model.createSession !== 'function') {
     await model.dispose();
     throw new Error(NO_SESSIONS);

@@ -45,6 +45,21 @@ export function peakRssBytes() {
 
 export const now = () => performance.now();
 
+/**
+ * Waits until chord-llm's default copy of the weights, made on a thread of its own after the
+ * load (see `useMmap`), is made, so that prefill and decode are measured as they run from then
+ * on. Returns the seconds waited: 0 where nothing is copied, or for an addon without
+ * `stats().copying`.
+ */
+export async function waitForWeightsCopy(model, timeoutS = 300) {
+  const t0 = now();
+  while (model.stats().copying) {
+    if (now() - t0 > timeoutS * 1000) throw new Error(`the weights copy took over ${timeoutS} s`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return (now() - t0) / 1000;
+}
+
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** chord-llm's JS API from `modulePath` (default: this repo), with a clear error when unbuilt. */

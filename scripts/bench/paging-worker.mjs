@@ -9,7 +9,7 @@
 // Prints exactly one JSON line on stdout.
 
 import fs from 'node:fs';
-import { PROMPT_TEXT, loadChord, now, peakRssBytes, readConfig, runWorker } from './common.mjs';
+import { PROMPT_TEXT, loadChord, now, peakRssBytes, readConfig, runWorker, waitForWeightsCopy } from './common.mjs';
 
 
 /** A generated item may be a bare id or an object carrying one. */
@@ -117,6 +117,9 @@ async function bench(chord, cfg) {
   const model = await chord.loadModel(cfg.model, opts);
   const loadS = (now() - tLoad) / 1000;
   try {
+    // Resident, the default copy is made first: the paged runs are compared with what
+    // resident weights decode at from then on.
+    const copyWaitS = await waitForWeightsCopy(model);
     const info = plainInfo(model.info);
     const statsLoad = model.stats();
     const memLoad = memStatus();
@@ -146,6 +149,7 @@ async function bench(chord, cfg) {
     const ru = process.resourceUsage();
     return {
       loadS,
+      copyWaitS,
       promptTokens: ids.length,
       promptIds: ids,
       firstTokenS: tokens.length ? (tFirst - tStart) / 1000 : null,

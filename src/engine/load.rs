@@ -43,11 +43,12 @@ pub struct LoadOptions {
     /// `MappedFile::mapped_in_small_pages`); by default the file is then read again once. Only
     /// where weights are read from the mapping (not copied, or paged).
     pub keep_page_cache: bool,
-    /// `Some(true)`: copy all resident weights into the process's memory
-    /// (`ResidentWeights::copied`); `Some(false)`: serve them from the mapped file. None: copy
-    /// the matrices the kernels have a faster layout for (`CopyScope::Rearranged`) where that
-    /// decodes faster (`TensorTable::copy_speeds_decode`), the rest mapped. Paged weights
-    /// always come from the file.
+    /// `Some(true)`: copy all resident weights into the process's memory during the load
+    /// (`ResidentWeights::copied`); `Some(false)`: serve them from the mapped file. None: serve
+    /// them from the file, and copy the matrices the kernels have a faster layout for
+    /// (`CopyScope::Rearranged`), where that decodes faster (`TensorTable::copy_speeds_decode`),
+    /// on a thread of its own after the load (`ResidentWeights::copying`). Paged weights always
+    /// come from the file.
     pub copy_weights: Option<bool>,
 }
 
@@ -161,12 +162,14 @@ impl Model {
             };
             Box::new(PagedWeights::new(file, table, options, cancel, &mut progress)?)
         } else {
-            // The tensors read from the mapping are faulted in first, then any copy is made:
-            // progress counts both.
+            // The tensors read from the mapping are faulted in first, then a copy of everything
+            // is made: progress counts both. The default copy is made after the load, and the
+            // tensors it holds are read from the file, faulted in here, until it is.
             let plan = copy.map(|scope| table.copy_plan(scope));
-            let ranges = table.mapped_ranges(plan.as_ref());
+            let whole_copy = plan.as_ref().filter(|_| copy == Some(CopyScope::All));
+            let ranges = table.mapped_ranges(whole_copy);
             let mapped_bytes: u64 = ranges.iter().map(|&(_, n)| n).sum();
-            let total = mapped_bytes + plan.as_ref().map_or(0, CopyPlan::bytes);
+            let total = mapped_bytes + whole_copy.map_or(0, CopyPlan::bytes);
             progress(0, total);
             let mut done = 0;
             for (offset, n) in ranges {
@@ -174,14 +177,30 @@ impl Model {
                 done += n;
             }
             match plan {
-                Some(plan) => {
+                Some(plan) if copy == Some(CopyScope::All) => {
                     let mut progress = |part: u64, _| progress(mapped_bytes + part, total);
                     Box::new(ResidentWeights::copied(file, table, &plan, cancel, &mut progress)?)
+                }
+                Some(plan) => {
+                    let every_core = threads >= std::thread::available_parallelism().map_or(1, |n| n.get());
+                    Box::new(ResidentWeights::copying(file, table, &plan, every_core)?)
                 }
                 None => Box::new(ResidentWeights::mapped(file, table)),
             }
         };
         Ok(Model::new(config, tokenizer, info, weights, ComputePool::new(threads)))
+    }
+}
+
+#[cfg(test)]
+impl Model {
+    /// A model loaded by default whose copy stopped once `bytes` of it were made
+    /// (`ResidentWeights::partly_copied`): the state forward passes run in while it is made.
+    pub(crate) fn load_partly_copied(path: &Path, bytes: u64) -> Result<Model> {
+        let Opened { file, config, tokenizer, table, info, threads } = open(path, &LoadOptions::default())?;
+        let plan = table.copy_plan(CopyScope::Rearranged);
+        let weights = ResidentWeights::partly_copied(file, table, &plan, bytes)?;
+        Ok(Model::new(config, tokenizer, info, Box::new(weights), ComputePool::new(threads)))
     }
 }
 

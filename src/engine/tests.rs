@@ -93,6 +93,7 @@ fn the_default_copy_gives_the_same_logits_as_the_whole_copy_and_the_mapping() {
         model
     };
     let (mapped, all, default) = (with(Some(false)), with(Some(true)), with(None));
+    wait_for_the_copy(&default);
     let logits = |m: &Model| m.logits(&IDS, 0, &AtomicBool::new(false)).unwrap();
     assert!(logits(&all) == logits(&mapped) && logits(&default) == logits(&mapped));
     let (mapped, all, default) = (mapped.weight_stats(), all.weight_stats(), default.weight_stats());
@@ -105,6 +106,42 @@ fn the_default_copy_gives_the_same_logits_as_the_whole_copy_and_the_mapping() {
     } else {
         assert!(!default.copied && default.copied_bytes == 0);
     }
+}
+
+/// Waits until the default copy, made after the load, is made.
+fn wait_for_the_copy(model: &Model) {
+    let start = std::time::Instant::now();
+    while model.weight_stats().copying {
+        assert!(start.elapsed().as_secs() < 30, "the copy takes over 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn passes_while_the_default_copy_is_made_give_the_mapped_logits() {
+    let file = TempPath::new("being-copied");
+    let spec = TinyModel { mixed_types: true, biases: true, q4_0: true, ..TinyModel::llama(3) };
+    write_tiny_model(file.path(), &spec);
+    let mapped = load(file.path(), LoadOptions { copy_weights: Some(false), ..LoadOptions::default() }).unwrap();
+    let expected = mapped.logits(&IDS, 0, &AtomicBool::new(false)).unwrap();
+    let whole = load_partly_copied(file.path(), u64::MAX).weight_stats().copied_bytes;
+    if whole == 0 {
+        return; // Nothing is rearranged here (no interleaved kernels): nothing is copied.
+    }
+    let mut copied = Vec::new();
+    for bytes in [0, whole / 4, whole / 2, whole * 3 / 4, whole] {
+        let model = load_partly_copied(file.path(), bytes);
+        assert!(model.logits(&IDS, 0, &AtomicBool::new(false)).unwrap() == expected, "copy stopped at {bytes}");
+        copied.push(model.weight_stats().copied_bytes);
+    }
+    // Each stop left a different share of the parts copied, the first none and the last all.
+    assert!(copied[0] < whole && copied.windows(2).all(|w| w[0] < w[1]) && copied[4] == whole, "{copied:?}");
+}
+
+fn load_partly_copied(path: &Path, bytes: u64) -> Model {
+    let model = Model::load_partly_copied(path, bytes).unwrap();
+    assert!(!model.weight_stats().copying);
+    model
 }
 
 #[test]

@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 mod bus_guard;
 #[cfg(target_os = "linux")]
 mod page_cache;
+mod published;
+
+pub use published::{BufferWriter, PublishedBuffer};
 
 pub struct MappedFile {
     path: PathBuf,

@@ -3,12 +3,13 @@
 //!
 //! Tensor names (`blk.{i}.*`) are resolved and shape-checked once, in `TensorTable::resolve`.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
-use crate::mapping;
+use crate::mapping::{BufferWriter, PublishedBuffer};
 use crate::model::config::{Architecture, ModelConfig};
 use crate::quant;
 use crate::tensor::{GgmlType, TensorView, WeightLayout};
@@ -196,8 +197,11 @@ pub struct WeightStats {
     /// Resident weights, all or some (`CopyScope`), are a copy in the process's memory
     /// (`ResidentWeights::copied`), not the mapped file.
     pub copied: bool,
-    /// Bytes of that copy.
+    /// Bytes of that copy made so far.
     pub copied_bytes: u64,
+    /// The copy is being made, on a thread of its own after the load
+    /// (`ResidentWeights::copying`).
+    pub copying: bool,
     pub budget_bytes: u64,
     pub resident_bytes: u64,
     pub peak_resident_bytes: u64,
@@ -438,6 +442,7 @@ pub struct CopyPlan {
 }
 
 /// One tensor's place in a copy.
+#[derive(Clone)]
 struct CopyPlace {
     /// Offset in the file.
     from: u64,
@@ -478,48 +483,249 @@ const SMALL_TENSOR_BYTES: u64 = 32 << 20;
 /// or some from each (`TensorInfo::copied` says which).
 pub struct ResidentWeights {
     file: Arc<GgufFile>,
-    /// Offsets are positions in the file, or in `copy` for tensors marked `copied`.
+    /// Offsets are positions in the file.
     table: TensorTable,
-    /// The copied tensors, in anonymous memory, matrices rearranged for the kernels.
-    copy: Option<memmap2::Mmap>,
-    /// Whether any tensor is read from the file.
+    copy: Option<WeightsCopy>,
+}
+
+/// A copy of resident weights as a `CopyPlan` lays it out, made during the load or on a thread
+/// of its own after it. Each part of the model (a layer, or the output head after the layers)
+/// is read from the file until the copy has reached its end, and from the copy after: both
+/// give the same results bit for bit, so a forward pass may read some layers from each.
+struct WeightsCopy {
+    buffer: Arc<PublishedBuffer>,
+    /// The table once the copy is made: offsets are positions in `buffer` for the tensors
+    /// marked `copied`, in the file for the others.
+    table: TensorTable,
+    /// Per part, where its last copied tensor ends in `buffer`.
+    ends: Vec<usize>,
+    /// Per part, the forward passes reading it from the file: the copying thread waits them
+    /// out before giving the file's pages back.
+    file_readers: Arc<[AtomicUsize]>,
+    /// Whether any tensor is read from the file once the copy is made.
     reads_file: bool,
+    /// The thread making the copy and the flag that stops it; None where the load made it.
+    thread: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    /// The forward passes' reads while the copy is made.
+    passes: Arc<PassActivity>,
+}
+
+/// Whether forward passes are reading weights, for a copy that waits for the gaps between them
+/// where it would otherwise take a core from them.
+struct PassActivity {
+    /// Parts being read (guards alive).
+    reading: AtomicUsize,
+    epoch: Instant,
+    /// When the last read ended, in ns from `epoch`.
+    last_read_ns: AtomicU64,
+}
+
+impl PassActivity {
+    /// Whether no part has been read for `gap`.
+    fn quiet_for(&self, gap: Duration) -> bool {
+        let since = self.epoch.elapsed().as_nanos() as u64 - self.last_read_ns.load(Ordering::Relaxed);
+        self.reading.load(Ordering::Relaxed) == 0 && since >= gap.as_nanos() as u64
+    }
+}
+
+/// A pass reading a part while the copy is made: counted in `PassActivity`, and among the
+/// part's file readers where it reads the file.
+struct PartRead<'a> {
+    passes: &'a PassActivity,
+    file_readers: Option<&'a AtomicUsize>,
+}
+
+impl Drop for PartRead<'_> {
+    fn drop(&mut self) {
+        if let Some(readers) = self.file_readers {
+            readers.fetch_sub(1, Ordering::SeqCst);
+        }
+        let passes = self.passes;
+        passes.last_read_ns.fetch_max(passes.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        passes.reading.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for WeightsCopy {
+    fn drop(&mut self) {
+        if let Some((cancel, thread)) = self.thread.take() {
+            cancel.store(true, Ordering::Relaxed);
+            // It stops within one chunk of the file (`mapping::MappedFile::copy_into`).
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Fills a copy's buffer place by place, publishing each, and gives back the mapped file's
+/// pages of each part the forward pass reads from the copy from then on.
+struct CopyJob {
+    file: Arc<GgufFile>,
+    writer: BufferWriter,
+    places: Vec<CopyPlace>,
+    /// The parts whose file pages are given back once the copy has reached them.
+    releases: Vec<PartRelease>,
+    file_readers: Arc<[AtomicUsize]>,
+    /// Where set, each piece of the copy waits for a gap between forward passes.
+    between_passes: Option<Arc<PassActivity>>,
+}
+
+/// Bytes the copy makes between two looks at whether a forward pass is reading: 1 MiB takes
+/// 0.1-5 ms (memory the OS already backs, or a host backing it as it is touched).
+const COPY_PIECE: usize = 1 << 20;
+
+/// How long no part must have been read before a copy that waits for the gaps between
+/// forward passes goes on: longer than a pass takes between two layers.
+const PASS_GAP: Duration = Duration::from_millis(1);
+
+/// A part's pages of the mapped file that the copy replaces.
+struct PartRelease {
+    /// The part's index in `file_readers`.
+    part: usize,
+    /// Where its last copied tensor ends in the copy.
+    end: usize,
+    /// File ranges `(start, end)`.
+    ranges: Vec<(u64, u64)>,
+}
+
+impl CopyJob {
+    /// `progress(done, total)` counts the tensors' bytes copied; `cancel` stops with `Aborted`.
+    fn run(self, cancel: &AtomicBool, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+        let CopyJob { file, mut writer, places, releases, file_readers, between_passes } = self;
+        let (mut done, total) = (0, places.iter().map(|p| p.size).sum());
+        progress(0, total);
+        let mut pending = releases;
+        // Gives back the parts the copy has reached that no pass reads from the file any more.
+        let release = |published: usize, pending: &mut Vec<PartRelease>| {
+            pending.retain(|r| {
+                let read_from_file = r.end > published || file_readers[r.part].load(Ordering::SeqCst) > 0;
+                if !read_from_file {
+                    r.ranges.iter().for_each(|&(start, end)| file.mapped().release(start, end - start));
+                }
+                read_from_file
+            })
+        };
+        let mut scratch = Vec::new();
+        for p in &places {
+            let end = (p.to + p.size) as usize;
+            // The padding before it is left as the OS gave it: zeros.
+            let unpublished = writer.unpublished(end);
+            let padding = unpublished.len() - p.size as usize;
+            let dst = &mut unpublished[padding..];
+            for (i, piece) in dst.chunks_mut(COPY_PIECE).enumerate() {
+                while between_passes.as_ref().is_some_and(|p| !p.quiet_for(PASS_GAP)) && !cancel.load(Ordering::Relaxed)
+                {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                let (from, at) = (p.from + (i * COPY_PIECE) as u64, done + (i * COPY_PIECE) as u64);
+                file.mapped().copy_into(from, piece, cancel, |part| progress(at + part, total))?;
+            }
+            if let Some((ty, cols)) = p.rearrange {
+                quant::interleave_rows8(ty, cols, dst, &mut scratch);
+            }
+            writer.publish(end);
+            done += p.size;
+            release(end, &mut pending);
+        }
+        // A pass that started a part from the file just before the copy reached it ends soon.
+        while !pending.is_empty() && !cancel.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            release(usize::MAX, &mut pending);
+        }
+        writer.seal();
+        Ok(())
+    }
 }
 
 impl ResidentWeights {
     /// Weights served from the mapped file as it is.
     pub fn mapped(file: Arc<GgufFile>, table: TensorTable) -> Self {
-        ResidentWeights { file, table, copy: None, reads_file: true }
+        ResidentWeights { file, table, copy: None }
     }
 
-    /// Weights copied as `plan` lays them out (all, or per its scope the ones rearranged) into
-    /// memory of the process's own (in 2 MiB pages where the OS gives them, whatever state the
-    /// file's page cache is in), in the order the forward pass reads them, and every
-    /// matrix the active kernels have an interleaved form for (`quant::interleave_rows8`:
-    /// Q4_0, Q4_1, Q5_0, Q5_1 and Q4_K on x86) rearranged so. Measured on Zen 4, one thread:
-    /// SmolLM2 (Q4_1) decodes at 4.6 ms per token against 4.9 from a copy not rearranged, and
-    /// Qwen2.5-1.5B (Q4_K) 11% faster (`TensorTable::copy_speeds_decode`). `progress(done,
-    /// total)` counts the tensors' bytes copied; `cancel` stops with `Aborted`.
+    /// Weights copied, now, as `plan` lays them out (all, or per its scope the ones
+    /// rearranged) into memory of the process's own (in 2 MiB pages where the OS gives them,
+    /// whatever state the file's page cache is in), in the order the forward pass reads them,
+    /// and every matrix the active kernels have an interleaved form for
+    /// (`quant::interleave_rows8`: Q4_0, Q4_1, Q5_0, Q5_1 and Q4_K on x86) rearranged so.
+    /// Measured on Zen 4, one thread: SmolLM2 (Q4_1) decodes at 4.6 ms per token against 4.9
+    /// from a copy not rearranged, and Qwen2.5-1.5B (Q4_K) 11% faster
+    /// (`TensorTable::copy_speeds_decode`). `progress(done, total)` counts the tensors' bytes
+    /// copied; `cancel` stops with `Aborted`.
     pub fn copied(
         file: Arc<GgufFile>,
-        mut table: TensorTable,
+        table: TensorTable,
         plan: &CopyPlan,
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
-        const WHAT: &str = "anonymous memory for the weights";
-        let mut copy = mapping::weights_buffer(plan.len, WHAT)?;
-        let (mut done, total) = (0, plan.bytes());
-        progress(0, total);
-        let mut scratch = Vec::new();
-        for p in &plan.places {
-            let dst = &mut copy[p.to as usize..(p.to + p.size) as usize];
-            file.mapped().copy_into(p.from, dst, cancel, |part| progress(done + part, total))?;
-            if let Some((ty, cols)) = p.rearrange {
-                quant::interleave_rows8(ty, cols, dst, &mut scratch);
-            }
-            done += p.size;
+        let (weights, job) = Self::with_copy(file, table, plan, None)?;
+        job.run(cancel, progress)?;
+        Ok(weights)
+    }
+
+    /// Weights read from the mapped file, which the load has mapped in whole, and from a copy
+    /// as `copied` makes it, made on a thread of its own: each part is read from the copy once
+    /// the copy has reached it, and its pages of the file are given back to the OS then (but
+    /// those the tensors left in the file share). The copy is made while the first tokens are
+    /// computed, instead of before: most of its time is the OS providing fresh memory, several
+    /// seconds for a 1 GB model on a VM whose host backs memory as it is first touched.
+    ///
+    /// With `between_passes` (the forward passes' threads take every core), the copy waits
+    /// for the gaps between passes, as sharing a core would slow a pass more than the copy
+    /// gains, and runs at the lowest priority: Qwen2.5-1.5B, 2 threads on 2 cores, a host
+    /// backing memory as it is touched, copying beside the passes at the same priority: 2.0-2.2
+    /// s to the first token of a 100-token prompt instead of 1.2, and the first tokens at 19
+    /// tok/s instead of 31; at the lowest priority: 1.3 s, but 29-31 tok/s instead of 36-37
+    /// until the copy was made, which under continuous use it was not in 15 s.
+    pub fn copying(file: Arc<GgufFile>, table: TensorTable, plan: &CopyPlan, between_passes: bool) -> Result<Self> {
+        let keep = huge_page_regions(&table.mapped_ranges(Some(plan)));
+        let (mut weights, mut job) = Self::with_copy(file, table, plan, Some(&keep))?;
+        if between_passes {
+            job.between_passes = weights.copy.as_ref().map(|c| c.passes.clone());
         }
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = cancel.clone();
+        let thread = std::thread::Builder::new()
+            .name("chord-llm weights copy".into())
+            .spawn(move || {
+                if between_passes {
+                    crate::pool::yield_cpu_to_compute();
+                }
+                // Where it fails (a file cut short, say), the parts it did not reach are read
+                // from the file, which reports the failure itself (`check_file`).
+                let _ = job.run(&stop, &mut |_, _| {});
+            })
+            .map_err(|source| Error::Io { path: "a thread to copy the weights".into(), source })?;
+        if let Some(copy) = &mut weights.copy {
+            copy.thread = Some((cancel, thread));
+        }
+        Ok(weights)
+    }
+
+    /// `copying`'s weights with the copy stopped once `bytes` of it are made (all of it where
+    /// that is more): the parts before are read from the copy, the rest from the file.
+    #[cfg(test)]
+    pub fn partly_copied(file: Arc<GgufFile>, table: TensorTable, plan: &CopyPlan, bytes: u64) -> Result<Self> {
+        let keep = huge_page_regions(&table.mapped_ranges(Some(plan)));
+        let (weights, job) = Self::with_copy(file, table, plan, Some(&keep))?;
+        let stop = AtomicBool::new(false);
+        match job.run(&stop, &mut |done, _| stop.store(done >= bytes, Ordering::Relaxed)) {
+            Ok(()) | Err(Error::Aborted) => Ok(weights),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The weights with an empty copy `plan` lays out, and the job that makes it. Where the
+    /// load mapped the file in, `keep` are the regions still read from it once the copy is
+    /// made (`huge_page_regions`), and the job gives back the copied tensors' pages outside
+    /// them; where it is None, the job gives back nothing.
+    fn with_copy(
+        file: Arc<GgufFile>,
+        table: TensorTable,
+        plan: &CopyPlan,
+        keep: Option<&[(u64, u64)]>,
+    ) -> Result<(Self, CopyJob)> {
+        let (buffer, writer) = PublishedBuffer::new(plan.len, "anonymous memory for the weights")?;
         let moved: std::collections::HashMap<u64, &CopyPlace> = plan.places.iter().map(|p| (p.from, p)).collect();
         let relocate = |t: &mut TensorInfo| {
             if let Some(p) = moved.get(&t.offset) {
@@ -530,45 +736,154 @@ impl ResidentWeights {
                 t.copied = true;
             }
         };
-        let token_embd = table.token_embd.clone();
-        table.for_each_mut(relocate);
+        let mut copied = table.clone();
+        copied.for_each_mut(relocate);
         if plan.scope == CopyScope::Rearranged {
             // It stays in the file, where a tied output head, copied, had the same offset.
-            table.token_embd = token_embd;
+            copied.token_embd = table.token_embd.clone();
         }
-        let copy = mapping::seal_weights_buffer(copy, WHAT)?;
-        Ok(ResidentWeights { file, table, copy: Some(copy), reads_file: plan.scope != CopyScope::All })
+        let parts = || table.layers.iter().map(|l| l.all().collect::<Vec<_>>()).chain([table.head.all().collect()]);
+        let copied_parts =
+            copied.layers.iter().map(|l| l.all().collect::<Vec<_>>()).chain([copied.head.all().collect()]);
+        let ends: Vec<usize> = copied_parts
+            .map(|part| part.iter().filter(|t| t.copied).map(|t| (t.offset + t.size) as usize).max().unwrap_or(0))
+            .collect();
+        let releases = match keep {
+            None => Vec::new(),
+            Some(keep) => parts()
+                .zip(&ends)
+                .enumerate()
+                .map(|(part, (tensors, &end))| {
+                    let copied = tensors.iter().filter(|t| moved.contains_key(&t.offset));
+                    let ranges = outside(merged(copied.map(|t| (t.offset, t.offset + t.size)).collect()), keep);
+                    PartRelease { part, end, ranges }
+                })
+                .filter(|r| !r.ranges.is_empty())
+                .collect(),
+        };
+        let file_readers: Arc<[AtomicUsize]> = ends.iter().map(|_| AtomicUsize::new(0)).collect();
+        let job = CopyJob {
+            file: file.clone(),
+            writer,
+            places: plan.places.clone(),
+            releases,
+            file_readers: file_readers.clone(),
+            between_passes: None,
+        };
+        let passes =
+            PassActivity { reading: AtomicUsize::new(0), epoch: Instant::now(), last_read_ns: AtomicU64::new(0) };
+        let copy = WeightsCopy {
+            buffer,
+            table: copied,
+            ends,
+            file_readers,
+            reads_file: plan.scope != CopyScope::All,
+            thread: None,
+            passes: Arc::new(passes),
+        };
+        Ok((ResidentWeights { file, table, copy: Some(copy) }, job))
     }
 
     fn file_bytes(&self) -> &[u8] {
         self.file.mapped().bytes()
     }
 
-    fn copy_bytes(&self) -> &[u8] {
-        self.copy.as_deref().unwrap_or_default()
+    /// What part `index` (a layer, or the head after the layers) is read through now: the
+    /// table its offsets are in, the copy's published bytes, and while the copy has not reached
+    /// it, a pin that counts this pass among its file's readers.
+    fn source(&self, index: usize) -> (&TensorTable, &[u8], Option<Box<dyn Send + '_>>) {
+        let Some(copy) = &self.copy else { return (&self.table, &[], None) };
+        if copy.buffer.is_complete() {
+            return (&copy.table, copy.buffer.published(), None);
+        }
+        copy.passes.reading.fetch_add(1, Ordering::Relaxed);
+        // Counted before the mark is read: the copying thread, which reads the count after
+        // moving the mark, then either sees this reader or this reader sees the copy.
+        let readers = &copy.file_readers[index];
+        readers.fetch_add(1, Ordering::SeqCst);
+        let published = copy.buffer.published();
+        let from_copy = published.len() >= copy.ends[index];
+        if from_copy {
+            readers.fetch_sub(1, Ordering::SeqCst);
+        }
+        let read = Box::new(PartRead { passes: &copy.passes, file_readers: (!from_copy).then_some(readers) });
+        match from_copy {
+            true => (&copy.table, published, Some(read)),
+            false => (&self.table, &[], Some(read)),
+        }
     }
+}
+
+/// Tensor ranges `(start, end)` sorted and merged across the padding between them.
+fn merged(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            // Tensors are padded to the file's alignment (32 bytes by default): gaps under a
+            // page join.
+            Some(last) if start <= last.1 + 4096 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
+}
+
+/// The parts of sorted `ranges` outside every range of `holes` (sorted, `(start, end)`).
+fn outside(ranges: Vec<(u64, u64)>, holes: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for (mut start, end) in ranges {
+        for &(hole_start, hole_end) in holes {
+            if hole_end <= start || hole_start >= end {
+                continue;
+            }
+            if hole_start > start {
+                out.push((start, hole_start));
+            }
+            start = start.max(hole_end);
+        }
+        if start < end {
+            out.push((start, end));
+        }
+    }
+    out
+}
+
+/// The 2 MiB-aligned regions `(start, end)` around file ranges `(offset, len)` (those a copy
+/// leaves in the file): they are mapped in 2 MiB pages, and giving back part of one would
+/// split it into 4 KiB pages for the tensor that stays.
+fn huge_page_regions(ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    const HUGE_PAGE: u64 = 2 << 20;
+    let regions =
+        ranges.iter().map(|&(start, len)| (start / HUGE_PAGE * HUGE_PAGE, (start + len).next_multiple_of(HUGE_PAGE)));
+    merged(regions.collect())
 }
 
 impl WeightSource for ResidentWeights {
     fn layer(&self, index: usize) -> Result<LayerGuard<'_>> {
-        let tensors = &self.table.layers[index];
-        Ok(LayerGuard::new(GuardBytes::Borrowed(self.file_bytes()), tensors, None).with_copy(self.copy_bytes()))
+        let (table, copy, pin) = self.source(index);
+        Ok(LayerGuard::new(GuardBytes::Borrowed(self.file_bytes()), &table.layers[index], pin).with_copy(copy))
     }
 
     fn head(&self) -> Result<HeadGuard<'_>> {
-        let tensors = &self.table.head;
-        Ok(HeadGuard::new(GuardBytes::Borrowed(self.file_bytes()), tensors, None).with_copy(self.copy_bytes()))
+        let (table, copy, pin) = self.source(self.table.layers.len());
+        Ok(HeadGuard::new(GuardBytes::Borrowed(self.file_bytes()), &table.head, pin).with_copy(copy))
     }
 
     fn embed(&self, token: u32, out: &mut [f32]) -> Result<()> {
-        let embd = view(self.file_bytes(), self.copy_bytes(), &self.table.token_embd);
+        // Embeddings are only copied by a copy of everything, made during the load.
+        let (table, copy) = match &self.copy {
+            Some(c) if c.buffer.is_complete() => (&c.table, c.buffer.published()),
+            _ => (&self.table, &[][..]),
+        };
+        let embd = view(self.file_bytes(), copy, &table.token_embd);
         quant::dequantize_row(embd.ty, embd.row(token as usize), out);
         Ok(())
     }
 
     fn check_file(&self) -> Result<()> {
-        // A copy was read whole before the first token.
-        if self.reads_file {
+        // A copy of everything was read whole before the first token.
+        if self.copy.as_ref().is_none_or(|c| c.reads_file) {
             self.file.mapped().check()
         } else {
             Ok(())
@@ -577,9 +892,11 @@ impl WeightSource for ResidentWeights {
 
     fn stats(&self) -> WeightStats {
         let total = self.table.total_bytes();
+        let copy = self.copy.as_ref();
         WeightStats {
-            copied: self.copy.is_some(),
-            copied_bytes: self.copy.as_ref().map_or(0, |c| c.len() as u64),
+            copied: copy.is_some(),
+            copied_bytes: copy.map_or(0, |c| c.buffer.published().len() as u64),
+            copying: copy.and_then(|c| c.thread.as_ref()).is_some_and(|(_, thread)| !thread.is_finished()),
             resident_bytes: total,
             peak_resident_bytes: total,
             ..WeightStats::default()
@@ -601,6 +918,53 @@ mod tests {
         let mut table = TensorTable::resolve(&g, &ModelConfig::from_gguf(&g).unwrap()).unwrap();
         table.layers[0].w_gate.size = 64 << 20;
         table
+    }
+
+    #[test]
+    fn a_copy_between_passes_waits_for_the_pass_reading_and_stops_when_cancelled() {
+        let file = TempPath::new("between-passes");
+        write_tiny_model(file.path(), &TinyModel { q4_0: true, ..TinyModel::llama(2) });
+        let g = Arc::new(GgufFile::open(file.path()).unwrap());
+        let table = TensorTable::resolve(&g, &ModelConfig::from_gguf(&g).unwrap()).unwrap();
+        if !table.copy_speeds_decode() {
+            return;
+        }
+        let plan = table.copy_plan(CopyScope::Rearranged);
+        let (weights, mut job) = ResidentWeights::with_copy(g.clone(), table.clone(), &plan, None).unwrap();
+        job.between_passes = weights.copy.as_ref().map(|c| c.passes.clone());
+        let guard = weights.layer(0).unwrap();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = cancel.clone();
+        let copying = std::thread::spawn(move || job.run(&stop, &mut |_, _| {}));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(weights.stats().copied_bytes, 0, "the copy went on while a pass read a layer");
+        drop(guard);
+        assert!(copying.join().unwrap().is_ok());
+        assert_eq!(weights.stats().copied_bytes, plan.len);
+
+        let (weights, mut job) = ResidentWeights::with_copy(g, table, &plan, None).unwrap();
+        job.between_passes = weights.copy.as_ref().map(|c| c.passes.clone());
+        let _guard = weights.layer(0).unwrap();
+        let stop = cancel.clone();
+        cancel.store(false, Ordering::Relaxed);
+        let copying = std::thread::spawn(move || job.run(&stop, &mut |_, _| {}));
+        std::thread::sleep(Duration::from_millis(20));
+        cancel.store(true, Ordering::Relaxed);
+        assert!(matches!(copying.join().unwrap(), Err(Error::Aborted)));
+    }
+
+    #[test]
+    fn the_pages_given_back_spare_the_2_mib_pages_of_tensors_left_in_the_file() {
+        const MIB: u64 = 1 << 20;
+        // Tensors left in the file at 3-4 MiB and at 9 MiB (100 bytes).
+        let keep = huge_page_regions(&[(3 * MIB, MIB), (9 * MIB, 100)]);
+        assert_eq!(keep, vec![(2 * MIB, 4 * MIB), (8 * MIB, 10 * MIB)]);
+        let given_back = outside(vec![(0, 12 * MIB)], &keep);
+        assert_eq!(given_back, vec![(0, 2 * MIB), (4 * MIB, 8 * MIB), (10 * MIB, 12 * MIB)]);
+        let given_back = outside(vec![(MIB, 3 * MIB), (5 * MIB, 6 * MIB), (8 * MIB, 9 * MIB)], &keep);
+        assert_eq!(given_back, vec![(MIB, 2 * MIB), (5 * MIB, 6 * MIB)]);
+        // Padding between tensors joins them.
+        assert_eq!(merged(vec![(100, 200), (0, 90), (4400, 5000)]), vec![(0, 200), (4400, 5000)]);
     }
 
     #[test]

@@ -461,6 +461,7 @@ impl WeightSource for PagedWeights {
             paged: true,
             copied: false,
             copied_bytes: 0,
+            copying: false,
             budget_bytes: s.options.budget_bytes,
             resident_bytes: cache.resident,
             peak_resident_bytes: cache.peak,
