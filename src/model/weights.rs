@@ -523,7 +523,8 @@ struct PassActivity {
 impl PassActivity {
     /// Whether no part has been read for `gap`.
     fn quiet_for(&self, gap: Duration) -> bool {
-        let since = self.epoch.elapsed().as_nanos() as u64 - self.last_read_ns.load(Ordering::Relaxed);
+        // Saturating: a read may end, and be stamped, after this clock reading.
+        let since = (self.epoch.elapsed().as_nanos() as u64).saturating_sub(self.last_read_ns.load(Ordering::Relaxed));
         self.reading.load(Ordering::Relaxed) == 0 && since >= gap.as_nanos() as u64
     }
 }
@@ -550,7 +551,7 @@ impl Drop for WeightsCopy {
     fn drop(&mut self) {
         if let Some((cancel, thread)) = self.thread.take() {
             cancel.store(true, Ordering::Relaxed);
-            // It stops within one chunk of the file (`mapping::MappedFile::copy_into`).
+            // It stops within one piece of the copy (`COPY_PIECE`), or at once where it waits.
             let _ = thread.join();
         }
     }
