@@ -613,9 +613,13 @@ impl CopyJob {
             let padding = unpublished.len() - p.size as usize;
             let dst = &mut unpublished[padding..];
             for (i, piece) in dst.chunks_mut(COPY_PIECE).enumerate() {
+                // Naps twice as long each time passes are still running, up to 10 ms: not a
+                // thousand wake-ups a second beside a long generation, and on again soon after.
+                let mut nap = Duration::from_micros(200);
                 while between_passes.as_ref().is_some_and(|p| !p.quiet_for(PASS_GAP)) && !cancel.load(Ordering::Relaxed)
                 {
-                    std::thread::sleep(Duration::from_micros(200));
+                    std::thread::sleep(nap);
+                    nap = (nap * 2).min(Duration::from_millis(10));
                 }
                 let (from, at) = (p.from + (i * COPY_PIECE) as u64, done + (i * COPY_PIECE) as u64);
                 file.mapped().copy_into(from, piece, cancel, |part| progress(at + part, total))?;
