@@ -41,7 +41,8 @@ pub struct LoadOptions {
     pub kv_type: KvType,
     /// Leave the file's page cache as it is, even when it holds the file in 4 KiB pages (see
     /// `MappedFile::mapped_in_small_pages`); by default the file is then read again once. Only
-    /// where weights are read from the mapping (not copied, or paged).
+    /// where weights are read from the mapping (paged, or resident but for a copy of everything
+    /// made during the load).
     pub keep_page_cache: bool,
     /// `Some(true)`: copy all resident weights into the process's memory during the load
     /// (`ResidentWeights::copied`); `Some(false)`: serve them from the mapped file. None: serve

@@ -406,22 +406,8 @@ impl TensorTable {
         let embeddings_read_whole = !held.contains(&self.head.output.offset);
         let layers = self.layers.iter().flat_map(LayerTensors::all);
         let globals = self.head.all().chain(embeddings_read_whole.then_some(&self.token_embd)).chain(&self.rope_freqs);
-        let mut ranges: Vec<(u64, u64)> = layers
-            .chain(globals)
-            .filter(|t| !held.contains(&t.offset))
-            .map(|t| (t.offset, t.offset + t.size))
-            .collect();
-        ranges.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::new();
-        for (start, end) in ranges {
-            match merged.last_mut() {
-                // Tensors are padded to the file's alignment (32 bytes by default): gaps under a
-                // page join.
-                Some(last) if start <= last.1 + 4096 => last.1 = last.1.max(end),
-                _ => merged.push((start, end)),
-            }
-        }
-        merged.into_iter().map(|(start, end)| (start, end - start)).collect()
+        let ranges = layers.chain(globals).filter(|t| !held.contains(&t.offset)).map(|t| (t.offset, t.offset + t.size));
+        merged(ranges.collect()).into_iter().map(|(start, end)| (start, end - start)).collect()
     }
 
     /// File range covered by the weights, from the first tensor to the last: where a load
