@@ -109,6 +109,8 @@ struct Opened {
     info: ModelInfo,
     /// Compute threads: the option, or the default for how the weights are held.
     threads: usize,
+    /// CPUs this process may run on.
+    cores: usize,
 }
 
 impl Model {
@@ -128,7 +130,7 @@ impl Model {
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Model> {
-        let Opened { file, config, tokenizer, table, info, threads } = open(path, opts)?;
+        let Opened { file, config, tokenizer, table, info, threads, cores } = open(path, opts)?;
         let (paged, weight_bytes) = (info.paged, info.weight_bytes);
         let (start, len) = table.span();
         // Weights mapped 4 KiB at a time decode 20-30% slower, and page in 2.5-3x
@@ -182,10 +184,7 @@ impl Model {
                     let mut progress = |part: u64, _| progress(mapped_bytes + part, total);
                     Box::new(ResidentWeights::copied(file, table, &plan, cancel, &mut progress)?)
                 }
-                Some(plan) => {
-                    let every_core = threads >= std::thread::available_parallelism().map_or(1, |n| n.get());
-                    Box::new(ResidentWeights::copying(file, table, &plan, every_core)?)
-                }
+                Some(plan) => Box::new(ResidentWeights::copying(file, table, &plan, threads >= cores)?),
                 None => Box::new(ResidentWeights::mapped(file, table)),
             }
         };
@@ -198,7 +197,7 @@ impl Model {
     /// A model loaded by default whose copy stopped once `bytes` of it were made
     /// (`ResidentWeights::partly_copied`): the state forward passes run in while it is made.
     pub(crate) fn load_partly_copied(path: &Path, bytes: u64) -> Result<Model> {
-        let Opened { file, config, tokenizer, table, info, threads } = open(path, &LoadOptions::default())?;
+        let Opened { file, config, tokenizer, table, info, threads, .. } = open(path, &LoadOptions::default())?;
         let plan = table.copy_plan(CopyScope::Rearranged);
         let weights = ResidentWeights::partly_copied(file, table, &plan, bytes)?;
         Ok(Model::new(config, tokenizer, info, Box::new(weights), ComputePool::new(threads)))
@@ -287,7 +286,7 @@ fn open(path: &Path, opts: &LoadOptions) -> Result<Opened> {
     // with it costs more than one compute thread gives (Qwen2.5-1.5B at half its weights,
     // 2 cores: 12.9 tok/s with 2 compute threads, 15.2 with 1).
     let threads = threads.unwrap_or(if streams { (cores - 1).max(1) } else { cores });
-    Ok(Opened { file, config, tokenizer, table, info, threads })
+    Ok(Opened { file, config, tokenizer, table, info, threads, cores })
 }
 
 /// Parses a byte size: a whole number of bytes ("1048576") or a number with a unit, decimal

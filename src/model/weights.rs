@@ -410,6 +410,13 @@ impl TensorTable {
         merged(ranges.collect()).into_iter().map(|(start, end)| (start, end - start)).collect()
     }
 
+    /// Each part a forward pass reads in turn, its tensors as `LayerTensors::all` and
+    /// `HeadTensors::all` list them: every layer, then the output head.
+    fn parts(&self) -> impl Iterator<Item = Vec<&TensorInfo>> {
+        let layers = self.layers.iter().map(|l| l.all().collect());
+        layers.chain([self.head.all().collect()])
+    }
+
     /// File range covered by the weights, from the first tensor to the last: where a load
     /// probes how the page cache holds them.
     pub fn span(&self) -> (u64, u64) {
@@ -619,7 +626,7 @@ impl CopyJob {
         }
         // A pass that started a part from the file just before the copy reached it ends soon.
         while !pending.is_empty() && !cancel.load(Ordering::Relaxed) {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            std::thread::sleep(Duration::from_millis(1));
             release(usize::MAX, &mut pending);
         }
         writer.seal();
@@ -649,7 +656,7 @@ impl ResidentWeights {
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
-        let (weights, job) = Self::with_copy(file, table, plan, None)?;
+        let (weights, job) = Self::with_copy(file, table, plan, false)?;
         job.run(cancel, progress)?;
         Ok(weights)
     }
@@ -669,8 +676,7 @@ impl ResidentWeights {
     /// tok/s instead of 31; at the lowest priority: 1.3 s, but 29-31 tok/s instead of 36-37
     /// until the copy was made, which under continuous use it was not in 15 s.
     pub fn copying(file: Arc<GgufFile>, table: TensorTable, plan: &CopyPlan, between_passes: bool) -> Result<Self> {
-        let keep = huge_page_regions(&table.mapped_ranges(Some(plan)));
-        let (mut weights, mut job) = Self::with_copy(file, table, plan, Some(&keep))?;
+        let (mut weights, mut job) = Self::with_copy(file, table, plan, true)?;
         if between_passes {
             job.between_passes = weights.copy.as_ref().map(|c| c.passes.clone());
         }
@@ -697,8 +703,7 @@ impl ResidentWeights {
     /// that is more): the parts before are read from the copy, the rest from the file.
     #[cfg(test)]
     pub fn partly_copied(file: Arc<GgufFile>, table: TensorTable, plan: &CopyPlan, bytes: u64) -> Result<Self> {
-        let keep = huge_page_regions(&table.mapped_ranges(Some(plan)));
-        let (weights, job) = Self::with_copy(file, table, plan, Some(&keep))?;
+        let (weights, job) = Self::with_copy(file, table, plan, true)?;
         let stop = AtomicBool::new(false);
         match job.run(&stop, &mut |done, _| stop.store(done >= bytes, Ordering::Relaxed)) {
             Ok(()) | Err(Error::Aborted) => Ok(weights),
@@ -706,16 +711,11 @@ impl ResidentWeights {
         }
     }
 
-    /// The weights with an empty copy `plan` lays out, and the job that makes it. Where the
-    /// load mapped the file in, `keep` are the regions still read from it once the copy is
-    /// made (`huge_page_regions`), and the job gives back the copied tensors' pages outside
-    /// them; where it is None, the job gives back nothing.
-    fn with_copy(
-        file: Arc<GgufFile>,
-        table: TensorTable,
-        plan: &CopyPlan,
-        keep: Option<&[(u64, u64)]>,
-    ) -> Result<(Self, CopyJob)> {
+    /// The weights with an empty copy `plan` lays out, and the job that makes it. With
+    /// `give_back` (the load mapped the file in), the job gives back each part's pages of the
+    /// file once the copy replaces them, but the 2 MiB regions the tensors left in the file lie
+    /// in (`huge_page_regions`).
+    fn with_copy(file: Arc<GgufFile>, table: TensorTable, plan: &CopyPlan, give_back: bool) -> Result<(Self, CopyJob)> {
         let (buffer, writer) = PublishedBuffer::new(plan.len, "anonymous memory for the weights")?;
         let moved: std::collections::HashMap<u64, &CopyPlace> = plan.places.iter().map(|p| (p.from, p)).collect();
         let relocate = |t: &mut TensorInfo| {
@@ -733,25 +733,20 @@ impl ResidentWeights {
             // It stays in the file, where a tied output head, copied, had the same offset.
             copied.token_embd = table.token_embd.clone();
         }
-        let parts = || table.layers.iter().map(|l| l.all().collect::<Vec<_>>()).chain([table.head.all().collect()]);
-        let copied_parts =
-            copied.layers.iter().map(|l| l.all().collect::<Vec<_>>()).chain([copied.head.all().collect()]);
-        let ends: Vec<usize> = copied_parts
-            .map(|part| part.iter().filter(|t| t.copied).map(|t| (t.offset + t.size) as usize).max().unwrap_or(0))
-            .collect();
-        let releases = match keep {
-            None => Vec::new(),
-            Some(keep) => parts()
-                .zip(&ends)
-                .enumerate()
-                .map(|(part, (tensors, &end))| {
-                    let copied = tensors.iter().filter(|t| moved.contains_key(&t.offset));
-                    let ranges = outside(merged(copied.map(|t| (t.offset, t.offset + t.size)).collect()), keep);
-                    PartRelease { part, end, ranges }
-                })
-                .filter(|r| !r.ranges.is_empty())
-                .collect(),
-        };
+        let keep = give_back.then(|| huge_page_regions(&table.mapped_ranges(Some(plan))));
+        let (mut ends, mut releases) = (Vec::new(), Vec::new());
+        for (part, (in_file, in_copy)) in table.parts().zip(copied.parts()).enumerate() {
+            let copied_tensors = || in_file.iter().zip(&in_copy).filter(|(_, c)| c.copied);
+            let end = copied_tensors().map(|(_, c)| (c.offset + c.size) as usize).max().unwrap_or(0);
+            ends.push(end);
+            if let Some(keep) = &keep {
+                let ranges =
+                    outside(merged(copied_tensors().map(|(t, _)| (t.offset, t.offset + t.size)).collect()), keep);
+                if !ranges.is_empty() {
+                    releases.push(PartRelease { part, end, ranges });
+                }
+            }
+        }
         let file_readers: Arc<[AtomicUsize]> = ends.iter().map(|_| AtomicUsize::new(0)).collect();
         let job = CopyJob {
             file: file.clone(),
@@ -798,9 +793,10 @@ impl ResidentWeights {
             readers.fetch_sub(1, Ordering::SeqCst);
         }
         let read = Box::new(PartRead { passes: &copy.passes, file_readers: (!from_copy).then_some(readers) });
-        match from_copy {
-            true => (&copy.table, published, Some(read)),
-            false => (&self.table, &[], Some(read)),
+        if from_copy {
+            (&copy.table, published, Some(read))
+        } else {
+            (&self.table, &[], Some(read))
         }
     }
 }
@@ -921,7 +917,7 @@ mod tests {
             return;
         }
         let plan = table.copy_plan(CopyScope::Rearranged);
-        let (weights, mut job) = ResidentWeights::with_copy(g.clone(), table.clone(), &plan, None).unwrap();
+        let (weights, mut job) = ResidentWeights::with_copy(g.clone(), table.clone(), &plan, false).unwrap();
         job.between_passes = weights.copy.as_ref().map(|c| c.passes.clone());
         let guard = weights.layer(0).unwrap();
         let cancel = Arc::new(AtomicBool::new(false));
@@ -933,7 +929,7 @@ mod tests {
         assert!(copying.join().unwrap().is_ok());
         assert_eq!(weights.stats().copied_bytes, plan.len);
 
-        let (weights, mut job) = ResidentWeights::with_copy(g, table, &plan, None).unwrap();
+        let (weights, mut job) = ResidentWeights::with_copy(g, table, &plan, false).unwrap();
         job.between_passes = weights.copy.as_ref().map(|c| c.passes.clone());
         let _guard = weights.layer(0).unwrap();
         let stop = cancel.clone();
