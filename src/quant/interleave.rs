@@ -3,8 +3,8 @@
 //! (lane `l` of a vector: block `l`'s), as the kernels would otherwise rearrange them:
 //! - Q4_K: the blocks of eight rows interleaved, for a kernel taking eight rows at once, which
 //!   then reads one sequential stream;
-//! - Q4_0, Q4_1, Q5_0 and Q5_1: each row's whole groups of eight blocks on their own (rows stay
-//!   whole and in order; a row's last `nb % 8` blocks stay as they are), so that one row's
+//! - Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0: each row's whole groups of eight blocks on their own (rows
+//!   stay whole and in order; a row's last `nb % 8` blocks stay as they are), so that one row's
 //!   product finishes eight blocks in the lanes of one accumulator instead of summing each
 //!   block's lanes.
 //!
@@ -22,7 +22,9 @@
 //!   `4 j..4 j + 4` at bits `4 l..4 l + 4` (the bytes of quant vector `j` below);
 //! - then 128 bytes, `32 c + 4 l..+ 4`: block `l`'s quant bytes `4 c..4 c + 4` (`c` in 0..4),
 //!   whose low nibbles are its quants `4 c..` (vector `j = c`) and high nibbles its quants
-//!   `16 + 4 c..` (vector `j = 4 + c`).
+//!   `16 + 4 c..` (vector `j = 4 + c`); Q8_0's 32 quant bytes a block take 256 bytes the same
+//!   way (`c` in 0..8), vector `j = c` holding its quants `4 j..4 j + 4`, as an activation row's
+//!   interleaved quants do (`quant::SimdTable`).
 
 use crate::tensor::GgmlType;
 
@@ -36,13 +38,20 @@ const Q4_K_HEAD: usize = 16;
 /// Whether `ty` has an interleaved layout.
 pub fn has_layout(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, Q4_K | Q4_0 | Q4_1 | Q5_0 | Q5_1)
+    matches!(ty, Q4_K | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
 }
 
-/// Blocks per group of a row in the Q4_0 and Q4_1 layout.
+/// Blocks per group of a row in the 32-value formats' layout.
 const GROUP_BLOCKS: usize = 8;
-/// Quant bytes (low nibbles) of a 32-value block, which end it.
-const NIBBLE_BYTES: usize = 16;
+
+/// Quant bytes of a 32-value block of `ty`, which end it: 16 of nibbles, Q8_0's 32 bytes.
+fn quant_bytes(ty: GgmlType) -> usize {
+    if ty == GgmlType::Q8_0 {
+        32
+    } else {
+        16
+    }
+}
 
 /// Where byte `k` of row `r`'s block lands among the interleaved bytes of that block index.
 fn q4_k_position(r: usize, k: usize) -> usize {
@@ -94,6 +103,72 @@ pub fn interleave_rows8(ty: GgmlType, cols: usize, rows: &mut [u8], scratch: &mu
     }
 }
 
+/// Row `row` of `rows` (whole groups of eight rows of `cols` values of `ty`, rearranged by
+/// [`interleave_rows8`]) as the file lays it out, into `out`: what an embedding lookup in a
+/// rearranged tied output head dequantizes. Reads only the row's own bytes, or for Q4_K its
+/// group's.
+///
+/// Panics if `ty` has no interleaved layout or the row is not inside `rows`' whole groups.
+pub fn file_layout_row(ty: GgmlType, cols: usize, rows: &[u8], row: usize, out: &mut Vec<u8>) {
+    assert!(has_layout(ty), "quant: {ty} has no interleaved layout");
+    let row_bytes = super::row_bytes(ty, cols);
+    let group_bytes = GROUP_ROWS * row_bytes;
+    let group_start = row / GROUP_ROWS * group_bytes;
+    assert!(group_start + group_bytes <= rows.len(), "quant: row {row} is not inside whole groups of eight rows");
+    let nb = cols / ty.block_len() as usize;
+    out.clear();
+    out.resize(row_bytes, 0);
+    if ty == GgmlType::Q4_K {
+        let (group, r) = (&rows[group_start..][..group_bytes], row % GROUP_ROWS);
+        for (i, block) in out.chunks_exact_mut(Q4_K_BYTES).enumerate() {
+            let from = &group[i * GROUP_ROWS * Q4_K_BYTES..][..GROUP_ROWS * Q4_K_BYTES];
+            for k in (0..Q4_K_BYTES).step_by(4) {
+                let at = q4_k_position(r, k);
+                block[k..k + 4].copy_from_slice(&from[at..at + 4]);
+            }
+        }
+        return;
+    }
+    let block_bytes = ty.block_bytes() as usize;
+    let whole = (nb - nb % GROUP_BLOCKS) * block_bytes;
+    let src = &rows[row * row_bytes..][..row_bytes];
+    for (group, dst) in
+        src[..whole].chunks_exact(GROUP_BLOCKS * block_bytes).zip(out.chunks_exact_mut(GROUP_BLOCKS * block_bytes))
+    {
+        file_layout_blocks8(ty, group, dst);
+    }
+    out[whole..].copy_from_slice(&src[whole..]);
+}
+
+/// The inverse of [`interleave_blocks8`]: one interleaved group back into eight blocks.
+fn file_layout_blocks8(ty: GgmlType, group: &[u8], blocks: &mut [u8]) {
+    use GgmlType::*;
+    let block_bytes = ty.block_bytes() as usize;
+    let fields = if matches!(ty, Q4_1 | Q5_1) { 2 } else { 1 };
+    let five_bit = matches!(ty, Q5_0 | Q5_1);
+    let quants_at = 2 * GROUP_BLOCKS * fields + if five_bit { 32 } else { 0 };
+    for (l, block) in blocks.chunks_exact_mut(block_bytes).enumerate() {
+        for f in 0..fields {
+            let at = 2 * GROUP_BLOCKS * f + 2 * l;
+            block[2 * f..2 * f + 2].copy_from_slice(&group[at..at + 2]);
+        }
+        if five_bit {
+            let words_at = 2 * GROUP_BLOCKS * fields;
+            let mut qh = 0u32;
+            for j in 0..GROUP_BLOCKS {
+                let word = u32::from_le_bytes(group[words_at + 4 * j..][..4].try_into().expect("4 bytes"));
+                qh |= (word >> (4 * l) & 0xF) << (4 * j);
+            }
+            block[2 * fields..2 * fields + 4].copy_from_slice(&qh.to_le_bytes());
+        }
+        let quants = block_bytes - quant_bytes(ty);
+        for c in 0..quant_bytes(ty) / 4 {
+            let at = quants_at + 32 * c + 4 * l;
+            block[quants + 4 * c..quants + 4 * c + 4].copy_from_slice(&group[at..at + 4]);
+        }
+    }
+}
+
 /// One group of eight 32-value blocks (`ty`'s) from `blocks` into `out` in the layout of the
 /// module docs.
 fn interleave_blocks8(ty: GgmlType, blocks: &[u8], out: &mut [u8]) {
@@ -115,8 +190,8 @@ fn interleave_blocks8(ty: GgmlType, blocks: &[u8], out: &mut [u8]) {
                 *word |= (qh >> (4 * j) & 0xF) << (4 * l);
             }
         }
-        let quants = &block[block_bytes - NIBBLE_BYTES..];
-        for c in 0..NIBBLE_BYTES / 4 {
+        let quants = &block[block_bytes - quant_bytes(ty)..];
+        for c in 0..quant_bytes(ty) / 4 {
             let at = quants_at + 32 * c + 4 * l;
             out[at..at + 4].copy_from_slice(&quants[4 * c..4 * c + 4]);
         }
@@ -165,6 +240,27 @@ mod tests {
                         assert_eq!(rows[to], original[from], "group {g} row {r} block {i} byte {k}");
                     }
                 }
+            }
+        }
+    }
+
+    /// Each row of every rearranged format comes back as the file had it, whole groups of
+    /// blocks and a row's last few alike.
+    #[test]
+    fn file_layout_rows_undo_the_interleaving() {
+        use GgmlType::*;
+        for ty in [Q4_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0] {
+            let cols = if ty == Q4_K { 3 * 256 } else { 11 * 32 };
+            let row_bytes = crate::quant::row_bytes(ty, cols);
+            let rows = 2 * GROUP_ROWS;
+            let original: Vec<u8> = (0..rows * row_bytes).map(|i| (i * 37 % 253) as u8).collect();
+            let mut data = original.clone();
+            interleave_rows8(ty, cols, &mut data, &mut Vec::new());
+            assert_ne!(data, original, "{ty}: rearranged");
+            let mut row = Vec::new();
+            for r in 0..rows {
+                file_layout_row(ty, cols, &data, r, &mut row);
+                assert_eq!(row, original[r * row_bytes..][..row_bytes], "{ty}: row {r}");
             }
         }
     }

@@ -27,7 +27,7 @@ mod tests;
 
 use crate::tensor::GgmlType;
 
-pub use interleave::interleave_rows8;
+pub use interleave::{file_layout_row, interleave_rows8, GROUP_ROWS as INTERLEAVED_ROWS};
 pub use simd::{active_isa, Isa};
 
 use block::{ActBlock, QuantBlock, WeightBlock};

@@ -266,7 +266,7 @@ fn activation_rows(isa: Isa, dot_ty: GgmlType, xs: &[Vec<f32>]) -> Vec<u8> {
 #[test]
 fn interleaved_weights_give_the_file_layouts_products_bit_for_bit() {
     let mut rng = Rng(7);
-    for ty in [Q4_K, Q4_0, Q4_1, Q5_0, Q5_1] {
+    for ty in [Q4_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0] {
         let isas: Vec<Isa> = Isa::ALL.into_iter().filter(|isa| isa.interleaved_kernel(ty).is_some()).collect();
         if cfg!(target_arch = "x86_64") && Isa::Avx2.available() {
             assert!(!isas.is_empty(), "an x86 set with AVX2 has an interleaved {ty} kernel");

@@ -272,15 +272,15 @@ macro_rules! with_count {
 /// narrow row's instructions (576 columns: 18 blocks).
 macro_rules! unsigned_format {
     // A format with an interleaved layout too: both kernels from the one block decoder.
-    ($features:literal; $tile:ident, $one_by_one:ident, interleaved $i_tile:ident, $i_one_by_one:ident, $wb:expr, $ab:expr, $offset:expr, |$w:ident| $quants:expr) => {
-        unsigned_format!($features; $tile, $one_by_one, $wb, $ab, $offset, false, |$w| $quants);
-        unsigned_format!($features; interleaved $i_tile, $i_one_by_one, $wb, $ab, $offset, |$w| $quants);
+    ($features:literal; $tile:ident, $one_by_one:ident, interleaved $i_tile:ident, $i_one_by_one:ident, $wb:expr, $ab:expr, $offset:expr, $q8:literal, |$w:ident| $quants:expr) => {
+        unsigned_format!($features; $tile, $one_by_one, $wb, $ab, $offset, $q8, |$w| $quants);
+        unsigned_format!($features; interleaved $i_tile, $i_one_by_one, $wb, $ab, $offset, $q8, |$w| $quants);
     };
-    // 32-value weights (not Q8_0) in the interleaved layout ([`unsigned_interleaved`]).
-    ($features:literal; interleaved $tile:ident, $one_by_one:ident, $wb:expr, $ab:expr, $offset:expr, |$w:ident| $quants:expr) => {
+    // 32-value weights in the interleaved layout ([`unsigned_interleaved`]).
+    ($features:literal; interleaved $tile:ident, $one_by_one:ident, $wb:expr, $ab:expr, $offset:expr, $q8:literal, |$w:ident| $quants:expr) => {
         #[target_feature(enable = $features)]
         fn $tile<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
-            unsigned_interleaved::<{ $wb }, { $ab }, R, N, { $offset }>(nb, w, a, |$w: &[u8; $wb]| $quants)
+            unsigned_interleaved::<{ $wb }, { $ab }, R, N, { $offset }, $q8>(nb, w, a, |$w: &[u8; $wb]| $quants)
         }
 
         /// Row `r`'s result goes to `out[r * stride]` (a batch's leftover token: its column).
@@ -288,7 +288,7 @@ macro_rules! unsigned_format {
         fn $one_by_one(nb: usize, weights: &[u8], act: &[u8], out: &mut [f32], stride: usize) {
             let mut pending = None;
             for (o, w) in out.iter_mut().step_by(stride).zip(weights.chunks_exact(nb * $wb)) {
-                let acc = one_row_interleaved::<{ $wb }, { $ab }, { $offset }>(nb, w, act, &|$w: &[u8; $wb]| $quants);
+                let acc = one_row_interleaved::<{ $wb }, { $ab }, { $offset }, $q8>(nb, w, act, &|$w: &[u8; $wb]| $quants);
                 sum_later(&mut pending, Some((o, acc)));
             }
             sum_later(&mut pending, None);
@@ -1129,6 +1129,7 @@ macro_rules! x86_kernels {
                     GgmlType::Q4_1 => Some(dot_batch_q4_1_interleaved as BatchKernel),
                     GgmlType::Q5_0 => Some(dot_batch_q5_0_interleaved as BatchKernel),
                     GgmlType::Q5_1 => Some(dot_batch_q5_1_interleaved as BatchKernel),
+                    GgmlType::Q8_0 => Some(dot_batch_q8_0_interleaved as BatchKernel),
                     _ => None,
                 }
             }
@@ -1137,6 +1138,7 @@ macro_rules! x86_kernels {
             kernel_entries!($features; dot_batch_q4_1_interleaved, tile q4_1_interleaved, q4_1_interleaved_rows, 32, sizes::Q4_1, sizes::Q8_1, GgmlType::Q8_1);
             kernel_entries!($features; dot_batch_q5_0_interleaved, tile q5_0_interleaved, q5_0_interleaved_rows, 32, sizes::Q5_0, sizes::Q8_0, GgmlType::Q8_0);
             kernel_entries!($features; dot_batch_q5_1_interleaved, tile q5_1_interleaved, q5_1_interleaved_rows, 32, sizes::Q5_1, sizes::Q8_1, GgmlType::Q8_1);
+            kernel_entries!($features; dot_batch_q8_0_interleaved, tile q8_0_interleaved, q8_0_interleaved_rows, 32, sizes::Q8_0, sizes::Q8_0, GgmlType::Q8_0);
 
             kernel_entries!($features; dot_rows_q6_k, dot_batch_q6_k, q6_k, 256, sizes::Q6_K, sizes::Q8_K, GgmlType::Q8_K);
 
@@ -1595,14 +1597,14 @@ macro_rules! x86_kernels {
                 finish_lanes::<AB, COUNT, OFFSET>(weight_scales::<WB, AB, COUNT, true>(w, 0), d_a, second, dots, acc);
             }
 
-            /// [`unsigned_blocks`] for 32-value weights (not Q8_0) in the interleaved layout
+            /// [`unsigned_blocks`] for 32-value weights in the interleaved layout
             /// (`quant::interleave_rows8`): a whole group's quants come transposed, with no
             /// [`transpose8`], and its scales side by side; a row's last `nb % 8` blocks, in the
             /// file's layout, go as there. Bit-identical to the file layout's products: the same
             /// integer sums, finished alike.
             #[inline]
             #[target_feature(enable = $features)]
-            fn unsigned_interleaved<const WB: usize, const AB: usize, const R: usize, const N: usize, const OFFSET: i32>(
+            fn unsigned_interleaved<const WB: usize, const AB: usize, const R: usize, const N: usize, const OFFSET: i32, const Q8: bool>(
                 nb: usize,
                 w: [&[u8]; R],
                 a: [&[u8]; N],
@@ -1610,7 +1612,7 @@ macro_rules! x86_kernels {
             ) -> [[f32; N]; R] {
                 let whole = nb - nb % 8;
                 if R == 1 && N == 1 {
-                    let sum = hsum(one_row_interleaved::<WB, AB, OFFSET>(nb, w[0], a[0], &quants));
+                    let sum = hsum(one_row_interleaved::<WB, AB, OFFSET, Q8>(nb, w[0], a[0], &quants));
                     return [[sum; N]; R];
                 }
                 let mut acc = [[_mm256_setzero_ps(); N]; R];
@@ -1621,18 +1623,18 @@ macro_rules! x86_kernels {
                     }
                     let q = groups.map(|g| interleaved_quants::<WB>(g));
                     let scales = groups.map(|g| interleaved_scales::<AB>(g));
-                    tile_group::<WB, AB, R, N, 8, OFFSET, false>(nb, a, i, &q, &scales, &mut acc);
+                    tile_group::<WB, AB, R, N, 8, OFFSET, Q8>(nb, a, i, &q, &scales, &mut acc);
                 }
-                with_count!(nb - whole, C => unsigned_group::<WB, AB, R, N, C, OFFSET, false>(nb, w, a, whole, &quants, &mut acc));
+                with_count!(nb - whole, C => unsigned_group::<WB, AB, R, N, C, OFFSET, Q8>(nb, w, a, whole, &quants, &mut acc));
                 acc.map(|row| row.map(|v| hsum(v)))
             }
 
-            /// [`one_row`] for 32-value weights (not Q8_0) in the interleaved layout: each whole group's
+            /// [`one_row`] for 32-value weights in the interleaved layout: each whole group's
             /// eight dot products land in the lanes of one vector with no horizontal sums, against
             /// the activation row's interleaved quants.
             #[inline]
             #[target_feature(enable = $features)]
-            fn one_row_interleaved<const WB: usize, const AB: usize, const OFFSET: i32>(
+            fn one_row_interleaved<const WB: usize, const AB: usize, const OFFSET: i32, const Q8: bool>(
                 nb: usize,
                 w: &[u8],
                 a: &[u8],
@@ -1650,13 +1652,13 @@ macro_rules! x86_kernels {
                         interleaved_dots_high16(group, act)
                     } else {
                         let act: [__m256i; 8] = std::array::from_fn(|j| load32(act, 32 * j));
-                        tile_dots::<WB, false>(&interleaved_quants::<WB>(group), &act)
+                        tile_dots::<WB, Q8>(&interleaved_quants::<WB>(group), &act)
                     };
                     finish_lanes::<AB, 8, OFFSET>(interleaved_scales::<AB>(group), d_a, second, dots, &mut acc);
                 }
                 let (w, a) = (&w[whole * WB..nb * WB], &a[whole * AB..nb * AB]);
                 let (d_a, second) = (&d_a[4 * whole..], &second[4 * whole..]);
-                with_count!(nb - whole, C => one_row_group::<WB, AB, C, OFFSET, false>(w, a, d_a, second, quants, &mut acc));
+                with_count!(nb - whole, C => one_row_group::<WB, AB, C, OFFSET, Q8>(w, a, d_a, second, quants, &mut acc));
                 acc
             }
 
@@ -1668,10 +1670,15 @@ macro_rules! x86_kernels {
 
             /// An interleaved group's quants as [`transpose8`] leaves a file group's: vector `j`
             /// holds quants `4 j..4 j + 4` of block `l` in lane `l` (low nibbles for `j < 4`),
-            /// with 5-bit formats' fifth bits from the word of fifth bits made for that vector.
+            /// with 5-bit formats' fifth bits from the word of fifth bits made for that vector,
+            /// and Q8_0's as [`q8_0_weights`] makes them.
             #[inline]
             #[target_feature(enable = $features)]
             fn interleaved_quants<const WB: usize>(group: &[u8]) -> [__m256i; 8] {
+                if WB == sizes::Q8_0 {
+                    let quants: &[u8; 256] = group[group.len() - 256..].try_into().expect("a group's 256 quant bytes");
+                    return std::array::from_fn(|j| q8_0_weights(load32(quants, 32 * j)));
+                }
                 let nibbles = interleaved_nibbles(group);
                 // The fifth bits' words follow the f16 fields: `d` (16 bytes), Q5_1's `m`.
                 let bits_at = if WB == sizes::Q5_1 { 32 } else { 16 };
@@ -1751,14 +1758,14 @@ macro_rules! x86_kernels {
 
             // Q8_0 weights are signed bytes of the full range; each instruction set multiplies
             // them its own way ([`q8_0_dot`], with [`Q8_0_OFFSET`] taken off as a weight offset).
-            unsigned_format!($features; q8_0, q8_0_rows, sizes::Q8_0, sizes::Q8_0, Q8_0_OFFSET, true, |wb| q8_0_weights(load32(wb, 2)));
-            unsigned_format!($features; q4_0, q4_0_rows, interleaved q4_0_interleaved, q4_0_interleaved_rows, sizes::Q4_0, sizes::Q8_0, 8, |wb| nibbles32(load16(wb, 2)));
-            unsigned_format!($features; q5_0, q5_0_rows, interleaved q5_0_interleaved, q5_0_interleaved_rows, sizes::Q5_0, sizes::Q8_0, 16, |wb| {
+            unsigned_format!($features; q8_0, q8_0_rows, interleaved q8_0_interleaved, q8_0_interleaved_rows, sizes::Q8_0, sizes::Q8_0, Q8_0_OFFSET, true, |wb| q8_0_weights(load32(wb, 2)));
+            unsigned_format!($features; q4_0, q4_0_rows, interleaved q4_0_interleaved, q4_0_interleaved_rows, sizes::Q4_0, sizes::Q8_0, 8, false, |wb| nibbles32(load16(wb, 2)));
+            unsigned_format!($features; q5_0, q5_0_rows, interleaved q5_0_interleaved, q5_0_interleaved_rows, sizes::Q5_0, sizes::Q8_0, 16, false, |wb| {
                 let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
                 quants5(nibbles32_unmasked(load16(wb, 6)), qh)
             });
-            unsigned_format!($features; q4_1, q4_1_rows, interleaved q4_1_interleaved, q4_1_interleaved_rows, sizes::Q4_1, sizes::Q8_1, 0, |wb| nibbles32(load16(wb, 4)));
-            unsigned_format!($features; q5_1, q5_1_rows, interleaved q5_1_interleaved, q5_1_interleaved_rows, sizes::Q5_1, sizes::Q8_1, 0, |wb| {
+            unsigned_format!($features; q4_1, q4_1_rows, interleaved q4_1_interleaved, q4_1_interleaved_rows, sizes::Q4_1, sizes::Q8_1, 0, false, |wb| nibbles32(load16(wb, 4)));
+            unsigned_format!($features; q5_1, q5_1_rows, interleaved q5_1_interleaved, q5_1_interleaved_rows, sizes::Q5_1, sizes::Q8_1, 0, false, |wb| {
                 let qh = u32::from_le_bytes([wb[4], wb[5], wb[6], wb[7]]);
                 quants5(nibbles32_unmasked(load16(wb, 8)), qh)
             });
