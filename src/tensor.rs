@@ -194,6 +194,26 @@ pub enum WeightLayout {
     Interleaved8,
 }
 
+/// A matrix whose rows are read from two places, the first rows from one and the rest from the
+/// other (an output head whose copy is being made: the rows made so far from the copy, the
+/// others from the file), or from one. Rows are multiplied independently, so the products are
+/// the whole matrix's.
+#[derive(Clone, Copy, Debug)]
+pub struct SplitMatrix<'a> {
+    pub first: TensorView<'a>,
+    pub rest: Option<TensorView<'a>>,
+}
+
+impl<'a> SplitMatrix<'a> {
+    pub fn whole(view: TensorView<'a>) -> Self {
+        SplitMatrix { first: view, rest: None }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.first.rows() + self.rest.map_or(0, |r| r.rows())
+    }
+}
+
 /// Borrowed tensor data. `dims[0]` is the innermost (contiguous) dimension, as in GGUF:
 /// a weight matrix of `rows` outputs by `cols` inputs has `dims == [cols, rows]`.
 #[derive(Clone, Copy, Debug)]

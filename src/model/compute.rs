@@ -13,7 +13,7 @@ use crate::model::ops::{
 use crate::model::state::{ConvertedRows, RopeTable};
 use crate::pool::ComputePool;
 use crate::quant;
-use crate::tensor::{TensorView, WeightLayout};
+use crate::tensor::{SplitMatrix, TensorView, WeightLayout};
 
 /// Buffers reused by every operation of a forward pass.
 #[derive(Default)]
@@ -130,13 +130,21 @@ impl Compute<'_> {
     }
 
     /// products (rows of `w`, n) = `w` times each of the n rows of `x`, left untransposed (the
-    /// output head reads them token by token).
-    pub fn matmul_untransposed(&mut self, x: &[f32], n: usize, w: &TensorView) -> &[f32] {
+    /// output head reads them token by token). Both parts of `w` are one job.
+    pub fn matmul_untransposed(&mut self, x: &[f32], n: usize, w: &SplitMatrix) -> &[f32] {
+        let (first, rows) = (&w.first, w.rows());
         self.s.acts.reset();
-        self.s.acts.convert(self.pool, quant::vec_dot_type(w.ty), x, w.cols());
-        self.s.products.resize(w.rows() * n, 0.0);
-        multiply(self.pool, &[w], &self.s.acts, n, &mut [&mut self.s.products[..w.rows() * n]]);
-        &self.s.products[..w.rows() * n]
+        self.s.acts.convert(self.pool, quant::vec_dot_type(first.ty), x, first.cols());
+        self.s.products.resize(rows * n, 0.0);
+        let (first_products, rest_products) = self.s.products[..rows * n].split_at_mut(first.rows() * n);
+        match &w.rest {
+            None => multiply(self.pool, &[first], &self.s.acts, n, &mut [first_products]),
+            Some(rest) => {
+                debug_assert_eq!(rest.ty, first.ty, "a split matrix has one type");
+                multiply(self.pool, &[first, rest], &self.s.acts, n, &mut [first_products, rest_products]);
+            }
+        }
+        &self.s.products[..rows * n]
     }
 
     /// Attention of every token of the batch: token t (at `slots[t]`) attends to the positions

@@ -12,7 +12,7 @@ use crate::gguf::{GgufFile, TensorInfo};
 use crate::mapping::{BufferWriter, PublishedBuffer};
 use crate::model::config::{Architecture, ModelConfig};
 use crate::quant;
-use crate::tensor::{GgmlType, TensorView, WeightLayout};
+use crate::tensor::{GgmlType, SplitMatrix, TensorView, WeightLayout};
 
 /// Defines, from one list of a block's tensors, `LayerWeights` (views of them), `LayerTensors`
 /// (their infos in the file) and the conversions between them, so that the list, and the order
@@ -104,7 +104,7 @@ layer_tensors! {
 #[derive(Clone, Copy)]
 pub struct HeadWeights<'a> {
     pub output_norm: TensorView<'a>, // (n_embd)
-    pub output: TensorView<'a>,      // (n_vocab, n_embd); token_embd itself when tied
+    pub output: SplitMatrix<'a>,     // (n_vocab, n_embd); token_embd itself when tied
 }
 
 /// The bytes a guard's tensor offsets point into: the whole mapped file, or a buffer the pager
@@ -153,12 +153,15 @@ pub struct HeadGuard<'a> {
     bytes: GuardBytes<'a>,
     copy: &'a [u8],
     tensors: &'a HeadTensors,
+    /// The output matrix's first rows as a copy being made holds them (its info there, and how
+    /// many rows), read from there instead of from `bytes`.
+    copied_rows: Option<(&'a TensorInfo, usize)>,
     _pin: Option<Box<dyn Send + 'a>>,
 }
 
 impl<'a> HeadGuard<'a> {
     pub fn new(bytes: GuardBytes<'a>, tensors: &'a HeadTensors, pin: Option<Box<dyn Send + 'a>>) -> Self {
-        HeadGuard { bytes, copy: &[], tensors, _pin: pin }
+        HeadGuard { bytes, copy: &[], tensors, copied_rows: None, _pin: pin }
     }
 
     /// As [`LayerGuard::with_copy`].
@@ -166,13 +169,34 @@ impl<'a> HeadGuard<'a> {
         HeadGuard { copy, ..self }
     }
 
-    pub fn weights(&self) -> HeadWeights<'_> {
-        let (b, copy) = (self.bytes.as_slice(), self.copy);
-        HeadWeights {
-            output_norm: view(b, copy, &self.tensors.output_norm),
-            output: view(b, copy, &self.tensors.output),
-        }
+    /// Reads the output matrix's first `rows` rows from `copy`, where `copied` (the matrix's
+    /// info in it) places them, and the others as before.
+    fn with_copied_rows(self, copy: &'a [u8], copied: &'a TensorInfo, rows: usize) -> Self {
+        HeadGuard { copy, copied_rows: Some((copied, rows)), ..self }
     }
+
+    pub fn weights(&self) -> HeadWeights<'_> {
+        let (b, copy, output) = (self.bytes.as_slice(), self.copy, &self.tensors.output);
+        let output = match self.copied_rows {
+            None => SplitMatrix::whole(view(b, copy, output)),
+            Some((copied, rows)) => SplitMatrix {
+                first: view(b, copy, &matrix_rows(copied, 0..rows)),
+                rest: Some(view(b, copy, &matrix_rows(output, rows..output.dims[1] as usize))),
+            },
+        };
+        HeadWeights { output_norm: view(b, copy, &self.tensors.output_norm), output }
+    }
+}
+
+/// Rows `rows` of matrix `t`, as a tensor of their own (whole groups of eight rows where `t` is
+/// interleaved).
+fn matrix_rows(t: &TensorInfo, rows: std::ops::Range<usize>) -> TensorInfo {
+    let row_bytes = t.size / t.dims[1];
+    let mut part = t.clone();
+    part.offset += rows.start as u64 * row_bytes;
+    part.size = rows.len() as u64 * row_bytes;
+    part.dims[1] = rows.len() as u64;
+    part
 }
 
 /// The single access point of the forward pass to weights, resident or paged.
@@ -347,7 +371,8 @@ impl TensorTable {
     /// (`quant::interleave_rows8`): those with a kernel for that layout and whole groups of
     /// eight rows. A copy of everything leaves token_embd (a tied output head with it) as it is,
     /// as embeddings read its rows one at a time; a copy of the rearranged matrices holds a tied
-    /// output head apart from token_embd, which stays in the file.
+    /// output head rearranged, and embeddings take their rows back out of it
+    /// (`quant::file_layout_row`) once it is made, token_embd's place in the file until then.
     fn rearranged_offsets(&self, scope: CopyScope) -> std::collections::HashSet<u64> {
         let embeddings = self.token_embd.offset;
         let rearranged = |t: &&TensorInfo| {
@@ -540,6 +565,20 @@ impl Drop for PartRead<'_> {
     }
 }
 
+impl WeightsCopy {
+    /// Rows of the output matrix the copy holds once `published` bytes of it are made: whole
+    /// groups of eight (none where it does not hold the matrix).
+    fn output_rows_made(&self, published: usize) -> usize {
+        let output = &self.table.head.output;
+        if !output.copied {
+            return 0;
+        }
+        let (rows, row_bytes) = (output.dims[1] as usize, (output.size / output.dims[1]) as usize);
+        let made = published.saturating_sub(output.offset as usize) / row_bytes;
+        (made / quant::INTERLEAVED_ROWS * quant::INTERLEAVED_ROWS).min(rows)
+    }
+}
+
 impl Drop for WeightsCopy {
     fn drop(&mut self) {
         if let Some((cancel, thread)) = self.thread.take() {
@@ -561,6 +600,8 @@ struct CopyJob {
     file_readers: Arc<[AtomicUsize]>,
     /// Where set, each piece of the copy waits for a gap between forward passes.
     between_passes: Option<Arc<PassActivity>>,
+    /// Bytes per piece: `COPY_PIECE`, less in tests that stop a copy inside a tensor.
+    piece: usize,
 }
 
 /// Bytes the copy makes between two looks at whether a forward pass is reading: 1 MiB takes
@@ -584,7 +625,7 @@ struct PartRelease {
 impl CopyJob {
     /// `progress(done, total)` counts the tensors' bytes copied; `cancel` stops with `Aborted`.
     fn run(self, cancel: &AtomicBool, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
-        let CopyJob { file, mut writer, places, releases, file_readers, between_passes } = self;
+        let CopyJob { file, mut writer, places, releases, file_readers, between_passes, piece } = self;
         let (mut done, total) = (0, places.iter().map(|p| p.size).sum());
         progress(0, total);
         let mut pending = releases;
@@ -600,12 +641,20 @@ impl CopyJob {
         };
         let mut scratch = Vec::new();
         for p in &places {
-            let end = (p.to + p.size) as usize;
-            // The padding before it is left as the OS gave it: zeros.
-            let unpublished = writer.unpublished(end);
-            let padding = unpublished.len() - p.size as usize;
-            let dst = &mut unpublished[padding..];
-            for (i, piece) in dst.chunks_mut(COPY_PIECE).enumerate() {
+            let (start, end) = (p.to as usize, (p.to + p.size) as usize);
+            // Each piece is published as it is made (a rearranged matrix's in whole groups of
+            // rows, rearranged first): an output head's rows are read from the copy as soon as
+            // they are in it (`ResidentWeights::head`).
+            let piece_len = match p.rearrange {
+                Some((ty, cols)) => {
+                    let row_bytes = ty.bytes_for(cols as u64).expect("a rearranged type has a block size") as usize;
+                    let group = quant::INTERLEAVED_ROWS * row_bytes;
+                    (piece / group).max(1) * group
+                }
+                None => piece,
+            };
+            for piece_start in (start..end).step_by(piece_len) {
+                let piece_end = (piece_start + piece_len).min(end);
                 // Naps twice as long each time passes are still running, up to 10 ms: not a
                 // thousand wake-ups a second beside a long generation, and on again soon after.
                 let mut nap = Duration::from_micros(200);
@@ -614,15 +663,19 @@ impl CopyJob {
                     std::thread::sleep(nap);
                     nap = (nap * 2).min(Duration::from_millis(10));
                 }
-                let (from, at) = (p.from + (i * COPY_PIECE) as u64, done + (i * COPY_PIECE) as u64);
+                // The padding before a tensor is left as the OS gave it: zeros.
+                let unpublished = writer.unpublished(piece_end);
+                let padding = unpublished.len() - (piece_end - piece_start);
+                let piece = &mut unpublished[padding..];
+                let (from, at) = (p.from + (piece_start - start) as u64, done + (piece_start - start) as u64);
                 file.mapped().copy_into(from, piece, cancel, |part| progress(at + part, total))?;
+                if let Some((ty, cols)) = p.rearrange {
+                    quant::interleave_rows8(ty, cols, piece, &mut scratch);
+                }
+                writer.publish(piece_end);
+                release(piece_end, &mut pending);
             }
-            if let Some((ty, cols)) = p.rearrange {
-                quant::interleave_rows8(ty, cols, dst, &mut scratch);
-            }
-            writer.publish(end);
             done += p.size;
-            release(end, &mut pending);
         }
         // A pass that started a part from the file just before the copy reached it ends soon.
         while !pending.is_empty() && !cancel.load(Ordering::Relaxed) {
@@ -644,7 +697,7 @@ impl ResidentWeights {
     /// rearranged) into memory of the process's own (in 2 MiB pages where the OS gives them,
     /// whatever state the file's page cache is in), in the order the forward pass reads them,
     /// and every matrix the active kernels have an interleaved form for
-    /// (`quant::interleave_rows8`: Q4_0, Q4_1, Q5_0, Q5_1 and Q4_K on x86) rearranged so.
+    /// (`quant::interleave_rows8`: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K on x86) rearranged so.
     /// Measured on Zen 4, one thread: SmolLM2 (Q4_1) decodes at 4.6 ms per token against 4.9
     /// from a copy not rearranged, and Qwen2.5-1.5B (Q4_K) 11% faster
     /// (`TensorTable::copy_speeds_decode`). `progress(done, total)` counts the tensors' bytes
@@ -703,7 +756,9 @@ impl ResidentWeights {
     /// that is more): the parts before are read from the copy, the rest from the file.
     #[cfg(test)]
     pub fn partly_copied(file: Arc<GgufFile>, table: TensorTable, plan: &CopyPlan, bytes: u64) -> Result<Self> {
-        let (weights, job) = Self::with_copy(file, table, plan, true)?;
+        let (weights, mut job) = Self::with_copy(file, table, plan, true)?;
+        // Small pieces, each published on its own: a stop may fall inside the output head.
+        job.piece = 64;
         let stop = AtomicBool::new(false);
         match job.run(&stop, &mut |done, _| stop.store(done >= bytes, Ordering::Relaxed)) {
             Ok(()) | Err(Error::Aborted) => Ok(weights),
@@ -735,16 +790,23 @@ impl ResidentWeights {
         }
         let keep = give_back.then(|| huge_page_regions(&table.mapped_ranges(Some(plan))));
         let (mut ends, mut releases) = (Vec::new(), Vec::new());
+        let head_part = table.layers.len();
         for (part, (in_file, in_copy)) in table.parts().zip(copied.parts()).enumerate() {
             let copied_tensors = || in_file.iter().zip(&in_copy).filter(|(_, c)| c.copied);
             let end = copied_tensors().map(|(_, c)| (c.offset + c.size) as usize).max().unwrap_or(0);
             ends.push(end);
-            if let Some(keep) = &keep {
-                let ranges =
-                    outside(merged(copied_tensors().map(|(t, _)| (t.offset, t.offset + t.size)).collect()), keep);
-                if !ranges.is_empty() {
-                    releases.push(PartRelease { part, end, ranges });
-                }
+            let Some(keep) = &keep else { continue };
+            // The output matrix's rows are read from the copy as it makes them (`head`): its
+            // pages go back as it goes, not once the whole head is made.
+            let by_rows = |t: &TensorInfo| part == head_part && t.offset == table.head.output.offset;
+            for (t, c) in copied_tensors().filter(|(t, _)| by_rows(t)) {
+                let chunks = output_releases(t, c, keep).filter(|(_, ranges)| !ranges.is_empty());
+                releases.extend(chunks.map(|(end, ranges)| PartRelease { part, end, ranges }));
+            }
+            let whole = copied_tensors().filter(|(t, _)| !by_rows(t)).map(|(t, _)| (t.offset, t.offset + t.size));
+            let ranges = outside(merged(whole.collect()), keep);
+            if !ranges.is_empty() {
+                releases.push(PartRelease { part, end, ranges });
             }
         }
         let file_readers: Arc<[AtomicUsize]> = ends.iter().map(|_| AtomicUsize::new(0)).collect();
@@ -755,6 +817,7 @@ impl ResidentWeights {
             releases,
             file_readers: file_readers.clone(),
             between_passes: None,
+            piece: COPY_PIECE,
         };
         let passes =
             PassActivity { reading: AtomicUsize::new(0), epoch: Instant::now(), last_read_ns: AtomicU64::new(0) };
@@ -799,6 +862,26 @@ impl ResidentWeights {
             (&self.table, &[], Some(read))
         }
     }
+}
+
+/// The file pages of output matrix `t` (`copied`: its place in the copy) to give back as the
+/// copy makes its rows, 2 MiB of the file at a time but `keep`: each as the copy's end of the
+/// whole groups of rows they lie in, and the ranges `(start, end)`.
+fn output_releases<'a>(
+    t: &'a TensorInfo,
+    copied: &'a TensorInfo,
+    keep: &'a [(u64, u64)],
+) -> impl Iterator<Item = (usize, Vec<(u64, u64)>)> + 'a {
+    const HUGE_PAGE: u64 = 2 << 20;
+    let group_bytes = quant::INTERLEAVED_ROWS as u64 * (t.size / t.dims[1]);
+    let (start, end) = (t.offset, t.offset + t.size);
+    let bounds =
+        std::iter::once(start).chain((start / HUGE_PAGE + 1..).map(|i| i * HUGE_PAGE).take_while(move |&b| b < end));
+    bounds.map(move |from| {
+        let to = (from / HUGE_PAGE + 1).saturating_mul(HUGE_PAGE).min(end);
+        let made = ((to - start).next_multiple_of(group_bytes)).min(t.size);
+        ((copied.offset + made) as usize, outside(vec![(from, to)], keep))
+    })
 }
 
 /// Tensor ranges `(start, end)` sorted and merged across the padding between them.
@@ -854,17 +937,53 @@ impl WeightSource for ResidentWeights {
 
     fn head(&self) -> Result<HeadGuard<'_>> {
         let (table, copy, pin) = self.source(self.table.layers.len());
-        Ok(HeadGuard::new(GuardBytes::Borrowed(self.file_bytes()), &table.head, pin).with_copy(copy))
+        let guard = HeadGuard::new(GuardBytes::Borrowed(self.file_bytes()), &table.head, pin).with_copy(copy);
+        // Read from the file while the copy is being made: the output rows it has made come
+        // from it, so that the copying thread can give their pages of the file back before the
+        // rest is made (a tied output head is most of a small model).
+        match &self.copy {
+            Some(c) if std::ptr::eq(table, &self.table) => {
+                let published = c.buffer.published();
+                match c.output_rows_made(published.len()) {
+                    0 => Ok(guard),
+                    rows => Ok(guard.with_copied_rows(published, &c.table.head.output, rows)),
+                }
+            }
+            _ => Ok(guard),
+        }
     }
 
     fn embed(&self, token: u32, out: &mut [f32]) -> Result<()> {
-        // Embeddings are only copied by a copy of everything, made during the load.
+        let row = token as usize;
+        if let Some(c) = &self.copy {
+            // A tied output head the copy rearranged: the row from there once it is made, as
+            // the copying thread gives back the file's pages of the rows it has made.
+            let (head, embd) = (&c.table.head.output, &self.table.token_embd);
+            let tied = self.table.head.output.offset == embd.offset;
+            let published = c.buffer.published();
+            if tied && head.layout == WeightLayout::Interleaved8 && row < c.output_rows_made(published.len()) {
+                let first = row / quant::INTERLEAVED_ROWS * quant::INTERLEAVED_ROWS;
+                let group = matrix_rows(head, first..first + quant::INTERLEAVED_ROWS);
+                let group = &published[group.offset as usize..][..group.size as usize];
+                let mut bytes = Vec::new();
+                quant::file_layout_row(
+                    head.ty,
+                    head.dims[0] as usize,
+                    group,
+                    row % quant::INTERLEAVED_ROWS,
+                    &mut bytes,
+                );
+                quant::dequantize_row(head.ty, &bytes, out);
+                return Ok(());
+            }
+        }
+        // Otherwise token_embd is only copied by a copy of everything, made during the load.
         let (table, copy) = match &self.copy {
             Some(c) if c.buffer.is_complete() => (&c.table, c.buffer.published()),
             _ => (&self.table, &[][..]),
         };
         let embd = view(self.file_bytes(), copy, &table.token_embd);
-        quant::dequantize_row(embd.ty, embd.row(token as usize), out);
+        quant::dequantize_row(embd.ty, embd.row(row), out);
         Ok(())
     }
 
@@ -898,12 +1017,13 @@ mod tests {
 
     /// The tiny Q4_0 model's table, with its layer-0 ffn_gate (Q8_0) taken as 64 MiB: a matrix
     /// without a rearranged layout and too large to copy along.
-    fn table_with_a_large_q8_0_matrix() -> TensorTable {
+    /// A table whose first ffn_up (BF16: no interleaved layout) is 64 MiB.
+    fn table_with_a_large_bf16_matrix() -> TensorTable {
         let file = TempPath::new("copy-scope");
         write_tiny_model(file.path(), &TinyModel { mixed_types: true, q4_0: true, ..TinyModel::llama(2) });
         let g = GgufFile::open(file.path()).unwrap();
         let mut table = TensorTable::resolve(&g, &ModelConfig::from_gguf(&g).unwrap()).unwrap();
-        table.layers[0].w_gate.size = 64 << 20;
+        table.layers[0].w_up.size = 64 << 20;
         table
     }
 
@@ -954,13 +1074,44 @@ mod tests {
         assert_eq!(merged(vec![(100, 200), (0, 90), (4400, 5000)]), vec![(0, 200), (4400, 5000)]);
     }
 
+    /// An output matrix's file pages go back in 2 MiB pieces of the file, each once the copy has
+    /// made the whole groups of rows they hold, but the regions kept for other tensors.
+    #[test]
+    fn an_output_matrix_goes_back_2_mib_of_the_file_at_a_time_as_its_rows_are_made() {
+        const MIB: u64 = 1 << 20;
+        let (rows, row_bytes) = (5000u64, 1088u64); // Q8_0, 1024 columns
+        let t = TensorInfo {
+            name: "output.weight".into(),
+            ty: GgmlType::Q8_0,
+            dims: [1024, rows, 1, 1],
+            n_dims: 2,
+            offset: MIB + 100,
+            size: rows * row_bytes,
+            layout: WeightLayout::Gguf,
+            copied: false,
+        };
+        let copied = TensorInfo { offset: 640, layout: WeightLayout::Interleaved8, copied: true, ..t.clone() };
+        let keep = [(2 * MIB, 4 * MIB)];
+        let releases: Vec<_> = output_releases(&t, &copied, &keep).collect();
+        let end = t.offset + t.size;
+        let expected_ranges = [vec![(t.offset, 2 * MIB)], vec![], vec![(4 * MIB, 6 * MIB)], vec![(6 * MIB, end)]];
+        assert_eq!(releases.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), expected_ranges);
+        let group = 8 * row_bytes;
+        for ((made_end, _), to) in releases.iter().zip([2 * MIB, 4 * MIB, 6 * MIB, end]) {
+            let made = *made_end as u64 - copied.offset;
+            // The whole groups holding the range's rows: no fewer, and no more than needed.
+            assert!(made >= to - t.offset && (made.is_multiple_of(group) || made == t.size), "{made} for {to}");
+            assert!(made < to - t.offset + group);
+        }
+    }
+
     #[test]
     fn the_rearranged_copy_leaves_large_other_matrices_and_token_embd_in_the_file() {
-        let table = table_with_a_large_q8_0_matrix();
+        let table = table_with_a_large_bf16_matrix();
         if !quant::has_interleaved_kernel(crate::tensor::GgmlType::Q4_0) {
             return;
         }
-        let (embd, large) = (table.token_embd.offset, table.layers[0].w_gate.offset);
+        let (embd, large) = (table.token_embd.offset, table.layers[0].w_up.offset);
         let plan = table.copy_plan(CopyScope::Rearranged);
         let held: Vec<u64> = plan.places.iter().map(|p| p.from).collect();
         // The tied head is token_embd's tensor: copied (once), as the head.
