@@ -37,8 +37,7 @@ pub struct MappedFile {
 const PREFAULT_CHUNK: usize = 8 << 20;
 const PAGE: usize = 4096;
 /// The size of the pages a large folio of the page cache can be mapped with.
-#[cfg(target_os = "linux")]
-const HUGE_PAGE: usize = 2 << 20;
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
 /// 2 MiB pages mapped in, spread over the weights, to tell how the page cache holds the file
 /// (see `mapped_in_small_pages`).
 #[cfg(target_os = "linux")]

@@ -612,11 +612,12 @@ const COPY_PIECE: usize = 1 << 20;
 /// forward passes goes on: longer than a pass takes between two layers.
 const PASS_GAP: Duration = Duration::from_millis(1);
 
-/// A part's pages of the mapped file that the copy replaces.
+/// Pages of the mapped file that the copy replaces: a part's, or some of its output matrix's.
 struct PartRelease {
     /// The part's index in `file_readers`.
     part: usize,
-    /// Where its last copied tensor ends in the copy.
+    /// How far the copy must have been made before they go: the end of the part's last copied
+    /// tensor, or of the output rows they hold.
     end: usize,
     /// File ranges `(start, end)`.
     ranges: Vec<(u64, u64)>,
@@ -872,7 +873,6 @@ fn output_releases<'a>(
     copied: &'a TensorInfo,
     keep: &'a [(u64, u64)],
 ) -> impl Iterator<Item = (usize, Vec<(u64, u64)>)> + 'a {
-    const HUGE_PAGE: u64 = 2 << 20;
     let group_bytes = quant::INTERLEAVED_ROWS as u64 * (t.size / t.dims[1]);
     let (start, end) = (t.offset, t.offset + t.size);
     let bounds =
@@ -919,11 +919,13 @@ fn outside(ranges: Vec<(u64, u64)>, holes: &[(u64, u64)]) -> Vec<(u64, u64)> {
     out
 }
 
+/// `mapping::HUGE_PAGE` as a file offset.
+const HUGE_PAGE: u64 = crate::mapping::HUGE_PAGE as u64;
+
 /// The 2 MiB-aligned regions `(start, end)` around file ranges `(offset, len)` (those a copy
 /// leaves in the file): they are mapped in 2 MiB pages, and giving back part of one would
 /// split it into 4 KiB pages for the tensor that stays.
 fn huge_page_regions(ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    const HUGE_PAGE: u64 = 2 << 20;
     let regions =
         ranges.iter().map(|&(start, len)| (start / HUGE_PAGE * HUGE_PAGE, (start + len).next_multiple_of(HUGE_PAGE)));
     merged(regions.collect())
@@ -1015,9 +1017,8 @@ mod tests {
     use super::*;
     use crate::testutil::{write_tiny_model, TempPath, TinyModel};
 
-    /// The tiny Q4_0 model's table, with its layer-0 ffn_gate (Q8_0) taken as 64 MiB: a matrix
+    /// The tiny Q4_0 model's table, with its layer-0 ffn_up (BF16) taken as 64 MiB: a matrix
     /// without a rearranged layout and too large to copy along.
-    /// A table whose first ffn_up (BF16: no interleaved layout) is 64 MiB.
     fn table_with_a_large_bf16_matrix() -> TensorTable {
         let file = TempPath::new("copy-scope");
         write_tiny_model(file.path(), &TinyModel { mixed_types: true, q4_0: true, ..TinyModel::llama(2) });

@@ -44,12 +44,38 @@ pub fn has_layout(ty: GgmlType) -> bool {
 /// Blocks per group of a row in the 32-value formats' layout.
 const GROUP_BLOCKS: usize = 8;
 
-/// Quant bytes of a 32-value block of `ty`, which end it: 16 of nibbles, Q8_0's 32 bytes.
-fn quant_bytes(ty: GgmlType) -> usize {
-    if ty == GgmlType::Q8_0 {
-        32
-    } else {
-        16
+/// Where a 32-value format's fields lie in a block and in an interleaved group (module docs):
+/// the one description both directions of the rearrangement follow.
+struct GroupLayout {
+    block_bytes: usize,
+    /// The f16 fields that start a block: `d`, and Q4_1's and Q5_1's `m`.
+    fields: usize,
+    /// Q5_0 and Q5_1: a block's 32-bit word of fifth bits follows its f16 fields, and the
+    /// group's eight words follow the group's f16 fields.
+    five_bit: bool,
+    /// Quant bytes that end a block: 16 of nibbles, Q8_0's 32.
+    quant_bytes: usize,
+}
+
+impl GroupLayout {
+    fn of(ty: GgmlType) -> Self {
+        use GgmlType::*;
+        GroupLayout {
+            block_bytes: ty.block_bytes() as usize,
+            fields: if matches!(ty, Q4_1 | Q5_1) { 2 } else { 1 },
+            five_bit: matches!(ty, Q5_0 | Q5_1),
+            quant_bytes: if ty == Q8_0 { 32 } else { 16 },
+        }
+    }
+
+    /// Where the group's words of fifth bits start.
+    fn words_at(&self) -> usize {
+        2 * GROUP_BLOCKS * self.fields
+    }
+
+    /// Where the group's quant bytes start.
+    fn quants_at(&self) -> usize {
+        self.words_at() + if self.five_bit { 4 * GROUP_BLOCKS } else { 0 }
     }
 }
 
@@ -142,28 +168,23 @@ pub fn file_layout_row(ty: GgmlType, cols: usize, rows: &[u8], row: usize, out: 
 
 /// The inverse of [`interleave_blocks8`]: one interleaved group back into eight blocks.
 fn file_layout_blocks8(ty: GgmlType, group: &[u8], blocks: &mut [u8]) {
-    use GgmlType::*;
-    let block_bytes = ty.block_bytes() as usize;
-    let fields = if matches!(ty, Q4_1 | Q5_1) { 2 } else { 1 };
-    let five_bit = matches!(ty, Q5_0 | Q5_1);
-    let quants_at = 2 * GROUP_BLOCKS * fields + if five_bit { 32 } else { 0 };
-    for (l, block) in blocks.chunks_exact_mut(block_bytes).enumerate() {
-        for f in 0..fields {
+    let g = GroupLayout::of(ty);
+    for (l, block) in blocks.chunks_exact_mut(g.block_bytes).enumerate() {
+        for f in 0..g.fields {
             let at = 2 * GROUP_BLOCKS * f + 2 * l;
             block[2 * f..2 * f + 2].copy_from_slice(&group[at..at + 2]);
         }
-        if five_bit {
-            let words_at = 2 * GROUP_BLOCKS * fields;
+        if g.five_bit {
             let mut qh = 0u32;
             for j in 0..GROUP_BLOCKS {
-                let word = u32::from_le_bytes(group[words_at + 4 * j..][..4].try_into().expect("4 bytes"));
+                let word = u32::from_le_bytes(group[g.words_at() + 4 * j..][..4].try_into().expect("4 bytes"));
                 qh |= (word >> (4 * l) & 0xF) << (4 * j);
             }
-            block[2 * fields..2 * fields + 4].copy_from_slice(&qh.to_le_bytes());
+            block[2 * g.fields..2 * g.fields + 4].copy_from_slice(&qh.to_le_bytes());
         }
-        let quants = block_bytes - quant_bytes(ty);
-        for c in 0..quant_bytes(ty) / 4 {
-            let at = quants_at + 32 * c + 4 * l;
+        let quants = g.block_bytes - g.quant_bytes;
+        for c in 0..g.quant_bytes / 4 {
+            let at = g.quants_at() + 32 * c + 4 * l;
             block[quants + 4 * c..quants + 4 * c + 4].copy_from_slice(&group[at..at + 4]);
         }
     }
@@ -172,34 +193,28 @@ fn file_layout_blocks8(ty: GgmlType, group: &[u8], blocks: &mut [u8]) {
 /// One group of eight 32-value blocks (`ty`'s) from `blocks` into `out` in the layout of the
 /// module docs.
 fn interleave_blocks8(ty: GgmlType, blocks: &[u8], out: &mut [u8]) {
-    use GgmlType::*;
-    let block_bytes = ty.block_bytes() as usize;
-    // The f16 fields that start a block: `d`, and Q4_1's and Q5_1's `m`.
-    let fields = if matches!(ty, Q4_1 | Q5_1) { 2 } else { 1 };
-    let five_bit = matches!(ty, Q5_0 | Q5_1);
-    let quants_at = 2 * GROUP_BLOCKS * fields + if five_bit { 32 } else { 0 };
+    let g = GroupLayout::of(ty);
     let mut words = [0u32; GROUP_BLOCKS];
-    for (l, block) in blocks.chunks_exact(block_bytes).enumerate() {
-        for f in 0..fields {
+    for (l, block) in blocks.chunks_exact(g.block_bytes).enumerate() {
+        for f in 0..g.fields {
             let at = 2 * GROUP_BLOCKS * f + 2 * l;
             out[at..at + 2].copy_from_slice(&block[2 * f..2 * f + 2]);
         }
-        if five_bit {
-            let qh = u32::from_le_bytes(block[2 * fields..2 * fields + 4].try_into().expect("4 bytes"));
+        if g.five_bit {
+            let qh = u32::from_le_bytes(block[2 * g.fields..2 * g.fields + 4].try_into().expect("4 bytes"));
             for (j, word) in words.iter_mut().enumerate() {
                 *word |= (qh >> (4 * j) & 0xF) << (4 * l);
             }
         }
-        let quants = &block[block_bytes - quant_bytes(ty)..];
-        for c in 0..quant_bytes(ty) / 4 {
-            let at = quants_at + 32 * c + 4 * l;
+        let quants = &block[g.block_bytes - g.quant_bytes..];
+        for c in 0..g.quant_bytes / 4 {
+            let at = g.quants_at() + 32 * c + 4 * l;
             out[at..at + 4].copy_from_slice(&quants[4 * c..4 * c + 4]);
         }
     }
-    if five_bit {
-        let at = 2 * GROUP_BLOCKS * fields;
+    if g.five_bit {
         for (j, word) in words.iter().enumerate() {
-            out[at + 4 * j..at + 4 * j + 4].copy_from_slice(&word.to_le_bytes());
+            out[g.words_at() + 4 * j..][..4].copy_from_slice(&word.to_le_bytes());
         }
     }
 }
