@@ -180,15 +180,29 @@ fn greedy(logits: &[f32], recent: &[u32], penalty: f32) -> u32 {
             }
         }
     };
-    // In id order: the run of unpenalized ids before each penalized one, then that one.
-    let mut start = 0;
-    for t in penalized.into_iter().map(|t| t as usize).filter(|&t| t < logits.len()) {
-        consider(first_max(&logits[start..t]).map(|(i, v)| (start + i, v)));
-        consider(Some((t, penalize(logits[t], penalty))));
-        start = t + 1;
+    for (start, run, penalized) in penalty_runs(logits, &penalized) {
+        consider(first_max(run).map(|(i, v)| (start + i, v)));
+        if let Some(t) = penalized {
+            consider(Some((t, penalize(logits[t], penalty))));
+        }
     }
-    consider(first_max(&logits[start..]).map(|(i, v)| (start + i, v)));
     best.map_or(0, |(i, _)| i as u32)
+}
+
+/// The logits in id order as runs of unpenalized tokens `(first id, logits)`, each with the
+/// penalized token that ends it (none after the last): the walk of `greedy` and `top_k`, which
+/// read the runs as they are and penalize only those tokens. `penalized` is sorted.
+fn penalty_runs<'a>(
+    logits: &'a [f32],
+    penalized: &'a [u32],
+) -> impl Iterator<Item = (usize, &'a [f32], Option<usize>)> + 'a {
+    let ends = penalized.iter().map(|&t| t as usize).filter(|&t| t < logits.len()).map(Some).chain([None]);
+    let mut start = 0;
+    ends.map(move |end| {
+        let run = (start, &logits[start..end.unwrap_or(logits.len())], end);
+        start = end.map_or(logits.len(), |t| t + 1);
+        run
+    })
 }
 
 /// Candidates from best to worst: the higher logit, the lower id among equals.
@@ -214,11 +228,8 @@ fn top_k(logits: &[f32], recent: &[u32], penalty: f32, k: usize, out: &mut Vec<(
         }
     };
     let penalized = if penalty == 1.0 { Vec::new() } else { penalized(recent) };
-    let mut start = 0;
-    let ends = penalized.iter().map(|&t| t as usize).filter(|&t| t < logits.len()).chain([logits.len()]);
-    for end in ends {
-        // The unpenalized run start..end, sixteen at a time past those none of which is kept.
-        let run = &logits[start..end];
+    for (start, run, penalized) in penalty_runs(logits, &penalized) {
+        // Sixteen at a time, past those none of which is kept.
         for (c, chunk) in run.chunks(16).enumerate() {
             let most = chunk.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
             if worst_kept.is_some_and(|w| most <= w) {
@@ -228,10 +239,9 @@ fn top_k(logits: &[f32], recent: &[u32], penalty: f32, k: usize, out: &mut Vec<(
                 keep(out, &mut worst_kept, start + 16 * c + i, v);
             }
         }
-        if end < logits.len() {
-            keep(out, &mut worst_kept, end, penalize(logits[end], penalty));
+        if let Some(t) = penalized {
+            keep(out, &mut worst_kept, t, penalize(logits[t], penalty));
         }
-        start = end + 1;
     }
     if out.len() > k {
         out.select_nth_unstable_by(k - 1, by_rank);
