@@ -106,11 +106,14 @@ export function runWorker(engine, main) {
 /** Build `n` prompt ids from a tokenizer: optional BOS, then the fixed text (repeated as needed). */
 export function buildPromptIds(tokenizeText, bos, n) {
   const ids = bos == null ? [] : [bos];
-  let text = PROMPT_TEXT;
-  for (let tries = 0; tries < 8; tries++) {
-    const toks = Array.from(tokenizeText(text), Number);
+  // As many copies as one copy's token count says are needed (long prompts: --prompt-tokens
+  // 2000 and more), and one more each time the joins tokenize shorter than that. One copy
+  // where it is enough, as the default 128-token prompt always was.
+  const perCopy = Math.max(1, Array.from(tokenizeText(PROMPT_TEXT), Number).length);
+  let copies = Math.max(1, Math.ceil((n - ids.length) / perCopy));
+  for (let tries = 0; tries < 4; tries++, copies++) {
+    const toks = Array.from(tokenizeText(Array(copies).fill(PROMPT_TEXT).join(' ')), Number);
     if (ids.length + toks.length >= n) return ids.concat(toks).slice(0, n);
-    text += ' ' + PROMPT_TEXT;
   }
   throw new Error(`could not build a ${n}-token prompt from the fixed text`);
 }
