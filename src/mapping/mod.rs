@@ -314,6 +314,23 @@ fn anonymous_error(what: &str, source: std::io::Error) -> Error {
     Error::Io { path: what.into(), source }
 }
 
+/// Gives the heap's free pages back to the OS where the C library keeps them (glibc; elsewhere
+/// nothing). A load parses the vocabulary into hundreds of thousands of small strings, freed
+/// once the tokenizer is built, and glibc keeps freed chunks that small in the heap, resident:
+/// Qwen2.5's 151k tokens and merges left 8.7 MiB so (anonymous memory a load adds, `useMmap`:
+/// 24.4 MiB before, 15.7 after; Gemma-3's 262k tokens 16.9 and 12.8).
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim has no precondition: it takes the arenas' locks itself and
+        // returns only free memory to the OS.
+        unsafe { malloc_trim(0) };
+    }
+}
+
 /// Calls `step(done, len)` for consecutive chunks of `0..total` of at most PREFAULT_CHUNK
 /// bytes, then `progress(done)`; `Error::Aborted` as soon as `cancel` is set.
 fn in_chunks(
