@@ -286,7 +286,8 @@ fn open(path: &Path, opts: &LoadOptions) -> Result<Opened> {
     // with it costs more than one compute thread gives (Qwen2.5-1.5B at half its weights,
     // 2 cores: 12.9 tok/s with 2 compute threads, 15.2 with 1).
     let threads = threads.unwrap_or(if streams { (cores - 1).max(1) } else { cores });
-    // The vocabulary's strings, parsed from the file and freed into the tokenizer's tables.
+    // The vocabulary's strings, parsed from the file, are freed now that the tokenizer has
+    // built its tables: their pages go back to the OS.
     crate::mapping::trim_heap();
     Ok(Opened { file, config, tokenizer, table, info, threads, cores })
 }

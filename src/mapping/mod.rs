@@ -2,6 +2,9 @@
 //!
 //! Every range handed out is checked against the file length first. The mapping is read-only
 //! and private; the engine never writes through it.
+//!
+//! Also the other memory the engine takes from the OS, or gives back, past the allocator: the
+//! anonymous buffers weights are copied into, and the heap's free pages after a load.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
