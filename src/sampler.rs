@@ -110,9 +110,7 @@ impl Sampler {
             top_k(logits, recent, p.repeat_penalty, p.top_k, c);
         } else {
             c.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
-            if p.repeat_penalty != 1.0 {
-                apply_repeat_penalty(c, recent, p.repeat_penalty);
-            }
+            apply_repeat_penalty(c, recent, p.repeat_penalty);
         }
         c.sort_unstable_by(by_rank);
         if p.top_p < 1.0 {
@@ -144,15 +142,19 @@ impl Sampler {
 
 /// llama.cpp's rule: a penalized positive logit is divided by the penalty, a negative one multiplied.
 fn apply_repeat_penalty(c: &mut [(u32, f32)], recent: &[u32], penalty: f32) {
-    for t in penalized(recent) {
+    for t in penalized(recent, penalty) {
         if let Some(x) = c.get_mut(t as usize) {
             x.1 = penalize(x.1, penalty);
         }
     }
 }
 
-/// The tokens the repetition penalty applies to: those of `recent`, each once, in order.
-fn penalized(recent: &[u32]) -> Vec<u32> {
+/// The tokens the repetition penalty changes: those of `recent`, each once, in order; none
+/// where the penalty is 1.
+fn penalized(recent: &[u32], penalty: f32) -> Vec<u32> {
+    if penalty == 1.0 {
+        return Vec::new();
+    }
     let mut seen = recent.to_vec();
     seen.sort_unstable();
     seen.dedup();
@@ -171,7 +173,7 @@ fn penalize(logit: f32, penalty: f32) -> f32 {
 /// equals, so results do not depend on iteration order. Reads the logits in place: building
 /// (id, logit) candidates first wrote and read 2 MB a token for a 262k vocabulary.
 fn greedy(logits: &[f32], recent: &[u32], penalty: f32) -> u32 {
-    let penalized = if penalty == 1.0 { Vec::new() } else { penalized(recent) };
+    let penalized = penalized(recent, penalty);
     let mut best: Option<(usize, f32)> = None;
     let mut consider = |candidate: Option<(usize, f32)>| {
         if let Some((i, v)) = candidate {
@@ -227,7 +229,7 @@ fn top_k(logits: &[f32], recent: &[u32], penalty: f32, k: usize, out: &mut Vec<(
             }
         }
     };
-    let penalized = if penalty == 1.0 { Vec::new() } else { penalized(recent) };
+    let penalized = penalized(recent, penalty);
     for (start, run, penalized) in penalty_runs(logits, &penalized) {
         // Sixteen at a time, past those none of which is kept.
         for (c, chunk) in run.chunks(16).enumerate() {
