@@ -755,7 +755,7 @@ macro_rules! x86_kernels {
             fn prefetch_f16_rows_ahead(rows: &[u8], row_bytes: usize, at: usize, len: usize) {
                 let ahead = at + super::F16_ROWS_AHEAD * row_bytes;
                 if ahead + len <= rows.len() {
-                    prefetch_lines(rows[ahead..].as_ptr(), len);
+                    prefetch_lines::<_MM_HINT_T0>(rows[ahead..].as_ptr(), len);
                 }
             }
 
@@ -769,25 +769,30 @@ macro_rules! x86_kernels {
             fn prefetch_f16_first_rows(rows: &[u8], row_bytes: usize, at: usize, len: usize, count: usize) {
                 for t in 0..count.min(super::F16_ROWS_AHEAD) {
                     if at + t * row_bytes + len <= rows.len() {
-                        prefetch_lines(rows[at + t * row_bytes..].as_ptr(), len);
+                        prefetch_lines::<_MM_HINT_T0>(rows[at + t * row_bytes..].as_ptr(), len);
                     }
                 }
             }
 
-            /// Asks for the `len` weight bytes [`super::DECODE_PREFETCH_BYTES`] after `at`.
+            /// Asks for the `len` weight bytes [`super::DECODE_PREFETCH_BYTES`] after `at`, as
+            /// non-temporal data: a decode step reads each weight once, and weights that went
+            /// through L2 into L3 as everything else does would push out what the step reads
+            /// again (the KV cache, activations). SmolLM2 at one thread, 192 cached positions:
+            /// attention went from 11.3% to 8.8% of the time (perf) and the token 3-7% faster.
             #[inline]
             #[target_feature(enable = $features)]
             fn prefetch_ahead(at: *const u8, len: usize) {
-                prefetch_lines(at.wrapping_add(super::DECODE_PREFETCH_BYTES), len);
+                prefetch_lines::<_MM_HINT_NTA>(at.wrapping_add(super::DECODE_PREFETCH_BYTES), len);
             }
 
-            /// Asks for the cache lines of the `len` bytes at `at` (one prefetch per 64 bytes).
+            /// Asks for the cache lines of the `len` bytes at `at` (one prefetch per 64 bytes),
+            /// with `HINT` (`_MM_HINT_T0`, into every level; `_MM_HINT_NTA`, non-temporal).
             #[inline]
             #[target_feature(enable = $features)]
-            fn prefetch_lines(at: *const u8, len: usize) {
+            fn prefetch_lines<const HINT: i32>(at: *const u8, len: usize) {
                 for line in (0..len).step_by(64) {
                     // A prefetch does not fault, whatever the address.
-                    _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line).cast());
+                    _mm_prefetch::<HINT>(at.wrapping_add(line).cast());
                 }
             }
 
@@ -1972,7 +1977,7 @@ macro_rules! x86_kernels {
                     // stream already, and `ahead` a few block indices further along it: with
                     // four tokens' work per block, the hardware prefetcher alone fell behind
                     // (3.6-4.9 against 2.4-2.6 ns per block-token, 4096 columns).
-                    prefetch_lines(ahead.wrapping_add(i * GROUP), GROUP);
+                    prefetch_lines::<_MM_HINT_T0>(ahead.wrapping_add(i * GROUP), GROUP);
                     let ab: [&[u8; AB]; N] = std::array::from_fn(|t| block(a[t], i));
                     let ([d, dmin], scales, mins) = q4_k_rows8_scales(heads);
                     let scale_d: [[__m256; 2]; N] = std::array::from_fn(|t| {
