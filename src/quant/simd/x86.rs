@@ -1976,7 +1976,9 @@ macro_rules! x86_kernels {
                     // from here) is fetched, one sequential stream. Interleaved rows are one
                     // stream already, and `ahead` a few block indices further along it: with
                     // four tokens' work per block, the hardware prefetcher alone fell behind
-                    // (3.6-4.9 against 2.4-2.6 ns per block-token, 4096 columns).
+                    // (3.6-4.9 against 2.4-2.6 ns per block-token, 4096 columns). Into every
+                    // level, unlike decode's `prefetch_ahead`: prefill's passes of
+                    // `Q4_K_TOKENS_PER_PASS` tokens read the group again.
                     prefetch_lines::<_MM_HINT_T0>(ahead.wrapping_add(i * GROUP), GROUP);
                     let ab: [&[u8; AB]; N] = std::array::from_fn(|t| block(a[t], i));
                     let ([d, dmin], scales, mins) = q4_k_rows8_scales(heads);
