@@ -2,8 +2,8 @@
 // this CPU where scripts/build-native-llama has built it) on the same GGUF files and
 // thread counts: load time, prefill tok/s (128-token prompt), decode tok/s (128 greedy tokens,
 // EOS ignored) and peak RSS, each against a bound: decode against the memory-bandwidth bound
-// (read bandwidth measured in the same run / weight bytes one decode step reads), chord-llm's
-// peak RSS against file size + KV cache + 80 MB. Each engine runs in its own child process
+// (read bandwidth measured in the same run / bytes one decode step reads, weights and KV
+// cache), chord-llm's peak RSS against file size + KV cache + 80 MB. Each engine runs in its own child process
 // (scripts/bench/*-worker.mjs) so that its peak RSS is its own. Run `node scripts/bench.mjs --help`.
 
 import fs from 'node:fs';
@@ -57,9 +57,12 @@ Bounds:
   decode bound  memory read bandwidth (that many threads reading a 1 GiB buffer, the best of 8
                 passes, measured before each round of a model's runs; the "read GB/s" column is
                 the median of the rounds, as the decode figures are, "read range" their lowest
-                and highest) / weight bytes one decode step reads (all layer tensors, output
-                norm, output matrix or the tied token_embd, one embedding row); "of bound" is
-                decode tok/s as a fraction of it
+                and highest) / bytes one decode step reads: the weights ("MiB/token": all
+                layer tensors, output norm, output matrix or the tied token_embd, one embedding
+                row) and the f16 KV cache of the positions before it, on average over the timed
+                steps ("KV MiB/token": every layer's key and value rows, times the prompt
+                tokens plus half the generated ones); "of bound" is decode tok/s as a fraction
+                of it
   RSS bound     file size + chord-llm's KV cache at this context size + 80 MB; chord-llm's
                 peak RSS gets "ok" or "OVER"
 
@@ -227,6 +230,18 @@ async function measureBandwidth(threads, opts, log) {
   return bw.ok ? bw.bytesPerS : null;
 }
 
+/**
+ * Bytes one timed decode step reads on average: the weights, and the KV cache of the positions
+ * before it. The decode is timed from the first generated token (which the prompt's pass gives)
+ * to the last, so its steps run at positions promptTokens .. promptTokens + genTokens - 2 and
+ * read, on average, promptTokens + genTokens / 2 cached positions.
+ */
+function decodeStepBytes(read, opts) {
+  return read.bytes + read.kvBytesPerPosition * decodeKvPositions(opts);
+}
+
+const decodeKvPositions = (opts) => opts.promptTokens + opts.genTokens / 2;
+
 /** Runs every engine `repeat` times on one model at one thread count; adds the bounds. */
 async function benchModel(model, threads, opts, log) {
   // The bandwidth is measured before each round of runs and its median taken, as the decode
@@ -278,7 +293,7 @@ async function benchModel(model, threads, opts, log) {
   }
   const bandwidth = bandwidths.length ? median(bandwidths) : null;
   if (!bandwidth) log(`${model.label}: no bandwidth measured, no decode bound`);
-  const boundTokS = bandwidth && model.decodeRead ? bandwidth / model.decodeRead.bytes : null;
+  const boundTokS = bandwidth && model.decodeRead ? bandwidth / decodeStepBytes(model.decodeRead, opts) : null;
   for (const r of Object.values(results)) if (r.ok && boundTokS) r.ofBound = r.decodeTokS / boundTokS;
   const kv = results.chord?.ok ? results.chord.kvCacheBytes : null;
   const rssBoundBytes = kv != null ? model.fileBytes + kv + RSS_OVERHEAD_BYTES : null;
@@ -330,6 +345,7 @@ function table({ threads, loadAverage, rows }, opts) {
       cols: [
         ['model', (row) => row.label],
         ['MiB/token', (row) => fmt(row.decodeRead?.bytes / MB, 1)],
+        ['KV MiB/token', (row) => fmt((row.decodeRead?.kvBytesPerPosition * decodeKvPositions(opts)) / MB, 1)],
         ['read GB/s', (row) => fmt(row.bandwidthBytesPerS / 1e9, 1)],
         ['read range', (row) => bandwidthRange(row.bandwidthsBytesPerS)],
         ['bound tok/s', (row) => fmt(row.boundTokS, 1)],

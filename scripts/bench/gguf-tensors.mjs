@@ -92,8 +92,11 @@ export function readGgufTensors(file) {
 /**
  * Bytes of weights one decode step reads: every layer tensor (blk.N.*), the output norm and the
  * output matrix (token_embd when the model ties its embeddings and has no output.weight, read
- * whole then), plus the one token_embd row of the input token.
- * Returns { bytes, tied } or null when a size is unknown or a tensor is missing.
+ * whole then), plus the one token_embd row of the input token. Also the bytes of an f16 KV
+ * cache per cached position (every layer's key and value rows, as wide as its attn_k and
+ * attn_v outputs), which a decode step reads once for each position before its own.
+ * Returns { bytes, kvBytesPerPosition, tied } or null when a size is unknown or a tensor is
+ * missing.
  */
 export function decodeReadBytes(tensors) {
   const byName = new Map(tensors.map((t) => [t.name, t]));
@@ -104,5 +107,7 @@ export function decodeReadBytes(tensors) {
   const read = [...tensors.filter((t) => t.name.startsWith('blk.')), norm, output];
   if (read.some((t) => t.size == null) || embd.size == null) return null;
   const embdRow = embd.size / (embd.dims[1] ?? 1);
-  return { bytes: read.reduce((a, t) => a + t.size, 0) + embdRow, tied: output === embd };
+  const kvRows = tensors.filter((t) => /^blk\.\d+\.attn_[kv]\.weight$/.test(t.name));
+  const kvBytesPerPosition = kvRows.reduce((a, t) => a + 2 * (t.dims[1] ?? 1), 0);
+  return { bytes: read.reduce((a, t) => a + t.size, 0) + embdRow, kvBytesPerPosition, tied: output === embd };
 }
