@@ -3,8 +3,9 @@
 // thread counts: load time, prefill tok/s (128-token prompt), decode tok/s (128 greedy tokens,
 // EOS ignored) and peak RSS, each against a bound: decode against the memory-bandwidth bound
 // (read bandwidth measured in the same run / bytes one decode step reads, weights and KV
-// cache), chord-llm's peak RSS against file size + KV cache + 80 MB. Each engine runs in its own child process
-// (scripts/bench/*-worker.mjs) so that its peak RSS is its own. Run `node scripts/bench.mjs --help`.
+// cache), chord-llm's peak RSS against file size + KV cache + 80 MB. Each engine runs in its
+// own child process (scripts/bench/*-worker.mjs) so that its peak RSS is its own. Run
+// `node scripts/bench.mjs --help`.
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -61,8 +62,9 @@ Bounds:
                 layer tensors, output norm, output matrix or the tied token_embd, one embedding
                 row) and the f16 KV cache of the positions before it, on average over the timed
                 steps ("KV MiB/token": every layer's key and value rows, times the prompt
-                tokens plus half the generated ones); "of bound" is decode tok/s as a fraction
-                of it
+                tokens plus half the generated ones; a sliding window's limit on the positions
+                read is not counted, so past Gemma-3's 512 the KV bytes are overstated); "of
+                bound" is decode tok/s as a fraction of it
   RSS bound     file size + chord-llm's KV cache at this context size + 80 MB; chord-llm's
                 peak RSS gets "ok" or "OVER"
 
