@@ -232,17 +232,20 @@ async function measureBandwidth(threads, opts, log) {
   return bw.ok ? bw.bytesPerS : null;
 }
 
-/**
- * Bytes one timed decode step reads on average: the weights, and the KV cache of the positions
- * before it. The decode is timed from the first generated token (which the prompt's pass gives)
- * to the last, so its steps run at positions promptTokens .. promptTokens + genTokens - 2 and
- * read, on average, promptTokens + genTokens / 2 cached positions.
- */
+/** Bytes one timed decode step reads on average: the weights, and its KV cache reads. */
 function decodeStepBytes(read, opts) {
-  return read.bytes + read.kvBytesPerPosition * decodeKvPositions(opts);
+  return read.bytes + decodeKvBytes(read, opts);
 }
 
-const decodeKvPositions = (opts) => opts.promptTokens + opts.genTokens / 2;
+/**
+ * KV cache bytes one timed decode step reads on average. The decode is timed from the first
+ * generated token (which the prompt's pass gives) to the last, so its steps run at positions
+ * promptTokens .. promptTokens + genTokens - 2 and read, on average, promptTokens + genTokens / 2
+ * cached positions.
+ */
+function decodeKvBytes(read, opts) {
+  return read.kvBytesPerPosition * (opts.promptTokens + opts.genTokens / 2);
+}
 
 /** Runs every engine `repeat` times on one model at one thread count; adds the bounds. */
 async function benchModel(model, threads, opts, log) {
@@ -347,7 +350,7 @@ function table({ threads, loadAverage, rows }, opts) {
       cols: [
         ['model', (row) => row.label],
         ['MiB/token', (row) => fmt(row.decodeRead?.bytes / MB, 1)],
-        ['KV MiB/token', (row) => fmt((row.decodeRead?.kvBytesPerPosition * decodeKvPositions(opts)) / MB, 1)],
+        ['KV MiB/token', (row) => fmt(row.decodeRead ? decodeKvBytes(row.decodeRead, opts) / MB : null, 1)],
         ['read GB/s', (row) => fmt(row.bandwidthBytesPerS / 1e9, 1)],
         ['read range', (row) => bandwidthRange(row.bandwidthsBytesPerS)],
         ['bound tok/s', (row) => fmt(row.boundTokS, 1)],
