@@ -580,6 +580,19 @@ pub fn dot_f16_f32_rows(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], out
 /// [`dot_f16_f32_rows`] alone; the kernels convert each row once for all the vectors
 /// (attention's query heads that share a key head).
 pub fn dot_f16_f32_heads(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n: usize, out: &mut [f32]) {
+    dot_f16_f32_heads_with(active_isa(), rows, row_bytes, at, b, n, out)
+}
+
+/// [`dot_f16_f32_heads`] with the kernels of a given instruction set.
+pub(crate) fn dot_f16_f32_heads_with(
+    isa: Isa,
+    rows: &[u8],
+    row_bytes: usize,
+    at: usize,
+    b: &[f32],
+    n: usize,
+    out: &mut [f32],
+) {
     if n == 0 {
         // Empty vectors: every product is an empty sum.
         assert!(b.is_empty(), "quant::dot_f16_f32_heads: queries of length 0 hold values");
@@ -587,7 +600,7 @@ pub fn dot_f16_f32_heads(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n:
         return;
     }
     let len = f16_heads_rows("dot_f16_f32_heads", rows, row_bytes, at, n, b.len(), out.len());
-    match active_isa().f16_kernels() {
+    match isa.f16_kernels() {
         Some((dot, _)) => dot.call(rows, row_bytes, at, b, n, out),
         None => {
             for (b, out) in b.chunks_exact(n).zip(out.chunks_exact_mut(len.max(1))) {
@@ -623,12 +636,25 @@ pub fn axpy_f16_rows(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, 
 /// its [`axpy_f16_rows`] alone; the kernels convert each row once for all the heads (attention's
 /// query heads that share a value head).
 pub fn axpy_f16_heads(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize, n: usize) {
+    axpy_f16_heads_with(active_isa(), out, p, rows, row_bytes, at, n)
+}
+
+/// [`axpy_f16_heads`] with the kernels of a given instruction set.
+pub(crate) fn axpy_f16_heads_with(
+    isa: Isa,
+    out: &mut [f32],
+    p: &[f32],
+    rows: &[u8],
+    row_bytes: usize,
+    at: usize,
+    n: usize,
+) {
     if n == 0 {
         assert!(out.is_empty(), "quant::axpy_f16_heads: outputs of length 0 hold values");
         return;
     }
     let len = f16_heads_rows("axpy_f16_heads", rows, row_bytes, at, n, out.len(), p.len());
-    match active_isa().f16_kernels() {
+    match isa.f16_kernels() {
         Some((_, axpy)) => axpy.call(out, p, rows, row_bytes, at, n),
         None => {
             for (out, p) in out.chunks_exact_mut(n).zip(p.chunks_exact(len.max(1))) {

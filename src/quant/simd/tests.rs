@@ -4,8 +4,9 @@
 
 use super::super::tests::Rng;
 use super::super::{
-    act_row_bytes_with, dequantize_row, dot_rows_batch_interleaved_with, dot_rows_batch_with, dot_rows_with,
-    interleave_rows8, quantize_activations, quantize_activations_with, vec_dot, vec_dot_type, Isa,
+    act_row_bytes_with, axpy_f16_heads_with, dequantize_row, dot_f16_f32_heads_with, dot_rows_batch_interleaved_with,
+    dot_rows_batch_with, dot_rows_with, interleave_rows8, quantize_activations, quantize_activations_with, vec_dot,
+    vec_dot_type, Isa,
 };
 use crate::tensor::GgmlType::{self, *};
 
@@ -513,26 +514,34 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
 }
 
-/// The rows form of attention's value sum, whose outputs are summed in registers over all rows
-/// in passes of up to 64, is bit for bit the one-row form applied row by row (in order), for
-/// head sizes that take every pass width and the scalar tail, values strided inside rows.
+/// Every instruction set this CPU has, the scalar code included: attention's f16 kernels are
+/// checked in each, not only in the one a process picks.
+fn available_isas() -> Vec<Isa> {
+    Isa::ALL.into_iter().filter(|isa| isa.available()).collect()
+}
+
+/// The rows form of attention's value sum, whose outputs are summed in registers over all rows,
+/// is bit for bit the one-row form applied row by row (in order), for head sizes that take
+/// every pass width and the scalar tail, values strided inside rows.
 #[test]
 fn f16_axpy_rows_equal_one_row_at_a_time() {
-    use super::super::{axpy_f16, axpy_f16_rows};
     let mut rng = Rng(29);
-    for n in [8usize, 24, 64, 72, 100, 128, 136, 200, 256] {
-        let (rows, at) = (40, 6);
-        let row_bytes = 2 * n + 10;
-        let bytes = random_f16_rows(&mut rng, rows, row_bytes, 30.0);
-        let p = rng.vec(rows, 1.0);
-        let base = rng.vec(n, 1.0);
-        let mut together = base.clone();
-        axpy_f16_rows(&mut together, &p, &bytes, row_bytes, at);
-        let mut one_by_one = base.clone();
-        for (t, &p) in p.iter().enumerate() {
-            axpy_f16(&mut one_by_one, p, &bytes[t * row_bytes + at..][..2 * n]);
+    for isa in available_isas() {
+        for n in [8usize, 24, 64, 72, 100, 128, 136, 200, 256] {
+            let (rows, at) = (40, 6);
+            let row_bytes = 2 * n + 10;
+            let bytes = random_f16_rows(&mut rng, rows, row_bytes, 30.0);
+            let p = rng.vec(rows, 1.0);
+            let base = rng.vec(n, 1.0);
+            let mut together = base.clone();
+            axpy_f16_heads_with(isa, &mut together, &p, &bytes, row_bytes, at, n);
+            let mut one_by_one = base.clone();
+            for (t, p) in p.iter().enumerate() {
+                let row = &bytes[t * row_bytes + at..][..2 * n];
+                axpy_f16_heads_with(isa, &mut one_by_one, std::slice::from_ref(p), row, row.len(), 0, n);
+            }
+            assert!(same_bits(&together, &one_by_one), "{} n={n}", isa.name());
         }
-        assert!(same_bits(&together, &one_by_one), "n={n}");
     }
 }
 
@@ -541,49 +550,118 @@ fn f16_axpy_rows_equal_one_row_at_a_time() {
 /// take every register count and the scalar tail.
 #[test]
 fn f16_axpy_heads_equal_one_head_at_a_time() {
-    use super::super::{axpy_f16_heads, axpy_f16_rows};
     let mut rng = Rng(41);
-    for n in [8usize, 24, 64, 72, 100, 128, 256] {
-        for heads in 1..=7 {
-            let (rows, at) = (30, 4);
-            let row_bytes = 2 * n + 12;
-            let bytes = random_f16_rows(&mut rng, rows, row_bytes, 30.0);
-            let p = rng.vec(heads * rows, 1.0);
-            let base = rng.vec(heads * n, 1.0);
-            let mut together = base.clone();
-            axpy_f16_heads(&mut together, &p, &bytes, row_bytes, at, n);
-            for h in 0..heads {
-                let mut alone = base[h * n..][..n].to_vec();
-                axpy_f16_rows(&mut alone, &p[h * rows..][..rows], &bytes, row_bytes, at);
-                assert!(same_bits(&together[h * n..][..n], &alone), "n={n} heads={heads} head {h}");
+    for isa in available_isas() {
+        for n in [8usize, 24, 64, 72, 100, 128, 256] {
+            for heads in 1..=9 {
+                let (rows, at) = (30, 4);
+                let row_bytes = 2 * n + 12;
+                let bytes = random_f16_rows(&mut rng, rows, row_bytes, 30.0);
+                let p = rng.vec(heads * rows, 1.0);
+                let base = rng.vec(heads * n, 1.0);
+                let mut together = base.clone();
+                axpy_f16_heads_with(isa, &mut together, &p, &bytes, row_bytes, at, n);
+                for h in 0..heads {
+                    let mut alone = base[h * n..][..n].to_vec();
+                    axpy_f16_heads_with(isa, &mut alone, &p[h * rows..][..rows], &bytes, row_bytes, at, n);
+                    assert!(same_bits(&together[h * n..][..n], &alone), "{} n={n} heads={heads} head {h}", isa.name());
+                }
             }
         }
     }
 }
 
 /// Several query heads against the same keys (converted once for all of them) give each head
-/// bit for bit its own products alone, and each product that of its key alone (rows in blocks
-/// of eight, whose sums are finished together, and a partial block), for head counts that take
-/// every pass width and head sizes that take the 32-, 8- and 1-value steps.
+/// bit for bit its own products alone, and each product that of its key alone (rows in blocks,
+/// whose sums are finished together, and a partial block), for head counts that take every pass
+/// width and head sizes that take every step.
 #[test]
 fn f16_dot_heads_equal_one_head_at_a_time() {
-    use super::super::{dot_f16_f32, dot_f16_f32_heads, dot_f16_f32_rows};
     let mut rng = Rng(37);
-    for n in [8usize, 24, 64, 72, 100, 128, 256] {
-        for heads in 1..=7 {
-            let (rows, at) = (30, 4);
-            let row_bytes = 2 * n + 12;
-            let bytes = random_f16_rows(&mut rng, rows, row_bytes, 3.0);
+    for isa in available_isas() {
+        for n in [8usize, 24, 64, 72, 100, 128, 256] {
+            for heads in 1..=9 {
+                let (rows, at) = (40, 4);
+                let row_bytes = 2 * n + 12;
+                let bytes = random_f16_rows(&mut rng, rows, row_bytes, 3.0);
+                let q = rng.vec(heads * n, 2.0);
+                let mut together = vec![f32::NAN; heads * rows];
+                dot_f16_f32_heads_with(isa, &bytes, row_bytes, at, &q, n, &mut together);
+                for h in 0..heads {
+                    let query = &q[h * n..][..n];
+                    let mut alone = vec![f32::NAN; rows];
+                    dot_f16_f32_heads_with(isa, &bytes, row_bytes, at, query, n, &mut alone);
+                    assert!(
+                        same_bits(&together[h * rows..][..rows], &alone),
+                        "{} n={n} heads={heads} head {h}",
+                        isa.name()
+                    );
+                    let one_key: Vec<f32> = (0..rows)
+                        .map(|t| {
+                            let mut out = [f32::NAN];
+                            let key = &bytes[t * row_bytes + at..][..2 * n];
+                            dot_f16_f32_heads_with(isa, key, key.len(), 0, query, n, &mut out);
+                            out[0]
+                        })
+                        .collect();
+                    assert!(
+                        same_bits(&alone, &one_key),
+                        "{} n={n} heads={heads} head {h}: rows one at a time",
+                        isa.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Attention's f16 kernels of every instruction set against the exact sums (in f64), within f32
+/// rounding of the sum of the terms' magnitudes, for head sizes that take every step and tail:
+/// the sets add in different orders, and a wrong lane, step or tail would be off by a whole term.
+#[test]
+fn f16_attention_kernels_agree_with_exact_sums() {
+    let mut rng = Rng(43);
+    let f16_at =
+        |bytes: &[u8], i: usize| f64::from(half::f16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]).to_f32());
+    for isa in available_isas() {
+        for n in [0usize, 1, 7, 8, 9, 16, 31, 32, 33, 40, 64, 72, 100, 128, 136, 200, 256] {
+            let (rows, heads, at) = (37, 5, 2);
+            let row_bytes = 2 * n + 6;
+            let bytes = random_f16_rows(&mut rng, rows, row_bytes, 4.0);
             let q = rng.vec(heads * n, 2.0);
-            let mut together = vec![f32::NAN; heads * rows];
-            dot_f16_f32_heads(&bytes, row_bytes, at, &q, n, &mut together);
+            let mut scores = vec![f32::NAN; heads * rows];
+            dot_f16_f32_heads_with(isa, &bytes, row_bytes, at, &q, n, &mut scores);
+            let p = rng.vec(heads * rows, 1.0);
+            let base = rng.vec(heads * n, 1.0);
+            let mut sums = base.clone();
+            axpy_f16_heads_with(isa, &mut sums, &p, &bytes, row_bytes, at, n);
             for h in 0..heads {
-                let mut alone = vec![f32::NAN; rows];
-                dot_f16_f32_rows(&bytes, row_bytes, at, &q[h * n..][..n], &mut alone);
-                assert!(same_bits(&together[h * rows..][..rows], &alone), "n={n} heads={heads} head {h}");
-                let one_key: Vec<f32> =
-                    (0..rows).map(|t| dot_f16_f32(&bytes[t * row_bytes + at..][..2 * n], &q[h * n..][..n])).collect();
-                assert!(same_bits(&alone, &one_key), "n={n} heads={heads} head {h}: rows one at a time");
+                for t in 0..rows {
+                    let key = &bytes[t * row_bytes + at..][..2 * n];
+                    let terms: Vec<f64> = (0..n).map(|i| f16_at(key, i) * f64::from(q[h * n + i])).collect();
+                    let (exact, size) = (terms.iter().sum::<f64>(), terms.iter().map(|v| v.abs()).sum::<f64>());
+                    let got = f64::from(scores[h * rows + t]);
+                    let bound = (n + 4) as f64 * f64::from(f32::EPSILON) * size;
+                    assert!(
+                        (got - exact).abs() <= bound,
+                        "{} n={n} head {h} row {t}: {got} against {exact}",
+                        isa.name()
+                    );
+                }
+                for i in 0..n {
+                    let terms: Vec<f64> = (0..rows)
+                        .map(|t| f64::from(p[h * rows + t]) * f16_at(&bytes[t * row_bytes + at..], i))
+                        .chain([f64::from(base[h * n + i])])
+                        .collect();
+                    let (exact, size) = (terms.iter().sum::<f64>(), terms.iter().map(|v| v.abs()).sum::<f64>());
+                    let got = f64::from(sums[h * n + i]);
+                    let bound = (rows + 4) as f64 * f64::from(f32::EPSILON) * size;
+                    assert!(
+                        (got - exact).abs() <= bound,
+                        "{} n={n} head {h} output {i}: {got} against {exact}",
+                        isa.name()
+                    );
+                }
             }
         }
     }
@@ -719,39 +797,6 @@ fn softmax_kernels_equal_the_scalar_softmax() {
     }
 }
 
-/// Attention's f16 kernels against exact products summed in f64, for lengths that exercise the
-/// 32-, 8- and 1-value steps.
-#[test]
-fn f16_dot_and_axpy_agree_with_scalar() {
-    use super::super::{axpy_f16, dot_f16_f32};
-    let mut rng = Rng(17);
-    let f16s = |rng: &mut Rng, n: usize, scale: f32| -> (Vec<u8>, Vec<f64>) {
-        let mut bytes = Vec::new();
-        quantize_activations(GgmlType::F16, &rng.vec(n, scale), &mut bytes);
-        let values = bytes.chunks_exact(2).map(|h| half::f16::from_le_bytes([h[0], h[1]]).to_f64()).collect();
-        (bytes, values)
-    };
-    for n in [0usize, 1, 7, 8, 9, 31, 32, 33, 64, 72, 100, 128, 136, 200, 256] {
-        let (a, av) = f16s(&mut rng, n, 3.0);
-        let q = rng.vec(n, 300.0);
-        let exact: f64 = av.iter().zip(&q).map(|(x, &y)| x * y as f64).sum();
-        let magnitude: f64 = av.iter().zip(&q).map(|(x, &y)| (x * y as f64).abs()).sum();
-        let bound = (n as f64 + 4.0) * f32::EPSILON as f64 * magnitude + 1e-30;
-        let got = dot_f16_f32(&a, &q) as f64;
-        assert!((got - exact).abs() <= bound, "dot n={n}: {got} vs {exact}");
-
-        let (b, bv) = f16s(&mut rng, n, 300.0);
-        let base = rng.vec(n, 1.0);
-        let mut out = base.clone();
-        axpy_f16(&mut out, 0.37, &b);
-        for i in 0..n {
-            let want = base[i] as f64 + 0.37f32 as f64 * bv[i];
-            let tol = 2.0 * f32::EPSILON as f64 * (base[i].abs() as f64 + (0.37 * bv[i]).abs());
-            assert!((out[i] as f64 - want).abs() <= tol, "axpy n={n} [{i}]: {} vs {want}", out[i]);
-        }
-    }
-}
-
 /// Attention's f16 kernels over a cache of `ATTN_POSITIONS` (default 512) positions, ns per
 /// position and head: the scores of every query head against its key head, then the values'
 /// weighted sum, over a cache laid out as `KvCache`'s (each key/value head's rows contiguous).
@@ -759,7 +804,8 @@ fn f16_dot_and_axpy_agree_with_scalar() {
 /// level, as a decode step's weights do; `ATTN_ROUNDS` (default 20, the best of them reported)
 /// runs it longer, for a profiler. A measurement, not a check:
 /// `cargo test --release attention_kernel_throughput -- --ignored --nocapture`.
-/// Shapes: (head size, query heads, key/value heads) of SmolLM2, Qwen2.5-0.5B and Gemma-3-270M.
+/// Shapes: (head size, query heads, key/value heads) of SmolLM2, Qwen2.5-0.5B, Qwen2.5-1.5B and
+/// Gemma-3-270M.
 #[test]
 #[ignore]
 fn attention_kernel_throughput() {
@@ -767,7 +813,7 @@ fn attention_kernel_throughput() {
     use std::time::Instant;
     let positions: usize = std::env::var("ATTN_POSITIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(512);
     let mut rng = Rng(31);
-    for (hd, n_head, n_kv) in [(64usize, 9usize, 3usize), (64, 14, 2), (256, 4, 1)] {
+    for (hd, n_head, n_kv) in [(64usize, 9usize, 3usize), (64, 14, 2), (128, 12, 2), (256, 4, 1)] {
         let row_bytes = 2 * hd;
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         quantize_activations(GgmlType::F16, &rng.vec(positions * hd * n_kv, 1.0), &mut keys);
