@@ -574,7 +574,8 @@ fn f16_axpy_heads_equal_one_head_at_a_time() {
 /// Several query heads against the same keys (converted once for all of them) give each head
 /// bit for bit its own products alone, and each product that of its key alone (rows in blocks,
 /// whose sums are finished together, and a partial block), for head counts that take every pass
-/// width and head sizes that take every step.
+/// width and head sizes that take every step (the AVX-512 set's queries held in registers at 64
+/// and 128, read from memory otherwise).
 #[test]
 fn f16_dot_heads_equal_one_head_at_a_time() {
     let mut rng = Rng(37);

@@ -13,7 +13,8 @@
 //! registers, or a word permute). The VNNI variant keeps 256-bit vectors (EVEX-encoded through
 //! AVX-512VL): decode is bound by memory bandwidth, not by vector width, and 256-bit operations
 //! avoid the frequency penalty some CPUs apply to 512-bit ones. Attention's f16 kernels are not
-//! in the macro: they are in `attention256`.
+//! in the macro: the sets have their own, `attention256` and `attention512` (which is bound by
+//! instructions where the cache holds the keys and values).
 //!
 //! Every kernel works on tiles of weight rows by activation rows: decode on one by one, prefill on
 //! ROWS_PER_TILE by TILE_TOKENS (Q6_K: one row by TOKENS_PER_PASS). A tile takes each 32-value
@@ -36,6 +37,7 @@
 //! is checked against the block's length where the offset is a constant.
 
 mod attention256;
+mod attention512;
 
 /// Bytes per block of each format handled here.
 pub(super) mod sizes {
@@ -1896,7 +1898,7 @@ x86_kernels!(
 );
 
 x86_kernels!(
-    avx512vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", attention = attention256,
+    avx512vnni, "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", attention = attention512,
     dot_u8_i8(acc, u, s) { _mm256_dpbusd_epi32(acc, u, s) },
     madd_i16(acc, a, b) { _mm256_dpwssd_epi32(acc, a, b) },
     // `bits` is the mask of a zero-masked move of 0x10 bytes; one `vpternlogd` then takes
