@@ -616,6 +616,37 @@ fn f16_dot_heads_equal_one_head_at_a_time() {
     }
 }
 
+/// The AVX-512 set's attention kernels (512-bit registers) give the AVX2 set's results bit for
+/// bit, for head sizes that take every step and tail and head counts that take every pass:
+/// models then give the same logits on both sets.
+#[test]
+fn f16_attention_kernels_of_the_x86_sets_are_bit_identical() {
+    if !(Isa::Avx2.available() && Isa::Avx512Vnni.available()) {
+        eprintln!("this CPU lacks AVX-512 VNNI (or AVX2): nothing to compare");
+        return;
+    }
+    let mut rng = Rng(47);
+    for n in [8usize, 16, 24, 40, 64, 72, 100, 128, 136, 200, 256] {
+        for heads in 1..=9 {
+            let (rows, at) = (45, 2);
+            let row_bytes = 2 * n + 6;
+            let bytes = random_f16_rows(&mut rng, rows, row_bytes, 4.0);
+            let q = rng.vec(heads * n, 2.0);
+            let p = rng.vec(heads * rows, 1.0);
+            let base = rng.vec(heads * n, 1.0);
+            let [avx2, avx512] = [Isa::Avx2, Isa::Avx512Vnni].map(|isa| {
+                let mut scores = vec![f32::NAN; heads * rows];
+                dot_f16_f32_heads_with(isa, &bytes, row_bytes, at, &q, n, &mut scores);
+                let mut sums = base.clone();
+                axpy_f16_heads_with(isa, &mut sums, &p, &bytes, row_bytes, at, n);
+                (scores, sums)
+            });
+            assert!(same_bits(&avx2.0, &avx512.0), "scores n={n} heads={heads}");
+            assert!(same_bits(&avx2.1, &avx512.1), "value sums n={n} heads={heads}");
+        }
+    }
+}
+
 /// Attention's f16 kernels of every instruction set against the exact sums (in f64), within f32
 /// rounding of the sum of the terms' magnitudes, for head sizes that take every step and tail:
 /// the sets add in different orders, and a wrong lane, step or tail would be off by a whole term.

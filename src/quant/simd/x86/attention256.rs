@@ -54,7 +54,6 @@ pub(super) fn dot_f16_f32(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n
 /// position and head before, 13.8 after; head size 64 gained less).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
 fn dot_f16_pass<const P: usize>(
     rows: &[u8],
     row_bytes: usize,
@@ -64,13 +63,42 @@ fn dot_f16_pass<const P: usize>(
     out: &mut [f32],
     len: usize,
 ) {
+    let f16x8 = |v: &[u8]| -> __m256 { _mm256_cvtph_ps(load16::<16>(v[..16].try_into().expect("16 bytes"), 0)) };
+    dot_f16_pass_with::<P>(rows, row_bytes, at, b, n, out, len, |key, queries| {
+        let mut acc = [[_mm256_setzero_ps(); 4]; P];
+        for (i, key) in key.chunks_exact(64).enumerate() {
+            let keys: [__m256; 4] = std::array::from_fn(|j| f16x8(&key[16 * j..]));
+            for (acc, q) in acc.iter_mut().zip(queries) {
+                let q = &q[32 * i..32 * i + 32];
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm256_fmadd_ps(keys[j], f32x8(&q[8 * j..]), *acc);
+                }
+            }
+        }
+        acc
+    })
+}
+
+/// [`dot_f16_pass`] with the 32-value steps of a row taken by `steps`: given the row's
+/// first `n - n % 32` values (f16 bytes) and the queries, it returns each head's four
+/// accumulators, accumulator j having summed the products of values `32 * i + 8 * j..`
+/// of every step i, lane by lane, in order. The AVX-512 kernels take the steps on
+/// 512-bit vectors (two accumulators to a register) and get these bits too.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn dot_f16_pass_with<const P: usize>(
+    rows: &[u8],
+    row_bytes: usize,
+    at: usize,
+    b: &[f32],
+    n: usize,
+    out: &mut [f32],
+    len: usize,
+    steps: impl Fn(&[u8], &[&[f32]; P]) -> [[__m256; 4]; P],
+) {
     let (whole, eights) = (n - n % 32, n - n % 8);
     let queries: [&[f32]; P] = std::array::from_fn(|h| &b[h * n..][..n]);
-    let f32x8 = |v: &[f32]| -> __m256 {
-        let v: &[f32; 8] = v[..8].try_into().expect("8 values");
-        // SAFETY: `v` is 8 f32; loadu has no alignment requirement.
-        unsafe { _mm256_loadu_ps(v.as_ptr()) }
-    };
     let f16x8 = |v: &[u8]| -> __m256 { _mm256_cvtph_ps(load16::<16>(v[..16].try_into().expect("16 bytes"), 0)) };
     let mut sums = [[_mm256_setzero_ps(); 8]; P];
     for first in (0..len).step_by(8) {
@@ -79,16 +107,7 @@ fn dot_f16_pass<const P: usize>(
             let t = first + k;
             prefetch_f16_rows_ahead(rows, row_bytes, at + t * row_bytes, 2 * n);
             let key = &rows[t * row_bytes + at..][..2 * n];
-            let mut acc = [[_mm256_setzero_ps(); 4]; P];
-            for (i, key) in key[..2 * whole].chunks_exact(64).enumerate() {
-                let keys: [__m256; 4] = std::array::from_fn(|j| f16x8(&key[16 * j..]));
-                for (acc, q) in acc.iter_mut().zip(&queries) {
-                    let q = &q[32 * i..32 * i + 32];
-                    for (j, acc) in acc.iter_mut().enumerate() {
-                        *acc = _mm256_fmadd_ps(keys[j], f32x8(&q[8 * j..]), *acc);
-                    }
-                }
-            }
+            let mut acc = steps(&key[..2 * whole], &queries);
             for i in (whole..eights).step_by(8) {
                 let key = f16x8(&key[2 * i..]);
                 for (acc, q) in acc.iter_mut().zip(&queries) {
@@ -120,6 +139,15 @@ fn dot_f16_pass<const P: usize>(
             }
         }
     }
+}
+
+/// The first 8 values of `v`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f32x8(v: &[f32]) -> __m256 {
+    let v: &[f32; 8] = v[..8].try_into().expect("8 values");
+    // SAFETY: `v` is 8 f32 (32 bytes); loadu has no alignment requirement.
+    unsafe { _mm256_loadu_ps(v.as_ptr()) }
 }
 
 /// For each head h of `out` (runs of `n` outputs, one per head) and its weights in `p`
@@ -200,7 +228,7 @@ fn axpy_f16_heads<const P: usize>(out: &mut [f32], p: &[f32], rows: &[u8], row_b
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-fn axpy_f16_pass<const P: usize, const W: usize>(
+pub(super) fn axpy_f16_pass<const P: usize, const W: usize>(
     out: &mut [f32],
     n: usize,
     start: usize,

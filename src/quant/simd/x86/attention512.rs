@@ -1,29 +1,33 @@
 //! Attention's f16 kernels on 512-bit vectors, for the AVX-512 set (the AVX2 set has the
 //! 256-bit ones in `attention256`). The weight kernels stay at 256 bits because decode waits on
 //! memory; these wait on instructions once the keys and values are in cache, as much of a long
-//! context's are. At head size 64 the 256-bit score kernel spent most of its work zeroing and
-//! reducing four accumulators per row and head that had each taken two multiply-adds, and
-//! loading the queries again for every row. Here a row and head take two 16-lane accumulators,
-//! the queries of a pass stay in registers (head sizes 64 and 128), and rows are reduced sixteen
-//! at a time in one transposing tree ([`hsum16`]); the value kernel holds twice the outputs per
-//! register.
+//! context's are. The 256-bit score kernel loaded each head's queries again for every row and
+//! took a multiply-add per 8 values; here the queries of a pass stay in registers (head sizes 64
+//! and 128) and a multiply-add takes 16. The value kernel holds twice the outputs per register.
 //!
-//! `attention_kernel_throughput` on Zen 4 at 1000 positions, ns per position and head, scores /
-//! values, two runs each, before -> after:
-//! - in cache: SmolLM2's shape 3.7-4.3 / 1.8-2.0 -> 3.2 / 1.4; Qwen2.5-0.5B's 4.0-4.3 / 1.8-2.0
-//!   -> 2.7-3.0 / 1.2-1.4; Qwen2.5-1.5B's 4.8-5.6 / 2.7-3.7 -> 3.8-3.9 / 2.4-2.5; Gemma-3's
-//!   9.3-10.4 / 6.9-9.6 -> 8.2-9.6 / 4.5-5.8;
-//! - evicted from every level first (`ATTN_COLD=1`): values of the two 64-wide shapes 2.0-2.7
-//!   -> 1.5-2.5, Qwen2.5-1.5B's 6.6-6.8 -> 4.0-4.5, Gemma-3's 16.7-21.0 -> 10.4-11.4; scores
-//!   SmolLM2's 4.2-4.6 -> 4.0-4.2, Qwen2.5-0.5B's 3.9 -> 2.9-3.0, Qwen2.5-1.5B's 5.6-5.7 ->
-//!   5.1-5.2, Gemma-3's 11.9-12.8 -> 10.6-12.8. At 192 positions, evicted, SmolLM2's scores
-//!   were slower (6.9-7.1 -> 7.6-8.0) and its values a little faster (4.5-4.6 -> 4.2-4.4).
+//! Both give the 256-bit kernels' results bit for bit, so that a model's logits are the same on
+//! either set: each 512-bit accumulator is two of the 256-bit kernel's side by side, each lane
+//! taking the same products in the same order, and the rows' sums are finished by the 256-bit
+//! kernel's own code (`dot_f16_pass_with`). (Summed in another order, with fewer accumulators,
+//! Gemma-3's logits moved by up to 0.5 and its agreement with llama.cpp got worse: top-20
+//! differences of 0.18-0.36 on average per prompt against 0.12-0.27, and one step where
+//! llama.cpp is confident came out differently.)
 //!
-//! Results are deterministic and, as the 256-bit kernels' are, the same for a head whatever
-//! heads go with it and for a row whatever rows go with it; they differ from the 256-bit
-//! kernels' (and from the scalar reference's) by f32 rounding in the order of the sums.
+//! `attention_kernel_throughput` on Zen 4, ns per position and head, scores / values, two runs
+//! each, before -> after:
+//! - 192 positions, in cache: SmolLM2's shape 3.6 / 1.5 -> 2.6 / 1.5, Qwen2.5-0.5B's 3.7 / 1.4 ->
+//!   2.4 / 1.3, Qwen2.5-1.5B's 4.8-4.9 / 2.7 -> 4.2-4.3 / 2.5, Gemma-3's 9.1 / 6.0 -> 7.2-7.3 /
+//!   4.6;
+//! - 192 positions, evicted from every level first (`ATTN_COLD=1`, as a decode step's weights
+//!   do): 7.1-7.5 / 4.6-4.9 -> 5.8-5.9 / 3.8-4.4, 5.2-5.3 / 2.5-2.8 -> 3.9 / 2.2,
+//!   7.3-8.0 / 5.4-5.6 -> 6.3-6.6 / 4.3-4.5, 13.9-14.8 / 13.2 -> 12.7-12.8 / 9.8-11.5;
+//! - 1000 positions, in cache: 3.0 / 1.3 -> 2.4 / 1.4, 3.2 / 1.4 -> 2.3 / 1.2, 4.8 / 2.7 ->
+//!   4.0 / 2.4-2.5, 9.2 / 7.0 -> 7.4 / 4.4;
+//! - 1000 positions, evicted: 4.2-4.5 / 3.0-3.1 -> 3.2-3.4 / 2.5-2.6, 3.7-3.8 / 2.1-2.3 ->
+//!   2.7-2.8 / 1.7-1.8, 5.4-5.6 / 5.9-6.8 -> 5.1-5.4 / 4.5-4.6, 12.0-12.8 / 16.0-19.3 ->
+//!   10.0-14.0 / 12.1-12.3.
 
-use super::attention256::{prefetch_f16_first_rows, prefetch_f16_rows_ahead};
+use super::attention256::{axpy_f16_pass, dot_f16_pass_with, prefetch_f16_first_rows, prefetch_f16_rows_ahead};
 use crate::quant::block::F16Le;
 use core::arch::x86_64::*;
 
@@ -35,7 +39,8 @@ const SCORE_HEADS_PER_PASS: usize = 8;
 /// Registers that hold query vectors through a pass, for head sizes of 64 and 128: 4 heads of
 /// 64 (SmolLM2's 3, Qwen2.5-0.5B's 7 in passes of 4 and 3) or 2 of 128 (Qwen2.5-1.5B's 6 in
 /// three). Loading them from memory for every row cost more than the multiply-adds did (in
-/// cache, SmolLM2's shape: 4.2-4.9 ns per position and head, 2.2-2.8 held).
+/// cache, SmolLM2's shape, with an earlier form of the kernel: 4.2-4.9 ns per position and
+/// head, 2.2-2.8 held).
 const QUERY_REGISTERS: usize = 16;
 
 /// Accumulator registers the value kernel gives a pass over the rows (of the 32), spread over
@@ -76,11 +81,11 @@ pub(super) fn dot_f16_f32(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n
     }
 }
 
-/// [`dot_f16_f32`] of `P` heads: `b` starts with their query vectors, `out` with their `len`
-/// scores each. With `C` > 0 the head size is `16 * C` and the queries stay in registers;
-/// with `C` = 0 any head size, queries read from memory. Rows go in blocks of sixteen whose
-/// sums are finished by [`hsum16`] (a partial block with zeros for the missing rows, which
-/// leaves the others' bits alone); the last `n % 16` products one by one after that.
+/// [`dot_f16_f32`] of `P` heads through the 256-bit kernel's rows and sums
+/// (`dot_f16_pass_with`), each 32-value step on two 512-bit registers per head: the first
+/// holds accumulators 0 and 1 of the 256-bit kernel side by side, the second 2 and 3, each lane
+/// taking the same products in the same order. With `C` > 0 the head size is `16 * C` and the
+/// queries stay in registers; with `C` = 0 any head size, queries read from memory.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
@@ -93,112 +98,36 @@ fn dot_pass<const P: usize, const C: usize>(
     out: &mut [f32],
     len: usize,
 ) {
-    let whole = n - n % 16;
-    let queries: [&[f32]; P] = std::array::from_fn(|h| &b[h * n..][..n]);
-    let held: [[__m512; C]; P] = std::array::from_fn(|h| std::array::from_fn(|c| f32x16(&queries[h][16 * c..])));
-    let mut sums = [[_mm512_setzero_ps(); 16]; P];
-    for first in (0..len).step_by(16) {
-        let count = (len - first).min(16);
-        for k in 0..count {
-            let t = first + k;
-            prefetch_f16_rows_ahead(rows, row_bytes, at + t * row_bytes, 2 * n);
-            let key = &rows[t * row_bytes + at..][..2 * whole];
-            let row = if C > 0 { row_sums_held(key, &held) } else { row_sums(key, &queries) };
-            for (sums, row) in sums.iter_mut().zip(row) {
-                sums[k] = row;
+    let held: [[__m512; C]; P] = std::array::from_fn(|h| std::array::from_fn(|c| f32x16(&b[h * n + 16 * c..])));
+    dot_f16_pass_with::<P>(rows, row_bytes, at, b, n, out, len, |key, queries| {
+        let (mut first, mut second) = ([_mm512_setzero_ps(); P], [_mm512_setzero_ps(); P]);
+        if C > 0 {
+            // A constant count of steps: the loop unrolls and `held` stays in registers.
+            for i in 0..C / 2 {
+                let q = std::array::from_fn(|h| [held[h][2 * i], held[h][2 * i + 1]]);
+                step(&key[64 * i..64 * i + 64], q, &mut first, &mut second);
+            }
+        } else {
+            for (i, key) in key.chunks_exact(64).enumerate() {
+                let q = std::array::from_fn(|h| [f32x16(&queries[h][32 * i..]), f32x16(&queries[h][32 * i + 16..])]);
+                step(key, q, &mut first, &mut second);
             }
         }
-        for (h, sums) in sums.iter_mut().enumerate() {
-            sums[count..].fill(_mm512_setzero_ps());
-            let mut scores = [0.0f32; 16];
-            // SAFETY: `scores` is 16 f32 (64 bytes); storeu has no alignment requirement.
-            unsafe { _mm512_storeu_ps(scores.as_mut_ptr(), hsum16(sums)) };
-            let out = &mut out[h * len + first..][..count];
-            out.copy_from_slice(&scores[..count]);
-            if whole < n {
-                for (k, o) in out.iter_mut().enumerate() {
-                    let key = &rows[(first + k) * row_bytes + at..][..2 * n];
-                    for j in whole..n {
-                        *o += F16Le([key[2 * j], key[2 * j + 1]]).to_f32() * queries[h][j];
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// One key's products with `P` queries held in registers, 16 values per step: even steps
-/// summed in one accumulator, odd in another (so that a long head is not one chain of
-/// dependent multiply-adds), the two added at the end, as [`row_sums`] adds.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn row_sums_held<const P: usize, const C: usize>(key: &[u8], held: &[[__m512; C]; P]) -> [__m512; P] {
-    let keys: [__m512; C] = std::array::from_fn(|c| f16x16(key[32 * c..32 * c + 32].try_into().expect("32 bytes")));
-    std::array::from_fn(|h| {
-        let (mut even, mut odd) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        for (c, key) in keys.iter().enumerate() {
-            if c % 2 == 0 {
-                even = _mm512_fmadd_ps(*key, held[h][c], even);
-            } else {
-                odd = _mm512_fmadd_ps(*key, held[h][c], odd);
-            }
-        }
-        _mm512_add_ps(even, odd)
+        std::array::from_fn(|h| [low(first[h]), high(first[h]), low(second[h]), high(second[h])])
     })
 }
 
-/// [`row_sums_held`] for any number of whole 16-value steps in `key`, the queries read from
-/// memory: steps in pairs, with a step index known only at run time the accumulators would
-/// live on the stack.
+/// One 32-value step of a key (64 bytes) against `P` heads' query values `q`: the first 16
+/// products into `first`, the other 16 into `second`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn row_sums<const P: usize>(key: &[u8], queries: &[&[f32]; P]) -> [__m512; P] {
-    let (mut even, mut odd) = ([_mm512_setzero_ps(); P], [_mm512_setzero_ps(); P]);
-    let pairs = key.chunks_exact(64);
-    let last = pairs.remainder();
-    for (i, pair) in pairs.enumerate() {
-        let k0 = f16x16(pair[..32].try_into().expect("32 bytes"));
-        let k1 = f16x16(pair[32..].try_into().expect("32 bytes"));
-        for h in 0..P {
-            let q = &queries[h][32 * i..];
-            even[h] = _mm512_fmadd_ps(k0, f32x16(q), even[h]);
-            odd[h] = _mm512_fmadd_ps(k1, f32x16(&q[16..]), odd[h]);
-        }
+fn step<const P: usize>(key: &[u8], q: [[__m512; 2]; P], first: &mut [__m512; P], second: &mut [__m512; P]) {
+    let k0 = f16x16(key[..32].try_into().expect("32 bytes"));
+    let k1 = f16x16(key[32..64].try_into().expect("32 bytes"));
+    for h in 0..P {
+        first[h] = _mm512_fmadd_ps(k0, q[h][0], first[h]);
+        second[h] = _mm512_fmadd_ps(k1, q[h][1], second[h]);
     }
-    if !last.is_empty() {
-        let k = f16x16(last.try_into().expect("32 bytes"));
-        let at = key.len() / 2 - 16;
-        for h in 0..P {
-            even[h] = _mm512_fmadd_ps(k, f32x16(&queries[h][at..]), even[h]);
-        }
-    }
-    std::array::from_fn(|h| _mm512_add_ps(even[h], odd[h]))
-}
-
-/// Lane k = the sum of the lanes of `v[k]`, each added in the same order whatever its k: halves
-/// of 256 bits, then of 128, within 128-bit lanes as [`super::avx512vnni`]'s `hsum8` does, and a
-/// last permute that puts the rows back in order.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn hsum16(v: &[__m512; 16]) -> __m512 {
-    // Vector k: lanes 0..8 row k's eight partial sums, lanes 8..16 row k + 8's.
-    let eights: [__m512; 8] = std::array::from_fn(|k| {
-        let (a, b) = (v[k], v[k + 8]);
-        _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(a, b), _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b))
-    });
-    // Vector k: four partial sums of rows k, k + 8, k + 4 and k + 12, one per 128-bit lane.
-    let fours: [__m512; 4] = std::array::from_fn(|k| {
-        let (a, b) = (eights[k], eights[k + 4]);
-        _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(a, b), _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b))
-    });
-    // Per 128-bit lane, [x0 + x2, y0 + y2, x1 + x3, y1 + y3] of vectors x, y.
-    let pair = |x: __m512, y: __m512| _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
-    let (p01, p23) = (pair(fours[0], fours[1]), pair(fours[2], fours[3]));
-    let even = _mm512_shuffle_ps::<0b01_00_01_00>(p01, p23);
-    let odd = _mm512_shuffle_ps::<0b11_10_11_10>(p01, p23);
-    // 128-bit lanes of rows 0..4, 8..12, 4..8, 12..16: the middle two swap.
-    let sums = _mm512_add_ps(even, odd);
-    _mm512_shuffle_f32x4::<0b11_01_10_00>(sums, sums)
 }
 
 /// `out_h[i] += p_h[t] * v_t[i]` for every row t in order, for each head h (see
@@ -249,14 +178,20 @@ fn axpy_heads<const P: usize>(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes
         }
         start += 16 * regs;
     }
-    if done == n {
+    // Lanes past the last 16 as the 256-bit kernel takes them: 8 in a register, then one by one
+    // (a multiply and an add, not fused), so that both sets give the same bits.
+    let eights = n - n % 8;
+    if done < eights {
+        axpy_f16_pass::<P, 1>(out, n, done, p, rows, row_bytes, at + 2 * done);
+    }
+    if eights == n {
         return;
     }
     let len = p.len() / P;
     for (out, p) in out.chunks_exact_mut(n).zip(p.chunks_exact(len.max(1))) {
         for (t, &p) in p.iter().enumerate() {
             let v = &rows[t * row_bytes + at..][..2 * n];
-            for (j, o) in out.iter_mut().enumerate().skip(done) {
+            for (j, o) in out.iter_mut().enumerate().skip(eights) {
                 *o += p * F16Le([v[2 * j], v[2 * j + 1]]).to_f32();
             }
         }
@@ -308,6 +243,21 @@ fn f32x16(v: &[f32]) -> __m512 {
     let v: &[f32; 16] = v[..16].try_into().expect("16 values");
     // SAFETY: `v` is 16 f32 (64 bytes); loadu has no alignment requirement.
     unsafe { _mm512_loadu_ps(v.as_ptr()) }
+}
+
+/// Lanes 0..8 of `v`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn low(v: __m512) -> __m256 {
+    _mm512_castps512_ps256(v)
+}
+
+/// Lanes 8..16 of `v` (through the f64 view: the f32 extract is AVX-512DQ, which the set does
+/// not require).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn high(v: __m512) -> __m256 {
+    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))
 }
 
 /// 16 little-endian f16 values, converted.
