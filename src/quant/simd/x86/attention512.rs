@@ -43,6 +43,9 @@ const SCORE_HEADS_PER_PASS: usize = 8;
 /// head, 2.2-2.8 held).
 const QUERY_REGISTERS: usize = 16;
 
+/// Heads the value kernel weights each converted value row for.
+const VALUE_HEADS_PER_PASS: usize = 4;
+
 /// Accumulator registers the value kernel gives a pass over the rows (of the 32), spread over
 /// its heads: the rest hold a converted value and the heads' weights.
 const VALUE_REGISTERS: usize = 16;
@@ -131,8 +134,8 @@ fn step<const P: usize>(key: &[u8], q: [[__m512; 2]; P], first: &mut [__m512; P]
 }
 
 /// `out_h[i] += p_h[t] * v_t[i]` for every row t in order, for each head h (see
-/// `quant::axpy_f16_heads`): heads in passes of up to four, each pass's outputs summed in
-/// registers over every row, in runs of up to [`VALUE_REGISTERS`] vectors per pass.
+/// `quant::axpy_f16_heads`): heads in passes of up to [`VALUE_HEADS_PER_PASS`], each pass's
+/// outputs summed in registers over every row, in runs of up to [`VALUE_REGISTERS`] vectors.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize, n: usize) {
     let heads = out.len() / n.max(1);
@@ -140,20 +143,20 @@ pub(super) fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize
     prefetch_f16_first_rows(rows, row_bytes, at, 2 * n, len);
     let mut h = 0;
     while h < heads {
-        let pass = (heads - h).min(4);
+        let pass = (heads - h).min(VALUE_HEADS_PER_PASS);
         let (out, p) = (&mut out[h * n..(h + pass) * n], &p[h * len..(h + pass) * len]);
         match pass {
             1 => axpy_heads::<1>(out, p, rows, row_bytes, at, n),
             2 => axpy_heads::<2>(out, p, rows, row_bytes, at, n),
             3 => axpy_heads::<3>(out, p, rows, row_bytes, at, n),
-            _ => axpy_heads::<4>(out, p, rows, row_bytes, at, n),
+            _ => axpy_heads::<VALUE_HEADS_PER_PASS>(out, p, rows, row_bytes, at, n),
         }
         h += pass;
     }
 }
 
 /// [`axpy_f16`] of `P` heads: passes over the rows with the largest power of two of registers
-/// per head that fits, the last `n % 16` outputs one by one.
+/// per head that fits, then the outputs past the last 16 as the 256-bit kernel takes them.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn axpy_heads<const P: usize>(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize, n: usize) {
