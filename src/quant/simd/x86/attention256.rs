@@ -172,25 +172,34 @@ pub(super) fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize
         let pass = (heads - h).min(HEADS_PER_PASS);
         let (out, p) = (&mut out[h * n..(h + pass) * n], &p[h * len..(h + pass) * len]);
         match pass {
-            1 => axpy_f16_heads::<1>(out, p, rows, row_bytes, at, n),
-            2 => axpy_f16_heads::<2>(out, p, rows, row_bytes, at, n),
-            _ => axpy_f16_heads::<{ HEADS_PER_PASS }>(out, p, rows, row_bytes, at, n),
+            1 => axpy_f16_heads::<1>(out, p, rows, row_bytes, at, n, 0),
+            2 => axpy_f16_heads::<2>(out, p, rows, row_bytes, at, n, 0),
+            _ => axpy_f16_heads::<{ HEADS_PER_PASS }>(out, p, rows, row_bytes, at, n, 0),
         }
         h += pass;
     }
 }
 
-/// [`axpy_f16`] of `P` heads: 8 outputs per register, passes over the rows with up
-/// to 8 registers for one head and 4 per head for more, the last partial 8 one by
-/// one.
+/// [`axpy_f16`] of `P` heads, outputs `from..n` of each (the AVX-512 kernel leaves this one
+/// the outputs past its last 16): 8 outputs per register, passes over the rows with up to 8
+/// registers for one head and 4 per head for more, the last partial 8 one by one.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn axpy_f16_heads<const P: usize>(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize, at: usize, n: usize) {
+#[allow(clippy::too_many_arguments)]
+pub(super) fn axpy_f16_heads<const P: usize>(
+    out: &mut [f32],
+    p: &[f32],
+    rows: &[u8],
+    row_bytes: usize,
+    at: usize,
+    n: usize,
+    from: usize,
+) {
     let done = n - n % 8;
     // Accumulators per head: 8 alone, 4 each for two or three heads (12 of the 16
     // registers, with a value and the heads' weights).
     let most = if P == 1 { 8 } else { 4 };
-    let mut start = 0;
+    let mut start = from;
     while start < done {
         // Registers per head for this pass: the most, or the largest power of two
         // that fits.
@@ -228,7 +237,7 @@ fn axpy_f16_heads<const P: usize>(out: &mut [f32], p: &[f32], rows: &[u8], row_b
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-pub(super) fn axpy_f16_pass<const P: usize, const W: usize>(
+fn axpy_f16_pass<const P: usize, const W: usize>(
     out: &mut [f32],
     n: usize,
     start: usize,

@@ -27,8 +27,7 @@
 //!   2.7-2.8 / 1.7-1.8, 5.4-5.6 / 5.9-6.8 -> 5.1-5.4 / 4.5-4.6, 12.0-12.8 / 16.0-19.3 ->
 //!   10.0-14.0 / 12.1-12.3.
 
-use super::attention256::{axpy_f16_pass, dot_f16_pass_with, prefetch_f16_first_rows, prefetch_f16_rows_ahead};
-use crate::quant::block::F16Le;
+use super::attention256::{axpy_f16_heads, dot_f16_pass_with, prefetch_f16_first_rows, prefetch_f16_rows_ahead};
 use core::arch::x86_64::*;
 
 /// Query heads the score kernel multiplies with each key it converts, where their query
@@ -181,23 +180,10 @@ fn axpy_heads<const P: usize>(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes
         }
         start += 16 * regs;
     }
-    // Lanes past the last 16 as the 256-bit kernel takes them: 8 in a register, then one by one
-    // (a multiply and an add, not fused), so that both sets give the same bits.
-    let eights = n - n % 8;
-    if done < eights {
-        axpy_f16_pass::<P, 1>(out, n, done, p, rows, row_bytes, at + 2 * done);
-    }
-    if eights == n {
-        return;
-    }
-    let len = p.len() / P;
-    for (out, p) in out.chunks_exact_mut(n).zip(p.chunks_exact(len.max(1))) {
-        for (t, &p) in p.iter().enumerate() {
-            let v = &rows[t * row_bytes + at..][..2 * n];
-            for (j, o) in out.iter_mut().enumerate().skip(eights) {
-                *o += p * F16Le([v[2 * j], v[2 * j + 1]]).to_f32();
-            }
-        }
+    // Outputs past the last 16 as the 256-bit kernel takes them (8 in a register, then one by
+    // one, a multiply and an add, not fused), so that both sets give the same bits.
+    if done < n {
+        axpy_f16_heads::<P>(out, p, rows, row_bytes, at, n, done);
     }
 }
 
