@@ -228,13 +228,11 @@ impl MappedFile {
         #[cfg(target_os = "linux")]
         if let Some(map) = &self.map {
             if map.advise(memmap2::Advice::HugePage).is_ok() {
-                let read = in_chunks(self.len(), cancel, &mut progress, |done, step| {
+                return in_chunks(self.len(), cancel, &mut progress, |done, step| {
                     self.touch(done, step);
                     self.release(done, step);
                     Ok(())
                 });
-                self.release(0, self.len());
-                return read;
             }
         }
         let mut buffer = vec![0u8; PREFAULT_CHUNK.min(self.len() as usize)];
