@@ -77,33 +77,8 @@ pub(crate) fn apply_rope(c: &ModelConfig, x: &mut [f32], table: &RopeTable) {
 pub(crate) fn gated_activation(act: Activation, gate: &mut [f32], up: &[f32]) {
     match act {
         Activation::Silu => quant::silu_mul(gate, up),
-        Activation::Gelu => gate.iter_mut().zip(up).for_each(|(g, &u)| *g = gelu_like_ggml(*g) * u),
+        Activation::Gelu => quant::gelu_mul(gate, up),
     }
-}
-
-/// ggml's CPU GELU: the tanh approximation looked up from a table indexed by the f16 input and
-/// holding f16 results (GGML_GELU_FP16), saturating outside [-10, 10]. Like ggml, the table is
-/// computed once (128 KiB): a lookup costs far less than the tanh it replaces.
-fn gelu_like_ggml(x: f32) -> f32 {
-    if x <= -10.0 {
-        return 0.0;
-    }
-    if x >= 10.0 {
-        return x;
-    }
-    let table = GELU_F16.get_or_init(|| (0..=u16::MAX).map(|bits| gelu_f16(half::f16::from_bits(bits))).collect());
-    half::f16::from_bits(table[half::f16::from_f32(x).to_bits() as usize]).to_f32()
-}
-
-static GELU_F16: std::sync::OnceLock<Box<[u16]>> = std::sync::OnceLock::new();
-
-/// The table's entry for input `x`: the tanh approximation in f32, rounded to f16.
-fn gelu_f16(x: half::f16) -> u16 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    const GELU_COEF_A: f32 = 0.044715;
-    let x = x.to_f32();
-    let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh());
-    half::f16::from_f32(y).to_bits()
 }
 
 /// Per-task buffers of `attend_heads`, for up to `len` scores (positions times heads).
@@ -192,16 +167,6 @@ pub(crate) fn add_in_place(x: &mut [f32], y: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gelu_matches_the_tanh_formula_to_f16_precision_and_saturates() {
-        for &x in &[-3.0f32, -1.0, -0.1, 0.0, 0.5, 1.0, 2.5, 9.9] {
-            let exact = 0.5 * x * (1.0 + (0.797_884_6 * x * (1.0 + 0.044715 * x * x)).tanh());
-            assert!((gelu_like_ggml(x) - exact).abs() <= 2e-3 * exact.abs().max(1.0), "x = {x}");
-        }
-        assert_eq!(gelu_like_ggml(-10.5), 0.0);
-        assert_eq!(gelu_like_ggml(12.0), 12.0);
-    }
 
     #[test]
     fn rope_styles_rotate_different_pairs() {

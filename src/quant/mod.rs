@@ -680,6 +680,53 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// `gate[i] = gelu(gate[i]) * up[i]` (GeGLU) as ggml's CPU build computes it: the tanh
+/// approximation looked up from a table indexed by the input rounded to f16 and holding f16
+/// results (GGML_GELU_FP16), saturating outside [-10, 10]. The x86 sets round, look up and
+/// widen eight values at a time, with the same bits as the scalar code for every input.
+pub fn gelu_mul(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "quant::gelu_mul: gate and up differ in length");
+    let table = gelu_table();
+    match active_isa().gelu_mul_kernel() {
+        Some(kernel) => kernel.call(gate, up, table),
+        None => gate.iter_mut().zip(up).for_each(|(g, &u)| *g = gelu_lane(*g, table) * u),
+    }
+}
+
+/// Entries of the GELU table: one per f16 bit pattern, and one more, which a SIMD gather's
+/// 4-byte read of the last entry takes in.
+pub(crate) const GELU_TABLE_LEN: usize = (1 << 16) + 1;
+
+/// One value's GELU as [`gelu_mul`] takes it from `table`.
+pub(crate) fn gelu_lane(x: f32, table: &[u16; GELU_TABLE_LEN]) -> f32 {
+    if x <= -10.0 {
+        return 0.0;
+    }
+    if x >= 10.0 {
+        return x;
+    }
+    half::f16::from_bits(table[half::f16::from_f32(x).to_bits() as usize]).to_f32()
+}
+
+/// The GELU table, computed once (128 KiB), as ggml does: a lookup costs far less than the tanh
+/// it replaces.
+fn gelu_table() -> &'static [u16; GELU_TABLE_LEN] {
+    static TABLE: std::sync::OnceLock<Box<[u16; GELU_TABLE_LEN]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let entries: Vec<u16> = (0..=u16::MAX).map(|bits| gelu_f16(half::f16::from_bits(bits))).chain([0]).collect();
+        entries.into_boxed_slice().try_into().expect("one entry per f16 and one more")
+    })
+}
+
+/// The table's entry for input `x`: the tanh approximation in f32, rounded to f16.
+fn gelu_f16(x: half::f16) -> u16 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const GELU_COEF_A: f32 = 0.044715;
+    let x = x.to_f32();
+    let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh());
+    half::f16::from_f32(y).to_bits()
+}
+
 /// `x = softmax(x)` in place: `e^(x - max(x))` with the C library's `expf` (as llama.cpp's flash
 /// attention takes it), added in f64 in order, times `1 / sum` rounded to f32 once. The x86 sets
 /// compute the same with glibc's algorithm eight values at a time (`simd::expf`): bit-identical

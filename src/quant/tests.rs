@@ -10,6 +10,17 @@ use super::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, Block
 use super::*;
 use crate::tensor::GgmlType::{self, *};
 
+#[test]
+fn gelu_matches_the_tanh_formula_to_f16_precision_and_saturates() {
+    let table = gelu_table();
+    for &x in &[-3.0f32, -1.0, -0.1, 0.0, 0.5, 1.0, 2.5, 9.9] {
+        let exact = 0.5 * x * (1.0 + (0.797_884_6 * x * (1.0 + 0.044715 * x * x)).tanh());
+        assert!((gelu_lane(x, table) - exact).abs() <= 2e-3 * exact.abs().max(1.0), "x = {x}");
+    }
+    assert_eq!(gelu_lane(-10.5, table), 0.0);
+    assert_eq!(gelu_lane(12.0, table), 12.0);
+}
+
 // ---------------------------------------------------------------- helpers
 
 fn f16_le(v: f32) -> [u8; 2] {

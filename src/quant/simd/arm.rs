@@ -84,6 +84,7 @@ macro_rules! arm_kernels {
                 axpy_f16,
                 quantize_q8: Some(quantize_q8),
                 silu_mul: Some(silu_mul),
+                gelu_mul: None,
                 softmax: None,
             };
 

@@ -18,6 +18,7 @@ mod arm;
 #[cfg(test)]
 mod tests;
 
+use crate::quant::GELU_TABLE_LEN;
 use crate::tensor::GgmlType;
 use std::sync::OnceLock;
 
@@ -122,6 +123,11 @@ impl Isa {
         self.set()?.silu_mul.map(Checked)
     }
 
+    /// The set's `gate = gelu(gate) * up` kernel, or None (scalar code then).
+    pub(super) fn gelu_mul_kernel(self) -> Option<Checked<GeluMulKernel>> {
+        self.set()?.gelu_mul.map(Checked)
+    }
+
     /// The set's softmax kernel, or None (scalar code then).
     pub(super) fn softmax_kernel(self) -> Option<Checked<SoftmaxKernel>> {
         self.set()?.softmax.map(Checked)
@@ -154,6 +160,9 @@ pub(crate) type Q8Quantizer = unsafe fn(x: &[f32], with_sum: bool, out: &mut [u8
 /// `gate[i] = silu(gate[i]) * up[i]` (see `quant::silu_mul`).
 pub(crate) type SiluMulKernel = unsafe fn(gate: &mut [f32], up: &[f32]);
 
+/// `gate[i] = gelu(gate[i]) * up[i]` with the GELU from `table` (see `quant::gelu_mul`).
+pub(crate) type GeluMulKernel = unsafe fn(gate: &mut [f32], up: &[f32], table: &[u16; GELU_TABLE_LEN]);
+
 /// `x = softmax(x)` in place (see `quant::softmax`).
 pub(crate) type SoftmaxKernel = unsafe fn(x: &mut [f32]);
 
@@ -168,6 +177,7 @@ pub(crate) struct KernelSet {
     pub axpy_f16: F16AxpyKernel,
     pub quantize_q8: Option<Q8Quantizer>,
     pub silu_mul: Option<SiluMulKernel>,
+    pub gelu_mul: Option<GeluMulKernel>,
     pub softmax: Option<SoftmaxKernel>,
 }
 
@@ -209,6 +219,13 @@ impl Checked<SiluMulKernel> {
     pub(crate) fn call(self, gate: &mut [f32], up: &[f32]) {
         // SAFETY: a `Checked` kernel's set is available on this CPU (see `Checked`).
         unsafe { (self.0)(gate, up) }
+    }
+}
+
+impl Checked<GeluMulKernel> {
+    pub(crate) fn call(self, gate: &mut [f32], up: &[f32], table: &[u16; GELU_TABLE_LEN]) {
+        // SAFETY: a `Checked` kernel's set is available on this CPU (see `Checked`).
+        unsafe { (self.0)(gate, up, table) }
     }
 }
 

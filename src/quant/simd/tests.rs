@@ -767,6 +767,38 @@ fn silu_mul_equals_its_lane_reference() {
     assert!(got.iter().all(|&v| (v - 0.731_058_6).abs() < 1e-6), "{got:?}");
 }
 
+/// The SIMD GeGLU kernels against the scalar code bit for bit: every 61st f32 bit pattern
+/// (f16's normal, subnormal and overflowing ranges, both signs), the saturation edges, and
+/// lengths with a tail.
+#[test]
+fn gelu_mul_equals_the_scalar_code() {
+    use super::super::{gelu_lane, gelu_mul, gelu_table};
+    let table = gelu_table();
+    let edges = [0.0f32, -0.0, 10.0, -10.0, 9.999_999, -9.999_999, 10.000_001, -10.000_001, 65504.0, 1e-8, -6e-8];
+    let edges = edges.into_iter().chain([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE]);
+    let gate: Vec<f32> = edges.chain((0..u32::MAX / 61).map(|i| f32::from_bits(i * 61))).collect();
+    let up: Vec<f32> = (0..gate.len()).map(|i| [1.0, -0.5, 3.25, 1e-3][i % 4]).collect();
+    let mut checked = 0;
+    for isa in Isa::ALL.into_iter().filter(|isa| isa.gelu_mul_kernel().is_some()) {
+        for len in [gate.len(), 13, 5] {
+            let mut got = gate[..len].to_vec();
+            isa.gelu_mul_kernel().unwrap().call(&mut got, &up[..len], table);
+            for (i, ((&g, &u), &r)) in gate.iter().zip(&up).zip(&got).enumerate() {
+                let want = gelu_lane(g, table) * u;
+                assert!(
+                    r.to_bits() == want.to_bits() || (r.is_nan() && want.is_nan()),
+                    "{isa:?} len {len} [{i}]: gelu({g}) * {u}: {r} vs {want}"
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked > 0 || !cfg!(target_arch = "x86_64"), "no x86 set with a GELU kernel");
+    let mut got = [1.0f32, -1.0];
+    gelu_mul(&mut got, &[2.0, 2.0]);
+    assert_eq!(got, [gelu_lane(1.0, table) * 2.0, gelu_lane(-1.0, table) * 2.0]);
+}
+
 /// `simd::expf::lane` against the C library's `expf` bit for bit (glibc on x86-64, where the
 /// softmax kernels use it), over every 4099th f32 of [-104, 88] and the edges;
 /// `expf_lane_equals_libm_everywhere` (ignored, ~1 min) checks every f32 there.

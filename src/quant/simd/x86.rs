@@ -344,6 +344,7 @@ macro_rules! x86_kernels {
                 axpy_f16: super::$attention::axpy_f16,
                 quantize_q8: Some(quantize_q8),
                 silu_mul: Some(silu_mul),
+                gelu_mul: Some(gelu_mul),
                 softmax: Some(softmax),
             };
             use crate::tensor::GgmlType;
@@ -412,6 +413,34 @@ macro_rules! x86_kernels {
                 }
                 for (g, &u) in gate[body..].iter_mut().zip(&up[body..]) {
                     *g = crate::quant::simd::vexp::silu_mul_lane(*g, u);
+                }
+            }
+
+            /// `gate[i] = gelu(gate[i]) * up[i]` (see `quant::gelu_mul`) eight values at a time:
+            /// each rounded to f16 to nearest even (`vcvtps2ph`, as the scalar `f16::from_f32`),
+            /// its table entry gathered and widened, the saturation outside [-10, 10] by compare
+            /// and blend. The last `len % 8` go through the scalar lane.
+            #[target_feature(enable = $features)]
+            fn gelu_mul(gate: &mut [f32], up: &[f32], table: &[u16; crate::quant::GELU_TABLE_LEN]) {
+                let body = gate.len() / 8 * 8;
+                let (low, high) = (_mm256_set1_ps(-10.0), _mm256_set1_ps(10.0));
+                for (g, u) in gate[..body].chunks_exact_mut(8).zip(up[..body].chunks_exact(8)) {
+                    let (g, u): (&mut [f32; 8], &[f32; 8]) = (g.try_into().expect("8"), u.try_into().expect("8"));
+                    // SAFETY: `g` and `u` are 8 f32 each; loadu has no alignment requirement.
+                    let (x, up) = unsafe { (_mm256_loadu_ps(g.as_ptr()), _mm256_loadu_ps(u.as_ptr())) };
+                    let index = _mm256_cvtepu16_epi32(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+                    // SAFETY: lane i reads the 4 bytes of entries index[i] and index[i] + 1 of
+                    // `table`: index[i] < 2^16, and the table has 2^16 + 1 entries.
+                    let entries = unsafe { _mm256_i32gather_epi32::<2>(table.as_ptr().cast(), index) };
+                    let entries = _mm256_and_si256(entries, _mm256_set1_epi32(0xFFFF));
+                    let f16s = _mm_packus_epi32(_mm256_castsi256_si128(entries), _mm256_extracti128_si256::<1>(entries));
+                    let y = _mm256_blendv_ps(_mm256_cvtph_ps(f16s), x, _mm256_cmp_ps::<_CMP_GE_OQ>(x, high));
+                    let y = _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(x, low), y);
+                    // SAFETY: as above; storeu has no alignment requirement.
+                    unsafe { _mm256_storeu_ps(g.as_mut_ptr(), _mm256_mul_ps(y, up)) };
+                }
+                for (g, &u) in gate[body..].iter_mut().zip(&up[body..]) {
+                    *g = crate::quant::gelu_lane(*g, table) * u;
                 }
             }
 
