@@ -113,6 +113,15 @@ impl ComputePool {
         (bytes / (self.threads() * MIN_CHUNK_BYTES)).clamp(1, MAX_CHUNKS_PER_THREAD)
     }
 
+    /// [`Self::chunks_per_thread`] for a matrix product that streams `weight_bytes` of weights
+    /// (and reads `bytes` in all, weights times tokens), with more chunks where one would
+    /// stream more than `MAX_CHUNK_WEIGHT_BYTES`: a job ends with its last chunk, and the
+    /// threads that have none left wait for it. In four chunks per thread, Gemma-3-270M's output
+    /// head (178 MB) left chunks of 22 MB, about a millisecond each at two threads.
+    pub fn chunks_per_thread_streaming(&self, bytes: usize, weight_bytes: usize) -> usize {
+        self.chunks_per_thread(bytes).max(weight_bytes / (self.threads() * MAX_CHUNK_WEIGHT_BYTES))
+    }
+
     /// Wakes the parked workers, if any (a system call, which the workers between two
     /// operations of a forward pass, spinning, do not need).
     fn wake_workers(&self) {
@@ -224,6 +233,12 @@ const MAX_CHUNKS_PER_THREAD: usize = 4;
 /// Bytes a chunk of a product or of attention reads at least (see
 /// [`ComputePool::chunks_per_thread`]).
 const MIN_CHUNK_BYTES: usize = 1 << 20;
+
+/// Weight bytes a chunk of a matrix product streams at most, in all but the smallest jobs (see
+/// [`ComputePool::chunks_per_thread_streaming`]): ~200 µs of decode at one thread's share of
+/// the memory bandwidth, long enough that a chunk's start (a task taken, a new stream for the
+/// prefetchers) costs nothing measurable.
+const MAX_CHUNK_WEIGHT_BYTES: usize = 4 << 20;
 
 fn take_tasks(s: &Shared, job: Job) {
     let n = s.n_tasks.load(Ordering::Relaxed);

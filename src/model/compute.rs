@@ -196,8 +196,8 @@ impl Compute<'_> {
 fn multiply(pool: &ComputePool, weights: &[&TensorView], acts: &ConvertedRows, n: usize, products: &mut [&mut [f32]]) {
     // Whole rows per task (the kernel's output is row-major), eight at a time so kernels that
     // work on several rows at once (tiles of four, Q4_K's groups of eight) get full ones.
-    let bytes: usize = weights.iter().map(|w| w.rows() * w.row_bytes()).sum::<usize>() * n;
-    let per_thread = pool.chunks_per_thread(bytes);
+    let weight_bytes: usize = weights.iter().map(|w| w.rows() * w.row_bytes()).sum();
+    let per_thread = pool.chunks_per_thread_streaming(weight_bytes * n, weight_bytes);
     pool.for_each_chunk_of_parts(products, 8 * n, per_thread, &|part, start, out| {
         let w = weights[part];
         let (cols, row_bytes) = (w.cols(), w.row_bytes());
