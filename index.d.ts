@@ -84,10 +84,10 @@ export declare function inspectModel(path: string, options?: NativeLoadOptions |
 export declare function liveModels(): number
 
 /**
- * Internal, for `npm run bench` (not exported by `lib/`): the best memory read bandwidth in
- * bytes/s of `threads` threads reading a `bytes`-byte buffer (default 1 GiB).
+ * Internal, for `npm run bench` (not exported by `lib/`): the memory read bandwidth in bytes/s
+ * of each of 8 passes of `threads` threads reading a `bytes`-byte buffer (default 1 GiB).
  */
-export declare function measureReadBandwidth(threads: number, bytes?: number | undefined | null): Promise<number>
+export declare function measureReadBandwidth(threads: number, bytes?: number | undefined | null): Promise<Array<number>>
 
 export interface NativeChatOptions {
   template?: string

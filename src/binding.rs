@@ -774,11 +774,11 @@ pub fn live_models() -> u32 {
     engine::live_models() as u32
 }
 
-/// Internal, for `npm run bench` (not exported by `lib/`): the best memory read bandwidth in
-/// bytes/s of `threads` threads reading a `bytes`-byte buffer (default 1 GiB).
+/// Internal, for `npm run bench` (not exported by `lib/`): the memory read bandwidth in bytes/s
+/// of each of 8 passes of `threads` threads reading a `bytes`-byte buffer (default 1 GiB).
 // napi-derive registers free functions only outside `cfg(test)`, so the test build sees them unused.
 #[cfg_attr(test, allow(dead_code))]
-#[napi(ts_return_type = "Promise<number>")]
+#[napi(ts_return_type = "Promise<Array<number>>")]
 pub fn measure_read_bandwidth(threads: f64, bytes: Option<f64>) -> napi::Result<AsyncTask<BandwidthTask>> {
     let (threads, bytes) = guarded(|| {
         let threads = to_usize(Some(threads), "threads")?.unwrap_or(1);
@@ -794,14 +794,14 @@ pub struct BandwidthTask {
 }
 
 impl Task for BandwidthTask {
-    type Output = f64;
-    type JsValue = f64;
+    type Output = Vec<f64>;
+    type JsValue = Vec<f64>;
 
-    fn compute(&mut self) -> napi::Result<f64> {
+    fn compute(&mut self) -> napi::Result<Vec<f64>> {
         guarded(|| bandwidth::measure_read_bandwidth(self.threads, self.bytes, bandwidth::PASSES))
     }
 
-    fn resolve(&mut self, _env: Env, bytes_per_second: f64) -> napi::Result<f64> {
+    fn resolve(&mut self, _env: Env, bytes_per_second: Vec<f64>) -> napi::Result<Vec<f64>> {
         Ok(bytes_per_second)
     }
 }
