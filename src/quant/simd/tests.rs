@@ -767,16 +767,26 @@ fn silu_mul_equals_its_lane_reference() {
     assert!(got.iter().all(|&v| (v - 0.731_058_6).abs() < 1e-6), "{got:?}");
 }
 
-/// The SIMD GeGLU kernels against the scalar code bit for bit: every 61st f32 bit pattern
-/// (f16's normal, subnormal and overflowing ranges, both signs), the saturation edges, and
+/// The SIMD GeGLU kernels against the scalar code bit for bit: every f16 value, the f32s at and
+/// either side of the midpoint to the next one (where the rounding to f16 turns; the midpoint
+/// itself a tie, rounded to even), the saturation edges, every 4099th f32 bit pattern, and
 /// lengths with a tail.
 #[test]
 fn gelu_mul_equals_the_scalar_code() {
     use super::super::{gelu_lane, gelu_mul, gelu_table};
     let table = gelu_table();
-    let edges = [0.0f32, -0.0, 10.0, -10.0, 9.999_999, -9.999_999, 10.000_001, -10.000_001, 65504.0, 1e-8, -6e-8];
-    let edges = edges.into_iter().chain([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE]);
-    let gate: Vec<f32> = edges.chain((0..u32::MAX / 61).map(|i| f32::from_bits(i * 61))).collect();
+    let mut gate = vec![0.0f32, -0.0, 10.0, -10.0, 9.999_999, -9.999_999, 10.000_001, -10.000_001, 65504.0];
+    gate.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE]);
+    for bits in 0..=u16::MAX {
+        let (h, next) = (half::f16::from_bits(bits), half::f16::from_bits(bits.wrapping_add(1)));
+        if !h.is_finite() || !next.is_finite() || h.is_sign_negative() != next.is_sign_negative() {
+            continue;
+        }
+        // Exact in f32: f16 values have 11 significant bits, their midpoints 12.
+        let mid = (h.to_f32() + next.to_f32()) / 2.0;
+        gate.extend([h.to_f32(), mid, f32::from_bits(mid.to_bits() - 1), f32::from_bits(mid.to_bits() + 1)]);
+    }
+    gate.extend((0..u32::MAX / 4099).map(|i| f32::from_bits(i * 4099)));
     let up: Vec<f32> = (0..gate.len()).map(|i| [1.0, -0.5, 3.25, 1e-3][i % 4]).collect();
     let mut checked = 0;
     for isa in Isa::ALL.into_iter().filter(|isa| isa.gelu_mul_kernel().is_some()) {
