@@ -30,8 +30,7 @@ pub(super) fn dot_f16_f32(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n
     let heads = b.len() / n.max(1);
     let len = out.len().checked_div(heads).unwrap_or(0);
     prefetch_f16_first_rows(rows, row_bytes, at, 2 * n, len);
-    let mut h = 0;
-    while h < heads {
+    for h in (0..heads).step_by(HEADS_PER_PASS) {
         let (b, out) = (&b[h * n..], &mut out[h * len..]);
         let pass = (heads - h).min(HEADS_PER_PASS);
         match pass {
@@ -39,7 +38,6 @@ pub(super) fn dot_f16_f32(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n
             2 => dot_f16_pass::<2>(rows, row_bytes, at, b, n, out, len),
             _ => dot_f16_pass::<{ HEADS_PER_PASS }>(rows, row_bytes, at, b, n, out, len),
         }
-        h += pass;
     }
 }
 
@@ -63,7 +61,6 @@ fn dot_f16_pass<const P: usize>(
     out: &mut [f32],
     len: usize,
 ) {
-    let f16x8 = |v: &[u8]| -> __m256 { _mm256_cvtph_ps(load16::<16>(v[..16].try_into().expect("16 bytes"), 0)) };
     dot_f16_pass_with::<P>(rows, row_bytes, at, b, n, out, len, |key, queries| {
         let mut acc = [[_mm256_setzero_ps(); 4]; P];
         for (i, key) in key.chunks_exact(64).enumerate() {
@@ -99,7 +96,6 @@ pub(super) fn dot_f16_pass_with<const P: usize>(
 ) {
     let (whole, eights) = (n - n % 32, n - n % 8);
     let queries: [&[f32]; P] = std::array::from_fn(|h| &b[h * n..][..n]);
-    let f16x8 = |v: &[u8]| -> __m256 { _mm256_cvtph_ps(load16::<16>(v[..16].try_into().expect("16 bytes"), 0)) };
     let mut sums = [[_mm256_setzero_ps(); 8]; P];
     for first in (0..len).step_by(8) {
         let count = (len - first).min(8);
@@ -141,6 +137,13 @@ pub(super) fn dot_f16_pass_with<const P: usize>(
     }
 }
 
+/// The first 8 f16 values (16 little-endian bytes) of `v`, converted.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16x8(v: &[u8]) -> __m256 {
+    _mm256_cvtph_ps(load16::<16>(v[..16].try_into().expect("16 bytes"), 0))
+}
+
 /// The first 8 values of `v`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -167,8 +170,7 @@ pub(super) fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize
     let heads = out.len() / n.max(1);
     let len = p.len().checked_div(heads).unwrap_or(0);
     prefetch_f16_first_rows(rows, row_bytes, at, 2 * n, len);
-    let mut h = 0;
-    while h < heads {
+    for h in (0..heads).step_by(HEADS_PER_PASS) {
         let pass = (heads - h).min(HEADS_PER_PASS);
         let (out, p) = (&mut out[h * n..(h + pass) * n], &p[h * len..(h + pass) * len]);
         match pass {
@@ -176,7 +178,6 @@ pub(super) fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize
             2 => axpy_f16_heads::<2>(out, p, rows, row_bytes, at, n, 0),
             _ => axpy_f16_heads::<{ HEADS_PER_PASS }>(out, p, rows, row_bytes, at, n, 0),
         }
-        h += pass;
     }
 }
 
@@ -261,8 +262,7 @@ fn axpy_f16_pass<const P: usize, const W: usize>(
         let v = &rows[t * row_bytes + at..][..16 * W];
         let pv: [__m256; P] = std::array::from_fn(|h| _mm256_set1_ps(weights[h][t]));
         for k in 0..W {
-            let bytes: &[u8; 16] = v[16 * k..16 * k + 16].try_into().expect("16 bytes");
-            let value = _mm256_cvtph_ps(load16(bytes, 0));
+            let value = f16x8(&v[16 * k..]);
             for (acc, pv) in acc.iter_mut().zip(&pv) {
                 acc[k] = _mm256_fmadd_ps(*pv, value, acc[k]);
             }

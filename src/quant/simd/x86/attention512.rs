@@ -59,8 +59,7 @@ pub(super) fn dot_f16_f32(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n
         64 | 128 => QUERY_REGISTERS / (n / 16),
         _ => SCORE_HEADS_PER_PASS,
     };
-    let mut h = 0;
-    while h < heads {
+    for h in (0..heads).step_by(most) {
         let (b, out) = (&b[h * n..], &mut out[h * len..]);
         let pass = (heads - h).min(most);
         match (n, pass) {
@@ -79,7 +78,6 @@ pub(super) fn dot_f16_f32(rows: &[u8], row_bytes: usize, at: usize, b: &[f32], n
             (_, 7) => dot_pass::<7, 0>(rows, row_bytes, at, b, n, out, len),
             _ => dot_pass::<SCORE_HEADS_PER_PASS, 0>(rows, row_bytes, at, b, n, out, len),
         }
-        h += pass;
     }
 }
 
@@ -140,8 +138,7 @@ pub(super) fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize
     let heads = out.len() / n.max(1);
     let len = p.len().checked_div(heads).unwrap_or(0);
     prefetch_f16_first_rows(rows, row_bytes, at, 2 * n, len);
-    let mut h = 0;
-    while h < heads {
+    for h in (0..heads).step_by(VALUE_HEADS_PER_PASS) {
         let pass = (heads - h).min(VALUE_HEADS_PER_PASS);
         let (out, p) = (&mut out[h * n..(h + pass) * n], &p[h * len..(h + pass) * len]);
         match pass {
@@ -150,7 +147,6 @@ pub(super) fn axpy_f16(out: &mut [f32], p: &[f32], rows: &[u8], row_bytes: usize
             3 => axpy_heads::<3>(out, p, rows, row_bytes, at, n),
             _ => axpy_heads::<VALUE_HEADS_PER_PASS>(out, p, rows, row_bytes, at, n),
         }
-        h += pass;
     }
 }
 
