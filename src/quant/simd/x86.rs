@@ -1138,7 +1138,9 @@ macro_rules! x86_kernels {
             #[inline]
             #[target_feature(enable = $features)]
             fn broadcast4<const N: usize>(b: &[u8; N], at: usize) -> __m256i {
-                _mm256_set1_epi32(i32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
+                // One range check and one 4-byte load (`vpbroadcastd` from memory): four indexed
+                // bytes were assembled in general registers where LLVM could not prove `at`.
+                _mm256_set1_epi32(i32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes")))
             }
 
             /// The eight lanes of `v`.
@@ -1754,20 +1756,32 @@ macro_rules! x86_kernels {
                     let group_sums: [[f32; 8]; N] =
                         std::array::from_fn(|t| f32_lanes(_mm256_cvtepi32_ps(q8_k_group_sums(ab[t]))));
                     for c in 0..4 {
-                        // Lane r of quants[j]: bytes 32c + 4j..+4 of row r, low nibbles in group
-                        // 2c, high nibbles in group 2c + 1.
-                        let quants = match interleaved {
-                            Some(group) => std::array::from_fn(|j| load32(group, 128 + 256 * c + 32 * j)),
-                            None => transpose8(std::array::from_fn(|r| load32(rows[r], 16 + 32 * c))),
+                        // Lane r of quant vector j: bytes 32c + 4j..+4 of row r, low nibbles in
+                        // group 2c, high nibbles in group 2c + 1. Interleaved vectors are loaded
+                        // where they are used: gathered into an array first, they went through
+                        // the stack on AVX2, whose 16 registers the accumulators mostly fill.
+                        let transposed = match interleaved {
+                            Some(_) => None,
+                            None => Some(transpose8(std::array::from_fn(|r| load32(rows[r], 16 + 32 * c)))),
                         };
+                        // Each token's activations of groups 2c and 2c + 1, as fixed-size
+                        // arrays: the loop below then indexes them with no bounds checks (with
+                        // them, LLVM kept it rolled, four compares and branches a step).
+                        let acts: [[&[u8; 32]; 2]; N] = std::array::from_fn(|t| {
+                            std::array::from_fn(|h| ab[t][4 + 64 * c + 32 * h..][..32].try_into().expect("32 quants"))
+                        });
                         // Per token, groups 2c and 2c + 1.
                         let mut dots = [[_mm256_setzero_si256(); 2]; N];
-                        for (j, q) in quants.iter().enumerate() {
-                            let [low, high] = low_high_nibbles(*q);
+                        for j in 0..8 {
+                            let q = match (interleaved, &transposed) {
+                                (Some(group), _) => load32(group, 128 + 256 * c + 32 * j),
+                                (None, Some(t)) => t[j],
+                                (None, None) => unreachable!("the file's layout is transposed above"),
+                            };
+                            let [low, high] = low_high_nibbles(q);
                             for (t, [d0, d1]) in dots.iter_mut().enumerate() {
-                                let at = 4 + 64 * c + 4 * j;
-                                *d0 = narrow_dot(*d0, low, broadcast4(ab[t], at));
-                                *d1 = narrow_dot(*d1, high, broadcast4(ab[t], at + 32));
+                                *d0 = narrow_dot(*d0, low, broadcast4(acts[t][0], 4 * j));
+                                *d1 = narrow_dot(*d1, high, broadcast4(acts[t][1], 4 * j));
                             }
                         }
                         let sc = [narrow_scales(scales[c]), narrow_scales(_mm_unpackhi_epi64(scales[c], scales[c]))];
