@@ -1761,8 +1761,8 @@ macro_rules! x86_kernels {
                         // where they are used: gathered into an array first, they went through
                         // the stack on AVX2, whose 16 registers the accumulators mostly fill.
                         let transposed = match interleaved {
-                            Some(_) => None,
-                            None => Some(transpose8(std::array::from_fn(|r| load32(rows[r], 16 + 32 * c)))),
+                            Some(_) => [_mm256_setzero_si256(); 8],
+                            None => transpose8(std::array::from_fn(|r| load32(rows[r], 16 + 32 * c))),
                         };
                         // Each token's activations of groups 2c and 2c + 1, as fixed-size
                         // arrays: the loop below then indexes them with no bounds checks (with
@@ -1773,10 +1773,9 @@ macro_rules! x86_kernels {
                         // Per token, groups 2c and 2c + 1.
                         let mut dots = [[_mm256_setzero_si256(); 2]; N];
                         for j in 0..8 {
-                            let q = match (interleaved, &transposed) {
-                                (Some(group), _) => load32(group, 128 + 256 * c + 32 * j),
-                                (None, Some(t)) => t[j],
-                                (None, None) => unreachable!("the file's layout is transposed above"),
+                            let q = match interleaved {
+                                Some(group) => load32(group, 128 + 256 * c + 32 * j),
+                                None => transposed[j],
                             };
                             let [low, high] = low_high_nibbles(q);
                             for (t, [d0, d1]) in dots.iter_mut().enumerate() {
