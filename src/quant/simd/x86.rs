@@ -1827,7 +1827,7 @@ macro_rules! x86_kernels {
             /// widened: widened first and doubled by an i16 unpack, LLVM folded the unpack into
             /// each quarter's broadcast as a word shuffle and a dword shuffle, two shuffles per
             /// quarter instead of one (Zen 3, AVX2, one row in cache: 9.06-9.09 against
-            /// 8.67-8.70 ns per block; from DRAM no difference, 9.5-10.3 either way).
+            /// 8.67-8.70 ns per block; from DRAM no difference, 9.5-11.3 either way).
             #[inline]
             #[target_feature(enable = $features)]
             fn q6_k_doubled_scales<const H: i8>(scales: __m128i) -> __m256i {
