@@ -719,7 +719,7 @@ fn generations_beyond_the_sequence_limit_wait_for_a_slot() {
 /// (`PROBE_SEQUENCES`), each after `PROBE_POSITIONS` (default 64) cached positions, on a real
 /// model: `CHORD_PROBE_MODEL=file.gguf cargo test --release batch_probe -- --ignored --nocapture`
 /// (`PROBE_STEPS` passes timed, default 16, each after a pause of `PROBE_GAP_US`; `PROBE_THREADS`,
-/// default 2).
+/// default 2; `PROBE_BUDGET` bytes pages the weights).
 #[test]
 #[ignore]
 fn batch_probe() {
@@ -731,6 +731,7 @@ fn batch_probe() {
         context_size: Some(context),
         threads: Some(threads),
         copy_weights: std::env::var("PROBE_COPY").ok().map(|v| v == "1"),
+        memory_budget: std::env::var("PROBE_BUDGET").ok().map(|v| v.parse().unwrap()),
         ..LoadOptions::default()
     };
     let model = Model::load(Path::new(&path), &opts, &AtomicBool::new(false), &mut |_, _| {}).unwrap();

@@ -885,7 +885,7 @@ fn output_releases<'a>(
 }
 
 /// Tensor ranges `(start, end)` sorted and merged across the padding between them.
-fn merged(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+pub(crate) fn merged(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     ranges.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::new();
     for (start, end) in ranges {

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::mapping;
 use crate::model::weights::{
-    GuardBytes, HeadGuard, HeadTensors, LayerGuard, LayerTensors, TensorTable, WeightSource, WeightStats,
+    merged, GuardBytes, HeadGuard, HeadTensors, LayerGuard, LayerTensors, TensorTable, WeightSource, WeightStats,
 };
 use crate::quant;
 
@@ -54,6 +54,10 @@ pub struct PagerOptions {
 struct Unit {
     /// Absolute file ranges of its tensors.
     ranges: Vec<(u64, u64)>,
+    /// The same ranges merged across the padding between tensors, `(offset, len)`: what Map
+    /// populates and releases. A release per tensor split a 2 MiB mapping at every small
+    /// tensor's ends, each split flushing the TLB of every core the compute threads run on.
+    spans: Vec<(u64, u64)>,
     bytes: u64,
     /// The unit's tensors with offsets into its owned buffer (Read) or the file (Map).
     layer: Option<LayerTensors>,
@@ -127,6 +131,12 @@ fn pack(tensors: &[&TensorInfo]) -> (Vec<(u64, u64)>, Vec<TensorInfo>, u64) {
     (ranges, packed, at)
 }
 
+/// File ranges `(offset, len)` merged across the padding between them.
+fn spans(ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let ends = ranges.iter().map(|&(offset, len)| (offset, offset + len)).collect();
+    merged(ends).into_iter().map(|(start, end)| (start, end - start)).collect()
+}
+
 /// The smallest budget a model can be paged in: its largest unit, packed as the pager packs it.
 pub fn smallest_budget(table: &TensorTable) -> u64 {
     let layers = table.layers.iter().map(|layer| pack(&layer.all().collect::<Vec<_>>()).2);
@@ -151,7 +161,7 @@ impl PagedWeights {
                 LoadMethod::Read => relocate_layer(layer, &packed),
                 LoadMethod::Map => layer.clone(),
             };
-            units.push(Unit { ranges, bytes, layer: Some(relocated), head: None });
+            units.push(Unit { spans: spans(&ranges), ranges, bytes, layer: Some(relocated), head: None });
         }
         let head_infos: Vec<&TensorInfo> = table.head.all().collect();
         let (ranges, packed, bytes) = pack(&head_infos);
@@ -159,7 +169,7 @@ impl PagedWeights {
             LoadMethod::Read => HeadTensors { output_norm: packed[0].clone(), output: packed[1].clone() },
             LoadMethod::Map => table.head.clone(),
         };
-        units.push(Unit { ranges, bytes, layer: None, head: Some(head) });
+        units.push(Unit { spans: spans(&ranges), ranges, bytes, layer: None, head: Some(head) });
 
         let sizes: Vec<u64> = units.iter().map(|u| u.bytes).collect();
         let plan = plan::plan(&sizes, options.budget_bytes, options.prefetch, options.policy)?;
@@ -373,7 +383,7 @@ impl Shared {
             let state = &mut cache.units[v];
             state.data = None;
             if std::mem::take(&mut state.mapped) {
-                for &(offset, len) in &self.units[v].ranges {
+                for &(offset, len) in &self.units[v].spans {
                     self.file.mapped().release(offset, len);
                 }
             }
@@ -388,7 +398,7 @@ impl Shared {
         let file = self.file.mapped();
         match self.options.method {
             LoadMethod::Map => {
-                for &(offset, len) in &u.ranges {
+                for &(offset, len) in &u.spans {
                     file.populate(offset, len)?;
                 }
                 Ok(None)
