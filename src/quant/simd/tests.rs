@@ -342,7 +342,8 @@ fn dequantize_act(ty: GgmlType, src: &[u8], out: &mut [f32]) {
 /// Row dot product throughput per weight type and instruction set, one thread, over 64 MiB of
 /// weights (so they stream from memory, as in decode). A measurement, not a check:
 /// `cargo test --release kernel_throughput -- --ignored --nocapture`. `KERNEL_TYPES=Q4_K,Q6_K`
-/// picks formats, `KERNEL_COLS` widths; `KERNEL_MIB=4` shrinks the weights to fit in cache (the kernels' compute alone).
+/// picks formats, `KERNEL_COLS` widths; `KERNEL_MIB=4` shrinks the weights to fit in cache (the kernels' compute alone),
+/// `KERNEL_KIB=256` in a core's L2.
 ///
 /// The weights sit as a model's do in decode: page-aligned, in transparent huge pages where
 /// the kernel gives them (a cached GGUF file is mapped with 2 MiB pages once its page cache
@@ -372,13 +373,15 @@ fn kernel_throughput() {
         }
         let row_bytes = cols / ty.block_len() as usize * ty.block_bytes() as usize;
         let mib: usize = std::env::var("KERNEL_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+        // `KERNEL_KIB=256`: weights that fit in a core's own L2, out of other guests' reach.
+        let kib: usize = std::env::var("KERNEL_KIB").ok().and_then(|v| v.parse().ok()).unwrap_or(mib << 10);
         // `KERNEL_LAYOUT=interleaved`: the weights rearranged (`interleave_rows8`), decode through
         // the interleaved kernels of the sets that have one.
         let interleaved = std::env::var("KERNEL_LAYOUT").is_ok_and(|v| v == "interleaved");
         if interleaved && !super::super::interleave::has_layout(ty) {
             continue;
         }
-        let rows = (mib << 20) / row_bytes / 8 * 8;
+        let rows = ((kib << 10) / row_bytes / 8 * 8).max(8);
         // Random bytes are valid blocks, except f16 scales that decode to NaN/inf: keep those
         // bytes small. Which bytes are scales does not matter for speed.
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
