@@ -431,8 +431,7 @@ impl TensorTable {
         let embeddings_read_whole = !held.contains(&self.head.output.offset);
         let layers = self.layers.iter().flat_map(LayerTensors::all);
         let globals = self.head.all().chain(embeddings_read_whole.then_some(&self.token_embd)).chain(&self.rope_freqs);
-        let ranges = layers.chain(globals).filter(|t| !held.contains(&t.offset)).map(|t| (t.offset, t.offset + t.size));
-        merged(ranges.collect()).into_iter().map(|(start, end)| (start, end - start)).collect()
+        merged_spans(layers.chain(globals).filter(|t| !held.contains(&t.offset)).map(|t| (t.offset, t.size)))
     }
 
     /// Each part a forward pass reads in turn, its tensors as `LayerTensors::all` and
@@ -884,8 +883,15 @@ fn output_releases<'a>(
     })
 }
 
+/// Tensor ranges `(offset, len)` sorted and merged across the padding between them
+/// ([`merged`]).
+pub(crate) fn merged_spans(ranges: impl IntoIterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
+    let ends = ranges.into_iter().map(|(offset, len)| (offset, offset + len)).collect();
+    merged(ends).into_iter().map(|(start, end)| (start, end - start)).collect()
+}
+
 /// Tensor ranges `(start, end)` sorted and merged across the padding between them.
-pub(crate) fn merged(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+fn merged(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     ranges.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::new();
     for (start, end) in ranges {

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::mapping;
 use crate::model::weights::{
-    merged, GuardBytes, HeadGuard, HeadTensors, LayerGuard, LayerTensors, TensorTable, WeightSource, WeightStats,
+    merged_spans, GuardBytes, HeadGuard, HeadTensors, LayerGuard, LayerTensors, TensorTable, WeightSource, WeightStats,
 };
 use crate::quant;
 
@@ -131,12 +131,6 @@ fn pack(tensors: &[&TensorInfo]) -> (Vec<(u64, u64)>, Vec<TensorInfo>, u64) {
     (ranges, packed, at)
 }
 
-/// File ranges `(offset, len)` merged across the padding between them.
-fn spans(ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let ends = ranges.iter().map(|&(offset, len)| (offset, offset + len)).collect();
-    merged(ends).into_iter().map(|(start, end)| (start, end - start)).collect()
-}
-
 /// The smallest budget a model can be paged in: its largest unit, packed as the pager packs it.
 pub fn smallest_budget(table: &TensorTable) -> u64 {
     let layers = table.layers.iter().map(|layer| pack(&layer.all().collect::<Vec<_>>()).2);
@@ -161,7 +155,13 @@ impl PagedWeights {
                 LoadMethod::Read => relocate_layer(layer, &packed),
                 LoadMethod::Map => layer.clone(),
             };
-            units.push(Unit { spans: spans(&ranges), ranges, bytes, layer: Some(relocated), head: None });
+            units.push(Unit {
+                spans: merged_spans(ranges.iter().copied()),
+                ranges,
+                bytes,
+                layer: Some(relocated),
+                head: None,
+            });
         }
         let head_infos: Vec<&TensorInfo> = table.head.all().collect();
         let (ranges, packed, bytes) = pack(&head_infos);
@@ -169,7 +169,7 @@ impl PagedWeights {
             LoadMethod::Read => HeadTensors { output_norm: packed[0].clone(), output: packed[1].clone() },
             LoadMethod::Map => table.head.clone(),
         };
-        units.push(Unit { spans: spans(&ranges), ranges, bytes, layer: None, head: Some(head) });
+        units.push(Unit { spans: merged_spans(ranges.iter().copied()), ranges, bytes, layer: None, head: Some(head) });
 
         let sizes: Vec<u64> = units.iter().map(|u| u.bytes).collect();
         let plan = plan::plan(&sizes, options.budget_bytes, options.prefetch, options.policy)?;
