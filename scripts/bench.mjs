@@ -41,8 +41,9 @@ Benchmarks chord-llm and node-llama-cpp side by side on the same files and threa
 llama.cpp built for this CPU where scripts/build-native-llama has built it, each engine in its
 own child process: load seconds, time to first token (TTFT: load + the first
 evaluation of the prompt, with the file in the page cache, and "cold" with its cached pages
-dropped first, read from disk), prefill tok/s (one prompt evaluation in a fresh state), decode
-tok/s (greedy, EOS ignored, (tokens-1)/(t_last-t_first)), peak RSS (VmHWM). chord-llm's
+dropped first, read from disk), prefill tok/s (a prompt evaluation in a fresh state, the median
+of --prefill-runs after the first), decode tok/s (greedy, EOS ignored,
+(tokens-1)/(t_last-t_first)), peak RSS (VmHWM). chord-llm's
 prefill and decode are measured once its default copy of the weights, made on a thread of its
 own after the load (see useMmap), is made: "copy wait s" is how long that took after the first
 evaluation, with nothing else running.
@@ -90,6 +91,7 @@ Options:
   --gen-tokens N      tokens to generate (default 128)
   --context-size N    context size for both engines (default 512, at least prompt+gen)
   --no-warmup         do not run one unmeasured prompt evaluation before the measured one
+  --prefill-runs N    prompt evaluations measured per run, the median taken (default 3)
   --no-cold           skip the cold-start run per engine (TTFT cold: the file's cached pages
                       dropped, then load + prompt; about the file size / disk speed more per run)
   --page-cache MODE   how each model file is cached before its runs (Linux): fresh (default:
@@ -123,6 +125,7 @@ function parseArgs(argv) {
     genTokens: 128,
     contextSize: null,
     warmup: true,
+    prefillRuns: 3,
     cold: true,
     pageCache: 'fresh',
     timeout: 600,
@@ -142,6 +145,7 @@ function parseArgs(argv) {
       '--gen-tokens': (val, flag) => (o.genTokens = int(flag, val(), 2)),
       '--context-size': (val, flag) => (o.contextSize = int(flag, val(), 16)),
       '--no-warmup': () => (o.warmup = false),
+      '--prefill-runs': (val, flag) => (o.prefillRuns = int(flag, val(), 1)),
       '--no-cold': () => (o.cold = false),
       '--page-cache': (val, flag) => (o.pageCache = list(flag, val(), ['fresh', 'small', 'as-is'])[0]),
       '--timeout': (val, flag) => (o.timeout = int(flag, val(), 1)),
@@ -268,6 +272,7 @@ async function benchModel(model, threads, opts, log) {
     genTokens: opts.genTokens,
     promptIds: model.promptIds,
     warmup: opts.warmup,
+    prefillRuns: opts.prefillRuns,
     chordModule: opts.chordModule,
     pageCache: opts.chordPageCache,
     useMmap: opts.chordUseMmap,
@@ -424,7 +429,7 @@ function table({ threads, loadAverage, rows }, opts) {
     .join(gap);
   const out = [
     `threads ${threads}: memory read bandwidth measured before each round of runs (median; range of the rounds); prompt ${opts.promptTokens} tok, generate ${opts.genTokens} tok, ` +
-      `context ${opts.contextSize}; ${opts.repeat > 1 ? `medians of ${opts.repeat} runs` : '1 run'}; ` +
+      `context ${opts.contextSize}; ${opts.repeat > 1 ? `medians of ${opts.repeat} runs` : '1 run'}, prefill the median of ${opts.prefillRuns} evaluations per run; ` +
       `load average ${loadAverage.toFixed(2)} at the start`,
     titles.trimEnd(),
     line(cols.map(([h]) => h)),
@@ -497,6 +502,7 @@ async function main() {
       contextSize: opts.contextSize,
       repeat: opts.repeat,
       warmup: opts.warmup,
+      prefillRuns: opts.prefillRuns,
       pageCache: opts.pageCache,
       rssOverheadBytes: RSS_OVERHEAD_BYTES,
       node: process.version,

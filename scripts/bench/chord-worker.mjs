@@ -6,7 +6,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildPromptIds, loadChord, now, peakRssBytes, readConfig, runWorker, waitForWeightsCopy } from './common.mjs';
+import { buildPromptIds, loadChord, medianOfRuns, now, peakRssBytes, readConfig, runWorker, waitForWeightsCopy } from './common.mjs';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -38,7 +38,7 @@ runWorker('chord-llm', async () => {
     // The first evaluation after the load also gives the time to first token.
     const firstPrefillS = await prefill();
     const copyWaitS = await waitForWeightsCopy(model);
-    const prefillS = cfg.warmup || copyWaitS > 0 ? await prefill() : firstPrefillS;
+    const prefillS = cfg.warmup || copyWaitS > 0 ? await medianOfRuns(cfg.prefillRuns, prefill) : firstPrefillS;
 
     // Decode: greedy, EOS ignored; timed from the first generated token to the last,
     // so the prefill generate() does internally is excluded.

@@ -289,6 +289,18 @@ export function preparePageCache(file, mode) {
   return `${mode === 'fresh' ? 'read sequentially' : 'read in scattered 4 KiB pages'} after dropping its pages (${s} s)`;
 }
 
+/**
+ * Runs `measure` `runs` times and returns the result with the median time (`seconds(result)`):
+ * one prompt evaluation of a small model takes a few hundred ms, and on a shared host one
+ * such evaluation at one thread measured anywhere from 380 to 680 ms in one process.
+ */
+export async function medianOfRuns(runs, measure, seconds = (r) => r) {
+  const results = [];
+  for (let k = 0; k < Math.max(1, runs); k++) results.push(await measure());
+  results.sort((a, b) => seconds(a) - seconds(b));
+  return results[(results.length - 1) >> 1];
+}
+
 /** The kernel's count of file pages cached in huge folios (/proc/meminfo FileHugePages), MB. */
 export function fileHugePagesMb() {
   try {

@@ -2,7 +2,7 @@
 // mode "tokenize": print the shared prompt ids; mode "bench": load, prefill, decode, print figures.
 // Prints exactly one JSON line on stdout.
 
-import { buildPromptIds, now, peakRssBytes, readConfig, runWorker } from './common.mjs';
+import { buildPromptIds, medianOfRuns, now, peakRssBytes, readConfig, runWorker } from './common.mjs';
 
 runWorker('node-llama-cpp', async () => {
   const cfg = readConfig();
@@ -56,7 +56,7 @@ runWorker('node-llama-cpp', async () => {
   };
   // The first evaluation after the load also gives the time to first token.
   const firstPf = await prefill();
-  const pf = cfg.warmup ? await prefill() : firstPf;
+  const pf = cfg.warmup ? await medianOfRuns(cfg.prefillRuns, prefill, (p) => p.seconds) : firstPf;
 
   // Decode: the first token comes from the prefill; then generate one token per step
   // (greedy, EOS does not stop). Timed from the first token to the last.
