@@ -273,8 +273,14 @@ fn interleaved_weights_give_the_file_layouts_products_bit_for_bit() {
             assert!(!isas.is_empty(), "an x86 set with AVX2 has an interleaved {ty} kernel");
         }
         let block_len = ty.block_len() as usize;
-        let shapes = if ty == Q4_K { [(1, 8), (3, 16), (9, 24)] } else { [(5, 8), (8, 16), (29, 24)] };
-        for (nb, rows) in shapes {
+        // 32-value formats: rows ending in a partial group of 5 blocks, and of 2 and 4 as the
+        // real models' rows do (SmolLM2's 576 columns, Gemma-3's 640, Qwen2.5-0.5B's 896).
+        let shapes: &[(usize, usize)] = if ty == Q4_K {
+            &[(1, 8), (3, 16), (9, 24)]
+        } else {
+            &[(5, 8), (8, 16), (29, 24), (18, 8), (12, 16), (20, 24), (2, 8), (4, 8)]
+        };
+        for &(nb, rows) in shapes {
             let cols = nb * block_len;
             let weights = random_blocks(ty, rows * nb, 1.0, &mut rng).0;
             let mut interleaved = weights.clone();
