@@ -18,8 +18,10 @@
 //!
 //! The 32-value formats, per group of eight blocks of a row (8 x 18, 20, 22 or 24 bytes):
 //! - bytes `2 l..2 l + 2`: block `l`'s `d`; for Q4_1 and Q5_1 then bytes `16 + 2 l..`: its `m`;
-//! - for Q5_0 and Q5_1 then eight 32-bit words of fifth bits, word `j` with block `l`'s bits
-//!   `4 j..4 j + 4` at bits `4 l..4 l + 4` (the bytes of quant vector `j` below);
+//! - for Q5_0 and Q5_1 then 32 bytes of fifth bits, byte `4 l + b` holding at bit `j` block
+//!   `l`'s fifth bit `4 j + b`, the one of byte `4 l + b` of quant vector `j` below (a kernel
+//!   moves bit `j` to bit 4 with one shift, where a word per vector took five operations to
+//!   spread over its bytes);
 //! - then 128 bytes, `32 c + 4 l..+ 4`: block `l`'s quant bytes `4 c..4 c + 4` (`c` in 0..4),
 //!   whose low nibbles are its quants `4 c..` (vector `j = c`) and high nibbles its quants
 //!   `16 + 4 c..` (vector `j = 4 + c`); Q8_0's 32 quant bytes a block take 256 bytes the same
@@ -51,7 +53,7 @@ struct GroupLayout {
     /// The f16 fields that start a block: `d`, and Q4_1's and Q5_1's `m`.
     fields: usize,
     /// Q5_0 and Q5_1: a block's 32-bit word of fifth bits follows its f16 fields, and the
-    /// group's eight words follow the group's f16 fields.
+    /// group's 32 bytes of them follow the group's f16 fields.
     five_bit: bool,
     /// Quant bytes that end a block: 16 of nibbles, Q8_0's 32.
     quant_bytes: usize,
@@ -68,14 +70,14 @@ impl GroupLayout {
         }
     }
 
-    /// Where the group's words of fifth bits start.
-    fn words_at(&self) -> usize {
+    /// Where the group's fifth bits start.
+    fn fifth_bits_at(&self) -> usize {
         2 * GROUP_BLOCKS * self.fields
     }
 
     /// Where the group's quant bytes start.
     fn quants_at(&self) -> usize {
-        self.words_at() + if self.five_bit { 4 * GROUP_BLOCKS } else { 0 }
+        self.fifth_bits_at() + if self.five_bit { 32 } else { 0 }
     }
 }
 
@@ -176,9 +178,9 @@ fn file_layout_blocks8(ty: GgmlType, group: &[u8], blocks: &mut [u8]) {
         }
         if g.five_bit {
             let mut qh = 0u32;
-            for j in 0..GROUP_BLOCKS {
-                let word = u32::from_le_bytes(group[g.words_at() + 4 * j..][..4].try_into().expect("4 bytes"));
-                qh |= (word >> (4 * l) & 0xF) << (4 * j);
+            for bit in 0..32 {
+                let (j, b) = (bit / 4, bit % 4);
+                qh |= u32::from(group[g.fifth_bits_at() + 4 * l + b] >> j & 1) << bit;
             }
             block[2 * g.fields..2 * g.fields + 4].copy_from_slice(&qh.to_le_bytes());
         }
@@ -194,7 +196,7 @@ fn file_layout_blocks8(ty: GgmlType, group: &[u8], blocks: &mut [u8]) {
 /// module docs.
 fn interleave_blocks8(ty: GgmlType, blocks: &[u8], out: &mut [u8]) {
     let g = GroupLayout::of(ty);
-    let mut words = [0u32; GROUP_BLOCKS];
+    let mut fifth_bits = [0u8; 32];
     for (l, block) in blocks.chunks_exact(g.block_bytes).enumerate() {
         for f in 0..g.fields {
             let at = 2 * GROUP_BLOCKS * f + 2 * l;
@@ -202,8 +204,9 @@ fn interleave_blocks8(ty: GgmlType, blocks: &[u8], out: &mut [u8]) {
         }
         if g.five_bit {
             let qh = u32::from_le_bytes(block[2 * g.fields..2 * g.fields + 4].try_into().expect("4 bytes"));
-            for (j, word) in words.iter_mut().enumerate() {
-                *word |= (qh >> (4 * j) & 0xF) << (4 * l);
+            for bit in 0..32 {
+                let (j, b) = (bit / 4, bit % 4);
+                fifth_bits[4 * l + b] |= ((qh >> bit & 1) as u8) << j;
             }
         }
         let quants = &block[g.block_bytes - g.quant_bytes..];
@@ -213,9 +216,7 @@ fn interleave_blocks8(ty: GgmlType, blocks: &[u8], out: &mut [u8]) {
         }
     }
     if g.five_bit {
-        for (j, word) in words.iter().enumerate() {
-            out[g.words_at() + 4 * j..][..4].copy_from_slice(&word.to_le_bytes());
-        }
+        out[g.fifth_bits_at()..][..32].copy_from_slice(&fifth_bits);
     }
 }
 
@@ -298,8 +299,11 @@ mod tests {
                 let qh = u32::from_le_bytes(block[4..8].try_into().unwrap());
                 for bit in 0..32 {
                     let (j, b) = (bit / 4, bit % 4);
-                    let word = u32::from_le_bytes(got[32 + 4 * j..32 + 4 * j + 4].try_into().unwrap());
-                    assert_eq!(word >> (4 * l + b) & 1, qh >> bit & 1, "row {r} block {l}: fifth bit {bit}");
+                    assert_eq!(
+                        u32::from(got[32 + 4 * l + b] >> j & 1),
+                        qh >> bit & 1,
+                        "row {r} block {l}: fifth bit {bit}"
+                    );
                 }
                 for k in 0..16 {
                     assert_eq!(

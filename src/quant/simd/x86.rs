@@ -1444,8 +1444,8 @@ macro_rules! x86_kernels {
 
             /// An interleaved group's quants as [`transpose8`] leaves a file group's: vector `j`
             /// holds quants `4 j..4 j + 4` of block `l` in lane `l` (low nibbles for `j < 4`),
-            /// with 5-bit formats' fifth bits from the word of fifth bits made for that vector,
-            /// and Q8_0's as [`q8_0_weights`] makes them.
+            /// with 5-bit formats' fifth bits from the group's vector of them (bit `j` of each
+            /// byte: vector `j`'s), and Q8_0's as [`q8_0_weights`] makes them.
             #[inline]
             #[target_feature(enable = $features)]
             fn interleaved_quants<const WB: usize>(group: &[u8]) -> [__m256i; 8] {
@@ -1454,18 +1454,31 @@ macro_rules! x86_kernels {
                     return std::array::from_fn(|j| q8_0_weights(load32(quants, 32 * j)));
                 }
                 let nibbles = interleaved_nibbles(group);
-                // The fifth bits' words follow the f16 fields: `d` (16 bytes), Q5_1's `m`.
-                let bits_at = if WB == sizes::Q5_1 { 32 } else { 16 };
-                std::array::from_fn(|j| {
+                let low4 = _mm256_set1_epi8(0x0F);
+                let quants: [__m256i; 8] = std::array::from_fn(|j| {
                     let v = load32(nibbles, 32 * (j % 4));
-                    let v = if j < 4 { v } else { _mm256_srli_epi16::<4>(v) };
-                    if is_five_bit::<WB>() {
-                        let at = bits_at + 4 * j;
-                        quants5(v, u32::from_le_bytes(group[at..at + 4].try_into().expect("4 bytes")))
-                    } else {
-                        _mm256_and_si256(v, _mm256_set1_epi8(0x0F))
-                    }
-                })
+                    _mm256_and_si256(if j < 4 { v } else { _mm256_srli_epi16::<4>(v) }, low4)
+                });
+                if !is_five_bit::<WB>() {
+                    return quants;
+                }
+                // The fifth bits follow the f16 fields (`d`, 16 bytes; Q5_1's `m`): bit `j` of
+                // a byte moved to bit 4, where it adds 16 to vector `j`'s quant. Shifts of 16-bit
+                // lanes by at most 4 leave each byte's bit 4 from the same byte.
+                let bits_at = if WB == sizes::Q5_1 { 32 } else { 16 };
+                let fifth = load32::<32>(group[bits_at..bits_at + 32].try_into().expect("32 bytes of fifth bits"), 0);
+                let at_bit4 = [
+                    _mm256_slli_epi16::<4>(fifth),
+                    _mm256_slli_epi16::<3>(fifth),
+                    _mm256_slli_epi16::<2>(fifth),
+                    _mm256_slli_epi16::<1>(fifth),
+                    fifth,
+                    _mm256_srli_epi16::<1>(fifth),
+                    _mm256_srli_epi16::<2>(fifth),
+                    _mm256_srli_epi16::<3>(fifth),
+                ];
+                let bit4 = _mm256_set1_epi8(0x10);
+                std::array::from_fn(|j| _mm256_or_si256(quants[j], _mm256_and_si256(at_bit4[j], bit4)))
             }
 
             /// The eight blocks' integer dot products of an interleaved group with the
