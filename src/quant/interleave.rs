@@ -75,6 +75,11 @@ impl GroupLayout {
         2 * GROUP_BLOCKS * self.fields
     }
 
+    /// Where fifth bit `bit` of block `l` lies among the group's 32 bytes of them: (byte, bit).
+    fn fifth_bit_place(l: usize, bit: usize) -> (usize, usize) {
+        (4 * l + bit % 4, bit / 4)
+    }
+
     /// Where the group's quant bytes start.
     fn quants_at(&self) -> usize {
         self.fifth_bits_at() + if self.five_bit { 32 } else { 0 }
@@ -179,8 +184,8 @@ fn file_layout_blocks8(ty: GgmlType, group: &[u8], blocks: &mut [u8]) {
         if g.five_bit {
             let mut qh = 0u32;
             for bit in 0..32 {
-                let (j, b) = (bit / 4, bit % 4);
-                qh |= u32::from(group[g.fifth_bits_at() + 4 * l + b] >> j & 1) << bit;
+                let (byte, j) = GroupLayout::fifth_bit_place(l, bit);
+                qh |= u32::from(group[g.fifth_bits_at() + byte] >> j & 1) << bit;
             }
             block[2 * g.fields..2 * g.fields + 4].copy_from_slice(&qh.to_le_bytes());
         }
@@ -205,8 +210,8 @@ fn interleave_blocks8(ty: GgmlType, blocks: &[u8], out: &mut [u8]) {
         if g.five_bit {
             let qh = u32::from_le_bytes(block[2 * g.fields..2 * g.fields + 4].try_into().expect("4 bytes"));
             for bit in 0..32 {
-                let (j, b) = (bit / 4, bit % 4);
-                fifth_bits[4 * l + b] |= ((qh >> bit & 1) as u8) << j;
+                let (byte, j) = GroupLayout::fifth_bit_place(l, bit);
+                fifth_bits[byte] |= ((qh >> bit & 1) as u8) << j;
             }
         }
         let quants = &block[g.block_bytes - g.quant_bytes..];
