@@ -56,6 +56,24 @@ pub(super) mod sizes {
 /// enough to amortize decoding the block, few enough that the accumulators stay in registers.
 const TOKENS_PER_PASS: usize = 8;
 
+/// Gives the calling function a frame aligned to 32 bytes, so that the vectors the compiler
+/// spills in it land in aligned slots. Without it, a function that finds it needs a spill only
+/// during register allocation has its frame pointer in use as a general register and cannot
+/// realign: its spill slots are 16-byte aligned, and where the thread's stack puts a 32-byte
+/// slot across a cache line (a quarter of positions) or a page boundary, every store to it and
+/// load back stalls. Which kernels lose depends on the build and the thread; one measured case,
+/// Zen 3, in L2, the Q5_0 decode kernel at 512 columns with a slot across a page: 3.0 ns per
+/// block against 1.45 aligned. (Frame pointers forced for the whole crate align every frame too,
+/// but cost Gemma-3's decode 20%.) Costs a realignment and one store per call: called once per
+/// row loop or group tile.
+#[inline(always)]
+fn align_spills() {
+    #[repr(align(32))]
+    struct Aligned([u8; 0]);
+    // `&mut` of a local: a shared reference to a constant would point into a static instead.
+    std::hint::black_box(&mut Aligned([]));
+}
+
 /// Activation rows (tokens) a Q4_K prefill call multiplies with its eight weight rows at once:
 /// eight measured 11% faster prefill than four on Qwen2.5-1.5B (one thread, with an earlier form
 /// of the kernel's scaling); sixteen in two halves of eight was slower.
@@ -69,6 +87,7 @@ macro_rules! kernel_entries {
     ($features:literal; $rows:ident, $batch:ident, $kernel:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_ty:expr) => {
         #[target_feature(enable = $features)]
         fn $rows(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
+            super::align_spills();
             let nb = cols / $block_len;
             let act = &act[..crate::quant::simd_act_row_bytes($a_ty, $a_bytes, nb)];
             let mut pending = None;
@@ -284,6 +303,7 @@ macro_rules! unsigned_format {
         /// Row `r`'s result goes to `out[r * stride]` (a batch's leftover token: its column).
         #[target_feature(enable = $features)]
         fn $one_by_one(nb: usize, weights: &[u8], act: &[u8], out: &mut [f32], stride: usize) {
+            super::align_spills();
             let mut pending = None;
             for (o, w) in out.iter_mut().step_by(stride).zip(weights.chunks_exact(nb * $wb)) {
                 let acc = one_row_interleaved::<{ $wb }, { $ab }, { $offset }, $q8>(nb, w, act, &|$w: &[u8; $wb]| $quants);
@@ -301,6 +321,7 @@ macro_rules! unsigned_format {
         /// Row `r`'s result goes to `out[r * stride]` (a batch's leftover token: its column).
         #[target_feature(enable = $features)]
         fn $one_by_one(nb: usize, weights: &[u8], act: &[u8], out: &mut [f32], stride: usize) {
+            super::align_spills();
             let mut pending = None;
             for (o, w) in out.iter_mut().step_by(stride).zip(weights.chunks_exact(nb * $wb)) {
                 let acc = one_row::<{ $wb }, { $ab }, { $offset }, $q8>(nb, w, act, &|$w: &[u8; $wb]| $quants);
@@ -450,6 +471,7 @@ macro_rules! x86_kernels {
             /// to f32. (libm's `expf` one value at a time had been two fifths of attention.)
             #[target_feature(enable = $features)]
             fn softmax(x: &mut [f32]) {
+                super::align_spills();
                 let body = x.len() / 8 * 8;
                 let mut lanes_max = _mm256_set1_ps(f32::NEG_INFINITY);
                 for c in x[..body].chunks_exact(8) {
@@ -791,6 +813,7 @@ macro_rules! x86_kernels {
 
             #[target_feature(enable = $features)]
             fn dot_rows_q4_k(cols: usize, weights: &[u8], act: &[u8], out: &mut [f32]) {
+                super::align_spills();
                 let nb = cols / 256;
                 let mut pending = None;
                 for (o, w) in out.iter_mut().zip(weights.chunks_exact(nb * sizes::Q4_K)) {

@@ -196,6 +196,7 @@ pub(super) fn axpy_f16_heads<const P: usize>(
     n: usize,
     from: usize,
 ) {
+    super::align_spills();
     let done = n - n % 8;
     // Accumulators per head: 8 alone, 4 each for two or three heads (12 of the 16
     // registers, with a value and the heads' weights).
