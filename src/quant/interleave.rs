@@ -46,6 +46,12 @@ pub fn has_layout(ty: GgmlType) -> bool {
 /// Blocks per group of a row in the 32-value formats' layout.
 const GROUP_BLOCKS: usize = 8;
 
+/// Where a Q5_0 (`with_min` false) or Q5_1 group's 32 bytes of fifth bits start: after the
+/// eight blocks' f16 fields. The kernels read them there.
+pub(crate) const fn fifth_bits_at(with_min: bool) -> usize {
+    2 * GROUP_BLOCKS * if with_min { 2 } else { 1 }
+}
+
 /// Where a 32-value format's fields lie in a block and in an interleaved group (module docs):
 /// the one description both directions of the rearrangement follow.
 struct GroupLayout {
@@ -72,7 +78,7 @@ impl GroupLayout {
 
     /// Where the group's fifth bits start.
     fn fifth_bits_at(&self) -> usize {
-        2 * GROUP_BLOCKS * self.fields
+        fifth_bits_at(self.fields == 2)
     }
 
     /// Where fifth bit `bit` of block `l` lies among the group's 32 bytes of them: (byte, bit).

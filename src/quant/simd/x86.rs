@@ -1488,7 +1488,7 @@ macro_rules! x86_kernels {
                 // The fifth bits follow the f16 fields (`d`, 16 bytes; Q5_1's `m`): bit `j` of
                 // a byte moved to bit 4, where it adds 16 to vector `j`'s quant. Shifts of 16-bit
                 // lanes by at most 4 leave each byte's bit 4 from the same byte.
-                let bits_at = if WB == sizes::Q5_1 { 32 } else { 16 };
+                let bits_at = crate::quant::interleave::fifth_bits_at(WB == sizes::Q5_1);
                 let fifth = load32::<32>(group[bits_at..bits_at + 32].try_into().expect("32 bytes of fifth bits"), 0);
                 let at_bit4 = [
                     _mm256_slli_epi16::<4>(fifth),
