@@ -64,8 +64,11 @@ const TOKENS_PER_PASS: usize = 8;
 /// load back stalls. Which kernels lose depends on the build and the thread; one measured case,
 /// Zen 3, in L2, the Q5_0 decode kernel at 512 columns with a slot across a page: 3.0 ns per
 /// block against 1.45 aligned. (Frame pointers forced for the whole crate align every frame too,
-/// but cost Gemma-3's decode 20%.) Costs a realignment and one store per call: called once per
-/// row loop or group tile.
+/// but cost Gemma-3's decode 20%.) Costs a realignment per call, so it is in functions called
+/// once per matrix or head (decode's row loops, softmax, attention's value sums), not in the
+/// prefill tiles' `tile_group`, called per group of blocks, which it made 8-15% slower. To find
+/// the functions that need it: `objdump -d -M intel` shows `vmovups`/`vmovdqu` of a `ymm` to
+/// `[rsp+..]` in a function whose prologue has no `and rsp, ..e0`.
 #[inline(always)]
 fn align_spills() {
     #[repr(align(32))]
