@@ -5,8 +5,9 @@
 //! with AVX-512 VNNI, which differ only in a few integer primitives: the u8 x i8 four-product sum
 //! (`vpmaddubsw` + `vpmaddwd` with ones on AVX2, one `vpdpbusd` with VNNI), the i16 x i16 pair
 //! sum accumulated into i32 (`vpmaddwd` + `vpaddd`, or one `vpdpwssd`), Q5's fifth bits
-//! added to 32 quants (bits spread to bytes by a shuffle, an or and a compare, or a zero-masked
-//! move joined to the nibbles by one `vpternlogd`), the Q8_0 weights' product (their sign moved
+//! added to a block's 32 quants in the file's layout (bits spread to bytes by a shuffle, an `and`
+//! and a `vpsignb`, or a zero-masked move joined to the nibbles by one `vpternlogd`; the
+//! rearranged layout's take one shift on both), the Q8_0 weights' product (their sign moved
 //! onto the activations, or the weights offset to unsigned), the sums of 4- and 5-bit quants'
 //! products (`narrow_dot`: in i16 lanes, widened once per run, Q4_K's by a `vpmaddwd` with its
 //! scales; or in i32 lanes) and the gathering of eight blocks' f16 scales (through general
