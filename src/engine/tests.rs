@@ -771,3 +771,53 @@ fn batch_probe() {
         );
     }
 }
+
+/// Tokens a second of one greedy generation driven through the scheduler, as `model.generate`
+/// runs it, with a caller that spends `PROBE_CONSUMER_US` (default 0) of CPU time on each token
+/// before asking for the next (a JS thread's share of a token, ~0.2 ms on a 2-vCPU host), on a
+/// real model: `CHORD_PROBE_MODEL=file.gguf cargo test --release stream_probe -- --ignored
+/// --nocapture` (`PROBE_THREADS`, default 2; `PROBE_STEPS` tokens, default 128, after a
+/// 128-token prompt; the default copy, made before the first token). Compared with
+/// `batch_probe`'s passes, it shows what the scheduler and the caller's work add per token.
+#[test]
+#[ignore]
+fn stream_probe() {
+    let Some(path) = std::env::var_os("CHORD_PROBE_MODEL") else { return };
+    let threads = std::env::var("PROBE_THREADS").map_or(2, |v| v.parse().unwrap());
+    let consumer =
+        std::time::Duration::from_micros(std::env::var("PROBE_CONSUMER_US").map_or(0, |v| v.parse().unwrap()));
+    let steps: usize = std::env::var("PROBE_STEPS").map_or(128, |v| v.parse().unwrap());
+    let opts = LoadOptions { context_size: Some(512), threads: Some(threads), ..LoadOptions::default() };
+    let model = Arc::new(Model::load(Path::new(&path), &opts, &AtomicBool::new(false), &mut |_, _| {}).unwrap());
+    wait_for_the_copy(&model);
+    let prompt: Vec<u32> = (0..128u32).map(|i| 100 + (i * 7) % 1000).collect();
+    let generation = Arc::new(Mutex::new(Some(Generation::one_shot(model.clone(), &prompt, greedy(steps)).unwrap())));
+    let cancel: Arc<AtomicBool> = Arc::default();
+    let (tx, rx) = crossbeam_channel::unbounded::<Result<Step>>();
+    let ask = || {
+        let tx = tx.clone();
+        let reply: Reply = Box::new(move |r| tx.send(r).unwrap());
+        model.scheduler().submit(StepJob { generation: generation.clone(), cancel: cancel.clone(), reply });
+    };
+    ask();
+    let mut arrivals = Vec::new();
+    while let Step::Token { .. } = rx.recv().unwrap().unwrap() {
+        let now = std::time::Instant::now();
+        arrivals.push(now);
+        while now.elapsed() < consumer {
+            std::hint::spin_loop();
+        }
+        ask();
+    }
+    // From the first token to the last: the prompt's evaluation is not counted.
+    let mut gaps: Vec<f64> = arrivals.windows(2).map(|w| (w[1] - w[0]).as_secs_f64() * 1e3).collect();
+    let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+    gaps.sort_by(f64::total_cmp);
+    println!(
+        "consumer {} us: {:.1} tok/s, median gap {:.2} ms ({} tokens)",
+        consumer.as_micros(),
+        1e3 / mean,
+        gaps[gaps.len() / 2],
+        arrivals.len()
+    );
+}
