@@ -720,9 +720,10 @@ fn generations_beyond_the_sequence_limit_wait_for_a_slot() {
 /// model: `CHORD_PROBE_MODEL=file.gguf cargo test --release batch_probe -- --ignored --nocapture`
 /// (`PROBE_STEPS` passes timed, default 16, each after a pause of `PROBE_GAP_US`; `PROBE_THREADS`,
 /// default 2; `PROBE_BUDGET` bytes pages the weights; `PROBE_COPY=1` copies every tensor, which
-/// leaves a tied output head in the file's layout, `0` none; unset, the default copy, waited for:
-/// its thread takes only the CPU time the compute threads leave, which passes run back to back
-/// at as many threads as cores do not leave, so the probe otherwise timed the mapped file).
+/// leaves a tied output head in the file's layout; `0` copies nothing; unset, the default copy is
+/// waited for before the first pass: its thread runs only when the compute threads leave a core
+/// idle, and back-to-back passes with a thread per core never do, so without the wait the probe
+/// timed the mapped file's layout).
 #[test]
 #[ignore]
 fn batch_probe() {
