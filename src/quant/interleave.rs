@@ -3,13 +3,10 @@
 //! (lane `l` of a vector: block `l`'s), as the kernels would otherwise rearrange them:
 //! - Q4_K: the blocks of eight rows interleaved, for a kernel taking eight rows at once, which
 //!   then reads one sequential stream;
-//! - Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0: each row's whole groups of eight blocks on their own, so
-//!   that one row's product finishes eight blocks in the lanes of one accumulator instead of
-//!   summing each block's lanes; and where rows end in a partial group (`nb % 8` blocks, 2 at
-//!   SmolLM2's 576 columns), the eight rows' blocks `k` of it as one group more, block `l` of
-//!   which is row `l`'s, so that a kernel finishes them for eight rows at once instead of as a
-//!   partial group per row (at 576 columns that partial group and the row's own overhead took
-//!   as long as its 16 whole blocks).
+//! - Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0: each row's whole groups of eight blocks on their own (rows
+//!   stay whole and in order; a row's last `nb % 8` blocks stay as they are), so that one row's
+//!   product finishes eight blocks in the lanes of one accumulator instead of summing each
+//!   block's lanes.
 //!
 //! Rearranging is a permutation of the bytes of each group: the bytes and the arithmetic are
 //! those of the file's layout, so results are bit-identical.
@@ -19,15 +16,7 @@
 //! - bytes `128 + 256 c + 32 j + 4 r..+ 4`: row `r`'s quant bytes `32 c + 4 j..+ 4` (`c` in 0..4,
 //!   `j` in 0..8), which is what the file layout's kernel gets by transposing eight 32-byte loads.
 //!
-//! The 32-value formats, per group of eight rows of `nb` blocks, `whole = nb - nb % 8` of them
-//! in whole groups (`W = whole * block bytes`):
-//! - bytes `W r..W (r + 1)`: row `r`'s whole groups, each rearranged as below;
-//! - then, for `k` in `0..nb % 8`, one group rearranged as below whose block `l` is row `l`'s
-//!   block `whole + k` (a row-tail group).
-//!
-//! Rows without a partial group stay whole and in order.
-//!
-//! Per group of eight blocks (8 x 18, 20, 22 or 24 bytes):
+//! The 32-value formats, per group of eight blocks of a row (8 x 18, 20, 22 or 24 bytes):
 //! - bytes `2 l..2 l + 2`: block `l`'s `d`; for Q4_1 and Q5_1 then bytes `16 + 2 l..`: its `m`;
 //! - for Q5_0 and Q5_1 then 32 bytes of fifth bits, byte `4 l + b` holding at bit `j` block
 //!   `l`'s fifth bit `4 j + b`, the one of byte `4 l + b` of quant vector `j` below (a kernel
@@ -56,9 +45,6 @@ pub fn has_layout(ty: GgmlType) -> bool {
 
 /// Blocks per group of a row in the 32-value formats' layout.
 const GROUP_BLOCKS: usize = 8;
-
-/// The largest 32-value block rearranged: Q8_0's 34 bytes.
-const MAX_BLOCK_BYTES: usize = 34;
 
 /// Where a Q5_0 (`with_min` false) or Q5_1 group's 32 bytes of fifth bits start: after the
 /// eight blocks' f16 fields. The kernels read them there.
@@ -128,27 +114,13 @@ pub fn interleave_rows8(ty: GgmlType, cols: usize, rows: &mut [u8], scratch: &mu
     assert!(group_bytes > 0 && rows.len().is_multiple_of(group_bytes), "quant: not whole groups of eight rows");
     let nb = cols / ty.block_len() as usize;
     if ty != GgmlType::Q4_K {
-        let g = GroupLayout::of(ty);
-        let whole_bytes = (nb - nb % GROUP_BLOCKS) * g.block_bytes;
-        let group_of_blocks = GROUP_BLOCKS * g.block_bytes;
-        let mut tail_blocks = [0u8; GROUP_ROWS * MAX_BLOCK_BYTES];
-        for group in rows.chunks_exact_mut(group_bytes) {
-            scratch.clear();
-            scratch.extend_from_slice(group);
-            let (wholes, tails) = group.split_at_mut(GROUP_ROWS * whole_bytes);
-            for (row, to) in scratch.chunks_exact(row_bytes).zip(wholes.chunks_exact_mut(whole_bytes.max(1))) {
-                for (from, to) in
-                    row[..whole_bytes].chunks_exact(group_of_blocks).zip(to.chunks_exact_mut(group_of_blocks))
-                {
-                    interleave_blocks8(ty, from, to);
-                }
-            }
-            for (k, to) in tails.chunks_exact_mut(group_of_blocks).enumerate() {
-                let tail_blocks = &mut tail_blocks[..group_of_blocks];
-                for (r, block) in tail_blocks.chunks_exact_mut(g.block_bytes).enumerate() {
-                    block.copy_from_slice(&scratch[r * row_bytes + whole_bytes + k * g.block_bytes..][..g.block_bytes]);
-                }
-                interleave_blocks8(ty, tail_blocks, to);
+        let block_bytes = ty.block_bytes() as usize;
+        for row in rows.chunks_exact_mut(row_bytes) {
+            let whole = nb - nb % GROUP_BLOCKS;
+            for group in row[..whole * block_bytes].chunks_exact_mut(GROUP_BLOCKS * block_bytes) {
+                scratch.clear();
+                scratch.extend_from_slice(group);
+                interleave_blocks8(ty, scratch, group);
             }
         }
         return;
@@ -172,7 +144,8 @@ pub fn interleave_rows8(ty: GgmlType, cols: usize, rows: &mut [u8], scratch: &mu
 
 /// Row `row` of `rows` (whole groups of eight rows of `cols` values of `ty`, rearranged by
 /// [`interleave_rows8`]) as the file lays it out, into `out`: what an embedding lookup in a
-/// rearranged tied output head dequantizes. Reads only the bytes of the row's group of rows.
+/// rearranged tied output head dequantizes. Reads only the row's own bytes, or for Q4_K its
+/// group's.
 ///
 /// Panics if `ty` has no interleaved layout or the row is not inside `rows`' whole groups.
 pub fn file_layout_row(ty: GgmlType, cols: usize, rows: &[u8], row: usize, out: &mut Vec<u8>) {
@@ -195,22 +168,15 @@ pub fn file_layout_row(ty: GgmlType, cols: usize, rows: &[u8], row: usize, out: 
         }
         return;
     }
-    let g = GroupLayout::of(ty);
-    let whole_bytes = (nb - nb % GROUP_BLOCKS) * g.block_bytes;
-    let group_of_blocks = GROUP_BLOCKS * g.block_bytes;
-    let (group, r) = (&rows[group_start..][..group_bytes], row % GROUP_ROWS);
-    let (wholes, tails) = group.split_at(GROUP_ROWS * whole_bytes);
-    let (out_whole, out_tail) = out.split_at_mut(whole_bytes);
-    let src = &wholes[r * whole_bytes..][..whole_bytes];
-    for (from, to) in src.chunks_exact(group_of_blocks).zip(out_whole.chunks_exact_mut(group_of_blocks)) {
-        file_layout_blocks8(ty, from, to);
+    let block_bytes = ty.block_bytes() as usize;
+    let whole = (nb - nb % GROUP_BLOCKS) * block_bytes;
+    let src = &rows[row * row_bytes..][..row_bytes];
+    for (group, dst) in
+        src[..whole].chunks_exact(GROUP_BLOCKS * block_bytes).zip(out.chunks_exact_mut(GROUP_BLOCKS * block_bytes))
+    {
+        file_layout_blocks8(ty, group, dst);
     }
-    let mut tail_blocks = [0u8; GROUP_ROWS * MAX_BLOCK_BYTES];
-    let tail_blocks = &mut tail_blocks[..group_of_blocks];
-    for (from, to) in tails.chunks_exact(group_of_blocks).zip(out_tail.chunks_exact_mut(g.block_bytes)) {
-        file_layout_blocks8(ty, from, tail_blocks);
-        to.copy_from_slice(&tail_blocks[r * g.block_bytes..][..g.block_bytes]);
-    }
+    out[whole..].copy_from_slice(&src[whole..]);
 }
 
 /// The inverse of [`interleave_blocks8`]: one interleaved group back into eight blocks.
@@ -327,8 +293,7 @@ mod tests {
     }
 
     /// Q5_1 has every part of the 32-value layout: `d`, `m`, fifth bits and nibbles. Each
-    /// row's whole group and each row-tail group holds its blocks' fields where the module docs
-    /// say.
+    /// whole group's fields land where the module docs say; a row's last blocks stay put.
     #[test]
     fn a_q5_1_group_holds_its_blocks_fields_as_documented() {
         let (nb, rows) = (10, 8);
@@ -336,42 +301,31 @@ mod tests {
         let original: Vec<u8> = (0..rows * nb * block_bytes).map(|i| (i * 37 % 253) as u8).collect();
         let mut data = original.clone();
         interleave_rows8(GgmlType::Q5_1, nb * 32, &mut data, &mut Vec::new());
-        let block = |r: usize, i: usize| &original[(r * nb + i) * block_bytes..][..block_bytes];
-        let group_bytes = GROUP_BLOCKS * block_bytes;
-        /// Where a group starts, (row, block) of its block `l` for each `l`, and its name.
-        type Group = (usize, [(usize, usize); GROUP_BLOCKS], String);
-        let mut groups: Vec<Group> = Vec::new();
         for r in 0..rows {
-            groups.push((r * group_bytes, std::array::from_fn(|l| (r, l)), format!("row {r}'s whole group")));
-        }
-        for k in 0..nb - GROUP_BLOCKS {
-            let blocks = std::array::from_fn(|l| (l, GROUP_BLOCKS + k));
-            groups.push(((rows + k) * group_bytes, blocks, format!("row-tail group {k}")));
-        }
-        assert_eq!(groups.len() * group_bytes, data.len());
-        for (at, blocks, what) in groups {
-            let got = &data[at..at + group_bytes];
-            for (l, &(r, i)) in blocks.iter().enumerate() {
-                let block = block(r, i);
-                assert_eq!(got[2 * l..2 * l + 2], block[0..2], "{what}, block {l}: d");
-                assert_eq!(got[16 + 2 * l..16 + 2 * l + 2], block[2..4], "{what}, block {l}: m");
+            let (row, got) = (&original[r * nb * block_bytes..][..nb * block_bytes], &data[r * nb * block_bytes..]);
+            for l in 0..GROUP_BLOCKS {
+                let block = &row[l * block_bytes..][..block_bytes];
+                assert_eq!(got[2 * l..2 * l + 2], block[0..2], "row {r} block {l}: d");
+                assert_eq!(got[16 + 2 * l..16 + 2 * l + 2], block[2..4], "row {r} block {l}: m");
                 let qh = u32::from_le_bytes(block[4..8].try_into().unwrap());
                 for bit in 0..32 {
                     let (j, b) = (bit / 4, bit % 4);
                     assert_eq!(
                         u32::from(got[32 + 4 * l + b] >> j & 1),
                         qh >> bit & 1,
-                        "{what}, block {l}: fifth bit {bit}"
+                        "row {r} block {l}: fifth bit {bit}"
                     );
                 }
                 for k in 0..16 {
                     assert_eq!(
                         got[64 + 32 * (k / 4) + 4 * l + k % 4],
                         block[8 + k],
-                        "{what}, block {l}: quant byte {k}"
+                        "row {r} block {l}: quant byte {k}"
                     );
                 }
             }
+            let tail = GROUP_BLOCKS * block_bytes;
+            assert_eq!(got[tail..nb * block_bytes], row[tail..], "row {r}: the last blocks");
         }
     }
 }

@@ -146,10 +146,9 @@ macro_rules! kernel_entries {
             }
         }
     };
-    // Kernels by tiles: `$tile::<R, N>(nb, weights, first, acts)` multiplies weight rows
-    // `first..first + R` with N activation rows; decode takes tiles of one by one, prefill larger
-    // ones, where each activation block loaded serves R rows. Every result is bit-identical to
-    // the one-by-one tile's.
+    // Kernels by tiles: `$tile::<R, N>` multiplies R weight rows with N activation rows; decode
+    // takes tiles of one by one, prefill larger ones, where each activation block loaded serves
+    // R rows. Every result is bit-identical to the one-by-one tile's.
     // `$one_by_one` is the one-by-one tile over every row, in one function.
     ($features:literal; $rows:ident, $batch:ident, tile $tile:ident, $one_by_one:ident, $block_len:expr, $w_bytes:expr, $a_bytes:expr, $a_ty:expr) => {
         #[target_feature(enable = $features)]
@@ -176,19 +175,22 @@ macro_rules! kernel_entries {
                 out: &mut [f32],
             ) {
                 const ROWS: usize = super::ROWS_PER_TILE;
+                let row_bytes = nb * $w_bytes;
                 let act_bytes = crate::quant::simd_act_row_bytes($a_ty, $a_bytes, nb);
                 let act = |k: usize| &acts[(t + k) * act_bytes..(t + k + 1) * act_bytes];
                 let rows = out.len() / n_tokens;
+                let w = |r: usize| &weights[r * row_bytes..(r + 1) * row_bytes];
                 let mut r = 0;
                 while r + ROWS <= rows {
-                    let dots = $tile::<ROWS, P>(nb, weights, r, std::array::from_fn(act));
+                    let tile_rows = std::array::from_fn(|k| w(r + k));
+                    let dots = $tile::<ROWS, P>(nb, tile_rows, std::array::from_fn(act));
                     for (k, dots) in dots.iter().enumerate() {
                         out[(r + k) * n_tokens + t..][..P].copy_from_slice(dots);
                     }
                     r += ROWS;
                 }
                 for r in r..rows {
-                    let [dots] = $tile::<1, P>(nb, weights, r, std::array::from_fn(act));
+                    let [dots] = $tile::<1, P>(nb, [w(r)], std::array::from_fn(act));
                     out[r * n_tokens + t..][..P].copy_from_slice(&dots);
                 }
             }
@@ -224,9 +226,8 @@ macro_rules! kernel_entries {
 
 /// Weight rows a prefill tile multiplies at once (see [`kernel_entries`]): each activation
 /// block loaded then serves this many rows, which keeps prefill from waiting on the L2 cache
-/// where activation rows outgrow L1. A tile of interleaved rows lies inside one group of eight.
+/// where activation rows outgrow L1.
 const ROWS_PER_TILE: usize = 4;
-const _: () = assert!(crate::quant::INTERLEAVED_ROWS.is_multiple_of(ROWS_PER_TILE));
 
 /// How far ahead of the block being multiplied the one-row (decode) kernels ask for weights
 /// (`_mm_prefetch`). The hardware prefetcher alone leaves a core waiting on DRAM: over 64 MiB
@@ -294,30 +295,30 @@ macro_rules! unsigned_format {
     // A format with an interleaved layout too: both kernels from the one block decoder.
     ($features:literal; $tile:ident, $one_by_one:ident, interleaved $i_tile:ident, $i_one_by_one:ident, $wb:expr, $ab:expr, $offset:expr, $q8:literal, |$w:ident| $quants:expr) => {
         unsigned_format!($features; $tile, $one_by_one, $wb, $ab, $offset, $q8, |$w| $quants);
-        unsigned_format!($features; interleaved $i_tile, $i_one_by_one, $wb, $ab, $offset, $q8);
+        unsigned_format!($features; interleaved $i_tile, $i_one_by_one, $wb, $ab, $offset, $q8, |$w| $quants);
     };
-    // 32-value weights in the interleaved layout ([`unsigned_interleaved`], [`interleaved_rows`]),
-    // which needs no block decoder of the file's layout.
-    ($features:literal; interleaved $tile:ident, $one_by_one:ident, $wb:expr, $ab:expr, $offset:expr, $q8:literal) => {
+    // 32-value weights in the interleaved layout ([`unsigned_interleaved`]).
+    ($features:literal; interleaved $tile:ident, $one_by_one:ident, $wb:expr, $ab:expr, $offset:expr, $q8:literal, |$w:ident| $quants:expr) => {
         #[target_feature(enable = $features)]
-        fn $tile<const R: usize, const N: usize>(nb: usize, weights: &[u8], first: usize, a: [&[u8]; N]) -> [[f32; N]; R] {
-            let group_bytes = crate::quant::INTERLEAVED_ROWS * nb * $wb;
-            let group = &weights[first / crate::quant::INTERLEAVED_ROWS * group_bytes..][..group_bytes];
-            unsigned_interleaved::<{ $wb }, { $ab }, R, N, { $offset }, $q8>(nb, group, first % crate::quant::INTERLEAVED_ROWS, a)
+        fn $tile<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
+            unsigned_interleaved::<{ $wb }, { $ab }, R, N, { $offset }, $q8>(nb, w, a, |$w: &[u8; $wb]| $quants)
         }
 
         /// Row `r`'s result goes to `out[r * stride]` (a batch's leftover token: its column).
         #[target_feature(enable = $features)]
         fn $one_by_one(nb: usize, weights: &[u8], act: &[u8], out: &mut [f32], stride: usize) {
             super::align_spills();
-            interleaved_rows::<{ $wb }, { $ab }, { $offset }, $q8>(nb, weights, act, out, stride);
+            let mut pending = None;
+            for (o, w) in out.iter_mut().step_by(stride).zip(weights.chunks_exact(nb * $wb)) {
+                let acc = one_row_interleaved::<{ $wb }, { $ab }, { $offset }, $q8>(nb, w, act, &|$w: &[u8; $wb]| $quants);
+                sum_later(&mut pending, Some((o, acc)));
+            }
+            sum_later(&mut pending, None);
         }
     };
     ($features:literal; $tile:ident, $one_by_one:ident, $wb:expr, $ab:expr, $offset:expr, $q8:literal, |$w:ident| $quants:expr) => {
         #[target_feature(enable = $features)]
-        fn $tile<const R: usize, const N: usize>(nb: usize, weights: &[u8], first: usize, a: [&[u8]; N]) -> [[f32; N]; R] {
-            let row_bytes = nb * $wb;
-            let w = std::array::from_fn(|r| &weights[(first + r) * row_bytes..][..row_bytes]);
+        fn $tile<const R: usize, const N: usize>(nb: usize, w: [&[u8]; R], a: [&[u8]; N]) -> [[f32; N]; R] {
             unsigned_blocks::<{ $wb }, { $ab }, R, N, { $offset }, $q8>(nb, w, a, |$w: &[u8; $wb]| $quants)
         }
 
@@ -1210,36 +1211,22 @@ macro_rules! x86_kernels {
             #[inline]
             #[target_feature(enable = $features)]
             fn finish_lanes<const AB: usize, const COUNT: usize, const OFFSET: i32>(
-                scales: [__m256; 2],
+                [d_w, m_w]: [__m256; 2],
                 d_a: &[u8],
                 second: &[u8],
                 dots: __m256i,
                 acc: &mut __m256,
             ) {
-                finish_dots::<AB, OFFSET>(scales, f32x8_of(d_a, 0, COUNT), table8_of(second, 0, COUNT), dots, acc);
-            }
-
-            /// [`finish_lanes`] with the activations' table entries as lanes: `d_a` their `d`,
-            /// `second` (bit patterns) Q8_0's quant sums or Q8_1's s. The one place every
-            /// product of a 32-value format is finished.
-            #[inline]
-            #[target_feature(enable = $features)]
-            fn finish_dots<const AB: usize, const OFFSET: i32>(
-                [d_w, m_w]: [__m256; 2],
-                d_a: __m256,
-                second: __m256i,
-                dots: __m256i,
-                acc: &mut __m256,
-            ) {
                 let dots = if OFFSET != 0 {
-                    _mm256_sub_epi32(dots, _mm256_mullo_epi32(second, _mm256_set1_epi32(OFFSET)))
+                    let a_sums = table8_of(second, 0, COUNT);
+                    _mm256_sub_epi32(dots, _mm256_mullo_epi32(a_sums, _mm256_set1_epi32(OFFSET)))
                 } else {
                     dots
                 };
-                let d = _mm256_mul_ps(d_w, d_a);
+                let d = _mm256_mul_ps(d_w, f32x8_of(d_a, 0, COUNT));
                 *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dots), *acc);
                 if AB == sizes::Q8_1 {
-                    *acc = _mm256_fmadd_ps(m_w, _mm256_castsi256_ps(second), *acc);
+                    *acc = _mm256_fmadd_ps(m_w, f32x8_of(second, 0, COUNT), *acc);
                 }
             }
 
@@ -1412,24 +1399,26 @@ macro_rules! x86_kernels {
             }
 
             /// [`unsigned_blocks`] for 32-value weights in the interleaved layout
-            /// (`quant::interleave_rows8`), rows `first..first + R` of `group` (eight rows): a
-            /// whole group's quants come transposed, with no [`transpose8`], and its scales side
-            /// by side; the rows' last `nb % 8` blocks come from the row-tail groups
-            /// ([`row_tail_tiles`]). Bit-identical to the file layout's products: the same
+            /// (`quant::interleave_rows8`): a whole group's quants come transposed, with no
+            /// [`transpose8`], and its scales side by side; a row's last `nb % 8` blocks, in the
+            /// file's layout, go as there. Bit-identical to the file layout's products: the same
             /// integer sums, finished alike.
             #[inline]
             #[target_feature(enable = $features)]
             fn unsigned_interleaved<const WB: usize, const AB: usize, const R: usize, const N: usize, const OFFSET: i32, const Q8: bool>(
                 nb: usize,
-                group: &[u8],
-                first: usize,
+                w: [&[u8]; R],
                 a: [&[u8]; N],
+                quants: impl Fn(&[u8; WB]) -> __m256i,
             ) -> [[f32; N]; R] {
                 let whole = nb - nb % 8;
-                let (wholes, tails) = group.split_at(8 * whole * WB);
+                if R == 1 && N == 1 {
+                    let sum = hsum(one_row_interleaved::<WB, AB, OFFSET, Q8>(nb, w[0], a[0], &quants));
+                    return [[sum; N]; R];
+                }
                 let mut acc = [[_mm256_setzero_ps(); N]; R];
                 for i in (0..whole).step_by(8) {
-                    let groups: [&[u8]; R] = std::array::from_fn(|r| &wholes[((first + r) * whole + i) * WB..][..8 * WB]);
+                    let groups: [&[u8]; R] = std::array::from_fn(|r| &w[r][i * WB..(i + 8) * WB]);
                     if N <= super::SEQUENCES_PREFETCHED {
                         groups.iter().for_each(|g| prefetch_ahead(g.as_ptr(), 8 * WB));
                     }
@@ -1437,155 +1426,41 @@ macro_rules! x86_kernels {
                     let scales = groups.map(|g| interleaved_scales::<AB>(g));
                     tile_group::<WB, AB, R, N, 8, OFFSET, Q8>(nb, a, i, &q, &scales, &mut acc);
                 }
-                with_count!(nb - whole, C => {
-                    let (q, scales) = row_tail_tiles::<WB, AB, R, C>(tails, first);
-                    tile_group::<WB, AB, R, N, C, OFFSET, Q8>(nb, a, whole, &q, &scales, &mut acc);
-                });
+                with_count!(nb - whole, C => unsigned_group::<WB, AB, R, N, C, OFFSET, Q8>(nb, w, a, whole, &quants, &mut acc));
                 acc.map(|row| row.map(|v| hsum(v)))
             }
 
-            /// Rows `first..first + R`'s last `COUNT` blocks, from the `COUNT` row-tail groups
-            /// `tails` of their group of eight rows, as [`unsigned_group`] hands a file group's to
-            /// [`tile_group`]: quants transposed (vector `j`, lane `k`: quants `4 j..4 j + 4` of
-            /// block `k`) and scales in lanes, zero past `COUNT`. A row-tail group's lane `l` is
-            /// row `l`'s: one more transpose per vector takes each row's lanes out.
-            #[inline]
-            #[target_feature(enable = $features)]
-            fn row_tail_tiles<const WB: usize, const AB: usize, const R: usize, const COUNT: usize>(
-                tails: &[u8],
-                first: usize,
-            ) -> ([[__m256i; 8]; R], [[__m256; 2]; R]) {
-                let zero = _mm256_setzero_si256();
-                let mut quants = [[zero; 8]; 8];
-                let mut scales = [[zero; 8]; 2];
-                for k in 0..COUNT {
-                    let group = &tails[8 * k * WB..][..8 * WB];
-                    let q = interleaved_quants::<WB>(group);
-                    for j in 0..8 {
-                        quants[j][k] = q[j];
-                    }
-                    let [d, m] = interleaved_scales::<AB>(group);
-                    scales[0][k] = _mm256_castps_si256(d);
-                    scales[1][k] = _mm256_castps_si256(m);
-                }
-                // by_row[j][l]: row `l`'s quants `4 j..` of its blocks, lane `k` block `k`'s.
-                let by_row = quants.map(|q| transpose8(q));
-                let [d, m] = scales.map(|s| transpose8(s));
-                let q = std::array::from_fn(|r| std::array::from_fn(|j| by_row[j][first + r]));
-                let s = std::array::from_fn(|r| [_mm256_castsi256_ps(d[first + r]), _mm256_castsi256_ps(m[first + r])]);
-                (q, s)
-            }
-
-            /// The one-by-one tile over every row of `weights` (whole groups of eight rows in the
-            /// interleaved layout; decode), row `r`'s result to `out[r * stride]`. Where rows
-            /// end in a partial group of blocks, eight rows at a time: their accumulators are
-            /// transposed so that vector `k` holds lane `k` of each ([`row_tails`]), each row-tail
-            /// group's products land in its rows' lanes as they would in each row's own, and the
-            /// rows' horizontal sums are then the same additions done across vectors.
-            #[inline]
-            #[target_feature(enable = $features)]
-            fn interleaved_rows<const WB: usize, const AB: usize, const OFFSET: i32, const Q8: bool>(
-                nb: usize,
-                weights: &[u8],
-                act: &[u8],
-                out: &mut [f32],
-                stride: usize,
-            ) {
-                let whole = nb - nb % 8;
-                if whole == nb {
-                    let mut pending = None;
-                    for (o, w) in out.iter_mut().step_by(stride).zip(weights.chunks_exact(nb * WB)) {
-                        sum_later(&mut pending, Some((o, one_row_interleaved::<WB, AB, OFFSET, Q8>(nb, w, act))));
-                    }
-                    sum_later(&mut pending, None);
-                    return;
-                }
-                for (g, group) in weights.chunks_exact(8 * nb * WB).enumerate() {
-                    let (wholes, tails) = group.split_at(8 * whole * WB);
-                    let mut acc = [_mm256_setzero_ps(); 8];
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        *acc = one_row_interleaved::<WB, AB, OFFSET, Q8>(nb, &wholes[r * whole * WB..][..whole * WB], act);
-                    }
-                    let mut sums = _mm256_setzero_ps();
-                    with_count!(nb - whole, C => sums = row_tails::<WB, AB, C, OFFSET, Q8>(nb, tails, act, acc));
-                    for (r, sum) in f32_lanes(sums).into_iter().enumerate() {
-                        out[(8 * g + r) * stride] = sum;
-                    }
-                }
-            }
-
-            /// The products of eight rows whose whole groups left `acc` (a row each), finished
-            /// with their last `COUNT` blocks from the row-tail groups `tails` (see
-            /// [`interleaved_rows`]): lane `r`, row `r`'s [`hsum`].
-            #[inline]
-            #[target_feature(enable = $features)]
-            fn row_tails<const WB: usize, const AB: usize, const COUNT: usize, const OFFSET: i32, const Q8: bool>(
-                nb: usize,
-                tails: &[u8],
-                a: &[u8],
-                acc: [__m256; 8],
-            ) -> __m256 {
-                let whole = nb - COUNT;
-                // Each part of the weights read asks for what lies as far ahead of it: without
-                // the row-tail groups' share (a ninth of the bytes at 576 columns) decode from
-                // DRAM waited on their lines, SmolLM2 at one thread 30% slower.
-                prefetch_ahead(tails.as_ptr(), tails.len());
-                // lanes[k], lane r: row r's accumulator's lane k.
-                let mut lanes = transpose8(acc.map(|v| _mm256_castps_si256(v))).map(|v| _mm256_castsi256_ps(v));
-                let entry = |column: usize, k: usize| {
-                    let at = crate::quant::simd_column_at(act_type::<AB>(), nb, column) + 4 * (whole + k);
-                    i32::from_le_bytes(a[at..at + 4].try_into().expect("a table entry"))
-                };
-                for (k, lanes) in lanes.iter_mut().enumerate().take(COUNT) {
-                    let group = &tails[8 * k * WB..][..8 * WB];
-                    let act = block::<AB>(a, whole + k);
-                    let act: [__m256i; 8] = std::array::from_fn(|j| broadcast4(act, AB - 32 + 4 * j));
-                    let dots = interleaved_dots::<WB, Q8>(group, &act);
-                    let (d_a, second) = (_mm256_castsi256_ps(_mm256_set1_epi32(entry(0, k))), _mm256_set1_epi32(entry(1, k)));
-                    finish_dots::<AB, OFFSET>(interleaved_scales::<AB>(group), d_a, second, dots, lanes);
-                }
-                // [`hsum`]'s additions, ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)), a
-                // vector at a time.
-                let halves: [__m256; 4] = std::array::from_fn(|k| _mm256_add_ps(lanes[k], lanes[k + 4]));
-                _mm256_add_ps(_mm256_add_ps(halves[0], halves[2]), _mm256_add_ps(halves[1], halves[3]))
-            }
-
-            /// One row's whole groups of blocks in the interleaved layout (decode), as
-            /// [`one_row`] takes them: each group's eight dot products land in the lanes of one
-            /// vector with no horizontal sums, against the activation row's interleaved quants.
-            /// Returns the row's eight lanes.
+            /// [`one_row`] for 32-value weights in the interleaved layout: each whole group's
+            /// eight dot products land in the lanes of one vector with no horizontal sums, against
+            /// the activation row's interleaved quants.
             #[inline]
             #[target_feature(enable = $features)]
             fn one_row_interleaved<const WB: usize, const AB: usize, const OFFSET: i32, const Q8: bool>(
                 nb: usize,
                 w: &[u8],
                 a: &[u8],
+                quants: &impl Fn(&[u8; WB]) -> __m256i,
             ) -> __m256 {
                 let whole = nb - nb % 8;
-                let d_a = &a[crate::quant::simd_column_at(act_type::<AB>(), nb, 0)..][..4 * whole];
-                let second = &a[crate::quant::simd_column_at(act_type::<AB>(), nb, 1)..][..4 * whole];
+                let d_a = &a[crate::quant::simd_column_at(act_type::<AB>(), nb, 0)..][..4 * nb];
+                let second = &a[crate::quant::simd_column_at(act_type::<AB>(), nb, 1)..][..4 * nb];
                 let interleaved = &a[crate::quant::simd_interleaved_at(act_type::<AB>(), nb)..][..32 * whole];
                 let mut acc = _mm256_setzero_ps();
                 let groups = w[..whole * WB].chunks_exact(8 * WB).zip(interleaved.as_chunks::<256>().0);
                 for ((group, act), (d_a, second)) in groups.zip(d_a.chunks_exact(32).zip(second.chunks_exact(32))) {
                     prefetch_ahead(group.as_ptr(), 8 * WB);
-                    let act: [__m256i; 8] = std::array::from_fn(|j| load32(act, 32 * j));
-                    let dots = interleaved_dots::<WB, Q8>(group, &act);
+                    let dots = if !NARROW_I16 && is_four_bit::<WB>() {
+                        interleaved_dots_high16(group, act)
+                    } else {
+                        let act: [__m256i; 8] = std::array::from_fn(|j| load32(act, 32 * j));
+                        tile_dots::<WB, Q8>(&interleaved_quants::<WB>(group), &act)
+                    };
                     finish_lanes::<AB, 8, OFFSET>(interleaved_scales::<AB>(group), d_a, second, dots, &mut acc);
                 }
+                let (w, a) = (&w[whole * WB..nb * WB], &a[whole * AB..nb * AB]);
+                let (d_a, second) = (&d_a[4 * whole..], &second[4 * whole..]);
+                with_count!(nb - whole, C => one_row_group::<WB, AB, C, OFFSET, Q8>(w, a, d_a, second, quants, &mut acc));
                 acc
-            }
-
-            /// The eight blocks' integer dot products of an interleaved group with activation
-            /// vectors `act` (vector `j`, lane `l`: the quants `4 j..4 j + 4` block `l` meets).
-            #[inline]
-            #[target_feature(enable = $features)]
-            fn interleaved_dots<const WB: usize, const Q8: bool>(group: &[u8], act: &[__m256i; 8]) -> __m256i {
-                if !NARROW_I16 && is_four_bit::<WB>() {
-                    interleaved_dots_high16(group, act)
-                } else {
-                    tile_dots::<WB, Q8>(&interleaved_quants::<WB>(group), act)
-                }
             }
 
             /// The 128 quant bytes that end an interleaved group.
@@ -1633,20 +1508,21 @@ macro_rules! x86_kernels {
                 std::array::from_fn(|j| _mm256_or_si256(quants[j], _mm256_and_si256(at_bit4[j], bit4)))
             }
 
-            /// [`interleaved_dots`] of a 4-bit format, for sets whose [`dot_u8_i8`] sums in 32
+            /// The eight blocks' integer dot products of an interleaved group with the
+            /// activations' interleaved quants `act`, for sets whose [`dot_u8_i8`] sums in 32
             /// bits: the high nibbles multiply in place (16 times their value, no shift per
             /// vector) and their sums are divided by 16 once, exactly, as in
             /// [`lane_sums_high16`].
             #[inline]
             #[target_feature(enable = $features)]
-            fn interleaved_dots_high16(group: &[u8], act: &[__m256i; 8]) -> __m256i {
+            fn interleaved_dots_high16(group: &[u8], act: &[u8; 256]) -> __m256i {
                 let nibbles = interleaved_nibbles(group);
                 let (low4, high4) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0xF0u8 as i8));
                 let (mut low, mut high) = (_mm256_setzero_si256(), _mm256_setzero_si256());
                 for c in 0..4 {
                     let v = load32(nibbles, 32 * c);
-                    low = dot_u8_i8(low, _mm256_and_si256(v, low4), act[c]);
-                    high = dot_u8_i8(high, _mm256_and_si256(v, high4), act[4 + c]);
+                    low = dot_u8_i8(low, _mm256_and_si256(v, low4), load32(act, 32 * c));
+                    high = dot_u8_i8(high, _mm256_and_si256(v, high4), load32(act, 128 + 32 * c));
                 }
                 _mm256_add_epi32(low, _mm256_srai_epi32::<4>(high))
             }
