@@ -384,6 +384,10 @@ fn kernel_throughput() {
         // `KERNEL_LAYOUT=interleaved`: the weights rearranged (`interleave_rows8`), decode through
         // the interleaved kernels of the sets that have one.
         let interleaved = std::env::var("KERNEL_LAYOUT").is_ok_and(|v| v == "interleaved");
+        // `KERNEL_PASSES=3000`: the best of that many passes over the weights instead of 20. On a
+        // host whose speed changes by the second, 20 passes in L2 (a few milliseconds) can all
+        // fall in a slow moment; thousands give a steady best, and a profile of the kernel.
+        let passes: usize = std::env::var("KERNEL_PASSES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
         if interleaved && !super::super::interleave::has_layout(ty) {
             continue;
         }
@@ -415,7 +419,7 @@ fn kernel_throughput() {
             let mut act = Vec::new();
             super::super::quantize_activations_with(isa, super::super::vec_dot_type(ty), &x, &mut act);
             let mut best = f64::INFINITY;
-            for _ in 0..20 {
+            for _ in 0..passes {
                 let t = Instant::now();
                 for matrix in weights.chunks(MATRIX_ROWS * row_bytes) {
                     let n = matrix.len() / row_bytes;
