@@ -349,7 +349,7 @@ fn dequantize_act(ty: GgmlType, src: &[u8], out: &mut [f32]) {
 /// weights (so they stream from memory, as in decode). A measurement, not a check:
 /// `cargo test --release kernel_throughput -- --ignored --nocapture`. `KERNEL_TYPES=Q4_K,Q6_K`
 /// picks formats, `KERNEL_COLS` widths; `KERNEL_MIB=4` shrinks the weights to fit in cache (the kernels' compute alone),
-/// `KERNEL_KIB=256` in a core's L2.
+/// `KERNEL_KIB=256` in a core's L2; `KERNEL_PASSES` sets how many passes it keeps the best of.
 ///
 /// The weights sit as a model's do in decode: page-aligned, in transparent huge pages where
 /// the kernel gives them (a cached GGUF file is mapped with 2 MiB pages once its page cache
