@@ -349,7 +349,7 @@ fn dequantize_act(ty: GgmlType, src: &[u8], out: &mut [f32]) {
 /// weights (so they stream from memory, as in decode). A measurement, not a check:
 /// `cargo test --release kernel_throughput -- --ignored --nocapture`. `KERNEL_TYPES=Q4_K,Q6_K`
 /// picks formats, `KERNEL_COLS` widths; `KERNEL_MIB=4` shrinks the weights to fit in cache (the kernels' compute alone),
-/// `KERNEL_KIB=256` in a core's L2; `KERNEL_PASSES` sets how many passes it keeps the best of.
+/// `KERNEL_KIB=256` in a core's L2; `KERNEL_PASSES` sets how many decode passes it keeps the best of.
 ///
 /// The weights sit as a model's do in decode: page-aligned, in transparent huge pages where
 /// the kernel gives them (a cached GGUF file is mapped with 2 MiB pages once its page cache
@@ -371,6 +371,10 @@ fn kernel_throughput() {
         .ok()
         .map(|v| v.split(',').filter_map(|c| c.parse().ok()).collect())
         .unwrap_or_else(|| vec![4096, 1536, 640]);
+    // `KERNEL_PASSES=3000`: decode's best of that many passes over the weights instead of 20. On a
+    // host whose speed changes by the second, 20 passes in L2 (a few milliseconds) can all fall
+    // in a slow moment; thousands give a steady best, and a profile of the kernel.
+    let passes: usize = std::env::var("KERNEL_PASSES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     for (cols, ty) in widths.into_iter().flat_map(|c| [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K].map(|t| (c, t))) {
         if cols % ty.block_len() as usize != 0
             || only.as_ref().is_some_and(|o| !o.iter().any(|n| *n == format!("{ty}")))
@@ -384,10 +388,6 @@ fn kernel_throughput() {
         // `KERNEL_LAYOUT=interleaved`: the weights rearranged (`interleave_rows8`), decode through
         // the interleaved kernels of the sets that have one.
         let interleaved = std::env::var("KERNEL_LAYOUT").is_ok_and(|v| v == "interleaved");
-        // `KERNEL_PASSES=3000`: the best of that many passes over the weights instead of 20. On a
-        // host whose speed changes by the second, 20 passes in L2 (a few milliseconds) can all
-        // fall in a slow moment; thousands give a steady best, and a profile of the kernel.
-        let passes: usize = std::env::var("KERNEL_PASSES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
         if interleaved && !super::super::interleave::has_layout(ty) {
             continue;
         }
@@ -500,7 +500,7 @@ fn kernel_throughput() {
                 }
                 best
             };
-            let one = time(1, interleaved.len() / row_bytes, 20, &act, &mut out);
+            let one = time(1, interleaved.len() / row_bytes, passes, &act, &mut out);
             let sub = sub_rows / 8 * 8;
             let batch = time(n_tokens, sub, 5, &acts, &mut batch_out);
             println!(
