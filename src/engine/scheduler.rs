@@ -133,7 +133,8 @@ impl Scheduler {
 fn run(model: &Weak<Model>, rx: &Receiver<Request>) {
     let mut active: Vec<Job> = Vec::new();
     let mut waiting: VecDeque<Job> = VecDeque::new();
-    let mut buffers = ForwardBuffers::default();
+    // The model's spare buffers, taken while there is work and given back when there is none.
+    let mut buffers: Option<ForwardBuffers> = None;
     // The logits of each sequence of a pass, kept from pass to pass: at 150k-token vocabularies
     // a fresh vector per sequence and token is 600 KB mapped and faulted in every time.
     let mut logits: Vec<Vec<f32>> = Vec::new();
@@ -158,6 +159,9 @@ fn run(model: &Weak<Model>, rx: &Receiver<Request>) {
         drop_stopped(&model, &mut waiting);
         admit(&model, &mut waiting, &mut active);
         if active.is_empty() {
+            if let Some(b) = buffers.take() {
+                model.give_back_buffers(b);
+            }
             continue;
         }
         // Wait briefly for running generations whose callers are between two tokens. Those whose
@@ -175,7 +179,8 @@ fn run(model: &Weak<Model>, rx: &Receiver<Request>) {
         }
         drop_stopped(&model, &mut active);
         let running = model.scheduler().slots_held();
-        step(&model, &mut active, running, &mut buffers, &mut logits, &mut pacing);
+        let b = buffers.get_or_insert_with(|| model.take_buffers());
+        step(&model, &mut active, running, b, &mut logits, &mut pacing);
     }
     for job in active.into_iter().chain(waiting) {
         if let Some(reply) = job.reply {
