@@ -110,7 +110,8 @@ export interface LoadOptions {
    * guest memory only when touched. Where the compute threads take every core, it waits for the
    * gaps between forward passes, so it never slows them: tokens decode at the mapped speed until
    * the model has been idle long enough for the copy. With fewer threads than cores it runs
-   * beside them. `false` copies everything during the load instead (part of `onProgress`). A
+   * beside them, but does not copy a layer while a forward pass reads it from the file (which
+   * would hold it in memory twice). `false` copies everything during the load instead (part of `onProgress`). A
    * copy is not shared with the page cache or other processes, and it is not made (the file is
    * mapped) when the file is over half the available memory. `stats().copied`,
    * `stats().copying` and `stats().copiedBytes` tell which. Paged models always read from the

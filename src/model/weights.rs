@@ -726,8 +726,8 @@ impl ResidentWeights {
 
     /// Weights read from the mapped file, which the load has mapped in whole, and from a copy
     /// as `copied` makes it, made on a thread of its own: each part is read from the copy once
-    /// the copy has reached it, and its pages of the file are given back to the OS then (but
-    /// those the tensors left in the file share). The copy is made while the first tokens are
+    /// the copy has reached it, and its pages of the file are given back to the OS as the copy
+    /// makes them (but those the tensors left in the file share). The copy is made while the first tokens are
     /// computed, instead of before: most of its time is the OS providing fresh memory, several
     /// seconds for a 1 GB model on a VM whose host backs memory as it is first touched.
     ///
@@ -737,7 +737,8 @@ impl ResidentWeights {
     /// backing memory as it is touched, copying beside the passes at the same priority: 2.0-2.2
     /// s to the first token of a 100-token prompt instead of 1.2, and the first tokens at 19
     /// tok/s instead of 31; at the lowest priority: 1.3 s, but 29-31 tok/s instead of 36-37
-    /// until the copy was made, which under continuous use it was not in 15 s.
+    /// until the copy was made, which under continuous use it was not in 15 s. Without it,
+    /// the copy runs beside the passes but for a layer a pass is reading from the file.
     pub fn copying(file: Arc<GgufFile>, table: TensorTable, plan: &CopyPlan, between_passes: bool) -> Result<Self> {
         let (mut weights, mut job) = Self::with_copy(file, table, plan, true)?;
         if between_passes {
@@ -777,8 +778,8 @@ impl ResidentWeights {
     }
 
     /// The weights with an empty copy `plan` lays out, and the job that makes it. With
-    /// `give_back` (the load mapped the file in), the job gives back each part's pages of the
-    /// file once the copy replaces them, but the 2 MiB regions the tensors left in the file lie
+    /// `give_back` (the load mapped the file in), the job gives back each tensor's pages of the
+    /// file as the copy replaces them, but the 2 MiB regions the tensors left in the file lie
     /// in (`huge_page_regions`).
     fn with_copy(file: Arc<GgufFile>, table: TensorTable, plan: &CopyPlan, give_back: bool) -> Result<(Self, CopyJob)> {
         let (buffer, writer) = PublishedBuffer::new(plan.len, "anonymous memory for the weights")?;
