@@ -1053,12 +1053,18 @@ mod tests {
         table
     }
 
-    #[test]
-    fn a_copy_between_passes_waits_for_the_pass_reading_and_stops_when_cancelled() {
-        let file = TempPath::new("between-passes");
+    /// A two-layer Q4_0 model written to a temporary file (kept while it is returned), opened.
+    fn tiny_q4_0_model(name: &str) -> (TempPath, Arc<GgufFile>, TensorTable) {
+        let file = TempPath::new(name);
         write_tiny_model(file.path(), &TinyModel { q4_0: true, ..TinyModel::llama(2) });
         let g = Arc::new(GgufFile::open(file.path()).unwrap());
         let table = TensorTable::resolve(&g, &ModelConfig::from_gguf(&g).unwrap()).unwrap();
+        (file, g, table)
+    }
+
+    #[test]
+    fn a_copy_between_passes_waits_for_the_pass_reading_and_stops_when_cancelled() {
+        let (_file, g, table) = tiny_q4_0_model("between-passes");
         if !table.copy_speeds_decode() {
             return;
         }
@@ -1089,10 +1095,7 @@ mod tests {
     /// A copy with a core of its own does not make a layer a pass is reading from the file.
     #[test]
     fn a_copy_waits_for_a_pass_reading_its_layer_from_the_file() {
-        let file = TempPath::new("layer-read");
-        write_tiny_model(file.path(), &TinyModel { q4_0: true, ..TinyModel::llama(2) });
-        let g = Arc::new(GgufFile::open(file.path()).unwrap());
-        let table = TensorTable::resolve(&g, &ModelConfig::from_gguf(&g).unwrap()).unwrap();
+        let (_file, g, table) = tiny_q4_0_model("layer-read");
         let plan = table.copy_plan(CopyScope::All);
         let (weights, job) = ResidentWeights::with_copy(g, table, &plan, false).unwrap();
         let guard = weights.layer(0).unwrap();
@@ -1109,10 +1112,7 @@ mod tests {
     /// them again), but the output matrix's, read from the copy row by row as it is made.
     #[test]
     fn each_tensors_pages_go_back_as_it_is_copied_and_its_parts_once_more_at_the_parts_end() {
-        let file = TempPath::new("releases");
-        write_tiny_model(file.path(), &TinyModel { q4_0: true, ..TinyModel::llama(2) });
-        let g = Arc::new(GgufFile::open(file.path()).unwrap());
-        let table = TensorTable::resolve(&g, &ModelConfig::from_gguf(&g).unwrap()).unwrap();
+        let (_file, g, table) = tiny_q4_0_model("releases");
         // A copy of everything leaves no 2 MiB region of the file kept for tensors it leaves.
         let plan = table.copy_plan(CopyScope::All);
         let (weights, job) = ResidentWeights::with_copy(g, table.clone(), &plan, true).unwrap();
