@@ -48,6 +48,11 @@ impl TensorInfo {
         self.dims.iter().product()
     }
 
+    /// Rows: the product of every dimension but the innermost (1 for a vector).
+    pub fn rows(&self) -> u64 {
+        self.dims[1..].iter().product()
+    }
+
     pub fn shape(&self) -> Vec<u64> {
         self.dims[..self.n_dims].to_vec()
     }

@@ -727,9 +727,10 @@ impl ResidentWeights {
     /// Weights read from the mapped file, which the load has mapped in whole, and from a copy
     /// as `copied` makes it, made on a thread of its own: each part is read from the copy once
     /// the copy has reached it, and its pages of the file are given back to the OS as the copy
-    /// makes them (but those the tensors left in the file share). The copy is made while the first tokens are
-    /// computed, instead of before: most of its time is the OS providing fresh memory, several
-    /// seconds for a 1 GB model on a VM whose host backs memory as it is first touched.
+    /// makes them (but those the tensors left in the file share). The copy is made while the
+    /// first tokens are computed, instead of before: most of its time is the OS providing fresh
+    /// memory, several seconds for a 1 GB model on a VM whose host backs memory as it is first
+    /// touched.
     ///
     /// With `between_passes` (the forward passes' threads take every core), the copy waits
     /// for the gaps between passes, as sharing a core would slow a pass more than the copy
@@ -890,8 +891,7 @@ fn row_releases<'a>(
     copied: &'a TensorInfo,
     keep: &'a [(u64, u64)],
 ) -> impl Iterator<Item = (usize, Vec<(u64, u64)>)> + 'a {
-    let rows = t.dims[1..t.n_dims.clamp(1, 4)].iter().product::<u64>().max(1);
-    let group_bytes = quant::INTERLEAVED_ROWS as u64 * (t.size / rows).max(1);
+    let group_bytes = quant::INTERLEAVED_ROWS as u64 * (t.size / t.rows().max(1)).max(1);
     let (start, end) = (t.offset, t.offset + t.size);
     let bounds =
         std::iter::once(start).chain((start / HUGE_PAGE + 1..).map(|i| i * HUGE_PAGE).take_while(move |&b| b < end));
