@@ -22,10 +22,14 @@ For each model and thread count, R rounds; a round runs chord-llm once with the 
 prepared "small" (its pages dropped, then read 4 KiB at a time in scattered order: the state
 of a file just downloaded or copied) and once "fresh" (dropped, then read sequentially: large
 folios), in alternating order from round to round. Each run is its own process: load, a
-128-token prompt, N greedy tokens (EOS ignored). Reported: median decode tok/s per state,
-the median small/fresh ratio over the rounds with its range, and the median load time per
-state (with pageCache 'auto', a load that finds the file in 4 KiB pages reads it back first,
-which is where the small state's cost goes).
+128-token prompt, then K decodes of N greedy tokens (EOS ignored) of which the process keeps
+the median rate. Reported: median decode tok/s per state, the median small/fresh ratio over
+the rounds with its range, the median load time per state (with pageCache 'auto', a load that
+finds the file in 4 KiB pages reads it back first, which is where the small state's cost
+goes), and how the process's memory was mapped after the decodes: MB in 2 MiB pages
+(anonymous, where the weights' copy is, plus file pages mapped through 2 MiB entries) and
+anonymous MB in all. Equal figures in both states say the decodes read the same memory, so
+what separates their rates is the host, not the state.
 
 Models: keys (${Object.keys(MODELS).join(', ')}) or GGUF paths; default every cached model.
 
@@ -33,6 +37,7 @@ Options:
   --threads LIST        comma-separated thread counts (default 1,2)
   --rounds R            rounds per model and thread count (default 5)
   --gen-tokens N        tokens to generate (default 128)
+  --decode-runs K       decodes per process, the median kept (default 3)
   --chord-page-cache M  chord-llm's pageCache option: auto (default) or keep (no read-back: the
                         small state's decode in 4 KiB pages)
   --timeout S           per-process timeout in seconds (default 600)
@@ -40,7 +45,7 @@ Options:
 `;
 
 function parseArgs(argv) {
-  const o = { models: [], threads: [1, 2], rounds: 5, genTokens: 128, chordPageCache: 'auto', timeout: 600 };
+  const o = { models: [], threads: [1, 2], rounds: 5, genTokens: 128, decodeRuns: 3, chordPageCache: 'auto', timeout: 600 };
   parseCli(
     argv,
     {
@@ -48,6 +53,7 @@ function parseArgs(argv) {
       '--threads, -t': (val, flag) => (o.threads = list(flag, val()).map((t) => int(flag, t, 1))),
       '--rounds': (val, flag) => (o.rounds = int(flag, val(), 1)),
       '--gen-tokens': (val, flag) => (o.genTokens = int(flag, val(), 2)),
+      '--decode-runs': (val, flag) => (o.decodeRuns = int(flag, val(), 1)),
       '--chord-page-cache': (val, flag) => (o.chordPageCache = list(flag, val(), ['auto', 'keep'])[0]),
       '--timeout': (val, flag) => (o.timeout = int(flag, val(), 1)),
     },
@@ -73,6 +79,7 @@ async function benchOne(model, threads, opts, log) {
     contextSize: 512,
     promptTokens: 128,
     genTokens: opts.genTokens,
+    decodeRuns: opts.decodeRuns,
     promptIds: null,
     warmup: false,
     pageCache: opts.chordPageCache,
@@ -94,6 +101,8 @@ async function benchOne(model, threads, opts, log) {
   }
   const decode = (s) => median(runs[s].map((r) => r.decodeTokS));
   const load = (s) => median(runs[s].map((r) => r.loadS));
+  const mapped = (s, f) => median(runs[s].map((r) => (r.mappedMb ? f(r.mappedMb) : null)));
+  const inHugePages = (m) => (m.anonHuge ?? 0) + (m.filePmd ?? 0);
   return {
     model: model.label,
     threads,
@@ -104,11 +113,15 @@ async function benchOne(model, threads, opts, log) {
     ratioMax: Math.max(...ratios),
     smallLoadS: load('small'),
     freshLoadS: load('fresh'),
+    smallHugeMb: mapped('small', inHugePages),
+    freshHugeMb: mapped('fresh', inHugePages),
+    smallAnonMb: mapped('small', (m) => m.anon),
+    freshAnonMb: mapped('fresh', (m) => m.anon),
   };
 }
 
 function report(rows, opts) {
-  const head = ['model', 'threads', 'small tok/s', 'fresh tok/s', 'small/fresh (median)', 'range', 'within 5%', 'load s small / fresh'];
+  const head = ['model', 'threads', 'small tok/s', 'fresh tok/s', 'small/fresh (median)', 'range', 'within 5%', 'load s small / fresh', 'MB in 2 MiB pages small / fresh', 'anon MB small / fresh'];
   const body = rows.map((r) => [
     r.model,
     r.threads,
@@ -118,8 +131,10 @@ function report(rows, opts) {
     `${fmt(r.ratioMin, 3)}-${fmt(r.ratioMax, 3)}`,
     r.ratio != null && Math.abs(r.ratio - 1) <= 0.05 ? 'yes' : 'NO',
     `${fmt(r.smallLoadS, 2)} / ${fmt(r.freshLoadS, 2)}`,
+    `${fmt(r.smallHugeMb, 0)} / ${fmt(r.freshHugeMb, 0)}`,
+    `${fmt(r.smallAnonMb, 0)} / ${fmt(r.freshAnonMb, 0)}`,
   ]);
-  const note = `${opts.rounds} rounds, states alternating (small first in odd rounds); decode = tokens 2..${opts.genTokens}, medians; chord-llm pageCache '${opts.chordPageCache}'`;
+  const note = `${opts.rounds} rounds, states alternating (small first in odd rounds); decode = tokens 2..${opts.genTokens}, the median of ${opts.decodeRuns} per process, medians over rounds; chord-llm pageCache '${opts.chordPageCache}'`;
   return `${renderTable(head, body)}\n${note}`;
 }
 

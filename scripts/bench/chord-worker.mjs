@@ -6,7 +6,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildPromptIds, loadChord, medianOfRuns, now, peakRssBytes, readConfig, runWorker, waitForWeightsCopy } from './common.mjs';
+import { buildPromptIds, loadChord, mappedMegabytes, medianOfRuns, now, peakRssBytes, readConfig, runWorker, waitForWeightsCopy } from './common.mjs';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -40,20 +40,26 @@ runWorker('chord-llm', async () => {
     const copyWaitS = await waitForWeightsCopy(model);
     const prefillS = cfg.warmup || copyWaitS > 0 ? await medianOfRuns(cfg.prefillRuns, prefill) : firstPrefillS;
 
-    // Decode: greedy, EOS ignored; timed from the first generated token to the last,
-    // so the prefill generate() does internally is excluded.
-    const tokens = [];
-    let tFirst = 0;
-    let tLast = 0;
-    for await (const t of model.generate(ids, { maxTokens: cfg.genTokens, temperature: 0, ignoreEos: true })) {
-      const tt = now();
-      if (tokens.length === 0) tFirst = tt;
-      tLast = tt;
-      tokens.push(tokenId(t));
-      if (tokens.length >= cfg.genTokens) break;
-    }
-    if (tokens.length < cfg.genTokens) throw new Error(`generation stopped after ${tokens.length} tokens`);
-    const decodeS = (tLast - tFirst) / 1000;
+    // Decode: greedy, EOS ignored; timed from the first generated token to the last, so the
+    // prefill generate() does internally is excluded. cfg.decodeRuns > 1 decodes that many
+    // times and keeps the median rate: the weights stay where the load put them, so the runs
+    // measure the same state, and one run of a small model (under a second) moves with a shared
+    // host's load from one second to the next.
+    const decode = async () => {
+      const tokens = [];
+      let tFirst = 0;
+      let tLast = 0;
+      for await (const t of model.generate(ids, { maxTokens: cfg.genTokens, temperature: 0, ignoreEos: true })) {
+        const tt = now();
+        if (tokens.length === 0) tFirst = tt;
+        tLast = tt;
+        tokens.push(tokenId(t));
+        if (tokens.length >= cfg.genTokens) break;
+      }
+      if (tokens.length < cfg.genTokens) throw new Error(`generation stopped after ${tokens.length} tokens`);
+      return { tokens, decodeS: (tLast - tFirst) / 1000 };
+    };
+    const { tokens, decodeS } = await medianOfRuns(cfg.decodeRuns ?? 1, decode, (r) => r.decodeS);
 
     return {
       initS,
@@ -67,6 +73,7 @@ runWorker('chord-llm', async () => {
       decodeS,
       decodeTokS: decodeS > 0 ? (tokens.length - 1) / decodeS : null,
       peakRssBytes: peakRssBytes(),
+      mappedMb: mappedMegabytes(),
       kvCacheBytes: model.info.kvCacheBytes,
       firstTokens: tokens.slice(0, 16),
       threads: cfg.threads,

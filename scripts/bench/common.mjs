@@ -46,6 +46,24 @@ export function peakRssBytes() {
 export const now = () => performance.now();
 
 /**
+ * How this process's memory is mapped (/proc/self/smaps_rollup), MB: anonymous memory (the
+ * weights' copy among it) and the part of it in 2 MiB pages, and file pages mapped through
+ * 2 MiB entries (large folios). Null off Linux.
+ */
+export function mappedMegabytes() {
+  try {
+    const rollup = fs.readFileSync('/proc/self/smaps_rollup', 'utf8');
+    const field = (name) => {
+      const m = new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(rollup);
+      return m ? (Number(m[1]) * 1024) / 1e6 : null;
+    };
+    return { anon: field('Anonymous'), anonHuge: field('AnonHugePages'), filePmd: field('FilePmdMapped') };
+  } catch {
+    return null;
+  }
+}
+
+/**
  * Waits until chord-llm's default copy of the weights, made on a thread of its own after the
  * load (see `useMmap`), is made, so that prefill and decode are measured as they run from then
  * on. Returns the seconds waited: 0 where nothing is copied, or for an addon without
