@@ -111,9 +111,9 @@ export interface LoadOptions {
    * gaps between forward passes, so it never slows them: tokens decode at the mapped speed until
    * the model has been idle long enough for the copy. With fewer threads than cores it runs
    * beside them, but does not copy a layer while a forward pass reads it from the file (which
-   * would hold it in memory twice). `false` copies everything during the load instead (part of `onProgress`). A
-   * copy is not shared with the page cache or other processes, and it is not made (the file is
-   * mapped) when the file is over half the available memory. `stats().copied`,
+   * would hold it in memory twice). `false` copies everything during the load instead (part of
+   * `onProgress`). A copy is not shared with the page cache or other processes, and it is not
+   * made (the file is mapped) when the file is over half the available memory. `stats().copied`,
    * `stats().copying` and `stats().copiedBytes` tell which. Paged models always read from the
    * file.
    */

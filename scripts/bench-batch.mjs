@@ -105,8 +105,9 @@ Options:
   --no-warmup           no unmeasured short generation before each measurement
   --timeout S           per-process time limit in seconds (default 1800)
   --json                print the results as JSON on stdout (the tables then go to stderr)
-  --chord-use-mmap B    chord-llm's useMmap load option: true (default: weights read from the
-                        mapped file) or false (copied into the process's memory, Q4_K interleaved)
+  --chord-use-mmap B    chord-llm's useMmap load option: true (weights read from the mapped file)
+                        or false (all copied into the process's memory at load); unset (default):
+                        the library's default, mapped and then copied on a thread of its own
   --chord-module P      load chord-llm from P instead of this repo
   --no-api-check        run the throughput, latency and paged parts on a chord-llm build without
                         sessions (its concurrent generate() calls are then not batched); chat

@@ -105,8 +105,9 @@ Options:
   --timeout S         per-process timeout in seconds (default 600)
   --chord-page-cache M  chord-llm's pageCache load option: auto (default: a file held in 4 KiB
                       pages is read again once at load, so that it maps in 2 MiB pages) or keep
-  --chord-use-mmap B  chord-llm's useMmap load option: true (default: weights read from the mapped
-                      file) or false (copied into the process's memory, Q4_K interleaved)
+  --chord-use-mmap B  chord-llm's useMmap load option: true (weights read from the mapped file) or
+                      false (all copied into the process's memory at load); unset (default):
+                      the library's default, mapped and then copied on a thread of its own
   --chord-module P    load chord-llm from P instead of this repo (default: the repo, lib/index.js;
                       the bandwidth is always measured with this repo's addon)
   -h, --help          this help
