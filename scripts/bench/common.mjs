@@ -33,14 +33,26 @@ export function readConfig() {
 
 /** Peak resident set size of this process in bytes (VmHWM on Linux, else maxRSS). */
 export function peakRssBytes() {
+  return procKbFields('/proc/self/status', ['VmHWM']).VmHWM ?? process.resourceUsage().maxRSS * 1024;
+}
+
+/**
+ * The fields of a /proc file that it gives in kB (`VmHWM:   1234 kB`), in bytes, by name: those
+ * the file lacks are absent, and all of them off Linux.
+ */
+export function procKbFields(file, names) {
+  const out = {};
+  let text;
   try {
-    const status = fs.readFileSync('/proc/self/status', 'utf8');
-    const m = /^VmHWM:\s+(\d+)\s*kB/m.exec(status);
-    if (m) return Number(m[1]) * 1024;
+    text = fs.readFileSync(file, 'utf8');
   } catch {
-    // not Linux
+    return out; // not Linux
   }
-  return process.resourceUsage().maxRSS * 1024;
+  for (const name of names) {
+    const m = new RegExp(`^${name}:\\s+(\\d+)\\s*kB`, 'm').exec(text);
+    if (m) out[name] = Number(m[1]) * 1024;
+  }
+  return out;
 }
 
 export const now = () => performance.now();
@@ -51,16 +63,10 @@ export const now = () => performance.now();
  * 2 MiB entries (large folios). Null off Linux.
  */
 export function mappedMegabytes() {
-  try {
-    const rollup = fs.readFileSync('/proc/self/smaps_rollup', 'utf8');
-    const field = (name) => {
-      const m = new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(rollup);
-      return m ? (Number(m[1]) * 1024) / 1e6 : null;
-    };
-    return { anon: field('Anonymous'), anonHuge: field('AnonHugePages'), filePmd: field('FilePmdMapped') };
-  } catch {
-    return null;
-  }
+  const f = procKbFields('/proc/self/smaps_rollup', ['Anonymous', 'AnonHugePages', 'FilePmdMapped']);
+  if (!Object.keys(f).length) return null;
+  const mb = (bytes) => (bytes == null ? null : bytes / 1e6);
+  return { anon: mb(f.Anonymous), anonHuge: mb(f.AnonHugePages), filePmd: mb(f.FilePmdMapped) };
 }
 
 /**
@@ -321,11 +327,7 @@ export async function medianOfRuns(runs, measure, seconds = (r) => r) {
 
 /** The kernel's count of file pages cached in huge folios (/proc/meminfo FileHugePages), MB. */
 export function fileHugePagesMb() {
-  try {
-    const m = /FileHugePages:\s+(\d+) kB/.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
-    return m ? (Number(m[1]) * 1024) / 1e6 : null;
-  } catch {
-    return null;
-  }
+  const bytes = procKbFields('/proc/meminfo', ['FileHugePages']).FileHugePages;
+  return bytes == null ? null : bytes / 1e6;
 }
 

@@ -8,27 +8,13 @@
 //     peak RSS, info.kvCacheBytes and stats() (after load, at the first token, at the end).
 // Prints exactly one JSON line on stdout.
 
-import fs from 'node:fs';
-import { PROMPT_TEXT, loadChord, now, peakRssBytes, readConfig, runWorker, waitForWeightsCopy } from './common.mjs';
+import { PROMPT_TEXT, loadChord, now, peakRssBytes, procKbFields, readConfig, runWorker, waitForWeightsCopy } from './common.mjs';
 
+/** Some lines of /proc/self/status, in bytes (Linux only). */
+const memStatus = () => procKbFields('/proc/self/status', ['VmRSS', 'VmHWM', 'RssAnon', 'RssFile']);
 
 /** A generated item may be a bare id or an object carrying one. */
 const tokenId = (t) => (typeof t === 'object' && t !== null ? (t.id ?? t.token ?? t.tokenId) : t);
-
-/** Some lines of /proc/self/status, in bytes (Linux only). */
-function memStatus() {
-  const out = {};
-  try {
-    const s = fs.readFileSync('/proc/self/status', 'utf8');
-    for (const k of ['VmRSS', 'VmHWM', 'RssAnon', 'RssFile']) {
-      const m = new RegExp(`^${k}:\\s+(\\d+)\\s*kB`, 'm').exec(s);
-      if (m) out[k] = Number(m[1]) * 1024;
-    }
-  } catch {
-    // not Linux
-  }
-  return out;
-}
 
 /** `n` prompt ids: BOS where the model adds it, then the fixed text (repeated if needed). */
 function promptIds(model, n) {
