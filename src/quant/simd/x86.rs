@@ -233,9 +233,54 @@ const ROWS_PER_TILE: usize = 4;
 /// (`_mm_prefetch`). The hardware prefetcher alone leaves a core waiting on DRAM: over 64 MiB
 /// of weights on Zen 3 (AVX2, one thread), 2048-8192 bytes ahead took Q4_1 from 1.6-1.7 to
 /// 1.1-1.2 ns per block, Q8_0 2.5-2.7 to 1.6-1.8, Q4_K 11.5-13.4 to 8.7-10.0 and Q6_K
-/// 15-18 to 11-12.5; decode of SmolLM2 and Qwen2.5-1.5B gained 13-24%. Past a row's end the
+/// 15-18 to 11-12.5; decode of SmolLM2 and Qwen2.5-1.5B gained 13-24%. On an Intel Xeon with
+/// AVX-512 VNNI (a 2-vCPU guest), 4096 was the best of 1024-8192 too. Past a row's end the
 /// address runs into the next rows, which the kernel reads next.
 const DECODE_PREFETCH_BYTES: usize = 4096;
+
+/// Which cache levels decode's weight prefetches fill: see [`decode_prefetch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DecodePrefetch {
+    /// `prefetchnta`: into L1 only, kept out of the outer levels where the CPU allows.
+    NonTemporal,
+    /// `prefetcht2`: into L2 and L3 (on Intel cores the same as `prefetcht1`).
+    Outer,
+}
+
+/// The prefetch kind decode's kernels use on this CPU: non-temporal on AMD, into the outer levels
+/// elsewhere; `CHORD_LLM_DECODE_PREFETCH=nta|t2` overrides it (for measurements).
+///
+/// The two CPUs measured disagree by far. On Zen 3, non-temporal weights stopped pushing the KV
+/// cache and activations out of L2 and L3: SmolLM2 at one thread, 192 cached positions,
+/// attention went from 11.3% to 8.8% of the time (perf) and the token 3-7% faster. On an Intel
+/// Xeon (family 6 model 167, a KVM guest with 2 MiB of L2 per core), `prefetchnta` made every
+/// decode about twice as slow as `prefetcht2`, and slower than no prefetch at all: per token at
+/// one thread, SmolLM2 18.3-18.8 ms against 9.1-9.4 (no prefetch 10.8-11.2), Gemma-3-270M 44.7
+/// against 21.9-22.4, Qwen2.5-1.5B 167 against 126-127 (no prefetch 154); `prefetcht0` was in
+/// between. Intel documents `prefetchnta` on its server cores as bypassing L2, which takes the
+/// line out of reach of the L2 streamer that keeps a sequential read going.
+fn decode_prefetch() -> DecodePrefetch {
+    static CHOSEN: std::sync::OnceLock<DecodePrefetch> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        let detected = if cpu_vendor_is_amd() { DecodePrefetch::NonTemporal } else { DecodePrefetch::Outer };
+        match std::env::var("CHORD_LLM_DECODE_PREFETCH").as_deref() {
+            Ok("nta") => DecodePrefetch::NonTemporal,
+            Ok("t2") => DecodePrefetch::Outer,
+            Ok(other) => {
+                eprintln!("chord-llm: CHORD_LLM_DECODE_PREFETCH={other} is not nta or t2; using the default");
+                detected
+            }
+            Err(_) => detected,
+        }
+    })
+}
+
+/// Whether CPUID names the vendor "AuthenticAMD" (Hygon's Zen cores say "HygonGenuine").
+fn cpu_vendor_is_amd() -> bool {
+    let id = std::arch::x86_64::__cpuid(0);
+    let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
+    vendor == b"AuthenticAMD" || vendor == b"HygonGenuine"
+}
 
 /// Up to how many activation rows (sequences decoding together) a product prefetches as decode
 /// does; prefill's tiles of 8 and 16 tokens spend long enough per block without.
@@ -581,15 +626,16 @@ macro_rules! x86_kernels {
                 _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x))) as u16
             }
 
-            /// Asks for the `len` weight bytes [`super::DECODE_PREFETCH_BYTES`] after `at`, as
-            /// non-temporal data: a decode step reads each weight once, and weights that went
-            /// through L2 into L3 as everything else does would push out what the step reads
-            /// again (the KV cache, activations). SmolLM2 at one thread, 192 cached positions:
-            /// attention went from 11.3% to 8.8% of the time (perf) and the token 3-7% faster.
+            /// Asks for the `len` weight bytes [`super::DECODE_PREFETCH_BYTES`] after `at`, into
+            /// the cache levels [`super::decode_prefetch`] chose for this CPU.
             #[inline]
             #[target_feature(enable = $features)]
             fn prefetch_ahead(at: *const u8, len: usize) {
-                prefetch_lines::<_MM_HINT_NTA>(at.wrapping_add(super::DECODE_PREFETCH_BYTES), len);
+                let at = at.wrapping_add(super::DECODE_PREFETCH_BYTES);
+                match super::decode_prefetch() {
+                    super::DecodePrefetch::NonTemporal => prefetch_lines::<_MM_HINT_NTA>(at, len),
+                    super::DecodePrefetch::Outer => prefetch_lines::<_MM_HINT_T2>(at, len),
+                }
             }
 
             /// Asks for the cache lines of the `len` bytes at `at` (one prefetch per 64 bytes),
