@@ -243,7 +243,8 @@ const DECODE_PREFETCH_BYTES: usize = 4096;
 enum DecodePrefetch {
     /// `prefetchnta`: into L1 only, kept out of the outer levels where the CPU allows.
     NonTemporal,
-    /// `prefetcht2`: into L2 and L3 (on Intel cores the same as `prefetcht1`).
+    /// `prefetcht2`: into the outer levels (L2 and L3 on the Intel Xeon measured, where it
+    /// was as fast as `prefetcht1`).
     Outer,
 }
 
@@ -257,8 +258,8 @@ enum DecodePrefetch {
 /// decode about twice as slow as `prefetcht2`, and slower than no prefetch at all: per token at
 /// one thread, SmolLM2 18.3-18.8 ms against 9.1-9.4 (no prefetch 10.8-11.2), Gemma-3-270M 44.7
 /// against 21.9-22.4, Qwen2.5-1.5B 167 against 126-127 (no prefetch 154); `prefetcht0` was in
-/// between. Intel documents `prefetchnta` on its server cores as bypassing L2, which takes the
-/// line out of reach of the L2 streamer that keeps a sequential read going.
+/// between. Probably because Intel's server cores fill L1 alone on `prefetchnta`, and the L2
+/// streamer that keeps a sequential read going then sees none of it; measured, not traced.
 fn decode_prefetch() -> DecodePrefetch {
     static CHOSEN: std::sync::OnceLock<DecodePrefetch> = std::sync::OnceLock::new();
     *CHOSEN.get_or_init(|| {
