@@ -24,6 +24,25 @@ pub struct Scratch {
     pub products: Vec<f32>,
     /// A norm's weights or a bias, dequantized: (n_embd) at most.
     pub small: Vec<f32>,
+    /// The current input in bf16 tiles, where the batch's products take them (see
+    /// [`use_bf16_tiles`]).
+    pub tokens_bf16: quant::Bf16Tokens,
+}
+
+/// Batches of fewer tokens keep the integer kernels on the bf16 tiles' path: a weight row is
+/// dequantized once per batch, which a few tokens do not pay back.
+const BF16_TILES_MIN_TOKENS: usize = 16;
+
+/// Whether a batch of `n` tokens multiplies on AMX bf16 tiles (`quant::dot_rows_batch_bf16`):
+/// an experiment, off unless `CHORD_LLM_BF16_TILES=1` asks for it, and only on CPUs with
+/// AMX-BF16. Its products are not the integer kernels' arithmetic, so with it a prompt's
+/// logits depend on how its tokens are batched (within llama.cpp's tolerance, as llama.cpp's
+/// own do), which the engine otherwise guarantees they do not.
+fn use_bf16_tiles(n: usize) -> bool {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    n >= BF16_TILES_MIN_TOKENS
+        && *WANTED
+            .get_or_init(|| std::env::var("CHORD_LLM_BF16_TILES").is_ok_and(|v| v == "1") && quant::has_bf16_tiles())
 }
 
 /// Where one token of a batch sits: its sequence (an index into the batch's caches) and position.
@@ -103,9 +122,14 @@ impl Compute<'_> {
     /// converted once per dot-product format however many matrices read it, and the products
     /// of every matrix are one job of the pool (q/k/v, gate/up). Outputs are (n, rows of W).
     pub fn matmul(&mut self, x: &[f32], n: usize, jobs: &mut [(&TensorView, &mut [f32])]) {
+        let tiles = use_bf16_tiles(n) && (x.len() / n).is_multiple_of(quant::BF16_TILE_VALUES);
         self.s.acts.reset();
-        for (w, _) in jobs.iter() {
-            self.s.acts.convert(self.pool, quant::vec_dot_type(w.ty), x, w.cols());
+        if tiles {
+            self.s.tokens_bf16.pack(x, x.len() / n);
+        } else {
+            for (w, _) in jobs.iter() {
+                self.s.acts.convert(self.pool, quant::vec_dot_type(w.ty), x, w.cols());
+            }
         }
         let weights: Vec<&TensorView> = jobs.iter().map(|(w, _)| *w).collect();
         if n == 1 {
@@ -123,7 +147,11 @@ impl Compute<'_> {
             products.push(p);
             rest = tail;
         }
-        multiply(self.pool, &weights, &self.s.acts, n, &mut products);
+        if tiles {
+            multiply_bf16(self.pool, &weights, &self.s.tokens_bf16, &mut products);
+        } else {
+            multiply(self.pool, &weights, &self.s.acts, n, &mut products);
+        }
         for ((w, out), p) in jobs.iter_mut().zip(products) {
             transpose(self.pool, p, w.rows(), n, out);
         }
@@ -208,6 +236,22 @@ fn multiply(pool: &ComputePool, weights: &[&TensorView], acts: &ConvertedRows, n
             WeightLayout::Gguf => quant::dot_rows_batch(w.ty, cols, bytes, acts, n, out),
             WeightLayout::Interleaved8 => quant::dot_rows_batch_interleaved(w.ty, cols, bytes, acts, n, out),
         }
+    });
+}
+
+/// [`multiply`] on bf16 tiles, with the activations in `tokens`.
+fn multiply_bf16(pool: &ComputePool, weights: &[&TensorView], tokens: &quant::Bf16Tokens, products: &mut [&mut [f32]]) {
+    let n = tokens.tokens();
+    // Whole strips of the tiles' 32 rows per task.
+    let weight_bytes: usize = weights.iter().map(|w| w.rows() * w.row_bytes()).sum();
+    let per_thread = pool.chunks_per_thread_streaming(weight_bytes * n, weight_bytes);
+    pool.for_each_chunk_of_parts(products, 32 * n, per_thread, &|part, start, out| {
+        let w = weights[part];
+        let row_bytes = w.row_bytes();
+        let first_row = start / n;
+        let bytes = &w.data[first_row * row_bytes..(first_row + out.len() / n) * row_bytes];
+        let interleaved = matches!(w.layout, WeightLayout::Interleaved8);
+        quant::dot_rows_batch_bf16(w.ty, interleaved, bytes, tokens, out);
     });
 }
 

@@ -195,7 +195,7 @@ impl QuantBlock for BlockQ8K {
         BlockQ8K { d: f32::from_le_bytes(field(b, 0)), qs: field_i8(b, 4), bsums }
     }
 
-    #[inline]
+    #[inline(always)]
     fn dequantize(&self, out: &mut [f32]) {
         for (o, &q) in block_values::<QK_K>(out).iter_mut().zip(&self.qs) {
             *o = self.d * q as f32;
@@ -280,7 +280,7 @@ impl QuantBlock for BlockQ2K {
         BlockQ2K { scales: field(b, 0), qs: field(b, 16), d: F16Le(field(b, 80)), dmin: F16Le(field(b, 82)) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn dequantize(&self, out: &mut [f32]) {
         let d = self.d.to_f32();
         let min = self.dmin.to_f32();
@@ -358,7 +358,7 @@ impl QuantBlock for BlockQ3K {
         BlockQ3K { hmask: field(b, 0), qs: field(b, 32), scales: field(b, 96), d: F16Le(field(b, 108)) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn dequantize(&self, out: &mut [f32]) {
         let d = self.d.to_f32();
         let dl = self.scales().map(|s| d * s as f32);
@@ -401,7 +401,7 @@ impl QuantBlock for BlockQ4K {
         BlockQ4K { d: F16Le(field(b, 0)), dmin: F16Le(field(b, 2)), scales: field(b, 4), qs: field(b, 16) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn dequantize(&self, out: &mut [f32]) {
         let d = self.d.to_f32();
         let min = self.dmin.to_f32();
@@ -479,7 +479,7 @@ impl QuantBlock for BlockQ5K {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn dequantize(&self, out: &mut [f32]) {
         let d = self.d.to_f32();
         let min = self.dmin.to_f32();
@@ -549,7 +549,7 @@ impl QuantBlock for BlockQ6K {
     }
 
     /// ggml: `d * sc * q`, evaluated left to right.
-    #[inline]
+    #[inline(always)]
     fn dequantize(&self, out: &mut [f32]) {
         let d = self.d.to_f32();
         let dl = self.scales.map(|s| d * s as f32);

@@ -245,7 +245,7 @@ impl QuantBlock for BlockQ4_0 {
         BlockQ4_0 { d: F16Le(field(b, 0)), qs: field(b, 2) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn dequantize(&self, out: &mut [f32]) {
         let d = self.d.to_f32();
         let q = unpack_nibbles(&self.qs, 8);
@@ -276,7 +276,7 @@ impl QuantBlock for BlockQ4_1 {
         BlockQ4_1 { d: F16Le(field(b, 0)), m: F16Le(field(b, 2)), qs: field(b, 4) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn dequantize(&self, out: &mut [f32]) {
         let d = self.d.to_f32();
         let m = self.m.to_f32();
@@ -309,7 +309,7 @@ impl QuantBlock for BlockQ5_0 {
         BlockQ5_0 { d: F16Le(field(b, 0)), qh: field(b, 2), qs: field(b, 6) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn dequantize(&self, out: &mut [f32]) {
         let d = self.d.to_f32();
         let q = unpack_5bit(&self.qs, self.qh, 16);
@@ -340,7 +340,7 @@ impl QuantBlock for BlockQ5_1 {
         BlockQ5_1 { d: F16Le(field(b, 0)), m: F16Le(field(b, 2)), qh: field(b, 4), qs: field(b, 8) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn dequantize(&self, out: &mut [f32]) {
         let d = self.d.to_f32();
         let m = self.m.to_f32();
@@ -373,7 +373,7 @@ impl QuantBlock for BlockQ8_0 {
         BlockQ8_0 { d: F16Le(field(b, 0)), qs: field_i8(b, 2) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn dequantize(&self, out: &mut [f32]) {
         let d = self.d.to_f32();
         for (o, &q) in block_values::<QK>(out).iter_mut().zip(&self.qs) {
@@ -422,7 +422,7 @@ impl QuantBlock for BlockQ8_1 {
     }
 
     /// `q * d`; `s` is redundant for decoding.
-    #[inline]
+    #[inline(always)]
     fn dequantize(&self, out: &mut [f32]) {
         let d = self.d.to_f32();
         for (o, &q) in block_values::<QK>(out).iter_mut().zip(&self.qs) {

@@ -14,6 +14,7 @@
 //! `block` the traits and the generic loops over blocks. A new format adds its block type and one
 //! entry in [`kernels`] (and [`quantize_activations`] if it is an activation format).
 
+mod bf16_tiles;
 mod block;
 mod float;
 mod interleave;
@@ -27,6 +28,9 @@ mod tests;
 
 use crate::tensor::GgmlType;
 
+pub use bf16_tiles::{
+    dot_rows_batch_bf16, dot_rows_batch_bf16_reference, has_bf16_tiles, Bf16Tokens, TILE_VALUES as BF16_TILE_VALUES,
+};
 pub use interleave::{file_layout_row, interleave_rows8, GROUP_ROWS as INTERLEAVED_ROWS};
 pub use simd::{active_isa, Isa};
 

@@ -12,6 +12,10 @@
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+/// bf16 matrix products on AMX tiles, where the CPU has them (see `quant::bf16_tiles`).
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::amx;
+
 #[cfg(target_arch = "aarch64")]
 mod arm;
 

@@ -4,9 +4,9 @@
 
 use super::super::tests::Rng;
 use super::super::{
-    act_row_bytes_with, axpy_f16_heads_with, dequantize_row, dot_f16_f32_heads_with, dot_rows_batch_interleaved_with,
-    dot_rows_batch_with, dot_rows_with, interleave_rows8, quantize_activations, quantize_activations_with, vec_dot,
-    vec_dot_type, Isa,
+    act_row_bytes_with, axpy_f16_heads_with, dequantize_row, dot_f16_f32_heads_with, dot_rows_batch_bf16,
+    dot_rows_batch_bf16_reference, dot_rows_batch_interleaved_with, dot_rows_batch_with, dot_rows_with, has_bf16_tiles,
+    interleave_rows8, quantize_activations, quantize_activations_with, vec_dot, vec_dot_type, Bf16Tokens, Isa,
 };
 use crate::tensor::GgmlType::{self, *};
 
@@ -937,5 +937,60 @@ fn attention_kernel_throughput() {
             best_axpy / per,
             out.iter().map(|&v| v as f64).sum::<f64>()
         );
+    }
+}
+
+/// The AMX bf16 products against their scalar reference (the same bf16 values multiplied and
+/// summed in f32 in order; the tiles sum in another order), for every format with a SIMD
+/// kernel: strips of 32 rows whole and partial, token counts around the tiles' 16 and pairs of
+/// 32, decode's single token included; and weights interleaved for the integer kernels give
+/// the file layout's products bit for bit.
+#[test]
+fn bf16_tile_products_agree_with_their_reference() {
+    if !has_bf16_tiles() {
+        eprintln!("skipped: this CPU (or system) has no AMX-BF16 tiles");
+        return;
+    }
+    let mut rng = Rng(11);
+    let mut acts = Bf16Tokens::default();
+    for ty in SIMD_TYPES {
+        let block_len = ty.block_len() as usize;
+        for &(cols, rows) in &[(256, 8), (512, 40), (1024, 33), (256, 64)] {
+            let weights = random_blocks(ty, rows * cols / block_len, 1.0, &mut rng).0;
+            let mut interleaved = weights.clone();
+            if rows % 8 == 0 && ty != Q6_K {
+                interleave_rows8(ty, cols, &mut interleaved, &mut Vec::new());
+            }
+            for n_tokens in [1, 15, 16, 17, 32, 33, 64] {
+                let x = rng.vec(n_tokens * cols, 2.0);
+                acts.pack(&x, cols);
+                let mut want = vec![f32::NAN; rows * n_tokens];
+                dot_rows_batch_bf16_reference(ty, cols, &weights, &x, &mut want);
+                let mut got = vec![f32::NAN; rows * n_tokens];
+                dot_rows_batch_bf16(ty, false, &weights, &acts, &mut got);
+                let w = dequantized(ty, &weights, rows * cols);
+                for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
+                    let (r, t) = (i / n_tokens, i % n_tokens);
+                    let magnitude: f64 = w[r * cols..][..cols]
+                        .iter()
+                        .zip(&x[t * cols..][..cols])
+                        .map(|(&a, &b)| (a * b as f64).abs())
+                        .sum();
+                    // Two f32 sums of the same products in different orders, each within
+                    // (cols + 4) roundings of the magnitude; the bf16 roundings move it < 1%.
+                    let bound = 2.0 * (cols as f64 + 4.0) * (f32::EPSILON as f64 / 2.0) * magnitude * 1.01;
+                    assert!(
+                        ((g - e) as f64).abs() <= bound,
+                        "{ty} {cols} columns, {n_tokens} tokens: row {r} token {t}: got {g}, want {e}, bound {bound:e}"
+                    );
+                }
+                if rows % 8 == 0 && interleaved != weights {
+                    let mut from_interleaved = vec![f32::NAN; rows * n_tokens];
+                    dot_rows_batch_bf16(ty, true, &interleaved, &acts, &mut from_interleaved);
+                    let same = got.iter().zip(&from_interleaved).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{ty} {cols} columns, {n_tokens} tokens: interleaved weights give other products");
+                }
+            }
+        }
     }
 }

@@ -37,6 +37,7 @@
 //! logits identical. Every block is read through a fixed-size array reference, so each vector load
 //! is checked against the block's length where the offset is a constant.
 
+pub(crate) mod amx;
 mod attention256;
 mod attention512;
 
