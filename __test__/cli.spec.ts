@@ -46,6 +46,11 @@ function cli(args: string[], input = '', onStderr?: (text: string, child: Return
     })
     child.on('error', reject)
     child.on('close', (code) => resolve({ code, stdout, stderr }))
+    // A command that does not read stdin may exit before the input is written: the write then
+    // fails with EPIPE, which says nothing about the command (its exit code and output do).
+    child.stdin.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') reject(e)
+    })
     child.stdin.end(input)
   })
 }

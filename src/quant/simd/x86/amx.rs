@@ -142,9 +142,19 @@ fn multiply_with_strip(
 ) {
     let tile_bytes = cols * TILE_ROWS; // u16 values of one token tile
     let mut products = Products([[0.0; TILE_ROWS * TILE_ROWS]; 4]);
+    // Other code on this thread may use the tiles too, and keep its configuration loaded
+    // between calls: llama.cpp's AMX kernels do, and node-llama-cpp runs them on the libuv
+    // threads our calls run on. A tile instruction of theirs after a `tilerelease` of ours
+    // raised SIGILL (and after a configuration of ours would multiply other shapes), so the
+    // configuration found is put back at the end.
+    let mut found = TileConfig { palette: 0, start_row: 0, reserved: [0; 14], bytes_per_row: [0; 16], rows: [0; 16] };
     // SAFETY: `multiply` holds an `Available`: the CPU has AMX-TILE and the kernel granted the
-    // tile state; `CONFIG` is a valid palette-1 configuration.
-    unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
+    // tile state. `sttilecfg` writes 64 bytes (zeros where no configuration is loaded) into
+    // `found`, a `TileConfig` of 64 bytes; `CONFIG` is a valid palette-1 configuration.
+    unsafe {
+        asm!("sttilecfg [{}]", in(reg) &mut found, options(nostack));
+        asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly));
+    }
     for first_row in (0..rows).step_by(STRIP_ROWS) {
         let strip_rows = STRIP_ROWS.min(rows - first_row);
         fill_strip(first_row, &mut strip[..strip_rows * cols]);
@@ -186,9 +196,16 @@ fn multiply_with_strip(
             products.copy_out(first_row, strip_rows, group * TOKEN_GROUP, tokens, out);
         }
     }
-    // SAFETY: as for `ldtilecfg`; releasing returns the tiles to their initial state, which the
-    // kernel need not save on a context switch.
-    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    // SAFETY: as for `ldtilecfg` above; `found` is what `sttilecfg` stored, a configuration the
+    // CPU accepted. Releasing (where there was none) returns the tiles to their initial state,
+    // which the kernel need not save on a context switch.
+    unsafe {
+        if found.palette != 0 {
+            asm!("ldtilecfg [{}]", in(reg) &found, options(nostack, readonly));
+        } else {
+            asm!("tilerelease", options(nostack, nomem));
+        }
+    }
 }
 
 /// The four accumulator tiles of a strip and token group: (rows 0-15, tokens 0-15), (rows 0-15,
