@@ -64,10 +64,6 @@ impl Bf16Tokens {
         self.tokens
     }
 
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
     /// The packed values: pairs of token tiles, each `TILE_TOKENS * cols` values.
     pub(crate) fn packed(&self) -> &[u16] {
         &self.packed

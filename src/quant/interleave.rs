@@ -53,20 +53,22 @@ pub(crate) const fn fifth_bits_at(with_min: bool) -> usize {
 }
 
 /// Where a 32-value format's fields lie in a block and in an interleaved group (module docs):
-/// the one description both directions of the rearrangement follow.
-struct GroupLayout {
-    block_bytes: usize,
+/// the one description both directions of the rearrangement follow, and the AMX dequantizer
+/// that reads the rearranged groups directly.
+#[derive(Clone, Copy)]
+pub(crate) struct GroupLayout {
+    pub(crate) block_bytes: usize,
     /// The f16 fields that start a block: `d`, and Q4_1's and Q5_1's `m`.
-    fields: usize,
+    pub(crate) fields: usize,
     /// Q5_0 and Q5_1: a block's 32-bit word of fifth bits follows its f16 fields, and the
     /// group's 32 bytes of them follow the group's f16 fields.
-    five_bit: bool,
+    pub(crate) five_bit: bool,
     /// Quant bytes that end a block: 16 of nibbles, Q8_0's 32.
-    quant_bytes: usize,
+    pub(crate) quant_bytes: usize,
 }
 
 impl GroupLayout {
-    fn of(ty: GgmlType) -> Self {
+    pub(crate) fn of(ty: GgmlType) -> Self {
         use GgmlType::*;
         GroupLayout {
             block_bytes: ty.block_bytes() as usize,
@@ -77,7 +79,7 @@ impl GroupLayout {
     }
 
     /// Where the group's fifth bits start.
-    fn fifth_bits_at(&self) -> usize {
+    pub(crate) fn fifth_bits_at(&self) -> usize {
         fifth_bits_at(self.fields == 2)
     }
 
@@ -87,13 +89,13 @@ impl GroupLayout {
     }
 
     /// Where the group's quant bytes start.
-    fn quants_at(&self) -> usize {
+    pub(crate) fn quants_at(&self) -> usize {
         self.fifth_bits_at() + if self.five_bit { 32 } else { 0 }
     }
 }
 
 /// Where byte `k` of row `r`'s block lands among the interleaved bytes of that block index.
-fn q4_k_position(r: usize, k: usize) -> usize {
+pub(crate) fn q4_k_position(r: usize, k: usize) -> usize {
     if k < Q4_K_HEAD {
         Q4_K_HEAD * r + k
     } else {

@@ -15,6 +15,7 @@
 
 use crate::quant::block::QuantBlock;
 use crate::quant::float::f32_to_bf16;
+use crate::quant::interleave::{q4_k_position, GroupLayout};
 use crate::quant::kquants::{scales_mins_k4, BlockQ5K, BlockQ6K};
 use crate::tensor::GgmlType;
 use std::arch::asm;
@@ -36,8 +37,12 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
+/// No configuration: what `sttilecfg` stores where none is loaded.
+const NO_CONFIG: TileConfig =
+    TileConfig { palette: 0, start_row: 0, reserved: [0; 14], bytes_per_row: [0; 16], rows: [0; 16] };
+
 const CONFIG: TileConfig = {
-    let mut c = TileConfig { palette: 1, start_row: 0, reserved: [0; 14], bytes_per_row: [0; 16], rows: [0; 16] };
+    let mut c = TileConfig { palette: 1, ..NO_CONFIG };
     let mut t = 0;
     while t < 8 {
         c.bytes_per_row[t] = (TILE_VALUES * 2) as u16;
@@ -147,7 +152,7 @@ fn multiply_with_strip(
     // threads our calls run on. A tile instruction of theirs after a `tilerelease` of ours
     // raised SIGILL (and after a configuration of ours would multiply other shapes), so the
     // configuration found is put back at the end.
-    let mut found = TileConfig { palette: 0, start_row: 0, reserved: [0; 14], bytes_per_row: [0; 16], rows: [0; 16] };
+    let mut found = NO_CONFIG;
     // SAFETY: `multiply` holds an `Available`: the CPU has AMX-TILE and the kernel granted the
     // tile state. `sttilecfg` writes 64 bytes (zeros where no configuration is loaded) into
     // `found`, a `TileConfig` of 64 bytes; `CONFIG` is a valid palette-1 configuration.
@@ -314,17 +319,18 @@ pub(crate) fn dequantize_bf16_q4_k_interleaved(_available: Available, rows: &[u8
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
 unsafe fn q4_k_interleaved_bf16(group: &[u8], r: usize, dst: &mut [u16]) {
     use std::arch::x86_64::*;
-    // Row r's quant bytes 32 c + 4 j..+ 4 lie at 128 + 256 c + 32 j + 4 r of a block index's 1152.
+    // Row r's quant bytes 32 c + 4 j..+ 4 lie 32 bytes apart from one j to the next.
     let runs = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
+    const HEAD: usize = 16;
     for (blocks, out) in group.chunks_exact(8 * Q4_K_BYTES).zip(dst.chunks_exact_mut(256)) {
         let blocks: &[u8; 8 * Q4_K_BYTES] = blocks.try_into().expect("eight blocks");
         let quants = std::array::from_fn(|chunk| {
-            let first = &blocks[128 + 256 * chunk + 4 * r..];
-            // SAFETY: the last run read ends at 128 + 256 * 3 + 4 * 7 + 224 + 4 = 1152 bytes,
-            // the length of `blocks`.
+            let first = &blocks[q4_k_position(r, HEAD + 32 * chunk)..];
+            // SAFETY: the first run is at 128 + 256 c + 4 r (`q4_k_position`), so the last one
+            // read ends at 128 + 256 * 3 + 4 * 7 + 224 + 4 = 1152 bytes, the length of `blocks`.
             unsafe { _mm256_i32gather_epi32::<1>(first.as_ptr().cast(), runs) }
         });
-        q4_k_block_bf16(blocks[16 * r..][..16].try_into().expect("16 bytes"), quants, out);
+        q4_k_block_bf16(blocks[q4_k_position(r, 0)..][..HEAD].try_into().expect("16 bytes"), quants, out);
     }
 }
 
@@ -353,37 +359,32 @@ fn q4_k_block_bf16(head: &[u8; 16], quants: [std::arch::x86_64::__m256i; 4], out
     }
 }
 
-/// A 32-value format as its blocks lay out their fields (`quant::legacy`): `d` first, then
-/// Q4_1's and Q5_1's `m`, then Q5's 32 fifth bits, then 16 bytes of nibbles or Q8_0's 32 bytes.
+/// A 32-value format: where its fields lie, in a block and in an interleaved group
+/// (`quant::interleave`'s one description of both), and what each quant is offset by.
 #[derive(Clone, Copy)]
 struct Format32 {
-    block_bytes: usize,
-    with_min: bool,
-    five_bit: bool,
-    eight_bit: bool,
+    layout: GroupLayout,
     /// Subtracted from each quant: Q4_0's 8, Q5_0's 16.
     offset: i8,
 }
 
 impl Format32 {
     fn of(ty: GgmlType) -> Option<Format32> {
-        let (with_min, five_bit, eight_bit, offset) = match ty {
-            GgmlType::Q4_0 => (false, false, false, 8),
-            GgmlType::Q4_1 => (true, false, false, 0),
-            GgmlType::Q5_0 => (false, true, false, 16),
-            GgmlType::Q5_1 => (true, true, false, 0),
-            GgmlType::Q8_0 => (false, false, true, 0),
+        let offset = match ty {
+            GgmlType::Q4_0 => 8,
+            GgmlType::Q5_0 => 16,
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q8_0 => 0,
             _ => return None,
         };
-        Some(Format32 { block_bytes: ty.block_bytes() as usize, with_min, five_bit, eight_bit, offset })
+        Some(Format32 { layout: GroupLayout::of(ty), offset })
     }
 
-    fn fields(self) -> usize {
-        if self.with_min {
-            2
-        } else {
-            1
-        }
+    fn with_min(self) -> bool {
+        self.layout.fields == 2
+    }
+
+    fn eight_bit(self) -> bool {
+        self.layout.quant_bytes == 32
     }
 }
 
@@ -402,9 +403,10 @@ pub(crate) fn dequantize_bf16_row32(
     let Some(format) = Format32::of(ty) else { return false };
     assert!(dst.len().is_multiple_of(32), "amx: rows of whole 32-value blocks");
     let blocks = dst.len() / 32;
-    let src = &rows[row * blocks * format.block_bytes..][..blocks * format.block_bytes];
+    let block_bytes = format.layout.block_bytes;
+    let src = &rows[row * blocks * block_bytes..][..blocks * block_bytes];
     let grouped = if interleaved { blocks - blocks % 8 } else { 0 };
-    let (src_groups, src_rest) = src.split_at(grouped * format.block_bytes);
+    let (src_groups, src_rest) = src.split_at(grouped * block_bytes);
     let (dst_groups, dst_rest) = dst.split_at_mut(grouped * 32);
     // SAFETY: `Available` says the CPU has AVX-512F, BW, VL and BF16 (checked with the tiles),
     // and BMI2, which every CPU with AMX has.
@@ -422,26 +424,25 @@ unsafe fn row32_bf16(
 ) {
     use std::arch::x86_64::*;
     let f16_at = |bytes: &[u8], at: usize| half::f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32();
-    let group_bytes = 8 * format.block_bytes;
-    let fifth_bits_at = 16 * format.fields();
-    let quants_at = fifth_bits_at + if format.five_bit { 32 } else { 0 };
+    let layout = format.layout;
+    let (fifth_bits_at, quants_at) = (layout.fifth_bits_at(), layout.quants_at());
     let nibble_runs = _mm_setr_epi32(0, 32, 64, 96);
     let byte_runs = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
-    for (group, out) in src_groups.chunks_exact(group_bytes).zip(dst_groups.chunks_exact_mut(256)) {
+    for (group, out) in src_groups.chunks_exact(8 * layout.block_bytes).zip(dst_groups.chunks_exact_mut(256)) {
         for (l, out) in out.chunks_exact_mut(32).enumerate() {
             let d = f16_at(group, 2 * l);
-            let m = if format.with_min { f16_at(group, 16 + 2 * l) } else { 0.0 };
+            let m = if format.with_min() { f16_at(group, 16 + 2 * l) } else { 0.0 };
             let first = &group[quants_at + 4 * l..];
             // SAFETY: the runs read end at quants_at + 4 * 7 + 96 + 4 (nibbles) or + 224 + 4
             // (Q8_0), the group's length.
             let quants = unsafe {
-                if format.eight_bit {
+                if format.eight_bit() {
                     _mm256_i32gather_epi32::<1>(first.as_ptr().cast(), byte_runs)
                 } else {
                     nibbles_to_bytes(_mm_i32gather_epi32::<1>(first.as_ptr().cast(), nibble_runs))
                 }
             };
-            let fifth_bits = if format.five_bit {
+            let fifth_bits = if layout.five_bit {
                 // Byte 4 l + b holds at bit j this block's fifth bit 4 j + b.
                 let word = u32::from_le_bytes(group[fifth_bits_at + 4 * l..][..4].try_into().expect("4 bytes"));
                 (0..4).fold(0, |bits, b| bits | _pdep_u32((word >> (8 * b)) & 0xff, 0x1111_1111 << b))
@@ -451,21 +452,22 @@ unsafe fn row32_bf16(
             block32_bf16(format, quants, fifth_bits, d, m, out);
         }
     }
-    for (block, out) in src_rest.chunks_exact(format.block_bytes).zip(dst_rest.chunks_exact_mut(32)) {
+    // A block in the file's layout: its f16 fields, its 32-bit word of fifth bits, its quants.
+    let fifth_bits_at = 2 * layout.fields;
+    let quants_at = fifth_bits_at + if layout.five_bit { 4 } else { 0 };
+    for (block, out) in src_rest.chunks_exact(layout.block_bytes).zip(dst_rest.chunks_exact_mut(32)) {
         let d = f16_at(block, 0);
-        let m = if format.with_min { f16_at(block, 2) } else { 0.0 };
-        let fifth_bits_at = 2 * format.fields();
-        let quants_at = fifth_bits_at + if format.five_bit { 4 } else { 0 };
+        let m = if format.with_min() { f16_at(block, 2) } else { 0.0 };
         let quants = &block[quants_at..];
         // SAFETY: 32 (Q8_0) or 16 bytes at `quants_at`, the rest of the block.
         let quants = unsafe {
-            if format.eight_bit {
+            if format.eight_bit() {
                 _mm256_loadu_si256(quants.as_ptr().cast())
             } else {
                 nibbles_to_bytes(_mm_loadu_si128(quants.as_ptr().cast()))
             }
         };
-        let fifth_bits = if format.five_bit {
+        let fifth_bits = if layout.five_bit {
             u32::from_le_bytes(block[fifth_bits_at..][..4].try_into().expect("4 bytes"))
         } else {
             0
@@ -496,14 +498,14 @@ fn block32_bf16(
 ) {
     use std::arch::x86_64::*;
     let mut q = quants;
-    if format.five_bit {
+    if format.layout.five_bit {
         q = _mm256_or_si256(q, _mm256_and_si256(_mm256_movm_epi8(fifth_bits), _mm256_set1_epi8(0x10)));
     }
     q = _mm256_sub_epi8(q, _mm256_set1_epi8(format.offset));
     let (scale, min) = (_mm512_set1_ps(d), _mm512_set1_ps(m));
     let halves = [_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q)].map(|q| {
         let v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), scale);
-        if format.with_min {
+        if format.with_min() {
             _mm512_add_ps(v, min)
         } else {
             v
