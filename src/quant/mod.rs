@@ -290,6 +290,9 @@ pub fn dot_rows_batch_with(
         out.fill(0.0);
         return;
     }
+    if on_int8_tiles(isa, ty, cols, weights, false, acts, n_tokens, out) {
+        return;
+    }
     if let Some((_, batch)) = isa.kernels(ty) {
         return batch.call(cols, weights, acts, n_tokens, out);
     }
@@ -345,7 +348,34 @@ pub fn dot_rows_batch_interleaved_with(
         rows.is_multiple_of(interleave::GROUP_ROWS) && row_bytes > 0,
         "quant::dot_rows_batch_interleaved: {rows} rows are not whole groups of eight"
     );
+    if on_int8_tiles(isa, ty, cols, weights, true, acts, n_tokens, out) {
+        return;
+    }
     kernel.call(cols, weights, acts, n_tokens, out)
+}
+
+/// Multiplies on AMX int8 tiles where this CPU has them, the set is AVX-512 VNNI (whose
+/// arithmetic the tiles repeat bit for bit), the batch fills a tile and the tiles take `ty`;
+/// false where it did not. `CHORD_LLM_INT8_TILES=0` turns them off.
+#[allow(clippy::too_many_arguments)]
+fn on_int8_tiles(
+    isa: Isa,
+    ty: GgmlType,
+    cols: usize,
+    weights: &[u8],
+    interleaved: bool,
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni && n_tokens >= simd::amx_int8::MIN_TOKENS && simd::amx_int8::supports(ty) {
+        if let Some(tiles) = simd::amx_int8::Int8Tiles::get() {
+            return simd::amx_int8::dot_rows_batch(tiles, ty, cols, weights, interleaved, acts, n_tokens, out);
+        }
+    }
+    let _ = (isa, ty, cols, weights, interleaved, acts, n_tokens, out);
+    false
 }
 
 /// What a batched product's buffers hold: rows of weights, and bytes per weight row and per

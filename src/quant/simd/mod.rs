@@ -15,6 +15,9 @@ mod x86;
 /// bf16 matrix products on AMX tiles, where the CPU has them (see `quant::bf16_tiles`).
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::amx;
+/// Integer matrix products on AMX tiles, bit-identical to the AVX-512 VNNI kernels.
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::amx_int8;
 
 #[cfg(target_arch = "aarch64")]
 mod arm;

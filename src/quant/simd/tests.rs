@@ -994,3 +994,53 @@ fn bf16_tile_products_agree_with_their_reference() {
         }
     }
 }
+
+/// The AMX int8 tiles' products are the AVX-512 VNNI kernels' bit for bit, for every format the
+/// tiles take, in the file's layout and interleaved: strips of 32 rows whole and partial, token
+/// counts filling one or two token tiles or leaving the last one partial, rows whose blocks do
+/// not fill the kernels' groups of eight, and scales from small to large.
+#[test]
+fn int8_tile_products_are_the_vnni_kernels() {
+    use super::amx_int8::{dot_rows_batch as on_tiles, Int8Tiles};
+    let Some(tiles) = Int8Tiles::for_tests() else {
+        eprintln!("skipped: this CPU (or system) has no AMX-INT8 tiles");
+        return;
+    };
+    let isa = Isa::Avx512Vnni;
+    let mut rng = Rng(12);
+    for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K] {
+        let block_len = ty.block_len() as usize;
+        let shapes: &[(usize, usize)] =
+            if ty == Q4_K { &[(256, 8), (768, 40), (512, 64)] } else { &[(288, 8), (256, 40), (96, 33), (544, 64)] };
+        for &(cols, rows) in shapes {
+            for (scale, x_scale) in [(1.0, 2.0), (3e-3, 60.0)] {
+                let weights = random_blocks(ty, rows * cols / block_len, scale, &mut rng).0;
+                for n_tokens in [16, 17, 32, 40, 64] {
+                    let xs: Vec<Vec<f32>> = (0..n_tokens).map(|_| rng.vec(cols, x_scale)).collect();
+                    let acts = activation_rows(isa, vec_dot_type(ty), &xs);
+                    let (_, kernel) = isa.kernels(ty).expect("a VNNI kernel");
+                    let mut want = vec![f32::NAN; rows * n_tokens];
+                    kernel.call(cols, &weights, &acts, n_tokens, &mut want);
+                    let mut got = vec![f32::NAN; rows * n_tokens];
+                    assert!(on_tiles(tiles, ty, cols, &weights, false, &acts, n_tokens, &mut got));
+                    let first_difference = got.iter().zip(&want).position(|(g, w)| g.to_bits() != w.to_bits());
+                    if let Some(i) = first_difference {
+                        let (r, t) = (i / n_tokens, i % n_tokens);
+                        panic!("{ty}, {cols} columns, {rows} rows, {n_tokens} tokens: row {r} token {t}: tiles {}, VNNI {}", got[i], want[i]);
+                    }
+                    if rows % 8 == 0 {
+                        let mut interleaved = weights.clone();
+                        interleave_rows8(ty, cols, &mut interleaved, &mut Vec::new());
+                        let mut from_interleaved = vec![f32::NAN; rows * n_tokens];
+                        assert!(on_tiles(tiles, ty, cols, &interleaved, true, &acts, n_tokens, &mut from_interleaved));
+                        let same = from_interleaved.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{ty}, {cols} columns, {n_tokens} tokens: interleaved weights on the tiles differ"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

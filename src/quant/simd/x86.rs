@@ -38,6 +38,7 @@
 //! is checked against the block's length where the offset is a constant.
 
 pub(crate) mod amx;
+pub(crate) mod amx_int8;
 mod attention256;
 mod attention512;
 

@@ -27,20 +27,21 @@ use crate::quant::bf16_tiles::{TILE_TOKENS as TILE_ROWS, TILE_VALUES, TOKEN_GROU
 /// loaded makes four products.
 pub const STRIP_ROWS: usize = 2 * TILE_ROWS;
 
-/// The operand of `ldtilecfg` (palette 1): every tile used is 16 rows of 64 bytes.
+/// The operand of `ldtilecfg`: per tile register, its rows and bytes per row.
 #[repr(C, align(64))]
-struct TileConfig {
-    palette: u8,
-    start_row: u8,
-    reserved: [u8; 14],
-    bytes_per_row: [u16; 16],
-    rows: [u8; 16],
+pub(super) struct TileConfig {
+    pub(super) palette: u8,
+    pub(super) start_row: u8,
+    pub(super) reserved: [u8; 14],
+    pub(super) bytes_per_row: [u16; 16],
+    pub(super) rows: [u8; 16],
 }
 
 /// No configuration: what `sttilecfg` stores where none is loaded.
-const NO_CONFIG: TileConfig =
+pub(super) const NO_CONFIG: TileConfig =
     TileConfig { palette: 0, start_row: 0, reserved: [0; 14], bytes_per_row: [0; 16], rows: [0; 16] };
 
+/// Palette 1, every tile used 16 rows of 64 bytes.
 const CONFIG: TileConfig = {
     let mut c = TileConfig { palette: 1, ..NO_CONFIG };
     let mut t = 0;
@@ -63,19 +64,29 @@ pub(crate) fn available() -> bool {
             && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx512bf16")
             && is_x86_feature_detected!("bmi2");
-        avx512 && cpu_has_amx_bf16() && request_tile_data()
+        avx512 && cpu_has_amx(AMX_BF16) && tile_data_granted()
     })
 }
 
-fn cpu_has_amx_bf16() -> bool {
+/// CPUID.(EAX=7,ECX=0):EDX bits of the AMX extensions.
+pub(super) const AMX_BF16: u32 = 1 << 22;
+pub(super) const AMX_INT8: u32 = 1 << 25;
+
+/// Whether the CPU has AMX-TILE and the AMX extension `bit` (of CPUID leaf 7's EDX).
+pub(super) fn cpu_has_amx(bit: u32) -> bool {
     use std::arch::x86_64::{__cpuid, __cpuid_count};
+    const AMX_TILE: u32 = 1 << 24;
     if __cpuid(0).eax < 7 {
         return false;
     }
-    let leaf7 = __cpuid_count(7, 0);
-    const AMX_BF16: u32 = 1 << 22;
-    const AMX_TILE: u32 = 1 << 24;
-    leaf7.edx & AMX_BF16 != 0 && leaf7.edx & AMX_TILE != 0
+    let edx = __cpuid_count(7, 0).edx;
+    edx & bit != 0 && edx & AMX_TILE != 0
+}
+
+/// Whether this process may use the tile registers: asked of the kernel once.
+pub(super) fn tile_data_granted() -> bool {
+    static GRANTED: OnceLock<bool> = OnceLock::new();
+    *GRANTED.get_or_init(request_tile_data)
 }
 
 #[cfg(target_os = "linux")]
@@ -147,25 +158,70 @@ fn multiply_with_strip(
 ) {
     let tile_bytes = cols * TILE_ROWS; // u16 values of one token tile
     let mut products = Products([[0.0; TILE_ROWS * TILE_ROWS]; 4]);
-    // Other code on this thread may use the tiles too, and keep its configuration loaded
-    // between calls: llama.cpp's AMX kernels do, and node-llama-cpp runs them on the libuv
-    // threads our calls run on. A tile instruction of theirs after a `tilerelease` of ours
-    // raised SIGILL (and after a configuration of ours would multiply other shapes), so the
-    // configuration found is put back at the end.
-    let mut found = NO_CONFIG;
     // SAFETY: `multiply` holds an `Available`: the CPU has AMX-TILE and the kernel granted the
-    // tile state. `sttilecfg` writes 64 bytes (zeros where no configuration is loaded) into
-    // `found`, a `TileConfig` of 64 bytes; `CONFIG` is a valid palette-1 configuration.
+    // tile state; `CONFIG` is a valid palette-1 configuration, loaded while `multiply_tiles` runs.
+    unsafe {
+        with_tile_config(&CONFIG, || {
+            multiply_tiles(cols, rows, tokens, packed, fill_strip, strip, out, tile_bytes, &mut products)
+        })
+    }
+}
+
+/// Runs `f` with `config` loaded, and puts back the configuration found.
+///
+/// Other code on this thread may use the tiles too, and keep its configuration loaded between
+/// calls: llama.cpp's AMX kernels do, and node-llama-cpp runs them on the libuv threads our
+/// calls run on. A tile instruction of theirs after a `tilerelease` of ours raised SIGILL (and
+/// after a configuration of ours would multiply other shapes), so the configuration found is
+/// loaded again at the end; where there was none, the tiles are released.
+///
+/// # Safety
+/// The CPU has AMX-TILE, the kernel granted this process the tile state, and `config` is a
+/// configuration the CPU accepts.
+pub(super) unsafe fn with_tile_config<R>(config: &TileConfig, f: impl FnOnce() -> R) -> R {
+    let mut found = NO_CONFIG;
+    // SAFETY: the caller's promise; `sttilecfg` writes 64 bytes (zeros where no configuration
+    // is loaded) into `found`, a `TileConfig` of 64 bytes.
     unsafe {
         asm!("sttilecfg [{}]", in(reg) &mut found, options(nostack));
-        asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly));
+        asm!("ldtilecfg [{}]", in(reg) config, options(nostack, readonly));
     }
+    let result = f();
+    // SAFETY: `found` is what `sttilecfg` stored, a configuration the CPU accepted. Releasing
+    // (where there was none) returns the tiles to their initial state, which the kernel need
+    // not save on a context switch.
+    unsafe {
+        if found.palette != 0 {
+            asm!("ldtilecfg [{}]", in(reg) &found, options(nostack, readonly));
+        } else {
+            asm!("tilerelease", options(nostack, nomem));
+        }
+    }
+    result
+}
+
+/// [`multiply_with_strip`]'s loops.
+///
+/// # Safety
+/// Runs inside [`with_tile_config`] with [`CONFIG`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn multiply_tiles(
+    cols: usize,
+    rows: usize,
+    tokens: usize,
+    packed: &[u16],
+    fill_strip: &mut dyn FnMut(usize, &mut [u16]),
+    strip: &mut [u16],
+    out: &mut [f32],
+    tile_bytes: usize,
+    products: &mut Products,
+) {
     for first_row in (0..rows).step_by(STRIP_ROWS) {
         let strip_rows = STRIP_ROWS.min(rows - first_row);
         fill_strip(first_row, &mut strip[..strip_rows * cols]);
         strip[strip_rows * cols..].fill(0);
         for (group, tiles) in packed.chunks_exact(2 * tile_bytes).enumerate() {
-            // SAFETY: as for `ldtilecfg` above, and tiles 0-3 are configured.
+            // SAFETY: the CPU has AMX-TILE and tiles 0-3 are configured (the function's promise).
             unsafe {
                 asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem))
             };
@@ -199,16 +255,6 @@ fn multiply_with_strip(
             }
             products.store();
             products.copy_out(first_row, strip_rows, group * TOKEN_GROUP, tokens, out);
-        }
-    }
-    // SAFETY: as for `ldtilecfg` above; `found` is what `sttilecfg` stored, a configuration the
-    // CPU accepted. Releasing (where there was none) returns the tiles to their initial state,
-    // which the kernel need not save on a context switch.
-    unsafe {
-        if found.palette != 0 {
-            asm!("ldtilecfg [{}]", in(reg) &found, options(nostack, readonly));
-        } else {
-            asm!("tilerelease", options(nostack, nomem));
         }
     }
 }
