@@ -17,8 +17,7 @@
 //! come out as 16 tokens by 16 rows of i32 and are scaled by the vector of 16 rows' scales.
 
 use super::amx::{cpu_has_amx, tile_data_granted, with_tile_config, TileConfig, AMX_INT8, NO_CONFIG};
-use crate::quant::interleave::GroupLayout;
-use crate::quant::kquants::scales_mins_k4;
+use crate::quant::interleave::{q4_k_position, GroupLayout};
 use crate::tensor::GgmlType;
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -204,9 +203,6 @@ struct Scratch {
     quants: Vec<u8>,
     /// The strip's scales: per run, [`FIELDS`] fields of [`STRIP_ROWS`] f32.
     scales: Vec<f32>,
-    /// Interleaved weight rows put back in the file's layout, one strip at a time.
-    file_rows: Vec<u8>,
-    file_row: Vec<u8>,
     /// The last token tile's activation rows where fewer than 16 are left, zeros after them.
     padded: Vec<u8>,
     tokens: TokenScalars,
@@ -248,7 +244,7 @@ pub(crate) fn dot_rows_batch(
         return true;
     }
     SCRATCH.with_borrow_mut(|s| {
-        let Scratch { quants, scales, file_rows, file_row, padded, tokens, acc } = s;
+        let Scratch { quants, scales, padded, tokens, acc } = s;
         let whole = n_tokens / TILE_ROWS;
         let mut tiles: Vec<&[u8]> = acts.chunks_exact(TILE_ROWS * act_bytes).collect();
         if n_tokens > whole * TILE_ROWS {
@@ -264,18 +260,9 @@ pub(crate) fn dot_rows_batch(
         acc.resize(2 * TILE_ROWS * 2 * LANES, unsafe { _mm512_setzero_ps() });
         for first_row in (0..rows).step_by(STRIP_ROWS) {
             let strip_rows = STRIP_ROWS.min(rows - first_row);
-            let strip: &[u8] = if interleaved {
-                file_rows.clear();
-                for r in first_row..first_row + strip_rows {
-                    crate::quant::file_layout_row(ty, cols, weights, r, file_row);
-                    file_rows.extend_from_slice(file_row);
-                }
-                file_rows
-            } else {
-                &weights[first_row * row_bytes..(first_row + strip_rows) * row_bytes]
-            };
+            let strip = &weights[first_row * row_bytes..(first_row + strip_rows) * row_bytes];
             // SAFETY: `Int8Tiles` says the CPU has AVX-512F, BW and VL and F16C.
-            unsafe { fill_strip(format, strip, row_bytes, strip_rows, nb, quants, scales) };
+            unsafe { fill_strip(format, interleaved, strip, row_bytes, strip_rows, nb, quants, scales) };
             for (pair, tiles) in tiles.chunks(2).enumerate() {
                 let first_token = 2 * TILE_ROWS * pair;
                 let token_scalars: Vec<&[f32]> = (0..tiles.len()).map(|k| tokens.of_tile(2 * pair + k, runs)).collect();
@@ -459,13 +446,17 @@ fn write_sums(
     }
 }
 
-/// Lays out a strip's weights (`strip`: `strip_rows` rows of `row_bytes`, in the file's
-/// layout) for the tiles: per run, two weight tiles of 8 rows x 64 bytes, row `k` holding four
-/// quants `4k..4k + 4` of each of 16 weight rows (as bytes: signed with the format's offset
-/// taken off, or unsigned), and the rows' scales; rows past `strip_rows` are zeros.
+/// Lays out a strip's weights (`strip`: `strip_rows` rows of `row_bytes`, in the file's layout
+/// or with `interleaved` as `quant::interleave_rows8` rearranged them, read as they are) for the
+/// tiles: per run, two weight tiles of 8 rows x 64 bytes, row `k` holding four quants
+/// `4k..4k + 4` of each of 16 weight rows (as bytes: signed with the format's offset taken off,
+/// or unsigned), and the rows' scales; rows past `strip_rows` are zeros. Each four bytes come
+/// from 16 rows at once by one gather.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 fn fill_strip(
     format: Format,
+    interleaved: bool,
     strip: &[u8],
     row_bytes: usize,
     strip_rows: usize,
@@ -473,127 +464,229 @@ fn fill_strip(
     quants: &mut [u8],
     scales: &mut [f32],
 ) {
-    scales.fill(0.0);
+    // Rows past `strip_rows` keep what the last strip left in their scales: their products
+    // are never written out, and each row's are its own lane's.
     let runs = nb * format.block_len / RUN;
-    let offsets = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(row_bytes as i32),
-    );
-    let low4 = _mm512_set1_epi8(0x0f);
-    let offset = _mm512_set1_epi8(format.offset);
     for wt in 0..2 {
         let live = strip_rows.saturating_sub(TILE_ROWS * wt).min(TILE_ROWS);
-        let store_tile = |quants: &mut [u8], run: usize, k: usize, v: __m512i| {
-            let at = &mut quants[(2 * run + wt) * WEIGHT_TILE_BYTES + 64 * k..][..64];
-            // SAFETY: 64 bytes, the length of `at`.
-            unsafe { _mm512_storeu_si512(at.as_mut_ptr().cast(), v) };
-        };
-        let store_scales = |scales: &mut [f32], run: usize, field: usize, v: __m512| {
-            let at = &mut scales[(run * FIELDS + field) * STRIP_ROWS + TILE_ROWS * wt..][..TILE_ROWS];
-            // SAFETY: 16 f32, the length of `at`.
-            unsafe { _mm512_storeu_ps(at.as_mut_ptr(), v) };
-        };
         if live == 0 {
-            for run in 0..runs {
-                for k in 0..RUN / 4 {
-                    store_tile(quants, run, k, _mm512_setzero_si512());
-                }
-            }
+            quants.chunks_exact_mut(WEIGHT_TILE_BYTES).skip(wt).step_by(2).for_each(|t| t.fill(0));
             continue;
         }
-        let mask: __mmask16 = ((1u32 << live) - 1) as __mmask16;
-        let rows = &strip[TILE_ROWS * wt * row_bytes..][..live * row_bytes];
-        // Four bytes at `at` of each of the tile's rows (zeros past `live`).
-        let gather = |at: usize| -> __m512i {
-            assert!(at + 4 <= row_bytes);
-            let from = &rows[at..];
-            // SAFETY: the lanes read (those of `mask`, rows 0..live) read 4 bytes at
-            // `r * row_bytes` from `from` for r < live, inside `rows` as `at + 4 <= row_bytes`.
-            unsafe { _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), mask, offsets, from.as_ptr().cast()) }
-        };
-        let f16_pair = |at: usize| {
-            let words = gather(at);
-            let first = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words));
-            let second = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(words)));
-            (first, second)
+        let tile = WeightTile {
+            rows: &strip[TILE_ROWS * wt * row_bytes..][..live * row_bytes],
+            row_bytes,
+            mask: ((1u32 << live) - 1) as __mmask16,
+            wt,
         };
         if format.finish == Finish::KQuant {
-            for i in 0..nb {
-                let block = i * format.block_bytes;
-                let (d, dmin) = f16_pair(block);
-                for g in 0..8 {
-                    store_scales(scales, 8 * i + g, 0, d);
-                    store_scales(scales, 8 * i + g, 1, dmin);
-                }
-                for r in 0..live {
-                    let head = &rows[r * row_bytes + block + 4..][..12];
-                    let (sc, m) = scales_mins_k4(head.try_into().expect("12 bytes"));
-                    for g in 0..8 {
-                        let at = ((8 * i + g) * FIELDS) * STRIP_ROWS + TILE_ROWS * wt + r;
-                        scales[at + 2 * STRIP_ROWS] = sc[g] as f32;
-                        scales[at + 3 * STRIP_ROWS] = m[g] as f32;
-                    }
-                }
-                for c in 0..4 {
-                    for k in 0..RUN / 4 {
-                        let q = gather(block + 16 + 32 * c + 4 * k);
-                        store_tile(quants, 8 * i + 2 * c, k, _mm512_and_si512(q, low4));
-                        store_tile(quants, 8 * i + 2 * c + 1, k, _mm512_and_si512(_mm512_srli_epi32::<4>(q), low4));
-                    }
-                }
-            }
-            continue;
+            tile.fill_q4_k(interleaved, nb, quants, scales);
+        } else {
+            tile.fill_32(format, interleaved, nb, quants, scales);
         }
+    }
+    debug_assert_eq!(quants.len(), runs * 2 * WEIGHT_TILE_BYTES);
+}
+
+/// Up to 16 rows of a strip (`mask`: the rows there are), weight tile `wt` of its two.
+struct WeightTile<'a> {
+    rows: &'a [u8],
+    row_bytes: usize,
+    mask: __mmask16,
+    wt: usize,
+}
+
+impl WeightTile<'_> {
+    /// Four bytes of each row, at `at + index[n]` for row `n` (zeros past the rows there are).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn gather(&self, index: __m512i, at: usize, last_row_at: usize) -> __m512i {
+        // The last row there is reads at `last_row_at + at`; the others at smaller offsets.
+        assert!(last_row_at + at + 4 <= self.rows.len(), "amx: a gather past the strip");
+        let from = &self.rows[at..];
+        // SAFETY: only the lanes of `mask` read, each 4 bytes at `index[n]` from `from`, no
+        // further than the last row's, inside `rows` (checked above).
+        unsafe { _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), self.mask, index, from.as_ptr().cast()) }
+    }
+
+    /// 16 i32 lanes `n * step` for rows at a stride of `step`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn stride_index(step: usize) -> __m512i {
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(step as i32))
+    }
+
+    fn last_row(&self) -> usize {
+        15 - self.mask.leading_zeros() as usize
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn store_quants(&self, quants: &mut [u8], run: usize, k: usize, v: __m512i) {
+        let at = &mut quants[(2 * run + self.wt) * WEIGHT_TILE_BYTES + 64 * k..][..64];
+        // SAFETY: 64 bytes, the length of `at`.
+        unsafe { _mm512_storeu_si512(at.as_mut_ptr().cast(), v) };
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn store_scales(&self, scales: &mut [f32], run: usize, field: usize, v: __m512) {
+        let at = &mut scales[(run * FIELDS + field) * STRIP_ROWS + TILE_ROWS * self.wt..][..TILE_ROWS];
+        // SAFETY: 16 f32, the length of `at`.
+        unsafe { _mm512_storeu_ps(at.as_mut_ptr(), v) };
+    }
+
+    /// The f16 in the low half of each i32 lane, as f32.
+    #[inline]
+    #[target_feature(enable = "avx512f,f16c")]
+    fn low_f16(words: __m512i) -> __m512 {
+        _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words))
+    }
+
+    /// The 32-value formats: per block, `d` (and `m`) as fields 0 and 1, the quants as bytes.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    fn fill_32(&self, format: Format, interleaved: bool, nb: usize, quants: &mut [u8], scales: &mut [f32]) {
         let layout = GroupLayout::of(format.ty);
-        let quants_at = 2 * layout.fields + if layout.five_bit { 4 } else { 0 };
-        // Fifth bits x (four of them, bits 0..4) spread to bit 4 of four bytes.
-        let spread = _mm512_setr_epi32(
-            0x0000_0000,
-            0x0000_0010,
-            0x0000_1000,
-            0x0000_1010,
-            0x0010_0000,
-            0x0010_0010,
-            0x0010_1000,
-            0x0010_1010,
-            0x1000_0000,
-            0x1000_0010,
-            0x1000_1000,
-            0x1000_1010,
-            0x1010_0000,
-            0x1010_0010,
-            0x1010_1000,
-            0x1010_1010,
-        );
-        let fifth = |bits: __m512i, shift: u32| {
-            _mm512_permutexvar_epi32(
-                _mm512_and_si512(_mm512_srlv_epi32(bits, _mm512_set1_epi32(shift as i32)), _mm512_set1_epi32(0xf)),
-                spread,
-            )
-        };
+        let (low4, offset) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(format.offset));
+        let rows = Self::stride_index(self.row_bytes);
+        let last = self.last_row() * self.row_bytes;
+        let gather = |at: usize| self.gather(rows, at, last);
+        let grouped = if interleaved { nb - nb % 8 } else { 0 };
+        let block_bytes = layout.block_bytes;
+        let one_bits = _mm512_set1_epi32(0x0101_0101);
+        let spread = Self::lanes(SPREAD_TO_BIT4);
         for b in 0..nb {
-            let block = b * format.block_bytes;
-            let (d, m) = f16_pair(block);
-            store_scales(scales, b, 0, d);
-            store_scales(scales, b, 1, m);
+            // Where block b's fields are: in a group of eight (interleaved), or a block of its own.
+            let (d_at, m_at, bits_at, quants_at, quant_step) = if b < grouped {
+                let (group, l) = (b / 8 * 8 * block_bytes, b % 8);
+                let bits = group + layout.fifth_bits_at() + 4 * l;
+                (group + 2 * l, group + 16 + 2 * l, bits, group + layout.quants_at() + 4 * l, 32)
+            } else {
+                let block = b * block_bytes;
+                let bits = block + 2 * layout.fields;
+                (block, block + 2, bits, bits + if layout.five_bit { 4 } else { 0 }, 4)
+            };
+            self.store_scales(scales, b, 0, Self::low_f16(gather(d_at)));
+            if layout.fields == 2 {
+                self.store_scales(scales, b, 1, Self::low_f16(gather(m_at)));
+            }
             if layout.quant_bytes == 32 {
                 for k in 0..RUN / 4 {
-                    store_tile(quants, b, k, gather(block + quants_at + 4 * k));
+                    self.store_quants(quants, b, k, gather(quants_at + quant_step * k));
                 }
                 continue;
             }
-            let high_bits = if layout.five_bit { gather(block + 2 * layout.fields) } else { _mm512_setzero_si512() };
+            let bits = if layout.five_bit { gather(bits_at) } else { _mm512_setzero_si512() };
+            // Fifth bits `first..first + 4` (of the block's 32, in the file's order) at bit 4 of
+            // four bytes. The file keeps them in one 32-bit word; an interleaved group keeps
+            // byte `b` of each four at bit `j` for the block's fifth bit `4j + b`.
+            let fifth = |first: usize| {
+                if b < grouped {
+                    let shifted = _mm512_srlv_epi32(bits, _mm512_set1_epi32((first / 4) as i32));
+                    _mm512_slli_epi32::<4>(_mm512_and_si512(shifted, one_bits))
+                } else {
+                    let nibble = _mm512_and_si512(_mm512_srlv_epi32(bits, _mm512_set1_epi32(first as i32)), _mm512_set1_epi32(0xf));
+                    _mm512_permutexvar_epi32(nibble, spread)
+                }
+            };
             for k in 0..4 {
-                let q = gather(block + quants_at + 4 * k);
+                let q = gather(quants_at + quant_step * k);
                 let mut low = _mm512_and_si512(q, low4);
                 let mut high = _mm512_and_si512(_mm512_srli_epi32::<4>(q), low4);
                 if layout.five_bit {
-                    low = _mm512_or_si512(low, fifth(high_bits, 4 * k as u32));
-                    high = _mm512_or_si512(high, fifth(high_bits, 16 + 4 * k as u32));
+                    low = _mm512_or_si512(low, fifth(4 * k));
+                    high = _mm512_or_si512(high, fifth(16 + 4 * k));
                 }
-                store_tile(quants, b, k, _mm512_sub_epi8(low, offset));
-                store_tile(quants, b, 4 + k, _mm512_sub_epi8(high, offset));
+                self.store_quants(quants, b, k, _mm512_sub_epi8(low, offset));
+                self.store_quants(quants, b, 4 + k, _mm512_sub_epi8(high, offset));
             }
         }
     }
+
+    /// Q4_K: per group, `d`, `dmin`, the 6-bit scale and min as fields 0-3, the quants as bytes.
+    /// Interleaved, a tile's 16 rows are two groups of eight whose block `i` is one piece of
+    /// 8 x 144 bytes (`quant::interleave::q4_k_position`).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    fn fill_q4_k(&self, interleaved: bool, nb: usize, quants: &mut [u8], scales: &mut [f32]) {
+        const BLOCK: usize = 144;
+        let low4 = _mm512_set1_epi8(0x0f);
+        // Per row n: where its head and its quants are, from those of row 0.
+        let (heads, quant_rows, block_step) = if interleaved {
+            let group_bytes = 8 * self.row_bytes;
+            let lanes: [i32; 16] = std::array::from_fn(|n| (n / 8 * group_bytes + q4_k_position(n % 8, 0)) as i32);
+            let quant_lanes: [i32; 16] =
+                std::array::from_fn(|n| (n / 8 * group_bytes + q4_k_position(n % 8, 16) - q4_k_position(0, 16)) as i32);
+            (Self::lanes(lanes), Self::lanes(quant_lanes), 8 * BLOCK)
+        } else {
+            let rows = Self::stride_index(self.row_bytes);
+            (rows, rows, BLOCK)
+        };
+        let last = self.last_row();
+        let last_head = match interleaved {
+            true => last / 8 * 8 * self.row_bytes + q4_k_position(last % 8, 0),
+            false => last * self.row_bytes,
+        };
+        let last_quants = match interleaved {
+            true => last / 8 * 8 * self.row_bytes + q4_k_position(last % 8, 16) - q4_k_position(0, 16),
+            false => last * self.row_bytes,
+        };
+        for i in 0..nb {
+            let d_dmin = self.gather(heads, i * block_step, last_head);
+            let d = Self::low_f16(d_dmin);
+            let dmin = Self::low_f16(_mm512_srli_epi32::<16>(d_dmin));
+            for g in 0..8 {
+                self.store_scales(scales, 8 * i + g, 0, d);
+                self.store_scales(scales, 8 * i + g, 1, dmin);
+            }
+            // The 6-bit scales and mins of 16 rows at once, as `scales_mins_k4` unpacks them
+            // from the head's 12 bytes `q`: words 0, 1, 2 are q[0..4], q[4..8], q[8..12].
+            let words: [__m512i; 3] = std::array::from_fn(|w| self.gather(heads, i * block_step + 4 + 4 * w, last_head));
+            let byte = |v: __m512i, j: usize| _mm512_and_si512(_mm512_srlv_epi32(v, _mm512_set1_epi32(8 * j as i32)), _mm512_set1_epi32(0xff));
+            let six_bits = _mm512_set1_epi32(63);
+            for j in 0..4 {
+                let (b0, b1, b2) = (byte(words[0], j), byte(words[1], j), byte(words[2], j));
+                let high = |b: __m512i| _mm512_slli_epi32::<4>(_mm512_srli_epi32::<6>(b));
+                let low = |b: __m512i| _mm512_and_si512(b, six_bits);
+                let sc_high = _mm512_or_si512(_mm512_and_si512(b2, _mm512_set1_epi32(0xf)), high(b0));
+                let m_high = _mm512_or_si512(_mm512_srli_epi32::<4>(b2), high(b1));
+                for (g, sc, m) in [(j, low(b0), low(b1)), (j + 4, sc_high, m_high)] {
+                    self.store_scales(scales, 8 * i + g, 2, _mm512_cvtepi32_ps(sc));
+                    self.store_scales(scales, 8 * i + g, 3, _mm512_cvtepi32_ps(m));
+                }
+            }
+            for c in 0..4 {
+                for k in 0..RUN / 4 {
+                    let at = match interleaved {
+                        true => i * block_step + q4_k_position(0, 16 + 32 * c + 4 * k),
+                        false => i * BLOCK + 16 + 32 * c + 4 * k,
+                    };
+                    let q = self.gather(quant_rows, at, last_quants);
+                    self.store_quants(quants, 8 * i + 2 * c, k, _mm512_and_si512(q, low4));
+                    self.store_quants(quants, 8 * i + 2 * c + 1, k, _mm512_and_si512(_mm512_srli_epi32::<4>(q), low4));
+                }
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn lanes(v: [i32; 16]) -> __m512i {
+        // SAFETY: 16 i32, 64 bytes.
+        unsafe { _mm512_loadu_si512(v.as_ptr().cast()) }
+    }
 }
+
+/// Four fifth bits (bits 0..4 of the index) spread to bit 4 of four bytes: a table for `vpermd`.
+const SPREAD_TO_BIT4: [i32; 16] = {
+    let mut table = [0i32; 16];
+    let mut x = 0;
+    while x < 16 {
+        let mut i = 0;
+        while i < 4 {
+            table[x] |= (((x >> i) & 1) << (8 * i + 4)) as i32;
+            i += 1;
+        }
+        x += 1;
+    }
+    table
+};
