@@ -405,7 +405,6 @@ macro_rules! x86_kernels {
     ) => {
         pub(crate) mod $isa {
             use super::sizes;
-            use crate::quant::block::F16Le;
             use crate::quant::simd::{BatchKernel, KernelSet, RowsKernel};
 
             /// This instruction set's kernels, for `Isa` to hand out once `available()` holds.
@@ -732,13 +731,6 @@ macro_rules! x86_kernels {
                 // SAFETY: the 16 bytes at `at` lie inside `b` (asserted); loadu has no alignment
                 // requirement.
                 unsafe { _mm_loadu_si128(b.as_ptr().add(at).cast()) }
-            }
-
-            /// The f16 at `at`, converted with integer operations (see [`f16x8_at`] for why not
-            /// with F16C one at a time).
-            #[inline(always)]
-            fn f16_at<const N: usize>(b: &[u8; N], at: usize) -> f32 {
-                F16Le([b[at], b[at + 1]]).to_f32()
             }
 
             /// Blocks `i..i + COUNT` of `data` as fixed-size arrays, behind one bounds check (a
@@ -1940,6 +1932,7 @@ macro_rules! x86_kernels {
             #[target_feature(enable = $features)]
             fn q6_k<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [__m256; N] {
                 let mut acc = [_mm256_setzero_ps(); N];
+                let mut pending = [[_mm256_setzero_si256(); 8]; N];
                 let low4 = _mm256_set1_epi8(0x0F);
                 let bits45 = _mm256_set1_epi8(0x30);
                 for i in 0..nb {
@@ -1979,10 +1972,24 @@ macro_rules! x86_kernels {
                             }
                         }
                     }
-                    let d_w = f16_at(wb, 208);
+                    // Each block's integer sum whole (its eight lanes summed, exactly), then
+                    // scaled in lane `i % 8`, eight blocks at a time: as the 32-value formats
+                    // finish their blocks, and as AMX tiles can (`amx_int8`).
                     for t in 0..N {
-                        let a_d = f32::from_le_bytes([ab[t][0], ab[t][1], ab[t][2], ab[t][3]]);
-                        acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d_w * a_d), _mm256_cvtepi32_ps(sum[t]), acc[t]);
+                        pending[t][i % 8] = sum[t];
+                    }
+                    if i % 8 == 7 || i + 1 == nb {
+                        let (first, count) = (i - i % 8, i % 8 + 1);
+                        let d_w = f16x8_of::<{ sizes::Q6_K }>(w, first, count, 208);
+                        for t in 0..N {
+                            pending[t][count..].fill(_mm256_setzero_si256());
+                            let a_d: [f32; 8] = std::array::from_fn(|k| {
+                                if k < count { f32::from_le_bytes(a[t][(first + k) * sizes::Q8_K..][..4].try_into().expect("4 bytes")) } else { 0.0 }
+                            });
+                            // SAFETY: `a_d` is 8 f32; loadu has no alignment requirement.
+                            let a_d = unsafe { _mm256_loadu_ps(a_d.as_ptr()) };
+                            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d_w, a_d), _mm256_cvtepi32_ps(lane_sums(pending[t])), acc[t]);
+                        }
                     }
                 }
                 acc
