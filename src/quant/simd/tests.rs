@@ -1008,10 +1008,14 @@ fn int8_tile_products_are_the_vnni_kernels() {
     };
     let isa = Isa::Avx512Vnni;
     let mut rng = Rng(12);
-    for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K] {
+    for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K] {
         let block_len = ty.block_len() as usize;
-        let shapes: &[(usize, usize)] =
-            if ty == Q4_K { &[(256, 8), (768, 40), (512, 64)] } else { &[(288, 8), (256, 40), (96, 33), (544, 64)] };
+        let shapes: &[(usize, usize)] = match ty {
+            Q4_K => &[(256, 8), (768, 40), (512, 64)],
+            // Nine blocks: one group of eight lanes and one more.
+            Q6_K => &[(256, 8), (2304, 40), (512, 33)],
+            _ => &[(288, 8), (256, 40), (96, 33), (544, 64)],
+        };
         for &(cols, rows) in shapes {
             for (scale, x_scale) in [(1.0, 2.0), (3e-3, 60.0)] {
                 let weights = random_blocks(ty, rows * cols / block_len, scale, &mut rng).0;
@@ -1028,7 +1032,7 @@ fn int8_tile_products_are_the_vnni_kernels() {
                         let (r, t) = (i / n_tokens, i % n_tokens);
                         panic!("{ty}, {cols} columns, {rows} rows, {n_tokens} tokens: row {r} token {t}: tiles {}, VNNI {}", got[i], want[i]);
                     }
-                    if rows % 8 == 0 {
+                    if rows % 8 == 0 && ty != Q6_K {
                         let mut interleaved = weights.clone();
                         interleave_rows8(ty, cols, &mut interleaved, &mut Vec::new());
                         let mut from_interleaved = vec![f32::NAN; rows * n_tokens];

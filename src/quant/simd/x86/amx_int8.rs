@@ -36,6 +36,10 @@ const WEIGHT_TILE_BYTES: usize = TILE_ROWS * RUN;
 const LANES: usize = 8;
 /// f32 fields per weight row and run in a strip's scales (see [`Finish`]).
 const FIELDS: usize = 4;
+/// Q6_K's groups: 16 values, each with its own scale, so its products take 16 bytes of the
+/// inner dimension at a time and its weight tiles are 4 rows of 64 bytes.
+const Q6_K_GROUP: usize = 16;
+const Q6_K_WEIGHT_TILE_BYTES: usize = TILE_ROWS * Q6_K_GROUP;
 
 /// Fewest tokens worth a tile product: a smaller batch would leave most of the 16 activation
 /// rows empty.
@@ -56,6 +60,16 @@ const CONFIG: TileConfig = {
         c.bytes_per_row[t] = bytes as u16;
         t += 1;
     }
+    c
+};
+
+/// [`CONFIG`] for Q6_K: activation tiles of 16 bytes a row, weight tiles of 4 rows.
+const CONFIG_Q6_K: TileConfig = {
+    let mut c = CONFIG;
+    c.bytes_per_row[4] = Q6_K_GROUP as u16;
+    c.bytes_per_row[5] = Q6_K_GROUP as u16;
+    c.rows[6] = (Q6_K_GROUP / 4) as u8;
+    c.rows[7] = (Q6_K_GROUP / 4) as u8;
     c
 };
 
@@ -103,6 +117,9 @@ enum Finish {
     /// Q4_K: `acc += (d * a_d) * (dot * sc)`, then `acc -= (dmin * a_d) * (sum_a * m)`, where
     /// `sum_a` is the group's sum of activation quants.
     KQuant,
+    /// Q6_K: per block, `total = sum_g sc[g] * ((q - 32) . a)` over its 16-value groups in
+    /// integers, then `acc += (d_w * a_d) * total`.
+    Q6K,
 }
 
 /// A weight format the tiles take, and how.
@@ -131,17 +148,19 @@ impl Format {
             Q8_0 => (Q8_0, 34, true, 0, Finish::Scale),
             Q4_1 | Q5_1 => (Q8_1, 36, false, 0, Finish::ScaleAndMin),
             Q4_K => (Q8_K, 292, false, 0, Finish::KQuant),
+            Q6_K => (Q8_K, 292, true, 32, Finish::Q6K),
             _ => return None,
         };
         let (block_len, block_bytes) = (ty.block_len() as usize, ty.block_bytes() as usize);
         Some(Format { ty, block_len, block_bytes, act_ty, act_block_bytes, signed, offset, finish })
     }
 
-    /// Where run `run`'s 32 quants start in an activation row.
+    /// Where run `run`'s 32 quants start in an activation row (Q6_K: group `run`'s 16).
     fn act_quants_at(self, run: usize) -> usize {
         match self.finish {
             // Q8_K: `d` (f32), then 256 quants.
             Finish::KQuant => (run / 8) * self.act_block_bytes + 4 + RUN * (run % 8),
+            Finish::Q6K => (run / 16) * self.act_block_bytes + 4 + Q6_K_GROUP * (run % 16),
             // Q8_0, Q8_1: the quants end the block.
             _ => run * self.act_block_bytes + self.act_block_bytes - RUN,
         }
@@ -153,9 +172,9 @@ pub(crate) fn supports(ty: GgmlType) -> bool {
     Format::of(ty).is_some()
 }
 
-/// Per token tile, run and field, 16 tokens' f32 scalars: field 0 the activations' `d` (Q8_0
-/// and Q8_1: the table's column 0; Q8_K: the block's `d`); field 1 Q8_1's `s` (column 1) or
-/// Q8_K's group sum.
+/// Per token tile, run (Q6_K: block) and field, 16 tokens' f32 scalars: field 0 the
+/// activations' `d` (Q8_0 and Q8_1: the table's column 0; Q8_K: the block's `d`); field 1
+/// Q8_1's `s` (column 1) or, for Q4_K, Q8_K's group sum.
 #[derive(Default)]
 struct TokenScalars(Vec<f32>);
 
@@ -168,7 +187,7 @@ impl TokenScalars {
         let f32_at = |row: &[u8], at: usize| f32::from_le_bytes(row[at..at + 4].try_into().expect("4 bytes"));
         let i16_at = |row: &[u8], at: usize| i16::from_le_bytes([row[at], row[at + 1]]) as i32;
         let columns = match format.finish {
-            Finish::KQuant => [0, 0],
+            Finish::KQuant | Finish::Q6K => [0, 0],
             _ => [0, 1].map(|c| crate::quant::simd_column_at(format.act_ty, nb, c)),
         };
         for (tile, out) in tiles.iter().zip(self.0.chunks_exact_mut(runs * Self::PER_RUN)) {
@@ -182,6 +201,8 @@ impl TokenScalars {
                         }
                         Finish::ScaleAndMin => (f32_at(row, columns[0] + 4 * run), f32_at(row, columns[1] + 4 * run)),
                         Finish::Scale => (f32_at(row, columns[0] + 4 * run), 0.0),
+                        // Q6_K's runs here are its blocks.
+                        Finish::Q6K => (f32_at(row, run * format.act_block_bytes), 0.0),
                     };
                     out[m] = f0;
                     out[TILE_ROWS + m] = f1;
@@ -201,8 +222,10 @@ impl TokenScalars {
 struct Scratch {
     /// The strip's weights: per run, two weight tiles ([`WEIGHT_TILE_BYTES`] each).
     quants: Vec<u8>,
-    /// The strip's scales: per run, [`FIELDS`] fields of [`STRIP_ROWS`] f32.
+    /// The strip's scales: per run (Q6_K: block), [`FIELDS`] fields of [`STRIP_ROWS`] f32.
     scales: Vec<f32>,
+    /// Q6_K's: per group, [`STRIP_ROWS`] 8-bit scales as i32.
+    group_scales: Vec<i32>,
     /// The last token tile's activation rows where fewer than 16 are left, zeros after them.
     padded: Vec<u8>,
     tokens: TokenScalars,
@@ -244,7 +267,7 @@ pub(crate) fn dot_rows_batch(
         return true;
     }
     SCRATCH.with_borrow_mut(|s| {
-        let Scratch { quants, scales, padded, tokens, acc } = s;
+        let Scratch { quants, scales, group_scales, padded, tokens, acc } = s;
         let whole = n_tokens / TILE_ROWS;
         let mut tiles: Vec<&[u8]> = acts.chunks_exact(TILE_ROWS * act_bytes).collect();
         if n_tokens > whole * TILE_ROWS {
@@ -253,25 +276,31 @@ pub(crate) fn dot_rows_batch(
             padded.resize(TILE_ROWS * act_bytes, 0);
             tiles.push(padded);
         }
-        tokens.fill(format, nb, runs, &tiles, act_bytes);
+        // Q6_K's scalars, and its integer sums, are per block.
+        let scalar_runs = if format.finish == Finish::Q6K { nb } else { runs };
+        tokens.fill(format, nb, scalar_runs, &tiles, act_bytes);
+        // As many bytes for Q6_K's groups of 16 as for the runs of 32.
         quants.resize(runs * 2 * WEIGHT_TILE_BYTES, 0);
         scales.resize(runs * FIELDS * STRIP_ROWS, 0.0);
+        group_scales.resize(cols / Q6_K_GROUP * STRIP_ROWS, 0);
         // SAFETY: `Int8Tiles` says the CPU has AVX-512F.
         acc.resize(2 * TILE_ROWS * 2 * LANES, unsafe { _mm512_setzero_ps() });
         for first_row in (0..rows).step_by(STRIP_ROWS) {
             let strip_rows = STRIP_ROWS.min(rows - first_row);
             let strip = &weights[first_row * row_bytes..(first_row + strip_rows) * row_bytes];
             // SAFETY: `Int8Tiles` says the CPU has AVX-512F, BW and VL and F16C.
-            unsafe { fill_strip(format, interleaved, strip, row_bytes, strip_rows, nb, quants, scales) };
+            unsafe { fill_strip(format, interleaved, strip, row_bytes, strip_rows, nb, quants, scales, group_scales) };
             for (pair, tiles) in tiles.chunks(2).enumerate() {
                 let first_token = 2 * TILE_ROWS * pair;
-                let token_scalars: Vec<&[f32]> = (0..tiles.len()).map(|k| tokens.of_tile(2 * pair + k, runs)).collect();
-                let unit = Unit { format, runs, act_bytes, quants, scales };
+                let token_scalars: Vec<&[f32]> =
+                    (0..tiles.len()).map(|k| tokens.of_tile(2 * pair + k, scalar_runs)).collect();
+                let unit = Unit { format, runs, act_bytes, quants, scales, group_scales };
+                let config = if format.finish == Finish::Q6K { &CONFIG_Q6_K } else { &CONFIG };
                 // SAFETY: `Int8Tiles` says the CPU has AMX-TILE and AMX-INT8, the tile state is
-                // granted, and AVX-512F, BW and VL and F16C; `CONFIG` is a valid configuration,
-                // loaded while the products run.
+                // granted, and AVX-512F, BW and VL and F16C; `config` is a valid configuration
+                // (the one `Unit::multiply` asks for this format), loaded while the products run.
                 unsafe {
-                    with_tile_config(&CONFIG, || match (tiles, &token_scalars[..]) {
+                    with_tile_config(config, || match (tiles, &token_scalars[..]) {
                         (&[a0, a1], &[t0, t1]) => unit.multiply::<2>([a0, a1], [t0, t1], acc),
                         (&[a0], &[t0]) => unit.multiply::<1>([a0], [t0], acc),
                         _ => unreachable!("pairs of token tiles"),
@@ -294,6 +323,7 @@ struct Unit<'a> {
     act_bytes: usize,
     quants: &'a [u8],
     scales: &'a [f32],
+    group_scales: &'a [i32],
 }
 
 /// The four product tiles of a run: (token tile, weight tile) = (0, 0), (0, 1), (1, 0), (1, 1),
@@ -306,11 +336,16 @@ impl Unit<'_> {
     /// against the 16 rows of weight tile `wt`, over every run.
     ///
     /// # Safety
-    /// Runs inside `with_tile_config(&CONFIG)` on a CPU with AMX-INT8, AVX-512F, BW and VL.
+    /// Runs inside `with_tile_config` with [`CONFIG`] (Q6_K: [`CONFIG_Q6_K`]) on a CPU with
+    /// AMX-INT8, AVX-512F, BW and VL.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn multiply<const NT: usize>(&self, acts: [&[u8]; NT], token_scalars: [&[f32]; NT], acc: &mut [__m512]) {
         let acc = &mut acc[..NT * TILE_ROWS * 2 * LANES];
         acc.fill(_mm512_setzero_ps());
+        if self.format.finish == Finish::Q6K {
+            // SAFETY: the function's promise, with `CONFIG_Q6_K`.
+            return unsafe { self.multiply_q6_k(acts, token_scalars, acc) };
+        }
         let mut dots = Dots([[0; TILE_ROWS * TILE_ROWS]; 4]);
         let stride = self.act_bytes;
         for run in 0..self.runs {
@@ -402,7 +437,112 @@ impl Unit<'_> {
                             *acc = _mm512_fmadd_ps(_mm512_mul_ps(field(0, wt), f0), main, *acc);
                             *acc = _mm512_fnmadd_ps(_mm512_mul_ps(field(1, wt), f0), min, *acc);
                         }
+                        Finish::Q6K => unreachable!("Q6_K is finished per block"),
                     }
+                }
+            }
+        }
+    }
+}
+
+impl Unit<'_> {
+    /// [`Unit::multiply`] for Q6_K: per block, each group's 16 x 16 products times the rows'
+    /// group scales summed in i32 (exact, as the VNNI kernel's block sums), then the block's
+    /// total scaled into lane `block % 8`.
+    ///
+    /// # Safety
+    /// Runs inside `with_tile_config(&CONFIG_Q6_K)` on a CPU with AMX-INT8, AVX-512F, BW and VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn multiply_q6_k<const NT: usize>(
+        &self,
+        acts: [&[u8]; NT],
+        token_scalars: [&[f32]; NT],
+        acc: &mut [__m512],
+    ) {
+        const GROUPS: usize = 256 / Q6_K_GROUP;
+        let mut dots = Dots([[0; TILE_ROWS * TILE_ROWS]; 4]);
+        let mut totals = [[_mm512_setzero_si512(); 2]; 2 * TILE_ROWS];
+        let stride = self.act_bytes;
+        let nb = self.runs * RUN / 256;
+        for block in 0..nb {
+            totals.iter_mut().for_each(|t| *t = [_mm512_setzero_si512(); 2]);
+            for g in 0..GROUPS {
+                let group = GROUPS * block + g;
+                let weights = &self.quants[group * 2 * Q6_K_WEIGHT_TILE_BYTES..][..2 * Q6_K_WEIGHT_TILE_BYTES];
+                let at = self.format.act_quants_at(group);
+                let a: [&[u8]; NT] = acts.map(|tile| &tile[at..(TILE_ROWS - 1) * stride + at + Q6_K_GROUP]);
+                // SAFETY: the function's promise (tiles configured as `CONFIG_Q6_K`); tmm6 and
+                // tmm7 read 4 rows of 64 bytes at a stride of 64: the two tiles of `weights`.
+                unsafe {
+                    asm!(
+                        "tileloadd tmm6, [{w} + {s64} * 1]",
+                        "tileloadd tmm7, [{w1} + {s64} * 1]",
+                        w = in(reg) weights.as_ptr(),
+                        w1 = in(reg) weights[Q6_K_WEIGHT_TILE_BYTES..].as_ptr(),
+                        s64 = in(reg) 64usize,
+                        options(nostack, readonly),
+                    )
+                };
+                let (first, second) = dots.0.split_at_mut(2);
+                // SAFETY: the function's promise; each activation tile reads 16 rows of 16
+                // bytes at a stride of one activation row, inside `a[k]`; the stores write two
+                // tiles of 16 rows of 64 bytes at a stride of 64, into `first` or `second`.
+                unsafe {
+                    asm!(
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tileloadd tmm4, [{a} + {sa} * 1]",
+                        "tdpbssd tmm0, tmm4, tmm6",
+                        "tdpbssd tmm1, tmm4, tmm7",
+                        "tilestored [{o} + {s64} * 1], tmm0",
+                        "tilestored [{o1} + {s64} * 1], tmm1",
+                        a = in(reg) a[0].as_ptr(),
+                        sa = in(reg) stride,
+                        o = in(reg) first.as_mut_ptr(),
+                        o1 = in(reg) first[1..].as_mut_ptr(),
+                        s64 = in(reg) 64usize,
+                        options(nostack),
+                    );
+                    if NT == 2 {
+                        asm!(
+                            "tilezero tmm2",
+                            "tilezero tmm3",
+                            "tileloadd tmm5, [{a} + {sa} * 1]",
+                            "tdpbssd tmm2, tmm5, tmm6",
+                            "tdpbssd tmm3, tmm5, tmm7",
+                            "tilestored [{o} + {s64} * 1], tmm2",
+                            "tilestored [{o1} + {s64} * 1], tmm3",
+                            a = in(reg) a[NT - 1].as_ptr(),
+                            sa = in(reg) stride,
+                            o = in(reg) second.as_mut_ptr(),
+                            o1 = in(reg) second[1..].as_mut_ptr(),
+                            s64 = in(reg) 64usize,
+                            options(nostack),
+                        );
+                    }
+                }
+                let scales = &self.group_scales[group * STRIP_ROWS..][..STRIP_ROWS];
+                // SAFETY: 16 i32 each, inside `scales`.
+                let sc = [0, 1].map(|wt| unsafe { _mm512_loadu_si512(scales[TILE_ROWS * wt..].as_ptr().cast()) });
+                for (v, total) in totals.iter_mut().enumerate().take(NT * TILE_ROWS) {
+                    let (tt, m) = (v / TILE_ROWS, v % TILE_ROWS);
+                    for wt in 0..2 {
+                        let products = &dots.0[2 * tt + wt][TILE_ROWS * m..][..TILE_ROWS];
+                        // SAFETY: 16 i32, the length of `products`.
+                        let products = unsafe { _mm512_loadu_si512(products.as_ptr().cast()) };
+                        total[wt] = _mm512_add_epi32(total[wt], _mm512_mullo_epi32(products, sc[wt]));
+                    }
+                }
+            }
+            let lane = block % LANES;
+            let d_w = &self.scales[block * FIELDS * STRIP_ROWS..][..STRIP_ROWS];
+            for (v, total) in totals.iter().enumerate().take(NT * TILE_ROWS) {
+                let (tt, m) = (v / TILE_ROWS, v % TILE_ROWS);
+                let a_d = _mm512_set1_ps(token_scalars[tt][block * TokenScalars::PER_RUN + m]);
+                for wt in 0..2 {
+                    let acc = &mut acc[(v * 2 + wt) * LANES + lane];
+                    let d = _mm512_mul_ps(load16(&d_w[TILE_ROWS * wt..]), a_d);
+                    *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(total[wt]), *acc);
                 }
             }
         }
@@ -450,7 +590,7 @@ fn write_sums(
 /// or with `interleaved` as `quant::interleave_rows8` rearranged them, read as they are) for the
 /// tiles: per run, two weight tiles of 8 rows x 64 bytes, row `k` holding four quants
 /// `4k..4k + 4` of each of 16 weight rows (as bytes: signed with the format's offset taken off,
-/// or unsigned), and the rows' scales; rows past `strip_rows` are zeros. Each four bytes come
+/// or unsigned), and the rows' scales; rows past `strip_rows` keep what they held. Each four bytes come
 /// from 16 rows at once by one gather.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
@@ -463,14 +603,14 @@ fn fill_strip(
     nb: usize,
     quants: &mut [u8],
     scales: &mut [f32],
+    group_scales: &mut [i32],
 ) {
-    // Rows past `strip_rows` keep what the last strip left in their scales: their products
-    // are never written out, and each row's are its own lane's.
+    // Rows past `strip_rows` keep what the last strip left in their quants and scales: their
+    // products are never written out, and each row's are its own lane's.
     let runs = nb * format.block_len / RUN;
     for wt in 0..2 {
         let live = strip_rows.saturating_sub(TILE_ROWS * wt).min(TILE_ROWS);
         if live == 0 {
-            quants.chunks_exact_mut(WEIGHT_TILE_BYTES).skip(wt).step_by(2).for_each(|t| t.fill(0));
             continue;
         }
         let tile = WeightTile {
@@ -481,6 +621,8 @@ fn fill_strip(
         };
         if format.finish == Finish::KQuant {
             tile.fill_q4_k(interleaved, nb, quants, scales);
+        } else if format.finish == Finish::Q6K {
+            tile.fill_q6_k(nb, quants, scales, group_scales);
         } else {
             tile.fill_32(format, interleaved, nb, quants, scales);
         }
@@ -513,7 +655,10 @@ impl WeightTile<'_> {
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn stride_index(step: usize) -> __m512i {
-        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(step as i32))
+        _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(step as i32),
+        )
     }
 
     fn last_row(&self) -> usize {
@@ -585,7 +730,10 @@ impl WeightTile<'_> {
                     let shifted = _mm512_srlv_epi32(bits, _mm512_set1_epi32((first / 4) as i32));
                     _mm512_slli_epi32::<4>(_mm512_and_si512(shifted, one_bits))
                 } else {
-                    let nibble = _mm512_and_si512(_mm512_srlv_epi32(bits, _mm512_set1_epi32(first as i32)), _mm512_set1_epi32(0xf));
+                    let nibble = _mm512_and_si512(
+                        _mm512_srlv_epi32(bits, _mm512_set1_epi32(first as i32)),
+                        _mm512_set1_epi32(0xf),
+                    );
                     _mm512_permutexvar_epi32(nibble, spread)
                 }
             };
@@ -640,8 +788,11 @@ impl WeightTile<'_> {
             }
             // The 6-bit scales and mins of 16 rows at once, as `scales_mins_k4` unpacks them
             // from the head's 12 bytes `q`: words 0, 1, 2 are q[0..4], q[4..8], q[8..12].
-            let words: [__m512i; 3] = std::array::from_fn(|w| self.gather(heads, i * block_step + 4 + 4 * w, last_head));
-            let byte = |v: __m512i, j: usize| _mm512_and_si512(_mm512_srlv_epi32(v, _mm512_set1_epi32(8 * j as i32)), _mm512_set1_epi32(0xff));
+            let words: [__m512i; 3] =
+                std::array::from_fn(|w| self.gather(heads, i * block_step + 4 + 4 * w, last_head));
+            let byte = |v: __m512i, j: usize| {
+                _mm512_and_si512(_mm512_srlv_epi32(v, _mm512_set1_epi32(8 * j as i32)), _mm512_set1_epi32(0xff))
+            };
             let six_bits = _mm512_set1_epi32(63);
             for j in 0..4 {
                 let (b0, b1, b2) = (byte(words[0], j), byte(words[1], j), byte(words[2], j));
@@ -663,6 +814,55 @@ impl WeightTile<'_> {
                     let q = self.gather(quant_rows, at, last_quants);
                     self.store_quants(quants, 8 * i + 2 * c, k, _mm512_and_si512(q, low4));
                     self.store_quants(quants, 8 * i + 2 * c + 1, k, _mm512_and_si512(_mm512_srli_epi32::<4>(q), low4));
+                }
+            }
+        }
+    }
+
+    /// Q6_K (the file's layout; it has no other): per block, `d` as field 0; per group of 16
+    /// values, the rows' 8-bit scales (`group_scales`) and the quants as signed bytes (`q - 32`),
+    /// in weight tiles of 4 rows of 64 bytes. Value `128h + 32k + l` of a block is a nibble of
+    /// `ql[64h + 32(k % 2) + l]` (low for k < 2) and bits `2k, 2k + 1` of `qh[32h + l]`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    fn fill_q6_k(&self, nb: usize, quants: &mut [u8], scales: &mut [f32], group_scales: &mut [i32]) {
+        const BLOCK: usize = 210;
+        let (low4, two_bits, offset) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(0x03), _mm512_set1_epi8(32));
+        let rows = Self::stride_index(self.row_bytes);
+        let last = self.last_row() * self.row_bytes;
+        let gather = |at: usize| self.gather(rows, at, last);
+        for i in 0..nb {
+            let block = i * BLOCK;
+            // `d` ends the block: its f16 is the high half of the word at 206.
+            self.store_scales(scales, i, 0, Self::low_f16(_mm512_srli_epi32::<16>(gather(block + 206))));
+            for q in 0..4 {
+                let words = gather(block + 192 + 4 * q);
+                for b in 0..4 {
+                    // Byte b of each word, sign-extended.
+                    let sc = _mm512_srai_epi32::<24>(_mm512_sllv_epi32(words, _mm512_set1_epi32(24 - 8 * b as i32)));
+                    let at = &mut group_scales[(16 * i + 4 * q + b) * STRIP_ROWS + TILE_ROWS * self.wt..][..TILE_ROWS];
+                    // SAFETY: 16 i32, the length of `at`.
+                    unsafe { _mm512_storeu_si512(at.as_mut_ptr().cast(), sc) };
+                }
+            }
+            for h in 0..2 {
+                for l in (0..32).step_by(4) {
+                    let high = gather(block + 128 + 32 * h + l);
+                    for half in 0..2 {
+                        let low = gather(block + 64 * h + 32 * half + l);
+                        for (k, nibbles) in [
+                            (half, _mm512_and_si512(low, low4)),
+                            (half + 2, _mm512_and_si512(_mm512_srli_epi32::<4>(low), low4)),
+                        ] {
+                            let bits =
+                                _mm512_and_si512(_mm512_srlv_epi32(high, _mm512_set1_epi32(2 * k as i32)), two_bits);
+                            let q = _mm512_sub_epi8(_mm512_or_si512(nibbles, _mm512_slli_epi32::<4>(bits)), offset);
+                            let value = 128 * h + 32 * k + l;
+                            let (group, row) = (16 * i + value / Q6_K_GROUP, value % Q6_K_GROUP / 4);
+                            let at = &mut quants[(2 * group + self.wt) * Q6_K_WEIGHT_TILE_BYTES + 64 * row..][..64];
+                            // SAFETY: 64 bytes, the length of `at`.
+                            unsafe { _mm512_storeu_si512(at.as_mut_ptr().cast(), q) };
+                        }
+                    }
                 }
             }
         }
