@@ -523,7 +523,14 @@ impl Unit<'_> {
                 }
                 let scales = &self.group_scales[group * STRIP_ROWS..][..STRIP_ROWS];
                 // SAFETY: 16 i32 each, inside `scales`.
-                let sc = [0, 1].map(|wt| unsafe { _mm512_loadu_si512(scales[TILE_ROWS * wt..].as_ptr().cast()) });
+                // (Not `[0, 1].map(..)`: `map` is not compiled with AVX-512, so it calls the
+                // closure instead of inlining it; written out, each load is one instruction.)
+                let sc = unsafe {
+                    [
+                        _mm512_loadu_si512(scales.as_ptr().cast()),
+                        _mm512_loadu_si512(scales[TILE_ROWS..].as_ptr().cast()),
+                    ]
+                };
                 for (v, total) in totals.iter_mut().enumerate().take(NT * TILE_ROWS) {
                     let (tt, m) = (v / TILE_ROWS, v % TILE_ROWS);
                     for wt in 0..2 {
@@ -574,8 +581,9 @@ fn write_sums(
     for m in 0..tokens {
         for wt in 0..2 {
             let v: &[__m512; LANES] = acc[(m * 2 + wt) * LANES..][..LANES].try_into().expect("eight lanes");
-            let pairs: [__m512; 4] = std::array::from_fn(|k| _mm512_add_ps(v[k], v[k + 4]));
-            let sum = _mm512_add_ps(_mm512_add_ps(pairs[0], pairs[2]), _mm512_add_ps(pairs[1], pairs[3]));
+            // `hsum`'s order: lanes k and k + 4, then those pairs 0 and 2, 1 and 3.
+            let pair = |k: usize| _mm512_add_ps(v[k], v[k + 4]);
+            let sum = _mm512_add_ps(_mm512_add_ps(pair(0), pair(2)), _mm512_add_ps(pair(1), pair(3)));
             let mut lanes = [0.0f32; TILE_ROWS];
             // SAFETY: 16 f32, the length of `lanes`.
             unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sum) };
@@ -788,8 +796,8 @@ impl WeightTile<'_> {
             }
             // The 6-bit scales and mins of 16 rows at once, as `scales_mins_k4` unpacks them
             // from the head's 12 bytes `q`: words 0, 1, 2 are q[0..4], q[4..8], q[8..12].
-            let words: [__m512i; 3] =
-                std::array::from_fn(|w| self.gather(heads, i * block_step + 4 + 4 * w, last_head));
+            let word = |w: usize| self.gather(heads, i * block_step + 4 + 4 * w, last_head);
+            let words = [word(0), word(1), word(2)];
             let byte = |v: __m512i, j: usize| {
                 _mm512_and_si512(_mm512_srlv_epi32(v, _mm512_set1_epi32(8 * j as i32)), _mm512_set1_epi32(0xff))
             };
