@@ -26,6 +26,11 @@
 //! quants (`quant::SimdTable`). Both give the same integers and then the same f32 operations, so
 //! prefill and decode results are bit-identical.
 //!
+//! Q6_K's 16-value groups have scales of their own: each block's integer sum is taken whole
+//! (its groups' products times their scales, exactly, in i32) and scaled in lane `block % 8`.
+//! That is what AMX int8 tiles compute too (`amx_int8`, which repeats every format's arithmetic
+//! here bit for bit for batches of 16 tokens and more).
+//!
 //! Q4_K's prefill takes eight weight rows at a time with rows in the lanes ([`q4_k_rows8`]):
 //! each block's scales and transposed quants then serve eight tokens, and each group's products
 //! are scaled and added exactly as decode's one-row kernel ([`q4_k`]) does in that group's lane,
@@ -1927,8 +1932,9 @@ macro_rules! x86_kernels {
 
             /// `d * a.d * sum_g sc[g] * ((q_g - 32) . a_g)` over the 16-value groups `g`. The
             /// quants are multiplied unsigned (0..64) and the offset taken off once per block as
-            /// `32 * sum_g sc[g] * (a_g's sum)`, from Q8_K's `bsums`. Returns, per activation row,
-            /// the eight lanes whose [`hsum`] is the product (see [`sum_later`]).
+            /// `32 * sum_g sc[g] * (a_g's sum)`, from Q8_K's `bsums`. Each block's sum is
+            /// finished whole: block `i` is scaled by `d * a.d` in lane `i % 8`. Returns, per
+            /// activation row, the eight lanes whose [`hsum`] is the product (see [`sum_later`]).
             #[target_feature(enable = $features)]
             fn q6_k<const N: usize>(nb: usize, w: &[u8], a: [&[u8]; N]) -> [__m256; N] {
                 let mut acc = [_mm256_setzero_ps(); N];
