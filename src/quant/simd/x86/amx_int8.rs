@@ -285,31 +285,30 @@ pub(crate) fn dot_rows_batch(
         group_scales.resize(cols / Q6_K_GROUP * STRIP_ROWS, 0);
         // SAFETY: `Int8Tiles` says the CPU has AVX-512F.
         acc.resize(2 * TILE_ROWS * 2 * LANES, unsafe { _mm512_setzero_ps() });
-        for first_row in (0..rows).step_by(STRIP_ROWS) {
-            let strip_rows = STRIP_ROWS.min(rows - first_row);
-            let strip = &weights[first_row * row_bytes..(first_row + strip_rows) * row_bytes];
-            // SAFETY: `Int8Tiles` says the CPU has AVX-512F, BW and VL and F16C.
-            unsafe { fill_strip(format, interleaved, strip, row_bytes, strip_rows, nb, quants, scales, group_scales) };
-            for (pair, tiles) in tiles.chunks(2).enumerate() {
-                let first_token = 2 * TILE_ROWS * pair;
-                let token_scalars: Vec<&[f32]> =
-                    (0..tiles.len()).map(|k| tokens.of_tile(2 * pair + k, scalar_runs)).collect();
-                let unit = Unit { format, runs, act_bytes, quants, scales, group_scales };
-                let config = if format.finish == Finish::Q6K { &CONFIG_Q6_K } else { &CONFIG };
-                // SAFETY: `Int8Tiles` says the CPU has AMX-TILE and AMX-INT8, the tile state is
-                // granted, and AVX-512F, BW and VL and F16C; `config` is a valid configuration
-                // (the one `Unit::multiply` asks for this format), loaded while the products run.
-                unsafe {
-                    with_tile_config(config, || match (tiles, &token_scalars[..]) {
-                        (&[a0, a1], &[t0, t1]) => unit.multiply::<2>([a0, a1], [t0, t1], acc),
-                        (&[a0], &[t0]) => unit.multiply::<1>([a0], [t0], acc),
-                        _ => unreachable!("pairs of token tiles"),
-                    })
-                };
-                let tokens_here = (n_tokens - first_token).min(tiles.len() * TILE_ROWS);
-                // SAFETY: as for `fill_strip`.
-                unsafe { write_sums(acc, first_row, strip_rows, first_token, tokens_here, n_tokens, out) };
-            }
+        let config = if format.finish == Finish::Q6K { &CONFIG_Q6_K } else { &CONFIG };
+        // SAFETY: `Int8Tiles` says the CPU has AMX-TILE and AMX-INT8, the tile state is granted,
+        // and AVX-512F, BW and VL and F16C; `config` is a valid configuration (the one
+        // `Unit::multiply` asks for this format), loaded while the products run.
+        unsafe {
+            with_tile_config(config, || {
+                for first_row in (0..rows).step_by(STRIP_ROWS) {
+                    let strip_rows = STRIP_ROWS.min(rows - first_row);
+                    let strip = &weights[first_row * row_bytes..(first_row + strip_rows) * row_bytes];
+                    fill_strip(format, interleaved, strip, row_bytes, strip_rows, nb, quants, scales, group_scales);
+                    let unit = Unit { format, runs, act_bytes, quants, scales, group_scales };
+                    for (pair, tiles) in tiles.chunks(2).enumerate() {
+                        let scalars = |k: usize| tokens.of_tile(2 * pair + k, scalar_runs);
+                        match *tiles {
+                            [a0, a1] => unit.multiply::<2>([a0, a1], [scalars(0), scalars(1)], acc),
+                            [a0] => unit.multiply::<1>([a0], [scalars(0)], acc),
+                            _ => unreachable!("pairs of token tiles"),
+                        }
+                        let first_token = 2 * TILE_ROWS * pair;
+                        let tokens_here = (n_tokens - first_token).min(tiles.len() * TILE_ROWS);
+                        write_sums(acc, first_row, strip_rows, first_token, tokens_here, n_tokens, out);
+                    }
+                }
+            })
         }
     });
     true
