@@ -8,7 +8,10 @@
 //! run `r` into lane `r % 8`, and the lanes are summed at the end in `hsum`'s order. A tile
 //! product `tdpbssd`/`tdpbsud` with an inner dimension of 32 bytes gives exactly those
 //! integers, for 16 tokens by 16 weight rows at once; the scaling then takes the same f32
-//! operations, in the same order, vectorized over 16 weight rows instead of 8 lanes.
+//! operations, in the same order, vectorized over 16 weight rows instead of 8 lanes. Q6_K,
+//! whose 16-value groups have scales of their own, takes products 16 bytes deep (a tile
+//! configuration of its own) and sums each block's groups times their scales in i32 before it
+//! scales the block, as its VNNI kernel does.
 //!
 //! Layout: the activation tile is 16 tokens' 32 quants of a run, read straight from the Q8 rows
 //! (a stride of one activation row); the weight tile is 16 weight rows' 32 quants of that run as
