@@ -143,28 +143,11 @@ pub(crate) fn multiply(
     thread_local!(static STRIP: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) });
     STRIP.with_borrow_mut(|strip| {
         strip.resize(STRIP_ROWS * cols, 0);
-        multiply_with_strip(cols, rows, tokens, packed, fill_strip, strip, out)
+        // SAFETY: `multiply` holds an `Available`: the CPU has AMX-TILE and the kernel granted
+        // the tile state; `CONFIG` is a valid palette-1 configuration, loaded while
+        // `multiply_tiles` runs.
+        unsafe { with_tile_config(&CONFIG, || multiply_tiles(cols, rows, tokens, packed, fill_strip, strip, out)) }
     });
-}
-
-fn multiply_with_strip(
-    cols: usize,
-    rows: usize,
-    tokens: usize,
-    packed: &[u16],
-    fill_strip: &mut dyn FnMut(usize, &mut [u16]),
-    strip: &mut [u16],
-    out: &mut [f32],
-) {
-    let tile_bytes = cols * TILE_ROWS; // u16 values of one token tile
-    let mut products = Products([[0.0; TILE_ROWS * TILE_ROWS]; 4]);
-    // SAFETY: `multiply` holds an `Available`: the CPU has AMX-TILE and the kernel granted the
-    // tile state; `CONFIG` is a valid palette-1 configuration, loaded while `multiply_tiles` runs.
-    unsafe {
-        with_tile_config(&CONFIG, || {
-            multiply_tiles(cols, rows, tokens, packed, fill_strip, strip, out, tile_bytes, &mut products)
-        })
-    }
 }
 
 /// Runs `f` with `config` loaded, and puts back the configuration found.
@@ -200,11 +183,10 @@ pub(super) unsafe fn with_tile_config<R>(config: &TileConfig, f: impl FnOnce() -
     result
 }
 
-/// [`multiply_with_strip`]'s loops.
+/// [`multiply`]'s loops, with the thread's `strip`.
 ///
 /// # Safety
 /// Runs inside [`with_tile_config`] with [`CONFIG`].
-#[allow(clippy::too_many_arguments)]
 unsafe fn multiply_tiles(
     cols: usize,
     rows: usize,
@@ -213,9 +195,9 @@ unsafe fn multiply_tiles(
     fill_strip: &mut dyn FnMut(usize, &mut [u16]),
     strip: &mut [u16],
     out: &mut [f32],
-    tile_bytes: usize,
-    products: &mut Products,
 ) {
+    let tile_bytes = cols * TILE_ROWS; // u16 values of one token tile
+    let mut products = Products([[0.0; TILE_ROWS * TILE_ROWS]; 4]);
     for first_row in (0..rows).step_by(STRIP_ROWS) {
         let strip_rows = STRIP_ROWS.min(rows - first_row);
         fill_strip(first_row, &mut strip[..strip_rows * cols]);
