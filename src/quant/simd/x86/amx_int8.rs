@@ -145,16 +145,18 @@ struct Format {
 impl Format {
     fn of(ty: GgmlType) -> Option<Format> {
         use GgmlType::*;
-        let (act_ty, act_block_bytes, signed, offset, finish) = match ty {
-            Q4_0 => (Q8_0, 34, true, 8, Finish::Scale),
-            Q5_0 => (Q8_0, 34, true, 16, Finish::Scale),
-            Q8_0 => (Q8_0, 34, true, 0, Finish::Scale),
-            Q4_1 | Q5_1 => (Q8_1, 36, false, 0, Finish::ScaleAndMin),
-            Q4_K => (Q8_K, 292, false, 0, Finish::KQuant),
-            Q6_K => (Q8_K, 292, true, 32, Finish::Q6K),
+        let (signed, offset, finish) = match ty {
+            Q4_0 => (true, 8, Finish::Scale),
+            Q5_0 => (true, 16, Finish::Scale),
+            Q8_0 => (true, 0, Finish::Scale),
+            Q4_1 | Q5_1 => (false, 0, Finish::ScaleAndMin),
+            Q4_K => (false, 0, Finish::KQuant),
+            Q6_K => (true, 32, Finish::Q6K),
             _ => return None,
         };
         let (block_len, block_bytes) = (ty.block_len() as usize, ty.block_bytes() as usize);
+        let act_ty = crate::quant::vec_dot_type(ty);
+        let act_block_bytes = act_ty.block_bytes() as usize;
         Some(Format { ty, block_len, block_bytes, act_ty, act_block_bytes, signed, offset, finish })
     }
 
@@ -355,55 +357,71 @@ impl Unit<'_> {
             let at = self.format.act_quants_at(run);
             // The 16th activation row read ends at 15 * stride + at + 32 <= 16 * stride.
             let a: [&[u8]; NT] = acts.map(|tile| &tile[at..(TILE_ROWS - 1) * stride + at + RUN]);
-            // SAFETY: the function's promise (tiles 0-7 configured as `CONFIG`); tmm6 and tmm7
-            // read 8 rows of 64 bytes at a stride of 64: the two weight tiles of `weights`.
-            unsafe {
-                asm!(
-                    "tileloadd tmm6, [{w} + {s64} * 1]",
-                    "tileloadd tmm7, [{w1} + {s64} * 1]",
-                    w = in(reg) weights.as_ptr(),
-                    w1 = in(reg) weights[WEIGHT_TILE_BYTES..].as_ptr(),
-                    s64 = in(reg) 64usize,
-                    options(nostack, readonly),
-                )
-            };
-            macro_rules! token_tile {
-                ($tdp:literal, $c0:literal, $c1:literal, $a:literal, $act:expr, $out:expr) => {
-                    // SAFETY: the function's promise; the activation tile reads 16 rows of 32
-                    // bytes at a stride of one activation row, inside `$act`; the stores write
-                    // two tiles of 16 rows of 64 bytes at a stride of 64, into `$out`
-                    // (2 x 1 KiB).
-                    unsafe {
-                        asm!(
-                            concat!("tilezero ", $c0),
-                            concat!("tilezero ", $c1),
-                            concat!("tileloadd ", $a, ", [{a} + {sa} * 1]"),
-                            concat!($tdp, " ", $c0, ", ", $a, ", tmm6"),
-                            concat!($tdp, " ", $c1, ", ", $a, ", tmm7"),
-                            concat!("tilestored [{o} + {s64} * 1], ", $c0),
-                            concat!("tilestored [{o1} + {s64} * 1], ", $c1),
-                            a = in(reg) $act.as_ptr(),
-                            sa = in(reg) stride,
-                            o = in(reg) $out.as_mut_ptr(),
-                            o1 = in(reg) $out[1..].as_mut_ptr(),
-                            s64 = in(reg) 64usize,
-                            options(nostack),
-                        )
-                    }
-                };
-            }
-            let (first, second) = dots.0.split_at_mut(2);
-            match self.format.signed {
-                true => token_tile!("tdpbssd", "tmm0", "tmm1", "tmm4", a[0], first),
-                false => token_tile!("tdpbsud", "tmm0", "tmm1", "tmm4", a[0], first),
-            }
-            if NT == 2 {
-                match self.format.signed {
-                    true => token_tile!("tdpbssd", "tmm2", "tmm3", "tmm5", a[1], second),
-                    false => token_tile!("tdpbsud", "tmm2", "tmm3", "tmm5", a[1], second),
-                }
-            }
+            // SAFETY: the function's promise.
+            unsafe { self.products(weights, a, &mut dots) };
             self.finish_run(run, &dots, token_scalars, acc);
+        }
+    }
+
+    /// The products of one run (Q6_K: one group) into `dots`: `weights` is its two weight
+    /// tiles, one after the other, each `a[tt]` the 16 activation rows' quants of token tile
+    /// `tt` (from the run's first byte, at a stride of one activation row).
+    ///
+    /// # Safety
+    /// As for [`Unit::multiply`]: inside `with_tile_config` with the format's configuration,
+    /// which sets the tiles' shapes: weight tiles of 64-byte rows (8 of them, Q6_K: 4), filling
+    /// `weights` (2 x 512 or 2 x 256 bytes), activation tiles of 16 rows of 32 bytes (Q6_K: 16).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn products<const NT: usize>(&self, weights: &[u8], a: [&[u8]; NT], dots: &mut Dots) {
+        let half = weights.len() / 2;
+        // SAFETY: the function's promise; tmm6 and tmm7 read their rows of 64 bytes at a
+        // stride of 64, each inside its half of `weights`.
+        unsafe {
+            asm!(
+                "tileloadd tmm6, [{w} + {s64} * 1]",
+                "tileloadd tmm7, [{w1} + {s64} * 1]",
+                w = in(reg) weights.as_ptr(),
+                w1 = in(reg) weights[half..].as_ptr(),
+                s64 = in(reg) 64usize,
+                options(nostack, readonly),
+            )
+        };
+        let stride = self.act_bytes;
+        macro_rules! token_tile {
+            ($tdp:literal, $c0:literal, $c1:literal, $a:literal, $act:expr, $out:expr) => {
+                // SAFETY: the function's promise; the activation tile reads 16 rows at a stride
+                // of one activation row, inside `$act`; the stores write two tiles of 16 rows
+                // of 64 bytes at a stride of 64, into `$out` (2 x 1 KiB).
+                unsafe {
+                    asm!(
+                        concat!("tilezero ", $c0),
+                        concat!("tilezero ", $c1),
+                        concat!("tileloadd ", $a, ", [{a} + {sa} * 1]"),
+                        concat!($tdp, " ", $c0, ", ", $a, ", tmm6"),
+                        concat!($tdp, " ", $c1, ", ", $a, ", tmm7"),
+                        concat!("tilestored [{o} + {s64} * 1], ", $c0),
+                        concat!("tilestored [{o1} + {s64} * 1], ", $c1),
+                        a = in(reg) $act.as_ptr(),
+                        sa = in(reg) stride,
+                        o = in(reg) $out.as_mut_ptr(),
+                        o1 = in(reg) $out[1..].as_mut_ptr(),
+                        s64 = in(reg) 64usize,
+                        options(nostack),
+                    )
+                }
+            };
+        }
+        let (first, second) = dots.0.split_at_mut(2);
+        match self.format.signed {
+            true => token_tile!("tdpbssd", "tmm0", "tmm1", "tmm4", a[0], first),
+            false => token_tile!("tdpbsud", "tmm0", "tmm1", "tmm4", a[0], first),
+        }
+        if NT == 2 {
+            match self.format.signed {
+                true => token_tile!("tdpbssd", "tmm2", "tmm3", "tmm5", a[NT - 1], second),
+                false => token_tile!("tdpbsud", "tmm2", "tmm3", "tmm5", a[NT - 1], second),
+            }
         }
     }
 
@@ -473,56 +491,8 @@ impl Unit<'_> {
                 let weights = &self.quants[group * 2 * Q6_K_WEIGHT_TILE_BYTES..][..2 * Q6_K_WEIGHT_TILE_BYTES];
                 let at = self.format.act_quants_at(group);
                 let a: [&[u8]; NT] = acts.map(|tile| &tile[at..(TILE_ROWS - 1) * stride + at + Q6_K_GROUP]);
-                // SAFETY: the function's promise (tiles configured as `CONFIG_Q6_K`); tmm6 and
-                // tmm7 read 4 rows of 64 bytes at a stride of 64: the two tiles of `weights`.
-                unsafe {
-                    asm!(
-                        "tileloadd tmm6, [{w} + {s64} * 1]",
-                        "tileloadd tmm7, [{w1} + {s64} * 1]",
-                        w = in(reg) weights.as_ptr(),
-                        w1 = in(reg) weights[Q6_K_WEIGHT_TILE_BYTES..].as_ptr(),
-                        s64 = in(reg) 64usize,
-                        options(nostack, readonly),
-                    )
-                };
-                let (first, second) = dots.0.split_at_mut(2);
-                // SAFETY: the function's promise; each activation tile reads 16 rows of 16
-                // bytes at a stride of one activation row, inside `a[k]`; the stores write two
-                // tiles of 16 rows of 64 bytes at a stride of 64, into `first` or `second`.
-                unsafe {
-                    asm!(
-                        "tilezero tmm0",
-                        "tilezero tmm1",
-                        "tileloadd tmm4, [{a} + {sa} * 1]",
-                        "tdpbssd tmm0, tmm4, tmm6",
-                        "tdpbssd tmm1, tmm4, tmm7",
-                        "tilestored [{o} + {s64} * 1], tmm0",
-                        "tilestored [{o1} + {s64} * 1], tmm1",
-                        a = in(reg) a[0].as_ptr(),
-                        sa = in(reg) stride,
-                        o = in(reg) first.as_mut_ptr(),
-                        o1 = in(reg) first[1..].as_mut_ptr(),
-                        s64 = in(reg) 64usize,
-                        options(nostack),
-                    );
-                    if NT == 2 {
-                        asm!(
-                            "tilezero tmm2",
-                            "tilezero tmm3",
-                            "tileloadd tmm5, [{a} + {sa} * 1]",
-                            "tdpbssd tmm2, tmm5, tmm6",
-                            "tdpbssd tmm3, tmm5, tmm7",
-                            "tilestored [{o} + {s64} * 1], tmm2",
-                            "tilestored [{o1} + {s64} * 1], tmm3",
-                            a = in(reg) a[NT - 1].as_ptr(),
-                            sa = in(reg) stride,
-                            o = in(reg) second.as_mut_ptr(),
-                            o1 = in(reg) second[1..].as_mut_ptr(),
-                            s64 = in(reg) 64usize,
-                            options(nostack),
-                        );
-                    }
-                }
+                // SAFETY: the function's promise.
+                unsafe { self.products(weights, a, &mut dots) };
                 let scales = &self.group_scales[group * STRIP_ROWS..][..STRIP_ROWS];
                 // SAFETY: 16 i32 each, inside `scales`.
                 // (Not `[0, 1].map(..)`: `map` is not compiled with AVX-512, so it calls the
