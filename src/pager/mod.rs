@@ -11,6 +11,7 @@ mod plan;
 
 pub use plan::EvictionPolicy;
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -435,7 +436,7 @@ impl WeightSource for PagedWeights {
         let token = UseToken { shared: self.shared.clone(), unit: index };
         self.prefetch_after(index);
         let tensors = self.shared.units[index].layer.as_ref().expect("layer unit");
-        Ok(LayerGuard::new(self.guard_bytes(index), tensors, Some(Box::new(token))))
+        Ok(LayerGuard::new(self.guard_bytes(index), Cow::Borrowed(tensors), Some(Box::new(token))))
     }
 
     fn head(&self) -> Result<HeadGuard<'_>> {
