@@ -139,9 +139,8 @@ impl Compute<'_> {
             return;
         }
         let total = weights.iter().map(|w| w.rows() * n).sum();
-        self.s.products.resize(total, 0.0);
         let mut products = Vec::with_capacity(jobs.len());
-        let mut rest = &mut self.s.products[..total];
+        let mut rest = products_buffer(&mut self.s.products, total);
         for w in &weights {
             let (p, tail) = std::mem::take(&mut rest).split_at_mut(w.rows() * n);
             products.push(p);
@@ -163,8 +162,8 @@ impl Compute<'_> {
         let (first, rows) = (&w.first, w.rows());
         self.s.acts.reset();
         self.s.acts.convert(self.pool, quant::vec_dot_type(first.ty), x, first.cols());
-        self.s.products.resize(rows * n, 0.0);
-        let (first_products, rest_products) = self.s.products[..rows * n].split_at_mut(first.rows() * n);
+        let (first_products, rest_products) =
+            products_buffer(&mut self.s.products, rows * n).split_at_mut(first.rows() * n);
         match &w.rest {
             None => multiply(self.pool, &[first], &self.s.acts, n, &mut [first_products]),
             Some(rest) => {
@@ -216,6 +215,16 @@ impl Compute<'_> {
             }
         });
     }
+}
+
+/// The first `len` values of `buf`, for `multiply` to write every one of: grown where it is
+/// shorter, never shrunk, so that a layer's large products (Qwen2.5-1.5B's gate and up over a
+/// chunk of 128 tokens, 9 MB) do not zero it anew after each small one (3% of a prompt's time).
+fn products_buffer(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
 }
 
 /// products[i] (rows of weights[i], n) = dot products of every row of `weights[i]` with every
