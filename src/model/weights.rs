@@ -617,9 +617,9 @@ struct CopyJob {
     file: Arc<GgufFile>,
     writer: BufferWriter,
     places: Vec<CopyPlace>,
-    /// Per place, the layer it belongs to, if any: a layer a pass reads from the file is not
-    /// copied meanwhile (`CopyJob::run`).
-    place_layers: Vec<Option<usize>>,
+    /// Per place, the part (a layer, or the head) it belongs to, if any: a part a pass reads
+    /// from the file is not copied meanwhile (`CopyJob::run`).
+    place_parts: Vec<Option<usize>>,
     /// The parts whose file pages are given back once the copy has reached them.
     releases: Vec<PartRelease>,
     file_readers: Arc<[AtomicUsize]>,
@@ -651,7 +651,7 @@ struct PartRelease {
 impl CopyJob {
     /// `progress(done, total)` counts the tensors' bytes copied; `cancel` stops with `Aborted`.
     fn run(self, cancel: &AtomicBool, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
-        let CopyJob { file, mut writer, places, place_layers, releases, file_readers, between_passes, piece } = self;
+        let CopyJob { file, mut writer, places, place_parts, releases, file_readers, between_passes, piece } = self;
         let (mut done, total) = (0, places.iter().map(|p| p.size).sum());
         progress(0, total);
         let mut pending = releases;
@@ -666,15 +666,18 @@ impl CopyJob {
             })
         };
         let mut scratch = Vec::new();
-        for (p, layer) in places.iter().zip(place_layers) {
+        for (p, part) in places.iter().zip(place_parts) {
             let (start, end) = (p.to as usize, (p.to + p.size) as usize);
-            // While a pass reads the layer from the file, the copy waits for it to move on
-            // rather than hold the layer twice: with a core of its own, the copy otherwise makes
-            // the layer the first pass is in, whose file pages stay until the pass leaves it.
+            // While a pass reads the part from the file, the copy waits for it to move on
+            // rather than hold the part twice: with a core of its own, the copy otherwise makes
+            // the part the first pass is in, whose file pages stay until the pass leaves it.
             // Qwen2.5-1.5B, one thread on two cores, a 128-token prompt just after the load:
             // peak RSS 1147-1158 MiB against 1166-1172, and that first evaluation 10% slower
             // (median of 9 alternating pairs), the pass reading more layers in the file's layout.
-            let read_from_file = || layer.is_some_and(|l| file_readers[l].load(Ordering::SeqCst) > 0);
+            // The output head too: Gemma-3-270M's (tied, most of the model) made beside the
+            // pass reading the rest of it from the file took the peak up to 26 MB higher (one
+            // thread, a prompt just after the load, 8 runs each: 314-343 MiB, waiting 314-317).
+            let read_from_file = || part.is_some_and(|l| file_readers[l].load(Ordering::SeqCst) > 0);
             // Each piece is published as it is made (a rearranged matrix's in whole groups of
             // rows, rearranged first): an output head's rows are read from the copy as soon as
             // they are in it (`ResidentWeights::head`).
@@ -849,13 +852,16 @@ impl ResidentWeights {
             }
         }
         let file_readers: Arc<[AtomicUsize]> = ends.iter().map(|_| AtomicUsize::new(0)).collect();
-        let layer_of: std::collections::HashMap<u64, usize> =
-            table.layers.iter().enumerate().flat_map(|(l, layer)| layer.all().map(move |t| (t.offset, l))).collect();
+        let part_of: std::collections::HashMap<u64, usize> = table
+            .parts()
+            .enumerate()
+            .flat_map(|(part, tensors)| tensors.into_iter().map(move |t| (t.offset, part)))
+            .collect();
         let job = CopyJob {
             file: file.clone(),
             writer,
             places: plan.places.clone(),
-            place_layers: plan.places.iter().map(|p| layer_of.get(&p.from).copied()).collect(),
+            place_parts: plan.places.iter().map(|p| part_of.get(&p.from).copied()).collect(),
             releases,
             file_readers: file_readers.clone(),
             between_passes: None,
@@ -1113,19 +1119,24 @@ mod tests {
         assert!(matches!(copying.join().unwrap(), Err(Error::Aborted)));
     }
 
-    /// A copy with a core of its own does not make a layer a pass is reading from the file.
+    /// A copy with a core of its own does not make a layer, or the output head, that a pass is
+    /// reading from the file.
     #[test]
-    fn a_copy_waits_for_a_pass_reading_its_layer_from_the_file() {
+    fn a_copy_waits_for_a_pass_reading_its_layer_or_head_from_the_file() {
         let (_file, g, table) = tiny_q4_0_model("layer-read");
         let plan = table.copy_plan(CopyScope::All);
-        let (weights, job) = ResidentWeights::with_copy(g, table, &plan, false).unwrap();
-        let guard = weights.layer(0).unwrap();
-        let copying = std::thread::spawn(move || job.run(&AtomicBool::new(false), &mut |_, _| {}));
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(weights.stats().copied_bytes, 0, "the copy made the layer a pass was reading");
-        drop(guard);
-        assert!(copying.join().unwrap().is_ok());
-        assert_eq!(weights.stats().copied_bytes, plan.len);
+        for part in [0, table.layers.len()] {
+            let (weights, job) = ResidentWeights::with_copy(g.clone(), table.clone(), &plan, false).unwrap();
+            let guard = ((part == 0).then(|| weights.layer(0).unwrap()), (part > 0).then(|| weights.head().unwrap()));
+            let copying = std::thread::spawn(move || job.run(&AtomicBool::new(false), &mut |_, _| {}));
+            std::thread::sleep(Duration::from_millis(50));
+            // The head is copied after every layer: the copy stops where the last layer ends.
+            let before = if part == 0 { 0 } else { weights.copy.as_ref().unwrap().ends[part - 1] as u64 };
+            assert_eq!(weights.stats().copied_bytes, before, "the copy made part {part} while a pass read it");
+            drop(guard);
+            assert!(copying.join().unwrap().is_ok());
+            assert_eq!(weights.stats().copied_bytes, plan.len);
+        }
     }
 
     /// A pass reading a layer from the file while the copy is in it reads the tensors the copy
