@@ -20,6 +20,7 @@
 //! come out as 16 tokens by 16 rows of i32 and are scaled by the vector of 16 rows' scales.
 
 use super::amx::{cpu_has_amx, tile_data_granted, with_tile_config, TileConfig, AMX_INT8, NO_CONFIG};
+use super::avx2::prefetch_lines;
 use crate::quant::interleave::{q4_k_position, GroupLayout};
 use crate::tensor::GgmlType;
 use std::arch::asm;
@@ -436,7 +437,7 @@ impl Unit<'_> {
     /// find there: reading them from memory itself, it waited on its loads (Qwen2.5-1.5B, a
     /// 128-token prompt, one thread: 11% of the time in `fill_strip`, 7.6-9% with this).
     #[inline]
-    #[target_feature(enable = "sse")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     fn fetch_ahead(&self, step: usize, steps: usize) {
         let len = self.ahead.len();
         if len == 0 {
@@ -444,9 +445,7 @@ impl Unit<'_> {
         }
         let share = len.div_ceil(steps).next_multiple_of(64);
         let from = (step * share).min(len);
-        for line in (from..(from + share).min(len)).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T1>(self.ahead[line..].as_ptr().cast());
-        }
+        prefetch_lines::<_MM_HINT_T1>(self.ahead[from..].as_ptr(), share.min(len - from));
     }
 
     /// Adds run `run`'s products to its lane of every accumulator, as the VNNI kernels'
@@ -606,8 +605,8 @@ fn write_sums(
 /// or with `interleaved` as `quant::interleave_rows8` rearranged them, read as they are) for the
 /// tiles: per run, two weight tiles of 8 rows x 64 bytes, row `k` holding four quants
 /// `4k..4k + 4` of each of 16 weight rows (as bytes: signed with the format's offset taken off,
-/// or unsigned), and the rows' scales; rows past `strip_rows` keep what they held. Each four bytes come
-/// from 16 rows at once by one gather.
+/// or unsigned), and the rows' scales; rows past `strip_rows` keep what they held. Each four bytes
+/// come from 16 rows at once by one gather (interleaved Q4_K's, by two loads of 32 bytes).
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 fn fill_strip(
