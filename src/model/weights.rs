@@ -885,6 +885,12 @@ impl ResidentWeights {
         self.file.mapped().bytes()
     }
 
+    /// The copy being made, where `table` (from [`Self::source`]) says a part is read from the
+    /// file meanwhile.
+    fn copy_in_progress(&self, table: &TensorTable) -> Option<&WeightsCopy> {
+        self.copy.as_ref().filter(|_| std::ptr::eq(table, &self.table))
+    }
+
     /// What part `index` (a layer, or the head after the layers) is read through now: the
     /// table its offsets are in, the copy's published bytes, and while the copy has not reached
     /// it, a pin that counts this pass among its file's readers.
@@ -985,9 +991,9 @@ fn huge_page_regions(ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
 impl WeightSource for ResidentWeights {
     fn layer(&self, index: usize) -> Result<LayerGuard<'_>> {
         let (table, copy, pin) = self.source(index);
-        let tensors = match &self.copy {
-            Some(c) if std::ptr::eq(table, &self.table) => c.layer_so_far(&table.layers[index], index, copy.len()),
-            _ => Cow::Borrowed(&table.layers[index]),
+        let tensors = match self.copy_in_progress(table) {
+            Some(c) => c.layer_so_far(&table.layers[index], index, copy.len()),
+            None => Cow::Borrowed(&table.layers[index]),
         };
         Ok(LayerGuard::new(GuardBytes::Borrowed(self.file_bytes()), tensors, pin).with_copy(copy))
     }
@@ -998,12 +1004,12 @@ impl WeightSource for ResidentWeights {
         // Read from the file while the copy is being made: the output rows it has made come
         // from it, so that the copying thread can give their pages of the file back before the
         // rest is made (a tied output head is most of a small model).
-        match &self.copy {
-            Some(c) if std::ptr::eq(table, &self.table) => match c.output_rows_made(copy.len()) {
+        match self.copy_in_progress(table) {
+            Some(c) => match c.output_rows_made(copy.len()) {
                 0 => Ok(guard),
                 rows => Ok(guard.with_copied_rows(copy, &c.table.head.output, rows)),
             },
-            _ => Ok(guard),
+            None => Ok(guard),
         }
     }
 
