@@ -384,13 +384,34 @@ impl Shared {
             let state = &mut cache.units[v];
             state.data = None;
             if std::mem::take(&mut state.mapped) {
-                for &(offset, len) in &self.units[v].spans {
-                    self.file.mapped().release(offset, len);
-                }
+                self.release_pages(cache, v);
             }
             cache.resident -= self.units[v].bytes;
         }
         true
+    }
+
+    /// Map mode: gives back the pages of evicted unit `v`, whole 2 MiB pages only where they
+    /// are shared with a unit still mapped. Dropping part of a 2 MiB mapping splits it: a TLB
+    /// flush on every core the process runs on, and the rest of that page mapped 4 KiB at a
+    /// time from then on. Qwen2.5-1.5B at a 256 MB budget split 1.65 pages a load, since units
+    /// start and end anywhere in a huge page. A shared page is given back whole by the last of
+    /// its units to go, so what stays mapped beyond the budget is under 2 MiB each side of a
+    /// mapped unit.
+    fn release_pages(&self, cache: &Cache, v: usize) {
+        let held = |page: u64| {
+            self.units.iter().enumerate().any(|(u, unit)| {
+                let state = &cache.units[u];
+                u != v
+                    && (state.mapped || state.loading)
+                    && unit.spans.iter().any(|&(offset, len)| offset < page + HUGE_PAGE && page < offset + len)
+            })
+        };
+        for &span in &self.units[v].spans {
+            if let Some((offset, len)) = whole_pages_to_release(span, held) {
+                self.file.mapped().release(offset, len);
+            }
+        }
     }
 
     /// Reads a unit in: Some(buffer) for Read, None (pages populated) for Map.
@@ -416,6 +437,24 @@ impl Shared {
             }
         }
     }
+}
+
+const HUGE_PAGE: u64 = mapping::HUGE_PAGE as u64;
+
+/// The part of `span` (`(offset, len)` in the file) to give back so that no 2 MiB page is split:
+/// rounded out to whole 2 MiB pages, except at an end whose page `held` (by its start) says
+/// another unit still maps; None when nothing is left.
+fn whole_pages_to_release(span: (u64, u64), held: impl Fn(u64) -> bool) -> Option<(u64, u64)> {
+    let (offset, len) = span;
+    let mut start = offset / HUGE_PAGE * HUGE_PAGE;
+    if start < offset && held(start) {
+        start += HUGE_PAGE;
+    }
+    let mut end = (offset + len).next_multiple_of(HUGE_PAGE);
+    if end > offset + len && held(end - HUGE_PAGE) {
+        end -= HUGE_PAGE;
+    }
+    (start < end).then(|| (start, end - start))
 }
 
 fn prefetch_loop(shared: &Arc<Shared>, rx: &Receiver<(usize, u64)>) {
@@ -554,6 +593,25 @@ mod tests {
         // One look under one lock: the thread may finish its load between two.
         let cache = weights.shared.lock();
         assert!(cache.units[next].resident() || cache.units[next].loading);
+    }
+
+    #[test]
+    fn releases_split_no_huge_page_another_unit_maps() {
+        const MB: u64 = 1 << 20;
+        let nobody = |_: u64| false;
+        // Alone in its pages: rounded out to whole pages at both ends.
+        assert_eq!(whole_pages_to_release((3 * MB, 6 * MB), nobody), Some((2 * MB, 8 * MB)));
+        // The page at either end still mapped by a neighbour: kept whole.
+        let first_held = |page: u64| page == 2 * MB;
+        assert_eq!(whole_pages_to_release((3 * MB, 6 * MB), first_held), Some((4 * MB, 6 * MB)));
+        let last_held = |page: u64| page == 8 * MB;
+        assert_eq!(whole_pages_to_release((3 * MB, 6 * MB), last_held), Some((2 * MB, 6 * MB)));
+        // Ends already on page boundaries ask nobody.
+        let all_held = |_: u64| true;
+        assert_eq!(whole_pages_to_release((2 * MB, 4 * MB), all_held), Some((2 * MB, 4 * MB)));
+        // A span inside one shared page leaves it to the neighbour.
+        assert_eq!(whole_pages_to_release((MB / 2, MB), all_held), None);
+        assert_eq!(whole_pages_to_release((MB / 2, MB), nobody), Some((0, 2 * MB)));
     }
 
     #[test]
