@@ -179,7 +179,7 @@ export interface NativeStats {
   paged: boolean
   /**
    * Resident weights, all or the rearranged matrices, are a copy in the process's memory
-   * (see `useMmap`).
+   * (see `useMmap`); paged, the units resident for good are.
    */
   copied: boolean
   /** Bytes of that copy made so far. */

@@ -114,8 +114,10 @@ export interface LoadOptions {
    * would hold it in memory twice). `false` copies everything during the load instead (part of
    * `onProgress`). A copy is not shared with the page cache or other processes, and it is not
    * made (the file is mapped) when the file is over half the available memory. `stats().copied`,
-   * `stats().copying` and `stats().copiedBytes` tell which. Paged models always read from the
-   * file.
+   * `stats().copying` and `stats().copiedBytes` tell which. Paged models read the layers they
+   * stream from the file; the layers they keep resident for good are copied and rearranged the
+   * same way, by the prefetch thread after the load (`pagingMethod` 'mmap') or as they are read
+   * ('read'), and `stats()` reports that copy.
    */
   useMmap?: boolean
   /** Called as the weights are read in (about every 50 ms while loading, and once at the end). */
@@ -155,11 +157,14 @@ export interface ModelInfo {
 
 export interface ModelStats {
   paged: boolean
-  /** The weights, all or the rearranged matrices (see `useMmap`), are a copy in the process's memory. */
+  /**
+   * The weights, all or the rearranged matrices (see `useMmap`), are a copy in the process's
+   * memory; paged, the layers kept resident for good are.
+   */
   copied: boolean
   /** Bytes of that copy made so far: 0 where every weight is read from the mapped file. */
   copiedBytes: number
-  /** The default copy is being made, on a thread of its own after the load (see `useMmap`). */
+  /** The default copy (paged: of the layers kept resident) is being made, on a thread of its own after the load. */
   copying: boolean
   budgetBytes: number
   /** Weight bytes resident now (resident mode: all of them). */

@@ -303,7 +303,7 @@ impl Task for InspectTask {
 pub struct NativeStats {
     pub paged: bool,
     /// Resident weights, all or the rearranged matrices, are a copy in the process's memory
-    /// (see `useMmap`).
+    /// (see `useMmap`); paged, the units resident for good are.
     pub copied: bool,
     /// Bytes of that copy made so far.
     pub copied_bytes: f64,

@@ -376,11 +376,8 @@ impl TensorTable {
     /// (`quant::file_layout_row`) once it is made, token_embd's place in the file until then.
     fn rearranged_offsets(&self, scope: CopyScope) -> std::collections::HashSet<u64> {
         let embeddings = self.token_embd.offset;
-        let rearranged = |t: &&TensorInfo| {
-            quant::has_interleaved_kernel(t.ty)
-                && t.dims[1].is_multiple_of(8)
-                && (scope == CopyScope::Rearranged || t.offset != embeddings)
-        };
+        let rearranged =
+            |t: &&TensorInfo| rearrangement(t).is_some() && (scope == CopyScope::Rearranged || t.offset != embeddings);
         self.matrices().filter(rearranged).map(|t| t.offset).collect()
     }
 
@@ -450,6 +447,14 @@ impl TensorTable {
         let (lo, hi) = all.fold((u64::MAX, 0), |(lo, hi), t| (lo.min(t.offset), hi.max(t.offset + t.size)));
         (lo, hi.saturating_sub(lo))
     }
+}
+
+/// How a copy of matrix `t` is rearranged for the active kernels (`quant::interleave_rows8`),
+/// if it is: where they have an interleaved layout for its type and it has whole groups of
+/// eight rows. The type, and the row length.
+pub(crate) fn rearrangement(t: &TensorInfo) -> Option<(GgmlType, usize)> {
+    let matrix = t.n_dims == 2 && t.dims[1].is_multiple_of(quant::INTERLEAVED_ROWS as u64);
+    (matrix && quant::has_interleaved_kernel(t.ty)).then_some((t.ty, t.dims[0] as usize))
 }
 
 /// A copy of resident weights laid out (`TensorTable::copy_plan`): its places, and its length.

@@ -3,16 +3,19 @@
 //!
 //! A unit is one transformer layer or the output head. `plan` decides which units stay
 //! resident and which stream; this module owns the cache state, the loads and the thread.
-//! Loads either copy a unit's tensors into an owned buffer with positioned reads (`Read`:
-//! portable, I/O errors come back as errors, freed memory goes back to the OS) or map its pages
-//! in and later drop them (`Map`: no copy, Linux madvise; elsewhere pages are only touched).
+//! Streamed units are loaded either by copying their tensors into an owned buffer with
+//! positioned reads (`Read`: portable, I/O errors come back as errors, freed memory goes back to
+//! the OS) or by mapping their pages in and later dropping them (`Map`: no copy, Linux madvise;
+//! elsewhere pages are only touched). Units resident for good are copied and rearranged for
+//! the kernels as resident weights are (`weights::rearrangement`), where that rearranges any of
+//! their matrices: with Read as they load, with Map by the prefetch thread after the load.
 
 mod plan;
 
 pub use plan::EvictionPolicy;
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -23,9 +26,11 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::mapping;
 use crate::model::weights::{
-    merged_spans, GuardBytes, HeadGuard, HeadTensors, LayerGuard, LayerTensors, TensorTable, WeightSource, WeightStats,
+    merged_spans, rearrangement, GuardBytes, HeadGuard, HeadTensors, LayerGuard, LayerTensors, TensorTable,
+    WeightSource, WeightStats,
 };
 use crate::quant;
+use crate::tensor::{GgmlType, WeightLayout};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoadMethod {
@@ -60,9 +65,22 @@ struct Unit {
     /// tensor's ends, each split flushing the TLB of every core the compute threads run on.
     spans: Vec<(u64, u64)>,
     bytes: u64,
-    /// The unit's tensors with offsets into its owned buffer (Read) or the file (Map).
-    layer: Option<LayerTensors>,
-    head: Option<HeadTensors>,
+    /// Loaded into a buffer of its own (Read) rather than mapped.
+    buffered: bool,
+    /// For each of `ranges`, how a buffer of the unit rearranges it, if it does (resident for
+    /// good only).
+    rearrange: Vec<Option<(GgmlType, usize)>>,
+    /// The unit's tensors as it loads: offsets into its buffer (Read) or the file (Map).
+    tensors: UnitTensors,
+    /// Map, resident for good, with a matrix rearranged: its tensors in the copy the prefetch
+    /// thread makes of it after the load.
+    copy: Option<UnitTensors>,
+}
+
+#[derive(Clone)]
+enum UnitTensors {
+    Layer(Box<LayerTensors>),
+    Head(HeadTensors),
 }
 
 /// A unit's buffer in Read mode: an anonymous mapping of its own, so that dropping it unmaps
@@ -110,23 +128,37 @@ struct Shared {
     prefetch_hits: AtomicU64,
     stall_ns: AtomicU64,
     bytes_read: AtomicU64,
+    /// Copies of mapped units resident for good (`Job::Copy`): bytes made, and how many are left.
+    copied_bytes: AtomicU64,
+    copies_left: AtomicU64,
+    /// The weights are being dropped: the prefetch thread skips the copies still queued.
+    closing: AtomicBool,
 }
 
 pub struct PagedWeights {
     shared: Arc<Shared>,
     table: TensorTable,
-    prefetch_tx: Option<Sender<(usize, u64)>>,
+    prefetch_tx: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
 
 /// Tensors of a unit packed into one buffer, each at a 64-byte boundary.
 fn pack(tensors: &[&TensorInfo]) -> (Vec<(u64, u64)>, Vec<TensorInfo>, u64) {
+    pack_as(tensors, &vec![None; tensors.len()])
+}
+
+/// [`pack`], with the tensors `rearrange` names rearranged in the buffer.
+fn pack_as(
+    tensors: &[&TensorInfo],
+    rearrange: &[Option<(GgmlType, usize)>],
+) -> (Vec<(u64, u64)>, Vec<TensorInfo>, u64) {
     let mut at = 0u64;
     let mut ranges = Vec::new();
     let mut packed = Vec::new();
-    for t in tensors {
+    for (t, how) in tensors.iter().zip(rearrange) {
         ranges.push((t.offset, t.size));
-        packed.push(TensorInfo { offset: at, ..(*t).clone() });
+        let layout = if how.is_some() { WeightLayout::Interleaved8 } else { t.layout };
+        packed.push(TensorInfo { offset: at, layout, ..(*t).clone() });
         at = (at + t.size).div_ceil(64) * 64;
     }
     (ranges, packed, at)
@@ -139,42 +171,56 @@ pub fn smallest_budget(table: &TensorTable) -> u64 {
     layers.chain([head]).max().unwrap_or(0)
 }
 
+/// Work for the prefetch thread.
+enum Job {
+    /// Load the unit ahead of the pass, unless the epoch has moved on.
+    Prefetch(usize, u64),
+    /// Replace the mapped pages of a unit resident for good by a copy, rearranged.
+    Copy(usize),
+}
+
 impl PagedWeights {
     /// Plans residency and loads the units that stay resident for good (reporting progress).
     pub fn new(
         file: Arc<GgufFile>,
         table: TensorTable,
         options: PagerOptions,
-        cancel: &std::sync::atomic::AtomicBool,
+        cancel: &AtomicBool,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
-        let mut units = Vec::with_capacity(table.layers.len() + 1);
-        for layer in &table.layers {
-            let infos: Vec<&TensorInfo> = layer.all().collect();
-            let (ranges, packed, bytes) = pack(&infos);
-            let relocated = match options.method {
-                LoadMethod::Read => relocate_layer(layer, &packed),
-                LoadMethod::Map => layer.clone(),
-            };
-            units.push(Unit {
-                spans: merged_spans(ranges.iter().copied()),
-                ranges,
-                bytes,
-                layer: Some(relocated),
-                head: None,
-            });
-        }
-        let head_infos: Vec<&TensorInfo> = table.head.all().collect();
-        let (ranges, packed, bytes) = pack(&head_infos);
-        let head = match options.method {
-            LoadMethod::Read => HeadTensors { output_norm: packed[0].clone(), output: packed[1].clone() },
-            LoadMethod::Map => table.head.clone(),
-        };
-        units.push(Unit { spans: merged_spans(ranges.iter().copied()), ranges, bytes, layer: None, head: Some(head) });
-
-        let sizes: Vec<u64> = units.iter().map(|u| u.bytes).collect();
+        let parts: Vec<Vec<&TensorInfo>> =
+            table.layers.iter().map(|l| l.all().collect()).chain([table.head.all().collect()]).collect();
+        let sizes: Vec<u64> = parts.iter().map(|infos| pack(infos).2).collect();
         let plan = plan::plan(&sizes, options.budget_bytes, options.prefetch, options.policy)?;
-        let n = units.len();
+        let n = parts.len();
+        let mut units = Vec::with_capacity(n);
+        for (u, infos) in parts.iter().enumerate() {
+            // Resident for good, a unit is copied: laid out as resident weights are, its matrices
+            // read at their speed, and from memory of the process's own whichever pages the
+            // file's cache got (on a VM, the same file cache decoded at 5.8-10.5 tok/s as it was
+            // read into one place or another; Qwen2.5-1.5B at half its weights, one thread, in a
+            // slow place: 5.9 tok/s mapped, 7.2 with this half copied).
+            let pinned = plan.pinned[u];
+            let rearrange: Vec<_> = infos.iter().map(|t| if pinned { rearrangement(t) } else { None }).collect();
+            let (ranges, packed, bytes) = pack_as(infos, &rearrange);
+            let buffered = options.method == LoadMethod::Read;
+            let in_buffer = match table.layers.get(u) {
+                Some(layer) => UnitTensors::Layer(Box::new(relocate_layer(layer, &packed))),
+                None => UnitTensors::Head(HeadTensors { output_norm: packed[0].clone(), output: packed[1].clone() }),
+            };
+            let in_file = match table.layers.get(u) {
+                Some(layer) => UnitTensors::Layer(Box::new(layer.clone())),
+                None => UnitTensors::Head(table.head.clone()),
+            };
+            let copied_later = !buffered && rearrange.iter().any(Option::is_some);
+            let (tensors, copy) = match (buffered, copied_later) {
+                (true, _) => (in_buffer, None),
+                (false, true) => (in_file, Some(in_buffer)),
+                (false, false) => (in_file, None),
+            };
+            let spans = merged_spans(ranges.iter().copied());
+            units.push(Unit { ranges, spans, bytes, buffered, rearrange, tensors, copy });
+        }
         let shared = Arc::new(Shared {
             file,
             units,
@@ -194,6 +240,9 @@ impl PagedWeights {
             prefetch_hits: AtomicU64::new(0),
             stall_ns: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
+            copied_bytes: AtomicU64::new(0),
+            copies_left: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
         });
 
         let total = plan.pinned_bytes;
@@ -212,7 +261,11 @@ impl PagedWeights {
         shared.loads.store(0, Ordering::Relaxed);
         shared.stall_ns.store(0, Ordering::Relaxed);
 
-        let (tx, rx) = crossbeam_channel::unbounded::<(usize, u64)>();
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        for u in (0..n).filter(|&u| shared.units[u].copy.is_some()) {
+            shared.copies_left.fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send(Job::Copy(u));
+        }
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("chord-prefetch".into())
@@ -229,18 +282,18 @@ impl PagedWeights {
         for k in 1..=self.shared.options.prefetch {
             let next = (unit + k) % n;
             if !self.shared.pinned[next] {
-                let _ = tx.send((next, epoch));
+                let _ = tx.send(Job::Prefetch(next, epoch));
             }
         }
     }
 
-    fn guard_bytes(&self, unit: usize) -> GuardBytes<'_> {
-        match self.shared.options.method {
-            LoadMethod::Map => GuardBytes::Borrowed(self.shared.file.mapped().bytes()),
-            LoadMethod::Read => {
-                let cache = self.shared.lock();
-                GuardBytes::Shared(cache.units[unit].data.clone().expect("an acquired unit is resident"))
-            }
+    /// What a guard of acquired `unit` reads: its buffer, or the mapped file; and its tensors
+    /// there.
+    fn guard_parts(&self, unit: usize) -> (GuardBytes<'_>, &UnitTensors) {
+        let u = &self.shared.units[unit];
+        match self.shared.lock().units[unit].data.clone() {
+            Some(buffer) => (GuardBytes::Shared(buffer), u.copy.as_ref().unwrap_or(&u.tensors)),
+            None => (GuardBytes::Borrowed(self.shared.file.mapped().bytes()), &u.tensors),
         }
     }
 }
@@ -414,28 +467,55 @@ impl Shared {
         }
     }
 
-    /// Reads a unit in: Some(buffer) for Read, None (pages populated) for Map.
+    /// Reads a unit in: Some(buffer) where it is buffered, None (pages populated) where mapped.
     fn load(&self, unit: usize) -> Result<Option<UnitBuffer>> {
         let u = &self.units[unit];
         let file = self.file.mapped();
-        match self.options.method {
-            LoadMethod::Map => {
-                for &(offset, len) in &u.spans {
-                    file.populate(offset, len)?;
-                }
-                Ok(None)
+        if !u.buffered {
+            for &(offset, len) in &u.spans {
+                file.populate(offset, len)?;
             }
-            LoadMethod::Read => {
-                const WHAT: &str = "anonymous memory for a layer";
-                let mut buf = mapping::weights_buffer(u.bytes, WHAT)?;
-                let mut at = 0usize;
-                for &(offset, len) in &u.ranges {
-                    file.read_at(offset, &mut buf[at..at + len as usize])?;
-                    at = (at + len as usize).div_ceil(64) * 64;
-                }
-                Ok(Some(Arc::new(mapping::seal_weights_buffer(buf, WHAT)?)))
-            }
+            return Ok(None);
         }
+        self.read_buffer(unit).map(Some)
+    }
+
+    /// A buffer holding `unit`'s tensors read from the file, rearranged as its `rearrange` says.
+    fn read_buffer(&self, unit: usize) -> Result<UnitBuffer> {
+        let (u, file) = (&self.units[unit], self.file.mapped());
+        const WHAT: &str = "anonymous memory for a layer";
+        let mut buf = mapping::weights_buffer(u.bytes, WHAT)?;
+        let (mut at, mut scratch) = (0usize, Vec::new());
+        for (&(offset, len), how) in u.ranges.iter().zip(&u.rearrange) {
+            let tensor = &mut buf[at..at + len as usize];
+            file.read_at(offset, tensor)?;
+            if let &Some((ty, cols)) = how {
+                quant::interleave_rows8(ty, cols, tensor, &mut scratch);
+            }
+            at = (at + len as usize).div_ceil(64) * 64;
+        }
+        Ok(Arc::new(mapping::seal_weights_buffer(buf, WHAT)?))
+    }
+
+    /// `Job::Copy`: reads mapped `unit` (resident for good) into a buffer, which passes read from
+    /// then on, and gives back its pages of the file once no pass reads them. Errors leave it
+    /// mapped; a pass reading it meets them itself.
+    fn copy_mapped(&self, unit: usize) {
+        let copied = if self.closing.load(Ordering::Relaxed) { None } else { self.read_buffer(unit).ok() };
+        let Some(buffer) = copied else {
+            self.copies_left.fetch_sub(1, Ordering::Relaxed);
+            return;
+        };
+        let mut cache = self.lock();
+        cache.units[unit].data = Some(buffer);
+        while cache.units[unit].in_use > 0 {
+            cache = self.changed.wait(cache).unwrap_or_else(|e| e.into_inner());
+        }
+        if std::mem::take(&mut cache.units[unit].mapped) {
+            self.release_pages(&cache, unit);
+        }
+        self.copied_bytes.fetch_add(self.units[unit].bytes, Ordering::Relaxed);
+        self.copies_left.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -457,8 +537,15 @@ fn whole_pages_to_release(span: (u64, u64), held: impl Fn(u64) -> bool) -> Optio
     (start < end).then(|| (start, end - start))
 }
 
-fn prefetch_loop(shared: &Arc<Shared>, rx: &Receiver<(usize, u64)>) {
-    for (unit, epoch) in rx.iter() {
+fn prefetch_loop(shared: &Arc<Shared>, rx: &Receiver<Job>) {
+    for job in rx.iter() {
+        let (unit, epoch) = match job {
+            Job::Copy(unit) => {
+                shared.copy_mapped(unit);
+                continue;
+            }
+            Job::Prefetch(unit, epoch) => (unit, epoch),
+        };
         if epoch != shared.epoch.load(Ordering::Relaxed) {
             continue;
         }
@@ -474,8 +561,8 @@ impl WeightSource for PagedWeights {
         self.shared.acquire(index, false)?;
         let token = UseToken { shared: self.shared.clone(), unit: index };
         self.prefetch_after(index);
-        let tensors = self.shared.units[index].layer.as_ref().expect("layer unit");
-        Ok(LayerGuard::new(self.guard_bytes(index), Cow::Borrowed(tensors), Some(Box::new(token))))
+        let (bytes, UnitTensors::Layer(tensors)) = self.guard_parts(index) else { panic!("unit {index} is a layer") };
+        Ok(LayerGuard::new(bytes, Cow::Borrowed(tensors), Some(Box::new(token))))
     }
 
     fn head(&self) -> Result<HeadGuard<'_>> {
@@ -483,8 +570,8 @@ impl WeightSource for PagedWeights {
         self.shared.acquire(index, false)?;
         let token = UseToken { shared: self.shared.clone(), unit: index };
         self.prefetch_after(index);
-        let tensors = self.shared.units[index].head.as_ref().expect("head unit");
-        Ok(HeadGuard::new(self.guard_bytes(index), tensors, Some(Box::new(token))))
+        let (bytes, UnitTensors::Head(tensors)) = self.guard_parts(index) else { panic!("the last unit is the head") };
+        Ok(HeadGuard::new(bytes, tensors, Some(Box::new(token))))
     }
 
     fn embed(&self, token: u32, out: &mut [f32]) -> Result<()> {
@@ -509,9 +596,9 @@ impl WeightSource for PagedWeights {
         let cache = s.lock();
         WeightStats {
             paged: true,
-            copied: false,
-            copied_bytes: 0,
-            copying: false,
+            copied: s.copied_bytes.load(Ordering::Relaxed) > 0,
+            copied_bytes: s.copied_bytes.load(Ordering::Relaxed),
+            copying: s.copies_left.load(Ordering::Relaxed) > 0,
             budget_bytes: s.options.budget_bytes,
             resident_bytes: cache.resident,
             peak_resident_bytes: cache.peak,
@@ -526,6 +613,8 @@ impl WeightSource for PagedWeights {
 
 impl Drop for PagedWeights {
     fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::Relaxed);
+        self.shared.epoch.fetch_add(1, Ordering::Relaxed);
         self.prefetch_tx.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -551,7 +640,7 @@ mod tests {
             method: LoadMethod::Read,
             policy: EvictionPolicy::FixedAndStream,
         };
-        PagedWeights::new(file, table, options, &std::sync::atomic::AtomicBool::new(false), &mut |_, _| {}).unwrap()
+        PagedWeights::new(file, table, options, &AtomicBool::new(false), &mut |_, _| {}).unwrap()
     }
 
     #[test]
