@@ -567,6 +567,13 @@ async function main() {
   const checks = acceptance(rows, cg);
   let text = '';
   if (rows.length) text += pageCacheTable(meta, rows);
+  // Each run: on a VM, how fast memory reads the file's cached pages can depend on where a
+  // reread put them, so one configuration's runs may split into a slow and a fast group.
+  const spread = rows.filter((r) => r.repeats);
+  if (spread.length) {
+    text += '\ndecode tok/s of each run, in order:\n';
+    for (const r of spread) text += `  ${r.label.padEnd(18)} ${r.repeats.map((x) => (x.decodeTokS == null ? '-' : x.decodeTokS.toFixed(2))).join('  ')}\n`;
+  }
   if (cg) text += (text ? '\n' : '') + cgroupTable(cg);
   if (checks.length) text += '\n' + checks.map((c) => `${c.ok == null ? '----' : c.ok ? 'PASS' : 'FAIL'}  ${c.what}`).join('\n') + '\n';
 
