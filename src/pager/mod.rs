@@ -197,9 +197,9 @@ impl PagedWeights {
         for (u, infos) in parts.iter().enumerate() {
             // Resident for good, a unit is copied: laid out as resident weights are, its matrices
             // read at their speed, and from memory of the process's own whichever pages the
-            // file's cache got (on a VM, the same file cache decoded at 5.8-10.5 tok/s as it was
+            // file's cache got (on a VM, the same file cache decoded at 5.6-11 tok/s as it was
             // read into one place or another; Qwen2.5-1.5B at half its weights, one thread, in a
-            // slow place: 5.9 tok/s mapped, 7.2 with this half copied).
+            // slow place: 6.0 tok/s mapped, 6.8 with its 270 MB resident for good copied).
             let pinned = plan.pinned[u];
             let rearrange: Vec<_> = infos.iter().map(|t| if pinned { rearrangement(t) } else { None }).collect();
             let (ranges, packed, bytes) = pack_as(infos, &rearrange);
