@@ -433,8 +433,8 @@ impl TensorTable {
     }
 
     /// Each part a forward pass reads in turn, its tensors as `LayerTensors::all` and
-    /// `HeadTensors::all` list them: every layer, then the output head.
-    fn parts(&self) -> impl Iterator<Item = Vec<&TensorInfo>> {
+    /// `HeadTensors::all` list them: every layer, then the output head (the pager's units).
+    pub(crate) fn parts(&self) -> impl Iterator<Item = Vec<&TensorInfo>> {
         let layers = self.layers.iter().map(|l| l.all().collect());
         layers.chain([self.head.all().collect()])
     }

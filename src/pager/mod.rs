@@ -65,8 +65,6 @@ struct Unit {
     /// tensor's ends, each split flushing the TLB of every core the compute threads run on.
     spans: Vec<(u64, u64)>,
     bytes: u64,
-    /// Loaded into a buffer of its own (Read) rather than mapped.
-    buffered: bool,
     /// For each of `ranges`, how a buffer of the unit rearranges it, if it does (resident for
     /// good only).
     rearrange: Vec<Option<(GgmlType, usize)>>,
@@ -166,9 +164,7 @@ fn pack_as(
 
 /// The smallest budget a model can be paged in: its largest unit, packed as the pager packs it.
 pub fn smallest_budget(table: &TensorTable) -> u64 {
-    let layers = table.layers.iter().map(|layer| pack(&layer.all().collect::<Vec<_>>()).2);
-    let head = pack(&table.head.all().collect::<Vec<_>>()).2;
-    layers.chain([head]).max().unwrap_or(0)
+    table.parts().map(|tensors| pack(&tensors).2).max().unwrap_or(0)
 }
 
 /// Work for the prefetch thread.
@@ -188,8 +184,7 @@ impl PagedWeights {
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self> {
-        let parts: Vec<Vec<&TensorInfo>> =
-            table.layers.iter().map(|l| l.all().collect()).chain([table.head.all().collect()]).collect();
+        let parts: Vec<Vec<&TensorInfo>> = table.parts().collect();
         let sizes: Vec<u64> = parts.iter().map(|infos| pack(infos).2).collect();
         let plan = plan::plan(&sizes, options.budget_bytes, options.prefetch, options.policy)?;
         let n = parts.len();
@@ -203,7 +198,6 @@ impl PagedWeights {
             let pinned = plan.pinned[u];
             let rearrange: Vec<_> = infos.iter().map(|t| if pinned { rearrangement(t) } else { None }).collect();
             let (ranges, packed, bytes) = pack_as(infos, &rearrange);
-            let buffered = options.method == LoadMethod::Read;
             let in_buffer = match table.layers.get(u) {
                 Some(layer) => UnitTensors::Layer(Box::new(relocate_layer(layer, &packed))),
                 None => UnitTensors::Head(HeadTensors { output_norm: packed[0].clone(), output: packed[1].clone() }),
@@ -212,14 +206,12 @@ impl PagedWeights {
                 Some(layer) => UnitTensors::Layer(Box::new(layer.clone())),
                 None => UnitTensors::Head(table.head.clone()),
             };
-            let copied_later = !buffered && rearrange.iter().any(Option::is_some);
-            let (tensors, copy) = match (buffered, copied_later) {
-                (true, _) => (in_buffer, None),
-                (false, true) => (in_file, Some(in_buffer)),
-                (false, false) => (in_file, None),
+            let (tensors, copy) = match options.method {
+                LoadMethod::Read => (in_buffer, None),
+                LoadMethod::Map => (in_file, rearrange.iter().any(Option::is_some).then_some(in_buffer)),
             };
             let spans = merged_spans(ranges.iter().copied());
-            units.push(Unit { ranges, spans, bytes, buffered, rearrange, tensors, copy });
+            units.push(Unit { ranges, spans, bytes, rearrange, tensors, copy });
         }
         let shared = Arc::new(Shared {
             file,
@@ -434,24 +426,24 @@ impl Shared {
             let Some(v) = plan::victim(self.options.policy, candidates, from, protect, n) else {
                 return false;
             };
-            let state = &mut cache.units[v];
-            state.data = None;
-            if std::mem::take(&mut state.mapped) {
-                self.release_pages(cache, v);
-            }
+            cache.units[v].data = None;
+            self.unmap(cache, v);
             cache.resident -= self.units[v].bytes;
         }
         true
     }
 
-    /// Map mode: gives back the pages of evicted unit `v`, whole 2 MiB pages only where they
-    /// are shared with a unit still mapped. Dropping part of a 2 MiB mapping splits it: a TLB
-    /// flush on every core the process runs on, and the rest of that page mapped 4 KiB at a
-    /// time from then on. Qwen2.5-1.5B at a 256 MB budget split 1.65 pages a load, since units
+    /// Map mode: gives back the pages of unit `v` (evicted, or replaced by a copy) if it is
+    /// mapped, whole 2 MiB pages only where they are shared with a unit still mapped. Dropping
+    /// part of a 2 MiB mapping splits it: a TLB flush on every core the process runs on, and the
+    /// rest of that page mapped 4 KiB at a time from then on. Qwen2.5-1.5B at a 256 MB budget split 1.65 pages a load, since units
     /// start and end anywhere in a huge page. A shared page is given back whole by the last of
     /// its units to go, so what stays mapped beyond the budget is under 2 MiB each side of a
     /// mapped unit.
-    fn release_pages(&self, cache: &Cache, v: usize) {
+    fn unmap(&self, cache: &mut Cache, v: usize) {
+        if !std::mem::take(&mut cache.units[v].mapped) {
+            return;
+        }
         let held = |page: u64| {
             self.units.iter().enumerate().any(|(u, unit)| {
                 let state = &cache.units[u];
@@ -467,11 +459,11 @@ impl Shared {
         }
     }
 
-    /// Reads a unit in: Some(buffer) where it is buffered, None (pages populated) where mapped.
+    /// Reads a unit in: Some(buffer) for Read, None (pages populated) for Map.
     fn load(&self, unit: usize) -> Result<Option<UnitBuffer>> {
         let u = &self.units[unit];
         let file = self.file.mapped();
-        if !u.buffered {
+        if self.options.method == LoadMethod::Map {
             for &(offset, len) in &u.spans {
                 file.populate(offset, len)?;
             }
@@ -511,9 +503,7 @@ impl Shared {
         while cache.units[unit].in_use > 0 {
             cache = self.changed.wait(cache).unwrap_or_else(|e| e.into_inner());
         }
-        if std::mem::take(&mut cache.units[unit].mapped) {
-            self.release_pages(&cache, unit);
-        }
+        self.unmap(&mut cache, unit);
         self.copied_bytes.fetch_add(self.units[unit].bytes, Ordering::Relaxed);
         self.copies_left.fetch_sub(1, Ordering::Relaxed);
     }
