@@ -179,7 +179,8 @@ export interface NativeStats {
   paged: boolean
   /**
    * Resident weights, all or the rearranged matrices, are a copy in the process's memory
-   * (see `useMmap`); paged, the units resident for good are.
+   * (see `useMmap`); paged with `pagingMethod` 'mmap', the units resident for good are
+   * ('read' copies every unit as it loads it and reports false).
    */
   copied: boolean
   /** Bytes of that copy made so far. */

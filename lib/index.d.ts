@@ -116,8 +116,9 @@ export interface LoadOptions {
    * made (the file is mapped) when the file is over half the available memory. `stats().copied`,
    * `stats().copying` and `stats().copiedBytes` tell which. Paged models read the layers they
    * stream from the file; the layers they keep resident for good are copied and rearranged the
-   * same way, by the prefetch thread after the load (`pagingMethod` 'mmap') or as they are read
-   * ('read'), and `stats()` reports that copy.
+   * same way: after the load by a thread of their own at the lowest priority (`pagingMethod`
+   * 'mmap'; `stats()` reports that copy), or as they are read ('read', where every layer is a
+   * copy and `stats().copied` stays false).
    */
   useMmap?: boolean
   /** Called as the weights are read in (about every 50 ms while loading, and once at the end). */
@@ -159,7 +160,8 @@ export interface ModelStats {
   paged: boolean
   /**
    * The weights, all or the rearranged matrices (see `useMmap`), are a copy in the process's
-   * memory; paged, the layers kept resident for good are.
+   * memory; paged with `pagingMethod` 'mmap', the layers kept resident for good are ('read'
+   * copies every layer as it loads it and reports false).
    */
   copied: boolean
   /** Bytes of that copy made so far: 0 where every weight is read from the mapped file. */

@@ -303,7 +303,8 @@ impl Task for InspectTask {
 pub struct NativeStats {
     pub paged: bool,
     /// Resident weights, all or the rearranged matrices, are a copy in the process's memory
-    /// (see `useMmap`); paged, the units resident for good are.
+    /// (see `useMmap`); paged with `pagingMethod` 'mmap', the units resident for good are
+    /// ('read' copies every unit as it loads it and reports false).
     pub copied: bool,
     /// Bytes of that copy made so far.
     pub copied_bytes: f64,
