@@ -55,6 +55,10 @@ pub struct TinyModel {
     /// attn_output, ffn_down and token_embd in Q4_0, and no output.weight (the output head is
     /// token_embd): matrices a copy rearranges for the x86 kernels, a tied head among them.
     pub q4_0: bool,
+    /// The feed-forward width, 64 by default. At 256, ffn_down's rows are a whole group of
+    /// eight 32-value blocks, which the rearrangement for the x86 kernels interleaves (shorter
+    /// rows it leaves as they are).
+    pub feed_forward: usize,
 }
 
 impl TinyModel {
@@ -67,6 +71,7 @@ impl TinyModel {
             biases: false,
             wide_heads: false,
             q4_0: false,
+            feed_forward: 64,
         }
     }
 }
@@ -77,9 +82,10 @@ pub fn write_tiny_llama(path: &Path, layers: usize) {
     write_tiny_model(path, &TinyModel::llama(layers));
 }
 
-/// Writes `spec` with the shapes of `write_tiny_llama` and deterministic weights.
+/// Writes `spec` with the shapes of `write_tiny_llama` (but the feed-forward width) and
+/// deterministic weights.
 pub fn write_tiny_model(path: &Path, spec: &TinyModel) {
-    let (d, ff, vocab) = (32usize, 64usize, 256usize);
+    let (d, ff, vocab) = (32usize, spec.feed_forward, 256usize);
     let (heads, kv_heads) = if spec.wide_heads { (1usize, 1usize) } else { (4, 2) };
     let (arch, layers) = (spec.arch, spec.layers);
     let gemma = arch == "gemma3";

@@ -30,8 +30,10 @@ const IDS: [u32; 12] = [72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33]
 #[test]
 fn paged_logits_are_bit_identical_to_resident_and_stay_in_budget() {
     let file = TempPath::new("paged");
-    // Q4_0 matrices: the units resident for good are rearranged where the kernels have a layout.
-    write_tiny_model(file.path(), &TinyModel { mixed_types: true, q4_0: true, ..TinyModel::llama(6) });
+    // Q4_0 matrices: the units resident for good are rearranged where the kernels have a
+    // layout, and ffn_down's rows of 256 values are long enough for that to move their bytes.
+    let spec = TinyModel { mixed_types: true, q4_0: true, feed_forward: 256, ..TinyModel::llama(6) };
+    write_tiny_model(file.path(), &spec);
     let resident = load(file.path(), LoadOptions { copy_weights: Some(false), ..LoadOptions::default() }).unwrap();
     let expected = resident.logits(&IDS, 0, &AtomicBool::new(false)).unwrap();
     let layer = resident.weights.stats().resident_bytes / 7; // six layers and a head of similar size
