@@ -272,18 +272,32 @@ fn transpose(pool: &ComputePool, products: &[f32], rows: usize, n: usize, out: &
         return;
     }
     let products = &products[..rows * n];
-    // Rows in blocks, so that the cache lines a block reads (one per row) serve every token of
-    // the task before moving on, instead of each token re-reading a line per row from L3.
-    const ROW_BLOCK: usize = 64;
+    // Element by element, this took 8.5% of Qwen2.5-1.5B's prompts (one thread, 128 tokens).
     pool.for_each_chunk(&mut out[..n * rows], rows, &|start, out| {
         let first = start / rows;
-        for block in (0..rows).step_by(ROW_BLOCK) {
-            let block = block..(block + ROW_BLOCK).min(rows);
-            for (t, o) in out.chunks_exact_mut(rows).enumerate() {
-                for (r, o) in block.clone().zip(&mut o[block.clone()]) {
-                    *o = products[r * n + first + t];
+        quant::transpose(&products[first..], n, rows, out.len() / rows, out, rows);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_moves_every_value_once() {
+        for threads in [1, 3] {
+            let pool = ComputePool::new(threads);
+            for (rows, n) in [(1, 1), (5, 1), (8, 8), (17, 9), (64, 3), (3, 40), (37, 23)] {
+                let products: Vec<f32> = (0..rows * n).map(|i| i as f32).collect();
+                let mut out = vec![f32::NAN; rows * n + 1];
+                transpose(&pool, &products, rows, n, &mut out);
+                for t in 0..n {
+                    for r in 0..rows {
+                        assert_eq!(out[t * rows + r], products[r * n + t], "threads {threads}, {rows}x{n}: ({r}, {t})");
+                    }
                 }
+                assert!(out[rows * n].is_nan(), "{rows}x{n}: wrote past the end");
             }
         }
-    });
+    }
 }

@@ -714,6 +714,35 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// `dst[c * dst_stride + r] = src[r * src_stride + c]` for `rows` x `cols` values: a matrix
+/// (rows of `src_stride` in `src`) transposed into rows of `dst_stride` in `dst`. The x86 sets
+/// move squares of 8 x 8 through registers; elsewhere one value at a time.
+///
+/// Panics where `src` or `dst` is too short, or a stride is shorter than its rows.
+pub fn transpose(src: &[f32], src_stride: usize, rows: usize, cols: usize, dst: &mut [f32], dst_stride: usize) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(
+        src_stride >= cols && dst_stride >= rows,
+        "quant::transpose: strides {src_stride}, {dst_stride} for {rows} x {cols}"
+    );
+    assert!(
+        src.len() >= (rows - 1) * src_stride + cols && dst.len() >= (cols - 1) * dst_stride + rows,
+        "quant::transpose: {rows} x {cols} values past the end of a buffer"
+    );
+    match active_isa().transpose_kernel() {
+        Some(kernel) => kernel.call(src, src_stride, rows, cols, dst, dst_stride),
+        None => {
+            for r in 0..rows {
+                for c in 0..cols {
+                    dst[c * dst_stride + r] = src[r * src_stride + c];
+                }
+            }
+        }
+    }
+}
+
 /// `gate[i] = gelu(gate[i]) * up[i]` (GeGLU) as ggml's CPU build computes it: the tanh
 /// approximation looked up from a table indexed by the input rounded to f16 and holding f16
 /// results (GGML_GELU_FP16), saturating outside [-10, 10]. The x86 sets round, look up and

@@ -86,6 +86,7 @@ macro_rules! arm_kernels {
                 silu_mul: Some(silu_mul),
                 gelu_mul: None,
                 softmax: None,
+                transpose: None,
             };
 
             /// Whether the running CPU has every feature these kernels are compiled for.

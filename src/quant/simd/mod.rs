@@ -135,6 +135,11 @@ impl Isa {
         self.set()?.gelu_mul.map(Checked)
     }
 
+    /// The set's transposition kernel, or None (scalar code then).
+    pub(super) fn transpose_kernel(self) -> Option<Checked<TransposeKernel>> {
+        self.set()?.transpose.map(Checked)
+    }
+
     /// The set's softmax kernel, or None (scalar code then).
     pub(super) fn softmax_kernel(self) -> Option<Checked<SoftmaxKernel>> {
         self.set()?.softmax.map(Checked)
@@ -173,6 +178,11 @@ pub(crate) type GeluMulKernel = unsafe fn(gate: &mut [f32], up: &[f32], table: &
 /// `x = softmax(x)` in place (see `quant::softmax`).
 pub(crate) type SoftmaxKernel = unsafe fn(x: &mut [f32]);
 
+/// `dst[c * dst_stride + r] = src[r * src_stride + c]` for `rows` x `cols` values (see
+/// `quant::transpose`, which checks the bounds).
+pub(crate) type TransposeKernel =
+    unsafe fn(src: &[f32], src_stride: usize, rows: usize, cols: usize, dst: &mut [f32], dst_stride: usize);
+
 /// What one SIMD instruction set provides: its `#[target_feature]` functions, unsafe to call
 /// unless the CPU has the set, so only [`Isa::set`] hands them out (wrapped in [`Checked`]).
 pub(crate) struct KernelSet {
@@ -186,6 +196,7 @@ pub(crate) struct KernelSet {
     pub silu_mul: Option<SiluMulKernel>,
     pub gelu_mul: Option<GeluMulKernel>,
     pub softmax: Option<SoftmaxKernel>,
+    pub transpose: Option<TransposeKernel>,
 }
 
 /// A kernel of an instruction set the running CPU has. Its field is private to this module and
@@ -233,6 +244,21 @@ impl Checked<GeluMulKernel> {
     pub(crate) fn call(self, gate: &mut [f32], up: &[f32], table: &[u16; GELU_TABLE_LEN]) {
         // SAFETY: a `Checked` kernel's set is available on this CPU (see `Checked`).
         unsafe { (self.0)(gate, up, table) }
+    }
+}
+
+impl Checked<TransposeKernel> {
+    pub(crate) fn call(
+        self,
+        src: &[f32],
+        src_stride: usize,
+        rows: usize,
+        cols: usize,
+        dst: &mut [f32],
+        dst_stride: usize,
+    ) {
+        // SAFETY: a `Checked` kernel's set is available on this CPU (see `Checked`).
+        unsafe { (self.0)(src, src_stride, rows, cols, dst, dst_stride) }
     }
 }
 

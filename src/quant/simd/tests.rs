@@ -1048,3 +1048,28 @@ fn int8_tile_products_are_the_vnni_kernels() {
         }
     }
 }
+
+/// The SIMD transpositions against the scalar loop, value for value: shapes with and without
+/// whole 8 x 8 squares, strides longer than the rows, and nothing written outside the matrix.
+#[test]
+fn transpose_kernels_equal_the_scalar_loop() {
+    let mut rng = Rng(47);
+    for isa in Isa::ALL.into_iter().filter(|isa| isa.transpose_kernel().is_some()) {
+        for (rows, cols, src_stride, dst_stride) in
+            [(8, 8, 8, 8), (16, 24, 30, 17), (7, 9, 9, 7), (33, 128, 128, 40), (1, 5, 5, 1)]
+        {
+            let src = rng.vec((rows - 1) * src_stride + cols, 10.0);
+            let len = (cols - 1) * dst_stride + rows;
+            let mut got = vec![f32::NAN; len + 3];
+            isa.transpose_kernel().unwrap().call(&src, src_stride, rows, cols, &mut got, dst_stride);
+            let mut want = vec![f32::NAN; len + 3];
+            for r in 0..rows {
+                for c in 0..cols {
+                    want[c * dst_stride + r] = src[r * src_stride + c];
+                }
+            }
+            let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+            assert!(same, "{isa:?} {rows}x{cols}, strides {src_stride}, {dst_stride}");
+        }
+    }
+}

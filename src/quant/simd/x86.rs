@@ -423,6 +423,7 @@ macro_rules! x86_kernels {
                 silu_mul: Some(silu_mul),
                 gelu_mul: Some(gelu_mul),
                 softmax: Some(softmax),
+                transpose: Some(transpose),
             };
             use crate::tensor::GgmlType;
             use core::arch::x86_64::*;
@@ -468,6 +469,67 @@ macro_rules! x86_kernels {
                         let sum = _mm_add_epi32(sum, _mm_shuffle_epi32::<0b01_00_11_10>(sum));
                         let sum = _mm_cvtsi128_si32(_mm_add_epi32(sum, _mm_shuffle_epi32::<0b10_11_00_01>(sum)));
                         block[2..4].copy_from_slice(&f16_bits(sum as f32 * d).to_le_bytes());
+                    }
+                }
+            }
+
+            /// `dst[c * dst_stride + r] = src[r * src_stride + c]` (see `quant::transpose`):
+            /// squares of 8 x 8 values through registers (eight loads, 24 shuffles, eight
+            /// stores), the rows and columns past the whole squares one value at a time.
+            #[target_feature(enable = $features)]
+            fn transpose(src: &[f32], src_stride: usize, rows: usize, cols: usize, dst: &mut [f32], dst_stride: usize) {
+                let (whole_rows, whole_cols) = (rows / 8 * 8, cols / 8 * 8);
+                for r in (0..whole_rows).step_by(8) {
+                    for c in (0..whole_cols).step_by(8) {
+                        let mut v = [_mm256_setzero_ps(); 8];
+                        for (i, v) in v.iter_mut().enumerate() {
+                            let run: &[f32; 8] = src[(r + i) * src_stride + c..][..8].try_into().expect("8");
+                            // SAFETY: `run` is 8 f32; loadu has no alignment requirement.
+                            *v = unsafe { _mm256_loadu_ps(run.as_ptr()) };
+                        }
+                        // Pairs of rows interleaved, then fours, then the 128-bit halves swapped:
+                        // out[j] is column c + j of the eight rows.
+                        let t = [
+                            _mm256_unpacklo_ps(v[0], v[1]),
+                            _mm256_unpackhi_ps(v[0], v[1]),
+                            _mm256_unpacklo_ps(v[2], v[3]),
+                            _mm256_unpackhi_ps(v[2], v[3]),
+                            _mm256_unpacklo_ps(v[4], v[5]),
+                            _mm256_unpackhi_ps(v[4], v[5]),
+                            _mm256_unpacklo_ps(v[6], v[7]),
+                            _mm256_unpackhi_ps(v[6], v[7]),
+                        ];
+                        let q = [
+                            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+                            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+                            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+                            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+                            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+                            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+                            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+                            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+                        ];
+                        let out = [
+                            _mm256_permute2f128_ps::<0x20>(q[0], q[4]),
+                            _mm256_permute2f128_ps::<0x20>(q[1], q[5]),
+                            _mm256_permute2f128_ps::<0x20>(q[2], q[6]),
+                            _mm256_permute2f128_ps::<0x20>(q[3], q[7]),
+                            _mm256_permute2f128_ps::<0x31>(q[0], q[4]),
+                            _mm256_permute2f128_ps::<0x31>(q[1], q[5]),
+                            _mm256_permute2f128_ps::<0x31>(q[2], q[6]),
+                            _mm256_permute2f128_ps::<0x31>(q[3], q[7]),
+                        ];
+                        for (j, column) in out.iter().enumerate() {
+                            let run: &mut [f32; 8] = (&mut dst[(c + j) * dst_stride + r..][..8]).try_into().expect("8");
+                            // SAFETY: `run` is 8 f32; storeu has no alignment requirement.
+                            unsafe { _mm256_storeu_ps(run.as_mut_ptr(), *column) };
+                        }
+                    }
+                }
+                for r in 0..rows {
+                    let from = if r < whole_rows { whole_cols } else { 0 };
+                    for c in from..cols {
+                        dst[c * dst_stride + r] = src[r * src_stride + c];
                     }
                 }
             }
