@@ -175,7 +175,14 @@ pub fn quantize_activations_with(isa: Isa, dot_ty: GgmlType, x: &[f32], out: &mu
             quantize_q8_simd(isa, x, out, BlockQ8_1::quantize_like_arm, BlockQ8_1::quantize_like_simd)
         }
         GgmlType::Q8_K if isa != Isa::Scalar => {
-            block::quantize::<BlockQ8K>(x, out);
+            match isa.q8_k_quantizer() {
+                Some(quantize) => {
+                    out.clear();
+                    out.resize(block::blocks_in::<BlockQ8K>(x.len()) * BlockQ8K::BYTES, 0);
+                    quantize.call(x, out);
+                }
+                None => block::quantize::<BlockQ8K>(x, out),
+            }
             append_q8_k_pairs(out);
         }
         GgmlType::F32 => float::quantize_f32(x, out),

@@ -83,6 +83,7 @@ macro_rules! arm_kernels {
                 dot_f16_f32,
                 axpy_f16,
                 quantize_q8: Some(quantize_q8),
+                quantize_q8_k: None,
                 silu_mul: Some(silu_mul),
                 gelu_mul: None,
                 softmax: None,

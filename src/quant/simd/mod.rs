@@ -125,6 +125,11 @@ impl Isa {
         self.set()?.quantize_q8.map(Checked)
     }
 
+    /// The set's quantizer of f32 activations to Q8_K blocks, or None (scalar code then).
+    pub(super) fn q8_k_quantizer(self) -> Option<Checked<Q8KQuantizer>> {
+        self.set()?.quantize_q8_k.map(Checked)
+    }
+
     /// The set's `gate = silu(gate) * up` kernel, or None (scalar code then).
     pub(super) fn silu_mul_kernel(self) -> Option<Checked<SiluMulKernel>> {
         self.set()?.silu_mul.map(Checked)
@@ -169,6 +174,10 @@ pub(crate) type F16AxpyKernel =
 /// `BlockQ8_0/Q8_1::quantize_like_simd` make them (see `quant::quantize_activations_with`).
 pub(crate) type Q8Quantizer = unsafe fn(x: &[f32], with_sum: bool, out: &mut [u8]);
 
+/// Q8_K blocks of `x` into `out`, as the scalar `BlockQ8K::quantize` makes them (see
+/// `quant::quantize_activations_with`).
+pub(crate) type Q8KQuantizer = unsafe fn(x: &[f32], out: &mut [u8]);
+
 /// `gate[i] = silu(gate[i]) * up[i]` (see `quant::silu_mul`).
 pub(crate) type SiluMulKernel = unsafe fn(gate: &mut [f32], up: &[f32]);
 
@@ -193,6 +202,7 @@ pub(crate) struct KernelSet {
     pub dot_f16_f32: F16DotKernel,
     pub axpy_f16: F16AxpyKernel,
     pub quantize_q8: Option<Q8Quantizer>,
+    pub quantize_q8_k: Option<Q8KQuantizer>,
     pub silu_mul: Option<SiluMulKernel>,
     pub gelu_mul: Option<GeluMulKernel>,
     pub softmax: Option<SoftmaxKernel>,
@@ -230,6 +240,13 @@ impl Checked<Q8Quantizer> {
     pub(crate) fn call(self, x: &[f32], with_sum: bool, out: &mut [u8]) {
         // SAFETY: a `Checked` kernel's set is available on this CPU (see `Checked`).
         unsafe { (self.0)(x, with_sum, out) }
+    }
+}
+
+impl Checked<Q8KQuantizer> {
+    pub(crate) fn call(self, x: &[f32], out: &mut [u8]) {
+        // SAFETY: a `Checked` kernel's set is available on this CPU (see `Checked`).
+        unsafe { (self.0)(x, out) }
     }
 }
 

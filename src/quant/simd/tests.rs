@@ -744,6 +744,42 @@ fn q8_activation_quantizers_equal_the_scalar_blocks() {
     }
 }
 
+/// The SIMD sets' Q8_K activation quantizers against the scalar blocks (ggml's
+/// `quantize_row_q8_K_ref`), byte for byte: random rows over 40 orders of magnitude, the
+/// largest magnitude negative and positive, twice (the first one's sign counts), scaled values
+/// exactly halfway between two quants, and the blocks the scalar code takes: all zero, tiny,
+/// infinite, NaN.
+#[test]
+fn q8_k_activation_quantizers_equal_the_scalar_blocks() {
+    use super::super::block::quantize;
+    use super::super::kquants::BlockQ8K;
+    let mut rng = Rng(29);
+    let mut rows: Vec<Vec<f32>> = [1e-20f32, 1e-3, 1.0, 37.0, 1e20].iter().map(|&s| rng.vec(256 * 3, s)).collect();
+    // max -127 (first) makes the inverse scale 1: every other value is a tie but the 127.
+    let ties = |sign: f32| (0..256).map(move |i| if i == 9 { sign * 127.0 } else { (i % 64) as f32 - 31.5 });
+    rows.push(ties(-1.0).chain(ties(1.0)).collect());
+    let mut both = rng.vec(256, 1.0);
+    (both[3], both[200]) = (4.0, -4.0);
+    rows.push(both.iter().chain(both.iter().map(|v| -v).collect::<Vec<_>>().iter()).copied().collect());
+    for odd in [0.0, 1e-35, f32::INFINITY, f32::NAN] {
+        let mut x = rng.vec(512, 1.0);
+        x[256..].iter_mut().for_each(|v| *v *= 1e-37);
+        x[17] = odd;
+        x[300] = odd;
+        rows.push(x);
+    }
+    rows.push(vec![0.0; 256]);
+    for isa in Isa::ALL.into_iter().filter(|isa| isa.q8_k_quantizer().is_some()) {
+        for (r, x) in rows.iter().enumerate() {
+            let mut want = Vec::new();
+            quantize::<BlockQ8K>(x, &mut want);
+            let mut got = vec![0xAB; 3];
+            quantize_activations_with(isa, Q8_K, x, &mut got);
+            assert_eq!(&got[..want.len()], &want[..], "{isa:?} row {r}");
+        }
+    }
+}
+
 /// The SIMD SwiGLU kernels (x86 and NEON) against their lane-by-lane reference, bit for bit,
 /// over lengths with and without a tail and inputs through both of `exp`'s scaling paths, out
 /// to where it overflows or flushes; and the reference's `exp` within 2 ulp of the C library's.

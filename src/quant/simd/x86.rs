@@ -420,6 +420,7 @@ macro_rules! x86_kernels {
                 dot_f16_f32: super::$attention::dot_f16_f32,
                 axpy_f16: super::$attention::axpy_f16,
                 quantize_q8: Some(quantize_q8),
+                quantize_q8_k: Some(quantize_q8_k),
                 silu_mul: Some(silu_mul),
                 gelu_mul: Some(gelu_mul),
                 softmax: Some(softmax),
@@ -470,6 +471,67 @@ macro_rules! x86_kernels {
                         let sum = _mm_cvtsi128_si32(_mm_add_epi32(sum, _mm_shuffle_epi32::<0b10_11_00_01>(sum)));
                         block[2..4].copy_from_slice(&f16_bits(sum as f32 * d).to_le_bytes());
                     }
+                }
+            }
+
+            /// Q8_K blocks of `x` into `out` (292 bytes each: `d` as f32, 256 quants, then the
+            /// i16 sums of each 16), bit for bit as the scalar `BlockQ8K::quantize` makes them:
+            /// the largest magnitude by `max` (the same in any order), the first value of that
+            /// magnitude for the sign, the same scalar `-127 / max`, products rounded to nearest
+            /// even (as `nearest_int` rounds the values these take), the same clamp at 127. A
+            /// block with a NaN, or whose largest magnitude is 0, under 1e-30 or infinite, goes
+            /// through the scalar code, which defines those.
+            #[target_feature(enable = $features)]
+            fn quantize_q8_k(x: &[f32], out: &mut [u8]) {
+                use crate::quant::kquants::BlockQ8K;
+                use crate::quant::block::ActBlock;
+                let magnitude = _mm256_set1_ps(f32::from_bits(0x7FFF_FFFF));
+                for (xs, block) in x.chunks_exact(256).zip(out.chunks_exact_mut(292)) {
+                    let xs: &[f32; 256] = xs.try_into().expect("256 values");
+                    let block: &mut [u8; 292] = block.try_into().expect("292 bytes");
+                    let load = |i: usize| {
+                        let run: &[f32; 8] = xs[8 * i..8 * i + 8].try_into().expect("8");
+                        // SAFETY: `run` is 8 f32; loadu has no alignment requirement.
+                        unsafe { _mm256_loadu_ps(run.as_ptr()) }
+                    };
+                    let (mut amax, mut nan) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                    for i in 0..32 {
+                        let v = load(i);
+                        nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+                        amax = _mm256_max_ps(_mm256_and_ps(v, magnitude), amax);
+                    }
+                    let m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps::<1>(amax));
+                    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+                    let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+                    if _mm256_movemask_ps(nan) != 0 || !(1e-30..=f32::MAX).contains(&amax) {
+                        BlockQ8K::quantize(xs).write(block);
+                        continue;
+                    }
+                    let max = *xs.iter().find(|v| v.abs() == amax).expect("the largest magnitude is a value's");
+                    let iscale = -127.0 / max;
+                    let (scale, top) = (_mm256_set1_ps(iscale), _mm256_set1_epi32(127));
+                    let (quants, sums) = block[4..].split_at_mut(256);
+                    for run in 0..8 {
+                        let q: [__m256i; 4] = core::array::from_fn(|k| {
+                            let scaled = _mm256_mul_ps(load(4 * run + k), scale);
+                            _mm256_min_epi32(_mm256_cvtps_epi32(scaled), top)
+                        });
+                        // Packing works within 128-bit halves (see `quantize_q8`).
+                        let bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+                        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+                        let out: &mut [u8; 32] = (&mut quants[32 * run..32 * run + 32]).try_into().expect("32");
+                        // SAFETY: `out` is 32 bytes; storeu has no alignment requirement.
+                        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), bytes) };
+                        for half in 0..2 {
+                            let sum = _mm256_add_epi32(q[2 * half], q[2 * half + 1]);
+                            let sum = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256::<1>(sum));
+                            let sum = _mm_add_epi32(sum, _mm_shuffle_epi32::<0b01_00_11_10>(sum));
+                            let sum = _mm_cvtsi128_si32(_mm_add_epi32(sum, _mm_shuffle_epi32::<0b10_11_00_01>(sum)));
+                            let at = 2 * (2 * run + half);
+                            sums[at..at + 2].copy_from_slice(&(sum as i16).to_le_bytes());
+                        }
+                    }
+                    block[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
                 }
             }
 
