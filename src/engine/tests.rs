@@ -42,7 +42,7 @@ fn paged_logits_are_bit_identical_to_resident_and_stay_in_budget() {
         for budget in [layer * 2, layer * 3, layer * 5] {
             let model = load(file.path(), paged(budget, method)).unwrap();
             assert!(model.info.paged);
-            // Map: passes while the prefetch thread copies the units resident for good, then after.
+            // Map: passes while the copying thread copies the units resident for good, then after.
             let got = model.logits(&IDS, 0, &AtomicBool::new(false)).unwrap();
             assert!(got == expected, "{method:?} budget {budget}: logits differ");
             wait_for_the_copy(&model);

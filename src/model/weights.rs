@@ -265,6 +265,10 @@ impl HeadTensors {
     pub fn all(&self) -> impl Iterator<Item = &TensorInfo> {
         [&self.output_norm, &self.output].into_iter()
     }
+
+    pub fn all_mut(&mut self) -> impl Iterator<Item = &mut TensorInfo> {
+        [&mut self.output_norm, &mut self.output].into_iter()
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -71,8 +71,8 @@ struct Unit {
     rearrange: Vec<Option<(GgmlType, usize)>>,
     /// The unit's tensors as it loads: offsets into its buffer (Read) or the file (Map).
     tensors: UnitTensors,
-    /// Map, resident for good, with a matrix rearranged: its tensors in the copy the prefetch
-    /// thread makes of it after the load.
+    /// Map, resident for good, with a matrix rearranged: its tensors in the copy the copying
+    /// thread makes of it after the load (`PagedWeights::start_copies`).
     copy: Option<UnitTensors>,
 }
 
@@ -80,6 +80,28 @@ struct Unit {
 enum UnitTensors {
     Layer(Box<LayerTensors>),
     Head(HeadTensors),
+}
+
+impl UnitTensors {
+    /// Part `u` of `table` (a layer, or the head after the last one) where the file has it.
+    fn in_file(table: &TensorTable, u: usize) -> Self {
+        match table.layers.get(u) {
+            Some(layer) => UnitTensors::Layer(Box::new(layer.clone())),
+            None => UnitTensors::Head(table.head.clone()),
+        }
+    }
+
+    /// These tensors placed as `packed` says, which lists them in `all()`'s order (that of
+    /// `TensorTable::parts`).
+    fn relocated(&self, packed: &[TensorInfo]) -> Self {
+        let mut out = self.clone();
+        let place = |(t, p): (&mut TensorInfo, &TensorInfo)| *t = p.clone();
+        match &mut out {
+            UnitTensors::Layer(layer) => layer.all_mut().zip(packed).for_each(place),
+            UnitTensors::Head(head) => head.all_mut().zip(packed).for_each(place),
+        }
+        out
+    }
 }
 
 /// A unit's buffer in Read mode: an anonymous mapping of its own, so that dropping it unmaps
@@ -199,14 +221,8 @@ impl PagedWeights {
             let pinned = plan.pinned[u];
             let rearrange: Vec<_> = infos.iter().map(|t| if pinned { rearrangement(t) } else { None }).collect();
             let (ranges, packed, bytes) = pack_as(infos, &rearrange);
-            let in_buffer = match table.layers.get(u) {
-                Some(layer) => UnitTensors::Layer(Box::new(relocate_layer(layer, &packed))),
-                None => UnitTensors::Head(HeadTensors { output_norm: packed[0].clone(), output: packed[1].clone() }),
-            };
-            let in_file = match table.layers.get(u) {
-                Some(layer) => UnitTensors::Layer(Box::new(layer.clone())),
-                None => UnitTensors::Head(table.head.clone()),
-            };
+            let in_file = UnitTensors::in_file(&table, u);
+            let in_buffer = in_file.relocated(&packed);
             let (tensors, copy) = match options.method {
                 LoadMethod::Read => (in_buffer, None),
                 LoadMethod::Map => (in_file, rearrange.iter().any(Option::is_some).then_some(in_buffer)),
@@ -326,15 +342,6 @@ impl Drop for UseToken {
     fn drop(&mut self) {
         self.shared.release_use(self.unit);
     }
-}
-
-fn relocate_layer(layer: &LayerTensors, packed: &[TensorInfo]) -> LayerTensors {
-    let mut out = layer.clone();
-    // `packed` was built from `all()`, whose order `all_mut()` follows.
-    for (t, p) in out.all_mut().zip(packed) {
-        *t = p.clone();
-    }
-    out
 }
 
 impl Shared {
@@ -462,10 +469,10 @@ impl Shared {
     /// Map mode: gives back the pages of unit `v` (evicted, or replaced by a copy) if it is
     /// mapped, whole 2 MiB pages only where they are shared with a unit still mapped. Dropping
     /// part of a 2 MiB mapping splits it: a TLB flush on every core the process runs on, and the
-    /// rest of that page mapped 4 KiB at a time from then on. Qwen2.5-1.5B at a 256 MB budget split 1.65 pages a load, since units
-    /// start and end anywhere in a huge page. A shared page is given back whole by the last of
-    /// its units to go, so what stays mapped beyond the budget is under 2 MiB each side of a
-    /// mapped unit.
+    /// rest of that page mapped 4 KiB at a time from then on. Qwen2.5-1.5B at a 256 MB budget
+    /// split 1.65 pages a load, since units start and end anywhere in a huge page. A shared page
+    /// is given back whole by the last of its units to go, so what stays mapped beyond the
+    /// budget is under 2 MiB each side of a mapped unit.
     fn unmap(&self, cache: &mut Cache, v: usize) {
         if !std::mem::take(&mut cache.units[v].mapped) {
             return;
