@@ -549,38 +549,27 @@ macro_rules! x86_kernels {
                             // SAFETY: `run` is 8 f32; loadu has no alignment requirement.
                             *v = unsafe { _mm256_loadu_ps(run.as_ptr()) };
                         }
-                        // Pairs of rows interleaved, then fours, then the 128-bit halves swapped:
-                        // out[j] is column c + j of the eight rows.
-                        let t = [
-                            _mm256_unpacklo_ps(v[0], v[1]),
-                            _mm256_unpackhi_ps(v[0], v[1]),
-                            _mm256_unpacklo_ps(v[2], v[3]),
-                            _mm256_unpackhi_ps(v[2], v[3]),
-                            _mm256_unpacklo_ps(v[4], v[5]),
-                            _mm256_unpackhi_ps(v[4], v[5]),
-                            _mm256_unpacklo_ps(v[6], v[7]),
-                            _mm256_unpackhi_ps(v[6], v[7]),
-                        ];
-                        let q = [
-                            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
-                            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
-                            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
-                            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
-                            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
-                            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
-                            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
-                            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
-                        ];
-                        let out = [
-                            _mm256_permute2f128_ps::<0x20>(q[0], q[4]),
-                            _mm256_permute2f128_ps::<0x20>(q[1], q[5]),
-                            _mm256_permute2f128_ps::<0x20>(q[2], q[6]),
-                            _mm256_permute2f128_ps::<0x20>(q[3], q[7]),
-                            _mm256_permute2f128_ps::<0x31>(q[0], q[4]),
-                            _mm256_permute2f128_ps::<0x31>(q[1], q[5]),
-                            _mm256_permute2f128_ps::<0x31>(q[2], q[6]),
-                            _mm256_permute2f128_ps::<0x31>(q[3], q[7]),
-                        ];
+                        // Pairs of rows interleaved, then fours, then 128-bit halves: out[j] is
+                        // column c + j of the eight rows.
+                        let mut t = [_mm256_setzero_ps(); 8];
+                        for k in 0..4 {
+                            t[2 * k] = _mm256_unpacklo_ps(v[2 * k], v[2 * k + 1]);
+                            t[2 * k + 1] = _mm256_unpackhi_ps(v[2 * k], v[2 * k + 1]);
+                        }
+                        // q[4g + k]: rows 4g..4g + 4 of columns k (low half) and 4 + k (high).
+                        let mut q = [_mm256_setzero_ps(); 8];
+                        for g in 0..2 {
+                            let (lo, hi, lo2, hi2) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+                            q[4 * g] = _mm256_shuffle_ps::<0x44>(lo, lo2);
+                            q[4 * g + 1] = _mm256_shuffle_ps::<0xEE>(lo, lo2);
+                            q[4 * g + 2] = _mm256_shuffle_ps::<0x44>(hi, hi2);
+                            q[4 * g + 3] = _mm256_shuffle_ps::<0xEE>(hi, hi2);
+                        }
+                        let mut out = [_mm256_setzero_ps(); 8];
+                        for k in 0..4 {
+                            out[k] = _mm256_permute2f128_ps::<0x20>(q[k], q[4 + k]);
+                            out[4 + k] = _mm256_permute2f128_ps::<0x31>(q[k], q[4 + k]);
+                        }
                         for (j, column) in out.iter().enumerate() {
                             let run: &mut [f32; 8] = (&mut dst[(c + j) * dst_stride + r..][..8]).try_into().expect("8");
                             // SAFETY: `run` is 8 f32; storeu has no alignment requirement.
