@@ -12,7 +12,7 @@ use crate::model::ops::{
 };
 use crate::model::state::{ConvertedRows, RopeTable};
 use crate::pool::ComputePool;
-use crate::quant;
+use crate::quant::{self, ProductLayout, ProductLayout::*};
 use crate::tensor::{SplitMatrix, TensorView, WeightLayout};
 
 /// Buffers reused by every operation of a forward pass.
@@ -135,7 +135,7 @@ impl Compute<'_> {
         if n == 1 {
             // A single token's products are its output rows: no transposition.
             let mut outs: Vec<&mut [f32]> = jobs.iter_mut().map(|(w, out)| &mut out[..w.rows()]).collect();
-            multiply(self.pool, &weights, &self.s.acts, 1, &mut outs);
+            multiply(self.pool, &weights, &self.s.acts, 1, RowMajor, &mut outs);
             return;
         }
         let total = weights.iter().map(|w| w.rows() * n).sum();
@@ -146,13 +146,17 @@ impl Compute<'_> {
             products.push(p);
             rest = tail;
         }
-        if tiles {
+        let layouts = if tiles {
             multiply_bf16(self.pool, &weights, &self.s.tokens_bf16, &mut products);
+            vec![RowMajor; weights.len()]
         } else {
-            multiply(self.pool, &weights, &self.s.acts, n, &mut products);
-        }
-        for ((w, out), p) in jobs.iter_mut().zip(products) {
-            transpose(self.pool, p, w.rows(), n, out);
+            multiply(self.pool, &weights, &self.s.acts, n, Strips, &mut products)
+        };
+        for (((w, out), p), layout) in jobs.iter_mut().zip(products).zip(layouts) {
+            match layout {
+                RowMajor => transpose(self.pool, p, w.rows(), n, out),
+                Strips => from_strips(self.pool, p, w.rows(), n, out),
+            }
         }
     }
 
@@ -165,10 +169,13 @@ impl Compute<'_> {
         let (first_products, rest_products) =
             products_buffer(&mut self.s.products, rows * n).split_at_mut(first.rows() * n);
         match &w.rest {
-            None => multiply(self.pool, &[first], &self.s.acts, n, &mut [first_products]),
+            None => {
+                multiply(self.pool, &[first], &self.s.acts, n, RowMajor, &mut [first_products]);
+            }
             Some(rest) => {
                 debug_assert_eq!(rest.ty, first.ty, "a split matrix has one type");
-                multiply(self.pool, &[first, rest], &self.s.acts, n, &mut [first_products, rest_products]);
+                let mut products = [first_products, rest_products];
+                multiply(self.pool, &[first, rest], &self.s.acts, n, RowMajor, &mut products);
             }
         }
         &self.s.products[..rows * n]
@@ -229,23 +236,45 @@ fn products_buffer(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 
 /// products[i] (rows of weights[i], n) = dot products of every row of `weights[i]` with every
 /// activation row of `acts` (converted to each matrix's format), rows of all matrices split over
-/// the pool as one job.
-fn multiply(pool: &ComputePool, weights: &[&TensorView], acts: &ConvertedRows, n: usize, products: &mut [&mut [f32]]) {
-    // Whole rows per task (the kernel's output is row-major), eight at a time so kernels that
-    // work on several rows at once (tiles of four, Q4_K's groups of eight) get full ones.
+/// the pool as one job. Each matrix's products are row-major, or where `wanted` is
+/// [`ProductLayout::Strips`] and the kernels write strips for its type, in strips; returns
+/// which, matrix by matrix.
+fn multiply(
+    pool: &ComputePool,
+    weights: &[&TensorView],
+    acts: &ConvertedRows,
+    n: usize,
+    wanted: ProductLayout,
+    products: &mut [&mut [f32]],
+) -> Vec<ProductLayout> {
+    let layouts: Vec<ProductLayout> = weights
+        .iter()
+        .map(|w| match wanted == Strips && quant::products_in_strips(w.ty, n) {
+            true => Strips,
+            false => RowMajor,
+        })
+        .collect();
+    // Whole rows per task (the kernels' output is by rows), eight at a time so kernels that
+    // work on several rows at once (tiles of four, Q4_K's groups of eight) get full ones; whole
+    // strips where a matrix's products are in strips, so that each task's are laid out as the
+    // whole matrix's are.
+    let granule_rows = if layouts.contains(&Strips) { quant::PRODUCT_STRIP_ROWS } else { 8 };
     let weight_bytes: usize = weights.iter().map(|w| w.rows() * w.row_bytes()).sum();
     let per_thread = pool.chunks_per_thread_streaming(weight_bytes * n, weight_bytes);
-    pool.for_each_chunk_of_parts(products, 8 * n, per_thread, &|part, start, out| {
+    pool.for_each_chunk_of_parts(products, granule_rows * n, per_thread, &|part, start, out| {
         let w = weights[part];
         let (cols, row_bytes) = (w.cols(), w.row_bytes());
         let acts = acts.converted(quant::vec_dot_type(w.ty));
         let first_row = start / n;
         let bytes = &w.data[first_row * row_bytes..(first_row + out.len() / n) * row_bytes];
-        match w.layout {
-            WeightLayout::Gguf => quant::dot_rows_batch(w.ty, cols, bytes, acts, n, out),
-            WeightLayout::Interleaved8 => quant::dot_rows_batch_interleaved(w.ty, cols, bytes, acts, n, out),
+        let interleaved = matches!(w.layout, WeightLayout::Interleaved8);
+        match (layouts[part], interleaved) {
+            (Strips, _) => quant::dot_rows_batch_in_strips(w.ty, cols, bytes, interleaved, acts, n, out),
+            (RowMajor, false) => quant::dot_rows_batch(w.ty, cols, bytes, acts, n, out),
+            (RowMajor, true) => quant::dot_rows_batch_interleaved(w.ty, cols, bytes, acts, n, out),
         }
     });
+    layouts
 }
 
 /// [`multiply`] on bf16 tiles, with the activations in `tokens`.
@@ -279,6 +308,22 @@ fn transpose(pool: &ComputePool, products: &[f32], rows: usize, n: usize, out: &
     });
 }
 
+/// out (n, rows) from products laid out in strips ([`ProductLayout::Strips`]), split over the
+/// pool by output rows: each token's row is a copy of its piece of every strip.
+fn from_strips(pool: &ComputePool, products: &[f32], rows: usize, n: usize, out: &mut [f32]) {
+    let strip_rows = quant::PRODUCT_STRIP_ROWS;
+    let products = &products[..rows * n];
+    pool.for_each_chunk(&mut out[..n * rows], rows, &|start, out| {
+        for (i, row) in out.chunks_exact_mut(rows).enumerate() {
+            let t = start / rows + i;
+            for (s, piece) in row.chunks_mut(strip_rows).enumerate() {
+                let here = piece.len();
+                piece.copy_from_slice(&products[strip_rows * s * n + t * here..][..here]);
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +339,30 @@ mod tests {
                 for t in 0..n {
                     for r in 0..rows {
                         assert_eq!(out[t * rows + r], products[r * n + t], "threads {threads}, {rows}x{n}: ({r}, {t})");
+                    }
+                }
+                assert!(out[rows * n].is_nan(), "{rows}x{n}: wrote past the end");
+            }
+        }
+    }
+
+    #[test]
+    fn from_strips_moves_every_value_once() {
+        let strip = quant::PRODUCT_STRIP_ROWS;
+        for threads in [1, 3] {
+            let pool = ComputePool::new(threads);
+            for (rows, n) in [(32, 16), (8, 20), (40, 17), (96, 3), (70, 33)] {
+                // Strip s holds (n, its rows): value i of token t is row s * strip + i.
+                let mut products = Vec::new();
+                for first in (0..rows).step_by(strip) {
+                    let here = strip.min(rows - first);
+                    products.extend((0..n).flat_map(|t| (first..first + here).map(move |r| (r * n + t) as f32)));
+                }
+                let mut out = vec![f32::NAN; rows * n + 1];
+                from_strips(&pool, &products, rows, n, &mut out);
+                for t in 0..n {
+                    for r in 0..rows {
+                        assert_eq!(out[t * rows + r], (r * n + t) as f32, "threads {threads}, {rows}x{n}: ({r}, {t})");
                     }
                 }
                 assert!(out[rows * n].is_nan(), "{rows}x{n}: wrote past the end");

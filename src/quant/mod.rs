@@ -297,7 +297,7 @@ pub fn dot_rows_batch_with(
         out.fill(0.0);
         return;
     }
-    if on_int8_tiles(isa, ty, cols, weights, false, acts, n_tokens, out) {
+    if on_int8_tiles(isa, ty, cols, weights, false, acts, n_tokens, ProductLayout::RowMajor, out) {
         return;
     }
     if let Some((_, batch)) = isa.kernels(ty) {
@@ -355,15 +355,74 @@ pub fn dot_rows_batch_interleaved_with(
         rows.is_multiple_of(interleave::GROUP_ROWS) && row_bytes > 0,
         "quant::dot_rows_batch_interleaved: {rows} rows are not whole groups of eight"
     );
-    if on_int8_tiles(isa, ty, cols, weights, true, acts, n_tokens, out) {
+    if on_int8_tiles(isa, ty, cols, weights, true, acts, n_tokens, ProductLayout::RowMajor, out) {
         return;
     }
     kernel.call(cols, weights, acts, n_tokens, out)
 }
 
-/// Multiplies on AMX int8 tiles where this CPU has them, the set is AVX-512 VNNI (whose
-/// arithmetic the tiles repeat bit for bit), the batch fills a tile and the tiles take `ty`;
-/// false where it did not. `CHORD_LLM_INT8_TILES=0` turns them off.
+/// How a batched product lays out its (rows, tokens) results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProductLayout {
+    /// `out[r * n_tokens + t]`: weight row after weight row, as [`dot_rows_batch`] writes them.
+    RowMajor,
+    /// Strips of [`PRODUCT_STRIP_ROWS`] weight rows one after the other (the last may be
+    /// shorter), each token-major: strip `s` of a matrix of `rows` rows starts at
+    /// `out[PRODUCT_STRIP_ROWS * s * n_tokens]` and holds (n_tokens, its rows), row `i` of it and
+    /// token `t` at `[t * its_rows + i]`. Any whole strips of a matrix are laid out the same way
+    /// on their own, so a product split by whole strips needs no rearranging between the parts.
+    Strips,
+}
+
+/// Weight rows per strip of [`ProductLayout::Strips`].
+pub const PRODUCT_STRIP_ROWS: usize = 32;
+
+/// Whether [`dot_rows_batch_in_strips`] multiplies `ty` weights for `n_tokens` tokens on this CPU:
+/// where AMX int8 tiles take the batch, whose products come out token by token, and would need
+/// transposing twice to be row-major and then token-major again.
+pub fn products_in_strips(ty: GgmlType, n_tokens: usize) -> bool {
+    int8_tiles_for(active_isa(), ty, n_tokens).is_some()
+}
+
+/// [`dot_rows_batch`] (or, with `interleaved`, [`dot_rows_batch_interleaved`]), the same values
+/// bit for bit, laid out as [`ProductLayout::Strips`], for a product the caller will read token
+/// by token.
+///
+/// Panics where [`products_in_strips`] is false for `ty` and `n_tokens`, and on the
+/// preconditions of [`dot_rows_batch`].
+pub fn dot_rows_batch_in_strips(
+    ty: GgmlType,
+    cols: usize,
+    weights: &[u8],
+    interleaved: bool,
+    acts: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    let isa = active_isa();
+    // For its checks of the buffers' lengths.
+    batch_shape("dot_rows_batch_in_strips", isa, ty, cols, weights.len(), acts.len(), n_tokens, out.len());
+    let done = on_int8_tiles(isa, ty, cols, weights, interleaved, acts, n_tokens, ProductLayout::Strips, out);
+    assert!(done, "quant::dot_rows_batch_in_strips: {ty} weights for {n_tokens} tokens are not on int8 tiles");
+}
+
+/// The proof that AMX int8 tiles multiply `ty` weights for `n_tokens` tokens with `isa`'s
+/// arithmetic: this CPU has them, the set is AVX-512 VNNI (whose arithmetic the tiles repeat bit
+/// for bit), the batch fills a tile and the tiles take `ty`. `CHORD_LLM_INT8_TILES=0` turns them
+/// off.
+#[cfg(target_arch = "x86_64")]
+fn int8_tiles_for(isa: Isa, ty: GgmlType, n_tokens: usize) -> Option<simd::amx_int8::Int8Tiles> {
+    let takes = isa == Isa::Avx512Vnni && n_tokens >= simd::amx_int8::MIN_TOKENS && simd::amx_int8::supports(ty);
+    takes.then(simd::amx_int8::Int8Tiles::get).flatten()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn int8_tiles_for(_isa: Isa, _ty: GgmlType, _n_tokens: usize) -> Option<()> {
+    None
+}
+
+/// Multiplies on AMX int8 tiles where [`int8_tiles_for`] allows, into `out` laid out as `layout`;
+/// false where it did not.
 #[allow(clippy::too_many_arguments)]
 fn on_int8_tiles(
     isa: Isa,
@@ -373,15 +432,14 @@ fn on_int8_tiles(
     interleaved: bool,
     acts: &[u8],
     n_tokens: usize,
+    layout: ProductLayout,
     out: &mut [f32],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512Vnni && n_tokens >= simd::amx_int8::MIN_TOKENS && simd::amx_int8::supports(ty) {
-        if let Some(tiles) = simd::amx_int8::Int8Tiles::get() {
-            return simd::amx_int8::dot_rows_batch(tiles, ty, cols, weights, interleaved, acts, n_tokens, out);
-        }
+    if let Some(tiles) = int8_tiles_for(isa, ty, n_tokens) {
+        return simd::amx_int8::dot_rows_batch(tiles, ty, cols, weights, interleaved, acts, n_tokens, layout, out);
     }
-    let _ = (isa, ty, cols, weights, interleaved, acts, n_tokens, out);
+    let _ = (isa, ty, cols, weights, interleaved, acts, n_tokens, layout, out);
     false
 }
 

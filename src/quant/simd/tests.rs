@@ -1034,10 +1034,13 @@ fn bf16_tile_products_agree_with_their_reference() {
 /// The AMX int8 tiles' products are the AVX-512 VNNI kernels' bit for bit, for every format the
 /// tiles take, in the file's layout and interleaved: strips of 32 rows whole and partial, token
 /// counts filling one or two token tiles or leaving the last one partial, rows whose blocks do
-/// not fill the kernels' groups of eight, and scales from small to large.
+/// not fill the kernels' groups of eight, and scales from small to large; and laid out in
+/// strips, the same values.
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn int8_tile_products_are_the_vnni_kernels() {
     use super::amx_int8::{dot_rows_batch as on_tiles, Int8Tiles};
+    use crate::quant::ProductLayout::{RowMajor, Strips};
     let Some(tiles) = Int8Tiles::for_tests() else {
         eprintln!("skipped: this CPU (or system) has no AMX-INT8 tiles");
         return;
@@ -1062,17 +1065,32 @@ fn int8_tile_products_are_the_vnni_kernels() {
                     let mut want = vec![f32::NAN; rows * n_tokens];
                     kernel.call(cols, &weights, &acts, n_tokens, &mut want);
                     let mut got = vec![f32::NAN; rows * n_tokens];
-                    assert!(on_tiles(tiles, ty, cols, &weights, false, &acts, n_tokens, &mut got));
+                    assert!(on_tiles(tiles, ty, cols, &weights, false, &acts, n_tokens, RowMajor, &mut got));
                     let first_difference = got.iter().zip(&want).position(|(g, w)| g.to_bits() != w.to_bits());
                     if let Some(i) = first_difference {
                         let (r, t) = (i / n_tokens, i % n_tokens);
                         panic!("{ty}, {cols} columns, {rows} rows, {n_tokens} tokens: row {r} token {t}: tiles {}, VNNI {}", got[i], want[i]);
                     }
+                    let mut in_strips = vec![f32::NAN; rows * n_tokens];
+                    assert!(on_tiles(tiles, ty, cols, &weights, false, &acts, n_tokens, Strips, &mut in_strips));
+                    let same =
+                        in_strips.iter().zip(strips_of(&want, rows, n_tokens)).all(|(g, w)| g.to_bits() == w.to_bits());
+                    assert!(same, "{ty}, {cols} columns, {rows} rows, {n_tokens} tokens: the strips differ");
                     if rows % 8 == 0 && ty != Q6_K {
                         let mut interleaved = weights.clone();
                         interleave_rows8(ty, cols, &mut interleaved, &mut Vec::new());
                         let mut from_interleaved = vec![f32::NAN; rows * n_tokens];
-                        assert!(on_tiles(tiles, ty, cols, &interleaved, true, &acts, n_tokens, &mut from_interleaved));
+                        assert!(on_tiles(
+                            tiles,
+                            ty,
+                            cols,
+                            &interleaved,
+                            true,
+                            &acts,
+                            n_tokens,
+                            RowMajor,
+                            &mut from_interleaved
+                        ));
                         let same = from_interleaved.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
                         assert!(
                             same,
@@ -1083,6 +1101,20 @@ fn int8_tile_products_are_the_vnni_kernels() {
             }
         }
     }
+}
+
+/// Row-major products (rows, n) laid out as `quant::ProductLayout::Strips`.
+#[cfg(target_arch = "x86_64")]
+fn strips_of(row_major: &[f32], rows: usize, n: usize) -> Vec<f32> {
+    let strip = crate::quant::PRODUCT_STRIP_ROWS;
+    let mut out = Vec::with_capacity(rows * n);
+    for first in (0..rows).step_by(strip) {
+        let here = strip.min(rows - first);
+        for t in 0..n {
+            out.extend((first..first + here).map(|r| row_major[r * n + t]));
+        }
+    }
+    out
 }
 
 /// The SIMD transpositions against the scalar loop, value for value: shapes with and without

@@ -22,6 +22,7 @@
 use super::amx::{cpu_has_amx, tile_data_granted, with_tile_config, TileConfig, AMX_INT8, NO_CONFIG};
 use super::avx2::prefetch_lines;
 use crate::quant::interleave::{q4_k_position, GroupLayout};
+use crate::quant::{ProductLayout, PRODUCT_STRIP_ROWS};
 use crate::tensor::GgmlType;
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -34,6 +35,7 @@ const TILE_ROWS: usize = 16;
 const RUN: usize = 32;
 /// Weight rows per strip: two weight tiles, each product of an activation tile making two.
 const STRIP_ROWS: usize = 2 * TILE_ROWS;
+const _: () = assert!(STRIP_ROWS == PRODUCT_STRIP_ROWS, "the strips of `ProductLayout::Strips` are the tiles'");
 /// Bytes of one weight tile of one run: 8 rows of 16 weight rows' four quants.
 const WEIGHT_TILE_BYTES: usize = TILE_ROWS * RUN;
 /// The VNNI kernels' accumulator lanes: run `r` adds into lane `r % LANES`.
@@ -241,10 +243,11 @@ struct Scratch {
 
 thread_local!(static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default()));
 
-/// `out[r * n_tokens + t]` = weight row `r` · activation row `t`, bit-identical to the AVX-512
-/// VNNI batch kernel of `ty` (`interleaved`: weights rearranged by `quant::interleave_rows8`),
-/// with activation rows as that set's quantizer makes them (`acts`, `n_tokens` rows). Returns
-/// false (and writes nothing) for a type the tiles do not take.
+/// Weight row `r` · activation row `t` for every pair, into `out` laid out as `layout` (row-major
+/// `out[r * n_tokens + t]`, or strips as `quant::ProductLayout::Strips` says), bit-identical to
+/// the AVX-512 VNNI batch kernel of `ty` (`interleaved`: weights rearranged by
+/// `quant::interleave_rows8`), with activation rows as that set's quantizer makes them (`acts`,
+/// `n_tokens` rows). Returns false (and writes nothing) for a type the tiles do not take.
 ///
 /// Panics where the lengths do not fit together.
 #[allow(clippy::too_many_arguments)]
@@ -256,6 +259,7 @@ pub(crate) fn dot_rows_batch(
     interleaved: bool,
     acts: &[u8],
     n_tokens: usize,
+    layout: ProductLayout,
     out: &mut [f32],
 ) -> bool {
     let Some(format) = Format::of(ty) else { return false };
@@ -314,7 +318,8 @@ pub(crate) fn dot_rows_batch(
                         }
                         let first_token = 2 * TILE_ROWS * pair;
                         let tokens_here = (n_tokens - first_token).min(tiles.len() * TILE_ROWS);
-                        write_sums(acc, first_row, strip_rows, first_token, tokens_here, n_tokens, out);
+                        let strip = &mut out[first_row * n_tokens..][..strip_rows * n_tokens];
+                        write_sums(acc, strip_rows, first_token, tokens_here, n_tokens, layout, strip);
                     }
                 }
             })
@@ -572,26 +577,35 @@ fn load16(v: &[f32]) -> __m512 {
     unsafe { _mm512_loadu_ps(v.as_ptr()) }
 }
 
-/// Each accumulator's eight lanes summed in `hsum`'s order, into `out` (rows x `n_tokens`):
-/// strip rows `..strip_rows` (weight rows `first_row..`), tokens `first_token..` (`tokens` of
-/// them). A token's sums are a vector of 16 weight rows; 16 tokens' are transposed in registers
-/// so that each row's 16 tokens take one store (one value at a time, 5.7% of Qwen2.5-1.5B's
-/// prompts at one thread).
+/// Each accumulator's eight lanes summed in `hsum`'s order, into `strip`, a strip's products
+/// (`strip_rows` weight rows by `n_tokens`) laid out as `layout`: tokens `first_token..`
+/// (`tokens` of them). A token's sums are a vector of 16 weight rows, which strips store as
+/// they are; row-major, 16 tokens' are transposed in registers so that each row's 16 tokens
+/// take one store (one value at a time, 5.7% of Qwen2.5-1.5B's prompts at one thread).
 #[target_feature(enable = "avx512f")]
 fn write_sums(
     acc: &[__m512],
-    first_row: usize,
     strip_rows: usize,
     first_token: usize,
     tokens: usize,
     n_tokens: usize,
-    out: &mut [f32],
+    layout: ProductLayout,
+    strip: &mut [f32],
 ) {
+    let mask = |lanes: usize| -> __mmask16 {
+        if lanes == TILE_ROWS {
+            !0
+        } else {
+            (1 << lanes) - 1
+        }
+    };
     for tile_first in (0..tokens).step_by(TILE_ROWS) {
         let tile_tokens = (tokens - tile_first).min(TILE_ROWS);
-        let mask: __mmask16 = if tile_tokens == TILE_ROWS { !0 } else { (1 << tile_tokens) - 1 };
         for wt in 0..2 {
             let rows = strip_rows.saturating_sub(TILE_ROWS * wt).min(TILE_ROWS);
+            if rows == 0 {
+                continue;
+            }
             let mut sums = [_mm512_setzero_ps(); TILE_ROWS];
             for (k, sum) in sums.iter_mut().enumerate().take(tile_tokens) {
                 let m = tile_first + k;
@@ -600,12 +614,24 @@ fn write_sums(
                 let pair = |k: usize| _mm512_add_ps(v[k], v[k + 4]);
                 *sum = _mm512_add_ps(_mm512_add_ps(pair(0), pair(2)), _mm512_add_ps(pair(1), pair(3)));
             }
-            for (i, by_token) in transpose16(&sums).iter().enumerate().take(rows) {
-                let row = first_row + TILE_ROWS * wt + i;
-                let dst = &mut out[row * n_tokens + first_token + tile_first..][..tile_tokens];
-                // SAFETY: the mask stores the first `tile_tokens` lanes only, the length of
-                // `dst`; masked-off lanes are not accessed.
-                unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, *by_token) };
+            let token = first_token + tile_first;
+            match layout {
+                ProductLayout::Strips => {
+                    for (k, by_row) in sums.iter().enumerate().take(tile_tokens) {
+                        let dst = &mut strip[(token + k) * strip_rows + TILE_ROWS * wt..][..rows];
+                        // SAFETY: the mask stores the first `rows` lanes only, the length of
+                        // `dst`; masked-off lanes are not accessed.
+                        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask(rows), *by_row) };
+                    }
+                }
+                ProductLayout::RowMajor => {
+                    for (i, by_token) in transpose16(&sums).iter().enumerate().take(rows) {
+                        let dst = &mut strip[(TILE_ROWS * wt + i) * n_tokens + token..][..tile_tokens];
+                        // SAFETY: the mask stores the first `tile_tokens` lanes only, the length
+                        // of `dst`; masked-off lanes are not accessed.
+                        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask(tile_tokens), *by_token) };
+                    }
+                }
             }
         }
     }
