@@ -888,7 +888,8 @@ impl WeightTile<'_> {
         }
     }
 
-    /// Q4_K: per group, `d`, `dmin`, the 6-bit scale and min as fields 0-3, the quants as bytes.
+    /// Q4_K: per group, the 6-bit scale and min as fields 2 and 3, and per block, at its first
+    /// group, `d` and `dmin` as fields 0 and 1; the quants as bytes.
     /// Interleaved, a tile's 16 rows are two groups of eight whose block `i` is one piece of
     /// 8 x 144 bytes (`quant::interleave::q4_k_position`).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
@@ -921,10 +922,10 @@ impl WeightTile<'_> {
             let d_dmin = self.gather(heads, i * block_step, last_head);
             let d = Self::low_f16(d_dmin);
             let dmin = Self::low_f16(_mm512_srli_epi32::<16>(d_dmin));
-            for g in 0..8 {
-                self.store_scales(scales, 8 * i + g, 0, d);
-                self.store_scales(scales, 8 * i + g, 1, dmin);
-            }
+            // Read at the block's first group only (`Unit::q4_k_block_scales`): stores are what
+            // this function is bound by.
+            self.store_scales(scales, 8 * i, 0, d);
+            self.store_scales(scales, 8 * i, 1, dmin);
             // The 6-bit scales and mins of 16 rows at once, as `scales_mins_k4` unpacks them
             // from the head's 12 bytes `q`: words 0, 1, 2 are q[0..4], q[4..8], q[8..12].
             let word = |w: usize| self.gather(heads, i * block_step + 4 + 4 * w, last_head);
