@@ -20,7 +20,8 @@ use crate::tensor::{SplitMatrix, TensorView, WeightLayout};
 pub struct Scratch {
     /// The current input converted to each dot-product format its matrices need.
     pub acts: ConvertedRows,
-    /// The products of one `matmul`, matrix after matrix, each before transposition: (rows, tokens).
+    /// The products of one `matmul`, matrix after matrix, each before it is made token-major:
+    /// (rows, tokens), or strips of rows (`quant::ProductLayout`).
     pub products: Vec<f32>,
     /// A norm's weights or a bias, dequantized: (n_embd) at most.
     pub small: Vec<f32>,
