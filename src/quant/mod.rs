@@ -345,20 +345,39 @@ pub fn dot_rows_batch_interleaved_with(
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    let Some(kernel) = isa.interleaved_kernel(ty) else {
-        panic!("quant: {} has no kernel for interleaved {ty} weights", isa.name())
-    };
-    let shape =
-        batch_shape("dot_rows_batch_interleaved", isa, ty, cols, weights.len(), acts.len(), n_tokens, out.len());
-    let Some(BatchShape { rows, row_bytes, .. }) = shape else { return };
-    assert!(
-        rows.is_multiple_of(interleave::GROUP_ROWS) && row_bytes > 0,
-        "quant::dot_rows_batch_interleaved: {rows} rows are not whole groups of eight"
-    );
+    let caller = "dot_rows_batch_interleaved";
+    let Some(kernel) = interleaved_batch(caller, isa, ty, cols, weights, acts, n_tokens, out) else { return };
     if on_int8_tiles(isa, ty, cols, weights, true, acts, n_tokens, ProductLayout::RowMajor, out) {
         return;
     }
     kernel.call(cols, weights, acts, n_tokens, out)
+}
+
+/// `isa`'s kernel for `ty` weights rearranged by [`interleave_rows8`], after the checks of a
+/// batched product of them (`quant::{caller}`): None when there is no token. Panics where the set
+/// has no such kernel, where the lengths do not fit together, or where the rows are not whole
+/// groups of eight.
+#[allow(clippy::too_many_arguments)]
+fn interleaved_batch(
+    caller: &str,
+    isa: Isa,
+    ty: GgmlType,
+    cols: usize,
+    weights: &[u8],
+    acts: &[u8],
+    n_tokens: usize,
+    out: &[f32],
+) -> Option<simd::Checked<simd::BatchKernel>> {
+    let Some(kernel) = isa.interleaved_kernel(ty) else {
+        panic!("quant: {} has no kernel for interleaved {ty} weights", isa.name())
+    };
+    let BatchShape { rows, row_bytes, .. } =
+        batch_shape(caller, isa, ty, cols, weights.len(), acts.len(), n_tokens, out.len())?;
+    assert!(
+        rows.is_multiple_of(interleave::GROUP_ROWS) && row_bytes > 0,
+        "quant::{caller}: {rows} rows are not whole groups of eight"
+    );
+    Some(kernel)
 }
 
 /// How a batched product lays out its (rows, tokens) results.
@@ -389,7 +408,7 @@ pub fn products_in_strips(ty: GgmlType, n_tokens: usize) -> bool {
 /// by token.
 ///
 /// Panics where [`products_in_strips`] is false for `ty` and `n_tokens`, and on the
-/// preconditions of [`dot_rows_batch`].
+/// preconditions of [`dot_rows_batch`] (with `interleaved`, of [`dot_rows_batch_interleaved`]).
 pub fn dot_rows_batch_in_strips(
     ty: GgmlType,
     cols: usize,
@@ -399,9 +418,13 @@ pub fn dot_rows_batch_in_strips(
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    let isa = active_isa();
-    // For its checks of the buffers' lengths.
-    batch_shape("dot_rows_batch_in_strips", isa, ty, cols, weights.len(), acts.len(), n_tokens, out.len());
+    let (isa, caller) = (active_isa(), "dot_rows_batch_in_strips");
+    // For their checks of the buffers' lengths (and of the interleaved rows).
+    if interleaved {
+        interleaved_batch(caller, isa, ty, cols, weights, acts, n_tokens, out);
+    } else {
+        batch_shape(caller, isa, ty, cols, weights.len(), acts.len(), n_tokens, out.len());
+    }
     let done = on_int8_tiles(isa, ty, cols, weights, interleaved, acts, n_tokens, ProductLayout::Strips, out);
     assert!(done, "quant::dot_rows_batch_in_strips: {ty} weights for {n_tokens} tokens are not on int8 tiles");
 }

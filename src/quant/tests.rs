@@ -712,6 +712,15 @@ fn dot_rows_checks_weight_length() {
     dot_rows(Q8_0, 32, &[0; 34 * 2 + 1], &act, &mut [0.0; 2]);
 }
 
+/// Products in strips check interleaved weights as `dot_rows_batch_interleaved` does: Q6_K has no
+/// interleaved layout, so no set has a kernel for it.
+#[test]
+#[should_panic(expected = "no kernel for interleaved")]
+fn strips_of_interleaved_weights_check_the_layout() {
+    let acts = quantized(Q8_K, &[1.0; 256]);
+    dot_rows_batch_in_strips(Q6_K, 256, &[0; 210 * 8], true, &acts, 1, &mut [0.0; 8]);
+}
+
 // ---------------------------------------------------------------- gguf reference data
 
 struct Case {
