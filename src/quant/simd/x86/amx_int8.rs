@@ -377,13 +377,7 @@ impl Unit<'_> {
             // SAFETY: the function's promise, with `CONFIG_Q6_K`.
             return unsafe { self.multiply_q6_k(acts, token_scalars, acc) };
         }
-        // With a run for every lane, each lane's first run starts its accumulators from zero
-        // itself (`finish_run::<_, true>`), where zeroing them all first took 3-5% of a
-        // prompt's time (32 KiB per strip and pair of token tiles).
-        let each_lane_has_a_run = self.runs >= LANES;
-        if !each_lane_has_a_run {
-            acc.fill(_mm512_setzero_ps());
-        }
+        let each_lane_has_a_run = start_lanes(acc, self.runs);
         let mut dots = Dots([[0; TILE_ROWS * TILE_ROWS]; 4]);
         let mut block_scales = [_mm512_setzero_ps(); 2 * TILE_ROWS * 2 * 2];
         let stride = self.act_bytes;
@@ -574,10 +568,7 @@ impl Unit<'_> {
         let mut totals = [[_mm512_setzero_si512(); 2]; 2 * TILE_ROWS];
         let stride = self.act_bytes;
         let nb = self.runs * RUN / 256;
-        // As in `multiply`: each lane's first block starts it from zero where every lane has one.
-        if nb < LANES {
-            acc.fill(_mm512_setzero_ps());
-        }
+        let each_lane_has_a_block = start_lanes(acc, nb);
         for block in 0..nb {
             totals.iter_mut().for_each(|t| *t = [_mm512_setzero_si512(); 2]);
             for g in 0..GROUPS {
@@ -616,12 +607,25 @@ impl Unit<'_> {
                 for wt in 0..2 {
                     let acc = &mut acc[(v * 2 + wt) * LANES + lane];
                     let d = _mm512_mul_ps(load16(&d_w[TILE_ROWS * wt..]), a_d);
-                    let held = if nb >= LANES && block < LANES { _mm512_setzero_ps() } else { *acc };
+                    let held = if each_lane_has_a_block && block < LANES { _mm512_setzero_ps() } else { *acc };
                     *acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(total[wt]), held);
                 }
             }
         }
     }
+}
+
+/// Readies the accumulators for a product of `steps` steps (runs, or Q6_K's blocks), step `s`
+/// adding into lane `s % LANES`: true where every lane has a step, whose first step then starts
+/// the lane from zero itself, as zeroing all of them first took 3-5% of a prompt's time (32 KiB
+/// per strip and pair of token tiles); otherwise they are zeroed here and false.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn start_lanes(acc: &mut [__m512], steps: usize) -> bool {
+    if steps < LANES {
+        acc.fill(_mm512_setzero_ps());
+    }
+    steps >= LANES
 }
 
 /// Each token tile of `tiles` (16 activation rows at a stride of `stride`) from byte `at` of its
