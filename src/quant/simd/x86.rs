@@ -1963,50 +1963,61 @@ macro_rules! x86_kernels {
                     // 2^24, exact in f32 as in i32.
                     let group_sums: [[f32; 8]; N] =
                         std::array::from_fn(|t| f32_lanes(_mm256_cvtepi32_ps(q8_k_group_sums(ab[t]))));
-                    for c in 0..4 {
-                        // Lane r of quant vector j: bytes 32c + 4j..+4 of row r, low nibbles in
-                        // group 2c, high nibbles in group 2c + 1. Interleaved vectors are loaded
-                        // where they are used: gathered into an array first, they went through
-                        // the stack on AVX2, whose 16 registers the accumulators mostly fill.
-                        let transposed = match interleaved {
-                            Some(_) => [_mm256_setzero_si256(); 8],
-                            None => transpose8(std::array::from_fn(|r| load32(rows[r], 16 + 32 * c))),
-                        };
-                        // Each token's activations of groups 2c and 2c + 1, as fixed-size
-                        // arrays: the loop below then indexes them with no bounds checks (with
-                        // them, LLVM kept it rolled, four compares and branches a step).
-                        let acts: [[&[u8; 32]; 2]; N] = std::array::from_fn(|t| {
-                            std::array::from_fn(|h| ab[t][4 + 64 * c + 32 * h..][..32].try_into().expect("32 quants"))
-                        });
-                        // Per token, groups 2c and 2c + 1.
-                        let mut dots = [[_mm256_setzero_si256(); 2]; N];
-                        for j in 0..8 {
-                            let q = match interleaved {
-                                Some(group) => load32(group, 128 + 256 * c + 32 * j),
-                                None => transposed[j],
+                    // Quarter c of the block (groups 2c and 2c + 1), written out four times with
+                    // constant `c`: as a loop, LLVM kept it rolled, and `acc[t][2c + h]` indexed by
+                    // a variable went through the stack (a store and a forwarded load per group
+                    // and block, a fifth of a decode kernel's samples on Zen 4).
+                    macro_rules! quarter {
+                        ($c:literal) => {{
+                            let c: usize = $c;
+                            // Lane r of quant vector j: bytes 32c + 4j..+4 of row r, low nibbles in
+                            // group 2c, high nibbles in group 2c + 1. Interleaved vectors are loaded
+                            // where they are used: gathered into an array first, they went through
+                            // the stack on AVX2, whose 16 registers the accumulators mostly fill.
+                            let transposed = match interleaved {
+                                Some(_) => [_mm256_setzero_si256(); 8],
+                                None => transpose8(std::array::from_fn(|r| load32(rows[r], 16 + 32 * c))),
                             };
-                            let [low, high] = low_high_nibbles(q);
-                            for (t, [d0, d1]) in dots.iter_mut().enumerate() {
-                                *d0 = narrow_dot(*d0, low, broadcast4(acts[t][0], 4 * j));
-                                *d1 = narrow_dot(*d1, high, broadcast4(acts[t][1], 4 * j));
+                            // Each token's activations of groups 2c and 2c + 1, as fixed-size
+                            // arrays: the loop below then indexes them with no bounds checks (with
+                            // them, LLVM kept it rolled, four compares and branches a step).
+                            let acts: [[&[u8; 32]; 2]; N] = std::array::from_fn(|t| {
+                                std::array::from_fn(|h| ab[t][4 + 64 * c + 32 * h..][..32].try_into().expect("32 quants"))
+                            });
+                            // Per token, groups 2c and 2c + 1.
+                            let mut dots = [[_mm256_setzero_si256(); 2]; N];
+                            for j in 0..8 {
+                                let q = match interleaved {
+                                    Some(group) => load32(group, 128 + 256 * c + 32 * j),
+                                    None => transposed[j],
+                                };
+                                let [low, high] = low_high_nibbles(q);
+                                for (t, [d0, d1]) in dots.iter_mut().enumerate() {
+                                    *d0 = narrow_dot(*d0, low, broadcast4(acts[t][0], 4 * j));
+                                    *d1 = narrow_dot(*d1, high, broadcast4(acts[t][1], 4 * j));
+                                }
                             }
-                        }
-                        let sc = [narrow_scales(scales[c]), narrow_scales(_mm_unpackhi_epi64(scales[c], scales[c]))];
-                        let m = [
-                            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mins[c])),
-                            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(mins[c], mins[c]))),
-                        ];
-                        for t in 0..N {
-                            for h in 0..2 {
-                                let g = 2 * c + h;
-                                // As [`q4_k_finish`] does for lane g.
-                                let main = _mm256_cvtepi32_ps(narrow_scale(dots[t][h], sc[h]));
-                                let min = _mm256_mul_ps(_mm256_set1_ps(group_sums[t][g]), m[h]);
-                                acc[t][g] = _mm256_fmadd_ps(scale_d[t][0], main, acc[t][g]);
-                                acc[t][g] = _mm256_fnmadd_ps(scale_d[t][1], min, acc[t][g]);
+                            let sc = [narrow_scales(scales[c]), narrow_scales(_mm_unpackhi_epi64(scales[c], scales[c]))];
+                            let m = [
+                                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mins[c])),
+                                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(mins[c], mins[c]))),
+                            ];
+                            for t in 0..N {
+                                for h in 0..2 {
+                                    let g = 2 * c + h;
+                                    // As [`q4_k_finish`] does for lane g.
+                                    let main = _mm256_cvtepi32_ps(narrow_scale(dots[t][h], sc[h]));
+                                    let min = _mm256_mul_ps(_mm256_set1_ps(group_sums[t][g]), m[h]);
+                                    acc[t][g] = _mm256_fmadd_ps(scale_d[t][0], main, acc[t][g]);
+                                    acc[t][g] = _mm256_fnmadd_ps(scale_d[t][1], min, acc[t][g]);
+                                }
                             }
-                        }
+                        }};
                     }
+                    quarter!(0);
+                    quarter!(1);
+                    quarter!(2);
+                    quarter!(3);
                 }
                 // The groups summed in the order of [`hsum`] over [`q4_k`]'s lanes.
                 std::array::from_fn(|t| {
