@@ -253,6 +253,8 @@ enum DecodePrefetch {
     /// `prefetcht2`: into the outer levels (L2 and L3 on the Intel Xeon measured, where it
     /// was as fast as `prefetcht1`).
     Outer,
+    /// `prefetcht0`: into every level, L1 included.
+    Every,
 }
 
 /// The prefetch kind decode's kernels use on this CPU: non-temporal on AMD, into the outer levels
@@ -279,6 +281,46 @@ fn decode_prefetch() -> DecodePrefetch {
                 detected
             }
             Err(_) => detected,
+        }
+    })
+}
+
+/// How decode prefetches Q4_K rows in the interleaved layout (`q4_k_rows8`, whose eight rows
+/// are one stream through memory): into which levels, and how many blocks of the eight rows
+/// (`8 * 144` bytes each) ahead of the one being multiplied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct StreamPrefetch {
+    hint: DecodePrefetch,
+    blocks_ahead: usize,
+}
+
+/// Prefill's passes read a group of eight rows once per pass of tokens, so they fetch into
+/// every level, four blocks ahead.
+const PREFILL_STREAM_PREFETCH: StreamPrefetch = StreamPrefetch { hint: DecodePrefetch::Every, blocks_ahead: 4 };
+
+/// [`StreamPrefetch`] for decode on this CPU. On Intel, `prefetcht2` four blocks ahead (measured
+/// on an Intel Xeon, see `q4_k_rows8`). On AMD with AVX-512 (Zen 4 and later), `prefetcht2`
+/// eight blocks ahead; on older AMD cores, `prefetcht0` four blocks ahead, which had been the
+/// rule on every AMD CPU and was not measured again. `CHORD_LLM_DECODE_PREFETCH` does not
+/// change this one.
+///
+/// On Zen 4 (EPYC family 25 model 17, a 2-vCPU KVM guest, one thread), `prefetcht0` four
+/// blocks ahead was the slowest choice. Over 128 MiB of weights in `kernel_throughput`, 8960
+/// columns (Qwen2.5-1.5B's `ffn_down`) read at 15-17 GB/s, against 26-29 with `prefetcht2`
+/// eight or sixteen blocks ahead and 15-23 with no prefetch; 1536 columns at 24-26 against
+/// 20-28 (this host varies by a fifth from one run to the next). Qwen2.5-1.5B decoded at a
+/// median 18.6 tok/s against 20.5, 20 alternated runs each. The row kernels keep
+/// `prefetchnta` there: `prefetcht2` halved them at 640 columns (Q8_0 and Q5_0: 11 and 9
+/// GB/s against 25 and 19), and Gemma-3-270M's decode with them (48 against 87 tok/s).
+fn stream_decode_prefetch() -> StreamPrefetch {
+    static CHOSEN: std::sync::OnceLock<StreamPrefetch> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        if !cpu_vendor_is_amd() {
+            StreamPrefetch { hint: DecodePrefetch::Outer, blocks_ahead: 4 }
+        } else if std::arch::is_x86_feature_detected!("avx512f") {
+            StreamPrefetch { hint: DecodePrefetch::Outer, blocks_ahead: 8 }
+        } else {
+            StreamPrefetch { hint: DecodePrefetch::Every, blocks_ahead: 4 }
         }
     })
 }
@@ -751,10 +793,17 @@ macro_rules! x86_kernels {
             #[inline]
             #[target_feature(enable = $features)]
             fn prefetch_ahead(at: *const u8, len: usize) {
-                let at = at.wrapping_add(super::DECODE_PREFETCH_BYTES);
-                match super::decode_prefetch() {
+                prefetch_into(super::decode_prefetch(), at.wrapping_add(super::DECODE_PREFETCH_BYTES), len);
+            }
+
+            /// [`prefetch_lines`] with the hint of `levels`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn prefetch_into(levels: super::DecodePrefetch, at: *const u8, len: usize) {
+                match levels {
                     super::DecodePrefetch::NonTemporal => prefetch_lines::<_MM_HINT_NTA>(at, len),
                     super::DecodePrefetch::Outer => prefetch_lines::<_MM_HINT_T2>(at, len),
+                    super::DecodePrefetch::Every => prefetch_lines::<_MM_HINT_T0>(at, len),
                 }
             }
 
@@ -995,6 +1044,12 @@ macro_rules! x86_kernels {
                 let act_bytes = crate::quant::simd_act_row_bytes(GgmlType::Q8_K, sizes::Q8_K, nb);
                 let act = |t: usize| &acts[t * act_bytes..(t + 1) * act_bytes];
                 let rows = out.len() / n_tokens;
+                // Decode fetches the next eight rows into the outer levels where it does so for
+                // one row, and into every level elsewhere.
+                let decode_levels = match super::decode_prefetch() {
+                    super::DecodePrefetch::Outer => super::DecodePrefetch::Outer,
+                    _ => super::DecodePrefetch::Every,
+                };
                 for first in (0..rows).step_by(8) {
                     let w: [&[u8]; 8] = std::array::from_fn(|k| {
                         let r = (first + k).min(rows - 1);
@@ -1002,7 +1057,7 @@ macro_rules! x86_kernels {
                     });
                     let live = (rows - first).min(8);
                     let ahead = weights.as_ptr().wrapping_add((first + 8) * row_bytes);
-                    let done = q4_k_rows8_passes::<false>(nb, w, ahead, act, n_tokens, |t, lanes| {
+                    let done = q4_k_rows8_passes::<false>(nb, w, (ahead, decode_levels), act, n_tokens, |t, lanes| {
                         for (k, &v) in lanes[..live].iter().enumerate() {
                             out[(first + k) * n_tokens + t] = v;
                         }
@@ -1025,13 +1080,17 @@ macro_rules! x86_kernels {
             /// transposed).
             #[target_feature(enable = $features)]
             fn dot_batch_q4_k_interleaved(cols: usize, weights: &[u8], acts: &[u8], n_tokens: usize, out: &mut [f32]) {
-                const PREFETCH_BLOCKS: usize = 4;
                 let nb = cols / 256;
                 let act_bytes = crate::quant::simd_act_row_bytes(GgmlType::Q8_K, sizes::Q8_K, nb);
                 let act = |t: usize| &acts[t * act_bytes..(t + 1) * act_bytes];
+                let plan = if n_tokens <= super::SEQUENCES_PREFETCHED {
+                    super::stream_decode_prefetch()
+                } else {
+                    super::PREFILL_STREAM_PREFETCH
+                };
                 for (g, group) in weights.chunks_exact(8 * nb * sizes::Q4_K).enumerate() {
-                    let ahead = group.as_ptr().wrapping_add(PREFETCH_BLOCKS * 8 * sizes::Q4_K);
-                    let done = q4_k_rows8_passes::<true>(nb, [group; 8], ahead, act, n_tokens, |t, lanes| {
+                    let ahead = group.as_ptr().wrapping_add(plan.blocks_ahead * 8 * sizes::Q4_K);
+                    let done = q4_k_rows8_passes::<true>(nb, [group; 8], (ahead, plan.hint), act, n_tokens, |t, lanes| {
                         for (r, &v) in lanes.iter().enumerate() {
                             out[(8 * g + r) * n_tokens + t] = v;
                         }
@@ -1051,7 +1110,7 @@ macro_rules! x86_kernels {
             fn q4_k_rows8_passes<'a, const INTERLEAVED: bool>(
                 nb: usize,
                 w: [&[u8]; 8],
-                ahead: *const u8,
+                ahead: (*const u8, super::DecodePrefetch),
                 act: impl Fn(usize) -> &'a [u8],
                 n_tokens: usize,
                 mut store: impl FnMut(usize, &[f32; 8]),
@@ -1916,7 +1975,7 @@ macro_rules! x86_kernels {
             fn q4_k_rows8<const N: usize, const INTERLEAVED: bool>(
                 nb: usize,
                 w: [&[u8]; 8],
-                ahead: *const u8,
+                (ahead, decode_levels): (*const u8, super::DecodePrefetch),
                 a: [&[u8]; N],
             ) -> [[f32; 8]; N] {
                 const AB: usize = sizes::Q8_K;
@@ -1941,18 +2000,14 @@ macro_rules! x86_kernels {
                     // stream already, and `ahead` a few block indices further along it: with
                     // four tokens' work per block, the hardware prefetcher alone fell behind
                     // (3.6-4.9 against 2.4-2.6 ns per block-token, 4096 columns). Into every
-                    // level, unlike decode's `prefetch_ahead`: prefill's passes of
-                    // `Q4_K_TOKENS_PER_PASS` tokens read the group again. Decode's few tokens
-                    // do not, and where decode prefetches into the outer levels only, so does
-                    // this: on the Intel Xeon measured, Qwen2.5-1.5B's token (copied,
-                    // rearranged) took 100 ms against 109 at one thread, 53.8 against 60.9 at
-                    // two (`prefetchnta`: 157 and 85).
-                    let ahead = ahead.wrapping_add(i * GROUP);
-                    if N <= super::SEQUENCES_PREFETCHED && super::decode_prefetch() == super::DecodePrefetch::Outer {
-                        prefetch_lines::<_MM_HINT_T2>(ahead, GROUP);
-                    } else {
-                        prefetch_lines::<_MM_HINT_T0>(ahead, GROUP);
-                    }
+                    // level for prefill: its passes of `Q4_K_TOKENS_PER_PASS` tokens read the
+                    // group again. Decode's few tokens do not, and take the caller's
+                    // `decode_levels`: the outer levels on the Intel Xeon measured, where
+                    // Qwen2.5-1.5B's token (copied, rearranged) took 100 ms against 109 at one
+                    // thread, 53.8 against 60.9 at two (`prefetchnta`: 157 and 85); for the
+                    // interleaved layout, see `stream_decode_prefetch`.
+                    let levels = if N <= super::SEQUENCES_PREFETCHED { decode_levels } else { super::DecodePrefetch::Every };
+                    prefetch_into(levels, ahead.wrapping_add(i * GROUP), GROUP);
                     let ab: [&[u8; AB]; N] = std::array::from_fn(|t| block(a[t], i));
                     let ([d, dmin], scales, mins) = q4_k_rows8_scales(heads);
                     let scale_d: [[__m256; 2]; N] = std::array::from_fn(|t| {
