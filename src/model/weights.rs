@@ -783,7 +783,7 @@ impl ResidentWeights {
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = cancel.clone();
         let thread = std::thread::Builder::new()
-            .name("chord-llm weights copy".into())
+            .name("chord-copy".into())
             .spawn(move || {
                 if between_passes {
                     crate::pool::yield_cpu_to_compute();

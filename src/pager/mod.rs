@@ -297,7 +297,7 @@ impl PagedWeights {
         self.shared.copies_left.store(copies.len() as u64, Ordering::Relaxed);
         let shared = self.shared.clone();
         std::thread::Builder::new()
-            .name("chord-llm pinned copy".into())
+            .name("chord-pin-copy".into())
             .spawn(move || {
                 crate::pool::yield_cpu_to_compute();
                 for unit in copies {
