@@ -2018,12 +2018,15 @@ macro_rules! x86_kernels {
                     // 2^24, exact in f32 as in i32.
                     let group_sums: [[f32; 8]; N] =
                         std::array::from_fn(|t| f32_lanes(_mm256_cvtepi32_ps(q8_k_group_sums(ab[t]))));
-                    // Quarter c of the block (groups 2c and 2c + 1), written out four times with
-                    // constant `c`: as a loop, LLVM kept it rolled, and `acc[t][2c + h]` indexed by
-                    // a variable went through the stack (a store and a forwarded load per group
-                    // and block, a fifth of a decode kernel's samples on Zen 4).
+                    // Quarter c of the block (groups 2c and 2c + 1). Decode writes it out four
+                    // times with constant `c`: as a loop, LLVM kept it rolled, and
+                    // `acc[t][2c + h]` indexed by a variable went through the stack (a store and
+                    // a forwarded load per group and block, a fifth of a decode kernel's samples
+                    // on Zen 4). Prefill's passes keep the loop: their 8 x N accumulators do not
+                    // fit in registers either way, and written out, Qwen2.5-1.5B's prompt was a
+                    // fifth slower (the same Zen 4, one thread).
                     macro_rules! quarter {
-                        ($c:literal) => {{
+                        ($c:expr) => {{
                             let c: usize = $c;
                             // Lane r of quant vector j: bytes 32c + 4j..+4 of row r, low nibbles in
                             // group 2c, high nibbles in group 2c + 1. Interleaved vectors are loaded
@@ -2069,10 +2072,16 @@ macro_rules! x86_kernels {
                             }
                         }};
                     }
-                    quarter!(0);
-                    quarter!(1);
-                    quarter!(2);
-                    quarter!(3);
+                    if N <= super::SEQUENCES_PREFETCHED {
+                        quarter!(0);
+                        quarter!(1);
+                        quarter!(2);
+                        quarter!(3);
+                    } else {
+                        for c in 0..4 {
+                            quarter!(c);
+                        }
+                    }
                 }
                 // The groups summed in the order of [`hsum`] over [`q4_k`]'s lanes.
                 std::array::from_fn(|t| {
