@@ -294,9 +294,9 @@ struct StreamPrefetch {
     blocks_ahead: usize,
 }
 
-/// Prefill's passes read a group of eight rows once per pass of tokens, so they fetch into
-/// every level, four blocks ahead.
-const PREFILL_STREAM_PREFETCH: StreamPrefetch = StreamPrefetch { hint: DecodePrefetch::Every, blocks_ahead: 4 };
+/// How many blocks of eight interleaved rows ahead a prefill's passes fetch (into every level:
+/// `q4_k_rows8` chooses the level by its pass's tokens).
+const PREFILL_BLOCKS_AHEAD: usize = 4;
 
 /// [`StreamPrefetch`] for decode on this CPU. On Intel, `prefetcht2` four blocks ahead (measured
 /// on an Intel Xeon, see `q4_k_rows8`). On AMD with AVX-512 (Zen 4 and later), `prefetcht2`
@@ -1083,14 +1083,12 @@ macro_rules! x86_kernels {
                 let nb = cols / 256;
                 let act_bytes = crate::quant::simd_act_row_bytes(GgmlType::Q8_K, sizes::Q8_K, nb);
                 let act = |t: usize| &acts[t * act_bytes..(t + 1) * act_bytes];
-                let plan = if n_tokens <= super::SEQUENCES_PREFETCHED {
-                    super::stream_decode_prefetch()
-                } else {
-                    super::PREFILL_STREAM_PREFETCH
-                };
+                let decode = super::stream_decode_prefetch();
+                let blocks_ahead =
+                    if n_tokens <= super::SEQUENCES_PREFETCHED { decode.blocks_ahead } else { super::PREFILL_BLOCKS_AHEAD };
                 for (g, group) in weights.chunks_exact(8 * nb * sizes::Q4_K).enumerate() {
-                    let ahead = group.as_ptr().wrapping_add(plan.blocks_ahead * 8 * sizes::Q4_K);
-                    let done = q4_k_rows8_passes::<true>(nb, [group; 8], (ahead, plan.hint), act, n_tokens, |t, lanes| {
+                    let ahead = group.as_ptr().wrapping_add(blocks_ahead * 8 * sizes::Q4_K);
+                    let done = q4_k_rows8_passes::<true>(nb, [group; 8], (ahead, decode.hint), act, n_tokens, |t, lanes| {
                         for (r, &v) in lanes.iter().enumerate() {
                             out[(8 * g + r) * n_tokens + t] = v;
                         }
