@@ -448,7 +448,8 @@ macro_rules! x86_kernels {
         narrow_scale($nsums:ident, $nsc:ident) $narrow_scale:block,
         narrow_widen($nw:ident) $narrow_widen:block,
         narrow_i16 = $narrow_i16:literal,
-        group_words<$gb:ident, $gj:ident>($gw:ident) $group_words:block
+        group_words<$gb:ident, $gj:ident>($gw:ident) $group_words:block,
+        q4_k_heads8($qh:ident) $q4_k_heads8:block
     ) => {
         pub(crate) mod $isa {
             use super::sizes;
@@ -1016,6 +1017,13 @@ macro_rules! x86_kernels {
             #[inline]
             #[target_feature(enable = $features)]
             fn group_words<const $gb: usize, const $gj: usize>($gw: &[u8]) -> Option<__m256i> $group_words
+
+            /// [`q4_k_rows8_scales`] of an interleaved Q4_K group's eight heads (its first 128
+            /// bytes, `quant::interleave`), where this instruction set unpacks them with vector
+            /// permutes of the whole 128 bytes.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn q4_k_heads8($qh: &[u8; 128]) -> Option<Q4KRows8Scales> $q4_k_heads8
 
             kernel_entries!($features; dot_rows_q8_0, dot_batch_q8_0, tile q8_0, q8_0_rows, 32, sizes::Q8_0, sizes::Q8_0, GgmlType::Q8_0);
             kernel_entries!($features; dot_rows_q4_0, dot_batch_q4_0, tile q4_0, q4_0_rows, 32, sizes::Q4_0, sizes::Q8_0, GgmlType::Q8_0);
@@ -1803,9 +1811,12 @@ macro_rules! x86_kernels {
             /// Eight rows' Q4_K blocks ready to multiply with rows in i32 lanes: `d` and `dmin` as
             /// f32 lanes, and the 6-bit scales and mins transposed so that register `k` holds
             /// group `2k`'s eight rows in bytes 0..8 and group `2k + 1`'s in bytes 8..16.
+            type Q4KRows8Scales = ([__m256; 2], [__m128i; 4], [__m128i; 4]);
+
+            /// [`Q4KRows8Scales`] of eight blocks, from their first 20 bytes each.
             #[inline]
             #[target_feature(enable = $features)]
-            fn q4_k_rows8_scales(b: [&[u8; 20]; 8]) -> ([__m256; 2], [__m128i; 4], [__m128i; 4]) {
+            fn q4_k_rows8_scales(b: [&[u8; 20]; 8]) -> Q4KRows8Scales {
                 let v: [__m128i; 8] = std::array::from_fn(|r| q4_k_scales_mins_vec(b[r]));
                 // Per pair of rows, u16 lanes g: (row 2k, row 2k + 1) of group g, scales and mins.
                 let scales2: [__m128i; 4] = std::array::from_fn(|k| _mm_unpacklo_epi8(v[2 * k], v[2 * k + 1]));
@@ -2007,7 +2018,14 @@ macro_rules! x86_kernels {
                     let levels = if N <= super::SEQUENCES_PREFETCHED { decode_levels } else { super::DecodePrefetch::Every };
                     prefetch_into(levels, ahead.wrapping_add(i * GROUP), GROUP);
                     let ab: [&[u8; AB]; N] = std::array::from_fn(|t| block(a[t], i));
-                    let ([d, dmin], scales, mins) = q4_k_rows8_scales(heads);
+                    let unpacked = match interleaved {
+                        Some(group) => q4_k_heads8(group[..128].try_into().expect("128 bytes")),
+                        None => None,
+                    };
+                    let ([d, dmin], scales, mins) = match unpacked {
+                        Some(scales) => scales,
+                        None => q4_k_rows8_scales(heads),
+                    };
                     let scale_d: [[__m256; 2]; N] = std::array::from_fn(|t| {
                         let a_d = q8_k_d(ab[t]);
                         [_mm256_mul_ps(d, a_d), _mm256_mul_ps(dmin, a_d)]
@@ -2238,7 +2256,8 @@ x86_kernels!(
     // ports the kernels leave idle. (Moving them with vector inserts and a shuffle measured
     // slower on Zen 3: Q4_0 and Q8_0 by 10%, Q5_0 from 1.5 to 4.6 ns per block, where the
     // compiler then spilled vectors in the loop.)
-    group_words<B, J>(_group) { None }
+    group_words<B, J>(_group) { None },
+    q4_k_heads8(_heads) { None }
 );
 
 x86_kernels!(
@@ -2296,5 +2315,70 @@ x86_kernels!(
         let high = _mm512_permutex2var_epi16(load64(second), index(1), load64(second + 64));
         // Lanes of blocks 4..8: 0xF0 in each group of eight word lanes.
         Some(_mm512_castsi512_si256(_mm512_mask_blend_epi16(0xF0F0, low, high)))
+    },
+    // The eight heads (16 bytes each: d, dmin, words w0, w1, w2 of packed scales and mins) are
+    // first gathered word by word across rows, so that every 6-bit field of the eight rows is
+    // unpacked by one pass of shifts and masks over [w0 | w1] and [w2 | w2]; two byte shuffles
+    // and two dword permutes then transpose rows x groups into groups x rows. Unpacking row by
+    // row ([`q4_k_scales_mins_vec`] eight times and 24 unpacks) was about a quarter of the
+    // interleaved Q4_K kernel's time where its weights sit in L2.
+    q4_k_heads8(heads) {
+        let load64 = |at: usize| {
+            let bytes: &[u8; 64] = heads[at..at + 64].try_into().expect("64 bytes");
+            // SAFETY: `bytes` is 64 bytes; loadu has no alignment requirement.
+            unsafe { _mm512_loadu_si512(bytes.as_ptr().cast()) }
+        };
+        let (rows0_3, rows4_7) = (load64(0), load64(64));
+        // Dword k of row r is dword 4r + k of the two loads together.
+        let w0_w1 = _mm512_permutex2var_epi32(
+            rows0_3,
+            _mm512_setr_epi32(1, 5, 9, 13, 17, 21, 25, 29, 2, 6, 10, 14, 18, 22, 26, 30),
+            rows4_7,
+        );
+        let w2_w2 = _mm512_permutex2var_epi32(
+            rows0_3,
+            _mm512_setr_epi32(3, 7, 11, 15, 19, 23, 27, 31, 3, 7, 11, 15, 19, 23, 27, 31),
+            rows4_7,
+        );
+        // Per row lane, byte g: scales 0..4 (from w0) and mins 0..4 (from w1) are the low 6 bits;
+        // scales 4..8 and mins 4..8 take their low nibble from w2's low and high nibbles, their
+        // top two bits from bits 6, 7 of w0 and w1 (moved to bits 4, 5 by one shift; what the
+        // shift brings in from the next byte is masked off).
+        let low = _mm512_and_si512(w0_w1, _mm512_set1_epi8(0x3F));
+        let nibbles = _mm512_and_si512(
+            _mm512_srlv_epi32(w2_w2, _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4)),
+            _mm512_set1_epi8(0x0F),
+        );
+        let high = _mm512_or_si512(nibbles, _mm512_and_si512(_mm512_srli_epi32::<2>(w0_w1), _mm512_set1_epi8(0x30)));
+        // 128-bit lanes of `low` and `high`: scales of rows 0..4, of rows 4..8, mins of rows
+        // 0..4, of rows 4..8, byte 4r + g. Each to byte 4g + r, then dword g of the two
+        // halves side by side: lane 0 is groups 0 and 1 of the eight rows, lane 1 groups 2 and
+        // 3 (of `low`; `high` has groups 4..8), lanes 2 and 3 the same of the mins.
+        let by_group = |v: __m512i| {
+            let within = _mm512_shuffle_epi8(v, _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)));
+            _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15), within)
+        };
+        let (low, high) = (by_group(low), by_group(high));
+        let scales = [
+            _mm512_castsi512_si128(low),
+            _mm512_extracti32x4_epi32::<1>(low),
+            _mm512_castsi512_si128(high),
+            _mm512_extracti32x4_epi32::<1>(high),
+        ];
+        let mins = [
+            _mm512_extracti32x4_epi32::<2>(low),
+            _mm512_extracti32x4_epi32::<3>(low),
+            _mm512_extracti32x4_epi32::<2>(high),
+            _mm512_extracti32x4_epi32::<3>(high),
+        ];
+        // Words 0..8: the rows' d (word 8r of the two loads), words 8..16: their dmin.
+        let d_dmin = _mm512_castsi512_si256(_mm512_permutex2var_epi16(
+            rows0_3,
+            _mm512_setr_epi32(8 << 16, 16 | 24 << 16, 32 | 40 << 16, 48 | 56 << 16, 1 | 9 << 16, 17 | 25 << 16, 33 | 41 << 16, 49 | 57 << 16, 0, 0, 0, 0, 0, 0, 0, 0),
+            rows4_7,
+        ));
+        let d = _mm256_cvtph_ps(_mm256_castsi256_si128(d_dmin));
+        let dmin = _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(d_dmin));
+        Some(([d, dmin], scales, mins))
     }
 );
