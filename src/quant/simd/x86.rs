@@ -1293,21 +1293,38 @@ macro_rules! x86_kernels {
             #[inline]
             #[target_feature(enable = $features)]
             fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
-                let pairs: [__m256i; 8] = std::array::from_fn(|k| {
-                    let (a, b) = (v[2 * (k / 2)], v[2 * (k / 2) + 1]);
-                    if k % 2 == 0 { _mm256_unpacklo_epi32(a, b) } else { _mm256_unpackhi_epi32(a, b) }
-                });
-                // quads[4h + c]: lanes c (low half) and c + 4 (high half) of rows 4h..4h + 4.
-                let quads: [__m256i; 8] = std::array::from_fn(|k| {
-                    let (h, c) = (k / 4, k % 4);
-                    let (a, b) = (pairs[4 * h + c / 2], pairs[4 * h + 2 + c / 2]);
-                    if c % 2 == 0 { _mm256_unpacklo_epi64(a, b) } else { _mm256_unpackhi_epi64(a, b) }
-                });
+                let quads = transpose_quads::<8>(v);
                 std::array::from_fn(|j| {
                     if j < 4 {
                         _mm256_permute2x128_si256::<0x20>(quads[j], quads[4 + j])
                     } else {
                         _mm256_permute2x128_si256::<0x31>(quads[j - 4], quads[j])
+                    }
+                })
+            }
+
+            /// The first two stages of [`transpose8`] for rows `0..ROWS` (4 or 8): `quads[4h + c]`
+            /// holds lane `c` (low half) and lane `c + 4` (high half) of rows `4h..4h + 4`, in
+            /// lanes `0..4` and `4..8`. For four rows, `quads[0..4]` is [`transpose8`]'s result
+            /// for rows 0..4 with vectors `j` and `j + 4` packed into one (see [`tile_group`]).
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn transpose_quads<const ROWS: usize>(v: [__m256i; 8]) -> [__m256i; 8] {
+                let pairs: [__m256i; 8] = std::array::from_fn(|k| {
+                    let (a, b) = (v[2 * (k / 2)], v[2 * (k / 2) + 1]);
+                    match (2 * (k / 2) < ROWS, k % 2 == 0) {
+                        (false, _) => _mm256_setzero_si256(),
+                        (true, true) => _mm256_unpacklo_epi32(a, b),
+                        (true, false) => _mm256_unpackhi_epi32(a, b),
+                    }
+                });
+                std::array::from_fn(|k| {
+                    let (h, c) = (k / 4, k % 4);
+                    let (a, b) = (pairs[4 * h + c / 2], pairs[4 * h + 2 + c / 2]);
+                    match (4 * h < ROWS, c % 2 == 0) {
+                        (false, _) => _mm256_setzero_si256(),
+                        (true, true) => _mm256_unpacklo_epi64(a, b),
+                        (true, false) => _mm256_unpackhi_epi64(a, b),
                     }
                 })
             }
@@ -1516,7 +1533,9 @@ macro_rules! x86_kernels {
                     std::array::from_fn(|k| if k < COUNT { quants(&w[k]) } else { _mm256_setzero_si256() })
                 });
                 let scales: [[__m256; 2]; R] = std::array::from_fn(|r| weight_scales::<WB, AB, COUNT, false>(w[r], i));
-                tile_group::<WB, AB, R, N, COUNT, OFFSET, Q8>(nb, a, i, &q.map(|q| transpose8(q)), &scales, acc);
+                // Up to four blocks: their vectors j and j + 4 packed into one ([`tile_group`]).
+                let q = q.map(|q| if COUNT <= 4 { transpose_quads::<4>(q) } else { transpose8(q) });
+                tile_group::<WB, AB, R, N, COUNT, OFFSET, Q8>(nb, a, i, &q, &scales, acc);
             }
 
             /// The products of R weight rows' blocks `i..i + COUNT`, whose quants `q[r]` come
@@ -1545,8 +1564,24 @@ macro_rules! x86_kernels {
                 for t in 0..N {
                     let group: &[u8; 256] = a[t][at..at + 256].try_into().expect("an interleaved group");
                     let act: [__m256i; 8] = std::array::from_fn(|j| load32(group, 32 * j));
+                    if COUNT <= 4 {
+                        // Lanes 4..8 of every vector would multiply zeros: vector j carries
+                        // vector j + 4's lanes 0..4 there instead (the weights' packed by
+                        // [`transpose_quads`]), and the two halves of the four products' sums
+                        // are added. The same integers in half the products: a row's last
+                        // blocks of Gemma-3's 640 columns (20 blocks) and Qwen2.5-0.5B's 896.
+                        let act: [__m256i; 8] = std::array::from_fn(|j| {
+                            if j < 4 { _mm256_permute2x128_si256::<0x20>(act[j], act[j + 4]) } else { _mm256_setzero_si256() }
+                        });
+                        for r in 0..R {
+                            let halves = tile_dots::<WB, Q8, 4>(&q[r], &act);
+                            let sum = _mm_add_epi32(_mm256_castsi256_si128(halves), _mm256_extracti128_si256::<1>(halves));
+                            finish_group::<AB, COUNT, OFFSET>(nb, i, scales[r], a[t], _mm256_zextsi128_si256(sum), &mut acc[r][t]);
+                        }
+                        continue;
+                    }
                     for r in 0..R {
-                        let dots = tile_dots::<WB, Q8>(&q[r], &act);
+                        let dots = tile_dots::<WB, Q8, 8>(&q[r], &act);
                         finish_group::<AB, COUNT, OFFSET>(nb, i, scales[r], a[t], dots, &mut acc[r][t]);
                     }
                 }
@@ -1677,7 +1712,7 @@ macro_rules! x86_kernels {
                         interleaved_dots_high16(group, act)
                     } else {
                         let act: [__m256i; 8] = std::array::from_fn(|j| load32(act, 32 * j));
-                        tile_dots::<WB, Q8>(&interleaved_quants::<WB>(group), &act)
+                        tile_dots::<WB, Q8, 8>(&interleaved_quants::<WB>(group), &act)
                     };
                     finish_lanes::<AB, 8, OFFSET>(interleaved_scales::<AB>(group), d_a, second, dots, &mut acc);
                 }
@@ -1760,28 +1795,28 @@ macro_rules! x86_kernels {
                 [f16s(0), if AB == sizes::Q8_1 { f16s(16) } else { _mm256_setzero_ps() }]
             }
 
-            /// Per i32 lane, the sum of [`weights_dot`] over eight pairs of vectors `q[j]` and
-            /// `a[j]` (a prefill tile's eight transposed blocks against eight interleaved
-            /// activation vectors). Narrow quants add in [`narrow_dot`]'s lanes, widened once
+            /// Per i32 lane, the sum of [`weights_dot`] over the first `J` (8, or 4 packed, see
+            /// [`tile_group`]) pairs of vectors `q[j]` and `a[j]` (a prefill tile's eight
+            /// transposed blocks against eight interleaved activation vectors). Narrow quants add in [`narrow_dot`]'s lanes, widened once
             /// (4-bit) or twice (5-bit, where its lanes are i16): a third fewer operations on
             /// AVX2 than widening every step.
             #[inline]
             #[target_feature(enable = $features)]
-            fn tile_dots<const WB: usize, const Q8: bool>(q: &[__m256i; 8], a: &[__m256i; 8]) -> __m256i {
+            fn tile_dots<const WB: usize, const Q8: bool, const J: usize>(q: &[__m256i; 8], a: &[__m256i; 8]) -> __m256i {
                 // Where every step adds into i32 lanes (Q8_0; VNNI's `vpdpbusd`), even and odd
                 // steps go to two sums: one chain of eight `vpdpbusd` waits out each one's
                 // latency, and a prefill tile's four chains at a time left Zen 4 issuing about
                 // one a cycle of the two it can.
                 if Q8 || !NARROW_I16 {
                     let mut sums = [_mm256_setzero_si256(); 2];
-                    for j in 0..8 {
+                    for j in 0..J {
                         sums[j % 2] = if Q8 { q8_0_dot(sums[j % 2], q[j], a[j]) } else { narrow_dot(sums[j % 2], q[j], a[j]) };
                     }
                     return _mm256_add_epi32(sums[0], sums[1]);
                 }
                 let mut dots = _mm256_setzero_si256();
-                let run = if NARROW_I16 && is_five_bit::<WB>() { 4 } else { 8 };
-                for start in (0..8).step_by(run) {
+                let run = if NARROW_I16 && is_five_bit::<WB>() { 4 } else { 8 }.min(J);
+                for start in (0..J).step_by(run) {
                     let mut sums = _mm256_setzero_si256();
                     for j in start..start + run {
                         sums = narrow_dot(sums, q[j], a[j]);
