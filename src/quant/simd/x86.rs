@@ -1797,9 +1797,9 @@ macro_rules! x86_kernels {
 
             /// Per i32 lane, the sum of [`weights_dot`] over the first `J` (8, or 4 packed, see
             /// [`tile_group`]) pairs of vectors `q[j]` and `a[j]` (a prefill tile's eight
-            /// transposed blocks against eight interleaved activation vectors). Narrow quants add in [`narrow_dot`]'s lanes, widened once
-            /// (4-bit) or twice (5-bit, where its lanes are i16): a third fewer operations on
-            /// AVX2 than widening every step.
+            /// transposed blocks against eight interleaved activation vectors). Narrow quants
+            /// add in [`narrow_dot`]'s lanes, widened once (4-bit) or twice (5-bit, where its
+            /// lanes are i16): a third fewer operations on AVX2 than widening every step.
             #[inline]
             #[target_feature(enable = $features)]
             fn tile_dots<const WB: usize, const Q8: bool, const J: usize>(q: &[__m256i; 8], a: &[__m256i; 8]) -> __m256i {
