@@ -298,6 +298,16 @@ struct StreamPrefetch {
 /// `q4_k_rows8` chooses the level by its pass's tokens).
 const PREFILL_BLOCKS_AHEAD: usize = 4;
 
+/// The 64 bytes of `b` at `at`, for the AVX-512 set's hooks in [`x86_kernels!`] (the kernels'
+/// own loads, `load32` and `load16`, are compiled for both sets).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn load64(b: &[u8], at: usize) -> std::arch::x86_64::__m512i {
+    let bytes: &[u8; 64] = b[at..at + 64].try_into().expect("64 bytes");
+    // SAFETY: `bytes` is 64 bytes; loadu has no alignment requirement.
+    unsafe { std::arch::x86_64::_mm512_loadu_si512(bytes.as_ptr().cast()) }
+}
+
 /// [`StreamPrefetch`] for decode on this CPU. On Intel, `prefetcht2` four blocks ahead (measured
 /// on an Intel Xeon, see `q4_k_rows8`). On AMD with AVX-512 (Zen 4 and later), `prefetcht2`
 /// eight blocks ahead; on older AMD cores, `prefetcht0` four blocks ahead, which had been the
@@ -1815,7 +1825,7 @@ macro_rules! x86_kernels {
                     return _mm256_add_epi32(sums[0], sums[1]);
                 }
                 let mut dots = _mm256_setzero_si256();
-                let run = if NARROW_I16 && is_five_bit::<WB>() { 4 } else { 8 }.min(J);
+                let run = if is_five_bit::<WB>() { 4 } else { 8 }.min(J);
                 for start in (0..J).step_by(run) {
                     let mut sums = _mm256_setzero_si256();
                     for j in start..start + run {
@@ -2333,11 +2343,7 @@ x86_kernels!(
     // the 8 or 16 words through general registers was a quarter of a decode kernel's time.
     group_words<B, J>(group) {
         let group: &[u8] = &group[..8 * B];
-        let load64 = |at: usize| {
-            let bytes: &[u8; 64] = group[at..at + 64].try_into().expect("64 bytes");
-            // SAFETY: `bytes` is 64 bytes; loadu has no alignment requirement.
-            unsafe { _mm512_loadu_si512(bytes.as_ptr().cast()) }
-        };
+        let load64 = |at: usize| super::load64(group, at);
         // The window of blocks `4h..4h + 4`: its words span 3B + 2J <= 128 bytes (B <= 34).
         let window = |h: usize| (4 * h * B).min(8 * B - 128);
         let (first, second) = (window(0), window(1));
@@ -2363,12 +2369,7 @@ x86_kernels!(
     // row ([`q4_k_scales_mins_vec`] eight times and 24 unpacks) was about a quarter of the
     // interleaved Q4_K kernel's time where its weights sit in L2.
     q4_k_heads8(heads) {
-        let load64 = |at: usize| {
-            let bytes: &[u8; 64] = heads[at..at + 64].try_into().expect("64 bytes");
-            // SAFETY: `bytes` is 64 bytes; loadu has no alignment requirement.
-            unsafe { _mm512_loadu_si512(bytes.as_ptr().cast()) }
-        };
-        let (rows0_3, rows4_7) = (load64(0), load64(64));
+        let (rows0_3, rows4_7) = (super::load64(heads, 0), super::load64(heads, 64));
         // Dword k of row r is dword 4r + k of the two loads together.
         let w0_w1 = _mm512_permutex2var_epi32(
             rows0_3,
