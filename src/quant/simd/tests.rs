@@ -309,6 +309,27 @@ fn interleaved_weights_give_the_file_layouts_products_bit_for_bit() {
     }
 }
 
+/// The AVX-512 set's eight-head unpack of interleaved Q4_K groups against the row-by-row one,
+/// on every CPU with the set: the kernels take it on AMD only (`eight_head_unpack_pays`), so the
+/// products test above reaches it there alone.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_eight_head_unpack_gives_the_row_by_row_values() {
+    if !Isa::Avx512Vnni.available() {
+        return;
+    }
+    let mut rng = Rng(11);
+    let (nb, rows) = (3, 16);
+    let weights = random_blocks(Q4_K, rows * nb, 1.0, &mut rng).0;
+    let mut interleaved = weights.clone();
+    interleave_rows8(Q4_K, nb * 256, &mut interleaved, &mut Vec::new());
+    for group in interleaved.chunks_exact(8 * 144) {
+        let group: &[u8; 8 * 144] = group.try_into().expect("a group of eight blocks");
+        assert_eq!(super::x86::avx512vnni::eight_head_unpack_agrees(group), Some(true));
+        assert_eq!(super::x86::avx2::eight_head_unpack_agrees(group), None);
+    }
+}
+
 /// A SIMD kernel that read a wrong bit would still pass a loose check on random data if the
 /// bound were too wide: one changed quant must move the result by more than the bound.
 #[test]

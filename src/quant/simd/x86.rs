@@ -335,6 +335,22 @@ fn stream_decode_prefetch() -> StreamPrefetch {
     })
 }
 
+/// Whether Q4_K's interleaved kernels unpack a group's eight heads with the AVX-512 set's
+/// 512-bit permutes (`q4_k_heads8`) rather than row by row: on AMD, not on Intel.
+///
+/// On Zen 4 (EPYC family 25 model 17, a 2-vCPU KVM guest) the permutes made the interleaved
+/// kernel about 15% faster in L2. On an Intel Xeon (family 6 model 207, a 2-vCPU KVM guest)
+/// they made it slower: 1536 columns in L2, decode 7.9-9.6 against 6.3-6.6 ns per block and a
+/// pass of 8 tokens 3.5-5.2 against 3.0 ns per block and token, three alternated rounds.
+/// Probably because Intel cores give up port 1's vector unit while 512-bit operations are in
+/// flight, and the kernel's 256-bit work needs it; measured, not traced (no counters in the
+/// guest). The 32-value formats' `group_words`, 512-bit too, made no difference there either
+/// way, and stays.
+fn eight_head_unpack_pays() -> bool {
+    static CHOSEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(cpu_vendor_is_amd)
+}
+
 /// Whether CPUID names the vendor "AuthenticAMD" (Hygon's Zen cores say "HygonGenuine").
 fn cpu_vendor_is_amd() -> bool {
     let id = std::arch::x86_64::__cpuid(0);
@@ -1030,10 +1046,40 @@ macro_rules! x86_kernels {
 
             /// [`q4_k_rows8_scales`] of an interleaved Q4_K group's eight heads (its first 128
             /// bytes, `quant::interleave`), where this instruction set unpacks them with vector
-            /// permutes of the whole 128 bytes.
+            /// permutes of the whole 128 bytes (which [`q4_k_rows8`] takes where
+            /// `eight_head_unpack_pays`).
             #[inline]
             #[target_feature(enable = $features)]
             fn q4_k_heads8($qh: &[u8; 128]) -> Option<Q4KRows8Scales> $q4_k_heads8
+
+            /// Whether [`q4_k_heads8`] gives [`q4_k_rows8_scales`]'s values, bit for bit, for the
+            /// group of interleaved Q4_K rows `group` (None: this set has no such unpack). A test
+            /// hook: the kernels take it only where `eight_head_unpack_pays`, and the tests
+            /// check it on every CPU with the set.
+            #[cfg(test)]
+            pub(crate) fn eight_head_unpack_agrees(group: &[u8; 8 * sizes::Q4_K]) -> Option<bool> {
+                #[target_feature(enable = $features)]
+                fn agrees(group: &[u8; 8 * sizes::Q4_K]) -> Option<bool> {
+                    let ([d, dmin], scales, mins) = q4_k_heads8(group[..128].try_into().expect("128 bytes"))?;
+                    let heads: [&[u8; 20]; 8] = std::array::from_fn(|r| group[16 * r..16 * r + 20].try_into().expect("20 bytes"));
+                    let ([d_rows, dmin_rows], scales_rows, mins_rows) = q4_k_rows8_scales(heads);
+                    let bytes = |v: __m128i| {
+                        let mut b = [0u8; 16];
+                        // SAFETY: `b` is 16 bytes; storeu has no alignment requirement.
+                        unsafe { _mm_storeu_si128(b.as_mut_ptr().cast(), v) };
+                        b
+                    };
+                    let bits = |v: __m256| f32_lanes(v).map(f32::to_bits);
+                    Some(
+                        bits(d) == bits(d_rows)
+                            && bits(dmin) == bits(dmin_rows)
+                            && (0..4).all(|k| bytes(scales[k]) == bytes(scales_rows[k]) && bytes(mins[k]) == bytes(mins_rows[k])),
+                    )
+                }
+                assert!(available(), "the CPU has the set's features");
+                // SAFETY: the CPU has every feature `agrees` is compiled for (asserted).
+                unsafe { agrees(group) }
+            }
 
             kernel_entries!($features; dot_rows_q8_0, dot_batch_q8_0, tile q8_0, q8_0_rows, 32, sizes::Q8_0, sizes::Q8_0, GgmlType::Q8_0);
             kernel_entries!($features; dot_rows_q4_0, dot_batch_q4_0, tile q4_0, q4_0_rows, 32, sizes::Q4_0, sizes::Q8_0, GgmlType::Q8_0);
@@ -2041,6 +2087,7 @@ macro_rules! x86_kernels {
                 const GROUP: usize = 8 * sizes::Q4_K;
                 // Per token and group, [`q4_k`]'s accumulator lane for that group, of eight rows.
                 let mut acc = [[_mm256_setzero_ps(); 8]; N];
+                let unpack_heads8 = INTERLEAVED && super::eight_head_unpack_pays();
                 for i in 0..nb {
                     // Block i of the eight rows: heads (d, dmin, scales) and quants.
                     let rows: [&[u8; sizes::Q4_K]; 8] = std::array::from_fn(|r| block(w[if INTERLEAVED { 0 } else { r }], i));
@@ -2069,8 +2116,8 @@ macro_rules! x86_kernels {
                     prefetch_into(levels, ahead.wrapping_add(i * GROUP), GROUP);
                     let ab: [&[u8; AB]; N] = std::array::from_fn(|t| block(a[t], i));
                     let unpacked = match interleaved {
-                        Some(group) => q4_k_heads8(group[..128].try_into().expect("128 bytes")),
-                        None => None,
+                        Some(group) if unpack_heads8 => q4_k_heads8(group[..128].try_into().expect("128 bytes")),
+                        _ => None,
                     };
                     let ([d, dmin], scales, mins) = match unpacked {
                         Some(scales) => scales,
