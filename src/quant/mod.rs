@@ -397,7 +397,7 @@ pub enum ProductLayout {
 pub const PRODUCT_STRIP_ROWS: usize = 32;
 
 /// Whether [`dot_rows_batch_in_strips`] multiplies `ty` weights for `n_tokens` tokens on this CPU:
-/// where AMX int8 tiles take the batch, whose products come out token by token, and would need
+/// where int8 tiles take the batch, whose products come out token by token, and would need
 /// transposing twice to be row-major and then token-major again.
 pub fn products_in_strips(ty: GgmlType, n_tokens: usize) -> bool {
     int8_tiles_for(active_isa(), ty, n_tokens).is_some()
@@ -429,8 +429,9 @@ pub fn dot_rows_batch_in_strips(
     assert!(done, "quant::dot_rows_batch_in_strips: {ty} weights for {n_tokens} tokens are not on int8 tiles");
 }
 
-/// The proof that AMX int8 tiles multiply `ty` weights for `n_tokens` tokens with `isa`'s
-/// arithmetic: this CPU has them, the set is AVX-512 VNNI (whose arithmetic the tiles repeat bit
+/// The proof that int8 tiles multiply `ty` weights for `n_tokens` tokens with `isa`'s
+/// arithmetic: this CPU takes their products (on AMX, or with AVX-512 VNNI, see
+/// `amx_int8::Int8Tiles::get`), the set is AVX-512 VNNI (whose arithmetic the tiles repeat bit
 /// for bit), the batch fills a tile and the tiles take `ty`. `CHORD_LLM_INT8_TILES=0` turns them
 /// off.
 #[cfg(target_arch = "x86_64")]

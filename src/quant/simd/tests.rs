@@ -1052,20 +1052,28 @@ fn bf16_tile_products_agree_with_their_reference() {
     }
 }
 
-/// The AMX int8 tiles' products are the AVX-512 VNNI kernels' bit for bit, for every format the
-/// tiles take, in the file's layout and interleaved: strips of 32 rows whole and partial, token
-/// counts filling one or two token tiles or leaving the last one partial, rows whose blocks do
-/// not fill the kernels' groups of eight, and scales from small to large; and laid out in
-/// strips, the same values.
+/// The int8 tiles' products are the AVX-512 VNNI kernels' bit for bit, taken on AMX tiles and
+/// by VNNI (whichever this CPU has), for every format the tiles take, in the file's layout and
+/// interleaved: strips of 32 rows whole and partial, token counts filling one or two token tiles
+/// or leaving the last one partial, rows whose blocks do not fill the kernels' groups of eight,
+/// and scales from small to large; and laid out in strips, the same values.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn int8_tile_products_are_the_vnni_kernels() {
-    use super::amx_int8::{dot_rows_batch as on_tiles, Int8Tiles};
+    use super::amx_int8::Int8Tiles;
+    let ways = Int8Tiles::for_tests();
+    if ways.is_empty() {
+        eprintln!("skipped: this CPU has neither AMX-INT8 tiles nor AVX-512 VNNI");
+    }
+    for tiles in ways {
+        tile_products_are_the_vnni_kernels(tiles);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn tile_products_are_the_vnni_kernels(tiles: super::amx_int8::Int8Tiles) {
+    use super::amx_int8::dot_rows_batch as on_tiles;
     use crate::quant::ProductLayout::{RowMajor, Strips};
-    let Some(tiles) = Int8Tiles::for_tests() else {
-        eprintln!("skipped: this CPU (or system) has no AMX-INT8 tiles");
-        return;
-    };
     let isa = Isa::Avx512Vnni;
     let mut rng = Rng(12);
     for ty in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K] {
@@ -1090,7 +1098,11 @@ fn int8_tile_products_are_the_vnni_kernels() {
                     let first_difference = got.iter().zip(&want).position(|(g, w)| g.to_bits() != w.to_bits());
                     if let Some(i) = first_difference {
                         let (r, t) = (i / n_tokens, i % n_tokens);
-                        panic!("{ty}, {cols} columns, {rows} rows, {n_tokens} tokens: row {r} token {t}: tiles {}, VNNI {}", got[i], want[i]);
+                        panic!(
+                            "{tiles:?}: {ty}, {cols} columns, {rows} rows, {n_tokens} tokens: row {r} token {t}: tiles {}, VNNI {}",
+                            got[i],
+                            want[i]
+                        );
                     }
                     let mut in_strips = vec![f32::NAN; rows * n_tokens];
                     assert!(on_tiles(tiles, ty, cols, &weights, false, &acts, n_tokens, Strips, &mut in_strips));

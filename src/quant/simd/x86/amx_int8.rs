@@ -18,6 +18,9 @@
 //! `tdpb*d` reads its second operand (row `k`: four quants `4k..4k + 4` of each weight row),
 //! which [`fill_strip`] lays out once per strip of 32 rows by gathering from the rows. Products
 //! come out as 16 tokens by 16 rows of i32 and are scaled by the vector of 16 rows' scales.
+//!
+//! On a CPU with AVX-512 VNNI and no AMX, the same tile products are taken with 512-bit
+//! `vpdpbusd` ([`Unit::vnni_products`]), the same integers; everything else is shared.
 
 use super::amx::{cpu_has_amx, tile_data_granted, with_tile_config, TileConfig, AMX_INT8, NO_CONFIG};
 use super::avx2::prefetch_lines;
@@ -79,36 +82,72 @@ const CONFIG_Q6_K: TileConfig = {
     c
 };
 
-/// Proof that the CPU has AMX-TILE and AMX-INT8 (and the AVX-512 the scaling takes), that the
-/// kernel granted the tile state, and that `CHORD_LLM_INT8_TILES=0` did not turn the tiles off:
-/// made only by [`Int8Tiles::get`].
-#[derive(Clone, Copy)]
-pub(crate) struct Int8Tiles(());
+/// How the tile products ([`Unit::products`]) are taken: by AMX tiles (`tdpbssd`, `tdpbsud`),
+/// or, on a CPU without them, by AVX-512 VNNI with the same integers (see
+/// [`Unit::vnni_products`]). Everything else, the strips, the scaling and the sums, is the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TileProducts {
+    Amx,
+    Vnni,
+}
+
+/// Proof that the CPU can take the tile products as [`TileProducts`] says (AMX-TILE and
+/// AMX-INT8 with the tile state granted, or AVX-512 VNNI), has the AVX-512 the scaling takes,
+/// and that `CHORD_LLM_INT8_TILES=0` did not turn the tiles off: made only by
+/// [`Int8Tiles::get`] and, for tests, [`Int8Tiles::for_tests`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Int8Tiles(TileProducts);
 
 impl Int8Tiles {
+    /// AMX tiles where the CPU has them. Elsewhere VNNI products on Intel CPUs with AVX-512
+    /// VNNI: on an Intel Xeon without AMX (family 6 model 207, a 2-vCPU KVM guest), a 128-token
+    /// prompt at one thread against the rows-in-lanes kernels, medians of 3 alternated runs:
+    /// Qwen2.5-1.5B 44.9 -> 66.3 tok/s, Qwen2.5-0.5B 147 -> 264, Gemma-3-270M 451 -> 740,
+    /// SmolLM2 448 -> 691 (see [`Unit::vnni_products`]). Not on AMD, where it was not measured
+    /// (Zen 4 splits 512-bit operations in two).
     pub(crate) fn get() -> Option<Int8Tiles> {
-        static AVAILABLE: OnceLock<bool> = OnceLock::new();
-        let available = *AVAILABLE.get_or_init(|| {
+        static CHOSEN: OnceLock<Option<TileProducts>> = OnceLock::new();
+        let chosen = *CHOSEN.get_or_init(|| {
             let wanted = std::env::var("CHORD_LLM_INT8_TILES").map_or(true, |v| v != "0");
-            wanted && Self::hardware()
+            if !wanted {
+                None
+            } else if Self::amx() {
+                Some(TileProducts::Amx)
+            } else if Self::vnni() && !super::cpu_vendor_is_amd() {
+                Some(TileProducts::Vnni)
+            } else {
+                None
+            }
         });
-        available.then_some(Int8Tiles(()))
+        chosen.map(Int8Tiles)
     }
 
-    /// Whether the CPU and the system can run the products, whatever the environment asks.
-    pub(crate) fn hardware() -> bool {
+    /// Whether the CPU and the system can run the products on AMX tiles, whatever the
+    /// environment asks.
+    fn amx() -> bool {
+        Self::vnni() && cpu_has_amx(AMX_INT8) && tile_data_granted()
+    }
+
+    /// Whether the CPU can run the products with AVX-512 VNNI (and the scaling).
+    fn vnni() -> bool {
         is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
             && is_x86_feature_detected!("f16c")
-            && cpu_has_amx(AMX_INT8)
-            && tile_data_granted()
     }
 
-    /// The proof, for tests that compare the tiles with the kernels whatever the environment.
+    /// Every way this CPU can take the products, for tests that compare them with the kernels
+    /// whatever the environment and the vendor.
     #[cfg(test)]
-    pub(crate) fn for_tests() -> Option<Int8Tiles> {
-        Self::hardware().then_some(Int8Tiles(()))
+    pub(crate) fn for_tests() -> Vec<Int8Tiles> {
+        let amx = Self::amx().then_some(Int8Tiles(TileProducts::Amx));
+        let vnni = Self::vnni().then_some(Int8Tiles(TileProducts::Vnni));
+        amx.into_iter().chain(vnni).collect()
+    }
+
+    pub(crate) fn products(self) -> TileProducts {
+        self.0
     }
 }
 
@@ -252,6 +291,8 @@ struct Scratch {
     /// The last token tile's activation rows where fewer than 16 are left, zeros after them.
     padded: Vec<u8>,
     tokens: TokenScalars,
+    /// For VNNI products of signed weights, [`fill_quant_sums`]'s sums.
+    quant_sums: Vec<i32>,
     /// Per token of two tiles, per weight tile, the eight lanes' accumulators for 16 rows.
     acc: Vec<__m512>,
 }
@@ -267,7 +308,7 @@ thread_local!(static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default()
 /// Panics where the lengths do not fit together.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dot_rows_batch(
-    _tiles: Int8Tiles,
+    tiles: Int8Tiles,
     ty: GgmlType,
     cols: usize,
     weights: &[u8],
@@ -292,14 +333,22 @@ pub(crate) fn dot_rows_batch(
         return true;
     }
     SCRATCH.with_borrow_mut(|s| {
-        let Scratch { quants, scales, group_scales, padded, tokens, acc } = s;
+        let Scratch { quants, scales, group_scales, padded, tokens, quant_sums, acc } = s;
         let whole = n_tokens / TILE_ROWS;
+        let products = tiles.products();
         let mut tiles: Vec<&[u8]> = acts.chunks_exact(TILE_ROWS * act_bytes).collect();
         if n_tokens > whole * TILE_ROWS {
             padded.clear();
             padded.extend_from_slice(&acts[whole * TILE_ROWS * act_bytes..]);
             padded.resize(TILE_ROWS * act_bytes, 0);
             tiles.push(padded);
+        }
+        // Product steps: runs of 32, Q6_K's groups of 16.
+        let (steps, step_len) =
+            if format.finish == Finish::Q6K { (cols / Q6_K_GROUP, Q6_K_GROUP) } else { (runs, RUN) };
+        quant_sums.clear();
+        if products == TileProducts::Vnni && format.signed {
+            fill_quant_sums(format, steps, step_len, &tiles, act_bytes, quant_sums);
         }
         // Q6_K's scalars, and its integer sums, are per block.
         let scalar_runs = if format.finish == Finish::Q6K { nb } else { runs };
@@ -312,11 +361,12 @@ pub(crate) fn dot_rows_batch(
         // SAFETY: `Int8Tiles` says the CPU has AVX-512F.
         acc.resize(2 * TILE_ROWS * 2 * LANES, unsafe { _mm512_setzero_ps() });
         let config = if format.finish == Finish::Q6K { &CONFIG_Q6_K } else { &CONFIG };
-        // SAFETY: `Int8Tiles` says the CPU has AMX-TILE and AMX-INT8, the tile state is granted,
-        // and AVX-512F, BW and VL and F16C; `config` is a valid configuration (the one
-        // `Unit::multiply` asks for this format), loaded while the products run.
+        // SAFETY: `Int8Tiles` says the CPU takes `products` as they are asked for (for AMX: it
+        // has AMX-TILE and AMX-INT8, and the tile state is granted), and has AVX-512F, BW, VL
+        // and VNNI and F16C; with AMX products, `config` is a valid configuration (the one
+        // `Unit::multiply` asks for this format), loaded while they run.
         unsafe {
-            with_tile_config(config, || {
+            let mut run_strips = || {
                 for first_row in (0..rows).step_by(STRIP_ROWS) {
                     let strip_rows = STRIP_ROWS.min(rows - first_row);
                     let strip = &weights[first_row * row_bytes..(first_row + strip_rows) * row_bytes];
@@ -325,7 +375,19 @@ pub(crate) fn dot_rows_batch(
                     let next_strip = &next_strip[..next_strip.len().min(STRIP_ROWS * row_bytes)];
                     for (pair, tiles) in tiles.chunks(2).enumerate() {
                         let ahead = if pair == 0 { next_strip } else { &[] };
-                        let unit = Unit { format, runs, act_bytes, quants, scales, group_scales, ahead };
+                        let pair_sums = quant_sums.get(2 * pair * steps * TILE_ROWS..).unwrap_or(&[]);
+                        let unit = Unit {
+                            format,
+                            products,
+                            runs,
+                            act_bytes,
+                            quants,
+                            scales,
+                            group_scales,
+                            quant_sums: pair_sums,
+                            steps,
+                            ahead,
+                        };
                         let scalars = |k: usize| tokens.of_tile(2 * pair + k, scalar_runs);
                         match *tiles {
                             [a0, a1] => unit.multiply::<2>([a0, a1], [scalars(0), scalars(1)], acc),
@@ -338,21 +400,53 @@ pub(crate) fn dot_rows_batch(
                         write_sums(acc, strip_rows, first_token, tokens_here, n_tokens, layout, strip);
                     }
                 }
-            })
+            };
+            match products {
+                TileProducts::Amx => with_tile_config(config, run_strips),
+                TileProducts::Vnni => run_strips(),
+            }
         }
     });
     true
+}
+
+/// Per token tile, product step and token, the sum of the step's activation quants (at
+/// `quant_sums[(tile * steps + step) * 16 + m]`): VNNI products of signed weights start from
+/// -128 times it (see [`Unit::vnni_products`]).
+fn fill_quant_sums(
+    format: Format,
+    steps: usize,
+    step_len: usize,
+    tiles: &[&[u8]],
+    act_bytes: usize,
+    quant_sums: &mut Vec<i32>,
+) {
+    for tile in tiles {
+        for step in 0..steps {
+            let at = format.act_quants_at(step);
+            for m in 0..TILE_ROWS {
+                let quants = &tile[m * act_bytes + at..][..step_len];
+                quant_sums.push(quants.iter().map(|&q| q as i8 as i32).sum());
+            }
+        }
+    }
 }
 
 /// One strip's weights (quants and scales, as [`fill_strip`] laid them out) against up to two
 /// token tiles.
 struct Unit<'a> {
     format: Format,
+    products: TileProducts,
     runs: usize,
     act_bytes: usize,
     quants: &'a [u8],
     scales: &'a [f32],
     group_scales: &'a [i32],
+    /// For VNNI products of signed weights: per token tile (of the unit's), step and token, the
+    /// sum of the step's activation quants ([`fill_quant_sums`]); empty otherwise.
+    quant_sums: &'a [i32],
+    /// Product steps per token tile: runs, or Q6_K's groups.
+    steps: usize,
     /// The next strip's weights, fetched into L2 while this one is multiplied (see
     /// [`Unit::fetch_ahead`]); empty where there is none or another unit fetches it.
     ahead: &'a [u8],
@@ -368,9 +462,9 @@ impl Unit<'_> {
     /// against the 16 rows of weight tile `wt`, over every run.
     ///
     /// # Safety
-    /// Runs inside `with_tile_config` with [`CONFIG`] (Q6_K: [`CONFIG_Q6_K`]) on a CPU with
-    /// AMX-INT8, AVX-512F, BW and VL.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    /// On a CPU with AVX-512F, BW, VL and VNNI; with AMX products, one with AMX-INT8, inside
+    /// `with_tile_config` with [`CONFIG`] (Q6_K: [`CONFIG_Q6_K`]).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn multiply<const NT: usize>(&self, acts: [&[u8]; NT], token_scalars: [&[f32]; NT], acc: &mut [__m512]) {
         let acc = &mut acc[..NT * TILE_ROWS * 2 * LANES];
         if self.format.finish == Finish::Q6K {
@@ -388,7 +482,7 @@ impl Unit<'_> {
             // The 16th activation row read ends at 15 * stride + at + 32 <= 16 * stride.
             let a = from_row_byte(acts, at, stride, RUN);
             // SAFETY: the function's promise.
-            unsafe { self.products(weights, a, &mut dots) };
+            unsafe { self.products::<NT, { RUN / 4 }>(run, weights, a, &mut dots) };
             if self.format.finish == Finish::KQuant && run % LANES == 0 {
                 self.q4_k_block_scales(run, token_scalars, &mut block_scales);
             }
@@ -421,17 +515,28 @@ impl Unit<'_> {
         }
     }
 
-    /// The products of one run (Q6_K: one group) into `dots`: `weights` is its two weight
-    /// tiles, one after the other, each `a[tt]` the 16 activation rows' quants of token tile
-    /// `tt` (from the run's first byte, at a stride of one activation row).
+    /// The products of product step `step`, one run (Q6_K: one group), into `dots`: `weights`
+    /// is its two weight tiles, one after the other, each `a[tt]` the 16 activation rows'
+    /// quants of token tile `tt` (from the run's first byte, at a stride of one activation
+    /// row). `DEPTH`: the tile's rows of four quants (8, Q6_K: 4).
     ///
     /// # Safety
-    /// As for [`Unit::multiply`]: inside `with_tile_config` with the format's configuration,
-    /// which sets the tiles' shapes: weight tiles of 64-byte rows (8 of them, Q6_K: 4), filling
-    /// `weights` (2 x 512 or 2 x 256 bytes), activation tiles of 16 rows of 32 bytes (Q6_K: 16).
+    /// As for [`Unit::multiply`]; with AMX products, inside `with_tile_config` with the format's
+    /// configuration, which sets the tiles' shapes: weight tiles of `DEPTH` rows of 64 bytes,
+    /// filling `weights` (2 x 512 or 2 x 256 bytes), activation tiles of 16 rows of `4 * DEPTH`
+    /// bytes.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn products<const NT: usize>(&self, weights: &[u8], a: [&[u8]; NT], dots: &mut Dots) {
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn products<const NT: usize, const DEPTH: usize>(
+        &self,
+        step: usize,
+        weights: &[u8],
+        a: [&[u8]; NT],
+        dots: &mut Dots,
+    ) {
+        if self.products == TileProducts::Vnni {
+            return self.vnni_products::<NT, DEPTH>(step, weights, a, dots);
+        }
         let half = weights.len() / 2;
         // SAFETY: the function's promise; tmm6 and tmm7 read their rows of 64 bytes at a
         // stride of 64, each inside its half of `weights`.
@@ -479,6 +584,62 @@ impl Unit<'_> {
             match self.format.signed {
                 true => token_tile!("tdpbssd", "tmm2", "tmm3", "tmm5", a[NT - 1], second),
                 false => token_tile!("tdpbsud", "tmm2", "tmm3", "tmm5", a[NT - 1], second),
+            }
+        }
+    }
+
+    /// [`Unit::products`] with AVX-512 VNNI, the same integers: per token, the 16 rows of a
+    /// weight tile are the lanes of one vector, and `vpdpbusd` adds each row `k` of the tile
+    /// (four quants of each weight row) times the token's quants `4k..4k + 4`, broadcast from
+    /// memory. Per run of 32 and 16 tokens, 16 x 2 x 8 `vpdpbusd`, each on 64 bytes of a
+    /// weight tile held in a register for all the tokens; the rows-in-lanes kernels take
+    /// twice as many operations on 256-bit vectors for the same products, and decode their
+    /// blocks once per pass of 8 or 16 tokens instead of once per strip.
+    ///
+    /// `vpdpbusd` multiplies unsigned by signed bytes: unsigned weights (`tdpbsud`'s case) go
+    /// in as they are; signed ones (`tdpbssd`'s) go in offset to unsigned (`w + 128`, a flip
+    /// of the top bit), and each token's sum starts from -128 times its quants' sum
+    /// (`quant_sums`) instead of zero, which takes the offset back off exactly.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    fn vnni_products<const NT: usize, const DEPTH: usize>(
+        &self,
+        step: usize,
+        weights: &[u8],
+        a: [&[u8]; NT],
+        dots: &mut Dots,
+    ) {
+        let tile_bytes = 64 * DEPTH;
+        let offset = if self.format.signed { _mm512_set1_epi8(-128) } else { _mm512_setzero_si512() };
+        let mut w = [[_mm512_setzero_si512(); DEPTH]; 2];
+        for (wt, tile) in w.iter_mut().enumerate() {
+            for (k, v) in tile.iter_mut().enumerate() {
+                let bytes: &[u8; 64] = weights[wt * tile_bytes + 64 * k..][..64].try_into().expect("a tile row");
+                // SAFETY: `bytes` is 64 bytes; loadu has no alignment requirement.
+                *v = _mm512_xor_si512(unsafe { _mm512_loadu_si512(bytes.as_ptr().cast()) }, offset);
+            }
+        }
+        let stride = self.act_bytes;
+        for (tt, acts) in a.iter().enumerate() {
+            let sums = match self.format.signed {
+                true => &self.quant_sums[(tt * self.steps + step) * TILE_ROWS..][..TILE_ROWS],
+                false => &[0; TILE_ROWS][..],
+            };
+            for (m, &sum) in sums.iter().enumerate() {
+                let quants: &[u8] = &acts[m * stride..][..4 * DEPTH];
+                let start = _mm512_set1_epi32(-128 * sum);
+                let (mut first, mut second) = (start, start);
+                for k in 0..DEPTH {
+                    let four =
+                        _mm512_set1_epi32(i32::from_le_bytes(quants[4 * k..4 * k + 4].try_into().expect("4 quants")));
+                    first = _mm512_dpbusd_epi32(first, w[0][k], four);
+                    second = _mm512_dpbusd_epi32(second, w[1][k], four);
+                }
+                for (wt, sums) in [first, second].into_iter().enumerate() {
+                    let out = &mut dots.0[2 * tt + wt][TILE_ROWS * m..][..TILE_ROWS];
+                    // SAFETY: 16 i32, the length of `out`; storeu has no alignment requirement.
+                    unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), sums) };
+                }
             }
         }
     }
@@ -555,8 +716,8 @@ impl Unit<'_> {
     /// total scaled into lane `block % 8`.
     ///
     /// # Safety
-    /// Runs inside `with_tile_config(&CONFIG_Q6_K)` on a CPU with AMX-INT8, AVX-512F, BW and VL.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    /// As for [`Unit::multiply`], with [`CONFIG_Q6_K`] for AMX products.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     unsafe fn multiply_q6_k<const NT: usize>(
         &self,
         acts: [&[u8]; NT],
@@ -578,7 +739,7 @@ impl Unit<'_> {
                 let at = self.format.act_quants_at(group);
                 let a = from_row_byte(acts, at, stride, Q6_K_GROUP);
                 // SAFETY: the function's promise.
-                unsafe { self.products(weights, a, &mut dots) };
+                unsafe { self.products::<NT, { Q6_K_GROUP / 4 }>(group, weights, a, &mut dots) };
                 let scales = &self.group_scales[group * STRIP_ROWS..][..STRIP_ROWS];
                 // SAFETY: 16 i32 each, inside `scales`.
                 // (Not `[0, 1].map(..)`: `map` is not compiled with AVX-512, so it calls the
