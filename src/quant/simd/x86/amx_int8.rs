@@ -145,10 +145,6 @@ impl Int8Tiles {
         let vnni = Self::vnni().then_some(Int8Tiles(TileProducts::Vnni));
         amx.into_iter().chain(vnni).collect()
     }
-
-    pub(crate) fn products(self) -> TileProducts {
-        self.0
-    }
 }
 
 /// How a run's integer products are scaled and added, as the VNNI kernels do it; `d_w`, `m_w`,
@@ -200,6 +196,15 @@ impl Format {
         let act_ty = crate::quant::vec_dot_type(ty);
         let act_block_bytes = act_ty.block_bytes() as usize;
         Some(Format { ty, block_len, block_bytes, act_ty, act_block_bytes, signed, offset, finish })
+    }
+
+    /// Product steps of a row of `runs` runs: the runs, or Q6_K's groups of 16 (two a run).
+    fn product_steps(self, runs: usize) -> usize {
+        if self.finish == Finish::Q6K {
+            runs * RUN / Q6_K_GROUP
+        } else {
+            runs
+        }
     }
 
     /// Where run `run`'s 32 quants start in an activation row (Q6_K: group `run`'s 16).
@@ -335,7 +340,7 @@ pub(crate) fn dot_rows_batch(
     SCRATCH.with_borrow_mut(|s| {
         let Scratch { quants, scales, group_scales, padded, tokens, quant_sums, acc } = s;
         let whole = n_tokens / TILE_ROWS;
-        let products = tiles.products();
+        let products = tiles.0;
         let mut tiles: Vec<&[u8]> = acts.chunks_exact(TILE_ROWS * act_bytes).collect();
         if n_tokens > whole * TILE_ROWS {
             padded.clear();
@@ -343,12 +348,10 @@ pub(crate) fn dot_rows_batch(
             padded.resize(TILE_ROWS * act_bytes, 0);
             tiles.push(padded);
         }
-        // Product steps: runs of 32, Q6_K's groups of 16.
-        let (steps, step_len) =
-            if format.finish == Finish::Q6K { (cols / Q6_K_GROUP, Q6_K_GROUP) } else { (runs, RUN) };
+        let steps = format.product_steps(runs);
         quant_sums.clear();
         if products == TileProducts::Vnni && format.signed {
-            fill_quant_sums(format, steps, step_len, &tiles, act_bytes, quant_sums);
+            fill_quant_sums(format, nb, steps, &tiles, act_bytes, quant_sums);
         }
         // Q6_K's scalars, and its integer sums, are per block.
         let scalar_runs = if format.finish == Finish::Q6K { nb } else { runs };
@@ -385,7 +388,6 @@ pub(crate) fn dot_rows_batch(
                             scales,
                             group_scales,
                             quant_sums: pair_sums,
-                            steps,
                             ahead,
                         };
                         let scalars = |k: usize| tokens.of_tile(2 * pair + k, scalar_runs);
@@ -412,22 +414,34 @@ pub(crate) fn dot_rows_batch(
 
 /// Per token tile, product step and token, the sum of the step's activation quants (at
 /// `quant_sums[(tile * steps + step) * 16 + m]`): VNNI products of signed weights start from
-/// -128 times it (see [`Unit::vnni_products`]).
+/// -128 times it (see [`Unit::vnni_products`]). The activation rows carry these sums: Q8_0 rows
+/// (against Q4_0, Q5_0, Q8_0) in their table's column of quant sums, one i32 per block, and
+/// Q8_K rows (against Q6_K) as `bsums`, one i16 per 16 quants, a Q6_K group.
 fn fill_quant_sums(
     format: Format,
+    nb: usize,
     steps: usize,
-    step_len: usize,
     tiles: &[&[u8]],
     act_bytes: usize,
     quant_sums: &mut Vec<i32>,
 ) {
+    let sum = |row: &[u8], step: usize| -> i32 {
+        match format.act_ty {
+            GgmlType::Q8_K => {
+                let groups = 256 / Q6_K_GROUP;
+                let at = (step / groups) * format.act_block_bytes + 4 + 256 + 2 * (step % groups);
+                i16::from_le_bytes(row[at..at + 2].try_into().expect("2 bytes")) as i32
+            }
+            GgmlType::Q8_0 => {
+                let at = crate::quant::simd_column_at(format.act_ty, nb, 1) + 4 * step;
+                i32::from_le_bytes(row[at..at + 4].try_into().expect("4 bytes"))
+            }
+            other => unreachable!("amx: signed weights against {other} activations"),
+        }
+    };
     for tile in tiles {
         for step in 0..steps {
-            let at = format.act_quants_at(step);
-            for m in 0..TILE_ROWS {
-                let quants = &tile[m * act_bytes + at..][..step_len];
-                quant_sums.push(quants.iter().map(|&q| q as i8 as i32).sum());
-            }
+            quant_sums.extend((0..TILE_ROWS).map(|m| sum(&tile[m * act_bytes..][..act_bytes], step)));
         }
     }
 }
@@ -445,8 +459,6 @@ struct Unit<'a> {
     /// For VNNI products of signed weights: per token tile (of the unit's), step and token, the
     /// sum of the step's activation quants ([`fill_quant_sums`]); empty otherwise.
     quant_sums: &'a [i32],
-    /// Product steps per token tile: runs, or Q6_K's groups.
-    steps: usize,
     /// The next strip's weights, fetched into L2 while this one is multiplied (see
     /// [`Unit::fetch_ahead`]); empty where there is none or another unit fetches it.
     ahead: &'a [u8],
@@ -622,7 +634,7 @@ impl Unit<'_> {
         let stride = self.act_bytes;
         for (tt, acts) in a.iter().enumerate() {
             let sums = match self.format.signed {
-                true => &self.quant_sums[(tt * self.steps + step) * TILE_ROWS..][..TILE_ROWS],
+                true => &self.quant_sums[(tt * self.format.product_steps(self.runs) + step) * TILE_ROWS..][..TILE_ROWS],
                 false => &[0; TILE_ROWS][..],
             };
             for (m, &sum) in sums.iter().enumerate() {
